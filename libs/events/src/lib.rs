@@ -1,0 +1,12 @@
+//! Confab's shared vocabulary.
+//!
+//! * [`ids`]: identifiers and room names that are *parsed* once at the edge
+//!   (never trusted raw), so that everything downstream — room registries,
+//!   bus subjects — can rely on them being safe.
+//! * [`socket`]: the typed Socket.IO events exchanged with browsers, from
+//!   which the checked-in TypeScript declarations are generated.
+
+pub mod ids;
+pub mod socket;
+
+pub use ids::{IdError, RoomId, RoomKind, UserId};

@@ -1,0 +1,274 @@
+//! The typed Socket.IO events exchanged between browsers and the gateway.
+//!
+//! These types are the contract with front ends. [`typescript`] renders
+//! them as TypeScript declarations (`ClientToServerEvents`,
+//! `ServerToClientEvents`, and the payload types) for `socket.io-client`'s
+//! typed `Socket<ServerToClientEvents, ClientToServerEvents>`; the rendered
+//! file is checked in at `libs/events/typescript/socket-events.ts` and a
+//! test fails when it is stale.
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+/// Event names, in one place.
+pub mod names {
+    /// Client asks to join a room (ack: [`super::RoomAck`]).
+    pub const ROOM_JOIN: &str = "room:join";
+    /// Client asks to leave a room (ack: [`super::RoomAck`]).
+    pub const ROOM_LEAVE: &str = "room:leave";
+    /// Client presents a fresh token before the current one expires
+    /// (ack: [`super::RefreshAck`]).
+    pub const AUTH_REFRESH: &str = "auth:refresh";
+    /// Server tells a socket its session expired, right before
+    /// disconnecting it.
+    pub const SESSION_EXPIRED: &str = "session:expired";
+    /// A new message in a room.
+    pub const MESSAGE_NEW: &str = "message:new";
+    /// A message was edited.
+    pub const MESSAGE_UPDATED: &str = "message:updated";
+    /// A message was deleted.
+    pub const MESSAGE_DELETED: &str = "message:deleted";
+}
+
+/// Argument of `room:join` / `room:leave`: a room name such as
+/// `channel:42`. A bare string is accepted too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(untagged)]
+pub enum RoomRequest {
+    /// `"channel:42"`
+    Name(String),
+    /// `{ "room": "channel:42" }`
+    Object {
+        /// The room name.
+        room: String,
+    },
+}
+
+impl RoomRequest {
+    /// The requested room name, unvalidated.
+    pub fn room(&self) -> &str {
+        match self {
+            RoomRequest::Name(r) | RoomRequest::Object { room: r } => r,
+        }
+    }
+}
+
+/// A refusal carried in an acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct AckError {
+    /// Stable machine code, e.g. `invalid_room`, `forbidden`.
+    pub code: String,
+    /// What went wrong, for a developer.
+    pub message: String,
+}
+
+impl AckError {
+    /// Builds an error.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Acknowledgement of `room:join` / `room:leave`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(untagged)]
+pub enum RoomAck {
+    /// Done.
+    Ok {
+        /// Always `true`.
+        #[ts(type = "true")]
+        ok: bool,
+        /// The room, normalized.
+        room: String,
+    },
+    /// Refused.
+    Err {
+        /// Why.
+        error: AckError,
+    },
+}
+
+/// Argument of `auth:refresh`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct RefreshRequest {
+    /// The new JWT, for the same user.
+    pub token: String,
+}
+
+/// Acknowledgement of `auth:refresh`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(untagged)]
+pub enum RefreshAck {
+    /// Accepted.
+    Ok {
+        /// Always `true`.
+        #[ts(type = "true")]
+        ok: bool,
+        /// New expiry, Unix seconds.
+        #[serde(rename = "expiresAt")]
+        #[ts(rename = "expiresAt", type = "number")]
+        expires_at: u64,
+    },
+    /// Refused; the current token stays in force until it expires.
+    Err {
+        /// Why.
+        error: AckError,
+    },
+}
+
+/// Payload of `session:expired`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct SessionExpired {
+    /// Stable machine code: `token_expired`.
+    pub code: String,
+    /// What happened and what to do (reconnect with a fresh token).
+    pub message: String,
+}
+
+/// A chat message as clients render it (`message:new`, `message:updated`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(rename_all = "camelCase")]
+pub struct Message {
+    /// Message id.
+    pub id: String,
+    /// Room name, e.g. `channel:42`.
+    pub room: String,
+    /// Author's user id.
+    pub author_id: String,
+    /// Message text.
+    pub body: String,
+    /// Thread root message id, for replies.
+    #[ts(optional)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+    /// Creation time, RFC 3339.
+    pub created_at: String,
+    /// Last edit time, RFC 3339.
+    #[ts(optional)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
+}
+
+/// Payload of `message:deleted`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(rename_all = "camelCase")]
+pub struct MessageDeleted {
+    /// Message id.
+    pub id: String,
+    /// Room name.
+    pub room: String,
+}
+
+/// Renders the TypeScript declarations of every socket event.
+pub fn typescript() -> String {
+    let cfg = ts_rs::Config::default();
+    let mut out = String::from(
+        "// Generated from libs/events/src/socket.rs by `CONFAB_BLESS=1 cargo test -p confab-events`.\n\
+         // Do not edit by hand; a test fails when this file is stale.\n\
+         //\n\
+         // Usage: `const socket: Socket<ServerToClientEvents, ClientToServerEvents> = io(url, opts);`\n\n",
+    );
+    for decl in [
+        RoomRequest::decl(&cfg),
+        AckError::decl(&cfg),
+        RoomAck::decl(&cfg),
+        RefreshRequest::decl(&cfg),
+        RefreshAck::decl(&cfg),
+        SessionExpired::decl(&cfg),
+        Message::decl(&cfg),
+        MessageDeleted::decl(&cfg),
+    ] {
+        out.push_str("export ");
+        out.push_str(&decl);
+        out.push_str("\n\n");
+    }
+    out.push_str(&format!(
+        "/** Events a client emits. */\n\
+         export interface ClientToServerEvents {{\n  \
+           \"{}\": (room: RoomRequest, ack: (res: RoomAck) => void) => void;\n  \
+           \"{}\": (room: RoomRequest, ack: (res: RoomAck) => void) => void;\n  \
+           \"{}\": (req: RefreshRequest, ack: (res: RefreshAck) => void) => void;\n\
+         }}\n\n\
+         /** Events the server emits. */\n\
+         export interface ServerToClientEvents {{\n  \
+           \"{}\": (msg: Message) => void;\n  \
+           \"{}\": (msg: Message) => void;\n  \
+           \"{}\": (msg: MessageDeleted) => void;\n  \
+           \"{}\": (info: SessionExpired) => void;\n\
+         }}\n\n\
+         /** What the server keeps per socket (`socket.data` in the old server). */\n\
+         export interface SocketData {{\n  userId: string;\n}}\n",
+        names::ROOM_JOIN,
+        names::ROOM_LEAVE,
+        names::AUTH_REFRESH,
+        names::MESSAGE_NEW,
+        names::MESSAGE_UPDATED,
+        names::MESSAGE_DELETED,
+        names::SESSION_EXPIRED,
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn room_request_accepts_both_shapes() {
+        let a: RoomRequest = serde_json::from_str("\"channel:1\"").unwrap();
+        let b: RoomRequest = serde_json::from_str("{\"room\":\"channel:1\"}").unwrap();
+        assert_eq!(a.room(), "channel:1");
+        assert_eq!(b.room(), "channel:1");
+    }
+
+    #[test]
+    fn acks_serialize_as_documented() {
+        let ok = RoomAck::Ok {
+            ok: true,
+            room: "dm:1".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&ok).unwrap(),
+            r#"{"ok":true,"room":"dm:1"}"#
+        );
+        let err = RefreshAck::Err {
+            error: AckError::new("forbidden", "no"),
+        };
+        assert_eq!(
+            serde_json::to_string(&err).unwrap(),
+            r#"{"error":{"code":"forbidden","message":"no"}}"#
+        );
+        let ok = RefreshAck::Ok {
+            ok: true,
+            expires_at: 5,
+        };
+        assert_eq!(
+            serde_json::to_string(&ok).unwrap(),
+            r#"{"ok":true,"expiresAt":5}"#
+        );
+    }
+
+    /// The checked-in TypeScript must match the Rust types. Regenerate with
+    /// `CONFAB_BLESS=1 cargo test -p confab-events`.
+    #[test]
+    fn typescript_declarations_are_fresh() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("typescript/socket-events.ts");
+        let fresh = typescript();
+        if std::env::var_os("CONFAB_BLESS").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &fresh).unwrap();
+        }
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in == fresh,
+            "{} is stale: run `CONFAB_BLESS=1 cargo test -p confab-events` and commit it",
+            path.display()
+        );
+    }
+}
