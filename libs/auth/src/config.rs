@@ -1,0 +1,624 @@
+//! [`AuthConfig`]: what the gateway accepts, and its validation.
+
+use std::fmt;
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, AlgorithmFamily};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+use crate::mint::DEV_SECRET;
+
+/// Shortest HMAC secret accepted, in bytes (RFC 7518 §3.2 asks for a key at
+/// least as long as the hash output: 256 bits for HS256).
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Largest clock-skew allowance accepted by [`AuthConfig::validate`], in
+/// seconds. Anything larger is almost certainly a unit mistake.
+pub const MAX_LEEWAY_SECS: u64 = 600;
+
+/// Every algorithm name Confab understands, as written in a JWT header and in
+/// `auth.algorithms`. `none` is deliberately absent.
+pub(crate) const KNOWN_ALGORITHMS: &[(&str, Algorithm)] = &[
+    ("HS256", Algorithm::HS256),
+    ("HS384", Algorithm::HS384),
+    ("HS512", Algorithm::HS512),
+    ("RS256", Algorithm::RS256),
+    ("RS384", Algorithm::RS384),
+    ("RS512", Algorithm::RS512),
+    ("PS256", Algorithm::PS256),
+    ("PS384", Algorithm::PS384),
+    ("PS512", Algorithm::PS512),
+    ("ES256", Algorithm::ES256),
+    ("ES384", Algorithm::ES384),
+    ("EdDSA", Algorithm::EdDSA),
+];
+
+/// The canonical name of an algorithm (`"RS256"`, `"EdDSA"`, ...).
+pub(crate) fn alg_name(alg: Algorithm) -> &'static str {
+    KNOWN_ALGORITHMS
+        .iter()
+        .find(|(_, a)| *a == alg)
+        .map_or("unknown", |(name, _)| name)
+}
+
+/// Looks an algorithm up by its exact, case-sensitive JOSE name.
+pub(crate) fn alg_from_header_name(name: &str) -> Option<Algorithm> {
+    KNOWN_ALGORITHMS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, a)| *a)
+}
+
+/// How the gateway verifies tokens.
+///
+/// Deserializes from a config file section with every field optional
+/// (missing fields take their [`Default`] values), for example in TOML:
+///
+/// ```toml
+/// [auth]
+/// algorithms = ["RS256", "ES256"]      # or the string "RS256,ES256"
+/// jwks_url = "https://id.example.com/.well-known/jwks.json"
+/// issuer = "https://id.example.com/"
+/// audience = "confab"
+/// leeway_secs = 30
+/// jwks_min_refetch = "30s"             # or a number of seconds: 30
+/// jwks_max_age = "15m"
+/// cookie_name = "session_jwt"
+/// ```
+///
+/// Durations (`jwks_min_refetch`, `jwks_max_age`) accept a number of seconds
+/// (`30`, `0.5`) or a string of number+unit pairs: `"500ms"`, `"30s"`,
+/// `"5m"`, `"1h"`, `"1d"`, `"1m30s"`; a bare number string (`"30"`) means
+/// seconds. Algorithm names are matched case-insensitively in config
+/// (`"rs256"` works) but exactly in token headers.
+///
+/// The `Debug` output never shows `hs256_secret`.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Shared secret for the HMAC algorithms (HS256/HS384/HS512), used as
+    /// its raw UTF-8 bytes (not base64-decoded). At least
+    /// [`MIN_SECRET_LEN`] bytes. Required when an HS algorithm is allowed.
+    pub hs256_secret: Option<String>,
+    /// URL of the JSON Web Key Set that publishes the public keys for the
+    /// asymmetric algorithms (RS*, PS*, ES256, ES384, EdDSA). Required when
+    /// one of them is allowed. `http://` or `https://`.
+    pub jwks_url: Option<String>,
+    /// The allow-list of token algorithms. A token whose header names any
+    /// other algorithm (or `none`) is refused before its signature is looked
+    /// at. Default: `["HS256"]`.
+    #[serde(deserialize_with = "deserialize_algorithms")]
+    pub algorithms: Vec<Algorithm>,
+    /// Required `iss` claim, compared exactly. `None`: not checked.
+    pub issuer: Option<String>,
+    /// Required `aud` claim (a string, or an array that must contain it).
+    /// `None`: not checked.
+    pub audience: Option<String>,
+    /// Clock-skew allowance applied to `exp` and `nbf`, in seconds.
+    /// Default: 30; at most [`MAX_LEEWAY_SECS`].
+    pub leeway_secs: u64,
+    /// Least time between two fetches of the JWKS, whatever triggers them
+    /// (unknown `kid`, age, failures). Bounds the load a flood of bogus key
+    /// ids can put on the JWKS endpoint. `0` removes the bound (for tests;
+    /// concurrent fetches are still shared). Default: 30 s.
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "serialize_duration"
+    )]
+    pub jwks_min_refetch: Duration,
+    /// Age after which the cached JWKS is refreshed in the background (keys
+    /// removed upstream then stop verifying). The stale set keeps being used
+    /// while the refresh runs or if it fails. `0` disables age-based
+    /// refresh. Default: 15 min.
+    #[serde(
+        deserialize_with = "deserialize_duration",
+        serialize_with = "serialize_duration"
+    )]
+    pub jwks_max_age: Duration,
+    /// Name of a cookie that may carry the token (the last source tried).
+    /// `None`: cookies are ignored.
+    pub cookie_name: Option<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            hs256_secret: None,
+            jwks_url: None,
+            algorithms: vec![Algorithm::HS256],
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+            jwks_min_refetch: Duration::from_secs(30),
+            jwks_max_age: Duration::from_secs(15 * 60),
+            cookie_name: None,
+        }
+    }
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field(
+                "hs256_secret",
+                &self.hs256_secret.as_ref().map(|_| "[redacted]"),
+            )
+            .field("jwks_url", &self.jwks_url)
+            .field("algorithms", &self.algorithms)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway_secs", &self.leeway_secs)
+            .field("jwks_min_refetch", &self.jwks_min_refetch)
+            .field("jwks_max_age", &self.jwks_max_age)
+            .field("cookie_name", &self.cookie_name)
+            .finish()
+    }
+}
+
+/// Why an [`AuthConfig`] cannot be used. The messages name the config key
+/// to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `algorithms` is empty.
+    #[error(
+        "auth.algorithms is empty; list the token algorithms to accept, e.g. [\"HS256\"] or [\"RS256\", \"ES256\"]"
+    )]
+    NoAlgorithms,
+    /// An HMAC algorithm is allowed but there is no secret.
+    #[error("{alg} is in auth.algorithms but auth.hs256_secret is not set")]
+    MissingSecret {
+        /// The HMAC algorithm that needs the secret.
+        alg: &'static str,
+    },
+    /// The HMAC secret is too short.
+    #[error(
+        "auth.hs256_secret is {len} bytes; HMAC secrets must be at least {MIN_SECRET_LEN} bytes (generate one with `openssl rand -hex 32`)"
+    )]
+    SecretTooShort {
+        /// Length of the configured secret, in bytes.
+        len: usize,
+    },
+    /// An asymmetric algorithm is allowed but there is no JWKS URL.
+    #[error(
+        "{alg} is in auth.algorithms but auth.jwks_url is not set; public keys are only loaded from a JWKS"
+    )]
+    MissingJwksUrl {
+        /// The asymmetric algorithm that needs the key set.
+        alg: &'static str,
+    },
+    /// `jwks_url` is not an absolute http(s) URL.
+    #[error("auth.jwks_url {url:?} is not usable: {reason}")]
+    InvalidJwksUrl {
+        /// The configured URL.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A string option is set to the empty string.
+    #[error("auth.{field} is set but empty; remove it or give it a value")]
+    EmptyValue {
+        /// The config key.
+        field: &'static str,
+    },
+    /// `cookie_name` is not a valid cookie name.
+    #[error(
+        "auth.cookie_name {name:?} is not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~ only)"
+    )]
+    InvalidCookieName {
+        /// The configured name.
+        name: String,
+    },
+    /// `leeway_secs` is implausibly large.
+    #[error(
+        "auth.leeway_secs is {secs}; the clock-skew allowance is in seconds and at most {MAX_LEEWAY_SECS}"
+    )]
+    LeewayTooLarge {
+        /// The configured leeway.
+        secs: u64,
+    },
+    /// The HTTP client for the JWKS could not be built.
+    #[error("could not build the JWKS HTTP client: {0}")]
+    HttpClient(String),
+}
+
+impl AuthConfig {
+    /// The all-in-one's development configuration: HS256 with
+    /// [`DEV_SECRET`]. **Never use it in production**: anyone can mint
+    /// tokens for it.
+    pub fn dev() -> Self {
+        Self {
+            hs256_secret: Some(DEV_SECRET.to_owned()),
+            ..Self::default()
+        }
+    }
+
+    /// Checks that the configuration is coherent: at least one algorithm,
+    /// a long-enough secret for HMAC algorithms, a JWKS URL for asymmetric
+    /// ones, no empty strings, a sane leeway.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.algorithms.is_empty() {
+            return Err(ConfigError::NoAlgorithms);
+        }
+        for &alg in &self.algorithms {
+            if alg.family() == AlgorithmFamily::Hmac {
+                if self.hs256_secret.is_none() {
+                    return Err(ConfigError::MissingSecret { alg: alg_name(alg) });
+                }
+            } else if self.jwks_url.is_none() {
+                return Err(ConfigError::MissingJwksUrl { alg: alg_name(alg) });
+            }
+        }
+        if let Some(secret) = &self.hs256_secret
+            && secret.len() < MIN_SECRET_LEN
+        {
+            return Err(ConfigError::SecretTooShort { len: secret.len() });
+        }
+        if let Some(url) = &self.jwks_url {
+            check_jwks_url(url)?;
+        }
+        for (field, value) in [
+            ("issuer", &self.issuer),
+            ("audience", &self.audience),
+            ("cookie_name", &self.cookie_name),
+            ("jwks_url", &self.jwks_url),
+        ] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(ConfigError::EmptyValue { field });
+            }
+        }
+        if let Some(name) = &self.cookie_name
+            && !name.bytes().all(is_cookie_name_byte)
+        {
+            return Err(ConfigError::InvalidCookieName { name: name.clone() });
+        }
+        if self.leeway_secs > MAX_LEEWAY_SECS {
+            return Err(ConfigError::LeewayTooLarge {
+                secs: self.leeway_secs,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether any allowed algorithm needs the JWKS.
+    pub(crate) fn uses_jwks(&self) -> bool {
+        self.algorithms
+            .iter()
+            .any(|a| a.family() != AlgorithmFamily::Hmac)
+    }
+
+    /// Whether any allowed algorithm needs the shared secret.
+    pub(crate) fn uses_secret(&self) -> bool {
+        self.algorithms
+            .iter()
+            .any(|a| a.family() == AlgorithmFamily::Hmac)
+    }
+}
+
+fn check_jwks_url(url: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: String| ConfigError::InvalidJwksUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "scheme {:?} is not supported; use http or https",
+            parsed.scheme()
+        )));
+    }
+    if parsed.host().is_none() {
+        return Err(invalid("it has no host".to_owned()));
+    }
+    Ok(())
+}
+
+/// RFC 6265 `token` characters (what a cookie name may contain).
+fn is_cookie_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Parses a duration: a bare number of seconds, or number+unit pairs
+/// (`ms`, `s`, `m`, `h`, `d` and their long forms), e.g. `"1m30s"`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("empty duration".to_owned());
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        return secs_to_duration(secs);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..num_end]
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}: expected a number at {rest:?}"))?;
+        rest = rest[num_end..].trim_start();
+        let unit_end = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_end];
+        let scale = match unit {
+            "ms" | "msec" | "millis" => 0.001,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3600.0,
+            "d" | "day" | "days" => 86400.0,
+            "" => {
+                return Err(format!(
+                    "invalid duration {text:?}: missing unit after {number} (use ms, s, m, h or d)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h or d)"
+                ));
+            }
+        };
+        total += secs_to_duration(number * scale).map_err(|e| format!("{text:?}: {e}"))?;
+        rest = rest[unit_end..].trim_start();
+    }
+    Ok(total)
+}
+
+fn secs_to_duration(secs: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        format!("duration must be a finite, non-negative number of seconds, got {secs}")
+    })
+}
+
+/// Durations are written back as seconds, which [`deserialize_duration`]
+/// reads (layered configuration round-trips through serialization).
+fn serialize_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+fn deserialize_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    struct DurationVisitor;
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number of seconds or a string such as \"30s\", \"5m\", \"500ms\"")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+            Ok(Duration::from_secs(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+            u64::try_from(v)
+                .map(Duration::from_secs)
+                .map_err(|_| E::custom(format!("duration must not be negative, got {v}")))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+            secs_to_duration(v).map_err(E::custom)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            parse_duration(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_any(DurationVisitor)
+}
+
+/// Parses one algorithm name from config (case-insensitive).
+pub(crate) fn parse_config_algorithm(name: &str) -> Result<Algorithm, String> {
+    let name = name.trim();
+    if name.eq_ignore_ascii_case("none") {
+        return Err("algorithm \"none\" (unsigned tokens) is never accepted".to_owned());
+    }
+    KNOWN_ALGORITHMS
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, a)| *a)
+        .ok_or_else(|| {
+            let known: Vec<&str> = KNOWN_ALGORITHMS.iter().map(|(n, _)| *n).collect();
+            format!(
+                "unknown JWT algorithm {name:?}; expected one of {}",
+                known.join(", ")
+            )
+        })
+}
+
+fn deserialize_algorithms<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Algorithm>, D::Error> {
+    struct AlgorithmsVisitor;
+    fn push_unique(out: &mut Vec<Algorithm>, alg: Algorithm) {
+        if !out.contains(&alg) {
+            out.push(alg);
+        }
+    }
+    impl<'de> Visitor<'de> for AlgorithmsVisitor {
+        type Value = Vec<Algorithm>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of algorithm names such as [\"HS256\", \"RS256\"] or a comma-separated string")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(name) = seq.next_element::<String>()? {
+                push_unique(
+                    &mut out,
+                    parse_config_algorithm(&name).map_err(de::Error::custom)?,
+                );
+            }
+            Ok(out)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            let mut out = Vec::new();
+            for name in v.split(',').filter(|n| !n.trim().is_empty()) {
+                push_unique(&mut out, parse_config_algorithm(name).map_err(E::custom)?);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(AlgorithmsVisitor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hs_config() -> AuthConfig {
+        AuthConfig {
+            hs256_secret: Some("x".repeat(32)),
+            ..AuthConfig::default()
+        }
+    }
+
+    #[test]
+    fn durations_parse_in_every_documented_form() {
+        let cases = [
+            ("30", 30_000),
+            ("0.5", 500),
+            ("500ms", 500),
+            ("30s", 30_000),
+            ("5m", 300_000),
+            ("1h", 3_600_000),
+            ("1d", 86_400_000),
+            ("1m30s", 90_000),
+            (" 2 min 5 s ", 125_000),
+            ("0", 0),
+        ];
+        for (text, ms) in cases {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
+        }
+        for bad in ["", "abc", "5x", "1m30", "-3s", "s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn deserializes_with_defaults_and_both_duration_forms() {
+        let cfg: AuthConfig = serde_json::from_value(json!({
+            "hs256_secret": "y".repeat(40),
+            "algorithms": ["hs256", "RS256", "EdDSA", "RS256"],
+            "jwks_url": "http://127.0.0.1:1/jwks",
+            "jwks_min_refetch": 5,
+            "jwks_max_age": "10m",
+        }))
+        .unwrap();
+        assert_eq!(
+            cfg.algorithms,
+            vec![Algorithm::HS256, Algorithm::RS256, Algorithm::EdDSA]
+        );
+        assert_eq!(cfg.jwks_min_refetch, Duration::from_secs(5));
+        assert_eq!(cfg.jwks_max_age, Duration::from_secs(600));
+        assert_eq!(cfg.leeway_secs, 30);
+        assert!(cfg.validate().is_ok());
+
+        let cfg: AuthConfig = serde_json::from_value(json!({})).unwrap();
+        assert_eq!(cfg, AuthConfig::default());
+
+        let cfg: AuthConfig =
+            serde_json::from_value(json!({"algorithms": "RS256, ES256"})).unwrap();
+        assert_eq!(cfg.algorithms, vec![Algorithm::RS256, Algorithm::ES256]);
+    }
+
+    #[test]
+    fn none_and_unknown_algorithms_are_refused_at_parse_time() {
+        let err = serde_json::from_value::<AuthConfig>(json!({"algorithms": ["none"]}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("never accepted"), "{err}");
+        let err = serde_json::from_value::<AuthConfig>(json!({"algorithms": ["XS256"]}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown JWT algorithm") && err.contains("EdDSA"),
+            "{err}"
+        );
+        let err = serde_json::from_value::<AuthConfig>(json!({"jwks_max_age": "ten"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid duration"), "{err}");
+    }
+
+    #[test]
+    fn validate_reports_each_problem() {
+        let mut cfg = AuthConfig {
+            algorithms: vec![],
+            ..hs_config()
+        };
+        assert_eq!(cfg.validate(), Err(ConfigError::NoAlgorithms));
+
+        cfg = AuthConfig::default();
+        assert_eq!(
+            cfg.validate(),
+            Err(ConfigError::MissingSecret { alg: "HS256" })
+        );
+
+        cfg = AuthConfig {
+            hs256_secret: Some("short".into()),
+            ..AuthConfig::default()
+        };
+        assert_eq!(cfg.validate(), Err(ConfigError::SecretTooShort { len: 5 }));
+
+        cfg = AuthConfig {
+            algorithms: vec![Algorithm::HS256, Algorithm::ES256],
+            ..hs_config()
+        };
+        assert_eq!(
+            cfg.validate(),
+            Err(ConfigError::MissingJwksUrl { alg: "ES256" })
+        );
+
+        cfg.jwks_url = Some("ftp://keys.example/jwks".into());
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::InvalidJwksUrl { .. })
+        ));
+        cfg.jwks_url = Some("not a url".into());
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::InvalidJwksUrl { .. })
+        ));
+        cfg.jwks_url = Some("https://keys.example/jwks".into());
+        assert_eq!(cfg.validate(), Ok(()));
+
+        cfg.issuer = Some(" ".into());
+        assert_eq!(
+            cfg.validate(),
+            Err(ConfigError::EmptyValue { field: "issuer" })
+        );
+        cfg.issuer = None;
+
+        cfg.cookie_name = Some("my cookie".into());
+        assert!(matches!(
+            cfg.validate(),
+            Err(ConfigError::InvalidCookieName { .. })
+        ));
+        cfg.cookie_name = Some("session_jwt".into());
+
+        cfg.leeway_secs = 30_000;
+        assert_eq!(
+            cfg.validate(),
+            Err(ConfigError::LeewayTooLarge { secs: 30_000 })
+        );
+    }
+
+    #[test]
+    fn dev_config_is_valid_and_debug_redacts_the_secret() {
+        let cfg = AuthConfig::dev();
+        assert_eq!(cfg.validate(), Ok(()));
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains(DEV_SECRET), "{shown}");
+        assert!(shown.contains("[redacted]"));
+    }
+
+    #[test]
+    fn config_error_messages_name_the_key() {
+        let msg = ConfigError::MissingJwksUrl { alg: "RS256" }.to_string();
+        assert!(
+            msg.contains("auth.jwks_url") && msg.contains("RS256"),
+            "{msg}"
+        );
+        let msg = ConfigError::SecretTooShort { len: 3 }.to_string();
+        assert!(msg.contains("32 bytes"), "{msg}");
+    }
+}
