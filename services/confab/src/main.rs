@@ -1,0 +1,94 @@
+//! `confab`: the all-in-one Confab process.
+//!
+//! * `confab` (or `confab serve`): gateway on an in-process bus, port 3000.
+//! * `confab token USER`: prints a dev token for USER on stdout.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "confab",
+    version,
+    about = "Confab realtime chat backend, all in one process"
+)]
+struct Cli {
+    /// TOML config file (also: CONFAB_CONFIG).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Serve,
+    /// Print a token for USER, signed with the configured HS256 secret.
+    Token {
+        /// The user id (the token's `sub`).
+        user: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 24 * 3600)]
+        ttl: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (cfg, dev) = confab::load_config(cli.config.as_deref())?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Token { user, ttl } => {
+            println!(
+                "{}",
+                confab::dev_token(&cfg, &user, Duration::from_secs(ttl))?
+            );
+            Ok(())
+        }
+        Command::Serve => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(serve(cfg, dev))
+        }
+    }
+}
+
+async fn serve(cfg: confab_gateway::GatewayConfig, dev: bool) -> anyhow::Result<()> {
+    let _telemetry = confab_telemetry::init("confab", cfg.log.format)?;
+    let path = cfg.path.clone();
+    let app = confab::build(cfg).await?;
+    let addr = app.local_addr();
+    tracing::warn!(
+        "all-in-one mode: in-process bus and membership; this process cannot share rooms with other gateways"
+    );
+    println!(
+        "Confab all-in-one listening on http://{addr} (Socket.IO at {path}, health at /healthz, /readyz, /metrics)"
+    );
+    if dev {
+        println!(
+            "Dev auth: HS256 with the public dev secret. Get a token with: cargo run --release -- token alice"
+        );
+    }
+    app.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

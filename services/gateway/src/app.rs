@@ -1,0 +1,288 @@
+//! The gateway application: binds its listener, wires engine, hub and
+//! handler, serves HTTP, and shuts down in one place.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use confab_auth::Verifier;
+use confab_events::RoomId;
+use confab_protocol::engineio::HandshakeError;
+use http::{HeaderMap, StatusCode, header};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Bus, BusError, BusMessage};
+use crate::config::GatewayConfig;
+use crate::engine::{Engine, EngineHooks};
+use crate::handler::ConfabHandler;
+use crate::hub::Hub;
+use crate::membership::Membership;
+use crate::metrics::Metrics;
+
+/// A failure to start or run the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The auth configuration was refused.
+    #[error("auth: {0}")]
+    Auth(String),
+    /// Serving failed.
+    #[error("server: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// The ports the gateway talks through.
+#[derive(Clone)]
+pub struct Deps {
+    /// Where room events travel.
+    pub bus: Arc<dyn Bus>,
+    /// Who belongs where.
+    pub membership: Arc<dyn Membership>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    engine: Arc<Engine<ConfabHandler>>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    config: Arc<GatewayConfig>,
+    shutting_down: Arc<AtomicBool>,
+}
+
+/// A built gateway, listening but not yet serving.
+pub struct App {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+    state: AppState,
+    shutdown: CancellationToken,
+}
+
+/// A handle to a running gateway: emit to rooms, read metrics, stop it.
+#[derive(Clone)]
+pub struct AppHandle {
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    local_addr: SocketAddr,
+}
+
+impl AppHandle {
+    /// Publishes an event with one argument to a room, on every gateway
+    /// sharing the bus.
+    pub async fn emit(&self, room: &RoomId, event: &str, data: &Value) -> Result<(), BusError> {
+        self.hub.publish(room, BusMessage::new(event, data)).await
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// How many local sockets are in a room.
+    pub fn members(&self, room: &RoomId) -> usize {
+        self.hub.members(room)
+    }
+
+    /// Starts a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Where the gateway listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl App {
+    /// Binds the listener (port 0 picks a free one) and wires everything.
+    pub async fn build(config: GatewayConfig, deps: Deps) -> Result<App, AppError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr()?;
+        let metrics = Arc::new(Metrics::new());
+        let verifier =
+            Verifier::new(config.auth.clone()).map_err(|e| AppError::Auth(e.to_string()))?;
+        let hub = Hub::new(Arc::clone(&deps.bus), Arc::clone(&metrics));
+        let handler = Arc::new(ConfabHandler::new(
+            verifier,
+            config.cors.clone(),
+            deps.membership,
+            Arc::clone(&hub),
+            Arc::clone(&metrics),
+        ));
+        let shutdown = CancellationToken::new();
+        let engine = Engine::new(
+            config.engine.to_engine_config(),
+            handler,
+            shutdown.clone(),
+            Arc::clone(&metrics) as Arc<dyn EngineHooks>,
+        );
+        let state = AppState {
+            engine,
+            hub,
+            metrics,
+            config: Arc::new(config),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        };
+        let path = state.config.path.clone();
+        let trimmed = path.trim_end_matches('/').to_string();
+        let router = Router::new()
+            .route(&path, any(socket_io))
+            .route(&trimmed, any(socket_io))
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics_text))
+            .with_state(state.clone());
+        Ok(App {
+            listener,
+            local_addr,
+            router,
+            state,
+            shutdown,
+        })
+    }
+
+    /// Where the gateway listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle for emitting, metrics and shutdown.
+    pub fn handle(&self) -> AppHandle {
+        AppHandle {
+            hub: Arc::clone(&self.state.hub),
+            metrics: Arc::clone(&self.state.metrics),
+            shutdown: self.shutdown.clone(),
+            local_addr: self.local_addr,
+        }
+    }
+
+    /// Serves until `signal` resolves or [`AppHandle::shutdown`] is called,
+    /// then shuts down: readiness turns false, no new connections are
+    /// accepted, every socket gets a close frame (1001), and connection
+    /// tasks are awaited up to the grace period.
+    pub async fn run(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let App {
+            listener,
+            router,
+            state,
+            shutdown,
+            ..
+        } = self;
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = signal => token.cancel(),
+                _ = token.cancelled() => {}
+            }
+        });
+        let flag = Arc::clone(&state.shutting_down);
+        let stop = shutdown.clone();
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            stop.cancelled().await;
+            flag.store(true, Ordering::SeqCst);
+            tracing::info!("shutting down: closing sockets");
+        })
+        .await?;
+        let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+        if !state.engine.drain(grace).await {
+            tracing::warn!(
+                remaining = state.engine.connections(),
+                "connections still open after the grace period"
+            );
+        }
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}
+
+async fn socket_io(
+    State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let allowed = origin
+            .to_str()
+            .map(|o| state.config.cors.allows(o))
+            .unwrap_or(false);
+        if !allowed {
+            state.metrics.handshake_failed("origin_not_allowed");
+            let e = HandshakeError::Forbidden;
+            return (
+                StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, "application/json")],
+                e.to_json(),
+            )
+                .into_response();
+        }
+    }
+    state
+        .engine
+        .handle_request(query.as_deref(), headers, Some(remote), upgrade.ok())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let bus = state.hub.bus().status();
+    let shutting_down = state.shutting_down.load(Ordering::SeqCst);
+    let ready = bus.connected && !shutting_down;
+    let body = json!({
+        "ready": ready,
+        "shutting_down": shutting_down,
+        "bus": bus,
+        "connections": state.engine.connections(),
+        "rooms": state.hub.room_count(),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,291 @@
+//! Typed, layered configuration: defaults, then an optional TOML file, then
+//! `CONFAB_*` environment variables (`__` separates sections, e.g.
+//! `CONFAB_AUTH__HS256_SECRET`). Validated at start with clear errors.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use confab_auth::AuthConfig;
+use confab_telemetry::LogFormat;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::EngineConfig;
+
+/// Environment variable naming a config file.
+pub const CONFIG_FILE_ENV: &str = "CONFAB_CONFIG";
+
+/// The gateway's configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Path of the Socket.IO endpoint.
+    pub path: String,
+    /// Protocol timings and limits.
+    pub engine: EngineSettings,
+    /// Token verification.
+    pub auth: AuthConfig,
+    /// Browser origins allowed to open sockets.
+    pub cors: CorsConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// How long shutdown waits for sockets to close, in milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            path: "/socket.io/".into(),
+            engine: EngineSettings::default(),
+            auth: AuthConfig::default(),
+            cors: CorsConfig::default(),
+            log: LogConfig::default(),
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// Engine.IO / Socket.IO settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Server ping interval, ms.
+    pub ping_interval_ms: u64,
+    /// Time allowed for the client's pong, ms.
+    pub ping_timeout_ms: u64,
+    /// Time allowed between WebSocket open and Socket.IO CONNECT, ms.
+    pub connect_timeout_ms: u64,
+    /// Largest message a client may send, bytes (Engine.IO `maxPayload`).
+    pub max_payload: usize,
+    /// Most binary attachments per packet.
+    pub max_attachments: usize,
+    /// Outbound queue per connection, frames.
+    pub outbound_queue: usize,
+    /// WebSocket read buffer per connection, bytes.
+    pub ws_read_buffer: usize,
+    /// WebSocket write buffer per connection, bytes.
+    pub ws_write_buffer: usize,
+    /// Longest a write to a client may block, ms.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        let d = EngineConfig::default();
+        Self {
+            ping_interval_ms: d.ping_interval.as_millis() as u64,
+            ping_timeout_ms: d.ping_timeout.as_millis() as u64,
+            connect_timeout_ms: d.connect_timeout.as_millis() as u64,
+            max_payload: d.max_payload,
+            max_attachments: d.max_attachments,
+            outbound_queue: d.outbound_queue,
+            ws_read_buffer: d.ws_read_buffer,
+            ws_write_buffer: d.ws_write_buffer,
+            write_timeout_ms: d.write_timeout.as_millis() as u64,
+        }
+    }
+}
+
+impl EngineSettings {
+    /// The engine configuration these settings describe.
+    pub fn to_engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            ping_interval: Duration::from_millis(self.ping_interval_ms),
+            ping_timeout: Duration::from_millis(self.ping_timeout_ms),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            max_payload: self.max_payload,
+            max_attachments: self.max_attachments,
+            outbound_queue: self.outbound_queue,
+            ws_read_buffer: self.ws_read_buffer,
+            ws_write_buffer: self.ws_write_buffer,
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+        }
+    }
+}
+
+/// Origin allow-list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Allowed `Origin` values, e.g. `https://chat.example.com`; `*` allows
+    /// any. Requests without an `Origin` header (non-browser clients) are
+    /// always allowed: browsers always send one.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: vec!["*".into()],
+        }
+    }
+}
+
+impl CorsConfig {
+    /// Whether a browser origin may connect.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|o| o == "*") || self.allows_explicitly(origin)
+    }
+
+    /// Whether an origin is listed by name (the wildcard does not count).
+    pub fn allows_explicitly(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|o| o != "*" && o.trim_end_matches('/') == origin.trim_end_matches('/'))
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file or variable could not be read or parsed.
+    #[error("configuration: {0}")]
+    Load(String),
+    /// A value is out of range or inconsistent.
+    #[error("configuration: {field}: {problem}")]
+    Invalid {
+        /// The offending key.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl GatewayConfig {
+    /// Loads defaults (`base`), then `file` (or the file named by
+    /// `CONFAB_CONFIG`), then `CONFAB_*` variables, and validates.
+    pub fn load(base: GatewayConfig, file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(base));
+        let env_file = std::env::var_os(CONFIG_FILE_ENV);
+        if let Some(path) = file.map(Path::to_path_buf).or(env_file.map(Into::into)) {
+            if !path.exists() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig.merge(Env::prefixed("CONFAB_").ignore(&["config"]).split("__"));
+        let cfg: GatewayConfig = fig
+            .extract()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let e = &self.engine;
+        let invalid = |field, problem: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                problem: problem.into(),
+            })
+        };
+        if e.ping_interval_ms == 0 {
+            return invalid("engine.ping_interval_ms", "must be greater than 0");
+        }
+        if e.ping_timeout_ms == 0 {
+            return invalid("engine.ping_timeout_ms", "must be greater than 0");
+        }
+        if e.connect_timeout_ms == 0 {
+            return invalid("engine.connect_timeout_ms", "must be greater than 0");
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&e.max_payload) {
+            return invalid("engine.max_payload", "must be between 1 KiB and 64 MiB");
+        }
+        if e.outbound_queue == 0 || e.outbound_queue > 65_536 {
+            return invalid(
+                "engine.outbound_queue",
+                "must be between 1 and 65536 frames",
+            );
+        }
+        if e.max_attachments > 1000 {
+            return invalid("engine.max_attachments", "must be at most 1000");
+        }
+        if e.ws_read_buffer < 256 || e.ws_write_buffer > 16 * 1024 * 1024 {
+            return invalid(
+                "engine.ws_read_buffer/ws_write_buffer",
+                "read buffer must be at least 256 bytes, write buffer at most 16 MiB",
+            );
+        }
+        if !self.path.starts_with('/') || !self.path.ends_with('/') {
+            return invalid("path", "must start and end with '/', e.g. /socket.io/");
+        }
+        if self.cors.allowed_origins.is_empty() {
+            return invalid(
+                "cors.allowed_origins",
+                "must not be empty (use [\"*\"] to allow any origin)",
+            );
+        }
+        self.auth.validate().map_err(|err| ConfigError::Invalid {
+            field: "auth",
+            problem: err.to_string(),
+        })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_layering_and_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gw.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:4100\"\n[engine]\nping_interval_ms = 1000\n[auth]\nhs256_secret = \"0123456789abcdef0123456789abcdef\"\n",
+        )
+        .unwrap();
+        let cfg = GatewayConfig::load(GatewayConfig::default(), Some(&file)).unwrap();
+        assert_eq!(cfg.listen.port(), 4100);
+        assert_eq!(cfg.engine.ping_interval_ms, 1000);
+
+        std::fs::write(&file, "[engine]\nping_interval_ms = 0\n").unwrap();
+        let err = GatewayConfig::load(GatewayConfig::default(), Some(&file)).unwrap_err();
+        assert!(err.to_string().contains("engine.ping_interval_ms"), "{err}");
+
+        std::fs::write(&file, "[engine]\nping_intervall_ms = 5\n").unwrap();
+        let err = GatewayConfig::load(GatewayConfig::default(), Some(&file)).unwrap_err();
+        assert!(err.to_string().contains("ping_intervall_ms"), "{err}");
+
+        let missing = dir.path().join("nope.toml");
+        let err = GatewayConfig::load(GatewayConfig::default(), Some(&missing)).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn origin_allow_list() {
+        let c = CorsConfig {
+            allowed_origins: vec!["https://chat.example.com".into()],
+        };
+        assert!(c.allows("https://chat.example.com"));
+        assert!(!c.allows("https://evil.example.com"));
+        assert!(CorsConfig::default().allows("http://anything"));
+    }
+}

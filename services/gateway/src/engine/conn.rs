@@ -1,0 +1,561 @@
+//! One WebSocket connection: Engine.IO framing and heartbeat, Socket.IO
+//! namespaces, and the outbound queue, all driven by a single task.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use base64::Engine as _;
+use confab_protocol::engineio::{self, OpenPacket};
+use confab_protocol::socketio::{Decoder, Packet, PacketType};
+use futures::SinkExt;
+use http::HeaderMap;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+
+use super::socket::ConnShared;
+use super::{
+    Ack, CloseReason, ConnId, ConnectRequest, DisconnectReason, Engine, Handler, IncomingEvent,
+    Outbound, SocketRef,
+};
+
+/// Frames written per wake-up before flushing, so one busy socket cannot
+/// starve its own reads.
+const WRITE_BATCH: usize = 64;
+
+struct NsSocket<S> {
+    socket: SocketRef,
+    session: S,
+    expires_at: Option<Instant>,
+}
+
+enum Flow {
+    Continue,
+    Stop(DisconnectReason),
+}
+
+struct Conn<H: Handler> {
+    engine: Arc<Engine<H>>,
+    ws: WebSocket,
+    shared: Arc<ConnShared>,
+    rx: mpsc::Receiver<Outbound>,
+    decoder: Decoder,
+    sockets: HashMap<String, NsSocket<H::Session>>,
+    headers: HeaderMap,
+    remote: Option<SocketAddr>,
+    next_ping: Instant,
+    pong_deadline: Option<Instant>,
+    connect_deadline: Option<Instant>,
+}
+
+fn new_sid() -> String {
+    let bytes: [u8; 15] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn close_frame(reason: &CloseReason) -> Message {
+    let mut text = reason.reason.clone();
+    if text.len() > 123 {
+        let mut cut = 123;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    Message::Close(Some(CloseFrame {
+        code: reason.code,
+        reason: Utf8Bytes::from(text),
+    }))
+}
+
+/// Runs a connection to completion.
+pub(super) async fn run<H: Handler>(
+    engine: Arc<Engine<H>>,
+    ws: WebSocket,
+    headers: HeaderMap,
+    remote: Option<SocketAddr>,
+) {
+    engine.hooks.connection_opened();
+    let cfg = engine.config.clone();
+    let (tx, rx) = mpsc::channel(cfg.outbound_queue.max(1));
+    let shared = Arc::new(ConnShared {
+        conn: ConnId::next(),
+        tx,
+        kill: engine.shutdown.child_token(),
+        kill_reason: OnceLock::new(),
+        capacity: cfg.outbound_queue,
+    });
+    let now = Instant::now();
+    let mut conn = Conn {
+        engine: Arc::clone(&engine),
+        ws,
+        shared,
+        rx,
+        decoder: Decoder::new(cfg.max_attachments),
+        sockets: HashMap::new(),
+        headers,
+        remote,
+        next_ping: now + cfg.ping_interval,
+        pong_deadline: None,
+        connect_deadline: Some(now + cfg.connect_timeout),
+    };
+    let reason = conn.serve().await;
+    conn.finish(reason).await;
+    engine.hooks.connection_closed();
+}
+
+impl<H: Handler> Conn<H> {
+    async fn serve(&mut self) -> DisconnectReason {
+        let cfg = &self.engine.config;
+        let open = engineio::Packet::Open(OpenPacket {
+            sid: new_sid(),
+            upgrades: Vec::new(),
+            ping_interval: cfg.ping_interval.as_millis() as u64,
+            ping_timeout: cfg.ping_timeout.as_millis() as u64,
+            max_payload: cfg.max_payload as u64,
+        });
+        let open = open.encode_text().unwrap_or_default();
+        if self.write(vec![Message::Text(open.into())]).await.is_err() {
+            return DisconnectReason::TransportClose;
+        }
+        tracing::debug!(conn = %self.shared.conn, remote = ?self.remote, "engine.io session opened");
+
+        loop {
+            let timer = self.next_deadline();
+            tokio::select! {
+                biased;
+                _ = self.shared.kill.cancelled() => {
+                    let reason = if self.engine.shutdown.is_cancelled() {
+                        CloseReason { code: 1001, reason: "server shutting down".into() }
+                    } else {
+                        self.shared.kill_reason.get().cloned().unwrap_or(CloseReason {
+                            code: 1008,
+                            reason: "closed by server".into(),
+                        })
+                    };
+                    if reason.code == 1008 {
+                        self.engine.hooks.closed_for("slow_consumer");
+                    }
+                    let text = reason.reason.clone();
+                    self.close(reason).await;
+                    return DisconnectReason::Server(text);
+                }
+                frame = self.rx.recv() => {
+                    // The sender lives in `shared`, so the queue never closes here.
+                    if let Some(frame) = frame
+                        && self.write_queued(frame).await.is_err()
+                    {
+                        return DisconnectReason::TransportClose;
+                    }
+                }
+                msg = self.ws.recv() => {
+                    let flow = match msg {
+                        None => Flow::Stop(DisconnectReason::TransportClose),
+                        Some(Err(e)) => self.on_transport_error(e).await,
+                        Some(Ok(m)) => self.on_message(m).await,
+                    };
+                    if let Flow::Stop(reason) = flow {
+                        return reason;
+                    }
+                }
+                _ = sleep_until(timer) => {
+                    if let Flow::Stop(reason) = self.on_timer().await {
+                        return reason;
+                    }
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut t = self.pong_deadline.unwrap_or(self.next_ping);
+        if let Some(d) = self.connect_deadline {
+            t = t.min(d);
+        }
+        for s in self.sockets.values() {
+            if let Some(e) = s.expires_at {
+                t = t.min(e);
+            }
+        }
+        t
+    }
+
+    async fn on_timer(&mut self) -> Flow {
+        let now = Instant::now();
+        if let Some(deadline) = self.pong_deadline {
+            if now >= deadline {
+                self.engine.hooks.closed_for("ping_timeout");
+                self.close(CloseReason {
+                    code: 1000,
+                    reason: "ping timeout".into(),
+                })
+                .await;
+                return Flow::Stop(DisconnectReason::PingTimeout);
+            }
+        } else if now >= self.next_ping {
+            self.pong_deadline = Some(now + self.engine.config.ping_timeout);
+            if self.write(vec![Message::Text("2".into())]).await.is_err() {
+                return Flow::Stop(DisconnectReason::TransportClose);
+            }
+        }
+        if let Some(deadline) = self.connect_deadline
+            && now >= deadline
+        {
+            self.engine.hooks.handshake_failed("connect_timeout");
+            let ms = self.engine.config.connect_timeout.as_millis();
+            self.close(CloseReason {
+                code: 1008,
+                reason: format!("no Socket.IO CONNECT within {ms} ms"),
+            })
+            .await;
+            return Flow::Stop(DisconnectReason::Server("connect timeout".into()));
+        }
+        let expired: Vec<String> = self
+            .sockets
+            .iter()
+            .filter(|(_, s)| s.expires_at.is_some_and(|e| now >= e))
+            .map(|(nsp, _)| nsp.clone())
+            .collect();
+        for nsp in expired {
+            if let Some(mut s) = self.sockets.remove(&nsp) {
+                let handler = Arc::clone(&self.engine.handler);
+                let notice = handler.on_expired(&s.socket, &mut s.session).await;
+                let mut frames = Vec::new();
+                if let Some((event, args)) = notice {
+                    frames.push(packet_text(&Packet::event(&nsp, &event, args, None)));
+                }
+                frames.push(packet_text(&Packet::disconnect(&nsp)));
+                let _ = self.write(frames).await;
+                handler
+                    .on_disconnect(
+                        &s.socket,
+                        s.session,
+                        DisconnectReason::Server("session expired".into()),
+                    )
+                    .await;
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn on_transport_error(&mut self, e: axum::Error) -> Flow {
+        use tokio_tungstenite::tungstenite::Error as WsError;
+        use tokio_tungstenite::tungstenite::error::CapacityError;
+        let inner = e.into_inner();
+        match inner.downcast_ref::<WsError>() {
+            Some(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
+                self.engine.hooks.closed_for("payload_too_large");
+                self.close(CloseReason {
+                    code: 1009,
+                    reason: format!("message of {size} bytes exceeds maxPayload {max_size}"),
+                })
+                .await;
+                Flow::Stop(DisconnectReason::Server("payload too large".into()))
+            }
+            Some(WsError::Protocol(p)) => {
+                self.engine.hooks.closed_for("protocol_error");
+                self.close(CloseReason {
+                    code: 1002,
+                    reason: format!("websocket protocol error: {p}"),
+                })
+                .await;
+                Flow::Stop(DisconnectReason::TransportClose)
+            }
+            _ => {
+                tracing::debug!(conn = %self.shared.conn, error = %inner, "transport error");
+                Flow::Stop(DisconnectReason::TransportClose)
+            }
+        }
+    }
+
+    async fn protocol_error(&mut self, what: String) -> Flow {
+        tracing::debug!(conn = %self.shared.conn, error = %what, "closing on protocol error");
+        self.engine.hooks.closed_for("protocol_error");
+        self.close(CloseReason {
+            code: 1002,
+            reason: what,
+        })
+        .await;
+        Flow::Stop(DisconnectReason::Server("protocol error".into()))
+    }
+
+    async fn on_message(&mut self, msg: Message) -> Flow {
+        match msg {
+            Message::Text(text) => {
+                let packet = match engineio::Packet::decode_text(text.as_str()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        return self
+                            .protocol_error(format!("invalid Engine.IO packet: {e}"))
+                            .await;
+                    }
+                };
+                match packet {
+                    engineio::Packet::Message(body) => {
+                        let decoded = self.decoder.push_text(&body);
+                        self.on_decoded(decoded).await
+                    }
+                    engineio::Packet::Pong(_) => {
+                        self.pong_deadline = None;
+                        self.next_ping = Instant::now() + self.engine.config.ping_interval;
+                        Flow::Continue
+                    }
+                    engineio::Packet::Ping(payload) => {
+                        let pong = engineio::Packet::Pong(payload)
+                            .encode_text()
+                            .unwrap_or_default();
+                        match self.write(vec![Message::Text(pong.into())]).await {
+                            Ok(()) => Flow::Continue,
+                            Err(()) => Flow::Stop(DisconnectReason::TransportClose),
+                        }
+                    }
+                    engineio::Packet::Close => {
+                        self.close(CloseReason {
+                            code: 1000,
+                            reason: "client closed the session".into(),
+                        })
+                        .await;
+                        Flow::Stop(DisconnectReason::TransportClose)
+                    }
+                    engineio::Packet::Upgrade | engineio::Packet::Noop => Flow::Continue,
+                    engineio::Packet::Open(_) | engineio::Packet::Binary(_) => {
+                        self.protocol_error("unexpected Engine.IO packet from client".into())
+                            .await
+                    }
+                }
+            }
+            Message::Binary(data) => {
+                let decoded = self.decoder.push_binary(data);
+                self.on_decoded(decoded).await
+            }
+            Message::Close(_) => Flow::Stop(DisconnectReason::TransportClose),
+            Message::Ping(_) | Message::Pong(_) => Flow::Continue,
+        }
+    }
+
+    async fn on_decoded(
+        &mut self,
+        decoded: Result<Option<Packet>, confab_protocol::DecodeError>,
+    ) -> Flow {
+        self.engine.hooks.packet_in();
+        match decoded {
+            Err(e) => {
+                self.protocol_error(format!("invalid Socket.IO packet: {e}"))
+                    .await
+            }
+            Ok(None) => Flow::Continue,
+            Ok(Some(packet)) => self.on_packet(packet).await,
+        }
+    }
+
+    async fn on_packet(&mut self, packet: Packet) -> Flow {
+        match packet.kind {
+            PacketType::Connect => self.on_connect(packet).await,
+            PacketType::Disconnect => {
+                if let Some(s) = self.sockets.remove(&packet.nsp) {
+                    let handler = Arc::clone(&self.engine.handler);
+                    handler
+                        .on_disconnect(&s.socket, s.session, DisconnectReason::ClientDisconnect)
+                        .await;
+                }
+                Flow::Continue
+            }
+            PacketType::Event | PacketType::BinaryEvent => self.on_event(packet).await,
+            // The server never asks clients for acks, so there is nothing to match.
+            PacketType::Ack | PacketType::BinaryAck => Flow::Continue,
+            PacketType::ConnectError => {
+                self.protocol_error("CONNECT_ERROR is a server-to-client packet".into())
+                    .await
+            }
+        }
+    }
+
+    async fn on_connect(&mut self, packet: Packet) -> Flow {
+        let nsp = packet.nsp;
+        let handler = Arc::clone(&self.engine.handler);
+        if !handler.has_namespace(&nsp) {
+            self.engine.hooks.handshake_failed("invalid_namespace");
+            let p = Packet::connect_error(&nsp, "Invalid namespace");
+            return self.write_flow(vec![packet_text(&p)]).await;
+        }
+        if self.sockets.contains_key(&nsp) {
+            let p = Packet::connect_error(&nsp, "already connected to this namespace");
+            return self.write_flow(vec![packet_text(&p)]).await;
+        }
+        let sid: Arc<str> = new_sid().into();
+        let socket = SocketRef::new(Arc::clone(&self.shared), nsp.as_str().into(), sid.clone());
+        let req = ConnectRequest {
+            nsp: &nsp,
+            auth: packet.data.as_ref(),
+            headers: &self.headers,
+            remote: self.remote,
+        };
+        match handler.on_connect(&socket, req).await {
+            Ok(accepted) => {
+                let reply = Packet::connect(&nsp, Some(json!({ "sid": &*sid })));
+                if let Flow::Stop(r) = self.write_flow(vec![packet_text(&reply)]).await {
+                    handler
+                        .on_disconnect(&socket, accepted.session, r.clone())
+                        .await;
+                    return Flow::Stop(r);
+                }
+                self.connect_deadline = None;
+                let mut session = accepted.session;
+                handler.on_connected(&socket, &mut session).await;
+                self.sockets.insert(
+                    nsp,
+                    NsSocket {
+                        socket,
+                        session,
+                        expires_at: accepted.expires_at,
+                    },
+                );
+                Flow::Continue
+            }
+            Err(refusal) => {
+                let mut data = serde_json::Map::new();
+                data.insert("message".into(), Value::String(refusal.message));
+                if let Some(d) = refusal.data {
+                    data.insert("data".into(), d);
+                }
+                let p = Packet {
+                    kind: PacketType::ConnectError,
+                    nsp,
+                    id: None,
+                    data: Some(Value::Object(data)),
+                    attachments: Vec::new(),
+                };
+                self.write_flow(vec![packet_text(&p)]).await
+            }
+        }
+    }
+
+    async fn on_event(&mut self, packet: Packet) -> Flow {
+        let Some(entry) = self.sockets.get_mut(&packet.nsp) else {
+            // Events for a namespace the client has not joined are ignored,
+            // as the reference server does.
+            return Flow::Continue;
+        };
+        let Some(Value::Array(mut items)) = packet.data else {
+            return Flow::Continue;
+        };
+        if items.is_empty() {
+            return Flow::Continue;
+        }
+        let name = match items.remove(0) {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        let event = IncomingEvent {
+            name,
+            args: items,
+            attachments: packet.attachments,
+            wants_ack: packet.id.is_some(),
+        };
+        let handler = Arc::clone(&self.engine.handler);
+        let outcome = handler
+            .on_event(&entry.socket, &mut entry.session, event)
+            .await;
+        if let Some(expiry) = outcome.new_expiry {
+            entry.expires_at = Some(expiry);
+        }
+        match (packet.id, outcome.ack) {
+            (Some(id), Some(Ack { args, attachments })) => {
+                let p = Packet::ack(&packet.nsp, id, args).with_attachments(attachments);
+                let (text, bins) = p.encode_frame();
+                let mut frames = vec![Message::Text(text.into())];
+                frames.extend(bins.into_iter().map(Message::Binary));
+                self.write_flow(frames).await
+            }
+            _ => Flow::Continue,
+        }
+    }
+
+    async fn write_flow(&mut self, frames: Vec<Message>) -> Flow {
+        match self.write(frames).await {
+            Ok(()) => Flow::Continue,
+            Err(()) => Flow::Stop(DisconnectReason::TransportClose),
+        }
+    }
+
+    /// Writes frames produced by this task, after whatever is already
+    /// queued, so that a handler's emits and its ack keep their order.
+    async fn write(&mut self, frames: Vec<Message>) -> Result<(), ()> {
+        let timeout = self.engine.config.write_timeout;
+        let fut = async {
+            while let Ok(queued) = self.rx.try_recv() {
+                self.ws.feed(outbound_message(queued)).await?;
+                self.engine.hooks.frame_out();
+            }
+            for f in frames {
+                self.ws.feed(f).await?;
+                self.engine.hooks.frame_out();
+            }
+            self.ws.flush().await
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    /// Writes a frame from the queue and up to a batch more, then flushes.
+    async fn write_queued(&mut self, first: Outbound) -> Result<(), ()> {
+        let timeout = self.engine.config.write_timeout;
+        let fut = async {
+            self.ws.feed(outbound_message(first)).await?;
+            self.engine.hooks.frame_out();
+            for _ in 1..WRITE_BATCH {
+                match self.rx.try_recv() {
+                    Ok(f) => {
+                        self.ws.feed(outbound_message(f)).await?;
+                        self.engine.hooks.frame_out();
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.ws.flush().await
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    /// Sends a close frame (best effort, bounded in time).
+    async fn close(&mut self, reason: CloseReason) {
+        let frame = close_frame(&reason);
+        let _ = tokio::time::timeout(
+            self.engine
+                .config
+                .write_timeout
+                .min(std::time::Duration::from_secs(2)),
+            async { self.ws.send(frame).await },
+        )
+        .await;
+    }
+
+    async fn finish(&mut self, reason: DisconnectReason) {
+        let handler = Arc::clone(&self.engine.handler);
+        for (_, s) in self.sockets.drain() {
+            handler
+                .on_disconnect(&s.socket, s.session, reason.clone())
+                .await;
+        }
+        tracing::debug!(conn = %self.shared.conn, ?reason, "connection closed");
+    }
+}
+
+fn outbound_message(o: Outbound) -> Message {
+    match o {
+        Outbound::Text(t) => Message::Text(t),
+        Outbound::Binary(b) => Message::Binary(b),
+    }
+}
+
+fn packet_text(p: &Packet) -> Message {
+    let (text, _) = p.encode_frame();
+    Message::Text(text.into())
+}

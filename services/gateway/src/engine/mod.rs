@@ -1,0 +1,348 @@
+//! A Socket.IO v5 server over Engine.IO v4, WebSocket transport.
+//!
+//! The engine knows the protocols and nothing about Confab: authentication,
+//! rooms and events are the [`Handler`]'s business. One tokio task runs each
+//! connection ([`conn`]); everything else talks to a connection through its
+//! bounded outbound queue via a [`SocketRef`].
+//!
+//! Invariants:
+//! * every frame, payload and queue is bounded (see [`EngineConfig`]);
+//! * malformed input never panics a task: the peer gets the protocol's error
+//!   or a close frame with a reason;
+//! * connection tasks are tracked, so shutdown can close every socket with a
+//!   close frame and wait for the tasks to end.
+
+mod conn;
+mod socket;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use confab_protocol::engineio::{self, HandshakeError, Transport};
+use http::{HeaderMap, StatusCode};
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use socket::{CloseReason, ConnId, Outbound, SendError, SocketRef};
+
+/// Protocol limits and timings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Interval between two server pings.
+    pub ping_interval: Duration,
+    /// How long the client has to answer a ping.
+    pub ping_timeout: Duration,
+    /// How long a new connection may stay without joining a namespace.
+    pub connect_timeout: Duration,
+    /// Largest message (and frame) accepted from a client, in bytes.
+    pub max_payload: usize,
+    /// Most binary attachments one packet may carry.
+    pub max_attachments: usize,
+    /// Capacity of each connection's outbound queue, in frames. When it is
+    /// full the connection is closed as a slow consumer.
+    pub outbound_queue: usize,
+    /// Initial WebSocket read buffer per connection, in bytes.
+    pub ws_read_buffer: usize,
+    /// WebSocket write buffer per connection before a flush, in bytes.
+    pub ws_write_buffer: usize,
+    /// Longest a single write to a client may block before the connection is
+    /// considered dead.
+    pub write_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_millis(25_000),
+            ping_timeout: Duration::from_millis(20_000),
+            connect_timeout: Duration::from_millis(45_000),
+            max_payload: 1_000_000,
+            max_attachments: 10,
+            outbound_queue: 256,
+            ws_read_buffer: 4 * 1024,
+            ws_write_buffer: 8 * 1024,
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a client sent with its CONNECT packet, plus the HTTP handshake.
+#[derive(Debug)]
+pub struct ConnectRequest<'a> {
+    /// The namespace, e.g. `/`.
+    pub nsp: &'a str,
+    /// The CONNECT packet's payload (`auth` option of the client).
+    pub auth: Option<&'a Value>,
+    /// The headers of the WebSocket upgrade request.
+    pub headers: &'a HeaderMap,
+    /// The peer address, when known.
+    pub remote: Option<SocketAddr>,
+}
+
+/// A refused CONNECT: sent to the client as CONNECT_ERROR
+/// `{"message": ..., "data": ...}`.
+#[derive(Debug, Clone)]
+pub struct ConnectRefusal {
+    /// Human-readable reason (the client's `err.message`).
+    pub message: String,
+    /// Extra machine-readable detail (the client's `err.data`).
+    pub data: Option<Value>,
+}
+
+/// An accepted CONNECT.
+#[derive(Debug)]
+pub struct Accepted<S> {
+    /// Per-socket state owned by the connection task.
+    pub session: S,
+    /// When the session expires (e.g. the token's `exp`); the engine then
+    /// calls [`Handler::on_expired`] and disconnects the socket.
+    pub expires_at: Option<Instant>,
+}
+
+/// An EVENT received from a client.
+#[derive(Debug)]
+pub struct IncomingEvent {
+    /// Event name (first element of the array).
+    pub name: String,
+    /// The remaining arguments.
+    pub args: Vec<Value>,
+    /// Binary attachments referenced by placeholders in `args`.
+    pub attachments: Vec<Bytes>,
+    /// Whether the client asked for an acknowledgement.
+    pub wants_ack: bool,
+}
+
+/// An acknowledgement to send back for an event.
+#[derive(Debug, Default)]
+pub struct Ack {
+    /// Arguments handed to the client's ack callback.
+    pub args: Vec<Value>,
+    /// Binary attachments referenced by placeholders in `args`.
+    pub attachments: Vec<Bytes>,
+}
+
+impl Ack {
+    /// An ack with one JSON argument.
+    pub fn one(value: Value) -> Self {
+        Self {
+            args: vec![value],
+            attachments: Vec::new(),
+        }
+    }
+}
+
+/// Why a socket left its namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The client sent DISCONNECT.
+    ClientDisconnect,
+    /// The transport closed (network drop, client closed the WebSocket).
+    TransportClose,
+    /// The client missed a pong.
+    PingTimeout,
+    /// The server closed the socket; the text says why.
+    Server(String),
+}
+
+/// The application side of the engine.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Per-socket state.
+    type Session: Send + 'static;
+
+    /// Whether a namespace is served; others get CONNECT_ERROR
+    /// `Invalid namespace`.
+    fn has_namespace(&self, nsp: &str) -> bool;
+
+    /// Decides a CONNECT. Runs before the CONNECT reply is written, so it
+    /// must not emit to `socket` (use [`Handler::on_connected`]).
+    async fn on_connect(
+        &self,
+        socket: &SocketRef,
+        req: ConnectRequest<'_>,
+    ) -> Result<Accepted<Self::Session>, ConnectRefusal>;
+
+    /// Runs right after the CONNECT reply was written.
+    async fn on_connected(&self, _socket: &SocketRef, _session: &mut Self::Session) {}
+
+    /// Handles an event. The returned ack is sent only if the client asked
+    /// for one. Returns the session's new expiry when it changed (e.g. after
+    /// a token refresh).
+    async fn on_event(
+        &self,
+        socket: &SocketRef,
+        session: &mut Self::Session,
+        event: IncomingEvent,
+    ) -> EventOutcome;
+
+    /// The session's expiry passed: the returned event (name, args) is sent
+    /// before the socket is disconnected.
+    async fn on_expired(
+        &self,
+        _socket: &SocketRef,
+        _session: &mut Self::Session,
+    ) -> Option<(String, Vec<Value>)> {
+        None
+    }
+
+    /// The socket left (for any reason); release what it held.
+    async fn on_disconnect(
+        &self,
+        socket: &SocketRef,
+        session: Self::Session,
+        reason: DisconnectReason,
+    );
+}
+
+/// What handling an event produced.
+#[derive(Debug, Default)]
+pub struct EventOutcome {
+    /// Acknowledgement, sent if the client asked for one.
+    pub ack: Option<Ack>,
+    /// A new expiry for the session, if it changed.
+    pub new_expiry: Option<Instant>,
+}
+
+impl From<Ack> for EventOutcome {
+    fn from(ack: Ack) -> Self {
+        Self {
+            ack: Some(ack),
+            new_expiry: None,
+        }
+    }
+}
+
+/// The engine: configuration, handler, and the bookkeeping shared by all
+/// connection tasks.
+pub struct Engine<H: Handler> {
+    config: EngineConfig,
+    handler: Arc<H>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    hooks: Arc<dyn EngineHooks>,
+}
+
+/// Observers for metrics; all methods default to no-ops.
+pub trait EngineHooks: Send + Sync + 'static {
+    /// A WebSocket connection opened.
+    fn connection_opened(&self) {}
+    /// A WebSocket connection closed.
+    fn connection_closed(&self) {}
+    /// A packet arrived from a client.
+    fn packet_in(&self) {}
+    /// A frame was written to a client.
+    fn frame_out(&self) {}
+    /// A handshake (HTTP or Socket.IO CONNECT) was refused.
+    fn handshake_failed(&self, _reason: &str) {}
+    /// A connection was closed for a reason worth counting.
+    fn closed_for(&self, _reason: &str) {}
+}
+
+/// Hooks that record nothing.
+pub struct NoHooks;
+impl EngineHooks for NoHooks {}
+
+impl<H: Handler> Engine<H> {
+    /// Builds an engine. `shutdown` closes every connection when cancelled.
+    pub fn new(
+        config: EngineConfig,
+        handler: Arc<H>,
+        shutdown: CancellationToken,
+        hooks: Arc<dyn EngineHooks>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            handler,
+            tasks: TaskTracker::new(),
+            shutdown,
+            hooks,
+        })
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The handler.
+    pub fn handler(&self) -> &Arc<H> {
+        &self.handler
+    }
+
+    /// Answers a request to the Engine.IO endpoint: validates the handshake
+    /// query and upgrades to WebSocket. Long-polling is not offered: such a
+    /// handshake gets the protocol's "Transport unknown" error.
+    pub fn handle_request(
+        self: &Arc<Self>,
+        query: Option<&str>,
+        headers: HeaderMap,
+        remote: Option<SocketAddr>,
+        upgrade: Option<WebSocketUpgrade>,
+    ) -> Response {
+        let handshake = match engineio::parse_handshake(query) {
+            Ok(h) => h,
+            Err(e) => return self.handshake_error(e),
+        };
+        if handshake.transport != Transport::WebSocket {
+            // Long-polling is not available (yet): say so, never hang.
+            return self.handshake_error(HandshakeError::UnknownTransport);
+        }
+        if handshake.sid.is_some() {
+            // An upgrade from a polling session we never created.
+            return self.handshake_error(HandshakeError::UnknownSid);
+        }
+        let Some(upgrade) = upgrade else {
+            return self.handshake_error(HandshakeError::BadRequest);
+        };
+        if self.shutdown.is_cancelled() {
+            return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+        }
+        let cfg = &self.config;
+        let engine = Arc::clone(self);
+        upgrade
+            .read_buffer_size(cfg.ws_read_buffer)
+            .write_buffer_size(cfg.ws_write_buffer)
+            .max_write_buffer_size(cfg.ws_write_buffer + cfg.max_payload * 2 + 64 * 1024)
+            .max_message_size(cfg.max_payload)
+            .max_frame_size(cfg.max_payload)
+            .on_upgrade(move |ws| {
+                let tasks = engine.tasks.clone();
+                tasks.track_future(conn::run(engine, ws, headers, remote))
+            })
+    }
+
+    fn handshake_error(&self, e: HandshakeError) -> Response {
+        self.hooks.handshake_failed(match e {
+            HandshakeError::UnknownTransport => "unknown_transport",
+            HandshakeError::UnsupportedProtocolVersion => "unsupported_protocol",
+            HandshakeError::UnknownSid => "unknown_sid",
+            _ => "bad_request",
+        });
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+        (
+            status,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            e.to_json(),
+        )
+            .into_response()
+    }
+
+    /// Number of live connection tasks.
+    pub fn connections(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Waits for every connection task to end (after `shutdown` was
+    /// cancelled), at most `grace`. Returns whether all ended in time.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
+    }
+}

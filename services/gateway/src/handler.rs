@@ -1,0 +1,310 @@
+//! Confab's Socket.IO application: JWT handshake, rooms, and the client
+//! events of the gateway (`room:join`, `room:leave`, `auth:refresh`).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use confab_auth::{AuthError, Claims, TokenSource, Verifier};
+use confab_events::socket::{
+    AckError, RefreshAck, RefreshRequest, RoomAck, RoomRequest, SessionExpired, names,
+};
+use confab_events::{RoomId, RoomKind, UserId};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::config::CorsConfig;
+use crate::engine::{
+    Accepted, Ack, ConnectRefusal, ConnectRequest, DisconnectReason, EngineHooks, EventOutcome,
+    Handler, IncomingEvent, SocketRef,
+};
+use crate::hub::Hub;
+use crate::membership::Membership;
+use crate::metrics::Metrics;
+
+/// What the gateway keeps per socket.
+#[derive(Debug)]
+pub struct Session {
+    /// The authenticated user.
+    pub user: UserId,
+    /// Rooms this socket is in, `user:{id}` included.
+    pub rooms: HashSet<RoomId>,
+    /// Token expiry, Unix seconds.
+    pub expires_at: u64,
+}
+
+/// The gateway's [`Handler`].
+pub struct ConfabHandler {
+    verifier: Verifier,
+    cors: CorsConfig,
+    membership: Arc<dyn Membership>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The monotonic instant at which a Unix-seconds expiry falls.
+fn expiry_instant(exp: u64) -> Instant {
+    Instant::now() + Duration::from_secs(exp.saturating_sub(unix_now()))
+}
+
+fn ack<T: Serialize>(value: &T) -> EventOutcome {
+    Ack::one(serde_json::to_value(value).unwrap_or(Value::Null)).into()
+}
+
+fn room_error(code: &str, message: impl Into<String>) -> EventOutcome {
+    ack(&RoomAck::Err {
+        error: AckError::new(code, message),
+    })
+}
+
+impl ConfabHandler {
+    /// Builds the handler.
+    pub fn new(
+        verifier: Verifier,
+        cors: CorsConfig,
+        membership: Arc<dyn Membership>,
+        hub: Arc<Hub>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            verifier,
+            cors,
+            membership,
+            hub,
+            metrics,
+        }
+    }
+
+    fn refuse(&self, code: &str, message: String) -> ConnectRefusal {
+        self.metrics.handshake_failed(code);
+        ConnectRefusal {
+            message,
+            data: Some(json!({ "code": code })),
+        }
+    }
+
+    fn refuse_auth(&self, e: &AuthError) -> ConnectRefusal {
+        if e.is_server_error() {
+            tracing::warn!(error = %e, "handshake authentication unavailable");
+        }
+        self.refuse(e.code(), e.public_message())
+    }
+
+    fn parse_room(args: &[Value]) -> Result<RoomId, EventOutcome> {
+        let req: RoomRequest = args
+            .first()
+            .cloned()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(|| {
+                room_error(
+                    "invalid_request",
+                    "expected a room name such as \"channel:42\" or {\"room\": \"channel:42\"}",
+                )
+            })?;
+        RoomId::parse(req.room())
+            .map_err(|e| room_error("invalid_room", format!("invalid room name: {e}")))
+    }
+
+    async fn join(
+        &self,
+        socket: &SocketRef,
+        session: &mut Session,
+        args: &[Value],
+    ) -> EventOutcome {
+        let room = match Self::parse_room(args) {
+            Ok(r) => r,
+            Err(outcome) => return outcome,
+        };
+        match self.membership.may_join(&session.user, &room).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return room_error(
+                    "forbidden",
+                    format!("{} is not a member of {room}", session.user),
+                );
+            }
+            Err(e) => return room_error("unavailable", e.to_string()),
+        }
+        if !session.rooms.contains(&room) {
+            if let Err(e) = self.hub.join(&room, socket).await {
+                return room_error("unavailable", e.to_string());
+            }
+            session.rooms.insert(room.clone());
+        }
+        ack(&RoomAck::Ok {
+            ok: true,
+            room: room.to_string(),
+        })
+    }
+
+    fn leave(&self, socket: &SocketRef, session: &mut Session, args: &[Value]) -> EventOutcome {
+        let room = match Self::parse_room(args) {
+            Ok(r) => r,
+            Err(outcome) => return outcome,
+        };
+        if room == RoomId::user(&session.user) {
+            return room_error("forbidden", "a socket always stays in its own user room");
+        }
+        if session.rooms.remove(&room) {
+            self.hub.leave(&room, socket.conn());
+        }
+        ack(&RoomAck::Ok {
+            ok: true,
+            room: room.to_string(),
+        })
+    }
+
+    async fn refresh(&self, session: &mut Session, args: &[Value]) -> EventOutcome {
+        let refused = |code: &str, message: String| {
+            ack(&RefreshAck::Err {
+                error: AckError::new(code, message),
+            })
+        };
+        let Some(req) = args
+            .first()
+            .cloned()
+            .and_then(|v| serde_json::from_value::<RefreshRequest>(v).ok())
+        else {
+            return refused("invalid_request", "expected {\"token\": \"...\"}".into());
+        };
+        let claims: Claims = match self.verifier.verify(&req.token).await {
+            Ok(c) => c,
+            Err(e) => return refused(e.code(), e.to_string()),
+        };
+        if claims.user != session.user {
+            return refused(
+                "wrong_user",
+                format!(
+                    "token is for {}, this socket belongs to {}",
+                    claims.user, session.user
+                ),
+            );
+        }
+        session.expires_at = claims.expires_at;
+        let mut outcome = ack(&RefreshAck::Ok {
+            ok: true,
+            expires_at: claims.expires_at,
+        });
+        outcome.new_expiry = Some(expiry_instant(claims.expires_at));
+        outcome
+    }
+}
+
+#[async_trait]
+impl Handler for ConfabHandler {
+    type Session = Session;
+
+    fn has_namespace(&self, nsp: &str) -> bool {
+        nsp == "/"
+    }
+
+    async fn on_connect(
+        &self,
+        socket: &SocketRef,
+        req: ConnectRequest<'_>,
+    ) -> Result<Accepted<Session>, ConnectRefusal> {
+        let (claims, source) = self
+            .verifier
+            .authenticate(req.auth, req.headers)
+            .await
+            .map_err(|e| self.refuse_auth(&e))?;
+        if source == TokenSource::Cookie {
+            // Browsers attach cookies to cross-site WebSocket requests too:
+            // a cookie only counts from an origin listed by name.
+            if let Some(origin) = req.headers.get(http::header::ORIGIN) {
+                let origin = origin.to_str().unwrap_or_default();
+                if !self.cors.allows_explicitly(origin) {
+                    return Err(self.refuse(
+                        "origin_not_allowed",
+                        format!(
+                            "a token from a cookie is only accepted from origins listed in cors.allowed_origins (not via \"*\"); {origin:?} is not listed. Send the token in the auth payload instead, or list the origin"
+                        ),
+                    ));
+                }
+            }
+        }
+        let user = claims.user.clone();
+        let mut rooms = self
+            .membership
+            .rooms_of(&user)
+            .await
+            .map_err(|e| self.refuse("membership_unavailable", e.to_string()))?;
+        rooms.push(RoomId::user(&user));
+        let mut joined = HashSet::with_capacity(rooms.len());
+        for room in rooms {
+            if room.kind() == RoomKind::User && room.id() != user.as_str() {
+                continue;
+            }
+            if let Err(e) = self.hub.join(&room, socket).await {
+                for r in &joined {
+                    self.hub.leave(r, socket.conn());
+                }
+                return Err(self.refuse("bus_unavailable", e.to_string()));
+            }
+            joined.insert(room);
+        }
+        tracing::debug!(%user, rooms = joined.len(), sid = socket.sid(), "socket connected");
+        Ok(Accepted {
+            session: Session {
+                user,
+                rooms: joined,
+                expires_at: claims.expires_at,
+            },
+            expires_at: Some(expiry_instant(claims.expires_at)),
+        })
+    }
+
+    async fn on_event(
+        &self,
+        socket: &SocketRef,
+        session: &mut Session,
+        event: IncomingEvent,
+    ) -> EventOutcome {
+        match event.name.as_str() {
+            names::ROOM_JOIN => self.join(socket, session, &event.args).await,
+            names::ROOM_LEAVE => self.leave(socket, session, &event.args),
+            names::AUTH_REFRESH => self.refresh(session, &event.args).await,
+            other => {
+                let shown: String = other.chars().take(64).collect();
+                ack(
+                    &json!({ "error": AckError::new("unknown_event", format!("unknown event {shown:?}")) }),
+                )
+            }
+        }
+    }
+
+    async fn on_expired(
+        &self,
+        _socket: &SocketRef,
+        session: &mut Session,
+    ) -> Option<(String, Vec<Value>)> {
+        self.metrics.closed_for("token_expired");
+        let notice = SessionExpired {
+            code: "token_expired".into(),
+            message: format!(
+                "the token of {} expired at {} (Unix seconds); reconnect with a fresh token, or send auth:refresh before expiry",
+                session.user, session.expires_at
+            ),
+        };
+        Some((
+            names::SESSION_EXPIRED.into(),
+            vec![serde_json::to_value(notice).unwrap_or(Value::Null)],
+        ))
+    }
+
+    async fn on_disconnect(&self, socket: &SocketRef, session: Session, reason: DisconnectReason) {
+        for room in &session.rooms {
+            self.hub.leave(room, socket.conn());
+        }
+        tracing::debug!(user = %session.user, ?reason, "socket disconnected");
+    }
+}

@@ -1,0 +1,26 @@
+//! The Confab connection gateway.
+//!
+//! Browsers connect with the official `socket.io-client` (WebSocket
+//! transport). The gateway authenticates the handshake with a JWT, puts the
+//! socket in its rooms, and fans room events out to sockets.
+//!
+//! * [`engine`]: Engine.IO v4 / Socket.IO v5 server (protocol only).
+//! * [`handler`]: Confab's application on the engine (auth, rooms, events).
+//! * [`hub`]: local rooms, fan-out, routing by interest over the [`bus`].
+//! * [`membership`]: the port to the membership authority.
+//! * [`app`]: HTTP wiring, health, readiness, metrics, shutdown.
+//! * [`config`]: typed configuration.
+//! * [`conformance`]: the protocol test suites' server under test.
+
+pub mod app;
+pub mod bus;
+pub mod config;
+pub mod conformance;
+pub mod engine;
+pub mod handler;
+pub mod hub;
+pub mod membership;
+pub mod metrics;
+
+pub use app::{App, AppError, AppHandle, Deps};
+pub use config::GatewayConfig;

@@ -1,0 +1,135 @@
+//! Prometheus metrics of the gateway, served at `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::engine::EngineHooks;
+
+/// A `reason` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Short machine code, e.g. `token_expired`.
+    pub reason: String,
+}
+
+/// The gateway's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections.
+    pub connections: Gauge,
+    /// Rooms with at least one local socket.
+    pub rooms: Gauge,
+    /// Socket.IO packets received.
+    pub events_in: Counter,
+    /// Frames written to clients.
+    pub events_out: Counter,
+    /// Frames dropped, by reason.
+    pub dropped: Family<ReasonLabel, Counter>,
+    /// Refused handshakes, by reason.
+    pub handshake_failures: Family<ReasonLabel, Counter>,
+    /// Connections closed by the server, by reason.
+    pub closed: Family<ReasonLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("confab_gateway");
+        let connections = Gauge::default();
+        let rooms = Gauge::default();
+        let events_in = Counter::default();
+        let events_out = Counter::default();
+        let dropped = Family::<ReasonLabel, Counter>::default();
+        let handshake_failures = Family::<ReasonLabel, Counter>::default();
+        let closed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            connections.clone(),
+        );
+        registry.register("rooms", "Rooms with local members", rooms.clone());
+        registry.register("events_in", "Socket.IO packets received", events_in.clone());
+        registry.register(
+            "events_out",
+            "Frames written to clients",
+            events_out.clone(),
+        );
+        registry.register("dropped", "Frames dropped, by reason", dropped.clone());
+        registry.register(
+            "handshake_failures",
+            "Refused handshakes, by reason",
+            handshake_failures.clone(),
+        );
+        registry.register(
+            "closed",
+            "Connections closed by the server, by reason",
+            closed.clone(),
+        );
+        Self {
+            registry,
+            connections,
+            rooms,
+            events_in,
+            events_out,
+            dropped,
+            handshake_failures,
+            closed,
+        }
+    }
+
+    /// Counts a dropped frame.
+    pub fn dropped(&self, reason: &str) {
+        self.dropped
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl EngineHooks for Metrics {
+    fn connection_opened(&self) {
+        self.connections.inc();
+    }
+    fn connection_closed(&self) {
+        self.connections.dec();
+    }
+    fn packet_in(&self) {
+        self.events_in.inc();
+    }
+    fn frame_out(&self) {
+        self.events_out.inc();
+    }
+    fn handshake_failed(&self, reason: &str) {
+        self.handshake_failures
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+    fn closed_for(&self, reason: &str) {
+        self.closed
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+}
