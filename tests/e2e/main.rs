@@ -1,0 +1,8 @@
+//! End-to-end tests: the gateway on real sockets, driven by the official
+//! `socket.io-client` (through `tests/js/driver.mjs`) and by raw WebSocket
+//! clients for protocol edge cases.
+
+mod conformance;
+mod gateway;
+mod limits;
+mod support;
