@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use confab_gateway::bus::InProcessBus;
+use confab_bus::InProcessBus;
 use confab_gateway::membership::StaticMembership;
 use confab_gateway::{App, AppError, AppHandle, Deps, GatewayConfig};
 use futures::{SinkExt, StreamExt};

@@ -104,6 +104,21 @@ string_id!(
     UserId
 );
 
+string_id!(
+    /// A workspace id (`workspace:{id}`).
+    WorkspaceId
+);
+
+string_id!(
+    /// A channel id (`channel:{id}`).
+    ChannelId
+);
+
+string_id!(
+    /// A DM or group-DM conversation id (`dm:{id}`).
+    DmId
+);
+
 /// The four kinds of room, by name prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RoomKind {
@@ -176,6 +191,30 @@ impl RoomId {
         Self {
             name: format!("user:{user}"),
             kind: RoomKind::User,
+        }
+    }
+
+    /// The room of a channel, `channel:{id}`.
+    pub fn channel(id: &ChannelId) -> Self {
+        Self {
+            name: format!("channel:{id}"),
+            kind: RoomKind::Channel,
+        }
+    }
+
+    /// The room of a DM conversation, `dm:{id}`.
+    pub fn dm(id: &DmId) -> Self {
+        Self {
+            name: format!("dm:{id}"),
+            kind: RoomKind::Dm,
+        }
+    }
+
+    /// The room of a workspace, `workspace:{id}`.
+    pub fn workspace(id: &WorkspaceId) -> Self {
+        Self {
+            name: format!("workspace:{id}"),
+            kind: RoomKind::Workspace,
         }
     }
 

@@ -3,10 +3,12 @@
 //! * [`ids`]: identifiers and room names that are *parsed* once at the edge
 //!   (never trusted raw), so that everything downstream — room registries,
 //!   bus subjects — can rely on them being safe.
+//! * [`membership`]: the membership domain events (versioned) and API types.
 //! * [`socket`]: the typed Socket.IO events exchanged with browsers, from
 //!   which the checked-in TypeScript declarations are generated.
 
 pub mod ids;
+pub mod membership;
 pub mod socket;
 
-pub use ids::{IdError, RoomId, RoomKind, UserId};
+pub use ids::{ChannelId, DmId, IdError, RoomId, RoomKind, UserId, WorkspaceId};

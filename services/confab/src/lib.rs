@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use confab_auth::DEV_SECRET;
-use confab_gateway::bus::InProcessBus;
+use confab_bus::InProcessBus;
 use confab_gateway::membership::StaticMembership;
 use confab_gateway::{App, Deps, GatewayConfig};
 

@@ -20,13 +20,13 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, BusError, BusMessage};
 use crate::config::GatewayConfig;
 use crate::engine::{Engine, EngineHooks};
 use crate::handler::ConfabHandler;
 use crate::hub::Hub;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
+use confab_bus::{Bus, BusError, BusMessage};
 
 /// A failure to start or run the gateway.
 #[derive(Debug, thiserror::Error)]

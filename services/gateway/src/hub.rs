@@ -22,9 +22,9 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 
-use crate::bus::{Bus, BusError, BusMessage};
 use crate::engine::{ConnId, SendError, SocketRef};
 use crate::metrics::Metrics;
+use confab_bus::{Bus, BusError, BusMessage};
 
 type Ready = Shared<BoxFuture<'static, Result<(), String>>>;
 

@@ -6,14 +6,14 @@
 //!
 //! * [`engine`]: Engine.IO v4 / Socket.IO v5 server (protocol only).
 //! * [`handler`]: Confab's application on the engine (auth, rooms, events).
-//! * [`hub`]: local rooms, fan-out, routing by interest over the [`bus`].
+//! * [`hub`]: local rooms, fan-out, routing by interest over the bus
+//!   (`confab_bus`).
 //! * [`membership`]: the port to the membership authority.
 //! * [`app`]: HTTP wiring, health, readiness, metrics, shutdown.
 //! * [`config`]: typed configuration.
 //! * [`conformance`]: the protocol test suites' server under test.
 
 pub mod app;
-pub mod bus;
 pub mod config;
 pub mod conformance;
 pub mod engine;

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use confab_gateway::bus::InProcessBus;
+use confab_bus::InProcessBus;
 use confab_gateway::membership::StaticMembership;
 use confab_gateway::{App, Deps, GatewayConfig};
 

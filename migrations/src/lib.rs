@@ -1,0 +1,1 @@
+//! placeholder until the projections helper lands the schema.

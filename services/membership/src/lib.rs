@@ -1,0 +1,10 @@
+//! The Confab membership service.
+//!
+//! The authority on workspaces, channels, DMs and who belongs where.
+//! Commands are validated against the aggregate's state (folded from its
+//! events) and appended to the event log with optimistic concurrency;
+//! SQL projections answer queries; a notifier turns membership events into
+//! room events for the gateways.
+
+pub mod read_model;
+pub mod store;

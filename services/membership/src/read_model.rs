@@ -1,0 +1,55 @@
+//! The read-model port: queries answered from the SQL projections.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use confab_events::{RoomId, UserId};
+
+/// A query failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum QueryError {
+    /// The database cannot be reached or failed.
+    #[error("read model unavailable: {0}")]
+    Unavailable(String),
+    /// The projections did not reach the awaited sequence in time.
+    #[error("read model is behind: at {at}, waited for {wanted}")]
+    Behind {
+        /// Last applied sequence.
+        at: u64,
+        /// Awaited sequence.
+        wanted: u64,
+    },
+}
+
+/// Whether a user may join a room, and why not.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JoinDecision {
+    /// Allowed?
+    pub allowed: bool,
+    /// When refused: why, for a developer (`not a member of the private channel`, `channel archived`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Queries over the membership projections.
+#[async_trait]
+pub trait ReadModel: Send + Sync + 'static {
+    /// Every room (workspaces, channels, DMs) the user belongs to, not
+    /// counting `user:{id}`.
+    async fn rooms_of(&self, user: &UserId) -> Result<Vec<RoomId>, QueryError>;
+    /// The members of a room (workspace members, channel members, DM
+    /// participants), sorted.
+    async fn members_of(&self, room: &RoomId) -> Result<Vec<UserId>, QueryError>;
+    /// Whether the user is a member of the room now.
+    async fn is_member(&self, user: &UserId, room: &RoomId) -> Result<bool, QueryError>;
+    /// Whether the user may put a socket in the room (`room:join`): their
+    /// own `user:{id}` room, or a room they are a member of. Becoming a
+    /// member is a command (`join`, `invite`, ...), not a socket event.
+    /// When refused, `reason` says why (`no such room`, `not a member`).
+    async fn may_join(&self, user: &UserId, room: &RoomId) -> Result<JoinDecision, QueryError>;
+    /// The last event sequence the projections applied.
+    async fn checkpoint(&self) -> Result<u64, QueryError>;
+    /// Waits until the projections applied `seq` (read-your-writes after a
+    /// command).
+    async fn wait_for(&self, seq: u64, timeout: Duration) -> Result<(), QueryError>;
+}

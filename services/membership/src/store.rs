@@ -1,0 +1,77 @@
+//! The event store port: the append-only, versioned log of membership
+//! events, with optimistic concurrency per aggregate.
+//!
+//! Implementations: JetStream (stream `MEMBERSHIP`, one subject per
+//! aggregate, `Nats-Expected-Last-Subject-Sequence` for concurrency) and SQL
+//! (the all-in-one run; a unique `(aggregate, prev_seq)` index enforces the
+//! same rule).
+
+use async_trait::async_trait;
+use confab_events::RoomId;
+use confab_events::membership::EventEnvelope;
+use futures::stream::BoxStream;
+
+/// An event with its position in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Global sequence in the log (JetStream stream sequence), from 1.
+    pub seq: u64,
+    /// The event.
+    pub envelope: EventEnvelope,
+}
+
+/// An event store failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// Another command appended to the aggregate first.
+    #[error(
+        "concurrent change to {aggregate}: expected last sequence {expected}, found {actual:?}"
+    )]
+    Conflict {
+        /// The aggregate (`channel:42`, ...).
+        aggregate: String,
+        /// The last sequence the command was decided against.
+        expected: u64,
+        /// The actual last sequence, when known.
+        actual: Option<u64>,
+    },
+    /// The store cannot be reached.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored event cannot be read (unknown schema version, bad JSON).
+    #[error("event {seq} cannot be read: {reason}")]
+    Corrupt {
+        /// Its sequence.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The event store port.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends one event to its aggregate if the aggregate's last sequence
+    /// is still `expected` (0: the aggregate has no events yet). Returns the
+    /// new event's sequence. Appending the same envelope id twice (a retry)
+    /// returns the first sequence and stores nothing.
+    async fn append(
+        &self,
+        aggregate: &RoomId,
+        expected: u64,
+        event: &EventEnvelope,
+    ) -> Result<u64, StoreError>;
+
+    /// Every event of one aggregate, in order.
+    async fn load(&self, aggregate: &RoomId) -> Result<Vec<Stored>, StoreError>;
+
+    /// Every event of every aggregate from `from_seq` (inclusive) in log
+    /// order; the stream stays open and yields events as they are appended.
+    async fn tail(
+        &self,
+        from_seq: u64,
+    ) -> Result<BoxStream<'static, Result<Stored, StoreError>>, StoreError>;
+
+    /// Sequence of the last event in the log, 0 when empty.
+    async fn last_seq(&self) -> Result<u64, StoreError>;
+}
