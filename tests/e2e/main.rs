@@ -6,3 +6,4 @@ mod conformance;
 mod gateway;
 mod limits;
 mod support;
+mod typescript;

@@ -164,6 +164,91 @@ pub struct MessageDeleted {
     pub room: String,
 }
 
+/// An event a client may emit, parsed from its Socket.IO name and args.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientToServer {
+    /// `room:join`.
+    RoomJoin(RoomRequest),
+    /// `room:leave`.
+    RoomLeave(RoomRequest),
+    /// `auth:refresh`.
+    AuthRefresh(RefreshRequest),
+}
+
+impl ClientToServer {
+    /// Parses an incoming event. Unknown names and malformed arguments
+    /// give an [`AckError`] to send back (`unknown_event`,
+    /// `invalid_request`).
+    pub fn parse(name: &str, args: &[serde_json::Value]) -> Result<Self, AckError> {
+        fn first<T: serde::de::DeserializeOwned>(
+            args: &[serde_json::Value],
+            expected: &str,
+        ) -> Result<T, AckError> {
+            args.first()
+                .cloned()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .ok_or_else(|| AckError::new("invalid_request", format!("expected {expected}")))
+        }
+        const ROOM: &str = "a room name such as \"channel:42\" or {\"room\": \"channel:42\"}";
+        match name {
+            names::ROOM_JOIN => Ok(Self::RoomJoin(first(args, ROOM)?)),
+            names::ROOM_LEAVE => Ok(Self::RoomLeave(first(args, ROOM)?)),
+            names::AUTH_REFRESH => Ok(Self::AuthRefresh(first(args, "{\"token\": \"...\"}")?)),
+            other => {
+                let shown: String = other.chars().take(64).collect();
+                Err(AckError::new(
+                    "unknown_event",
+                    format!("unknown event {shown:?}"),
+                ))
+            }
+        }
+    }
+}
+
+/// An event the server emits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerToClient {
+    /// `message:new`.
+    MessageNew(Message),
+    /// `message:updated`.
+    MessageUpdated(Message),
+    /// `message:deleted`.
+    MessageDeleted(MessageDeleted),
+    /// `session:expired`.
+    SessionExpired(SessionExpired),
+}
+
+impl ServerToClient {
+    /// The Socket.IO event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::MessageNew(_) => names::MESSAGE_NEW,
+            Self::MessageUpdated(_) => names::MESSAGE_UPDATED,
+            Self::MessageDeleted(_) => names::MESSAGE_DELETED,
+            Self::SessionExpired(_) => names::SESSION_EXPIRED,
+        }
+    }
+
+    /// The event's arguments.
+    pub fn args(&self) -> Vec<serde_json::Value> {
+        let v = match self {
+            Self::MessageNew(m) | Self::MessageUpdated(m) => serde_json::to_value(m),
+            Self::MessageDeleted(m) => serde_json::to_value(m),
+            Self::SessionExpired(m) => serde_json::to_value(m),
+        };
+        vec![v.unwrap_or(serde_json::Value::Null)]
+    }
+}
+
+/// What the gateway keeps per socket (`socket.data` in the old server).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(rename_all = "camelCase")]
+pub struct SocketData {
+    /// The authenticated user.
+    pub user_id: String,
+}
+
 /// Renders the TypeScript declarations of every socket event.
 pub fn typescript() -> String {
     let cfg = ts_rs::Config::default();
@@ -182,6 +267,7 @@ pub fn typescript() -> String {
         SessionExpired::decl(&cfg),
         Message::decl(&cfg),
         MessageDeleted::decl(&cfg),
+        SocketData::decl(&cfg),
     ] {
         out.push_str("export ");
         out.push_str(&decl);
@@ -200,9 +286,7 @@ pub fn typescript() -> String {
            \"{}\": (msg: Message) => void;\n  \
            \"{}\": (msg: MessageDeleted) => void;\n  \
            \"{}\": (info: SessionExpired) => void;\n\
-         }}\n\n\
-         /** What the server keeps per socket (`socket.data` in the old server). */\n\
-         export interface SocketData {{\n  userId: string;\n}}\n",
+         }}\n",
         names::ROOM_JOIN,
         names::ROOM_LEAVE,
         names::AUTH_REFRESH,
@@ -218,6 +302,37 @@ pub fn typescript() -> String {
 mod tests {
     use super::*;
     use std::path::PathBuf;
+
+    #[test]
+    fn client_events_parse_or_explain() {
+        use serde_json::json;
+        assert_eq!(
+            ClientToServer::parse("room:join", &[json!("channel:1")]),
+            Ok(ClientToServer::RoomJoin(RoomRequest::Name(
+                "channel:1".into()
+            )))
+        );
+        assert_eq!(
+            ClientToServer::parse("room:join", &[json!(7)])
+                .unwrap_err()
+                .code,
+            "invalid_request"
+        );
+        assert_eq!(
+            ClientToServer::parse("auth:refresh", &[]).unwrap_err().code,
+            "invalid_request"
+        );
+        assert_eq!(
+            ClientToServer::parse("nope", &[]).unwrap_err().code,
+            "unknown_event"
+        );
+        let e = ServerToClient::MessageDeleted(MessageDeleted {
+            id: "m".into(),
+            room: "dm:1".into(),
+        });
+        assert_eq!(e.name(), "message:deleted");
+        assert_eq!(e.args(), vec![json!({"id": "m", "room": "dm:1"})]);
+    }
 
     #[test]
     fn room_request_accepts_both_shapes() {

@@ -103,6 +103,12 @@ id: string,
  */
 room: string, };
 
+export type SocketData = { 
+/**
+ * The authenticated user.
+ */
+userId: string, };
+
 /** Events a client emits. */
 export interface ClientToServerEvents {
   "room:join": (room: RoomRequest, ack: (res: RoomAck) => void) => void;
@@ -116,9 +122,4 @@ export interface ServerToClientEvents {
   "message:updated": (msg: Message) => void;
   "message:deleted": (msg: MessageDeleted) => void;
   "session:expired": (info: SessionExpired) => void;
-}
-
-/** What the server keeps per socket (`socket.data` in the old server). */
-export interface SocketData {
-  userId: string;
 }

@@ -50,12 +50,12 @@ pub fn node_modules() -> PathBuf {
         .get_or_init(|| {
             let dir = js_dir();
             let modules = dir.join("node_modules");
-            let wanted = pinned_client_version(&dir);
-            if installed_client_version(&modules).as_deref() == Some(wanted.as_str()) {
+            let wanted = pinned_versions(&dir);
+            if missing_packages(&modules, &wanted).is_empty() {
                 return modules;
             }
             with_file_lock(&tools_dir().join("npm-ci.lock"), || {
-                if installed_client_version(&modules).as_deref() == Some(wanted.as_str()) {
+                if missing_packages(&modules, &wanted).is_empty() {
                     return;
                 }
                 let npm = std::env::var_os(NPM_ENV).unwrap_or_else(|| OsString::from("npm"));
@@ -81,11 +81,10 @@ pub fn node_modules() -> PathBuf {
                     String::from_utf8_lossy(&output.stderr)
                 );
             });
-            let installed = installed_client_version(&modules);
-            assert_eq!(
-                installed.as_deref(),
-                Some(wanted.as_str()),
-                "after `npm ci`, {} does not hold socket.io-client {wanted}",
+            let missing = missing_packages(&modules, &wanted);
+            assert!(
+                missing.is_empty(),
+                "after `npm ci`, {} lacks the pinned {missing:?}",
                 modules.display()
             );
             modules
@@ -94,18 +93,40 @@ pub fn node_modules() -> PathBuf {
 }
 
 /// The exact `socket.io-client` version `tests/js/package.json` pins.
-fn pinned_client_version(js_dir: &Path) -> String {
+/// Every dependency pinned in `tests/js/package.json` (dependencies and
+/// devDependencies), as (name, exact version).
+fn pinned_versions(js_dir: &Path) -> Vec<(String, String)> {
     let path = js_dir.join("package.json");
     let manifest = read_json(&path).unwrap_or_else(|| panic!("cannot read {}", path.display()));
-    manifest["dependencies"]["socket.io-client"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{} has no socket.io-client dependency", path.display()))
-        .to_owned()
+    let mut pinned = Vec::new();
+    for section in ["dependencies", "devDependencies"] {
+        if let Some(deps) = manifest[section].as_object() {
+            for (name, version) in deps {
+                pinned.push((
+                    name.clone(),
+                    version.as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+        }
+    }
+    assert!(
+        pinned.iter().any(|(n, _)| n == "socket.io-client"),
+        "{} has no socket.io-client dependency",
+        path.display()
+    );
+    pinned
 }
 
-fn installed_client_version(node_modules: &Path) -> Option<String> {
-    let manifest = read_json(&node_modules.join("socket.io-client").join("package.json"))?;
-    manifest["version"].as_str().map(str::to_owned)
+/// The pinned packages that are not installed at their pinned version.
+fn missing_packages(node_modules: &Path, pinned: &[(String, String)]) -> Vec<String> {
+    pinned
+        .iter()
+        .filter(|(name, version)| {
+            let installed = read_json(&node_modules.join(name).join("package.json"));
+            installed.as_ref().and_then(|m| m["version"].as_str()) != Some(version.as_str())
+        })
+        .map(|(name, version)| format!("{name}@{version}"))
+        .collect()
 }
 
 fn read_json(path: &Path) -> Option<Value> {

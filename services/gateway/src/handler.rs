@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use confab_auth::{AuthError, Claims, TokenSource, Verifier};
 use confab_events::socket::{
-    AckError, RefreshAck, RefreshRequest, RoomAck, RoomRequest, SessionExpired, names,
+    AckError, ClientToServer, RefreshAck, RefreshRequest, RoomAck, RoomRequest, SessionExpired,
+    names,
 };
 use confab_events::{RoomId, RoomKind, UserId};
 use serde::Serialize;
@@ -99,17 +100,7 @@ impl ConfabHandler {
         self.refuse(e.code(), e.public_message())
     }
 
-    fn parse_room(args: &[Value]) -> Result<RoomId, EventOutcome> {
-        let req: RoomRequest = args
-            .first()
-            .cloned()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .ok_or_else(|| {
-                room_error(
-                    "invalid_request",
-                    "expected a room name such as \"channel:42\" or {\"room\": \"channel:42\"}",
-                )
-            })?;
+    fn parse_room(req: &RoomRequest) -> Result<RoomId, EventOutcome> {
         RoomId::parse(req.room())
             .map_err(|e| room_error("invalid_room", format!("invalid room name: {e}")))
     }
@@ -118,9 +109,9 @@ impl ConfabHandler {
         &self,
         socket: &SocketRef,
         session: &mut Session,
-        args: &[Value],
+        req: &RoomRequest,
     ) -> EventOutcome {
-        let room = match Self::parse_room(args) {
+        let room = match Self::parse_room(req) {
             Ok(r) => r,
             Err(outcome) => return outcome,
         };
@@ -146,8 +137,8 @@ impl ConfabHandler {
         })
     }
 
-    fn leave(&self, socket: &SocketRef, session: &mut Session, args: &[Value]) -> EventOutcome {
-        let room = match Self::parse_room(args) {
+    fn leave(&self, socket: &SocketRef, session: &mut Session, req: &RoomRequest) -> EventOutcome {
+        let room = match Self::parse_room(req) {
             Ok(r) => r,
             Err(outcome) => return outcome,
         };
@@ -163,18 +154,11 @@ impl ConfabHandler {
         })
     }
 
-    async fn refresh(&self, session: &mut Session, args: &[Value]) -> EventOutcome {
+    async fn refresh(&self, session: &mut Session, req: &RefreshRequest) -> EventOutcome {
         let refused = |code: &str, message: String| {
             ack(&RefreshAck::Err {
                 error: AckError::new(code, message),
             })
-        };
-        let Some(req) = args
-            .first()
-            .cloned()
-            .and_then(|v| serde_json::from_value::<RefreshRequest>(v).ok())
-        else {
-            return refused("invalid_request", "expected {\"token\": \"...\"}".into());
         };
         let claims: Claims = match self.verifier.verify(&req.token).await {
             Ok(c) => c,
@@ -269,16 +253,12 @@ impl Handler for ConfabHandler {
         session: &mut Session,
         event: IncomingEvent,
     ) -> EventOutcome {
-        match event.name.as_str() {
-            names::ROOM_JOIN => self.join(socket, session, &event.args).await,
-            names::ROOM_LEAVE => self.leave(socket, session, &event.args),
-            names::AUTH_REFRESH => self.refresh(session, &event.args).await,
-            other => {
-                let shown: String = other.chars().take(64).collect();
-                ack(
-                    &json!({ "error": AckError::new("unknown_event", format!("unknown event {shown:?}")) }),
-                )
-            }
+        let parsed = ClientToServer::parse(&event.name, &event.args);
+        match parsed {
+            Ok(ClientToServer::RoomJoin(req)) => self.join(socket, session, &req).await,
+            Ok(ClientToServer::RoomLeave(req)) => self.leave(socket, session, &req),
+            Ok(ClientToServer::AuthRefresh(req)) => self.refresh(session, &req).await,
+            Err(error) => ack(&json!({ "error": error })),
         }
     }
 

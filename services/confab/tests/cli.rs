@@ -1,0 +1,118 @@
+//! The `confab` binary as a user runs it: `confab token USER`, and
+//! `confab` serving with no flags, reached by the real socket.io-client.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use confab_test_support::NodeClient;
+use serde_json::json;
+
+fn confab() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_confab"));
+    // Whatever the developer's shell has must not leak into the test.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CONFAB_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[test]
+fn token_prints_only_the_token() {
+    let out = confab().args(["token", "alice"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<_> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout:?}");
+    assert_eq!(lines[0].split('.').count(), 3, "a compact JWT: {stdout:?}");
+
+    let bad = confab().args(["token", "a.b"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid user id"));
+}
+
+#[test]
+fn refuses_the_dev_secret_beyond_loopback() {
+    let out = confab().env("CONFAB_LISTEN", "0.0.0.0:0").output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dev secret"), "{err}");
+}
+
+#[test]
+fn bad_config_is_a_clear_error() {
+    let out = confab()
+        .env("CONFAB_ENGINE__PING_INTERVAL_MS", "0")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("engine.ping_interval_ms"), "{err}");
+}
+
+#[tokio::test]
+async fn serves_with_no_flags_and_accepts_its_dev_tokens() {
+    // Port 3000 may be taken on a shared machine: the default is covered by
+    // the config tests; here the port is overridden to 0.
+    let mut child = confab()
+        .env("CONFAB_LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no URL in {first:?}"))
+        .to_string();
+    let dev_hint = lines.next().unwrap().unwrap();
+    assert!(dev_hint.contains("token alice"), "{dev_hint}");
+
+    let token = String::from_utf8(confab().args(["token", "alice"]).output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let node = NodeClient::spawn().await;
+    node.connect(
+        "a",
+        &url,
+        json!({ "transports": ["websocket"], "auth": { "token": token }, "reconnection": false }),
+    )
+    .await;
+    node.expect("a", |m| m["type"] == "connect", Duration::from_secs(10))
+        .await;
+    let ack = node
+        .emit_with_ack(
+            "a",
+            "room:leave",
+            vec![json!("user:alice")],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["error"]["code"], "forbidden");
+
+    // SIGTERM: graceful shutdown, the client sees the transport close.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let d = node
+        .expect("a", |m| m["type"] == "disconnect", Duration::from_secs(10))
+        .await;
+    assert_eq!(d["reason"], "transport close");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
