@@ -339,3 +339,57 @@ async fn graceful_shutdown_closes_every_socket() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn membership_changes_move_every_socket_of_the_user() {
+    let gw = spawn_gateway(|_| {}).await;
+    let node = NodeClient::spawn().await;
+    // Two tabs of alice, one of bob.
+    for (s, u) in [("a1", "alice"), ("a2", "alice"), ("b", "bob")] {
+        node.connect(s, &gw.url(), opts(&token(u))).await;
+        node.expect(s, is_type("connect"), T).await;
+    }
+    let alice = RoomId::parse("user:alice").unwrap();
+    let general = RoomId::parse("channel:general").unwrap();
+    eventually("tabs in the user room", T, || {
+        gw.handle.members(&alice) == 2
+    })
+    .await;
+
+    gw.handle
+        .emit(&alice, "room:joined", &json!({ "room": "channel:general" }))
+        .await
+        .unwrap();
+    for s in ["a1", "a2"] {
+        let ev = node.expect(s, is_event("room:joined"), T).await;
+        assert_eq!(ev["args"][0]["room"], "channel:general");
+    }
+    assert_eq!(gw.handle.members(&general), 2);
+    gw.handle
+        .emit(&general, "message:new", &json!({ "id": "m1" }))
+        .await
+        .unwrap();
+    node.expect("a1", is_event("message:new"), T).await;
+    node.expect("a2", is_event("message:new"), T).await;
+    node.expect_none("b", is_event("message:new"), Duration::from_millis(300))
+        .await;
+
+    gw.handle
+        .emit(
+            &alice,
+            "room:left",
+            &json!({ "room": "channel:general", "reason": "kicked" }),
+        )
+        .await
+        .unwrap();
+    node.expect("a1", is_event("room:left"), T).await;
+    node.expect("a2", is_event("room:left"), T).await;
+    assert_eq!(gw.handle.members(&general), 0);
+    gw.handle
+        .emit(&general, "message:new", &json!({ "id": "m2" }))
+        .await
+        .unwrap();
+    node.expect_none("a1", is_event("message:new"), Duration::from_millis(300))
+        .await;
+    gw.stop().await;
+}

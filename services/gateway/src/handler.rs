@@ -1,7 +1,6 @@
 //! Confab's Socket.IO application: JWT handshake, rooms, and the client
 //! events of the gateway (`room:join`, `room:leave`, `auth:refresh`).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,8 +29,6 @@ use crate::metrics::Metrics;
 pub struct Session {
     /// The authenticated user.
     pub user: UserId,
-    /// Rooms this socket is in, `user:{id}` included.
-    pub rooms: HashSet<RoomId>,
     /// Token expiry, Unix seconds.
     pub expires_at: u64,
 }
@@ -125,11 +122,8 @@ impl ConfabHandler {
             }
             Err(e) => return room_error("unavailable", e.to_string()),
         }
-        if !session.rooms.contains(&room) {
-            if let Err(e) = self.hub.join(&room, socket).await {
-                return room_error("unavailable", e.to_string());
-            }
-            session.rooms.insert(room.clone());
+        if let Err(e) = self.hub.join(&room, socket).await {
+            return room_error("unavailable", e.to_string());
         }
         ack(&RoomAck::Ok {
             ok: true,
@@ -145,9 +139,7 @@ impl ConfabHandler {
         if room == RoomId::user(&session.user) {
             return room_error("forbidden", "a socket always stays in its own user room");
         }
-        if session.rooms.remove(&room) {
-            self.hub.leave(&room, socket.conn());
-        }
+        self.hub.leave(&room, socket.conn());
         ack(&RoomAck::Ok {
             ok: true,
             room: room.to_string(),
@@ -217,30 +209,29 @@ impl Handler for ConfabHandler {
             }
         }
         let user = claims.user.clone();
-        let mut rooms = self
-            .membership
-            .rooms_of(&user)
-            .await
-            .map_err(|e| self.refuse("membership_unavailable", e.to_string()))?;
-        rooms.push(RoomId::user(&user));
-        let mut joined = HashSet::with_capacity(rooms.len());
-        for room in rooms {
-            if room.kind() == RoomKind::User && room.id() != user.as_str() {
-                continue;
-            }
-            if let Err(e) = self.hub.join(&room, socket).await {
-                for r in &joined {
-                    self.hub.leave(r, socket.conn());
-                }
-                return Err(self.refuse("bus_unavailable", e.to_string()));
-            }
-            joined.insert(room);
+        // The user room first: membership changes announced while the
+        // rooms are being looked up then already reach this socket.
+        self.hub.register(socket.conn());
+        let fail = |code: &str, message: String| {
+            self.hub.unregister(socket.conn());
+            self.refuse(code, message)
+        };
+        if let Err(e) = self.hub.join(&RoomId::user(&user), socket).await {
+            return Err(fail("bus_unavailable", e.to_string()));
         }
-        tracing::debug!(%user, rooms = joined.len(), sid = socket.sid(), "socket connected");
+        let rooms = match self.membership.rooms_of(&user).await {
+            Ok(r) => r,
+            Err(e) => return Err(fail("membership_unavailable", e.to_string())),
+        };
+        for room in rooms.iter().filter(|r| r.kind() != RoomKind::User) {
+            if let Err(e) = self.hub.join(room, socket).await {
+                return Err(fail("bus_unavailable", e.to_string()));
+            }
+        }
+        tracing::debug!(%user, rooms = rooms.len() + 1, sid = socket.sid(), "socket connected");
         Ok(Accepted {
             session: Session {
                 user,
-                rooms: joined,
                 expires_at: claims.expires_at,
             },
             expires_at: Some(expiry_instant(claims.expires_at)),
@@ -282,9 +273,7 @@ impl Handler for ConfabHandler {
     }
 
     async fn on_disconnect(&self, socket: &SocketRef, session: Session, reason: DisconnectReason) {
-        for room in &session.rooms {
-            self.hub.leave(room, socket.conn());
-        }
+        self.hub.unregister(socket.conn());
         tracing::debug!(user = %session.user, ?reason, "socket disconnected");
     }
 }

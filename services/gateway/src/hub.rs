@@ -9,8 +9,13 @@
 //! Slow-consumer policy: queues are bounded and never waited on. A socket
 //! whose queue is full is disconnected (close code 1008) and the frame is
 //! counted as dropped; the client reconnects.
+//!
+//! Membership changes arrive as control events in the user's own room
+//! (`room:joined` / `room:left` in `user:{id}`, published by the membership
+//! service): every local socket of that user joins or leaves the room
+//! before the event is forwarded to it, on every gateway at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 
 use axum::extract::ws::Utf8Bytes;
@@ -34,9 +39,18 @@ struct Room {
     task: AbortHandle,
 }
 
+/// Control event in a user room: the user joined a room.
+pub const ROOM_JOINED: &str = "room:joined";
+/// Control event in a user room: the user left (or was removed from) a room.
+pub const ROOM_LEFT: &str = "room:left";
+
 /// Local rooms, their members, and their bus subscriptions.
 pub struct Hub {
     rooms: DashMap<RoomId, Room>,
+    /// The rooms of each registered connection; a connection joins rooms
+    /// only while registered, so nothing can join a room for a socket that
+    /// is already gone.
+    conns: DashMap<ConnId, HashSet<RoomId>>,
     bus: Arc<dyn Bus>,
     metrics: Arc<Metrics>,
 }
@@ -46,6 +60,7 @@ impl Hub {
     pub fn new(bus: Arc<dyn Bus>, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             rooms: DashMap::new(),
+            conns: DashMap::new(),
             bus,
             metrics,
         })
@@ -56,10 +71,45 @@ impl Hub {
         &self.bus
     }
 
-    /// Puts a socket in a room; resolves once the room's bus subscription
-    /// is live, so events published afterwards reach the socket.
+    /// Registers a connection so that it may join rooms.
+    pub fn register(&self, conn: ConnId) {
+        self.conns.entry(conn).or_default();
+    }
+
+    /// Takes a connection out of every room and unregisters it.
+    pub fn unregister(&self, conn: ConnId) {
+        if let Some((_, rooms)) = self.conns.remove(&conn) {
+            for room in rooms {
+                self.remove_member(&room, conn);
+            }
+        }
+    }
+
+    /// The rooms a connection is in.
+    pub fn rooms_of(&self, conn: ConnId) -> Vec<RoomId> {
+        self.conns
+            .get(&conn)
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether a connection is in a room.
+    pub fn is_in(&self, conn: ConnId, room: &RoomId) -> bool {
+        self.conns.get(&conn).is_some_and(|r| r.contains(room))
+    }
+
+    /// Puts a socket in a room (idempotent); resolves once the room's bus
+    /// subscription is live, so events published afterwards reach the
+    /// socket. Does nothing for an unregistered connection.
     pub async fn join(self: &Arc<Self>, room: &RoomId, socket: &SocketRef) -> Result<(), BusError> {
         let ready = {
+            let Some(mut rooms) = self.conns.get_mut(&socket.conn()) else {
+                return Ok(());
+            };
+            if !rooms.insert(room.clone()) {
+                return Ok(());
+            }
+            // Lock order: connection entry, then room entry (leave too).
             let mut entry = self.rooms.entry(room.clone()).or_insert_with(|| {
                 self.metrics.rooms.inc();
                 self.subscribe(room)
@@ -92,8 +142,12 @@ impl Hub {
                     return;
                 }
             };
+            let is_user_room = room_id.kind() == confab_events::RoomKind::User;
             while let Some(msg) = sub.next().await {
                 let Some(hub) = hub.upgrade() else { return };
+                if is_user_room {
+                    hub.apply_membership(&room_id, &msg).await;
+                }
                 hub.deliver(&room_id, &msg);
             }
         });
@@ -111,6 +165,13 @@ impl Hub {
     /// Takes a socket out of a room; the last one out closes the room's
     /// subscription.
     pub fn leave(&self, room: &RoomId, conn: ConnId) {
+        if let Some(mut rooms) = self.conns.get_mut(&conn) {
+            rooms.remove(room);
+            self.remove_member(room, conn);
+        }
+    }
+
+    fn remove_member(&self, room: &RoomId, conn: ConnId) {
         let removed = self.rooms.remove_if_mut(room, |_, r| {
             r.members.remove(&conn);
             r.members.is_empty()
@@ -118,6 +179,41 @@ impl Hub {
         if let Some((_, r)) = removed {
             r.task.abort();
             self.metrics.rooms.dec();
+        }
+    }
+
+    /// Applies a membership change announced in a user room to every local
+    /// socket of that user.
+    async fn apply_membership(self: &Arc<Self>, user_room: &RoomId, msg: &BusMessage) {
+        let joined = match &*msg.event {
+            ROOM_JOINED => true,
+            ROOM_LEFT => false,
+            _ => return,
+        };
+        let target = serde_json::from_str::<serde_json::Value>(&msg.args_json)
+            .ok()
+            .and_then(|v| v.get(0)?.get("room")?.as_str().map(RoomId::parse))
+            .and_then(Result::ok);
+        let Some(target) = target else {
+            tracing::warn!(room = %user_room, event = &*msg.event, "membership change without a valid room");
+            return;
+        };
+        if target.kind() == confab_events::RoomKind::User {
+            return;
+        }
+        let sockets: Vec<SocketRef> = self
+            .rooms
+            .get(user_room)
+            .map(|r| r.members.values().cloned().collect())
+            .unwrap_or_default();
+        for socket in sockets {
+            if joined {
+                if let Err(e) = self.join(&target, &socket).await {
+                    tracing::warn!(%target, error = %e, "cannot join socket after membership change");
+                }
+            } else {
+                self.leave(&target, socket.conn());
+            }
         }
     }
 
