@@ -7,11 +7,13 @@ use async_trait::async_trait;
 use confab_events::RoomId;
 use tokio::sync::broadcast;
 
-use crate::{Bus, BusError, BusMessage, BusStatus, BusSubscription};
+use crate::{Bus, BusError, BusMessage, BusStatus, BusSubscription, Published};
 
 /// The in-process bus: rooms are broadcast channels inside this process.
 ///
-/// It serves one process only; readiness says so.
+/// It serves one process only; readiness says so. It keeps no log:
+/// [`Published::seq`] is always `None`, `msg_id` is not de-duplicated and
+/// durable and volatile messages are treated alike.
 pub struct InProcessBus {
     rooms: Mutex<HashMap<RoomId, broadcast::Sender<BusMessage>>>,
     capacity: usize,
@@ -38,7 +40,7 @@ impl Default for InProcessBus {
 
 #[async_trait]
 impl Bus for InProcessBus {
-    async fn publish(&self, room: &RoomId, msg: BusMessage) -> Result<(), BusError> {
+    async fn publish(&self, room: &RoomId, msg: BusMessage) -> Result<Published, BusError> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tx) = rooms.get(room)
             && tx.send(msg).is_err()
@@ -46,7 +48,8 @@ impl Bus for InProcessBus {
             // Nobody listens any more.
             rooms.remove(room);
         }
-        Ok(())
+        // No log: no sequence, no de-duplication.
+        Ok(Published::default())
     }
 
     async fn subscribe(&self, room: &RoomId) -> Result<BusSubscription, BusError> {
@@ -99,9 +102,11 @@ mod tests {
         let b = RoomId::parse("channel:b").unwrap();
         let mut sa = bus.subscribe(&a).await.unwrap();
         let mut sb = bus.subscribe(&b).await.unwrap();
-        bus.publish(&a, BusMessage::new("x", &serde_json::json!(1)))
+        let published = bus
+            .publish(&a, BusMessage::new("x", &serde_json::json!(1)))
             .await
             .unwrap();
+        assert_eq!(published, Published::default());
         let m = sa.next().await.unwrap();
         assert_eq!(&*m.event, "x");
         assert_eq!(&*m.args_json, "[1]");

