@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confab_bus::InProcessBus;
+use confab_gateway::config::{BusKind, MembershipKind};
 use confab_gateway::membership::StaticMembership;
 use confab_gateway::{App, AppError, AppHandle, Deps, GatewayConfig};
 use futures::{SinkExt, StreamExt};
@@ -37,6 +38,8 @@ pub fn test_config() -> GatewayConfig {
     cfg.auth.issuer = Some(ISSUER.into());
     cfg.auth.audience = Some(AUDIENCE.into());
     cfg.auth.cookie_name = Some("confab_token".into());
+    cfg.bus.kind = BusKind::InProcess;
+    cfg.membership.kind = MembershipKind::Static;
     cfg
 }
 

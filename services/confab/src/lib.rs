@@ -9,13 +9,17 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use confab_auth::DEV_SECRET;
 use confab_bus::InProcessBus;
+use confab_gateway::config::{BusKind, MembershipKind};
 use confab_gateway::membership::StaticMembership;
 use confab_gateway::{App, Deps, GatewayConfig};
 
 /// The all-in-one defaults: port 3000 on loopback, HS256 with the dev
 /// secret unless a secret or JWKS URL is configured.
 pub fn default_config() -> GatewayConfig {
-    GatewayConfig::default()
+    let mut cfg = GatewayConfig::default();
+    cfg.bus.kind = BusKind::InProcess;
+    cfg.membership.kind = MembershipKind::Static;
+    cfg
 }
 
 /// Loads the configuration. When no key source is configured, the public

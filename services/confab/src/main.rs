@@ -70,25 +70,6 @@ async fn serve(cfg: confab_gateway::GatewayConfig, dev: bool) -> anyhow::Result<
             "Dev auth: HS256 with the public dev secret. Get a token with: cargo run --release -- token alice"
         );
     }
-    app.run(shutdown_signal()).await?;
+    app.run(confab_gateway::app::shutdown_signal()).await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            s.recv().await;
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }

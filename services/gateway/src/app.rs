@@ -20,13 +20,14 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::GatewayConfig;
+use crate::config::{BusKind, GatewayConfig, MembershipKind};
 use crate::engine::{Engine, EngineHooks};
 use crate::handler::ConfabHandler;
 use crate::hub::Hub;
-use crate::membership::Membership;
+use crate::membership::{Membership, StaticMembership};
+use crate::membership_nats::NatsMembership;
 use crate::metrics::Metrics;
-use confab_bus::{Bus, BusError, BusMessage};
+use confab_bus::{Bus, BusError, BusMessage, InProcessBus, NatsBus};
 
 /// A failure to start or run the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,9 @@ pub enum AppError {
     /// The auth configuration was refused.
     #[error("auth: {0}")]
     Auth(String),
+    /// The bus could not be set up.
+    #[error("bus: {0}")]
+    Bus(String),
     /// Serving failed.
     #[error("server: {0}")]
     Serve(#[from] std::io::Error),
@@ -54,6 +58,39 @@ pub struct Deps {
     pub bus: Arc<dyn Bus>,
     /// Who belongs where.
     pub membership: Arc<dyn Membership>,
+}
+
+impl Deps {
+    /// Connects the ports the configuration names. A NATS bus that cannot
+    /// be reached, or a server older than 2.10, is an error: there is no
+    /// silent fallback to the in-process bus.
+    pub async fn connect(config: &GatewayConfig) -> Result<Deps, AppError> {
+        let mut nats_client = None;
+        let bus: Arc<dyn Bus> = match config.bus.kind {
+            BusKind::InProcess => Arc::new(InProcessBus::default()),
+            BusKind::Nats => {
+                let bus = NatsBus::connect(config.bus.nats.clone())
+                    .await
+                    .map_err(|e| AppError::Bus(e.to_string()))?;
+                nats_client = Some(bus.client().clone());
+                Arc::new(bus)
+            }
+        };
+        let membership: Arc<dyn Membership> = match (config.membership.kind, nats_client) {
+            (MembershipKind::Static, _) => Arc::new(StaticMembership::new()),
+            (MembershipKind::Nats, Some(client)) => Arc::new(NatsMembership::new(
+                client,
+                config.membership.service_token.clone().unwrap_or_default(),
+                Duration::from_millis(config.membership.request_timeout_ms),
+            )),
+            (MembershipKind::Nats, None) => {
+                return Err(AppError::Bus(
+                    "membership.kind = \"nats\" needs bus.kind = \"nats\"".into(),
+                ));
+            }
+        };
+        Ok(Deps { bus, membership })
+    }
 }
 
 #[derive(Clone)]
@@ -87,7 +124,10 @@ impl AppHandle {
     /// Publishes an event with one argument to a room, on every gateway
     /// sharing the bus.
     pub async fn emit(&self, room: &RoomId, event: &str, data: &Value) -> Result<(), BusError> {
-        self.hub.publish(room, BusMessage::new(event, data)).await
+        self.hub
+            .publish(room, BusMessage::new(event, data))
+            .await
+            .map(|_| ())
     }
 
     /// The gateway's metrics.
@@ -285,4 +325,26 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// Resolves on SIGINT or SIGTERM: the signal for [`App::run`] in binaries.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
 }

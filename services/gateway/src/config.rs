@@ -35,6 +35,84 @@ pub struct GatewayConfig {
     pub log: LogConfig,
     /// How long shutdown waits for sockets to close, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// Where room events travel.
+    pub bus: BusSettings,
+    /// Who answers membership questions.
+    pub membership: MembershipSettings,
+}
+
+/// Which bus implementation to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BusKind {
+    /// NATS JetStream: what a cluster needs.
+    Nats,
+    /// Inside this process only (all-in-one, tests).
+    InProcess,
+}
+
+/// Bus settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusSettings {
+    /// `nats` (default) or `in-process`.
+    pub kind: BusKind,
+    /// NATS connection and stream settings (`bus.nats.url`, ...).
+    pub nats: confab_bus::NatsConfig,
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        Self {
+            kind: BusKind::Nats,
+            nats: confab_bus::NatsConfig::default(),
+        }
+    }
+}
+
+/// Which membership authority to ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MembershipKind {
+    /// The membership service over NATS request/reply (needs `bus.kind = "nats"`).
+    Nats,
+    /// An in-memory table (all-in-one embeds its own; tests).
+    Static,
+}
+
+/// Membership settings.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MembershipSettings {
+    /// `nats` (default) or `static`.
+    pub kind: MembershipKind,
+    /// The token the membership service expects from services.
+    pub service_token: Option<String>,
+    /// How long to wait for an answer, ms.
+    pub request_timeout_ms: u64,
+}
+
+impl std::fmt::Debug for MembershipSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MembershipSettings")
+            .field("kind", &self.kind)
+            .field(
+                "service_token",
+                &self.service_token.as_ref().map(|_| "[redacted]"),
+            )
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .finish()
+    }
+}
+
+impl Default for MembershipSettings {
+    fn default() -> Self {
+        Self {
+            kind: MembershipKind::Nats,
+            service_token: None,
+            request_timeout_ms: 2_000,
+        }
+    }
 }
 
 impl Default for GatewayConfig {
@@ -47,6 +125,8 @@ impl Default for GatewayConfig {
             cors: CorsConfig::default(),
             log: LogConfig::default(),
             shutdown_grace_ms: 10_000,
+            bus: BusSettings::default(),
+            membership: MembershipSettings::default(),
         }
     }
 }
@@ -241,6 +321,35 @@ impl GatewayConfig {
                 "must not be empty (use [\"*\"] to allow any origin)",
             );
         }
+        if self.membership.kind == MembershipKind::Nats {
+            if self.bus.kind != BusKind::Nats {
+                return invalid(
+                    "membership.kind",
+                    "\"nats\" needs bus.kind = \"nats\" (the membership service is reached over NATS)",
+                );
+            }
+            if self
+                .membership
+                .service_token
+                .as_deref()
+                .unwrap_or("")
+                .is_empty()
+            {
+                return invalid(
+                    "membership.service_token",
+                    "required with membership.kind = \"nats\" (CONFAB_MEMBERSHIP__SERVICE_TOKEN)",
+                );
+            }
+        }
+        if self.membership.request_timeout_ms == 0 {
+            return invalid("membership.request_timeout_ms", "must be greater than 0");
+        }
+        if let Err(e) = self.bus.nats.validate() {
+            return Err(ConfigError::Invalid {
+                field: "bus.nats",
+                problem: e.to_string(),
+            });
+        }
         self.auth.validate().map_err(|err| ConfigError::Invalid {
             field: "auth",
             problem: err.to_string(),
@@ -259,7 +368,7 @@ mod tests {
         let file = dir.path().join("gw.toml");
         std::fs::write(
             &file,
-            "listen = \"127.0.0.1:4100\"\n[engine]\nping_interval_ms = 1000\n[auth]\nhs256_secret = \"0123456789abcdef0123456789abcdef\"\n",
+            "listen = \"127.0.0.1:4100\"\n[engine]\nping_interval_ms = 1000\n[auth]\nhs256_secret = \"0123456789abcdef0123456789abcdef\"\n[bus]\nkind = \"in-process\"\n[membership]\nkind = \"static\"\n",
         )
         .unwrap();
         let cfg = GatewayConfig::load(GatewayConfig::default(), Some(&file)).unwrap();
@@ -273,6 +382,17 @@ mod tests {
         std::fs::write(&file, "[engine]\nping_intervall_ms = 5\n").unwrap();
         let err = GatewayConfig::load(GatewayConfig::default(), Some(&file)).unwrap_err();
         assert!(err.to_string().contains("ping_intervall_ms"), "{err}");
+
+        std::fs::write(
+            &file,
+            "[auth]\nhs256_secret = \"0123456789abcdef0123456789abcdef\"\n",
+        )
+        .unwrap();
+        let err = GatewayConfig::load(GatewayConfig::default(), Some(&file)).unwrap_err();
+        assert!(
+            err.to_string().contains("membership.service_token"),
+            "{err}"
+        );
 
         let missing = dir.path().join("nope.toml");
         let err = GatewayConfig::load(GatewayConfig::default(), Some(&missing)).unwrap_err();

@@ -21,7 +21,7 @@ use crate::engine::{
     Handler, IncomingEvent, SocketRef,
 };
 use crate::hub::Hub;
-use crate::membership::Membership;
+use crate::membership::{Access, Membership};
 use crate::metrics::Metrics;
 
 /// What the gateway keeps per socket.
@@ -113,13 +113,8 @@ impl ConfabHandler {
             Err(outcome) => return outcome,
         };
         match self.membership.may_join(&session.user, &room).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return room_error(
-                    "forbidden",
-                    format!("{} is not a member of {room}", session.user),
-                );
-            }
+            Ok(Access::Allowed) => {}
+            Ok(Access::Refused(reason)) => return room_error("forbidden", reason),
             Err(e) => return room_error("unavailable", e.to_string()),
         }
         if let Err(e) = self.hub.join(&room, socket).await {

@@ -29,7 +29,7 @@ use tokio::task::AbortHandle;
 
 use crate::engine::{ConnId, SendError, SocketRef};
 use crate::metrics::Metrics;
-use confab_bus::{Bus, BusError, BusMessage};
+use confab_bus::{Bus, BusError, BusMessage, Published};
 
 type Ready = Shared<BoxFuture<'static, Result<(), String>>>;
 
@@ -243,7 +243,7 @@ impl Hub {
     }
 
     /// Publishes an event to a room through the bus (every gateway).
-    pub async fn publish(&self, room: &RoomId, msg: BusMessage) -> Result<(), BusError> {
+    pub async fn publish(&self, room: &RoomId, msg: BusMessage) -> Result<Published, BusError> {
         self.bus.publish(room, msg).await
     }
 

@@ -8,7 +8,8 @@
 //! * [`handler`]: Confab's application on the engine (auth, rooms, events).
 //! * [`hub`]: local rooms, fan-out, routing by interest over the bus
 //!   (`confab_bus`).
-//! * [`membership`]: the port to the membership authority.
+//! * [`membership`]: the port to the membership authority;
+//!   [`membership_nats`] asks the membership service over NATS.
 //! * [`app`]: HTTP wiring, health, readiness, metrics, shutdown.
 //! * [`config`]: typed configuration.
 //! * [`conformance`]: the protocol test suites' server under test.
@@ -20,6 +21,7 @@ pub mod engine;
 pub mod handler;
 pub mod hub;
 pub mod membership;
+pub mod membership_nats;
 pub mod metrics;
 
 pub use app::{App, AppError, AppHandle, Deps};

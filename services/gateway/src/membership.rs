@@ -18,6 +18,15 @@ pub enum MembershipError {
     Unavailable(String),
 }
 
+/// The answer to "may this user put a socket in this room?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Yes.
+    Allowed,
+    /// No; the reason is for the developer (`not a member of channel:42`).
+    Refused(String),
+}
+
 /// The membership port.
 #[async_trait]
 pub trait Membership: Send + Sync + 'static {
@@ -26,7 +35,7 @@ pub trait Membership: Send + Sync + 'static {
     async fn rooms_of(&self, user: &UserId) -> Result<Vec<RoomId>, MembershipError>;
 
     /// Whether the user may join the room now.
-    async fn may_join(&self, user: &UserId, room: &RoomId) -> Result<bool, MembershipError>;
+    async fn may_join(&self, user: &UserId, room: &RoomId) -> Result<Access, MembershipError>;
 }
 
 /// Memberships held in memory, set through [`StaticMembership::grant`].
@@ -65,11 +74,17 @@ impl Membership for StaticMembership {
             .unwrap_or_default())
     }
 
-    async fn may_join(&self, user: &UserId, room: &RoomId) -> Result<bool, MembershipError> {
-        if room.kind() == RoomKind::User {
-            return Ok(room.id() == user.as_str());
-        }
-        let g = self.grants.read().unwrap_or_else(|p| p.into_inner());
-        Ok(g.get(user).is_some_and(|r| r.contains(room)))
+    async fn may_join(&self, user: &UserId, room: &RoomId) -> Result<Access, MembershipError> {
+        let allowed = if room.kind() == RoomKind::User {
+            room.id() == user.as_str()
+        } else {
+            let g = self.grants.read().unwrap_or_else(|p| p.into_inner());
+            g.get(user).is_some_and(|r| r.contains(room))
+        };
+        Ok(if allowed {
+            Access::Allowed
+        } else {
+            Access::Refused(format!("{user} is not a member of {room}"))
+        })
     }
 }

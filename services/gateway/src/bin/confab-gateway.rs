@@ -1,31 +1,27 @@
 //! `confab-gateway`: the connection gateway as its own process.
 //!
 //! Configuration comes from `CONFAB_CONFIG` (a TOML file) and `CONFAB_*`
-//! variables; there is no dev secret here: configure `auth.hs256_secret` or
-//! `auth.jwks_url`.
+//! variables. By default it joins a cluster: the NATS bus
+//! (`CONFAB_BUS__NATS__URL`) and the membership service over NATS
+//! (`CONFAB_MEMBERSHIP__SERVICE_TOKEN`). There is no dev secret: configure
+//! `auth.hs256_secret` or `auth.jwks_url`.
 
-use std::sync::Arc;
-
-use confab_bus::InProcessBus;
-use confab_gateway::membership::StaticMembership;
 use confab_gateway::{App, Deps, GatewayConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = GatewayConfig::load(GatewayConfig::default(), None)?;
     let _telemetry = confab_telemetry::init("confab-gateway", cfg.log.format)?;
-    // Until the NATS bus lands this gateway runs on the in-process bus:
-    // readiness reports `shared: false` so nobody mistakes it for a cluster.
-    tracing::warn!("bus: in-process; this gateway cannot share rooms with other gateways");
-    let deps = Deps {
-        bus: Arc::new(InProcessBus::default()),
-        membership: Arc::new(StaticMembership::new()),
-    };
+    let deps = Deps::connect(&cfg).await?;
+    let status = deps.bus.status();
+    if !status.shared {
+        tracing::warn!(
+            bus = status.kind,
+            "this gateway's bus is not shared: it cannot serve rooms together with other gateways"
+        );
+    }
     let app = App::build(cfg, deps).await?;
-    tracing::info!(addr = %app.local_addr(), "confab-gateway listening");
-    app.run(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    tracing::info!(addr = %app.local_addr(), bus = status.kind, "confab-gateway listening");
+    app.run(confab_gateway::app::shutdown_signal()).await?;
     Ok(())
 }
