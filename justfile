@@ -5,9 +5,10 @@
 run:
     cargo run --release
 
-# Print a dev token for USER.
+# Print a token for USER: for the local cluster when it runs, else a dev
+# token for the all-in-one.
 token USER:
-    @cargo run --release --quiet -- token {{USER}}
+    @if [ -s .run/jwt-secret ]; then bash deploy/local/cluster.sh token {{USER}}; else cargo run --release --quiet -- token {{USER}}; fi
 
 # The test suite (what CI runs, after fmt and clippy).
 test:
@@ -37,3 +38,19 @@ fuzz SECONDS="60":
 # Regenerate the checked-in TypeScript declarations of the socket events.
 typescript:
     CONFAB_BLESS=1 cargo test -p confab-events typescript
+
+# Start a local cluster: nats-server (JetStream), membership, two gateways.
+up:
+    bash deploy/local/cluster.sh up
+
+# Stop the local cluster.
+down:
+    bash deploy/local/cluster.sh down
+
+# Show what runs and the gateways' readiness.
+status:
+    bash deploy/local/cluster.sh status
+
+# Follow the cluster's logs.
+logs:
+    bash deploy/local/cluster.sh logs
