@@ -6,5 +6,16 @@
 //! SQL projections answer queries; a notifier turns membership events into
 //! room events for the gateways.
 
+pub mod api;
+pub mod api_http;
+pub mod api_nats;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod jetstream_store;
+pub mod notifier;
 pub mod read_model;
+pub mod service;
+pub mod sql;
 pub mod store;

@@ -74,4 +74,13 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Sequence of the last event in the log, 0 when empty.
     async fn last_seq(&self) -> Result<u64, StoreError>;
+
+    /// Sequence of the aggregate's last event, 0 when it has none: what
+    /// `append` compares `expected` with. The service uses it to check that
+    /// a cached state of another aggregate is current before relying on
+    /// it. The default loads the aggregate; implementations should answer
+    /// from an index.
+    async fn version(&self, aggregate: &RoomId) -> Result<u64, StoreError> {
+        Ok(self.load(aggregate).await?.last().map_or(0, |s| s.seq))
+    }
 }

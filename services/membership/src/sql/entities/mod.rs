@@ -1,0 +1,13 @@
+//! sea-orm entities for the tables created by `confab-migrations`.
+//!
+//! The schema itself lives in the `migrations/` crate; these entities only
+//! mirror it. Ids are stored as text, enums as their snake_case names.
+
+pub mod channel_members;
+pub mod channels;
+pub mod dm_participants;
+pub mod dms;
+pub mod events;
+pub mod projection_checkpoints;
+pub mod workspace_members;
+pub mod workspaces;

@@ -1,0 +1,120 @@
+//! The SQL side of the membership service, on sea-orm (Postgres or SQLite):
+//!
+//! - [`SqlEventStore`]: the event log for the embedded / all-in-one run
+//!   (table `events`), implementing [`EventStore`](crate::store::EventStore);
+//! - [`Projector`]: folds stored events into the projection tables, one
+//!   transaction per event together with its checkpoint;
+//! - [`SqlReadModel`]: answers [`ReadModel`](crate::read_model::ReadModel)
+//!   queries from those tables;
+//! - [`connect`]: opens a database and brings its schema up to date
+//!   (the schema lives in the `confab-migrations` crate).
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use std::sync::Arc;
+//! use confab_membership::sql::{self, Projector, SqlEventStore, SqlReadModel};
+//!
+//! let db = sql::connect("sqlite::memory:").await?;
+//! let store = Arc::new(SqlEventStore::new(db.clone()));
+//! let projector = Projector::new(db.clone());
+//! let read_model = SqlReadModel::new(db).with_progress(projector.subscribe());
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let task = tokio::spawn({
+//!     let projector = projector.clone();
+//!     async move { projector.run(store, async { let _ = stopped.await; }).await }
+//! });
+//! // ... serve queries with `read_model` ...
+//! # let _ = read_model;
+//! let _ = stop.send(());
+//! task.await??;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use confab_migrations::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+
+pub mod entities;
+mod event_store;
+mod projector;
+mod read_model;
+
+pub use event_store::SqlEventStore;
+pub use projector::{PROJECTION_NAME, ProjectionError, Projector};
+pub use read_model::SqlReadModel;
+
+/// Connections kept by the pool of a file-backed SQLite database.
+const SQLITE_FILE_CONNECTIONS: u32 = 4;
+
+/// How long a SQLite connection waits for another one's write lock.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens the database at `database_url` and applies every pending migration.
+///
+/// Accepted URLs: `postgres://user@host:port/db`, `sqlite::memory:` (one
+/// private in-memory database, one pooled connection) and
+/// `sqlite://path/to/file.db?mode=rwc` (created when missing; WAL journal,
+/// `synchronous=NORMAL`, foreign keys off, a 10 s busy timeout and a small
+/// pool). Every write transaction of this module starts with
+/// `BEGIN IMMEDIATE` on SQLite, so concurrent writers queue instead of
+/// failing with `SQLITE_BUSY`.
+pub async fn connect(database_url: &str) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(database_url.to_owned());
+    options.sqlx_logging(false);
+    if database_url.starts_with("sqlite:") {
+        let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
+        if in_memory {
+            // Every connection to a shared-cache in-memory database would
+            // contend on table locks that the busy timeout does not cover;
+            // one connection serialises everything instead.
+            options.max_connections(1).min_connections(1);
+            options.map_sqlx_sqlite_opts(|o| o.foreign_keys(false));
+        } else {
+            options.max_connections(SQLITE_FILE_CONNECTIONS);
+            options.map_sqlx_sqlite_opts(|o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .foreign_keys(false)
+            });
+        }
+        // An in-memory database disappears with its last connection.
+        options.idle_timeout(None).max_lifetime(None);
+    }
+    let db = Database::connect(options).await?;
+    Migrator::up(&db, None).await?;
+    Ok(db)
+}
+
+/// Starts a transaction that will write: `BEGIN IMMEDIATE` on SQLite (the
+/// write lock is taken up front, so a read-then-write transaction never
+/// fails to upgrade), a plain `BEGIN` (read committed) on Postgres.
+async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        isolation_level: None,
+        access_mode: None,
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+    })
+    .await
+}
+
+/// Whether the connection talks to Postgres.
+fn is_postgres(db: &DatabaseConnection) -> bool {
+    db.get_database_backend() == DbBackend::Postgres
+}
+
+/// A sequence as stored (SQL `bigint`).
+fn to_db_seq(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+/// A stored sequence as the ports see it (never negative in practice).
+fn from_db_seq(seq: i64) -> u64 {
+    u64::try_from(seq).unwrap_or(0)
+}

@@ -1,0 +1,276 @@
+//! [`SqlReadModel`]: membership queries over the projection tables.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use confab_events::{RoomId, RoomKind, UserId};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::entities::{
+    channel_members, channels, dm_participants, dms, workspace_members, workspaces,
+};
+use super::projector::read_checkpoint;
+use crate::read_model::{JoinDecision, QueryError, ReadModel};
+
+/// How often `wait_for` re-reads the checkpoint when nothing signals
+/// progress (no projector in this process).
+const POLL_UNSIGNALLED: Duration = Duration::from_millis(20);
+
+/// How often `wait_for` re-reads the checkpoint while also listening to a
+/// projector's progress signal.
+const POLL_SIGNALLED: Duration = Duration::from_millis(250);
+
+/// [`ReadModel`] over the SQL projections written by
+/// [`Projector`](super::Projector).
+///
+/// `wait_for` reads the checkpoint from the database; with
+/// [`with_progress`](Self::with_progress) it also wakes as soon as a
+/// projector in this process commits, otherwise it polls every 20 ms.
+#[derive(Clone)]
+pub struct SqlReadModel {
+    db: DatabaseConnection,
+    progress: Option<watch::Receiver<u64>>,
+}
+
+impl std::fmt::Debug for SqlReadModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlReadModel")
+            .field("backend", &self.db.get_database_backend())
+            .field("signalled", &self.progress.is_some())
+            .finish()
+    }
+}
+
+impl SqlReadModel {
+    /// A read model on a connection whose schema is up to date (see
+    /// [`connect`](super::connect)).
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db, progress: None }
+    }
+
+    /// Wakes `wait_for` on the progress signal of a projector
+    /// ([`Projector::subscribe`](super::Projector::subscribe)).
+    pub fn with_progress(mut self, progress: watch::Receiver<u64>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Whether the room exists in the projections (`user:` rooms always do).
+    async fn exists(&self, room: &RoomId) -> Result<bool, DbErr> {
+        let id = room.id();
+        let count = match room.kind() {
+            RoomKind::User => return Ok(true),
+            RoomKind::Workspace => {
+                workspaces::Entity::find()
+                    .filter(workspaces::Column::Id.eq(id))
+                    .count(&self.db)
+                    .await?
+            }
+            RoomKind::Channel => {
+                channels::Entity::find()
+                    .filter(channels::Column::Id.eq(id))
+                    .count(&self.db)
+                    .await?
+            }
+            RoomKind::Dm => {
+                dms::Entity::find()
+                    .filter(dms::Column::Id.eq(id))
+                    .count(&self.db)
+                    .await?
+            }
+        };
+        Ok(count > 0)
+    }
+
+    async fn member(&self, user: &UserId, room: &RoomId) -> Result<bool, DbErr> {
+        let (id, user_id) = (room.id(), user.as_str());
+        let count = match room.kind() {
+            RoomKind::User => return Ok(id == user_id),
+            RoomKind::Workspace => {
+                workspace_members::Entity::find()
+                    .filter(workspace_members::Column::WorkspaceId.eq(id))
+                    .filter(workspace_members::Column::UserId.eq(user_id))
+                    .count(&self.db)
+                    .await?
+            }
+            RoomKind::Channel => {
+                channel_members::Entity::find()
+                    .filter(channel_members::Column::ChannelId.eq(id))
+                    .filter(channel_members::Column::UserId.eq(user_id))
+                    .count(&self.db)
+                    .await?
+            }
+            RoomKind::Dm => {
+                dm_participants::Entity::find()
+                    .filter(dm_participants::Column::DmId.eq(id))
+                    .filter(dm_participants::Column::UserId.eq(user_id))
+                    .count(&self.db)
+                    .await?
+            }
+        };
+        Ok(count > 0)
+    }
+}
+
+#[async_trait]
+impl ReadModel for SqlReadModel {
+    async fn rooms_of(&self, user: &UserId) -> Result<Vec<RoomId>, QueryError> {
+        let uid = user.as_str();
+        let workspace_ids: Vec<String> = workspace_members::Entity::find()
+            .select_only()
+            .column(workspace_members::Column::WorkspaceId)
+            .filter(workspace_members::Column::UserId.eq(uid))
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(unavailable)?;
+        let channel_ids: Vec<String> = channel_members::Entity::find()
+            .select_only()
+            .column(channel_members::Column::ChannelId)
+            .filter(channel_members::Column::UserId.eq(uid))
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(unavailable)?;
+        let dm_ids: Vec<String> = dm_participants::Entity::find()
+            .select_only()
+            .column(dm_participants::Column::DmId)
+            .filter(dm_participants::Column::UserId.eq(uid))
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(unavailable)?;
+        let mut rooms = Vec::with_capacity(workspace_ids.len() + channel_ids.len() + dm_ids.len());
+        for (kind, ids) in [
+            (RoomKind::Workspace, workspace_ids),
+            (RoomKind::Channel, channel_ids),
+            (RoomKind::Dm, dm_ids),
+        ] {
+            for id in ids {
+                rooms.push(room(kind, &id)?);
+            }
+        }
+        rooms.sort();
+        Ok(rooms)
+    }
+
+    async fn members_of(&self, room: &RoomId) -> Result<Vec<UserId>, QueryError> {
+        let id = room.id();
+        let users: Vec<String> = match room.kind() {
+            RoomKind::User => vec![id.to_owned()],
+            RoomKind::Workspace => workspace_members::Entity::find()
+                .select_only()
+                .column(workspace_members::Column::UserId)
+                .filter(workspace_members::Column::WorkspaceId.eq(id))
+                .order_by_asc(workspace_members::Column::UserId)
+                .into_tuple()
+                .all(&self.db)
+                .await
+                .map_err(unavailable)?,
+            RoomKind::Channel => channel_members::Entity::find()
+                .select_only()
+                .column(channel_members::Column::UserId)
+                .filter(channel_members::Column::ChannelId.eq(id))
+                .order_by_asc(channel_members::Column::UserId)
+                .into_tuple()
+                .all(&self.db)
+                .await
+                .map_err(unavailable)?,
+            RoomKind::Dm => dm_participants::Entity::find()
+                .select_only()
+                .column(dm_participants::Column::UserId)
+                .filter(dm_participants::Column::DmId.eq(id))
+                .order_by_asc(dm_participants::Column::UserId)
+                .into_tuple()
+                .all(&self.db)
+                .await
+                .map_err(unavailable)?,
+        };
+        let mut users = users
+            .iter()
+            .map(|u| {
+                UserId::parse(u).map_err(|e| {
+                    QueryError::Unavailable(format!("bad user id {u:?} in {room}: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Byte order, whatever the database collation.
+        users.sort();
+        Ok(users)
+    }
+
+    async fn is_member(&self, user: &UserId, room: &RoomId) -> Result<bool, QueryError> {
+        self.member(user, room).await.map_err(unavailable)
+    }
+
+    async fn may_join(&self, user: &UserId, room: &RoomId) -> Result<JoinDecision, QueryError> {
+        if self.member(user, room).await.map_err(unavailable)? {
+            return Ok(JoinDecision {
+                allowed: true,
+                reason: None,
+            });
+        }
+        let reason = if self.exists(room).await.map_err(unavailable)? {
+            format!("not a member of {room}")
+        } else {
+            "no such room".to_owned()
+        };
+        Ok(JoinDecision {
+            allowed: false,
+            reason: Some(reason),
+        })
+    }
+
+    async fn checkpoint(&self) -> Result<u64, QueryError> {
+        read_checkpoint(&self.db).await.map_err(unavailable)
+    }
+
+    async fn wait_for(&self, seq: u64, timeout: Duration) -> Result<(), QueryError> {
+        let deadline = Instant::now() + timeout;
+        let mut progress = self.progress.clone();
+        loop {
+            if let Some(rx) = progress.as_mut() {
+                // Seen before reading, so a commit after the read wakes us.
+                rx.borrow_and_update();
+            }
+            let at = self.checkpoint().await?;
+            if at >= seq {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(QueryError::Behind { at, wanted: seq });
+            }
+            let remaining = deadline - now;
+            match progress.as_mut() {
+                Some(rx) => {
+                    let pause = remaining.min(POLL_SIGNALLED);
+                    match tokio::time::timeout(pause, rx.changed()).await {
+                        Ok(Ok(())) | Err(_) => {}
+                        // The projector is gone: fall back to polling.
+                        Ok(Err(_)) => progress = None,
+                    }
+                }
+                None => tokio::time::sleep(remaining.min(POLL_UNSIGNALLED)).await,
+            }
+        }
+    }
+}
+
+fn room(kind: RoomKind, id: &str) -> Result<RoomId, QueryError> {
+    RoomId::new(kind, id).map_err(|e| {
+        QueryError::Unavailable(format!(
+            "bad {} id {id:?} in the projections: {e}",
+            kind.as_str()
+        ))
+    })
+}
+
+fn unavailable(e: DbErr) -> QueryError {
+    QueryError::Unavailable(e.to_string())
+}
