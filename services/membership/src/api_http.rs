@@ -1,0 +1,554 @@
+//! The HTTP JSON API for app backends (axum).
+//!
+//! Every `/v1` route needs `Authorization: Bearer <token>`: the service
+//! token (the body may then name the user acted for, `"actor": "<user id>"`)
+//! or a user's JWT (see [`crate::auth`]).
+//!
+//! | Method and path | Body | Command or answer |
+//! |---|---|---|
+//! | `POST /v1/workspaces` | `{"id","name","owner"?}` | `create_workspace` (owner defaults to the actor) → 201 |
+//! | `POST /v1/workspaces/{id}/members` | `{"user","role"?}` | `add_workspace_member` (role `member` by default) |
+//! | `DELETE /v1/workspaces/{id}/members/{user}` | `{"actor"?}` or `?actor=` | `remove_workspace_member` |
+//! | `POST /v1/channels` | `{"id","workspace","name","visibility"?}` | `create_channel` (public by default) → 201 |
+//! | `POST /v1/channels/{id}/join` | `{}` | `join_channel` |
+//! | `POST /v1/channels/{id}/leave` | `{}` | `leave_channel` |
+//! | `POST /v1/channels/{id}/invite` | `{"user"}` | `invite` |
+//! | `POST /v1/channels/{id}/kick` | `{"user"}` | `kick` |
+//! | `POST /v1/channels/{id}/archive` | `{}` | `archive_channel` |
+//! | `POST /v1/dms` | `{"id","workspace","participants"}` | `open_dm` → 201 |
+//! | `POST /v1/dms/{id}/participants` | `{"user"}` | `add_dm_participant` |
+//! | `POST /v1/commands` | [`ExecuteRequest`] | any command |
+//! | `GET /v1/users/{id}/rooms` | | [`RoomsOfResponse`] (the user themselves, or trusted) |
+//! | `GET /v1/rooms/{room}/members` | | [`MembersOfResponse`] (members of the room, or trusted) |
+//! | `GET /v1/rooms/{room}/members/{user}` | | [`IsMemberResponse`] (the user, members, or trusted) |
+//! | `POST /v1/emit` | [`EmitRequest`](crate::api::EmitRequest) | [`EmitResponse`] (service token only) |
+//! | `GET /healthz`, `GET /readyz` | | liveness, readiness |
+//!
+//! Command bodies may carry `"actor"` (service token only). Commands answer
+//! [`ExecuteResponse`]. Errors answer [`ErrorBody`](crate::api::ErrorBody) with the status of
+//! [`status_of`](crate::api::status_of); invalid input names the field.
+//! Bodies are limited to [`HttpSettings::max_body_bytes`].
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use confab_events::membership::{Role, Visibility};
+use confab_events::{ChannelId, DmId, IdError, RoomId, RoomKind, UserId, WorkspaceId};
+use http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use tracing::Instrument;
+
+use crate::api::{
+    ApiError, EmitResponse, ExecuteRequest, ExecuteResponse, IsMemberResponse, MembersOfResponse,
+    RoomsOfResponse,
+};
+use crate::auth::{Authenticator, Caller};
+use crate::domain::{Actor, Command};
+use crate::service::MembershipService;
+
+/// HTTP limits.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 256 * 1024,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct HttpState {
+    service: Arc<MembershipService>,
+    auth: Arc<Authenticator>,
+}
+
+/// The API's router (with its state), ready to serve or to nest in another
+/// router.
+pub fn router(
+    service: Arc<MembershipService>,
+    auth: Arc<Authenticator>,
+    settings: &HttpSettings,
+) -> Router {
+    let state = HttpState { service, auth };
+    Router::new()
+        .route("/v1/workspaces", post(create_workspace))
+        .route("/v1/workspaces/{id}/members", post(add_workspace_member))
+        .route(
+            "/v1/workspaces/{id}/members/{user}",
+            delete(remove_workspace_member),
+        )
+        .route("/v1/channels", post(create_channel))
+        .route("/v1/channels/{id}/{action}", post(channel_action))
+        .route("/v1/dms", post(open_dm))
+        .route("/v1/dms/{id}/participants", post(add_dm_participant))
+        .route("/v1/commands", post(execute))
+        .route("/v1/users/{id}/rooms", get(rooms_of))
+        .route("/v1/rooms/{room}/members", get(members_of))
+        .route("/v1/rooms/{room}/members/{user}", get(is_member))
+        .route("/v1/emit", post(emit))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(axum::middleware::from_fn(trace_request))
+        .with_state(state)
+}
+
+/// An [`ApiError`] as an HTTP response.
+struct HttpError(ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<crate::service::ServiceError> for HttpError {
+    fn from(e: crate::service::ServiceError) -> Self {
+        Self(e.into())
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::warn!(code = %self.0.0.code, message = %self.0.0.message, "request failed");
+        }
+        (status, axum::Json(self.0.body())).into_response()
+    }
+}
+
+type HttpResult = Result<Response, HttpError>;
+
+/// One span per request, child of the caller's W3C trace context.
+async fn trace_request(req: Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "membership.http",
+        otel.kind = "server",
+        http.method = %req.method(),
+        http.route = %req.uri().path(),
+        http.status = tracing::field::Empty,
+    );
+    let trace: Vec<(String, String)> = ["traceparent", "tracestate"]
+        .iter()
+        .filter_map(|k| {
+            req.headers()
+                .get(*k)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| ((*k).to_owned(), v.to_owned()))
+        })
+        .collect();
+    confab_telemetry::set_parent_from(&span, &trace);
+    async move {
+        let response = next.run(req).await;
+        tracing::Span::current().record("http.status", response.status().as_u16());
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// A JSON object body, read field by field so errors name the field.
+struct Body(Map<String, Value>);
+
+impl Body {
+    fn parse(body: Result<Bytes, BytesRejection>) -> Result<Self, ApiError> {
+        let bytes = body.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new("payload_too_large", "the request body is too large")
+            } else {
+                ApiError::invalid("body", rejection.body_text())
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(Map::new()));
+        }
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(map)) => Ok(Self(map)),
+            Ok(_) => Err(ApiError::invalid("body", "must be a JSON object")),
+            Err(e) => Err(ApiError::invalid("body", format!("not valid JSON: {e}"))),
+        }
+    }
+
+    fn opt<T: DeserializeOwned>(&mut self, field: &str) -> Result<Option<T>, ApiError> {
+        match self.0.remove(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value(v)
+                .map(Some)
+                .map_err(|e| ApiError::invalid(field, e.to_string())),
+        }
+    }
+
+    fn req<T: DeserializeOwned>(&mut self, field: &str) -> Result<T, ApiError> {
+        self.opt(field)?
+            .ok_or_else(|| ApiError::invalid(field, "is required"))
+    }
+
+    /// Refuses fields nobody read.
+    fn finish(self) -> Result<(), ApiError> {
+        match self.0.keys().next() {
+            Some(k) => Err(ApiError::invalid(k, "unknown field")),
+            None => Ok(()),
+        }
+    }
+}
+
+fn path_id<T: FromStr<Err = IdError>>(field: &str, raw: &str) -> Result<T, ApiError> {
+    raw.parse()
+        .map_err(|e: IdError| ApiError::invalid(field, e.to_string()))
+}
+
+async fn caller(state: &HttpState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let value = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::unauthorized("the Authorization header is not ASCII"))?,
+        ),
+    };
+    state.auth.authenticate(value).await
+}
+
+/// Runs a command and answers it.
+async fn run(state: &HttpState, cmd: Command, actor: &Actor, created: bool) -> HttpResult {
+    let outcome = state.service.execute(cmd, actor).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(ExecuteResponse::from(outcome))).into_response())
+}
+
+async fn create_workspace(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> HttpResult {
+    let caller = caller(&state, &headers).await?;
+    let mut b = Body::parse(body)?;
+    let actor = caller.actor(b.opt("actor")?)?;
+    let id: WorkspaceId = b.req("id")?;
+    let name: String = b.req("name")?;
+    let owner: Option<UserId> = b.opt("owner")?;
+    b.finish()?;
+    let owner = owner
+        .or_else(|| actor.user().cloned())
+        .ok_or_else(|| ApiError::invalid("owner", "is required (or set \"actor\")"))?;
+    run(
+        &state,
+        Command::CreateWorkspace { id, name, owner },
+        &actor,
+        true,
+    )
+    .await
+}
+
+async fn add_workspace_member(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> HttpResult {
+    let caller = caller(&state, &headers).await?;
+    let workspace: WorkspaceId = path_id("workspace", &id)?;
+    let mut b = Body::parse(body)?;
+    let actor = caller.actor(b.opt("actor")?)?;
+    let user: UserId = b.req("user")?;
+    let role: Role = b.opt("role")?.unwrap_or(Role::Member);
+    b.finish()?;
+    run(
+        &state,
+        Command::AddWorkspaceMember {
+            workspace,
+            user,
+            role,
+        },
+        &actor,
+        false,
+    )
+    .await
+}
+
+async fn remove_workspace_member(
+    State(state): State<HttpState>,
+    Path((id, user)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> HttpResult {
+    let caller = caller(&state, &headers).await?;
+    let workspace: WorkspaceId = path_id("workspace", &id)?;
+    let user: UserId = path_id("user", &user)?;
+    let mut b = Body::parse(body)?;
+    let mut requested: Option<UserId> = b.opt("actor")?;
+    b.finish()?;
+    if requested.is_none()
+        && let Some(a) = query.get("actor")
+    {
+        requested = Some(path_id("actor", a)?);
+    }
+    let actor = caller.actor(requested)?;
+    run(
+        &state,
+        Command::RemoveWorkspaceMember { workspace, user },
+        &actor,
+        false,
+    )
+    .await
+}
+
+async fn create_channel(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> HttpResult {
+    let caller = caller(&state, &headers).await?;
+    let mut b = Body::parse(body)?;
+    let actor = caller.actor(b.opt("actor")?)?;
+    let channel: ChannelId = b.req("id")?;
+    let workspace: WorkspaceId = b.req("workspace")?;
+    let name: String = b.req("name")?;
+    let visibility: Visibility = b.opt("visibility")?.unwrap_or(Visibility::Public);
+    b.finish()?;
+    run(
+        &state,
+        Command::CreateChannel {
+            channel,
+            workspace,
+            name,
+            visibility,
+        },
+        &actor,
+        true,
+    )
+    .await
+}
+
+async fn channel_action(
+    State(state): State<HttpState>,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> HttpResult {
+    if !matches!(
+        action.as_str(),
+        "join" | "leave" | "invite" | "kick" | "archive"
+    ) {
+        return Ok(not_found().await);
+    }
+    let caller = caller(&state, &headers).await?;
+    let channel: ChannelId = path_id("channel", &id)?;
+    let mut b = Body::parse(body)?;
+    let actor = caller.actor(b.opt("actor")?)?;
+    let cmd = match action.as_str() {
+        "join" => Command::JoinChannel { channel },
+        "leave" => Command::LeaveChannel { channel },
+        "archive" => Command::ArchiveChannel { channel },
+        "invite" => Command::Invite {
+            channel,
+            user: b.req("user")?,
+        },
+        _ => Command::Kick {
+            channel,
+            user: b.req("user")?,
+        },
+    };
+    b.finish()?;
+    run(&state, cmd, &actor, false).await
+}
+
+async fn open_dm(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> HttpResult {
+    let caller = caller(&state, &headers).await?;
+    let mut b = Body::parse(body)?;
+    let actor = caller.actor(b.opt("actor")?)?;
+    let dm: DmId = b.req("id")?;
+    let workspace: WorkspaceId = b.req("workspace")?;
+    let participants: Vec<UserId> = b.req("participants")?;
+    b.finish()?;
+    run(
+        &state,
+        Command::OpenDm {
+            dm,
+            workspace,
+            participants,
+        },
+        &actor,
+        true,
+    )
+    .await
+}
+
+async fn add_dm_participant(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> HttpResult {
+    let caller = caller(&state, &headers).await?;
+    let dm: DmId = path_id("dm", &id)?;
+    let mut b = Body::parse(body)?;
+    let actor = caller.actor(b.opt("actor")?)?;
+    let user: UserId = b.req("user")?;
+    b.finish()?;
+    run(
+        &state,
+        Command::AddDmParticipant { dm, user },
+        &actor,
+        false,
+    )
+    .await
+}
+
+async fn execute(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> HttpResult {
+    let caller = caller(&state, &headers).await?;
+    let mut b = Body::parse(body)?;
+    let request = ExecuteRequest {
+        actor: b.opt("actor")?,
+        command: b.req("command")?,
+    };
+    b.finish()?;
+    let actor = caller.actor(request.actor)?;
+    run(&state, request.command, &actor, false).await
+}
+
+async fn rooms_of(
+    State(state): State<HttpState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> HttpResult {
+    let caller = caller(&state, &headers).await?;
+    let user: UserId = path_id("user", &id)?;
+    if !caller.is_trusted() && caller.user() != Some(&user) {
+        return Err(ApiError::forbidden("you may only list your own rooms").into());
+    }
+    let rooms = state.service.rooms_of(&user).await?;
+    Ok(axum::Json(RoomsOfResponse { user, rooms }).into_response())
+}
+
+/// Whether a JWT caller may look at a room's membership: it is their own
+/// `user:` room or they are a member.
+async fn may_look(state: &HttpState, caller: &Caller, room: &RoomId) -> Result<(), ApiError> {
+    if caller.is_trusted() {
+        return Ok(());
+    }
+    let Some(me) = caller.user() else {
+        return Err(ApiError::forbidden("not allowed"));
+    };
+    if room.kind() == RoomKind::User && room.id() == me.as_str() {
+        return Ok(());
+    }
+    if state.service.is_member(me, room).await? {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "only members of {room} may see its members"
+        )))
+    }
+}
+
+async fn members_of(
+    State(state): State<HttpState>,
+    Path(room): Path<String>,
+    headers: HeaderMap,
+) -> HttpResult {
+    let caller = caller(&state, &headers).await?;
+    let room: RoomId = path_id("room", &room)?;
+    may_look(&state, &caller, &room).await?;
+    let members = state.service.members_of(&room).await?;
+    Ok(axum::Json(MembersOfResponse { room, members }).into_response())
+}
+
+async fn is_member(
+    State(state): State<HttpState>,
+    Path((room, user)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> HttpResult {
+    let caller = caller(&state, &headers).await?;
+    let room: RoomId = path_id("room", &room)?;
+    let user: UserId = path_id("user", &user)?;
+    if caller.user() != Some(&user) {
+        may_look(&state, &caller, &room).await?;
+    }
+    let member = state.service.is_member(&user, &room).await?;
+    Ok(axum::Json(IsMemberResponse { user, room, member }).into_response())
+}
+
+async fn emit(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> HttpResult {
+    let caller = caller(&state, &headers).await?;
+    if caller != Caller::Service {
+        return Err(ApiError::forbidden("emit needs the service token").into());
+    }
+    let mut b = Body::parse(body)?;
+    let room: RoomId = b.req("room")?;
+    let event: String = b.req("event")?;
+    let data: Value = b.opt("data")?.unwrap_or(Value::Null);
+    let id: Option<String> = b.opt("id")?;
+    b.finish()?;
+    let published = state
+        .service
+        .emit(&room, &event, &data, id.as_deref())
+        .await?;
+    Ok(axum::Json(EmitResponse {
+        seq: published.seq,
+        duplicate: published.duplicate,
+    })
+    .into_response())
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    let bus = state.service.bus().status();
+    let checkpoint = state.service.read_model().checkpoint().await;
+    let last = state.service.store().last_seq().await;
+    let ready = bus.connected && checkpoint.is_ok() && last.is_ok();
+    let body = json!({
+        "ready": ready,
+        "bus": bus,
+        "projection_checkpoint": checkpoint.as_ref().ok(),
+        "projection_error": checkpoint.as_ref().err().map(ToString::to_string),
+        "log_last_seq": last.as_ref().ok(),
+        "log_error": last.as_ref().err().map(ToString::to_string),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn not_found() -> Response {
+    HttpError(ApiError::new("not_found", "no such endpoint (see /v1/...)")).into_response()
+}

@@ -1,0 +1,401 @@
+//! Wiring: [`MembershipCore`] (service, projector, notifier, NATS API)
+//! and [`App`] (the core plus the HTTP listener), built from a
+//! [`MembershipConfig`].
+//!
+//! * **NATS mode** (`[nats]` configured): the event log is stream
+//!   `MEMBERSHIP` ([`JetStreamEventStore`]), room events go through
+//!   [`NatsBus`], and the NATS request/reply API is served. The SQL
+//!   database holds the projections (and the notifier's checkpoint).
+//! * **Embedded mode** (no `[nats]`): the event log is the SQL `events`
+//!   table and the bus is in-process. The all-in-one process builds a
+//!   [`MembershipCore::embedded`] with its gateway's bus, so membership
+//!   notifications reach the gateway's sockets.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use confab_auth::Verifier;
+use confab_bus::{Bus, InProcessBus, NatsBus};
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api_http::{self, HttpSettings};
+use crate::api_nats::NatsApi;
+use crate::auth::Authenticator;
+use crate::config::MembershipConfig;
+use crate::jetstream_store::JetStreamEventStore;
+use crate::notifier::{Notifier, SqlCheckpoint};
+use crate::service::{MembershipService, ServiceSettings};
+use crate::sql::{self, Projector, SqlEventStore, SqlReadModel};
+use crate::store::EventStore;
+
+/// A failure to start or run the membership service.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The configuration was refused.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The database could not be opened or migrated.
+    #[error("database: {0}")]
+    Database(String),
+    /// NATS (bus, event log, API) could not be set up.
+    #[error("nats: {0}")]
+    Nats(String),
+    /// The HTTP listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("server: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// The membership service with its background work (projector, notifier,
+/// NATS API), not bound to any HTTP listener: mount [`router`](Self::router)
+/// where you like, call the [`service`](Self::service) directly, and
+/// [`run`](Self::run) the background work.
+pub struct MembershipCore {
+    service: Arc<MembershipService>,
+    auth: Arc<Authenticator>,
+    store: Arc<dyn EventStore>,
+    projector: Projector,
+    notifier: Notifier,
+    nats: Option<async_nats::Client>,
+}
+
+impl std::fmt::Debug for MembershipCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MembershipCore")
+            .field("nats", &self.nats.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MembershipCore {
+    /// Embedded mode: the event log in `db` (SQL), notifications on `bus`
+    /// (the all-in-one passes its gateway's bus). `db` must come from
+    /// [`sql::connect`] (migrated).
+    pub fn embedded(
+        db: DatabaseConnection,
+        bus: Arc<dyn Bus>,
+        auth: Authenticator,
+        settings: ServiceSettings,
+    ) -> Self {
+        let store: Arc<dyn EventStore> = Arc::new(SqlEventStore::new(db.clone()));
+        Self::assemble(db, store, bus, auth, settings, None)
+    }
+
+    /// [`embedded`](Self::embedded) on the database at `database_url`
+    /// (opened and migrated by [`sql::connect`]).
+    pub async fn embedded_url(
+        database_url: &str,
+        bus: Arc<dyn Bus>,
+        auth: Authenticator,
+        settings: ServiceSettings,
+    ) -> Result<Self, AppError> {
+        let db = sql::connect(database_url)
+            .await
+            .map_err(|e| AppError::Database(e.to_string()))?;
+        Ok(Self::embedded(db, bus, auth, settings))
+    }
+
+    /// NATS mode: the event log in stream `MEMBERSHIP`, notifications and
+    /// the request/reply API on `bus`'s connection, projections in `db`.
+    pub async fn nats(
+        db: DatabaseConnection,
+        bus: NatsBus,
+        auth: Authenticator,
+        settings: ServiceSettings,
+    ) -> Result<Self, AppError> {
+        let store: Arc<dyn EventStore> = Arc::new(
+            JetStreamEventStore::from_bus(&bus)
+                .await
+                .map_err(|e| AppError::Nats(e.to_string()))?,
+        );
+        let client = bus.client().clone();
+        Ok(Self::assemble(
+            db,
+            store,
+            Arc::new(bus),
+            auth,
+            settings,
+            Some(client),
+        ))
+    }
+
+    fn assemble(
+        db: DatabaseConnection,
+        store: Arc<dyn EventStore>,
+        bus: Arc<dyn Bus>,
+        auth: Authenticator,
+        settings: ServiceSettings,
+        nats: Option<async_nats::Client>,
+    ) -> Self {
+        let projector = Projector::new(db.clone());
+        let read = Arc::new(SqlReadModel::new(db.clone()).with_progress(projector.subscribe()));
+        let notifier = Notifier::new(
+            Arc::clone(&store),
+            Arc::clone(&bus),
+            Arc::new(SqlCheckpoint::new(db)),
+        );
+        let service =
+            Arc::new(MembershipService::new(Arc::clone(&store), read, bus).with_settings(settings));
+        Self {
+            service,
+            auth: Arc::new(auth),
+            store,
+            projector,
+            notifier,
+            nats,
+        }
+    }
+
+    /// The service (commands and queries).
+    pub fn service(&self) -> &Arc<MembershipService> {
+        &self.service
+    }
+
+    /// The HTTP API router.
+    pub fn router(&self, settings: &HttpSettings) -> Router {
+        api_http::router(Arc::clone(&self.service), Arc::clone(&self.auth), settings)
+    }
+
+    /// Starts the projector, the notifier and (in NATS mode) the NATS API;
+    /// they run until `shutdown` completes. When this returns, the notifier
+    /// knows where it starts and the NATS API is registered, so the service
+    /// may take commands. Commands wait for the projector
+    /// (read-your-writes): it must run for the service to answer promptly.
+    pub async fn start(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<CoreHandle, AppError> {
+        self.notifier
+            .prepare()
+            .await
+            .map_err(|e| AppError::Database(format!("notifier checkpoint: {e}")))?;
+        let nats_api = match &self.nats {
+            Some(client) => Some(
+                NatsApi::start(
+                    client.clone(),
+                    Arc::clone(&self.service),
+                    Arc::clone(&self.auth),
+                )
+                .await
+                .map_err(|e| AppError::Nats(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let stop = CancellationToken::new();
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+        let mut tasks = Vec::new();
+        let projector = self.projector.clone();
+        let store = Arc::clone(&self.store);
+        let token = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = projector.run(store, token.cancelled_owned()).await {
+                tracing::error!(error = %e, "membership projector stopped");
+            }
+        }));
+        tasks.push(tokio::spawn(
+            self.notifier.run(stop.clone().cancelled_owned()),
+        ));
+        if let Some(api) = nats_api {
+            tasks.push(tokio::spawn(api.serve(stop.clone().cancelled_owned())));
+        }
+        Ok(CoreHandle { stop, tasks })
+    }
+
+    /// [`start`](Self::start), then waits until everything stopped.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        self.start(shutdown).await?.stopped().await;
+        Ok(())
+    }
+}
+
+/// The background work of a started [`MembershipCore`].
+#[derive(Debug)]
+pub struct CoreHandle {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl CoreHandle {
+    /// Stops the background work (as the shutdown future would).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// Waits until the background work stopped (after shutdown; the
+    /// projector may stop early on an unreadable event, which it logs).
+    pub async fn stopped(self) {
+        self.stop.cancelled().await;
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "membership background task panicked");
+            }
+        }
+    }
+}
+
+/// The membership service process: [`MembershipCore`] plus the HTTP API
+/// on its own listener.
+pub struct App {
+    core: MembershipCore,
+    listener: TcpListener,
+    http_addr: SocketAddr,
+    router: Router,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("http_addr", &self.http_addr)
+            .field("core", &self.core)
+            .finish()
+    }
+}
+
+impl App {
+    /// Validates the configuration, opens (and migrates) the database,
+    /// connects to NATS when configured, and binds the HTTP listener.
+    pub async fn build(config: MembershipConfig) -> Result<App, AppError> {
+        config.validate()?;
+        let db = sql::connect(&config.database_url)
+            .await
+            .map_err(|e| AppError::Database(e.to_string()))?;
+        let auth = authenticator(&config)?;
+        let core = match &config.nats {
+            Some(nats) => {
+                let bus = NatsBus::connect(nats.clone())
+                    .await
+                    .map_err(|e| AppError::Nats(e.to_string()))?;
+                MembershipCore::nats(db, bus, auth, config.service_settings()).await?
+            }
+            None => {
+                tracing::warn!(
+                    "embedded mode: SQL event log and in-process bus; notifications reach no gateway \
+                     outside this process (configure [nats] for a cluster)"
+                );
+                MembershipCore::embedded(
+                    db,
+                    Arc::new(InProcessBus::default()),
+                    auth,
+                    config.service_settings(),
+                )
+            }
+        };
+        Self::with_core(&config, core).await
+    }
+
+    /// Binds the HTTP listener of `config` in front of an existing core
+    /// (e.g. an embedded one sharing the all-in-one's bus).
+    pub async fn with_core(
+        config: &MembershipConfig,
+        core: MembershipCore,
+    ) -> Result<App, AppError> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let http_addr = listener.local_addr()?;
+        let router = core.router(&config.http_settings());
+        Ok(App {
+            core,
+            listener,
+            http_addr,
+            router,
+            grace: Duration::from_millis(config.shutdown_grace_ms),
+        })
+    }
+
+    /// Where the HTTP API listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The service (commands and queries).
+    pub fn service(&self) -> &Arc<MembershipService> {
+        self.core.service()
+    }
+
+    /// Serves HTTP and runs the background work until `shutdown`
+    /// completes; requests in flight get the grace period to finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let stop = CancellationToken::new();
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+        let App {
+            core,
+            listener,
+            router,
+            grace,
+            ..
+        } = self;
+        let background = core.start(stop.clone().cancelled_owned()).await?;
+        let http_stop = stop.clone();
+        let server = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await });
+        let mut served = tokio::spawn(async move { server.await });
+        tokio::select! {
+            () = stop.cancelled() => {}
+            r = &mut served => {
+                stop.cancel();
+                background.stopped().await;
+                return match r {
+                    Ok(Err(e)) => Err(e.into()),
+                    _ => Ok(()),
+                };
+            }
+        }
+        tracing::info!("membership shutting down");
+        match tokio::time::timeout(grace, &mut served).await {
+            Ok(Ok(Err(e))) => return Err(e.into()),
+            Err(_) => {
+                tracing::warn!("HTTP requests still running after the grace period");
+                served.abort();
+            }
+            _ => {}
+        }
+        background.stopped().await;
+        tracing::info!("membership stopped");
+        Ok(())
+    }
+}
+
+/// The authenticator a configuration describes.
+pub fn authenticator(config: &MembershipConfig) -> Result<Authenticator, AppError> {
+    let verifier = match &config.auth {
+        Some(auth) => Some(Verifier::new(auth.clone()).map_err(|e| {
+            AppError::Config(crate::config::ConfigError::Invalid {
+                field: "auth",
+                problem: e.to_string(),
+            })
+        })?),
+        None => None,
+    };
+    Ok(Authenticator::new(config.service_token.clone(), verifier))
+}

@@ -1,0 +1,41 @@
+//! `confab-membership`: the membership service as its own process.
+//!
+//! Configuration: `CONFAB_CONFIG` (a TOML file) and `CONFAB_*` variables;
+//! see `confab_membership::config`. With `[nats]` it serves the NATS API and
+//! keeps the event log in JetStream; without, it runs embedded (SQL log,
+//! in-process bus).
+
+use confab_membership::app::App;
+use confab_membership::config::MembershipConfig;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = MembershipConfig::load(None)?;
+    let _telemetry = confab_telemetry::init("confab-membership", config.log.format)?;
+    tracing::info!(?config, "starting");
+    let app = App::build(config).await?;
+    tracing::info!(addr = %app.http_addr(), "confab-membership listening");
+    app.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

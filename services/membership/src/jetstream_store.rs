@@ -1,0 +1,347 @@
+//! [`JetStreamEventStore`]: the event store on the JetStream stream
+//! `MEMBERSHIP`, one subject per aggregate.
+//!
+//! * **append** publishes the envelope JSON to
+//!   `membership.events.{kind}.{id}` with `Nats-Expected-Last-Subject-Sequence:
+//!   <expected>` (optimistic concurrency per aggregate), `Nats-Msg-Id:
+//!   <envelope id>` (a retried append is answered with the first sequence,
+//!   nothing is stored twice) and `Nats-Expected-Stream: MEMBERSHIP`. The
+//!   server refuses a wrong last sequence with error 10071, which becomes
+//!   [`StoreError::Conflict`]. An expected sequence of 0 means "no message
+//!   on this subject yet": nats-server 2.10+ checks it as such (an aggregate
+//!   that already has events refuses it), which the tests pin.
+//! * **load** reads the aggregate's last sequence (a stream message get by
+//!   subject), then replays the subject with an ordered consumer up to it.
+//! * **tail** is an ordered consumer over `membership.events.>` from a
+//!   start sequence; it recreates itself across reconnects and gaps.
+//! * **last_seq** is the stream's last sequence.
+//!
+//! Dedup of retried appends holds within the stream's duplicate window
+//! (2 minutes by default, `NatsConfig::duplicate_window`).
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::header::{
+    NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, NATS_EXPECTED_STREAM, NATS_MESSAGE_ID,
+};
+use async_nats::jetstream::{self, consumer, stream};
+use async_trait::async_trait;
+use confab_events::RoomId;
+use confab_events::membership::{EventEnvelope, SCHEMA_VERSION};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+
+use crate::store::{EventStore, StoreError, Stored};
+
+pub use confab_bus::subjects::{MEMBERSHIP_STREAM, MEMBERSHIP_WILDCARD};
+
+/// How many events after a stale expected version a conflicting append
+/// looks through for its own earlier copy (a retry).
+const MAX_RETRY_SCAN: usize = 64;
+
+/// Longest a load may take before the store is reported unavailable.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The subject of an aggregate's events, e.g. `membership.events.channel.42`.
+pub fn aggregate_subject(aggregate: &RoomId) -> String {
+    confab_bus::subjects::membership_subject(aggregate)
+}
+
+/// The event store on JetStream.
+#[derive(Clone)]
+pub struct JetStreamEventStore {
+    js: jetstream::Context,
+    stream: stream::Stream,
+}
+
+impl JetStreamEventStore {
+    /// Uses the `MEMBERSHIP` stream of the bus (which
+    /// [`NatsBus::connect`](confab_bus::NatsBus::connect) created or updated).
+    pub async fn from_bus(bus: &confab_bus::NatsBus) -> Result<Self, StoreError> {
+        Self::open(bus.jetstream().clone(), None).await
+    }
+
+    /// Uses the `MEMBERSHIP` stream on `client`'s server, creating it with
+    /// `config` (e.g. [`NatsConfig::membership_stream_config`](confab_bus::NatsConfig::membership_stream_config))
+    /// when missing; an existing stream is used as it is.
+    pub async fn connect(
+        client: async_nats::Client,
+        config: stream::Config,
+    ) -> Result<Self, StoreError> {
+        Self::open(jetstream::new(client), Some(config)).await
+    }
+
+    async fn open(
+        js: jetstream::Context,
+        create: Option<stream::Config>,
+    ) -> Result<Self, StoreError> {
+        let stream = match create {
+            Some(config) => js.get_or_create_stream(config).await.map_err(|e| {
+                unavailable(
+                    &format!("cannot open or create stream {MEMBERSHIP_STREAM}"),
+                    e,
+                )
+            })?,
+            None => js
+                .get_stream(MEMBERSHIP_STREAM)
+                .await
+                .map_err(|e| unavailable(&format!("cannot open stream {MEMBERSHIP_STREAM}"), e))?,
+        };
+        let subjects = &stream.cached_info().config.subjects;
+        if !subjects
+            .iter()
+            .any(|s| s == MEMBERSHIP_WILDCARD || s == ">")
+        {
+            return Err(StoreError::Unavailable(format!(
+                "stream {MEMBERSHIP_STREAM} exists with subjects {subjects:?}, which do not cover {MEMBERSHIP_WILDCARD}"
+            )));
+        }
+        Ok(Self { js, stream })
+    }
+
+    fn parse(seq: u64, payload: &[u8]) -> Result<Stored, StoreError> {
+        let envelope: EventEnvelope =
+            serde_json::from_slice(payload).map_err(|e| StoreError::Corrupt {
+                seq,
+                reason: e.to_string(),
+            })?;
+        if envelope.v == 0 || envelope.v > SCHEMA_VERSION {
+            return Err(StoreError::Corrupt {
+                seq,
+                reason: format!(
+                    "schema version {} is not understood (this build reads 1..={SCHEMA_VERSION})",
+                    envelope.v
+                ),
+            });
+        }
+        Ok(Stored { seq, envelope })
+    }
+
+    async fn subject_version(&self, subject: &str) -> Result<u64, StoreError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        match self.stream.get_last_raw_message_by_subject(subject).await {
+            Ok(m) => Ok(m.sequence),
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+            Err(e) => Err(unavailable("cannot read the aggregate's last event", e)),
+        }
+    }
+
+    /// The sequence of the event with envelope id `id` stored on `subject`
+    /// after sequence `after`, if any (at most [`MAX_RETRY_SCAN`] events are
+    /// looked at).
+    async fn find_after(
+        &self,
+        subject: &str,
+        after: u64,
+        id: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        use async_nats::jetstream::stream::RawMessageErrorKind;
+        let mut from = after + 1;
+        for _ in 0..MAX_RETRY_SCAN {
+            let m = match self
+                .stream
+                .raw_message_builder()
+                .sequence(from)
+                .next_by_subject(subject)
+                .send()
+                .await
+            {
+                Ok(m) => m,
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(None),
+                Err(e) => return Err(unavailable("cannot read the aggregate's events", e)),
+            };
+            let same = match m.headers.get(NATS_MESSAGE_ID) {
+                Some(v) => v.as_str() == id,
+                None => Self::parse(m.sequence, &m.payload)?.envelope.id == id,
+            };
+            if same {
+                return Ok(Some(m.sequence));
+            }
+            from = m.sequence + 1;
+        }
+        Ok(None)
+    }
+
+    async fn ordered(
+        &self,
+        filter: String,
+        deliver_policy: consumer::DeliverPolicy,
+    ) -> Result<(consumer::pull::Ordered, String), StoreError> {
+        let consumer = self
+            .stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: filter,
+                deliver_policy,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable("cannot create an ordered consumer", e))?;
+        let name = consumer.cached_info().name.clone();
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| unavailable("cannot read from the ordered consumer", e))?;
+        Ok((messages, name))
+    }
+}
+
+fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("{what}: {e}"))
+}
+
+/// The actual last sequence named in the server's "wrong last sequence: N"
+/// error description.
+fn actual_from(description: &str) -> Option<u64> {
+    const MARK: &str = "wrong last sequence: ";
+    let at = description.rfind(MARK)? + MARK.len();
+    let digits: String = description[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+#[async_trait]
+impl EventStore for JetStreamEventStore {
+    async fn append(
+        &self,
+        aggregate: &RoomId,
+        expected: u64,
+        event: &EventEnvelope,
+    ) -> Result<u64, StoreError> {
+        use async_nats::jetstream::context::PublishErrorKind;
+        let payload = serde_json::to_vec(event).map_err(|e| StoreError::Corrupt {
+            seq: 0,
+            reason: format!("cannot serialize the event: {e}"),
+        })?;
+        let mut headers = HeaderMap::new();
+        headers.insert(NATS_MESSAGE_ID, event.id.as_str());
+        headers.insert(
+            NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            expected.to_string().as_str(),
+        );
+        headers.insert(NATS_EXPECTED_STREAM, MEMBERSHIP_STREAM);
+        let ack = self
+            .js
+            .publish_with_headers(aggregate_subject(aggregate), headers, payload.into())
+            .await
+            .map_err(|e| unavailable("cannot publish the event", e))?
+            .await;
+        match ack {
+            Ok(ack) => Ok(ack.sequence),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                // The server checks the expected sequence before the message
+                // id, so a retry of an append that was stored (its ack lost)
+                // lands here: answer it with the first sequence.
+                let subject = aggregate_subject(aggregate);
+                if let Some(seq) = self.find_after(&subject, expected, &event.id).await? {
+                    return Ok(seq);
+                }
+                Err(StoreError::Conflict {
+                    aggregate: aggregate.to_string(),
+                    expected,
+                    actual: actual_from(&e.to_string()),
+                })
+            }
+            Err(e) => Err(unavailable("the event was not acknowledged", e)),
+        }
+    }
+
+    async fn load(&self, aggregate: &RoomId) -> Result<Vec<Stored>, StoreError> {
+        let subject = aggregate_subject(aggregate);
+        let last = self.subject_version(&subject).await?;
+        if last == 0 {
+            return Ok(Vec::new());
+        }
+        let (mut messages, consumer) = self.ordered(subject, consumer::DeliverPolicy::All).await?;
+        let read = async {
+            let mut out = Vec::new();
+            while let Some(m) = messages.next().await {
+                let m = m.map_err(|e| unavailable("cannot read the aggregate's events", e))?;
+                let seq = m
+                    .info()
+                    .map_err(|e| unavailable("message without JetStream metadata", e))?
+                    .stream_sequence;
+                out.push(Self::parse(seq, &m.payload)?);
+                if seq >= last {
+                    return Ok(out);
+                }
+            }
+            Err(StoreError::Unavailable(
+                "the ordered consumer ended before the aggregate's last event".into(),
+            ))
+        };
+        let loaded = tokio::time::timeout(LOAD_TIMEOUT, read).await.map_err(|_| {
+            StoreError::Unavailable(format!(
+                "loading {aggregate} took longer than {LOAD_TIMEOUT:?}"
+            ))
+        });
+        drop(messages);
+        // The consumer would otherwise linger until its inactivity
+        // threshold (30 s); removing it is not worth waiting for.
+        let stream = self.stream.clone();
+        tokio::spawn(async move {
+            let _ = stream.delete_consumer(&consumer).await;
+        });
+        loaded?
+    }
+
+    async fn tail(
+        &self,
+        from_seq: u64,
+    ) -> Result<BoxStream<'static, Result<Stored, StoreError>>, StoreError> {
+        let (messages, _) = self
+            .ordered(
+                MEMBERSHIP_WILDCARD.to_owned(),
+                consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from_seq.max(1),
+                },
+            )
+            .await?;
+        Ok(messages
+            .map(|m| {
+                let m = m.map_err(|e| unavailable("tail interrupted", e))?;
+                let seq = m
+                    .info()
+                    .map_err(|e| unavailable("message without JetStream metadata", e))?
+                    .stream_sequence;
+                Self::parse(seq, &m.payload)
+            })
+            .boxed())
+    }
+
+    async fn last_seq(&self) -> Result<u64, StoreError> {
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|e| unavailable("cannot read stream info", e))?;
+        Ok(info.state.last_sequence)
+    }
+
+    async fn version(&self, aggregate: &RoomId) -> Result<u64, StoreError> {
+        self.subject_version(&aggregate_subject(aggregate)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_mirror_room_names() {
+        let r = RoomId::parse("channel:42").unwrap();
+        assert_eq!(aggregate_subject(&r), "membership.events.channel.42");
+    }
+
+    #[test]
+    fn parses_the_actual_sequence_from_the_error() {
+        assert_eq!(actual_from("wrong last sequence: 17"), Some(17));
+        assert_eq!(
+            actual_from("wrong last sequence: wrong last sequence: 3 (code 400, error code 10071)"),
+            Some(3)
+        );
+        assert_eq!(actual_from("no digits"), None);
+    }
+}

@@ -1,0 +1,440 @@
+//! [`Notifier`]: turns membership events into room events on the bus, so
+//! gateways (and their browsers) react to joins, departures and archives.
+//!
+//! | Event | Room | Socket.IO event | Argument |
+//! |---|---|---|---|
+//! | `workspace.created` | `user:{owner}` | `room:joined` | `{"room":"workspace:w"}` |
+//! | `workspace.member_added` | `user:{u}` | `room:joined` | `{"room":"workspace:w"}` |
+//! | | `workspace:w` | `member:joined` | `{"room":"workspace:w","user":"u"}` |
+//! | `workspace.member_removed` | `user:{u}` | `room:left` | `{"room":"workspace:w","reason":"removed_from_workspace"}` |
+//! | | `workspace:w` | `member:left` | `{"room":"workspace:w","user":"u","reason":...}` |
+//! | `channel.created` | `user:{creator}` | `room:joined` | `{"room":"channel:42"}` |
+//! | `channel.member_joined` | `user:{u}` | `room:joined` | `{"room":"channel:42"}` |
+//! | | `channel:42` | `member:joined` | `{"room":"channel:42","user":"u"}` |
+//! | `channel.member_left` | `user:{u}` | `room:left` | `{"room":"channel:42","reason":"left"\|"kicked"\|"removed_from_workspace"}` |
+//! | | `channel:42` | `member:left` | `{"room":"channel:42","user":"u","reason":...}` |
+//! | `channel.archived` | `channel:42` | `channel:archived` | `{"room":"channel:42","by":"u"}` |
+//! | `dm.opened` | `user:{p}` for each participant | `room:joined` | `{"room":"dm:7"}` |
+//! | `dm.participant_added` | `user:{u}` | `room:joined` | `{"room":"dm:7"}` |
+//! | | `dm:7` | `member:joined` | `{"room":"dm:7","user":"u"}` |
+//!
+//! Every message carries `msg_id = "{event id}:{target room}"`: after a
+//! restart the notifier re-publishes from its last saved checkpoint, and
+//! the JetStream bus drops what it already stored (within its duplicate
+//! window). Delivery is at least once otherwise.
+//!
+//! The checkpoint is a [`CheckpointStore`]: [`SqlCheckpoint`] keeps it in
+//! the projections database (row `membership-notifier` of
+//! `projection_checkpoints`), [`MemoryCheckpoint`] in memory only (a fresh
+//! process starts at the log's end: events appended while no notifier ran
+//! are not announced).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use confab_bus::{Bus, BusError, BusMessage};
+use confab_events::RoomId;
+use confab_events::membership::{EventEnvelope, LeftBecause, MembershipEvent};
+use futures::StreamExt;
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::store::{EventStore, StoreError};
+
+/// The checkpoint row name [`SqlCheckpoint`] uses by default.
+pub const NOTIFIER_CHECKPOINT: &str = "membership-notifier";
+
+/// Where the notifier remembers the last event it announced.
+#[async_trait]
+pub trait CheckpointStore: Send + Sync + 'static {
+    /// The last announced sequence, `None` before the first run.
+    async fn load(&self) -> Result<Option<u64>, StoreError>;
+    /// Records the last announced sequence.
+    async fn save(&self, seq: u64) -> Result<(), StoreError>;
+}
+
+/// A checkpoint kept in memory: lost with the process.
+#[derive(Debug, Default)]
+pub struct MemoryCheckpoint {
+    /// 0 = never saved.
+    seq: AtomicU64,
+}
+
+impl MemoryCheckpoint {
+    /// An empty checkpoint.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for MemoryCheckpoint {
+    async fn load(&self) -> Result<Option<u64>, StoreError> {
+        Ok(match self.seq.load(Ordering::SeqCst) {
+            0 => None,
+            n => Some(n),
+        })
+    }
+
+    async fn save(&self, seq: u64) -> Result<(), StoreError> {
+        self.seq.fetch_max(seq, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A checkpoint kept in the projections database, as a row of
+/// `projection_checkpoints` (owned by the [`crate::sql`] schema).
+#[derive(Debug, Clone)]
+pub struct SqlCheckpoint {
+    db: sea_orm::DatabaseConnection,
+    name: String,
+}
+
+impl SqlCheckpoint {
+    /// The row [`NOTIFIER_CHECKPOINT`] of `db` (migrated by
+    /// [`crate::sql::connect`]).
+    pub fn new(db: sea_orm::DatabaseConnection) -> Self {
+        Self::named(db, NOTIFIER_CHECKPOINT)
+    }
+
+    /// Another row, e.g. for a second notifier on the same database.
+    pub fn named(db: sea_orm::DatabaseConnection, name: &str) -> Self {
+        Self {
+            db,
+            name: name.to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for SqlCheckpoint {
+    async fn load(&self) -> Result<Option<u64>, StoreError> {
+        use sea_orm::EntityTrait;
+        let row =
+            crate::sql::entities::projection_checkpoints::Entity::find_by_id(self.name.clone())
+                .one(&self.db)
+                .await
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot read the notifier checkpoint: {e}"))
+                })?;
+        Ok(row.map(|r| u64::try_from(r.last_seq).unwrap_or(0)))
+    }
+
+    async fn save(&self, seq: u64) -> Result<(), StoreError> {
+        use crate::sql::entities::projection_checkpoints::{ActiveModel, Column, Entity};
+        use sea_orm::sea_query::OnConflict;
+        use sea_orm::{ActiveValue::Set, EntityTrait};
+        Entity::insert(ActiveModel {
+            name: Set(self.name.clone()),
+            last_seq: Set(i64::try_from(seq).unwrap_or(i64::MAX)),
+        })
+        .on_conflict(
+            OnConflict::column(Column::Name)
+                .update_column(Column::LastSeq)
+                .to_owned(),
+        )
+        .exec_without_returning(&self.db)
+        .await
+        .map_err(|e| {
+            StoreError::Unavailable(format!("cannot save the notifier checkpoint: {e}"))
+        })?;
+        Ok(())
+    }
+}
+
+/// The room messages one membership event produces (see the [module
+/// docs](self)), each with its `msg_id`.
+pub fn messages_for(envelope: &EventEnvelope) -> Vec<(RoomId, BusMessage)> {
+    use MembershipEvent::*;
+    let mut out: Vec<(RoomId, &'static str, serde_json::Value)> = Vec::new();
+    let joined = |out: &mut Vec<_>, room: &RoomId, user: &confab_events::UserId| {
+        out.push((RoomId::user(user), "room:joined", json!({ "room": room })));
+    };
+    let member_joined = |out: &mut Vec<_>, room: &RoomId, user: &confab_events::UserId| {
+        out.push((
+            room.clone(),
+            "member:joined",
+            json!({ "room": room, "user": user }),
+        ));
+    };
+    let left = |out: &mut Vec<_>, room: &RoomId, user: &confab_events::UserId, reason: &str| {
+        out.push((
+            RoomId::user(user),
+            "room:left",
+            json!({ "room": room, "reason": reason }),
+        ));
+        out.push((
+            room.clone(),
+            "member:left",
+            json!({ "room": room, "user": user, "reason": reason }),
+        ));
+    };
+    let room = envelope.event.aggregate();
+    match &envelope.event {
+        WorkspaceCreated { owner, .. } => joined(&mut out, &room, owner),
+        WorkspaceMemberAdded { user, .. }
+        | ChannelMemberJoined { user, .. }
+        | DmParticipantAdded { user, .. } => {
+            joined(&mut out, &room, user);
+            member_joined(&mut out, &room, user);
+        }
+        WorkspaceMemberRemoved { user, .. } => {
+            left(&mut out, &room, user, "removed_from_workspace");
+        }
+        ChannelCreated { created_by, .. } => joined(&mut out, &room, created_by),
+        ChannelMemberLeft { user, because, .. } => {
+            let reason = match because {
+                LeftBecause::Left => "left",
+                LeftBecause::Kicked { .. } => "kicked",
+                LeftBecause::RemovedFromWorkspace => "removed_from_workspace",
+            };
+            left(&mut out, &room, user, reason);
+        }
+        ChannelArchived { by, .. } => {
+            out.push((
+                room.clone(),
+                "channel:archived",
+                json!({ "room": room, "by": by }),
+            ));
+        }
+        DmOpened { participants, .. } => {
+            for p in participants {
+                joined(&mut out, &room, p);
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(target, event, data)| {
+            let msg =
+                BusMessage::new(event, &data).with_msg_id(format!("{}:{target}", envelope.id));
+            (target, msg)
+        })
+        .collect()
+}
+
+/// Tails the event store and announces membership changes on the bus.
+pub struct Notifier {
+    store: Arc<dyn EventStore>,
+    bus: Arc<dyn Bus>,
+    checkpoint: Arc<dyn CheckpointStore>,
+    save_every: Duration,
+    progress: watch::Sender<u64>,
+    /// The last sequence already announced, once known.
+    start: Option<u64>,
+}
+
+impl Notifier {
+    /// A notifier from `store` to `bus`, remembering its position in
+    /// `checkpoint`.
+    pub fn new(
+        store: Arc<dyn EventStore>,
+        bus: Arc<dyn Bus>,
+        checkpoint: Arc<dyn CheckpointStore>,
+    ) -> Self {
+        Self {
+            store,
+            bus,
+            checkpoint,
+            save_every: Duration::from_secs(1),
+            progress: watch::channel(0).0,
+            start: None,
+        }
+    }
+
+    /// Fixes where announcing starts: after the saved checkpoint, or, on
+    /// the first run, after the log's current last event (the history is
+    /// not announced) - that point is saved at once. Call it before the
+    /// service takes commands, so none falls before the start; [`run`](Self::run)
+    /// calls it when it was not called. Returns the last sequence
+    /// considered announced.
+    pub async fn prepare(&mut self) -> Result<u64, StoreError> {
+        if let Some(seq) = self.start {
+            return Ok(seq);
+        }
+        let seq = match self.checkpoint.load().await? {
+            Some(seq) => seq,
+            None => {
+                let seq = self.store.last_seq().await?;
+                self.checkpoint.save(seq).await?;
+                seq
+            }
+        };
+        self.start = Some(seq);
+        Ok(seq)
+    }
+
+    /// The last sequence announced, as it advances.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.progress.subscribe()
+    }
+
+    /// Runs until `shutdown` completes. Store and bus outages are retried
+    /// with backoff; an event that cannot be read is skipped (logged).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut retry = Duration::from_millis(100);
+        let mut last: Option<u64> = self.start;
+        loop {
+            let session = self.follow(&mut last, &mut shutdown);
+            match session.await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?retry, "membership notifier interrupted; retrying");
+                }
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(retry) => {}
+            }
+            retry = (retry * 2).min(Duration::from_secs(5));
+        }
+        if let Some(seq) = last
+            && let Err(e) = self.checkpoint.save(seq).await
+        {
+            tracing::warn!(error = %e, "cannot save the notifier checkpoint at shutdown");
+        }
+    }
+
+    /// One tailing session: `Ok` on shutdown.
+    async fn follow(
+        &self,
+        last: &mut Option<u64>,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), StoreError> {
+        if last.is_none() {
+            *last = match self.checkpoint.load().await? {
+                Some(seq) => Some(seq),
+                // First run: announce from now on, not the whole history.
+                None => {
+                    let seq = self.store.last_seq().await?;
+                    self.checkpoint.save(seq).await?;
+                    Some(seq)
+                }
+            };
+        }
+        let from = last.unwrap_or(0) + 1;
+        tracing::info!(from, "membership notifier following the event log");
+        let mut events = self.store.tail(from).await?;
+        let mut tick = tokio::time::interval(self.save_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut saved = *last;
+        loop {
+            let item = tokio::select! {
+                () = shutdown.as_mut() => return Ok(()),
+                _ = tick.tick() => {
+                    if *last != saved && let Some(seq) = *last {
+                        match self.checkpoint.save(seq).await {
+                            Ok(()) => saved = Some(seq),
+                            Err(e) => tracing::warn!(error = %e, "cannot save the notifier checkpoint"),
+                        }
+                    }
+                    continue;
+                }
+                item = events.next() => item,
+            };
+            match item {
+                Some(Ok(stored)) => {
+                    for (room, msg) in messages_for(&stored.envelope) {
+                        if !self.publish(&room, msg, shutdown).await {
+                            return Ok(());
+                        }
+                    }
+                    *last = Some(stored.seq);
+                    self.progress.send_replace(stored.seq);
+                }
+                Some(Err(StoreError::Corrupt { seq, reason })) => {
+                    // Resume after it.
+                    tracing::error!(seq, %reason, "skipping an unreadable membership event");
+                    *last = Some(seq);
+                    return Err(StoreError::Corrupt { seq, reason });
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Err(StoreError::Unavailable("event stream ended".into())),
+            }
+        }
+    }
+
+    /// Publishes one message, retrying while the bus is unavailable.
+    /// Returns false when shutdown came first.
+    async fn publish(
+        &self,
+        room: &RoomId,
+        msg: BusMessage,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> bool {
+        let mut retry = Duration::from_millis(50);
+        loop {
+            match self.bus.publish(room, msg.clone()).await {
+                Ok(_) => return true,
+                Err(e @ (BusError::Rejected(_) | BusError::Config(_))) => {
+                    tracing::error!(%room, event = %msg.event, error = %e, "bus refused a membership notification; dropped");
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(%room, error = %e, retry_in = ?retry, "cannot publish a membership notification; retrying");
+                }
+            }
+            tokio::select! {
+                () = shutdown.as_mut() => return false,
+                () = tokio::time::sleep(retry) => {}
+            }
+            retry = (retry * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confab_events::membership::SCHEMA_VERSION;
+    use confab_events::{ChannelId, UserId};
+
+    #[test]
+    fn kicks_announce_to_the_user_and_the_room() {
+        let env = EventEnvelope {
+            v: SCHEMA_VERSION,
+            id: "e1".into(),
+            at: 1,
+            actor: None,
+            event: MembershipEvent::ChannelMemberLeft {
+                channel: ChannelId::parse("42").unwrap(),
+                user: UserId::parse("bob").unwrap(),
+                because: LeftBecause::Kicked {
+                    by: UserId::parse("alice").unwrap(),
+                },
+            },
+        };
+        let msgs = messages_for(&env);
+        let shown: Vec<(String, String, String, String)> = msgs
+            .iter()
+            .map(|(r, m)| {
+                (
+                    r.to_string(),
+                    m.event.to_string(),
+                    m.args_json.to_string(),
+                    m.msg_id.as_deref().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                (
+                    "user:bob".into(),
+                    "room:left".into(),
+                    r#"[{"room":"channel:42","reason":"kicked"}]"#.into(),
+                    "e1:user:bob".into()
+                ),
+                (
+                    "channel:42".into(),
+                    "member:left".into(),
+                    r#"[{"room":"channel:42","user":"bob","reason":"kicked"}]"#.into(),
+                    "e1:channel:42".into()
+                ),
+            ]
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! The JetStream event store against a real nats-server: append with
+//! optimistic concurrency (including the "no message yet" case, expected
+//! 0), idempotent retries, load, tail and last_seq.
+
+use std::time::Duration;
+
+use confab_bus::NatsConfig;
+use confab_events::membership::{EventEnvelope, MembershipEvent, Role, SCHEMA_VERSION};
+use confab_events::{RoomId, UserId, WorkspaceId};
+use confab_membership::jetstream_store::JetStreamEventStore;
+use confab_membership::store::{EventStore, StoreError, Stored};
+use confab_test_support::NatsServer;
+use futures::StreamExt;
+
+fn env(id: &str, event: MembershipEvent) -> EventEnvelope {
+    EventEnvelope {
+        v: SCHEMA_VERSION,
+        id: id.into(),
+        at: 1,
+        actor: None,
+        event,
+    }
+}
+
+fn created(ws: &str) -> MembershipEvent {
+    MembershipEvent::WorkspaceCreated {
+        workspace: WorkspaceId::parse(ws).unwrap(),
+        name: ws.into(),
+        owner: UserId::parse("owner").unwrap(),
+    }
+}
+
+fn added(ws: &str, user: &str) -> MembershipEvent {
+    MembershipEvent::WorkspaceMemberAdded {
+        workspace: WorkspaceId::parse(ws).unwrap(),
+        user: UserId::parse(user).unwrap(),
+        role: Role::Member,
+    }
+}
+
+async fn store(server: &NatsServer) -> JetStreamEventStore {
+    let client = async_nats::connect(server.url()).await.unwrap();
+    JetStreamEventStore::connect(client, NatsConfig::default().membership_stream_config())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn append_checks_the_aggregate_version() {
+    let server = NatsServer::start();
+    let store = store(&server).await;
+    let a = RoomId::parse("workspace:a").unwrap();
+    let b = RoomId::parse("workspace:b").unwrap();
+
+    assert_eq!(store.last_seq().await.unwrap(), 0);
+    assert_eq!(store.version(&a).await.unwrap(), 0);
+    let s1 = store.append(&a, 0, &env("e1", created("a"))).await.unwrap();
+    assert_eq!(s1, 1);
+
+    // Expected 0 on an aggregate that has an event: refused (nats-server
+    // 2.10+ treats 0 as "no message on the subject yet").
+    let err = store
+        .append(&a, 0, &env("e2", created("a")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 0,
+                actual: Some(1),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // Other aggregates have their own versions.
+    let s2 = store.append(&b, 0, &env("e3", created("b"))).await.unwrap();
+    assert_eq!(s2, 2);
+    let s3 = store
+        .append(&a, s1, &env("e4", added("a", "x")))
+        .await
+        .unwrap();
+    assert_eq!(s3, 3);
+
+    // A stale version is a conflict naming the actual one.
+    let err = store
+        .append(&a, s1, &env("e5", added("a", "y")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 1,
+                actual: Some(3),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(store.version(&a).await.unwrap(), 3);
+    assert_eq!(store.version(&b).await.unwrap(), 2);
+    assert_eq!(store.last_seq().await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn a_retried_append_is_answered_with_the_first_sequence() {
+    let server = NatsServer::start();
+    let store = store(&server).await;
+    let a = RoomId::parse("workspace:a").unwrap();
+    let e = env("same-id", created("a"));
+    let first = store.append(&a, 0, &e).await.unwrap();
+    // The retry carries the same expected version, which is stale by now:
+    // the duplicate check wins, nothing is stored twice.
+    let again = store.append(&a, 0, &e).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(store.last_seq().await.unwrap(), 1);
+    assert_eq!(store.load(&a).await.unwrap().len(), 1);
+
+    // Still recognised after later events on the aggregate.
+    let s2 = store
+        .append(&a, first, &env("next", added("a", "x")))
+        .await
+        .unwrap();
+    assert_eq!(store.append(&a, 0, &e).await.unwrap(), first);
+    assert_eq!(
+        store
+            .append(&a, first, &env("next", added("a", "x")))
+            .await
+            .unwrap(),
+        s2
+    );
+    // A different event with a stale version is still a conflict.
+    assert!(matches!(
+        store
+            .append(&a, first, &env("other", added("a", "y")))
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(store.last_seq().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn load_returns_one_aggregate_in_order() {
+    let server = NatsServer::start();
+    let store = store(&server).await;
+    let a = RoomId::parse("workspace:a").unwrap();
+    let b = RoomId::parse("workspace:b").unwrap();
+    assert!(store.load(&a).await.unwrap().is_empty());
+    let mut va = 0;
+    let mut vb = 0;
+    for i in 0..10 {
+        let (room, v, ev) = if i % 2 == 0 {
+            (
+                &a,
+                &mut va,
+                if i == 0 {
+                    created("a")
+                } else {
+                    added("a", &format!("u{i}"))
+                },
+            )
+        } else {
+            (
+                &b,
+                &mut vb,
+                if i == 1 {
+                    created("b")
+                } else {
+                    added("b", &format!("u{i}"))
+                },
+            )
+        };
+        *v = store
+            .append(room, *v, &env(&format!("e{i}"), ev))
+            .await
+            .unwrap();
+    }
+    let loaded = store.load(&a).await.unwrap();
+    let seqs: Vec<u64> = loaded.iter().map(|s| s.seq).collect();
+    assert_eq!(seqs, vec![1, 3, 5, 7, 9]);
+    assert_eq!(loaded[0].envelope.event, created("a"));
+    assert_eq!(loaded[4].envelope.event, added("a", "u8"));
+    assert!(loaded.iter().all(|s| s.envelope.event.aggregate() == a));
+
+    // Loads do not leave consumers behind.
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let mut stream = js.get_stream("MEMBERSHIP").await.unwrap();
+    for _ in 0..100 {
+        if stream.info().await.unwrap().state.consumer_count == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the load's consumer is still there");
+}
+
+async fn next(tail: &mut EventTail) -> Stored {
+    tokio::time::timeout(Duration::from_secs(5), tail.next())
+        .await
+        .expect("tail stalled")
+        .expect("tail ended")
+        .expect("tail failed")
+}
+
+type EventTail = futures::stream::BoxStream<'static, Result<Stored, StoreError>>;
+
+#[tokio::test]
+async fn tail_replays_then_follows() {
+    let server = NatsServer::start();
+    let store = store(&server).await;
+    let a = RoomId::parse("workspace:a").unwrap();
+    let b = RoomId::parse("workspace:b").unwrap();
+    let s1 = store.append(&a, 0, &env("e1", created("a"))).await.unwrap();
+    store.append(&b, 0, &env("e2", created("b"))).await.unwrap();
+    store
+        .append(&a, s1, &env("e3", added("a", "x")))
+        .await
+        .unwrap();
+
+    let mut tail = store.tail(2).await.unwrap();
+    let first = next(&mut tail).await;
+    assert_eq!((first.seq, first.envelope.id.as_str()), (2, "e2"));
+    let second = next(&mut tail).await;
+    assert_eq!((second.seq, second.envelope.id.as_str()), (3, "e3"));
+
+    // Follows new appends.
+    store
+        .append(&b, 2, &env("e4", added("b", "y")))
+        .await
+        .unwrap();
+    let live = next(&mut tail).await;
+    assert_eq!((live.seq, live.envelope.id.as_str()), (4, "e4"));
+
+    // Starting past the end waits for the next event.
+    let mut later = store.tail(5).await.unwrap();
+    store
+        .append(&b, 4, &env("e5", added("b", "z")))
+        .await
+        .unwrap();
+    let got = next(&mut later).await;
+    assert_eq!(got.seq, 5);
+}
+
+#[tokio::test]
+async fn events_survive_a_server_restart() {
+    let mut server = NatsServer::start();
+    let a = RoomId::parse("workspace:a").unwrap();
+    {
+        let store = store(&server).await;
+        store.append(&a, 0, &env("e1", created("a"))).await.unwrap();
+    }
+    server.restart();
+    let store = store(&server).await;
+    assert_eq!(store.load(&a).await.unwrap().len(), 1);
+    let err = store
+        .append(&a, 0, &env("e2", created("a")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err:?}");
+}

@@ -1,0 +1,320 @@
+//! The service on the embedded stack (SQL log, SQL projections,
+//! in-process bus): read-your-writes, the workspace-removal cascade,
+//! several instances on one log, emit.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use confab_bus::Bus;
+use confab_events::membership::{LeftBecause, MembershipEvent};
+use confab_membership::domain::{AggregateState, Command};
+use confab_membership::service::{MembershipService, ServiceError};
+use confab_membership::store::EventStore;
+
+#[tokio::test]
+async fn commands_are_visible_to_queries_at_once() {
+    let (running, _bus) = embedded().await;
+    let svc = &running.service;
+    bootstrap(svc).await;
+    // Every command waited for the projections: no sleeping needed.
+    assert_eq!(
+        svc.rooms_of(&u("bob")).await.unwrap(),
+        vec![room("channel:pub"), room("workspace:w")]
+    );
+    assert_eq!(
+        svc.members_of(&room("channel:pub")).await.unwrap(),
+        vec![u("adm"), u("bob")]
+    );
+    let out = svc
+        .execute(Command::JoinChannel { channel: c("pub") }, &user("carol"))
+        .await
+        .unwrap();
+    assert!(out.projected);
+    assert_eq!(out.event.actor, Some(u("carol")));
+    assert_eq!(out.event.id.len(), 32);
+    assert!(
+        svc.is_member(&u("carol"), &room("channel:pub"))
+            .await
+            .unwrap()
+    );
+    let decision = svc
+        .may_join(&u("carol"), &room("channel:priv"))
+        .await
+        .unwrap();
+    assert!(!decision.allowed);
+
+    let err = svc
+        .execute(Command::JoinChannel { channel: c("priv") }, &user("carol"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "forbidden");
+    let err = svc
+        .execute(Command::JoinChannel { channel: c("nope") }, &user("carol"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "not_found");
+}
+
+#[tokio::test]
+async fn removing_a_workspace_member_takes_them_out_of_its_channels() {
+    let (running, _bus) = embedded().await;
+    let svc = &running.service;
+    bootstrap(svc).await;
+    svc.execute(
+        Command::Invite {
+            channel: c("priv"),
+            user: u("bob"),
+        },
+        &user("adm"),
+    )
+    .await
+    .unwrap();
+    svc.execute(
+        Command::OpenDm {
+            dm: d("d1"),
+            workspace: w("w"),
+            participants: vec![u("carol")],
+        },
+        &user("bob"),
+    )
+    .await
+    .unwrap();
+    let before = svc.store().last_seq().await.unwrap();
+
+    let out = svc
+        .execute(
+            Command::RemoveWorkspaceMember {
+                workspace: w("w"),
+                user: u("bob"),
+            },
+            &user("adm"),
+        )
+        .await
+        .unwrap();
+    assert!(out.projected);
+    // Queries already show the cascade.
+    assert_eq!(svc.rooms_of(&u("bob")).await.unwrap(), vec![room("dm:d1")]);
+    for ch in ["pub", "priv"] {
+        let events = svc
+            .store()
+            .load(&room(&format!("channel:{ch}")))
+            .await
+            .unwrap();
+        let last = events.last().unwrap();
+        assert!(last.seq > before);
+        assert_eq!(
+            last.envelope.event,
+            MembershipEvent::ChannelMemberLeft {
+                channel: c(ch),
+                user: u("bob"),
+                because: LeftBecause::RemovedFromWorkspace,
+            }
+        );
+        assert_eq!(last.envelope.actor, Some(u("adm")));
+    }
+    // Bob cannot come back in without being re-added to the workspace.
+    let err = svc
+        .execute(Command::JoinChannel { channel: c("pub") }, &user("bob"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "not_a_member");
+}
+
+#[tokio::test]
+async fn instances_sharing_a_log_see_each_others_changes() {
+    let (running, _bus) = embedded().await;
+    let a = &running.service;
+    bootstrap(a).await;
+    // A second instance on the same log and projections, with its own cache.
+    let b = Arc::new(MembershipService::new(
+        Arc::clone(a.store()),
+        Arc::clone(a.read_model()),
+        Arc::clone(a.bus()),
+    ));
+    // b caches `channel:new` as missing.
+    let err = b
+        .execute(Command::JoinChannel { channel: c("new") }, &user("bob"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "not_found");
+    // a creates it; b's stale "missing" is re-checked, not trusted.
+    a.execute(
+        Command::CreateChannel {
+            channel: c("new"),
+            workspace: w("w"),
+            name: "new".into(),
+            visibility: confab_events::membership::Visibility::Public,
+        },
+        &user("carol"),
+    )
+    .await
+    .unwrap();
+    b.execute(Command::JoinChannel { channel: c("new") }, &user("bob"))
+        .await
+        .unwrap();
+    // a's cached state of `channel:new` is now stale: its next command
+    // conflicts, reloads and succeeds.
+    a.execute(
+        Command::Invite {
+            channel: c("new"),
+            user: u("adm"),
+        },
+        &user("bob"),
+    )
+    .await
+    .unwrap();
+    let (state, _) = b.state(&room("channel:new")).await.unwrap();
+    let AggregateState::Channel(ch) = state else {
+        panic!("not a channel")
+    };
+    // b's cache is stale too, but its next refusal would be re-checked; a
+    // fresh load has all three.
+    let fresh = MembershipService::new(
+        Arc::clone(a.store()),
+        Arc::clone(a.read_model()),
+        Arc::clone(a.bus()),
+    );
+    let (state, _) = fresh.state(&room("channel:new")).await.unwrap();
+    let AggregateState::Channel(fresh_ch) = state else {
+        panic!("not a channel")
+    };
+    assert!(fresh_ch.members.contains(&u("adm")));
+    assert!(fresh_ch.members.contains(&u("bob")));
+    assert!(fresh_ch.members.contains(&u("carol")));
+    assert!(ch.members.contains(&u("bob")));
+}
+
+#[tokio::test]
+async fn emit_publishes_through_the_bus() {
+    let (running, bus) = embedded().await;
+    let svc = &running.service;
+    let mut sub = bus.subscribe(&room("channel:42")).await.unwrap();
+    svc.emit(
+        &room("channel:42"),
+        "message:new",
+        &serde_json::json!({"id": "m1", "body": "hi"}),
+        Some("m1"),
+    )
+    .await
+    .unwrap();
+    let m = next(&mut sub).await;
+    assert_eq!(&*m.event, "message:new");
+    assert_eq!(&*m.args_json, r#"[{"id":"m1","body":"hi"}]"#);
+    assert_eq!(m.msg_id.as_deref(), Some("app:m1"));
+
+    for (event, field) in [("room:joined", "event"), ("", "event"), ("a b", "event")] {
+        let err = svc
+            .emit(&room("channel:42"), event, &serde_json::json!(null), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ServiceError::Invalid { .. }), "{err:?}");
+        assert_eq!(err.field(), Some(field));
+    }
+}
+
+/// An event store that, right before the first `channel.member_joined` of
+/// `carol` is appended, removes her from the workspace through another
+/// instance: the join was decided while she was a member.
+struct RaceStore {
+    inner: Arc<dyn EventStore>,
+    other: std::sync::OnceLock<Arc<MembershipService>>,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl EventStore for RaceStore {
+    async fn append(
+        &self,
+        aggregate: &confab_events::RoomId,
+        expected: u64,
+        event: &confab_events::membership::EventEnvelope,
+    ) -> Result<u64, confab_membership::store::StoreError> {
+        if let MembershipEvent::ChannelMemberJoined { user: joining, .. } = &event.event
+            && joining.as_str() == "carol"
+            && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let other = self.other.get().unwrap();
+            other
+                .execute(
+                    Command::RemoveWorkspaceMember {
+                        workspace: w("w"),
+                        user: u("carol"),
+                    },
+                    &user("adm"),
+                )
+                .await
+                .unwrap();
+        }
+        self.inner.append(aggregate, expected, event).await
+    }
+    async fn load(
+        &self,
+        aggregate: &confab_events::RoomId,
+    ) -> Result<Vec<confab_membership::store::Stored>, confab_membership::store::StoreError> {
+        self.inner.load(aggregate).await
+    }
+    async fn tail(
+        &self,
+        from_seq: u64,
+    ) -> Result<
+        futures::stream::BoxStream<
+            'static,
+            Result<confab_membership::store::Stored, confab_membership::store::StoreError>,
+        >,
+        confab_membership::store::StoreError,
+    > {
+        self.inner.tail(from_seq).await
+    }
+    async fn last_seq(&self) -> Result<u64, confab_membership::store::StoreError> {
+        self.inner.last_seq().await
+    }
+    async fn version(
+        &self,
+        aggregate: &confab_events::RoomId,
+    ) -> Result<u64, confab_membership::store::StoreError> {
+        self.inner.version(aggregate).await
+    }
+}
+
+#[tokio::test]
+async fn a_join_racing_a_workspace_removal_is_undone() {
+    let (running, _bus) = embedded().await;
+    let a = &running.service;
+    bootstrap(a).await;
+    let race = Arc::new(RaceStore {
+        inner: Arc::clone(a.store()),
+        other: std::sync::OnceLock::new(),
+        fired: false.into(),
+    });
+    race.other.set(Arc::clone(a)).unwrap();
+    let b = MembershipService::new(
+        race.clone(),
+        Arc::clone(a.read_model()),
+        Arc::clone(a.bus()),
+    );
+    // b decides the join while carol is a workspace member; the removal
+    // lands before the join's append.
+    let out = b
+        .execute(Command::JoinChannel { channel: c("pub") }, &user("carol"))
+        .await
+        .unwrap();
+    assert!(race.fired.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(out.projected);
+    let events = a.store().load(&room("channel:pub")).await.unwrap();
+    let last = &events.last().unwrap().envelope.event;
+    assert_eq!(
+        last,
+        &MembershipEvent::ChannelMemberLeft {
+            channel: c("pub"),
+            user: u("carol"),
+            because: LeftBecause::RemovedFromWorkspace,
+        }
+    );
+    assert!(
+        !a.is_member(&u("carol"), &room("channel:pub"))
+            .await
+            .unwrap()
+    );
+}
