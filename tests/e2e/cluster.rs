@@ -1,0 +1,245 @@
+//! A real cluster in one test process: nats-server (JetStream), the
+//! membership service, and two gateways on the NATS bus, with
+//! socket.io-client users on both gateways.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use confab_events::RoomId;
+use confab_gateway::config::{BusKind, MembershipKind};
+use confab_gateway::{App, AppHandle, Deps};
+use confab_membership::config::MembershipConfig;
+use confab_test_support::{NatsServer, NodeClient};
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(15);
+const SERVICE_TOKEN: &str = "e2e-service-token-0123456789abcdef";
+
+pub struct Cluster {
+    _nats: NatsServer,
+    pub membership: SocketAddr,
+    pub gateways: Vec<(SocketAddr, AppHandle)>,
+    _db: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub async fn start(gateways: usize) -> Cluster {
+        let nats = NatsServer::start();
+        let db = tempfile::tempdir().unwrap();
+        let mut cfg = MembershipConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: format!(
+                "sqlite://{}?mode=rwc",
+                db.path().join("membership.db").display()
+            ),
+            service_token: Some(SERVICE_TOKEN.into()),
+            ..MembershipConfig::default()
+        };
+        cfg.nats = Some(confab_bus::NatsConfig::new(&nats.url()));
+        let app = confab_membership::app::App::build(cfg)
+            .await
+            .expect("membership builds");
+        let membership = app.http_addr();
+        tokio::spawn(app.run(std::future::pending()));
+
+        let mut gws = Vec::new();
+        for _ in 0..gateways {
+            let mut cfg = test_config();
+            cfg.bus.kind = BusKind::Nats;
+            cfg.bus.nats = confab_bus::NatsConfig::new(&nats.url());
+            cfg.membership.kind = MembershipKind::Nats;
+            cfg.membership.service_token = Some(SERVICE_TOKEN.into());
+            cfg.validate().unwrap();
+            let deps = Deps::connect(&cfg).await.expect("gateway connects to NATS");
+            let app = App::build(cfg, deps).await.unwrap();
+            let addr = app.local_addr();
+            let handle = app.handle();
+            tokio::spawn(app.run(std::future::pending()));
+            gws.push((addr, handle));
+        }
+        Cluster {
+            _nats: nats,
+            membership,
+            gateways: gws,
+            _db: db,
+        }
+    }
+
+    pub fn gateway_url(&self, i: usize) -> String {
+        format!("http://{}", self.gateways[i].0)
+    }
+
+    /// Runs a membership command through the HTTP API.
+    pub async fn command(&self, actor: Option<&str>, command: Value) -> (u16, Value) {
+        let mut body = json!({ "command": command });
+        if let Some(a) = actor {
+            body["actor"] = json!(a);
+        }
+        let resp = reqwest::Client::new()
+            .post(format!("http://{}/v1/commands", self.membership))
+            .bearer_auth(SERVICE_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn ok(&self, actor: Option<&str>, command: Value) {
+        let (status, body) = self.command(actor, command.clone()).await;
+        assert_eq!(status, 200, "{command} -> {body}");
+    }
+}
+
+#[tokio::test]
+async fn membership_changes_reach_sockets_on_every_gateway() {
+    let c = Cluster::start(2).await;
+    c.ok(
+        None,
+        json!({ "type": "create_workspace", "id": "w1", "name": "Acme", "owner": "alice" }),
+    )
+    .await;
+    c.ok(
+        Some("alice"),
+        json!({ "type": "add_workspace_member", "workspace": "w1", "user": "bob", "role": "member" }),
+    )
+    .await;
+    c.ok(
+        Some("alice"),
+        json!({ "type": "create_channel", "channel": "general", "workspace": "w1", "name": "general", "visibility": "public" }),
+    )
+    .await;
+    c.ok(
+        Some("alice"),
+        json!({ "type": "create_channel", "channel": "secret", "workspace": "w1", "name": "secret", "visibility": "private" }),
+    )
+    .await;
+
+    let node = NodeClient::spawn().await;
+    // Alice on gateway A is in general from the start (rooms at connect).
+    node.connect("alice", &c.gateway_url(0), opts(&token("alice")))
+        .await;
+    node.expect("alice", is_type("connect"), T).await;
+    // Bob on gateway B is in the workspace, not yet in general.
+    node.connect("bob", &c.gateway_url(1), opts(&token("bob")))
+        .await;
+    node.expect("bob", is_type("connect"), T).await;
+
+    let general = RoomId::parse("channel:general").unwrap();
+    let gw_a = &c.gateways[0].1;
+    let gw_b = &c.gateways[1].1;
+    eventually("alice in general on A", T, || gw_a.members(&general) == 1).await;
+    assert_eq!(gw_b.members(&general), 0);
+
+    // A private channel bob is not in: refused with a reason.
+    let ack = node
+        .emit_with_ack("bob", "room:join", vec![json!("channel:secret")], T)
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["error"]["code"], "forbidden", "{ack:?}");
+    assert!(
+        ack[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("member"),
+        "{ack:?}"
+    );
+
+    // Bob joins general through the API: his socket on B follows.
+    c.ok(
+        Some("bob"),
+        json!({ "type": "join_channel", "channel": "general" }),
+    )
+    .await;
+    let joined = node.expect("bob", is_event("room:joined"), T).await;
+    assert_eq!(joined["args"][0]["room"], "channel:general");
+    eventually("bob in general on B", T, || gw_b.members(&general) == 1).await;
+
+    // An event emitted through gateway A reaches bob on gateway B.
+    gw_a.emit(
+        &general,
+        "message:new",
+        &json!({ "id": "m1", "body": "hi" }),
+    )
+    .await
+    .unwrap();
+    let m = node.expect("bob", is_event("message:new"), T).await;
+    assert_eq!(m["args"][0]["id"], "m1");
+    node.expect("alice", is_event("message:new"), T).await;
+
+    // room:join on a room he now belongs to is acked.
+    let ack = node
+        .emit_with_ack("bob", "room:join", vec![json!("channel:general")], T)
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["ok"], true, "{ack:?}");
+
+    // Kicked: nothing further from general reaches bob.
+    c.ok(
+        Some("alice"),
+        json!({ "type": "kick", "channel": "general", "user": "bob" }),
+    )
+    .await;
+    let left = node.expect("bob", is_event("room:left"), T).await;
+    assert_eq!(left["args"][0]["room"], "channel:general");
+    eventually("bob out of general on B", T, || gw_b.members(&general) == 0).await;
+    gw_a.emit(&general, "message:new", &json!({ "id": "m2" }))
+        .await
+        .unwrap();
+    let m2 = node.expect("alice", is_event("message:new"), T).await;
+    assert_eq!(m2["args"][0]["id"], "m2");
+    node.expect_none("bob", is_event("message:new"), Duration::from_millis(500))
+        .await;
+
+    // And a room:join attempt after the kick is refused.
+    let ack = node
+        .emit_with_ack("bob", "room:join", vec![json!("channel:general")], T)
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["error"]["code"], "forbidden", "{ack:?}");
+}
+
+#[tokio::test]
+async fn subject_injection_through_the_apis_is_refused() {
+    let c = Cluster::start(1).await;
+    c.ok(
+        None,
+        json!({ "type": "create_workspace", "id": "w1", "name": "Acme", "owner": "alice" }),
+    )
+    .await;
+    for bad in ["a.b", "*", ">", "a b", "", "w1.>"] {
+        let (status, body) = c
+            .command(
+                Some("alice"),
+                json!({ "type": "create_channel", "channel": bad, "workspace": "w1", "name": "x", "visibility": "public" }),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad:?}: {body}");
+    }
+    let http = reqwest::Client::new();
+    for room in ["channel:a.b", "channel:*", "channel:>", "user:a%20b"] {
+        let resp = http
+            .post(format!("http://{}/v1/emit", c.membership))
+            .bearer_auth(SERVICE_TOKEN)
+            .json(&json!({ "room": room, "event": "message:new", "data": {} }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{room}");
+    }
+    // Through a socket too.
+    let node = NodeClient::spawn().await;
+    node.connect("a", &c.gateway_url(0), opts(&token("alice")))
+        .await;
+    node.expect("a", is_type("connect"), T).await;
+    for room in ["channel:a.b", "workspace:*", "dm:>", "channel:a\tb"] {
+        let ack = node
+            .emit_with_ack("a", "room:join", vec![json!(room)], T)
+            .await
+            .unwrap();
+        assert_eq!(ack[0]["error"]["code"], "invalid_room", "{room}: {ack:?}");
+    }
+}
