@@ -1,20 +1,61 @@
-//! The all-in-one Confab process: the gateway on the in-process bus with
-//! in-process membership, so one `cargo run --release` serves a whole
-//! backend on a laptop with nothing else installed.
+//! The all-in-one Confab process: the gateway and an embedded membership
+//! service (SQLite event log and projections, by default) on the
+//! in-process bus, so one `cargo run --release` serves a whole backend on a
+//! laptop with nothing else installed.
+//!
+//! It serves one process only: its readiness reports the bus as not
+//! shared. A cluster runs `confab-gateway` and `confab-membership` on NATS.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use confab_auth::DEV_SECRET;
-use confab_bus::InProcessBus;
+use async_trait::async_trait;
+use confab_auth::{DEV_SECRET, Verifier};
+use confab_bus::{Bus, InProcessBus};
+use confab_events::{RoomId, UserId};
 use confab_gateway::config::{BusKind, MembershipKind};
-use confab_gateway::membership::StaticMembership;
+use confab_gateway::membership::{Access, Membership, MembershipError};
 use confab_gateway::{App, Deps, GatewayConfig};
+use confab_membership::app::{App as MembershipApp, MembershipCore};
+use confab_membership::auth::Authenticator;
+use confab_membership::config::MembershipConfig;
+use confab_membership::service::{MembershipService, ServiceSettings};
+use tokio_util::sync::CancellationToken;
 
-/// The all-in-one defaults: port 3000 on loopback, HS256 with the dev
-/// secret unless a secret or JWKS URL is configured.
+/// `CONFAB_*` variables the all-in-one reads itself (not gateway keys).
+pub const OWN_KEYS: &[&str] = &["database_url", "api_listen"];
+
+/// Settings of the embedded membership service.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// Event log and projections: `sqlite://...` (default
+    /// `sqlite://confab.db?mode=rwc`) or `postgres://...`.
+    pub database_url: String,
+    /// Where the membership HTTP API (commands, queries, emit) listens.
+    pub api_listen: SocketAddr,
+}
+
+impl Embedded {
+    /// From `CONFAB_DATABASE_URL` and `CONFAB_API_LISTEN`, with defaults.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let database_url = std::env::var("CONFAB_DATABASE_URL")
+            .unwrap_or_else(|_| "sqlite://confab.db?mode=rwc".into());
+        let api_listen = std::env::var("CONFAB_API_LISTEN")
+            .unwrap_or_else(|_| "127.0.0.1:3100".into())
+            .parse()
+            .context("CONFAB_API_LISTEN must be an address such as 127.0.0.1:3100")?;
+        Ok(Self {
+            database_url,
+            api_listen,
+        })
+    }
+}
+
+/// The all-in-one defaults: port 3000 on loopback, in-process bus,
+/// embedded membership.
 pub fn default_config() -> GatewayConfig {
     let mut cfg = GatewayConfig::default();
     cfg.bus.kind = BusKind::InProcess;
@@ -28,7 +69,12 @@ pub fn default_config() -> GatewayConfig {
 pub fn load_config(file: Option<&Path>) -> anyhow::Result<(GatewayConfig, bool)> {
     let mut base = default_config();
     base.auth.hs256_secret = Some(DEV_SECRET.into());
-    let mut cfg = GatewayConfig::load(base, file)?;
+    let mut cfg = GatewayConfig::load_ignoring(base, file, OWN_KEYS)?;
+    if cfg.bus.kind != BusKind::InProcess {
+        bail!(
+            "the all-in-one process runs on its in-process bus; for a NATS cluster run confab-gateway and confab-membership (see `just up`)"
+        );
+    }
     let mut dev = cfg.auth.hs256_secret.as_deref() == Some(DEV_SECRET);
     if dev && cfg.auth.jwks_url.is_some() {
         // A JWKS is configured: the dev secret must not ride along.
@@ -48,7 +94,7 @@ pub fn load_config(file: Option<&Path>) -> anyhow::Result<(GatewayConfig, bool)>
 
 /// Mints a token for `user` with the configured HS256 secret.
 pub fn dev_token(cfg: &GatewayConfig, user: &str, ttl: Duration) -> anyhow::Result<String> {
-    confab_events::UserId::parse(user).with_context(|| format!("invalid user id {user:?}"))?;
+    UserId::parse(user).with_context(|| format!("invalid user id {user:?}"))?;
     let secret = cfg
         .auth
         .hs256_secret
@@ -64,10 +110,122 @@ pub fn dev_token(cfg: &GatewayConfig, user: &str, ttl: Duration) -> anyhow::Resu
     .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Builds the all-in-one gateway (bound, not yet serving).
-pub async fn build(cfg: GatewayConfig) -> anyhow::Result<App> {
-    let bus = Arc::new(InProcessBus::default());
-    let membership = Arc::new(StaticMembership::new());
-    let app = App::build(cfg, Deps { bus, membership }).await?;
-    Ok(app)
+/// The gateway's membership port answered in-process by the embedded
+/// membership service.
+struct EmbeddedMembership(Arc<MembershipService>);
+
+#[async_trait]
+impl Membership for EmbeddedMembership {
+    async fn rooms_of(&self, user: &UserId) -> Result<Vec<RoomId>, MembershipError> {
+        self.0
+            .rooms_of(user)
+            .await
+            .map_err(|e| MembershipError::Unavailable(e.to_string()))
+    }
+
+    async fn may_join(&self, user: &UserId, room: &RoomId) -> Result<Access, MembershipError> {
+        let d = self
+            .0
+            .may_join(user, room)
+            .await
+            .map_err(|e| MembershipError::Unavailable(e.to_string()))?;
+        Ok(if d.allowed {
+            Access::Allowed
+        } else {
+            Access::Refused(
+                d.reason
+                    .unwrap_or_else(|| format!("{user} is not a member of {room}")),
+            )
+        })
+    }
+}
+
+/// A built all-in-one process: gateway and membership API bound, not yet
+/// serving.
+pub struct AllInOne {
+    gateway: App,
+    membership: MembershipApp,
+    /// The service token of the membership API.
+    pub service_token: String,
+}
+
+impl AllInOne {
+    /// Where the gateway listens.
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.gateway.local_addr()
+    }
+
+    /// Where the membership HTTP API listens.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.membership.http_addr()
+    }
+
+    /// A handle on the gateway (emit, metrics).
+    pub fn gateway_handle(&self) -> confab_gateway::AppHandle {
+        self.gateway.handle()
+    }
+
+    /// Serves until `signal`, then shuts both down.
+    pub async fn run(
+        self,
+        signal: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let stop = CancellationToken::new();
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            signal.await;
+            trigger.cancel();
+        });
+        let membership = tokio::spawn(self.membership.run(stop.clone().cancelled_owned()));
+        let gateway = self.gateway.run(stop.clone().cancelled_owned()).await;
+        stop.cancel();
+        let membership = membership.await.context("membership task")?;
+        gateway?;
+        membership?;
+        Ok(())
+    }
+}
+
+/// Builds the all-in-one process: embedded membership on `embedded`'s
+/// database, the gateway on the in-process bus.
+pub async fn build(cfg: GatewayConfig, embedded: &Embedded) -> anyhow::Result<AllInOne> {
+    let bus: Arc<dyn Bus> = Arc::new(InProcessBus::default());
+    let service_token = match &cfg.membership.service_token {
+        Some(t) => t.clone(),
+        None => {
+            let bytes: [u8; 24] = rand::random();
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        }
+    };
+    let verifier = Verifier::new(cfg.auth.clone()).map_err(|e| anyhow::anyhow!("auth: {e}"))?;
+    let auth = Authenticator::new(Some(service_token.clone()), Some(verifier));
+    let core = MembershipCore::embedded_url(
+        &embedded.database_url,
+        Arc::clone(&bus),
+        auth,
+        ServiceSettings::default(),
+    )
+    .await
+    .with_context(|| format!("membership database {}", embedded.database_url))?;
+    let service = Arc::clone(core.service());
+    let mcfg = MembershipConfig {
+        listen: embedded.api_listen,
+        database_url: embedded.database_url.clone(),
+        service_token: Some(service_token.clone()),
+        ..MembershipConfig::default()
+    };
+    let membership = MembershipApp::with_core(&mcfg, core).await?;
+    let gateway = App::build(
+        cfg,
+        Deps {
+            bus,
+            membership: Arc::new(EmbeddedMembership(service)),
+        },
+    )
+    .await?;
+    Ok(AllInOne {
+        gateway,
+        membership,
+        service_token,
+    })
 }

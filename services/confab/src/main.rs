@@ -1,6 +1,7 @@
 //! `confab`: the all-in-one Confab process.
 //!
-//! * `confab` (or `confab serve`): gateway on an in-process bus, port 3000.
+//! * `confab` (or `confab serve`): gateway on port 3000 and the membership
+//!   API on port 3100, on an in-process bus with SQLite.
 //! * `confab token USER`: prints a dev token for USER on stdout.
 
 use std::path::PathBuf;
@@ -48,28 +49,44 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve => {
+            let embedded = confab::Embedded::from_env()?;
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(serve(cfg, dev))
+            rt.block_on(serve(cfg, embedded, dev))
         }
     }
 }
 
-async fn serve(cfg: confab_gateway::GatewayConfig, dev: bool) -> anyhow::Result<()> {
+async fn serve(
+    cfg: confab_gateway::GatewayConfig,
+    embedded: confab::Embedded,
+    dev: bool,
+) -> anyhow::Result<()> {
     let _telemetry = confab_telemetry::init("confab", cfg.log.format)?;
     let path = cfg.path.clone();
-    let app = confab::build(cfg).await?;
-    let addr = app.local_addr();
+    let configured_token = cfg.membership.service_token.is_some();
+    let app = confab::build(cfg, &embedded).await?;
     tracing::warn!(
-        "all-in-one mode: in-process bus and membership; this process cannot share rooms with other gateways"
+        "all-in-one mode: in-process bus and embedded membership; this process cannot share rooms with other gateways"
     );
     println!(
-        "Confab all-in-one listening on http://{addr} (Socket.IO at {path}, health at /healthz, /readyz, /metrics)"
+        "Confab all-in-one listening on http://{} (Socket.IO at {path}, health at /healthz, /readyz, /metrics)",
+        app.gateway_addr()
     );
     if dev {
         println!(
             "Dev auth: HS256 with the public dev secret. Get a token with: cargo run --release -- token alice"
         );
     }
-    app.run(confab_gateway::app::shutdown_signal()).await?;
-    Ok(())
+    println!(
+        "Membership API on http://{} (database {})",
+        app.api_addr(),
+        embedded.database_url
+    );
+    if !configured_token {
+        println!(
+            "Membership API service token for this run: {} (set CONFAB_MEMBERSHIP__SERVICE_TOKEN to fix one)",
+            app.service_token
+        );
+    }
+    app.run(confab_gateway::app::shutdown_signal()).await
 }

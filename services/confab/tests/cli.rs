@@ -60,8 +60,17 @@ fn bad_config_is_a_clear_error() {
 async fn serves_with_no_flags_and_accepts_its_dev_tokens() {
     // Port 3000 may be taken on a shared machine: the default is covered by
     // the config tests; here the port is overridden to 0.
+    let dir = tempfile::tempdir().unwrap();
     let mut child = confab()
         .env("CONFAB_LISTEN", "127.0.0.1:0")
+        .env("CONFAB_API_LISTEN", "127.0.0.1:0")
+        .env(
+            "CONFAB_DATABASE_URL",
+            format!(
+                "sqlite://{}?mode=rwc",
+                dir.path().join("confab.db").display()
+            ),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -75,6 +84,19 @@ async fn serves_with_no_flags_and_accepts_its_dev_tokens() {
         .to_string();
     let dev_hint = lines.next().unwrap().unwrap();
     assert!(dev_hint.contains("token alice"), "{dev_hint}");
+    let api_line = lines.next().unwrap().unwrap();
+    let api = api_line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no API URL in {api_line:?}"))
+        .to_string();
+    let token_line = lines.next().unwrap().unwrap();
+    let service_token = token_line
+        .split("token for this run: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no service token in {token_line:?}"))
+        .to_string();
 
     let token = String::from_utf8(confab().args(["token", "alice"]).output().unwrap().stdout)
         .unwrap()
@@ -99,6 +121,75 @@ async fn serves_with_no_flags_and_accepts_its_dev_tokens() {
         .await
         .unwrap();
     assert_eq!(ack[0]["error"]["code"], "forbidden");
+
+    // The embedded membership service: a workspace and a channel created
+    // through its API put alice's socket in them, and an event emitted
+    // through the API reaches her.
+    let http = reqwest::Client::new();
+    for (actor, command) in [
+        (
+            None,
+            json!({ "type": "create_workspace", "id": "w1", "name": "Acme", "owner": "alice" }),
+        ),
+        (
+            Some("alice"),
+            json!({ "type": "create_channel", "channel": "general", "workspace": "w1", "name": "general", "visibility": "public" }),
+        ),
+    ] {
+        let mut body = json!({ "command": command });
+        if let Some(a) = actor {
+            body["actor"] = json!(a);
+        }
+        let resp = http
+            .post(format!("{api}/v1/commands"))
+            .bearer_auth(&service_token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status().as_u16(),
+            200,
+            "{}",
+            resp.text().await.unwrap()
+        );
+    }
+    let joined = node
+        .expect(
+            "a",
+            |m| {
+                m["type"] == "event"
+                    && m["event"] == "room:joined"
+                    && m["args"][0]["room"] == "channel:general"
+            },
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(joined["args"][0]["room"], "channel:general");
+    let resp = http
+        .post(format!("{api}/v1/emit"))
+        .bearer_auth(&service_token)
+        .json(&json!({ "room": "channel:general", "event": "message:new", "data": { "id": "m1" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let m = node
+        .expect(
+            "a",
+            |m| m["type"] == "event" && m["event"] == "message:new",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(m["args"][0]["id"], "m1");
+    // Without the token the API refuses.
+    let resp = http
+        .post(format!("{api}/v1/emit"))
+        .json(&json!({ "room": "channel:general", "event": "message:new", "data": {} }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
 
     // SIGTERM: graceful shutdown, the client sees the transport close.
     let pid = child.id().to_string();

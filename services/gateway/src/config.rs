@@ -257,6 +257,19 @@ impl GatewayConfig {
     /// Loads defaults (`base`), then `file` (or the file named by
     /// `CONFAB_CONFIG`), then `CONFAB_*` variables, and validates.
     pub fn load(base: GatewayConfig, file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_ignoring(base, file, &[])
+    }
+
+    /// Like [`GatewayConfig::load`], ignoring the `CONFAB_*` variables
+    /// named in `foreign` (lowercase, without the prefix): settings that a
+    /// process embedding the gateway reads itself.
+    pub fn load_ignoring(
+        base: GatewayConfig,
+        file: Option<&Path>,
+        foreign: &[&str],
+    ) -> Result<Self, ConfigError> {
+        let mut ignored = vec!["config"];
+        ignored.extend_from_slice(foreign);
         let mut fig = Figment::from(Serialized::defaults(base));
         let env_file = std::env::var_os(CONFIG_FILE_ENV);
         if let Some(path) = file.map(Path::to_path_buf).or(env_file.map(Into::into)) {
@@ -268,7 +281,7 @@ impl GatewayConfig {
             }
             fig = fig.merge(Toml::file(path));
         }
-        fig = fig.merge(Env::prefixed("CONFAB_").ignore(&["config"]).split("__"));
+        fig = fig.merge(Env::prefixed("CONFAB_").ignore(&ignored).split("__"));
         let cfg: GatewayConfig = fig
             .extract()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
