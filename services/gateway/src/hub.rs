@@ -26,6 +26,7 @@ use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use crate::engine::{ConnId, SendError, SocketRef};
 use crate::metrics::Metrics;
@@ -145,10 +146,22 @@ impl Hub {
             let is_user_room = room_id.kind() == confab_events::RoomKind::User;
             while let Some(msg) = sub.next().await {
                 let Some(hub) = hub.upgrade() else { return };
-                if is_user_room {
-                    hub.apply_membership(&room_id, &msg).await;
+                // Continue the publisher's trace (traceparent header).
+                let span = tracing::debug_span!(
+                    "room.deliver",
+                    room = %room_id,
+                    event = &*msg.event,
+                    seq = msg.seq
+                );
+                confab_telemetry::set_parent_from(&span, &msg.headers[..]);
+                async {
+                    if is_user_room {
+                        hub.apply_membership(&room_id, &msg).await;
+                    }
+                    hub.deliver(&room_id, &msg);
                 }
-                hub.deliver(&room_id, &msg);
+                .instrument(span)
+                .await;
             }
         });
         let ready = rx

@@ -14,6 +14,7 @@ use http::HeaderMap;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
+use tracing::Instrument;
 
 use super::socket::ConnShared;
 use super::{
@@ -392,7 +393,8 @@ impl<H: Handler> Conn<H> {
             headers: &self.headers,
             remote: self.remote,
         };
-        match handler.on_connect(&socket, req).await {
+        let span = tracing::info_span!("socket.connect", nsp = %nsp, sid = &*sid);
+        match handler.on_connect(&socket, req).instrument(span).await {
             Ok(accepted) => {
                 let reply = Packet::connect(&nsp, Some(json!({ "sid": &*sid })));
                 if let Flow::Stop(r) = self.write_flow(vec![packet_text(&reply)]).await {
@@ -455,8 +457,17 @@ impl<H: Handler> Conn<H> {
             wants_ack: packet.id.is_some(),
         };
         let handler = Arc::clone(&self.engine.handler);
+        // One span per client event: the root of the trace that follows the
+        // event through the bus and the membership service.
+        let span = tracing::info_span!(
+            "socket.event",
+            event = %event.name,
+            sid = entry.socket.sid(),
+            ack = event.wants_ack
+        );
         let outcome = handler
             .on_event(&entry.socket, &mut entry.session, event)
+            .instrument(span)
             .await;
         if let Some(expiry) = outcome.new_expiry {
             entry.expires_at = Some(expiry);
