@@ -37,7 +37,7 @@ impl Cluster {
             service_token: Some(SERVICE_TOKEN.into()),
             ..MembershipConfig::default()
         };
-        cfg.nats = Some(confab_bus::NatsConfig::new(&nats.url()));
+        cfg.nats = Some(confab_bus::NatsConfig::new(nats.url()));
         let app = confab_membership::app::App::build(cfg)
             .await
             .expect("membership builds");
@@ -48,7 +48,7 @@ impl Cluster {
         for _ in 0..gateways {
             let mut cfg = test_config();
             cfg.bus.kind = BusKind::Nats;
-            cfg.bus.nats = confab_bus::NatsConfig::new(&nats.url());
+            cfg.bus.nats = confab_bus::NatsConfig::new(nats.url());
             cfg.membership.kind = MembershipKind::Nats;
             cfg.membership.service_token = Some(SERVICE_TOKEN.into());
             cfg.validate().unwrap();
