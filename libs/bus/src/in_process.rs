@@ -1,7 +1,9 @@
-//! The in-process bus: rooms are broadcast channels inside this process.
+//! The in-process bus: an in-memory log of room events plus one broadcast
+//! channel per room, inside this process.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use confab_events::RoomId;
@@ -9,75 +11,329 @@ use tokio::sync::broadcast;
 
 use crate::{Bus, BusError, BusMessage, BusStatus, BusSubscription, Published};
 
-/// The in-process bus: rooms are broadcast channels inside this process.
+/// How many stored messages a lagged subscription takes from the log at a
+/// time while it repairs.
+const REPAIR_CHUNK: usize = 1024;
+
+/// Limits of the in-process log ([`InProcessBus::with_limits`]).
 ///
-/// It serves one process only; readiness says so. It keeps no log:
-/// [`Published::seq`] is always `None`, `msg_id` is not de-duplicated and
-/// durable and volatile messages are treated alike.
+/// The defaults mirror the NATS bus (stream `ROOMS`): messages are kept 24
+/// hours, `msg_id`s are de-duplicated for 2 minutes; on top of that at most
+/// 1,000,000 messages are kept (the oldest are dropped first) so that memory
+/// stays bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InProcessLimits {
+    /// How long stored messages are kept. `Duration::ZERO` keeps them until
+    /// the count limit drops them. Default 24 hours.
+    pub max_age: Duration,
+    /// Most messages kept (over all rooms); publishing more drops the oldest.
+    /// At least 1. Default 1,000,000.
+    pub max_messages: usize,
+    /// A second durable publish with the same [`BusMessage::msg_id`] within
+    /// this long after the first is a duplicate: not stored, not delivered.
+    /// `Duration::ZERO` turns de-duplication off. Default 2 minutes.
+    pub duplicate_window: Duration,
+    /// Messages buffered per room for live subscribers before a slow one
+    /// lags (and is then repaired from the log). At least 1. Default 4096.
+    pub capacity: usize,
+}
+
+impl Default for InProcessLimits {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(24 * 3600),
+            max_messages: 1_000_000,
+            duplicate_window: Duration::from_secs(120),
+            capacity: 4096,
+        }
+    }
+}
+
+/// One stored (durable) message.
+struct Stored {
+    room: RoomId,
+    /// When it was stored, for retention by age.
+    timestamp: Instant,
+    /// The message, its `seq` set.
+    msg: BusMessage,
+}
+
+/// Everything behind the one lock: the log, the de-duplication index and
+/// the live channels. Sequences are assigned and messages sent to the live
+/// channel under the lock, so every room's live feed is in sequence order.
+struct State {
+    /// Sequence the next stored message gets (starts at 1).
+    next_seq: u64,
+    /// Stored messages, oldest first, with consecutive sequences (the first
+    /// one's is `next_seq - log.len()`).
+    log: VecDeque<Stored>,
+    /// `msg_id` -> (sequence, first publish time).
+    ids: HashMap<Arc<str>, (u64, Instant)>,
+    /// The `ids` entries in the order they were added, for expiry.
+    id_order: VecDeque<(Instant, Arc<str>)>,
+    rooms: HashMap<RoomId, broadcast::Sender<BusMessage>>,
+}
+
+impl State {
+    /// Sequence of the oldest stored message (or `next_seq` when empty).
+    fn first_seq(&self) -> u64 {
+        self.next_seq - self.log.len() as u64
+    }
+
+    /// Drops messages older than `max_age` and expired `msg_id`s.
+    fn trim(&mut self, limits: &InProcessLimits, now: Instant) {
+        if !limits.max_age.is_zero() {
+            while self
+                .log
+                .front()
+                .is_some_and(|s| now.saturating_duration_since(s.timestamp) >= limits.max_age)
+            {
+                self.log.pop_front();
+            }
+        }
+        while let Some((at, _)) = self.id_order.front() {
+            if now.saturating_duration_since(*at) < limits.duplicate_window {
+                break;
+            }
+            let (at, id) = self.id_order.pop_front().expect("front exists");
+            // Only if not re-added since (then the newer entry stays).
+            if self.ids.get(&id).is_some_and(|(_, t)| *t == at) {
+                self.ids.remove(&id);
+            }
+        }
+    }
+
+    /// The stored message with sequence `seq`, if still retained.
+    fn get(&self, seq: u64) -> Option<&Stored> {
+        let index = seq.checked_sub(self.first_seq())?;
+        self.log.get(usize::try_from(index).ok()?)
+    }
+
+    /// Stored messages with sequences in `from..=to` for which `keep`
+    /// holds, in order, at most `max`.
+    fn scan(
+        &self,
+        from: u64,
+        to: u64,
+        max: usize,
+        keep: impl Fn(&RoomId) -> bool,
+    ) -> Vec<BusMessage> {
+        let start = from.saturating_sub(self.first_seq());
+        let start = usize::try_from(start).unwrap_or(usize::MAX);
+        self.log
+            .iter()
+            .skip(start)
+            .take_while(|s| s.msg.seq.is_some_and(|seq| seq <= to))
+            .filter(|s| keep(&s.room))
+            .take(max)
+            .map(|s| s.msg.clone())
+            .collect()
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    limits: InProcessLimits,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Locks and applies retention first.
+    fn lock_trimmed(&self) -> MutexGuard<'_, State> {
+        let mut state = self.lock();
+        state.trim(&self.limits, Instant::now());
+        state
+    }
+}
+
+/// The in-process bus: an in-memory log of room events with the semantics
+/// of the NATS bus's stream `ROOMS`, plus one broadcast channel per room.
+///
+/// * Durable messages get one sequence over all rooms (from 1, like a
+///   JetStream stream sequence), are stored with their room and delivered
+///   with [`BusMessage::seq`] set. A `msg_id` already published within the
+///   duplicate window is not stored or delivered again; the publish reports
+///   the first message's sequence with [`Published::duplicate`].
+/// * Stored messages are kept for [`InProcessLimits::max_age`], and at most
+///   [`InProcessLimits::max_messages`] of them (the oldest are dropped).
+///   Retention is applied on every call, without a background task.
+/// * Volatile messages are delivered live only: never stored, no sequence.
+/// * A subscription delivers a room's messages in sequence order. When it
+///   falls more than [`InProcessLimits::capacity`] messages behind, it takes
+///   the durable messages it missed from the log (in order; volatile ones
+///   are lost), like the NATS bus's gap repair.
+///
+/// It serves one process only; readiness says so.
 pub struct InProcessBus {
-    rooms: Mutex<HashMap<RoomId, broadcast::Sender<BusMessage>>>,
-    capacity: usize,
+    shared: Arc<Shared>,
     lagged: Arc<dyn Fn(u64) + Send + Sync>,
 }
 
 impl InProcessBus {
-    /// A bus whose per-room buffers hold `capacity` messages; `lagged` is
-    /// told how many messages a slow subscriber skipped.
+    /// A bus with the default limits whose per-room live buffers hold
+    /// `capacity` messages; `lagged` is told how many messages a slow
+    /// subscriber skipped in its live buffer (the durable ones among them are
+    /// then repaired from the log).
     pub fn new(capacity: usize, lagged: Arc<dyn Fn(u64) + Send + Sync>) -> Self {
+        Self::with_limits(InProcessLimits {
+            capacity,
+            ..InProcessLimits::default()
+        })
+        .on_lagged(lagged)
+    }
+
+    /// A bus with the given limits (values below the minimum are raised to
+    /// it).
+    pub fn with_limits(limits: InProcessLimits) -> Self {
+        let limits = InProcessLimits {
+            max_messages: limits.max_messages.max(1),
+            capacity: limits.capacity.max(1),
+            ..limits
+        };
         Self {
-            rooms: Mutex::new(HashMap::new()),
-            capacity: capacity.max(1),
-            lagged,
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    next_seq: 1,
+                    log: VecDeque::new(),
+                    ids: HashMap::new(),
+                    id_order: VecDeque::new(),
+                    rooms: HashMap::new(),
+                }),
+                limits,
+            }),
+            lagged: Arc::new(|_| {}),
         }
+    }
+
+    /// Sets what is told how many messages a slow subscriber skipped in its
+    /// live buffer (see [`InProcessBus::new`]).
+    pub fn on_lagged(mut self, lagged: Arc<dyn Fn(u64) + Send + Sync>) -> Self {
+        self.lagged = lagged;
+        self
+    }
+
+    /// The limits in effect.
+    pub fn limits(&self) -> InProcessLimits {
+        self.shared.limits
+    }
+
+    /// How many messages the log holds now (after applying retention).
+    pub fn stored_messages(&self) -> usize {
+        self.shared.lock_trimmed().log.len()
     }
 }
 
 impl Default for InProcessBus {
     fn default() -> Self {
-        Self::new(4096, Arc::new(|_| {}))
+        Self::with_limits(InProcessLimits::default())
+    }
+}
+
+impl std::fmt::Debug for InProcessBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessBus")
+            .field("limits", &self.shared.limits)
+            .finish_non_exhaustive()
     }
 }
 
 #[async_trait]
 impl Bus for InProcessBus {
-    async fn publish(&self, room: &RoomId, msg: BusMessage) -> Result<Published, BusError> {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = rooms.get(room)
+    async fn publish(&self, room: &RoomId, mut msg: BusMessage) -> Result<Published, BusError> {
+        let limits = &self.shared.limits;
+        let now = Instant::now();
+        let mut state = self.shared.lock();
+        state.trim(limits, now);
+        let seq = if msg.volatile {
+            msg.seq = None;
+            None
+        } else {
+            if let Some(id) = &msg.msg_id
+                && let Some((seq, _)) = state.ids.get(id)
+            {
+                return Ok(Published {
+                    seq: Some(*seq),
+                    duplicate: true,
+                });
+            }
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            msg.seq = Some(seq);
+            if let Some(id) = &msg.msg_id
+                && !limits.duplicate_window.is_zero()
+            {
+                state.ids.insert(Arc::clone(id), (seq, now));
+                state.id_order.push_back((now, Arc::clone(id)));
+            }
+            state.log.push_back(Stored {
+                room: room.clone(),
+                timestamp: now,
+                msg: msg.clone(),
+            });
+            while state.log.len() > limits.max_messages {
+                state.log.pop_front();
+            }
+            Some(seq)
+        };
+        if let Some(tx) = state.rooms.get(room)
             && tx.send(msg).is_err()
         {
             // Nobody listens any more.
-            rooms.remove(room);
+            state.rooms.remove(room);
         }
-        // No log: no sequence, no de-duplication.
-        Ok(Published::default())
+        Ok(Published {
+            seq,
+            duplicate: false,
+        })
     }
 
     async fn subscribe(&self, room: &RoomId) -> Result<BusSubscription, BusError> {
-        let rx = {
-            let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
-            rooms
+        let (rx, last) = {
+            let mut state = self.shared.lock();
+            let capacity = self.shared.limits.capacity;
+            let rx = state
+                .rooms
                 .entry(room.clone())
-                .or_insert_with(|| broadcast::channel(self.capacity).0)
-                .subscribe()
+                .or_insert_with(|| broadcast::channel(capacity).0)
+                .subscribe();
+            // Everything stored from here on goes to this subscriber too.
+            (rx, state.next_seq - 1)
         };
-        let lagged = Arc::clone(&self.lagged);
-        let room = room.clone();
-        Ok(Box::pin(futures::stream::unfold(rx, move |mut rx| {
-            let lagged = Arc::clone(&lagged);
-            let room = room.clone();
-            async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(m) => return Some((m, rx)),
-                        Err(broadcast::error::RecvError::Lagged(n)) => {
-                            tracing::warn!(%room, skipped = n, "in-process bus subscriber lagged");
-                            lagged(n);
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    }
-                }
-            }
-        })))
+        let feed = Feed {
+            shared: Arc::clone(&self.shared),
+            lagged: Arc::clone(&self.lagged),
+            room: room.clone(),
+            rx,
+            last,
+            repair_to: None,
+            ready: VecDeque::new(),
+        };
+        Ok(Box::pin(futures::stream::unfold(feed, Feed::next)))
+    }
+
+    async fn fetch(&self, room: &RoomId, seq: u64) -> Result<Option<BusMessage>, BusError> {
+        let state = self.shared.lock_trimmed();
+        Ok(state
+            .get(seq)
+            .filter(|s| s.room == *room)
+            .map(|s| s.msg.clone()))
+    }
+
+    async fn replay(
+        &self,
+        rooms: &[RoomId],
+        from_seq: u64,
+        max: usize,
+    ) -> Result<Vec<BusMessage>, BusError> {
+        if rooms.is_empty() || max == 0 {
+            return Ok(Vec::new());
+        }
+        let rooms: HashSet<&RoomId> = rooms.iter().collect();
+        let state = self.shared.lock_trimmed();
+        Ok(state.scan(from_seq, u64::MAX, max, |r| rooms.contains(r)))
     }
 
     fn status(&self) -> BusStatus {
@@ -85,7 +341,84 @@ impl Bus for InProcessBus {
             kind: "in-process",
             connected: true,
             shared: false,
-            detail: "single-process bus: serves this process only (all-in-one mode)".into(),
+            detail: "single-process bus with an in-memory log: serves this process only \
+                     (all-in-one mode)"
+                .into(),
+        }
+    }
+}
+
+/// One room's subscription: the live channel plus repair from the log.
+struct Feed {
+    shared: Arc<Shared>,
+    lagged: Arc<dyn Fn(u64) + Send + Sync>,
+    room: RoomId,
+    rx: broadcast::Receiver<BusMessage>,
+    /// Sequence of the last durable message delivered (or, before the first,
+    /// the last one stored before subscribing).
+    last: u64,
+    /// While repairing: the last sequence to take from the log (the log's end
+    /// when the live channel lost messages; the channel was then reopened at
+    /// its end, so later messages come live).
+    repair_to: Option<u64>,
+    ready: VecDeque<BusMessage>,
+}
+
+impl Feed {
+    async fn next(mut self) -> Option<(BusMessage, Self)> {
+        loop {
+            if let Some(msg) = self.ready.pop_front() {
+                if let Some(seq) = msg.seq {
+                    self.last = seq;
+                }
+                return Some((msg, self));
+            }
+            if let Some(to) = self.repair_to {
+                self.repair_chunk(to);
+                continue;
+            }
+            match self.rx.recv().await {
+                Ok(msg) => match msg.seq {
+                    // Already delivered by a repair.
+                    Some(seq) if seq <= self.last => {}
+                    _ => self.ready.push_back(msg),
+                },
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        room = %self.room, skipped = n,
+                        "in-process bus subscriber lagged; repairing from the log"
+                    );
+                    (self.lagged)(n);
+                    let state = self.shared.lock();
+                    // No publish in between (they send under this lock):
+                    // the log has everything up to `next_seq - 1`, the new
+                    // receiver everything after. Volatile messages still in
+                    // the old buffer are dropped with it.
+                    self.rx = self.rx.resubscribe();
+                    self.repair_to = Some(state.next_seq - 1);
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Queues the next stored messages of the room after `last` up to `to`;
+    /// ends the repair when there are none.
+    fn repair_chunk(&mut self, to: u64) {
+        let state = self.shared.lock_trimmed();
+        if state.first_seq() > self.last + 1 {
+            tracing::warn!(
+                room = %self.room, from = self.last + 1, first_stored = state.first_seq(),
+                "in-process bus subscriber lagged beyond the log's retention: messages may be missing"
+            );
+        }
+        let room = &self.room;
+        let chunk = state.scan(self.last + 1, to, REPAIR_CHUNK, |r| r == room);
+        drop(state);
+        if chunk.is_empty() {
+            self.repair_to = None;
+        } else {
+            self.ready.extend(chunk);
         }
     }
 }
@@ -106,14 +439,45 @@ mod tests {
             .publish(&a, BusMessage::new("x", &serde_json::json!(1)))
             .await
             .unwrap();
-        assert_eq!(published, Published::default());
+        assert_eq!(
+            published,
+            Published {
+                seq: Some(1),
+                duplicate: false
+            }
+        );
         let m = sa.next().await.unwrap();
         assert_eq!(&*m.event, "x");
         assert_eq!(&*m.args_json, "[1]");
+        assert_eq!(m.seq, Some(1));
         assert!(
             tokio::time::timeout(std::time::Duration::from_millis(50), sb.next())
                 .await
                 .is_err()
         );
+    }
+
+    #[test]
+    fn first_seq_and_get_follow_the_log() {
+        let bus = InProcessBus::with_limits(InProcessLimits {
+            max_messages: 2,
+            ..InProcessLimits::default()
+        });
+        let mut state = bus.shared.lock();
+        assert_eq!(state.first_seq(), 1);
+        assert!(state.get(0).is_none() && state.get(1).is_none());
+        for seq in 1..=3 {
+            state.next_seq = seq + 1;
+            state.log.push_back(Stored {
+                room: RoomId::parse("channel:a").unwrap(),
+                timestamp: Instant::now(),
+                msg: BusMessage::new("x", &serde_json::json!(seq)),
+            });
+        }
+        state.log.pop_front();
+        assert_eq!(state.first_seq(), 2);
+        assert!(state.get(1).is_none());
+        assert!(state.get(2).is_some() && state.get(3).is_some());
+        assert!(state.get(4).is_none() && state.get(u64::MAX).is_none());
     }
 }

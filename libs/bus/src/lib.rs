@@ -22,7 +22,7 @@ use futures::Stream;
 use serde::Serialize;
 
 pub use gap::{GapDecision, GapTracker};
-pub use in_process::InProcessBus;
+pub use in_process::{InProcessBus, InProcessLimits};
 pub use nats::{
     MAX_REPAIR_MESSAGES, NatsBus, NatsBusStats, NatsConfig, RECOVERY_WINDOW, parse_server_version,
 };
@@ -39,8 +39,8 @@ pub struct BusMessage {
     /// The event's arguments as a compact JSON array, e.g. `[{"id":"m1"}]`.
     pub args_json: Arc<str>,
     /// The event's sequence in the durable log, when it was stored
-    /// (JetStream stream sequence); `None` for volatile events and on the
-    /// in-process bus.
+    /// (JetStream stream sequence, or the in-process log's sequence); `None`
+    /// for volatile events.
     pub seq: Option<u64>,
     /// Extra headers carried along (W3C `traceparent`, ...).
     pub headers: Arc<[(String, String)]>,
@@ -106,7 +106,7 @@ impl BusMessage {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Published {
     /// The sequence the message got in the durable log; `None` for volatile
-    /// messages and on buses without a log (in-process).
+    /// messages.
     pub seq: Option<u64>,
     /// Whether the log already held a message with the same
     /// [`BusMessage::msg_id`]: nothing was stored or delivered again, and
@@ -160,6 +160,22 @@ pub trait Bus: Send + Sync + 'static {
     /// Subscribes to a room. Messages published after this returns are
     /// delivered.
     async fn subscribe(&self, room: &RoomId) -> Result<BusSubscription, BusError>;
+    /// The stored message with sequence `seq`, if it exists, is still
+    /// retained and belongs to `room`; `None` otherwise (unknown, expired or
+    /// another room's sequence). E.g. to answer a retried send with the
+    /// message the first attempt stored.
+    async fn fetch(&self, room: &RoomId, seq: u64) -> Result<Option<BusMessage>, BusError>;
+    /// The stored messages of `rooms` with sequence `>= from_seq`, in
+    /// sequence order, at most `max`, up to the last message stored when the
+    /// call started (later ones arrive through subscriptions). Volatile
+    /// messages are never stored, so never replayed. E.g. for connection
+    /// state recovery.
+    async fn replay(
+        &self,
+        rooms: &[RoomId],
+        from_seq: u64,
+        max: usize,
+    ) -> Result<Vec<BusMessage>, BusError>;
     /// Current state, for readiness.
     fn status(&self) -> BusStatus;
 }

@@ -21,7 +21,7 @@ use crate::gap::{GapDecision, GapTracker};
 use crate::subjects::{
     HEADER_EVENT, HEADER_LAST_SEQUENCE, HEADER_MSG_ID, HEADER_SEQUENCE, HEADER_TRACEPARENT,
     HEADER_TRACESTATE, MEMBERSHIP_STREAM, MEMBERSHIP_WILDCARD, ROOMS_LIVE_WILDCARD,
-    ROOMS_PUBLISH_WILDCARD, ROOMS_STREAM, live_subject, publish_subject,
+    ROOMS_PUBLISH_WILDCARD, ROOMS_STREAM, live_subject, publish_subject, room_from_subject,
 };
 use crate::{Bus, BusError, BusMessage, BusStatus, BusSubscription, Published};
 
@@ -972,6 +972,131 @@ impl Bus for NatsBus {
             ready: VecDeque::new(),
         };
         Ok(Box::pin(futures::stream::unfold(feed, RoomFeed::next)))
+    }
+
+    async fn fetch(&self, room: &RoomId, seq: u64) -> Result<Option<BusMessage>, BusError> {
+        use async_nats::jetstream::stream::DirectGetErrorKind as Kind;
+        if seq == 0 {
+            return Ok(None);
+        }
+        let inner = &self.inner;
+        let stream = inner
+            .jetstream
+            .get_stream_no_info(ROOMS_STREAM)
+            .await
+            .map_err(|e| {
+                BusError::Unavailable(format!("cannot read stream {ROOMS_STREAM}: {e}"))
+            })?;
+        let m = match stream.direct_get(seq).await {
+            Ok(m) => m,
+            Err(e) if matches!(e.kind(), Kind::NotFound) => return Ok(None),
+            Err(e) => {
+                return Err(BusError::Unavailable(format!(
+                    "cannot fetch message {seq} of {room} from stream {ROOMS_STREAM}: {e}"
+                )));
+            }
+        };
+        if m.subject.as_str() != publish_subject(room) {
+            return Ok(None);
+        }
+        Ok(decode(
+            room,
+            Some(&m.headers),
+            &m.payload,
+            Some(m.sequence),
+            &inner.counters,
+        ))
+    }
+
+    async fn replay(
+        &self,
+        rooms: &[RoomId],
+        from_seq: u64,
+        max: usize,
+    ) -> Result<Vec<BusMessage>, BusError> {
+        let mut subjects: Vec<String> = rooms.iter().map(publish_subject).collect();
+        subjects.sort_unstable();
+        subjects.dedup();
+        if subjects.is_empty() || max == 0 {
+            return Ok(Vec::new());
+        }
+        let inner = &self.inner;
+        let unavailable =
+            |e: &dyn fmt::Display| BusError::Unavailable(format!("cannot replay room events: {e}"));
+        let stream = inner
+            .jetstream
+            .get_stream(ROOMS_STREAM)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        // Stop at what is stored now; later messages come live.
+        let last = stream.cached_info().state.last_sequence;
+        let start = from_seq.max(1);
+        if start > last {
+            return Ok(Vec::new());
+        }
+        // Keep pull batches well inside the subscription buffer, which the
+        // consumer's inbox subscription shares.
+        let max_batch = (inner.config.subscription_capacity / 2)
+            .min(max)
+            .clamp(1, 1000) as i64;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subjects: subjects,
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                max_batch,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let name = consumer.cached_info().name.clone();
+        let mut out = Vec::new();
+        let result = async {
+            if consumer.cached_info().num_pending == 0 {
+                return Ok(());
+            }
+            let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+            let deadline = tokio::time::Instant::now() + REPAIR_TIMEOUT;
+            loop {
+                let message = match tokio::time::timeout_at(deadline, messages.next()).await {
+                    Err(_) => return Err(format!("timed out after {REPAIR_TIMEOUT:?}")),
+                    Ok(None) => return Err("consumer ended".to_owned()),
+                    Ok(Some(Err(e))) => return Err(e.to_string()),
+                    Ok(Some(Ok(m))) => m,
+                };
+                let (seq, pending) = match message.info() {
+                    Ok(info) => (info.stream_sequence, info.pending),
+                    Err(e) => return Err(e.to_string()),
+                };
+                if seq > last {
+                    return Ok(());
+                }
+                match room_from_subject(message.subject.as_str()) {
+                    Ok(room) => out.extend(decode(
+                        &room,
+                        message.headers.as_ref(),
+                        &message.payload,
+                        Some(seq),
+                        &inner.counters,
+                    )),
+                    Err(error) => {
+                        tracing::warn!(%error, seq, "skipping a stored message outside the room subjects");
+                    }
+                }
+                if seq >= last || pending == 0 || out.len() >= max {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        // Best effort: the server drops it after its inactivity threshold
+        // anyway.
+        if let Err(error) = stream.delete_consumer(&name).await {
+            tracing::debug!(consumer = %name, %error, "cannot delete a replay consumer");
+        }
+        result.map_err(|e| unavailable(&e))?;
+        Ok(out)
     }
 
     fn status(&self) -> BusStatus {

@@ -651,3 +651,152 @@ async fn dropping_a_subscription_unsubscribes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn fetch_returns_a_stored_message_of_the_right_room_only() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let (a, b) = (room("channel:a"), room("dm:b"));
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let sa = bus
+        .publish(
+            &a,
+            numbered(1)
+                .with_msg_id("client-1")
+                .with_headers(vec![(HEADER_TRACEPARENT.into(), traceparent.into())]),
+        )
+        .await
+        .unwrap()
+        .seq
+        .unwrap();
+    let sb = bus.publish(&b, numbered(2)).await.unwrap().seq.unwrap();
+    // The membership stream has its own sequences; the room log is not
+    // confused by them.
+    bus.jetstream()
+        .publish(membership_subject(&a), "x".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let m = bus.fetch(&a, sa).await.unwrap().expect("stored");
+    assert_eq!(&*m.event, "message:new");
+    assert_eq!(number_of(&m), 1);
+    assert_eq!(m.seq, Some(sa));
+    assert_eq!(m.msg_id.as_deref(), Some("client-1"));
+    assert!(!m.volatile);
+    assert_eq!(m.header(HEADER_TRACEPARENT), Some(traceparent));
+    assert_eq!(m.header(HEADER_EVENT), None);
+    assert!(
+        m.headers.iter().all(|(k, _)| !k.starts_with("Nats-")),
+        "{:?}",
+        m.headers
+    );
+
+    assert_eq!(number_of(&bus.fetch(&b, sb).await.unwrap().unwrap()), 2);
+    assert!(
+        bus.fetch(&a, sb).await.unwrap().is_none(),
+        "another room's seq"
+    );
+    assert!(
+        bus.fetch(&b, sa).await.unwrap().is_none(),
+        "another room's seq"
+    );
+    assert!(bus.fetch(&a, 0).await.unwrap().is_none());
+    assert!(
+        bus.fetch(&a, sb + 100).await.unwrap().is_none(),
+        "unknown seq"
+    );
+
+    // A deleted (as if expired) message is gone.
+    bus.jetstream()
+        .get_stream(ROOMS_STREAM)
+        .await
+        .unwrap()
+        .delete_message(sa)
+        .await
+        .unwrap();
+    assert!(bus.fetch(&a, sa).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn replay_returns_the_rooms_messages_from_a_sequence_in_order() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let (a, b, c, empty) = (
+        room("channel:a"),
+        room("channel:b"),
+        room("workspace:c"),
+        room("channel:empty"),
+    );
+    // 12 messages: a, b, c, a, b, c, ...; plus volatile ones (never stored).
+    let mut seqs = Vec::new();
+    for i in 0..12usize {
+        let r = [&a, &b, &c][i % 3];
+        seqs.push(bus.publish(r, numbered(i)).await.unwrap().seq.unwrap());
+        bus.publish(r, numbered(1000 + i).into_volatile())
+            .await
+            .unwrap();
+    }
+    let numbers = |v: &[BusMessage]| v.iter().map(number_of).collect::<Vec<_>>();
+    let ordered = |v: &[BusMessage]| v.windows(2).all(|w| w[0].seq < w[1].seq);
+
+    // a and b from the 4th message on; c's messages are skipped, the empty
+    // room adds nothing.
+    let got = bus
+        .replay(&[b.clone(), empty.clone(), a.clone()], seqs[3], 100)
+        .await
+        .unwrap();
+    assert_eq!(numbers(&got), vec![3, 4, 6, 7, 9, 10]);
+    assert!(ordered(&got));
+    for m in &got {
+        assert_eq!(m.seq, Some(seqs[number_of(m)]));
+        assert_eq!(&*m.event, "message:new");
+        assert!(!m.volatile);
+    }
+
+    // From the start, capped.
+    let got = bus.replay(&[a.clone(), c.clone()], 0, 5).await.unwrap();
+    assert_eq!(numbers(&got), vec![0, 2, 3, 5, 6]);
+    // One room, listed twice.
+    let got = bus.replay(&[c.clone(), c.clone()], 1, 100).await.unwrap();
+    assert_eq!(numbers(&got), vec![2, 5, 8, 11]);
+    // Nothing to find.
+    assert!(
+        bus.replay(std::slice::from_ref(&empty), 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(bus.replay(&[], 0, 100).await.unwrap().is_empty());
+    assert!(
+        bus.replay(std::slice::from_ref(&a), 0, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let after = seqs[11] + 1;
+    assert!(
+        bus.replay(&[a.clone(), b.clone()], after, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The last message only.
+    let got = bus
+        .replay(std::slice::from_ref(&c), seqs[11], 100)
+        .await
+        .unwrap();
+    assert_eq!(numbers(&got), vec![11]);
+
+    // Replay consumers do not linger.
+    let stream = bus.jetstream().get_stream(ROOMS_STREAM).await.unwrap();
+    let names: Vec<String> = stream
+        .consumer_names()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+}
