@@ -72,7 +72,11 @@ async fn origin_allow_list_is_enforced() {
 
 #[tokio::test]
 async fn oversized_messages_close_with_1009_and_malformed_packets_with_1002() {
-    let gw = spawn_gateway(|c| c.engine.max_payload = 4096).await;
+    let gw = spawn_gateway(|c| {
+        c.engine.max_payload = 4096;
+        c.messages.max_body_bytes = 1024;
+    })
+    .await;
     let auth = json!({ "token": token("alice") });
 
     let mut ws = RawWs::connect(&gw.ws_url()).await;

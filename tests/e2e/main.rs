@@ -6,5 +6,6 @@ mod cluster;
 mod conformance;
 mod gateway;
 mod limits;
+mod messages;
 mod support;
 mod typescript;

@@ -22,6 +22,8 @@ pub mod names {
     /// Server tells a socket its session expired, right before
     /// disconnecting it.
     pub const SESSION_EXPIRED: &str = "session:expired";
+    /// Client sends a message (ack: [`super::SendAck`]).
+    pub const MESSAGE_SEND: &str = "message:send";
     /// A new message in a room.
     pub const MESSAGE_NEW: &str = "message:new";
     /// A message was edited.
@@ -60,6 +62,14 @@ pub struct AckError {
     pub code: String,
     /// What went wrong, for a developer.
     pub message: String,
+    /// For `rate_limited`: how long to wait before retrying, ms.
+    #[serde(
+        rename = "retryAfterMs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[ts(rename = "retryAfterMs", optional, type = "number")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl AckError {
@@ -68,6 +78,7 @@ impl AckError {
         Self {
             code: code.into(),
             message: message.into(),
+            retry_after_ms: None,
         }
     }
 }
@@ -85,6 +96,49 @@ pub enum RoomAck {
         room: String,
     },
     /// Refused.
+    Err {
+        /// Why.
+        error: AckError,
+    },
+}
+
+/// Argument of `message:send`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[ts(rename_all = "camelCase")]
+pub struct SendRequest {
+    /// The room, `channel:{id}` or `dm:{id}`.
+    pub room: String,
+    /// The text; not empty, at most the configured size.
+    pub body: String,
+    /// The client's id for this message (1 to 64 of `[A-Za-z0-9_-]`).
+    /// Sending again with the same id (a retry after a lost ack) returns
+    /// the same ack and never creates a second message.
+    pub client_msg_id: String,
+    /// The thread's root message id, for a reply.
+    #[ts(optional)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+}
+
+/// Acknowledgement of `message:send`, sent once the message is durably
+/// stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(untagged)]
+pub enum SendAck {
+    /// Stored.
+    Ok {
+        /// Message id.
+        id: String,
+        /// Position in the room log (the event's offset).
+        #[ts(type = "number")]
+        seq: u64,
+        /// Creation time, RFC 3339.
+        #[serde(rename = "createdAt")]
+        #[ts(rename = "createdAt")]
+        created_at: String,
+    },
+    /// Refused; nothing was stored.
     Err {
         /// Why.
         error: AckError,
@@ -173,6 +227,8 @@ pub enum ClientToServer {
     RoomLeave(RoomRequest),
     /// `auth:refresh`.
     AuthRefresh(RefreshRequest),
+    /// `message:send`.
+    MessageSend(SendRequest),
 }
 
 impl ClientToServer {
@@ -194,6 +250,10 @@ impl ClientToServer {
             names::ROOM_JOIN => Ok(Self::RoomJoin(first(args, ROOM)?)),
             names::ROOM_LEAVE => Ok(Self::RoomLeave(first(args, ROOM)?)),
             names::AUTH_REFRESH => Ok(Self::AuthRefresh(first(args, "{\"token\": \"...\"}")?)),
+            names::MESSAGE_SEND => Ok(Self::MessageSend(first(
+                args,
+                "{\"room\": \"channel:42\", \"body\": \"...\", \"clientMsgId\": \"...\"} (threadId optional)",
+            )?)),
             other => {
                 let shown: String = other.chars().take(64).collect();
                 Err(AckError::new(
@@ -263,6 +323,8 @@ pub fn typescript() -> String {
         AckError::decl(&cfg),
         RoomAck::decl(&cfg),
         RefreshRequest::decl(&cfg),
+        SendRequest::decl(&cfg),
+        SendAck::decl(&cfg),
         RefreshAck::decl(&cfg),
         SessionExpired::decl(&cfg),
         Message::decl(&cfg),
@@ -278,7 +340,8 @@ pub fn typescript() -> String {
          export interface ClientToServerEvents {{\n  \
            \"{}\": (room: RoomRequest, ack: (res: RoomAck) => void) => void;\n  \
            \"{}\": (room: RoomRequest, ack: (res: RoomAck) => void) => void;\n  \
-           \"{}\": (req: RefreshRequest, ack: (res: RefreshAck) => void) => void;\n\
+           \"{}\": (req: RefreshRequest, ack: (res: RefreshAck) => void) => void;\n  \
+           \"{}\": (msg: SendRequest, ack: (res: SendAck) => void) => void;\n\
          }}\n\n\
          /** Events the server emits. */\n\
          export interface ServerToClientEvents {{\n  \
@@ -290,6 +353,7 @@ pub fn typescript() -> String {
         names::ROOM_JOIN,
         names::ROOM_LEAVE,
         names::AUTH_REFRESH,
+        names::MESSAGE_SEND,
         names::MESSAGE_NEW,
         names::MESSAGE_UPDATED,
         names::MESSAGE_DELETED,

@@ -17,7 +17,11 @@ code: string,
 /**
  * What went wrong, for a developer.
  */
-message: string, };
+message: string, 
+/**
+ * For `rate_limited`: how long to wait before retrying, ms.
+ */
+retryAfterMs?: number, };
 
 export type RoomAck = { 
 /**
@@ -38,6 +42,44 @@ export type RefreshRequest = {
  * The new JWT, for the same user.
  */
 token: string, };
+
+export type SendRequest = { 
+/**
+ * The room, `channel:{id}` or `dm:{id}`.
+ */
+room: string, 
+/**
+ * The text; not empty, at most the configured size.
+ */
+body: string, 
+/**
+ * The client's id for this message (1 to 64 of `[A-Za-z0-9_-]`).
+ * Sending again with the same id (a retry after a lost ack) returns
+ * the same ack and never creates a second message.
+ */
+clientMsgId: string, 
+/**
+ * The thread's root message id, for a reply.
+ */
+threadId?: string, };
+
+export type SendAck = { 
+/**
+ * Message id.
+ */
+id: string, 
+/**
+ * Position in the room log (the event's offset).
+ */
+seq: number, 
+/**
+ * Creation time, RFC 3339.
+ */
+createdAt: string, } | { 
+/**
+ * Why.
+ */
+error: AckError, };
 
 export type RefreshAck = { 
 /**
@@ -114,6 +156,7 @@ export interface ClientToServerEvents {
   "room:join": (room: RoomRequest, ack: (res: RoomAck) => void) => void;
   "room:leave": (room: RoomRequest, ack: (res: RoomAck) => void) => void;
   "auth:refresh": (req: RefreshRequest, ack: (res: RefreshAck) => void) => void;
+  "message:send": (msg: SendRequest, ack: (res: SendAck) => void) => void;
 }
 
 /** Events the server emits. */

@@ -182,6 +182,39 @@ async fn serves_with_no_flags_and_accepts_its_dev_tokens() {
         )
         .await;
     assert_eq!(m["args"][0]["id"], "m1");
+
+    // message:send on the in-process log: acked with a sequence, delivered,
+    // and a retry with the same clientMsgId answers the same ack.
+    let send = json!({ "room": "channel:general", "body": "hi", "clientMsgId": "c1" });
+    let first = node
+        .emit_with_ack(
+            "a",
+            "message:send",
+            vec![send.clone()],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(first[0]["seq"].as_u64().unwrap() > 0, "{first:?}");
+    let again = node
+        .emit_with_ack("a", "message:send", vec![send], Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    let m = node
+        .expect(
+            "a",
+            |m| m["type"] == "event" && m["event"] == "message:new" && m["args"][0]["body"] == "hi",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(m["args"][0]["id"], first[0]["id"]);
+    node.expect_none(
+        "a",
+        |m| m["type"] == "event" && m["event"] == "message:new",
+        Duration::from_millis(300),
+    )
+    .await;
     // Without the token the API refuses.
     let resp = http
         .post(format!("{api}/v1/emit"))

@@ -171,6 +171,7 @@ impl App {
             deps.membership,
             Arc::clone(&hub),
             Arc::clone(&metrics),
+            config.messages.clone(),
         ));
         let shutdown = CancellationToken::new();
         let engine = Engine::new(

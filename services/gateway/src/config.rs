@@ -39,6 +39,37 @@ pub struct GatewayConfig {
     pub bus: BusSettings,
     /// Who answers membership questions.
     pub membership: MembershipSettings,
+    /// Chat message limits.
+    pub messages: MessageSettings,
+}
+
+/// Limits on `message:send`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MessageSettings {
+    /// Largest message body, bytes of UTF-8.
+    pub max_body_bytes: usize,
+    /// Sustained sends per second per connection.
+    pub conn_rate_per_sec: f64,
+    /// Sends a connection may burst.
+    pub conn_burst: u32,
+    /// Sustained sends per second per user (all the user's sockets on this
+    /// gateway).
+    pub user_rate_per_sec: f64,
+    /// Sends a user may burst.
+    pub user_burst: u32,
+}
+
+impl Default for MessageSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 * 1024,
+            conn_rate_per_sec: 5.0,
+            conn_burst: 20,
+            user_rate_per_sec: 10.0,
+            user_burst: 40,
+        }
+    }
 }
 
 /// Which bus implementation to use.
@@ -127,6 +158,7 @@ impl Default for GatewayConfig {
             shutdown_grace_ms: 10_000,
             bus: BusSettings::default(),
             membership: MembershipSettings::default(),
+            messages: MessageSettings::default(),
         }
     }
 }
@@ -353,6 +385,22 @@ impl GatewayConfig {
                     "required with membership.kind = \"nats\" (CONFAB_MEMBERSHIP__SERVICE_TOKEN)",
                 );
             }
+        }
+        let m = &self.messages;
+        if m.max_body_bytes == 0 || m.max_body_bytes > self.engine.max_payload {
+            return invalid(
+                "messages.max_body_bytes",
+                "must be between 1 and engine.max_payload",
+            );
+        }
+        if !(m.conn_rate_per_sec > 0.0 && m.user_rate_per_sec > 0.0)
+            || m.conn_burst == 0
+            || m.user_burst == 0
+        {
+            return invalid(
+                "messages.*_rate_per_sec/*_burst",
+                "rates and bursts must be greater than 0",
+            );
         }
         if self.membership.request_timeout_ms == 0 {
             return invalid("membership.request_timeout_ms", "must be greater than 0");

@@ -15,14 +15,16 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::config::CorsConfig;
+use crate::config::{CorsConfig, MessageSettings};
 use crate::engine::{
     Accepted, Ack, ConnectRefusal, ConnectRequest, DisconnectReason, EngineHooks, EventOutcome,
     Handler, IncomingEvent, SocketRef,
 };
 use crate::hub::Hub;
 use crate::membership::{Access, Membership};
+use crate::messages::Messenger;
 use crate::metrics::Metrics;
+use crate::ratelimit::Bucket;
 
 /// What the gateway keeps per socket.
 #[derive(Debug)]
@@ -31,6 +33,8 @@ pub struct Session {
     pub user: UserId,
     /// Token expiry, Unix seconds.
     pub expires_at: u64,
+    /// This connection's send rate limit.
+    pub send_bucket: Bucket,
 }
 
 /// The gateway's [`Handler`].
@@ -40,6 +44,7 @@ pub struct ConfabHandler {
     membership: Arc<dyn Membership>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
+    messenger: Messenger,
 }
 
 fn unix_now() -> u64 {
@@ -72,11 +77,13 @@ impl ConfabHandler {
         membership: Arc<dyn Membership>,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
+        messages: MessageSettings,
     ) -> Self {
         Self {
             verifier,
             cors,
             membership,
+            messenger: Messenger::new(Arc::clone(&hub), messages),
             hub,
             metrics,
         }
@@ -228,6 +235,7 @@ impl Handler for ConfabHandler {
             session: Session {
                 user,
                 expires_at: claims.expires_at,
+                send_bucket: self.messenger.connection_bucket(),
             },
             expires_at: Some(expiry_instant(claims.expires_at)),
         })
@@ -244,6 +252,13 @@ impl Handler for ConfabHandler {
             Ok(ClientToServer::RoomJoin(req)) => self.join(socket, session, &req).await,
             Ok(ClientToServer::RoomLeave(req)) => self.leave(socket, session, &req),
             Ok(ClientToServer::AuthRefresh(req)) => self.refresh(session, &req).await,
+            Ok(ClientToServer::MessageSend(req)) => {
+                let user = session.user.clone();
+                ack(&self
+                    .messenger
+                    .send(socket, &user, &mut session.send_bucket, req)
+                    .await)
+            }
             Err(error) => ack(&json!({ "error": error })),
         }
     }
@@ -269,6 +284,7 @@ impl Handler for ConfabHandler {
 
     async fn on_disconnect(&self, socket: &SocketRef, session: Session, reason: DisconnectReason) {
         self.hub.unregister(socket.conn());
+        self.messenger.forget_if_gone(&session.user);
         tracing::debug!(user = %session.user, ?reason, "socket disconnected");
     }
 }

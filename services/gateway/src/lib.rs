@@ -10,6 +10,7 @@
 //!   (`confab_bus`).
 //! * [`membership`]: the port to the membership authority;
 //!   [`membership_nats`] asks the membership service over NATS.
+//! * [`messages`]: `message:send`, durable and idempotent; [`ratelimit`].
 //! * [`app`]: HTTP wiring, health, readiness, metrics, shutdown.
 //! * [`config`]: typed configuration.
 //! * [`conformance`]: the protocol test suites' server under test.
@@ -22,7 +23,9 @@ pub mod handler;
 pub mod hub;
 pub mod membership;
 pub mod membership_nats;
+pub mod messages;
 pub mod metrics;
+pub mod ratelimit;
 
 pub use app::{App, AppError, AppHandle, Deps};
 pub use config::GatewayConfig;

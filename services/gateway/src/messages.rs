@@ -1,0 +1,220 @@
+//! `message:send`: validated, rate-limited, durably appended, idempotent.
+//!
+//! The ack (`{id, seq, createdAt}`) is sent only after the bus stored the
+//! `message:new` event (JetStream PubAck, or the all-in-one's in-process
+//! log). The dedup key is `msg:{room}:{author}:{clientMsgId}`: a retry
+//! within the bus's duplicate window (2 min) is answered with the first
+//! message's ack, read back from the log, and nothing is stored or
+//! delivered twice.
+
+use std::time::Instant;
+
+use confab_bus::BusMessage;
+use confab_events::socket::{AckError, Message, SendAck, SendRequest, names};
+use confab_events::{RoomId, RoomKind, UserId};
+use dashmap::DashMap;
+use std::sync::Arc;
+
+use crate::config::MessageSettings;
+use crate::engine::SocketRef;
+use crate::hub::Hub;
+use crate::ratelimit::Bucket;
+
+/// Longest `clientMsgId`.
+pub const MAX_CLIENT_MSG_ID: usize = 64;
+
+/// Sends chat messages for the sockets of this gateway.
+pub struct Messenger {
+    hub: Arc<Hub>,
+    settings: MessageSettings,
+    users: DashMap<UserId, Bucket>,
+}
+
+fn refuse(code: &str, message: impl Into<String>) -> SendAck {
+    SendAck::Err {
+        error: AckError::new(code, message),
+    }
+}
+
+fn valid_token(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn new_message_id() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    format!("m{ms:011x}{:016x}", rand::random::<u64>())
+}
+
+impl Messenger {
+    /// A messenger over the hub's bus.
+    pub fn new(hub: Arc<Hub>, settings: MessageSettings) -> Self {
+        Self {
+            hub,
+            settings,
+            users: DashMap::new(),
+        }
+    }
+
+    /// A fresh per-connection bucket.
+    pub fn connection_bucket(&self) -> Bucket {
+        Bucket::new(self.settings.conn_rate_per_sec, self.settings.conn_burst)
+    }
+
+    /// Forgets a user's bucket once none of their sockets is here.
+    pub fn forget_if_gone(&self, user: &UserId) {
+        if self.hub.members(&RoomId::user(user)) == 0 {
+            self.users.remove(user);
+        }
+    }
+
+    fn validate(&self, socket: &SocketRef, req: &SendRequest) -> Result<RoomId, SendAck> {
+        let room = RoomId::parse(&req.room)
+            .map_err(|e| refuse("invalid_room", format!("invalid room name: {e}")))?;
+        if !matches!(room.kind(), RoomKind::Channel | RoomKind::Dm) {
+            return Err(refuse(
+                "invalid_room",
+                format!("messages go to channel: or dm: rooms, not {room}"),
+            ));
+        }
+        if !self.hub.is_in(socket.conn(), &room) {
+            return Err(refuse(
+                "forbidden",
+                format!("not a member of {room} (this socket is not in the room)"),
+            ));
+        }
+        if req.body.trim().is_empty() {
+            return Err(refuse("invalid_body", "body is empty"));
+        }
+        if req.body.len() > self.settings.max_body_bytes {
+            return Err(refuse(
+                "body_too_large",
+                format!(
+                    "body is {} bytes; the limit is {}",
+                    req.body.len(),
+                    self.settings.max_body_bytes
+                ),
+            ));
+        }
+        if !valid_token(&req.client_msg_id, MAX_CLIENT_MSG_ID) {
+            return Err(refuse(
+                "invalid_client_msg_id",
+                format!("clientMsgId must be 1 to {MAX_CLIENT_MSG_ID} of A-Z a-z 0-9 _ -"),
+            ));
+        }
+        if let Some(t) = &req.thread_id
+            && !valid_token(t, 128)
+        {
+            return Err(refuse(
+                "invalid_thread_id",
+                "threadId is not a valid message id",
+            ));
+        }
+        Ok(room)
+    }
+
+    fn rate_limit(&self, user: &UserId, conn: &mut Bucket) -> Result<(), SendAck> {
+        let now = Instant::now();
+        let limited = |wait: std::time::Duration, scope: &str| {
+            let ms = wait.as_millis().max(1) as u64;
+            SendAck::Err {
+                error: AckError {
+                    retry_after_ms: Some(ms),
+                    ..AckError::new(
+                        "rate_limited",
+                        format!("too many messages from this {scope}; retry in {ms} ms"),
+                    )
+                },
+            }
+        };
+        conn.take(now).map_err(|w| limited(w, "connection"))?;
+        let mut user_bucket = self.users.entry(user.clone()).or_insert_with(|| {
+            Bucket::new(self.settings.user_rate_per_sec, self.settings.user_burst)
+        });
+        if let Err(w) = user_bucket.take(now) {
+            conn.refund();
+            return Err(limited(w, "user"));
+        }
+        Ok(())
+    }
+
+    /// Handles one `message:send`.
+    pub async fn send(
+        &self,
+        socket: &SocketRef,
+        author: &UserId,
+        conn: &mut Bucket,
+        req: SendRequest,
+    ) -> SendAck {
+        let room = match self.validate(socket, &req) {
+            Ok(r) => r,
+            Err(ack) => return ack,
+        };
+        if let Err(ack) = self.rate_limit(author, conn) {
+            return ack;
+        }
+        let message = Message {
+            id: new_message_id(),
+            room: room.to_string(),
+            author_id: author.to_string(),
+            body: req.body,
+            thread_id: req.thread_id,
+            created_at: now_rfc3339(),
+            updated_at: None,
+        };
+        let data = serde_json::to_value(&message).unwrap_or_default();
+        let msg = BusMessage::new(names::MESSAGE_NEW, &data)
+            .with_msg_id(format!("msg:{room}:{author}:{}", req.client_msg_id));
+        let published = match self.hub.publish(&room, msg).await {
+            Ok(p) => p,
+            Err(e) => {
+                return refuse(
+                    "unavailable",
+                    format!("the message was not stored ({e}); retry with the same clientMsgId"),
+                );
+            }
+        };
+        let Some(seq) = published.seq else {
+            return refuse("unavailable", "the bus did not store the message");
+        };
+        if !published.duplicate {
+            return SendAck::Ok {
+                id: message.id,
+                seq,
+                created_at: message.created_at,
+            };
+        }
+        // A retry: answer with the first message, as stored.
+        match self.hub.bus().fetch(&room, seq).await {
+            Ok(Some(original)) => {
+                let first = serde_json::from_str::<Vec<Message>>(&original.args_json)
+                    .ok()
+                    .and_then(|v| v.into_iter().next());
+                match first {
+                    Some(m) => SendAck::Ok {
+                        id: m.id,
+                        seq,
+                        created_at: m.created_at,
+                    },
+                    None => refuse("internal", "stored message cannot be read back"),
+                }
+            }
+            Ok(None) => refuse(
+                "unavailable",
+                "the first copy of this message is no longer retained",
+            ),
+            Err(e) => refuse("unavailable", format!("cannot read the first copy: {e}")),
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! `message:send` across two gateways on NATS, with socket.io-client.
+
+use std::time::Duration;
+
+use confab_test_support::NodeClient;
+use serde_json::{Value, json};
+
+use crate::cluster::Cluster;
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(15);
+
+async fn workspace_with_general(c: &Cluster, members: &[&str]) {
+    c.ok(
+        None,
+        json!({ "type": "create_workspace", "id": "w1", "name": "Acme", "owner": "alice" }),
+    )
+    .await;
+    c.ok(
+        Some("alice"),
+        json!({ "type": "create_channel", "channel": "general", "workspace": "w1", "name": "general", "visibility": "public" }),
+    )
+    .await;
+    for m in members {
+        c.ok(
+            Some("alice"),
+            json!({ "type": "add_workspace_member", "workspace": "w1", "user": m, "role": "member" }),
+        )
+        .await;
+        c.ok(
+            Some(m),
+            json!({ "type": "join_channel", "channel": "general" }),
+        )
+        .await;
+    }
+}
+
+fn send(room: &str, body: &str, id: &str) -> Value {
+    json!({ "room": room, "body": body, "clientMsgId": id })
+}
+
+#[tokio::test]
+async fn sends_are_acked_after_storage_and_delivered_in_order_everywhere() {
+    let c = Cluster::start(2).await;
+    workspace_with_general(&c, &["bob"]).await;
+    let node = NodeClient::spawn().await;
+    node.connect("alice", &c.gateway_url(0), opts(&token("alice")))
+        .await;
+    node.connect("bob", &c.gateway_url(1), opts(&token("bob")))
+        .await;
+    node.expect("alice", is_type("connect"), T).await;
+    node.expect("bob", is_type("connect"), T).await;
+
+    let mut acks = Vec::new();
+    for i in 0..20 {
+        let ack = node
+            .emit_with_ack(
+                "alice",
+                "message:send",
+                vec![send(
+                    "channel:general",
+                    &format!("hello {i}"),
+                    &format!("c{i}"),
+                )],
+                T,
+            )
+            .await
+            .unwrap();
+        let a = &ack[0];
+        assert!(
+            a["id"].is_string() && a["seq"].is_u64() && a["createdAt"].is_string(),
+            "{a}"
+        );
+        acks.push(a.clone());
+    }
+    // Bob (gateway B) and alice herself (gateway A) get all 20, in order,
+    // with everything a client renders.
+    for who in ["bob", "alice"] {
+        for (i, a) in acks.iter().enumerate() {
+            let ev = node.expect(who, is_event("message:new"), T).await;
+            let m = &ev["args"][0];
+            assert_eq!(m["id"], a["id"], "{who} #{i}");
+            assert_eq!(m["body"], format!("hello {i}"));
+            assert_eq!(m["room"], "channel:general");
+            assert_eq!(m["authorId"], "alice");
+            assert_eq!(m["createdAt"], a["createdAt"]);
+        }
+    }
+    let seqs: Vec<u64> = acks.iter().map(|a| a["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_client_msg_id_creates_nothing_new() {
+    let c = Cluster::start(1).await;
+    workspace_with_general(&c, &["bob"]).await;
+    let node = NodeClient::spawn().await;
+    node.connect("alice", &c.gateway_url(0), opts(&token("alice")))
+        .await;
+    node.connect("bob", &c.gateway_url(0), opts(&token("bob")))
+        .await;
+    node.expect("alice", is_type("connect"), T).await;
+    node.expect("bob", is_type("connect"), T).await;
+
+    let first = node
+        .emit_with_ack(
+            "alice",
+            "message:send",
+            vec![send("channel:general", "once", "same")],
+            T,
+        )
+        .await
+        .unwrap();
+    let again = node
+        .emit_with_ack(
+            "alice",
+            "message:send",
+            vec![send("channel:general", "once", "same")],
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, again, "the retry gets the first ack");
+    node.expect("bob", is_event("message:new"), T).await;
+    node.expect_none("bob", is_event("message:new"), Duration::from_millis(500))
+        .await;
+    // Another user's identical clientMsgId is another message.
+    let bobs = node
+        .emit_with_ack(
+            "bob",
+            "message:send",
+            vec![send("channel:general", "mine", "same")],
+            T,
+        )
+        .await
+        .unwrap();
+    assert_ne!(bobs[0]["id"], first[0]["id"]);
+}
+
+#[tokio::test]
+async fn invalid_sends_are_refused_with_a_reason_and_store_nothing() {
+    let c = Cluster::start(1).await;
+    workspace_with_general(&c, &[]).await;
+    c.ok(
+        Some("alice"),
+        json!({ "type": "create_channel", "channel": "secret", "workspace": "w1", "name": "s", "visibility": "private" }),
+    )
+    .await;
+    let node = NodeClient::spawn().await;
+    // Mallory is in the workspace but not in #secret.
+    c.ok(
+        Some("alice"),
+        json!({ "type": "add_workspace_member", "workspace": "w1", "user": "mallory", "role": "member" }),
+    )
+    .await;
+    node.connect("m", &c.gateway_url(0), opts(&token("mallory")))
+        .await;
+    node.expect("m", is_type("connect"), T).await;
+    node.connect("a", &c.gateway_url(0), opts(&token("alice")))
+        .await;
+    node.expect("a", is_type("connect"), T).await;
+
+    let cases = [
+        (
+            json!({ "room": "channel:secret", "body": "x", "clientMsgId": "1" }),
+            "forbidden",
+        ),
+        (
+            json!({ "room": "channel:a.b", "body": "x", "clientMsgId": "1" }),
+            "invalid_room",
+        ),
+        (
+            json!({ "room": "user:alice", "body": "x", "clientMsgId": "1" }),
+            "invalid_room",
+        ),
+        (
+            json!({ "room": "channel:general", "body": "   ", "clientMsgId": "1" }),
+            "forbidden",
+        ),
+        (
+            json!({ "room": "channel:general", "body": "x" }),
+            "invalid_request",
+        ),
+        (json!("just a string"), "invalid_request"),
+    ];
+    for (req, code) in cases {
+        let ack = node
+            .emit_with_ack("m", "message:send", vec![req.clone()], T)
+            .await
+            .unwrap();
+        assert_eq!(ack[0]["error"]["code"], code, "{req}: {ack:?}");
+    }
+    // Alice is in #general: body and id checks.
+    let big = "x".repeat(9 * 1024);
+    let cases = [
+        (send("channel:general", "   ", "1"), "invalid_body"),
+        (send("channel:general", &big, "1"), "body_too_large"),
+        (send("channel:general", "x", "a b"), "invalid_client_msg_id"),
+        (
+            send("channel:general", "x", &"z".repeat(65)),
+            "invalid_client_msg_id",
+        ),
+    ];
+    for (req, code) in cases {
+        let ack = node
+            .emit_with_ack("a", "message:send", vec![req.clone()], T)
+            .await
+            .unwrap();
+        assert_eq!(ack[0]["error"]["code"], code, "{ack:?}");
+    }
+    node.expect_none("a", is_event("message:new"), Duration::from_millis(300))
+        .await;
+}
+
+#[tokio::test]
+async fn sending_too_fast_is_rate_limited_with_a_retry_hint() {
+    let c = Cluster::start(1).await;
+    workspace_with_general(&c, &[]).await;
+    let node = NodeClient::spawn().await;
+    node.connect("a", &c.gateway_url(0), opts(&token("alice")))
+        .await;
+    node.expect("a", is_type("connect"), T).await;
+    // The default connection burst is 20.
+    let mut limited = None;
+    for i in 0..40 {
+        let ack = node
+            .emit_with_ack(
+                "a",
+                "message:send",
+                vec![send("channel:general", "spam", &format!("s{i}"))],
+                T,
+            )
+            .await
+            .unwrap();
+        if ack[0]["error"]["code"] == "rate_limited" {
+            limited = Some((i, ack[0].clone()));
+            break;
+        }
+    }
+    let (i, err) = limited.expect("rate limited within 40 sends");
+    assert!(i >= 20, "limited after {i} sends, before the burst");
+    assert!(err["error"]["retryAfterMs"].as_u64().unwrap() > 0, "{err}");
+}
