@@ -18,7 +18,7 @@ const T: Duration = Duration::from_secs(15);
 const SERVICE_TOKEN: &str = "e2e-service-token-0123456789abcdef";
 
 pub struct Cluster {
-    _nats: NatsServer,
+    pub nats: NatsServer,
     pub membership: SocketAddr,
     pub gateways: Vec<(SocketAddr, AppHandle)>,
     _db: tempfile::TempDir,
@@ -60,7 +60,7 @@ impl Cluster {
             gws.push((addr, handle));
         }
         Cluster {
-            _nats: nats,
+            nats,
             membership,
             gateways: gws,
             _db: db,

@@ -241,3 +241,82 @@ async fn sending_too_fast_is_rate_limited_with_a_retry_hint() {
     assert!(i >= 20, "limited after {i} sends, before the burst");
     assert!(err["error"]["retryAfterMs"].as_u64().unwrap() > 0, "{err}");
 }
+
+/// Messages stored in the ROOMS stream, from the server's monitoring.
+fn stored(c: &Cluster) -> u64 {
+    let jsz = c.nats.monitor_json("/jsz?streams=true");
+    jsz["account_details"][0]["stream_detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "ROOMS")
+        .map(|s| s["state"]["messages"].as_u64().unwrap())
+        .expect("stream ROOMS")
+}
+
+#[tokio::test]
+async fn typing_reaches_others_across_gateways_and_is_never_stored() {
+    let c = Cluster::start(2).await;
+    workspace_with_general(&c, &["bob"]).await;
+    let node = NodeClient::spawn().await;
+    node.connect("alice", &c.gateway_url(0), opts(&token("alice")))
+        .await;
+    node.connect("bob", &c.gateway_url(1), opts(&token("bob")))
+        .await;
+    node.expect("alice", is_type("connect"), T).await;
+    node.expect("bob", is_type("connect"), T).await;
+    // Let the membership notifications settle before counting.
+    let mut before = stored(&c);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = stored(&c);
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+
+    let room = json!("channel:general");
+    let ack = node
+        .emit_with_ack("bob", "typing:start", vec![room.clone()], T)
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["ok"], true, "{ack:?}");
+    let t = node.expect("alice", is_event("typing"), T).await;
+    assert_eq!(t["args"][0]["userId"], "bob");
+    assert_eq!(t["args"][0]["typing"], true);
+    assert!(t["args"][0]["expiresInMs"].as_u64().unwrap() > 0);
+    // A repeated start within the throttle is absorbed.
+    node.emit_with_ack("bob", "typing:start", vec![room.clone()], T)
+        .await
+        .unwrap();
+    node.emit_with_ack("bob", "typing:stop", vec![room.clone()], T)
+        .await
+        .unwrap();
+    let t = node.expect("alice", is_event("typing"), T).await;
+    assert_eq!(
+        t["args"][0]["typing"], false,
+        "the repeated start was absorbed: {t}"
+    );
+
+    // Typing in a room the socket is not in is refused.
+    let ack = node
+        .emit_with_ack("bob", "typing:start", vec![json!("channel:elsewhere")], T)
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["error"]["code"], "forbidden", "{ack:?}");
+
+    // A socket that goes away while typing clears its indicator.
+    node.emit_with_ack("bob", "typing:start", vec![room.clone()], T)
+        .await
+        .unwrap();
+    assert_eq!(
+        node.expect("alice", is_event("typing"), T).await["args"][0]["typing"],
+        true
+    );
+    node.disconnect("bob").await;
+    let t = node.expect("alice", is_event("typing"), T).await;
+    assert_eq!(t["args"][0]["typing"], false);
+
+    assert_eq!(stored(&c), before, "typing events must never be stored");
+}

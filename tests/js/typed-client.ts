@@ -29,6 +29,18 @@ socket.emit("auth:refresh", { token: "..." }, (res) => {
     console.log(when);
   }
 });
+socket.emit("message:send", { room: "channel:42", body: "hi", clientMsgId: "c1" }, (res) => {
+  if ("error" in res) {
+    const wait: number | undefined = res.error.retryAfterMs;
+    console.log(wait);
+  } else {
+    const seq: number = res.seq;
+    console.log(res.id, seq, res.createdAt);
+  }
+});
+socket.emit("typing:start", "channel:42");
+socket.emit("typing:stop", { room: "channel:42" });
+socket.on("typing", (t) => console.log(t.userId, t.typing, t.expiresInMs));
 socket.on("message:new", (m: Message) => console.log(m.id, m.room, m.authorId, m.body, m.threadId));
 socket.on("message:deleted", (m) => console.log(m.id));
 socket.on("session:expired", (info) => console.log(info.code, info.message));

@@ -24,6 +24,12 @@ pub mod names {
     pub const SESSION_EXPIRED: &str = "session:expired";
     /// Client sends a message (ack: [`super::SendAck`]).
     pub const MESSAGE_SEND: &str = "message:send";
+    /// Client starts typing in a room (volatile).
+    pub const TYPING_START: &str = "typing:start";
+    /// Client stopped typing (volatile).
+    pub const TYPING_STOP: &str = "typing:stop";
+    /// Server tells a room who is typing (volatile, never stored).
+    pub const TYPING: &str = "typing";
     /// A new message in a room.
     pub const MESSAGE_NEW: &str = "message:new";
     /// A message was edited.
@@ -145,6 +151,24 @@ pub enum SendAck {
     },
 }
 
+/// Payload of the volatile `typing` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(rename_all = "camelCase")]
+pub struct Typing {
+    /// The room.
+    pub room: String,
+    /// Who types.
+    pub user_id: String,
+    /// `true` on start, `false` on stop.
+    pub typing: bool,
+    /// While typing: drop the indicator after this many ms unless renewed
+    /// (a stop may never come: a closed tab, a lost connection).
+    #[ts(optional, type = "number")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<u64>,
+}
+
 /// Argument of `auth:refresh`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 pub struct RefreshRequest {
@@ -229,6 +253,10 @@ pub enum ClientToServer {
     AuthRefresh(RefreshRequest),
     /// `message:send`.
     MessageSend(SendRequest),
+    /// `typing:start`.
+    TypingStart(RoomRequest),
+    /// `typing:stop`.
+    TypingStop(RoomRequest),
 }
 
 impl ClientToServer {
@@ -250,6 +278,8 @@ impl ClientToServer {
             names::ROOM_JOIN => Ok(Self::RoomJoin(first(args, ROOM)?)),
             names::ROOM_LEAVE => Ok(Self::RoomLeave(first(args, ROOM)?)),
             names::AUTH_REFRESH => Ok(Self::AuthRefresh(first(args, "{\"token\": \"...\"}")?)),
+            names::TYPING_START => Ok(Self::TypingStart(first(args, ROOM)?)),
+            names::TYPING_STOP => Ok(Self::TypingStop(first(args, ROOM)?)),
             names::MESSAGE_SEND => Ok(Self::MessageSend(first(
                 args,
                 "{\"room\": \"channel:42\", \"body\": \"...\", \"clientMsgId\": \"...\"} (threadId optional)",
@@ -325,6 +355,7 @@ pub fn typescript() -> String {
         RefreshRequest::decl(&cfg),
         SendRequest::decl(&cfg),
         SendAck::decl(&cfg),
+        Typing::decl(&cfg),
         RefreshAck::decl(&cfg),
         SessionExpired::decl(&cfg),
         Message::decl(&cfg),
@@ -341,23 +372,29 @@ pub fn typescript() -> String {
            \"{}\": (room: RoomRequest, ack: (res: RoomAck) => void) => void;\n  \
            \"{}\": (room: RoomRequest, ack: (res: RoomAck) => void) => void;\n  \
            \"{}\": (req: RefreshRequest, ack: (res: RefreshAck) => void) => void;\n  \
-           \"{}\": (msg: SendRequest, ack: (res: SendAck) => void) => void;\n\
+           \"{}\": (msg: SendRequest, ack: (res: SendAck) => void) => void;\n  \
+           \"{}\": (room: RoomRequest) => void;\n  \
+           \"{}\": (room: RoomRequest) => void;\n\
          }}\n\n\
          /** Events the server emits. */\n\
          export interface ServerToClientEvents {{\n  \
            \"{}\": (msg: Message) => void;\n  \
            \"{}\": (msg: Message) => void;\n  \
            \"{}\": (msg: MessageDeleted) => void;\n  \
-           \"{}\": (info: SessionExpired) => void;\n\
+           \"{}\": (info: SessionExpired) => void;\n  \
+           \"{}\": (t: Typing) => void;\n\
          }}\n",
         names::ROOM_JOIN,
         names::ROOM_LEAVE,
         names::AUTH_REFRESH,
         names::MESSAGE_SEND,
+        names::TYPING_START,
+        names::TYPING_STOP,
         names::MESSAGE_NEW,
         names::MESSAGE_UPDATED,
         names::MESSAGE_DELETED,
         names::SESSION_EXPIRED,
+        names::TYPING,
     ));
     out
 }

@@ -81,6 +81,25 @@ createdAt: string, } | {
  */
 error: AckError, };
 
+export type Typing = { 
+/**
+ * The room.
+ */
+room: string, 
+/**
+ * Who types.
+ */
+userId: string, 
+/**
+ * `true` on start, `false` on stop.
+ */
+typing: boolean, 
+/**
+ * While typing: drop the indicator after this many ms unless renewed
+ * (a stop may never come: a closed tab, a lost connection).
+ */
+expiresInMs?: number, };
+
 export type RefreshAck = { 
 /**
  * Always `true`.
@@ -157,6 +176,8 @@ export interface ClientToServerEvents {
   "room:leave": (room: RoomRequest, ack: (res: RoomAck) => void) => void;
   "auth:refresh": (req: RefreshRequest, ack: (res: RefreshAck) => void) => void;
   "message:send": (msg: SendRequest, ack: (res: SendAck) => void) => void;
+  "typing:start": (room: RoomRequest) => void;
+  "typing:stop": (room: RoomRequest) => void;
 }
 
 /** Events the server emits. */
@@ -165,4 +186,5 @@ export interface ServerToClientEvents {
   "message:updated": (msg: Message) => void;
   "message:deleted": (msg: MessageDeleted) => void;
   "session:expired": (info: SessionExpired) => void;
+  "typing": (t: Typing) => void;
 }

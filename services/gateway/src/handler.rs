@@ -25,6 +25,7 @@ use crate::membership::{Access, Membership};
 use crate::messages::Messenger;
 use crate::metrics::Metrics;
 use crate::ratelimit::Bucket;
+use crate::typing::{self, TypingState};
 
 /// What the gateway keeps per socket.
 #[derive(Debug)]
@@ -35,6 +36,8 @@ pub struct Session {
     pub expires_at: u64,
     /// This connection's send rate limit.
     pub send_bucket: Bucket,
+    /// Rooms this socket is typing in.
+    pub typing: TypingState,
 }
 
 /// The gateway's [`Handler`].
@@ -236,6 +239,7 @@ impl Handler for ConfabHandler {
                 user,
                 expires_at: claims.expires_at,
                 send_bucket: self.messenger.connection_bucket(),
+                typing: TypingState::default(),
             },
             expires_at: Some(expiry_instant(claims.expires_at)),
         })
@@ -252,6 +256,23 @@ impl Handler for ConfabHandler {
             Ok(ClientToServer::RoomJoin(req)) => self.join(socket, session, &req).await,
             Ok(ClientToServer::RoomLeave(req)) => self.leave(socket, session, &req),
             Ok(ClientToServer::AuthRefresh(req)) => self.refresh(session, &req).await,
+            Ok(ClientToServer::TypingStart(req)) | Ok(ClientToServer::TypingStop(req)) => {
+                let start = event.name == names::TYPING_START;
+                let user = session.user.clone();
+                match typing::typing(
+                    &self.hub,
+                    socket,
+                    &user,
+                    &mut session.typing,
+                    req.room(),
+                    start,
+                )
+                .await
+                {
+                    Ok(()) => ack(&json!({ "ok": true })),
+                    Err(error) => ack(&json!({ "error": error })),
+                }
+            }
             Ok(ClientToServer::MessageSend(req)) => {
                 let user = session.user.clone();
                 ack(&self
@@ -283,6 +304,8 @@ impl Handler for ConfabHandler {
     }
 
     async fn on_disconnect(&self, socket: &SocketRef, session: Session, reason: DisconnectReason) {
+        let mut session = session;
+        typing::stop_all(&self.hub, &session.user, &mut session.typing).await;
         self.hub.unregister(socket.conn());
         self.messenger.forget_if_gone(&session.user);
         tracing::debug!(user = %session.user, ?reason, "socket disconnected");

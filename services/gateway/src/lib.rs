@@ -10,7 +10,8 @@
 //!   (`confab_bus`).
 //! * [`membership`]: the port to the membership authority;
 //!   [`membership_nats`] asks the membership service over NATS.
-//! * [`messages`]: `message:send`, durable and idempotent; [`ratelimit`].
+//! * [`messages`]: `message:send`, durable and idempotent; [`ratelimit`];
+//!   [`typing`]: volatile typing indicators.
 //! * [`app`]: HTTP wiring, health, readiness, metrics, shutdown.
 //! * [`config`]: typed configuration.
 //! * [`conformance`]: the protocol test suites' server under test.
@@ -26,6 +27,7 @@ pub mod membership_nats;
 pub mod messages;
 pub mod metrics;
 pub mod ratelimit;
+pub mod typing;
 
 pub use app::{App, AppError, AppHandle, Deps};
 pub use config::GatewayConfig;
