@@ -5,8 +5,7 @@
 run:
     cargo run --release
 
-# Print a token for USER: for the local cluster when it runs, else a dev
-# token for the all-in-one.
+# Print a token for USER: the local cluster's when it has a secret, else an all-in-one dev token.
 token USER:
     @if [ -s .run/jwt-secret ]; then bash deploy/local/cluster.sh token {{USER}}; else cargo run --release --quiet -- token {{USER}}; fi
 
@@ -39,18 +38,29 @@ fuzz SECONDS="60":
 typescript:
     CONFAB_BLESS=1 cargo test -p confab-events typescript
 
+# Builds first, starts only what is not running, waits until all is ready;
+# DATABASE_URL=postgres://... keeps the membership projections in Postgres.
 # Start a local cluster: nats-server (JetStream), membership, two gateways.
 up:
     bash deploy/local/cluster.sh up
 
-# Stop the local cluster.
+# Stop the local cluster gracefully (logs and data stay in .run/).
 down:
     bash deploy/local/cluster.sh down
 
-# Show what runs and the gateways' readiness.
+# Show what runs and its readiness (exit 1 unless everything is up).
 status:
     bash deploy/local/cluster.sh status
 
-# Follow the cluster's logs.
-logs:
-    bash deploy/local/cluster.sh logs
+# Follow the cluster's logs: all, or one of nats, membership, gateway-N.
+logs *NAME:
+    bash deploy/local/cluster.sh logs {{NAME}}
+
+# Print where the local cluster listens.
+urls:
+    bash deploy/local/cluster.sh urls
+
+# End-to-end check of the running cluster (users on two gateways get an emitted message).
+smoke:
+    @[ -d tests/js/node_modules/socket.io-client ] || npm ci --prefix tests/js --no-audit --no-fund
+    node deploy/local/smoke.mjs
