@@ -13,6 +13,7 @@ pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
 
 pub mod m20260101_000001_membership;
+pub mod m20260201_000001_messages;
 
 /// Every migration of the Confab schema, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -21,6 +22,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20260101_000001_membership::Migration)]
+        vec![
+            Box::new(m20260101_000001_membership::Migration),
+            Box::new(m20260201_000001_messages::Migration),
+        ]
     }
 }

@@ -21,11 +21,18 @@ pub struct Cluster {
     pub nats: NatsServer,
     pub membership: SocketAddr,
     pub gateways: Vec<(SocketAddr, AppHandle)>,
+    /// The gateways' `run` tasks: aborting one is a dead gateway.
+    pub tasks: Vec<tokio::task::JoinHandle<Result<(), confab_gateway::AppError>>>,
     _db: tempfile::TempDir,
 }
 
 impl Cluster {
     pub async fn start(gateways: usize) -> Cluster {
+        Self::start_with(gateways, None).await
+    }
+
+    /// With presence timings `(gateway heartbeat ms, tracker ttl ms)`.
+    pub async fn start_with(gateways: usize, presence: Option<(u64, u64)>) -> Cluster {
         let nats = NatsServer::start();
         let db = tempfile::tempdir().unwrap();
         let mut cfg = MembershipConfig {
@@ -38,6 +45,9 @@ impl Cluster {
             ..MembershipConfig::default()
         };
         cfg.nats = Some(confab_bus::NatsConfig::new(nats.url()));
+        if let Some((_, ttl)) = presence {
+            cfg.presence_ttl_ms = ttl;
+        }
         let app = confab_membership::app::App::build(cfg)
             .await
             .expect("membership builds");
@@ -45,24 +55,29 @@ impl Cluster {
         tokio::spawn(app.run(std::future::pending()));
 
         let mut gws = Vec::new();
+        let mut tasks = Vec::new();
         for _ in 0..gateways {
             let mut cfg = test_config();
             cfg.bus.kind = BusKind::Nats;
             cfg.bus.nats = confab_bus::NatsConfig::new(nats.url());
             cfg.membership.kind = MembershipKind::Nats;
             cfg.membership.service_token = Some(SERVICE_TOKEN.into());
+            if let Some((heartbeat, _)) = presence {
+                cfg.presence.heartbeat_ms = heartbeat;
+            }
             cfg.validate().unwrap();
             let deps = Deps::connect(&cfg).await.expect("gateway connects to NATS");
             let app = App::build(cfg, deps).await.unwrap();
             let addr = app.local_addr();
             let handle = app.handle();
-            tokio::spawn(app.run(std::future::pending()));
+            tasks.push(tokio::spawn(app.run(std::future::pending())));
             gws.push((addr, handle));
         }
         Cluster {
             nats,
             membership,
             gateways: gws,
+            tasks,
             _db: db,
         }
     }

@@ -5,7 +5,9 @@
 mod cluster;
 mod conformance;
 mod gateway;
+mod history;
 mod limits;
 mod messages;
+mod presence;
 mod support;
 mod typescript;

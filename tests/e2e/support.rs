@@ -51,6 +51,8 @@ pub async fn spawn_gateway(tweak: impl FnOnce(&mut GatewayConfig)) -> TestGatewa
     let deps = Deps {
         bus: Arc::new(InProcessBus::default()),
         membership: Arc::clone(&membership) as _,
+        presence: Arc::new(confab_gateway::presence::NoPresence),
+        history: Arc::new(confab_gateway::history::NoHistory),
     };
     let app = App::build(cfg, deps).await.expect("gateway builds");
     let addr = app.local_addr();

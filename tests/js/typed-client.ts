@@ -4,6 +4,8 @@ import { io, Socket } from "socket.io-client";
 import type {
   ClientToServerEvents,
   Message,
+  PresenceStatus,
+  PresenceUpdate,
   RoomAck,
   ServerToClientEvents,
 } from "../../libs/events/typescript/socket-events";
@@ -44,6 +46,36 @@ socket.on("typing", (t) => console.log(t.userId, t.typing, t.expiresInMs));
 socket.on("message:new", (m: Message) => console.log(m.id, m.room, m.authorId, m.body, m.threadId));
 socket.on("message:deleted", (m) => console.log(m.id));
 socket.on("session:expired", (info) => console.log(info.code, info.message));
+socket.on("message:updated", (m: Message) => console.log(m.id, m.body, m.updatedAt));
+socket.emit("message:edit", { room: "channel:42", id: "m1", body: "fixed" }, (res) => {
+  if ("error" in res) console.log(res.error.code);
+  else console.log(res.ok, res.seq);
+});
+socket.emit("message:delete", { room: "channel:42", id: "m1" }, (res) => {
+  if ("error" in res) console.log(res.error.code);
+});
+socket.emit("message:history", { room: "channel:42", before: "17", limit: 10 }, (res) => {
+  if ("error" in res) {
+    console.log(res.error.code);
+  } else {
+    const page: Message[] = res.messages;
+    const next: string | undefined = res.nextCursor;
+    console.log(page.length, next);
+  }
+});
+socket.emit("presence:set", { status: "away" }, (res) => {
+  if ("error" in res) console.log(res.error.code);
+  else console.log(res.ok);
+});
+socket.emit("presence:query", { users: ["alice", "bob"] }, (res) => {
+  if ("error" in res) {
+    console.log(res.error.code);
+  } else {
+    const statuses: Record<string, PresenceStatus> = res.presence;
+    console.log(statuses["alice"]);
+  }
+});
+socket.on("presence:update", (p: PresenceUpdate) => console.log(p.userId, p.status));
 
 // @ts-expect-error: unknown client events are a compile error.
 socket.emit("no:such-event");

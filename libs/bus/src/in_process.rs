@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use confab_events::RoomId;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
-use crate::{Bus, BusError, BusMessage, BusStatus, BusSubscription, Published};
+use crate::{Bus, BusError, BusMessage, BusStatus, BusSubscription, BusTail, Published, TailItem};
 
 /// How many stored messages a lagged subscription takes from the log at a
 /// time while it repairs.
@@ -134,6 +134,8 @@ impl State {
 struct Shared {
     state: Mutex<State>,
     limits: InProcessLimits,
+    /// The sequence of the last stored message, for [`Bus::tail`] feeds.
+    stored: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -203,6 +205,7 @@ impl InProcessBus {
                     rooms: HashMap::new(),
                 }),
                 limits,
+                stored: watch::channel(0).0,
             }),
             lagged: Arc::new(|_| {}),
         }
@@ -276,6 +279,7 @@ impl Bus for InProcessBus {
             while state.log.len() > limits.max_messages {
                 state.log.pop_front();
             }
+            self.shared.stored.send_replace(seq);
             Some(seq)
         };
         if let Some(tx) = state.rooms.get(room)
@@ -334,6 +338,15 @@ impl Bus for InProcessBus {
         let rooms: HashSet<&RoomId> = rooms.iter().collect();
         let state = self.shared.lock_trimmed();
         Ok(state.scan(from_seq, u64::MAX, max, |r| rooms.contains(r)))
+    }
+
+    async fn tail(&self, from_seq: u64) -> Result<BusTail, BusError> {
+        let tail = Tail {
+            shared: Arc::clone(&self.shared),
+            next: from_seq.max(1),
+            ready: VecDeque::new(),
+        };
+        Ok(Box::pin(futures::stream::unfold(tail, Tail::next)))
     }
 
     fn status(&self) -> BusStatus {
@@ -423,6 +436,50 @@ impl Feed {
     }
 }
 
+/// A [`Bus::tail`] feed: reads the log in chunks, then waits for more.
+struct Tail {
+    shared: Arc<Shared>,
+    /// The next sequence to deliver.
+    next: u64,
+    ready: VecDeque<TailItem>,
+}
+
+impl Tail {
+    async fn next(mut self) -> Option<(Result<TailItem, BusError>, Self)> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                if let Some(seq) = item.msg.seq {
+                    self.next = seq + 1;
+                }
+                return Some((Ok(item), self));
+            }
+            // Watch before reading the log: a message stored after the read
+            // then wakes the wait below.
+            let mut stored = self.shared.stored.subscribe();
+            {
+                let state = self.shared.lock_trimmed();
+                let start = self.next.saturating_sub(state.first_seq());
+                let start = usize::try_from(start).unwrap_or(usize::MAX);
+                self.ready
+                    .extend(
+                        state
+                            .log
+                            .iter()
+                            .skip(start)
+                            .take(REPAIR_CHUNK)
+                            .map(|s| TailItem {
+                                room: s.room.clone(),
+                                msg: s.msg.clone(),
+                            }),
+                    );
+            }
+            if self.ready.is_empty() && stored.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -455,6 +512,57 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn tail_reads_the_log_then_follows_live() {
+        let bus = InProcessBus::default();
+        let a = RoomId::parse("channel:a").unwrap();
+        let b = RoomId::parse("dm:b").unwrap();
+        for i in 0..3 {
+            let room = if i % 2 == 0 { &a } else { &b };
+            bus.publish(room, BusMessage::new("x", &serde_json::json!(i)))
+                .await
+                .unwrap();
+        }
+        bus.publish(
+            &a,
+            BusMessage::new("v", &serde_json::json!(0)).into_volatile(),
+        )
+        .await
+        .unwrap();
+        let mut tail = bus.tail(2).await.unwrap();
+        let first = tail.next().await.unwrap().unwrap();
+        assert_eq!((first.room.clone(), first.msg.seq), (b.clone(), Some(2)));
+        let second = tail.next().await.unwrap().unwrap();
+        assert_eq!((second.room, second.msg.seq), (a.clone(), Some(3)));
+        let waiting = tokio::spawn(async move { tail.next().await.unwrap().unwrap() });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        bus.publish(&b, BusMessage::new("y", &serde_json::json!(9)))
+            .await
+            .unwrap();
+        let live = waiting.await.unwrap();
+        assert_eq!(
+            (&*live.msg.event, live.msg.seq, live.room),
+            ("y", Some(4), b)
+        );
+    }
+
+    #[tokio::test]
+    async fn tail_skips_what_retention_dropped() {
+        let bus = InProcessBus::with_limits(InProcessLimits {
+            max_messages: 2,
+            ..InProcessLimits::default()
+        });
+        let a = RoomId::parse("channel:a").unwrap();
+        for i in 0..5 {
+            bus.publish(&a, BusMessage::new("x", &serde_json::json!(i)))
+                .await
+                .unwrap();
+        }
+        let mut tail = bus.tail(1).await.unwrap();
+        assert_eq!(tail.next().await.unwrap().unwrap().msg.seq, Some(4));
+        assert_eq!(tail.next().await.unwrap().unwrap().msg.seq, Some(5));
     }
 
     #[test]

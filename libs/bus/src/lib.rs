@@ -117,6 +117,20 @@ pub struct Published {
 /// A live feed of one room's messages.
 pub type BusSubscription = Pin<Box<dyn Stream<Item = BusMessage> + Send>>;
 
+/// One stored message of [`Bus::tail`], with its room.
+#[derive(Debug, Clone)]
+pub struct TailItem {
+    /// The room the message was published to.
+    pub room: RoomId,
+    /// The message; its [`BusMessage::seq`] is always set.
+    pub msg: BusMessage,
+}
+
+/// The feed of [`Bus::tail`]: every stored message of every room, in
+/// sequence order, then live. An `Err` ends the feed (resume from the last
+/// sequence received + 1).
+pub type BusTail = Pin<Box<dyn Stream<Item = Result<TailItem, BusError>> + Send>>;
+
 /// A bus failure.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
@@ -176,6 +190,17 @@ pub trait Bus: Send + Sync + 'static {
         from_seq: u64,
         max: usize,
     ) -> Result<Vec<BusMessage>, BusError>;
+    /// Every stored message of every room with sequence `>= from_seq`, in
+    /// sequence order, then the ones stored later as they are stored, for
+    /// as long as the feed is polled. Messages already dropped by retention
+    /// are skipped. E.g. for projections of room events (message history).
+    /// Buses without a log answer [`BusError::Unsupported`].
+    async fn tail(&self, from_seq: u64) -> Result<BusTail, BusError> {
+        let _ = from_seq;
+        Err(BusError::Unsupported(
+            "this bus keeps no log to tail".into(),
+        ))
+    }
     /// Current state, for readiness.
     fn status(&self) -> BusStatus;
 }

@@ -23,7 +23,7 @@ use crate::subjects::{
     HEADER_TRACESTATE, MEMBERSHIP_STREAM, MEMBERSHIP_WILDCARD, ROOMS_LIVE_WILDCARD,
     ROOMS_PUBLISH_WILDCARD, ROOMS_STREAM, live_subject, publish_subject, room_from_subject,
 };
-use crate::{Bus, BusError, BusMessage, BusStatus, BusSubscription, Published};
+use crate::{Bus, BusError, BusMessage, BusStatus, BusSubscription, BusTail, Published, TailItem};
 
 /// How far back clients may ask to recover missed room events; stored room
 /// events must be kept at least this long ([`NatsConfig::rooms_max_age`]).
@@ -1097,6 +1097,72 @@ impl Bus for NatsBus {
         }
         result.map_err(|e| unavailable(&e))?;
         Ok(out)
+    }
+
+    async fn tail(&self, from_seq: u64) -> Result<BusTail, BusError> {
+        let inner = Arc::clone(&self.inner);
+        let unavailable =
+            |e: &dyn fmt::Display| BusError::Unavailable(format!("cannot tail room events: {e}"));
+        let stream = inner
+            .jetstream
+            .get_stream_no_info(ROOMS_STREAM)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        // Keep pull batches well inside the subscription buffer, which the
+        // consumer's inbox subscription shares.
+        let max_batch = (inner.config.subscription_capacity / 2).clamp(1, 1000) as i64;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: ROOMS_PUBLISH_WILDCARD.to_owned(),
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: from_seq.max(1),
+                },
+                max_batch,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+        let feed = messages.filter_map(move |item| {
+            let inner = Arc::clone(&inner);
+            async move {
+                let message = match item {
+                    Ok(m) => m,
+                    Err(e) => return Some(Err(unavailable(&e))),
+                };
+                let seq = match message.info() {
+                    Ok(info) => info.stream_sequence,
+                    Err(e) => return Some(Err(unavailable(&e))),
+                };
+                let room = match room_from_subject(message.subject.as_str()) {
+                    Ok(room) => room,
+                    Err(error) => {
+                        tracing::warn!(%error, seq, "skipping a stored message outside the room subjects");
+                        return None;
+                    }
+                };
+                let msg = decode(
+                    &room,
+                    message.headers.as_ref(),
+                    &message.payload,
+                    Some(seq),
+                    &inner.counters,
+                )?;
+                Some(Ok(TailItem { room, msg }))
+            }
+        });
+        // End the feed at the first error: the caller resumes from its
+        // checkpoint.
+        let feed = feed.scan(false, |failed, item| {
+            let out = if *failed {
+                None
+            } else {
+                *failed = item.is_err();
+                Some(item)
+            };
+            futures::future::ready(out)
+        });
+        Ok(Box::pin(feed))
     }
 
     fn status(&self) -> BusStatus {

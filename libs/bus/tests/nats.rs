@@ -800,3 +800,44 @@ async fn replay_returns_the_rooms_messages_from_a_sequence_in_order() {
         .collect();
     assert!(names.is_empty(), "{names:?}");
 }
+
+#[tokio::test]
+async fn tail_reads_every_room_in_order_then_follows_live() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let (a, b) = (room("channel:ta"), room("dm:tb"));
+    for i in 0..4 {
+        let r = if i % 2 == 0 { &a } else { &b };
+        bus.publish(r, numbered(i)).await.unwrap();
+    }
+    bus.publish(&a, numbered(99).into_volatile()).await.unwrap();
+    let mut tail = bus.tail(2).await.unwrap();
+    let wait = Duration::from_secs(10);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let item = tokio::time::timeout(wait, tail.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        got.push((item.room.to_string(), item.msg.seq, number_of(&item.msg)));
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("dm:tb".to_owned(), Some(2), 1),
+            ("channel:ta".to_owned(), Some(3), 2),
+            ("dm:tb".to_owned(), Some(4), 3),
+        ]
+    );
+    bus.publish(&a, numbered(4)).await.unwrap();
+    let live = tokio::time::timeout(wait, tail.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (live.room, live.msg.seq, number_of(&live.msg)),
+        (a, Some(5), 4)
+    );
+}

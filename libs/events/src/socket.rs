@@ -36,6 +36,19 @@ pub mod names {
     pub const MESSAGE_UPDATED: &str = "message:updated";
     /// A message was deleted.
     pub const MESSAGE_DELETED: &str = "message:deleted";
+    /// Client edits one of its messages (ack: [`super::ChangeAck`]).
+    pub const MESSAGE_EDIT: &str = "message:edit";
+    /// Client deletes a message (ack: [`super::ChangeAck`]).
+    pub const MESSAGE_DELETE: &str = "message:delete";
+    /// Client asks for a page of a room's history (ack:
+    /// [`super::HistoryAck`]).
+    pub const MESSAGE_HISTORY: &str = "message:history";
+    /// Client sets its presence, `away` or `online` (ack: `{ok: true}`).
+    pub const PRESENCE_SET: &str = "presence:set";
+    /// Client asks the presence of users (ack: [`super::PresenceQueryAck`]).
+    pub const PRESENCE_QUERY: &str = "presence:query";
+    /// Server tells a workspace room a user's presence changed (volatile).
+    pub const PRESENCE_UPDATE: &str = "presence:update";
 }
 
 /// Argument of `room:join` / `room:leave`: a room name such as
@@ -242,6 +255,150 @@ pub struct MessageDeleted {
     pub room: String,
 }
 
+/// A user's presence in a workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "lowercase")]
+#[ts(rename_all = "lowercase")]
+pub enum PresenceStatus {
+    /// At least one socket of the user is connected and not away.
+    Online,
+    /// Every connected socket of the user is away.
+    Away,
+    /// No socket of the user is connected (or its gateway went silent).
+    Offline,
+}
+
+/// Argument of `presence:set`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceSet {
+    /// `online` or `away` (`offline` is refused: disconnect instead).
+    pub status: PresenceStatus,
+}
+
+/// Argument of `presence:query`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceQuery {
+    /// User ids, at most [`MAX_PRESENCE_QUERY`].
+    pub users: Vec<String>,
+}
+
+/// Most users one `presence:query` may ask about.
+pub const MAX_PRESENCE_QUERY: usize = 500;
+
+/// Acknowledgement of `presence:query`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(untagged)]
+pub enum PresenceQueryAck {
+    /// The presence of every asked user, by user id.
+    Ok {
+        /// User id → status.
+        #[ts(type = "Record<string, PresenceStatus>")]
+        presence: std::collections::BTreeMap<String, PresenceStatus>,
+    },
+    /// Refused.
+    Err {
+        /// Why.
+        error: AckError,
+    },
+}
+
+/// Payload of the volatile `presence:update` event, sent to the user's
+/// `workspace:{id}` rooms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+#[ts(rename_all = "camelCase")]
+pub struct PresenceUpdate {
+    /// Whose presence changed.
+    pub user_id: String,
+    /// The new presence.
+    pub status: PresenceStatus,
+}
+
+/// Argument of `message:edit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+pub struct EditRequest {
+    /// The message's room.
+    pub room: String,
+    /// The message id.
+    pub id: String,
+    /// The new text; not empty, at most 8 KiB.
+    pub body: String,
+}
+
+/// Argument of `message:delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRequest {
+    /// The message's room.
+    pub room: String,
+    /// The message id.
+    pub id: String,
+}
+
+/// Argument of `message:history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryRequest {
+    /// The room.
+    pub room: String,
+    /// Cursor: a `nextCursor` of the previous page.
+    #[ts(optional)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// Page size, 1 to 100 (default 50).
+    #[ts(optional, type = "number")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+/// Acknowledgement of `message:edit` / `message:delete`, sent once the
+/// `message:updated` / `message:deleted` event is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(untagged)]
+pub enum ChangeAck {
+    /// Stored.
+    Ok {
+        /// Always `true`.
+        #[ts(type = "true")]
+        ok: bool,
+        /// Position of the event in the room log.
+        #[ts(type = "number")]
+        seq: u64,
+    },
+    /// Refused (`not_found`, `forbidden`, `invalid_body`, ...).
+    Err {
+        /// Why.
+        error: AckError,
+    },
+}
+
+/// Acknowledgement of `message:history`: a page, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(untagged)]
+pub enum HistoryAck {
+    /// A page.
+    Ok {
+        /// Messages, newest first.
+        messages: Vec<Message>,
+        /// Pass as `before` for the next (older) page; absent on the last.
+        #[serde(
+            rename = "nextCursor",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        #[ts(rename = "nextCursor", optional)]
+        next_cursor: Option<String>,
+    },
+    /// Refused (`forbidden` for non-members, ...).
+    Err {
+        /// Why.
+        error: AckError,
+    },
+}
+
 /// An event a client may emit, parsed from its Socket.IO name and args.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientToServer {
@@ -257,6 +414,16 @@ pub enum ClientToServer {
     TypingStart(RoomRequest),
     /// `typing:stop`.
     TypingStop(RoomRequest),
+    /// `presence:set`.
+    PresenceSet(PresenceSet),
+    /// `presence:query`.
+    PresenceQuery(PresenceQuery),
+    /// `message:edit`.
+    MessageEdit(EditRequest),
+    /// `message:delete`.
+    MessageDelete(DeleteRequest),
+    /// `message:history`.
+    MessageHistory(HistoryRequest),
 }
 
 impl ClientToServer {
@@ -280,9 +447,29 @@ impl ClientToServer {
             names::AUTH_REFRESH => Ok(Self::AuthRefresh(first(args, "{\"token\": \"...\"}")?)),
             names::TYPING_START => Ok(Self::TypingStart(first(args, ROOM)?)),
             names::TYPING_STOP => Ok(Self::TypingStop(first(args, ROOM)?)),
+            names::PRESENCE_SET => Ok(Self::PresenceSet(first(
+                args,
+                "{\"status\": \"away\"} or {\"status\": \"online\"}",
+            )?)),
+            names::PRESENCE_QUERY => Ok(Self::PresenceQuery(first(
+                args,
+                "{\"users\": [\"alice\", \"bob\"]}",
+            )?)),
             names::MESSAGE_SEND => Ok(Self::MessageSend(first(
                 args,
                 "{\"room\": \"channel:42\", \"body\": \"...\", \"clientMsgId\": \"...\"} (threadId optional)",
+            )?)),
+            names::MESSAGE_EDIT => Ok(Self::MessageEdit(first(
+                args,
+                "{\"room\": \"channel:42\", \"id\": \"...\", \"body\": \"...\"}",
+            )?)),
+            names::MESSAGE_DELETE => Ok(Self::MessageDelete(first(
+                args,
+                "{\"room\": \"channel:42\", \"id\": \"...\"}",
+            )?)),
+            names::MESSAGE_HISTORY => Ok(Self::MessageHistory(first(
+                args,
+                "{\"room\": \"channel:42\"} (before and limit optional)",
             )?)),
             other => {
                 let shown: String = other.chars().take(64).collect();
@@ -360,12 +547,40 @@ pub fn typescript() -> String {
         SessionExpired::decl(&cfg),
         Message::decl(&cfg),
         MessageDeleted::decl(&cfg),
+        EditRequest::decl(&cfg),
+        DeleteRequest::decl(&cfg),
+        HistoryRequest::decl(&cfg),
+        ChangeAck::decl(&cfg),
+        HistoryAck::decl(&cfg),
         SocketData::decl(&cfg),
+        PresenceStatus::decl(&cfg),
+        PresenceSet::decl(&cfg),
+        PresenceQuery::decl(&cfg),
+        PresenceQueryAck::decl(&cfg),
+        PresenceUpdate::decl(&cfg),
     ] {
         out.push_str("export ");
         out.push_str(&decl);
         out.push_str("\n\n");
     }
+    let presence_client = format!(
+        "  \"{}\": (req: PresenceSet, ack: (res: {{ ok: true }} | {{ error: AckError }}) => void) => void;\n  \
+         \"{}\": (req: PresenceQuery, ack: (res: PresenceQueryAck) => void) => void;\n",
+        names::PRESENCE_SET,
+        names::PRESENCE_QUERY,
+    );
+    let presence_server = format!(
+        "  \"{}\": (p: PresenceUpdate) => void;\n",
+        names::PRESENCE_UPDATE
+    );
+    let history_client = format!(
+        "  \"{}\": (req: EditRequest, ack: (res: ChangeAck) => void) => void;\n  \
+           \"{}\": (req: DeleteRequest, ack: (res: ChangeAck) => void) => void;\n  \
+           \"{}\": (req: HistoryRequest, ack: (res: HistoryAck) => void) => void;\n",
+        names::MESSAGE_EDIT,
+        names::MESSAGE_DELETE,
+        names::MESSAGE_HISTORY,
+    );
     out.push_str(&format!(
         "/** Events a client emits. */\n\
          export interface ClientToServerEvents {{\n  \
@@ -375,6 +590,8 @@ pub fn typescript() -> String {
            \"{}\": (msg: SendRequest, ack: (res: SendAck) => void) => void;\n  \
            \"{}\": (room: RoomRequest) => void;\n  \
            \"{}\": (room: RoomRequest) => void;\n\
+         {presence_client}\
+         {history_client}\
          }}\n\n\
          /** Events the server emits. */\n\
          export interface ServerToClientEvents {{\n  \
@@ -383,6 +600,7 @@ pub fn typescript() -> String {
            \"{}\": (msg: MessageDeleted) => void;\n  \
            \"{}\": (info: SessionExpired) => void;\n  \
            \"{}\": (t: Typing) => void;\n\
+         {presence_server}\
          }}\n",
         names::ROOM_JOIN,
         names::ROOM_LEAVE,

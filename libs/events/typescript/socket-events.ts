@@ -164,11 +164,111 @@ id: string,
  */
 room: string, };
 
+export type EditRequest = { 
+/**
+ * The message's room.
+ */
+room: string, 
+/**
+ * The message id.
+ */
+id: string, 
+/**
+ * The new text; not empty, at most 8 KiB.
+ */
+body: string, };
+
+export type DeleteRequest = { 
+/**
+ * The message's room.
+ */
+room: string, 
+/**
+ * The message id.
+ */
+id: string, };
+
+export type HistoryRequest = { 
+/**
+ * The room.
+ */
+room: string, 
+/**
+ * Cursor: a `nextCursor` of the previous page.
+ */
+before?: string, 
+/**
+ * Page size, 1 to 100 (default 50).
+ */
+limit?: number, };
+
+export type ChangeAck = { 
+/**
+ * Always `true`.
+ */
+ok: true, 
+/**
+ * Position of the event in the room log.
+ */
+seq: number, } | { 
+/**
+ * Why.
+ */
+error: AckError, };
+
+export type HistoryAck = { 
+/**
+ * Messages, newest first.
+ */
+messages: Array<Message>, 
+/**
+ * Pass as `before` for the next (older) page; absent on the last.
+ */
+nextCursor?: string, } | { 
+/**
+ * Why.
+ */
+error: AckError, };
+
 export type SocketData = { 
 /**
  * The authenticated user.
  */
 userId: string, };
+
+export type PresenceStatus = "online" | "away" | "offline";
+
+export type PresenceSet = { 
+/**
+ * `online` or `away` (`offline` is refused: disconnect instead).
+ */
+status: PresenceStatus, };
+
+export type PresenceQuery = { 
+/**
+ * User ids, at most [`MAX_PRESENCE_QUERY`].
+ */
+users: Array<string>, };
+
+export type PresenceQueryAck = { 
+/**
+ * User id → status.
+ */
+presence: Record<string, PresenceStatus>, } | { 
+/**
+ * Why.
+ */
+error: AckError, };
+
+export type PresenceUpdate = { 
+/**
+ * Whose presence changed.
+ */
+userId: string, 
+/**
+ * The new presence.
+ */
+status: PresenceStatus, };
 
 /** Events a client emits. */
 export interface ClientToServerEvents {
@@ -178,6 +278,11 @@ export interface ClientToServerEvents {
   "message:send": (msg: SendRequest, ack: (res: SendAck) => void) => void;
   "typing:start": (room: RoomRequest) => void;
   "typing:stop": (room: RoomRequest) => void;
+  "presence:set": (req: PresenceSet, ack: (res: { ok: true } | { error: AckError }) => void) => void;
+  "presence:query": (req: PresenceQuery, ack: (res: PresenceQueryAck) => void) => void;
+  "message:edit": (req: EditRequest, ack: (res: ChangeAck) => void) => void;
+  "message:delete": (req: DeleteRequest, ack: (res: ChangeAck) => void) => void;
+  "message:history": (req: HistoryRequest, ack: (res: HistoryAck) => void) => void;
 }
 
 /** Events the server emits. */
@@ -187,4 +292,5 @@ export interface ServerToClientEvents {
   "message:deleted": (msg: MessageDeleted) => void;
   "session:expired": (info: SessionExpired) => void;
   "typing": (t: Typing) => void;
+  "presence:update": (p: PresenceUpdate) => void;
 }

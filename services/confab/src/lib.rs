@@ -15,14 +15,19 @@ use anyhow::{Context, bail};
 use async_trait::async_trait;
 use confab_auth::{DEV_SECRET, Verifier};
 use confab_bus::{Bus, InProcessBus};
+use confab_events::presence::Heartbeat;
+use confab_events::socket::PresenceStatus;
 use confab_events::{RoomId, UserId};
 use confab_gateway::config::{BusKind, MembershipKind};
 use confab_gateway::membership::{Access, Membership, MembershipError};
+use confab_gateway::presence::{Presence, PresenceError};
 use confab_gateway::{App, Deps, GatewayConfig};
 use confab_membership::app::{App as MembershipApp, MembershipCore};
 use confab_membership::auth::Authenticator;
 use confab_membership::config::MembershipConfig;
+use confab_membership::presence::PresenceTracker;
 use confab_membership::service::{MembershipService, ServiceSettings};
+use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 
 /// `CONFAB_*` variables the all-in-one reads itself (not gateway keys).
@@ -110,6 +115,18 @@ pub fn dev_token(cfg: &GatewayConfig, user: &str, ttl: Duration) -> anyhow::Resu
     .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// The gateway's message history port answered in-process by the
+/// embedded membership service.
+struct EmbeddedHistory(confab_membership::history::History);
+
+#[async_trait]
+impl confab_gateway::history::MessageCalls for EmbeddedHistory {
+    async fn call(&self, subject: &'static str, body: serde_json::Value) -> serde_json::Value {
+        let payload = serde_json::to_vec(&body).unwrap_or_default();
+        confab_membership::history::answer(&self.0, subject, &payload).await
+    }
+}
+
 /// The gateway's membership port answered in-process by the embedded
 /// membership service.
 struct EmbeddedMembership(Arc<MembershipService>);
@@ -137,6 +154,25 @@ impl Membership for EmbeddedMembership {
                     .unwrap_or_else(|| format!("{user} is not a member of {room}")),
             )
         })
+    }
+}
+
+/// The gateway's presence port answered in-process by the embedded
+/// presence tracker.
+struct EmbeddedPresence(Arc<PresenceTracker>);
+
+#[async_trait]
+impl Presence for EmbeddedPresence {
+    async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), PresenceError> {
+        self.0.heartbeat(hb).await;
+        Ok(())
+    }
+
+    async fn query(
+        &self,
+        users: &[UserId],
+    ) -> Result<BTreeMap<String, PresenceStatus>, PresenceError> {
+        Ok(self.0.query(users).await)
     }
 }
 
@@ -208,6 +244,8 @@ pub async fn build(cfg: GatewayConfig, embedded: &Embedded) -> anyhow::Result<Al
     .await
     .with_context(|| format!("membership database {}", embedded.database_url))?;
     let service = Arc::clone(core.service());
+    let presence = Arc::clone(core.presence());
+    let history = EmbeddedHistory(core.history().clone());
     let mcfg = MembershipConfig {
         listen: embedded.api_listen,
         database_url: embedded.database_url.clone(),
@@ -220,6 +258,8 @@ pub async fn build(cfg: GatewayConfig, embedded: &Embedded) -> anyhow::Result<Al
         Deps {
             bus,
             membership: Arc::new(EmbeddedMembership(service)),
+            presence: Arc::new(EmbeddedPresence(presence)),
+            history: Arc::new(history),
         },
     )
     .await?;

@@ -27,6 +27,7 @@ use crate::hub::Hub;
 use crate::membership::{Membership, StaticMembership};
 use crate::membership_nats::NatsMembership;
 use crate::metrics::Metrics;
+use crate::presence::{LocalPresence, NatsPresence, NoPresence, Presence};
 use confab_bus::{Bus, BusError, BusMessage, InProcessBus, NatsBus};
 
 /// A failure to start or run the gateway.
@@ -58,6 +59,13 @@ pub struct Deps {
     pub bus: Arc<dyn Bus>,
     /// Who belongs where.
     pub membership: Arc<dyn Membership>,
+    /// Where presence is tracked ([`NoPresence`] without a membership
+    /// service).
+    pub presence: Arc<dyn Presence>,
+    /// Where message history, edits and deletes are answered
+    /// ([`NoHistory`](crate::history::NoHistory) without a membership
+    /// service).
+    pub history: Arc<dyn crate::history::MessageCalls>,
 }
 
 impl Deps {
@@ -76,20 +84,41 @@ impl Deps {
                 Arc::new(bus)
             }
         };
-        let membership: Arc<dyn Membership> = match (config.membership.kind, nats_client) {
-            (MembershipKind::Static, _) => Arc::new(StaticMembership::new()),
-            (MembershipKind::Nats, Some(client)) => Arc::new(NatsMembership::new(
-                client,
-                config.membership.service_token.clone().unwrap_or_default(),
-                Duration::from_millis(config.membership.request_timeout_ms),
-            )),
-            (MembershipKind::Nats, None) => {
-                return Err(AppError::Bus(
-                    "membership.kind = \"nats\" needs bus.kind = \"nats\"".into(),
-                ));
+        let history: Arc<dyn crate::history::MessageCalls> = match &nats_client {
+            Some(client) if config.membership.kind == MembershipKind::Nats => {
+                Arc::new(crate::history::NatsHistory::new(
+                    client.clone(),
+                    config.membership.service_token.clone().unwrap_or_default(),
+                    Duration::from_millis(config.membership.request_timeout_ms),
+                ))
             }
+            _ => Arc::new(crate::history::NoHistory),
         };
-        Ok(Deps { bus, membership })
+        let (membership, presence): (Arc<dyn Membership>, Arc<dyn Presence>) =
+            match (config.membership.kind, nats_client) {
+                (MembershipKind::Static, _) => {
+                    (Arc::new(StaticMembership::new()), Arc::new(NoPresence))
+                }
+                (MembershipKind::Nats, Some(client)) => {
+                    let token = config.membership.service_token.clone().unwrap_or_default();
+                    let timeout = Duration::from_millis(config.membership.request_timeout_ms);
+                    (
+                        Arc::new(NatsMembership::new(client.clone(), token.clone(), timeout)),
+                        Arc::new(NatsPresence::new(client, token, timeout)),
+                    )
+                }
+                (MembershipKind::Nats, None) => {
+                    return Err(AppError::Bus(
+                        "membership.kind = \"nats\" needs bus.kind = \"nats\"".into(),
+                    ));
+                }
+            };
+        Ok(Deps {
+            bus,
+            membership,
+            presence,
+            history,
+        })
     }
 }
 
@@ -98,6 +127,7 @@ struct AppState {
     engine: Arc<Engine<ConfabHandler>>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
+    presence: Arc<LocalPresence>,
     config: Arc<GatewayConfig>,
     shutting_down: Arc<AtomicBool>,
 }
@@ -165,14 +195,22 @@ impl App {
         let verifier =
             Verifier::new(config.auth.clone()).map_err(|e| AppError::Auth(e.to_string()))?;
         let hub = Hub::new(Arc::clone(&deps.bus), Arc::clone(&metrics));
-        let handler = Arc::new(ConfabHandler::new(
-            verifier,
-            config.cors.clone(),
-            deps.membership,
-            Arc::clone(&hub),
-            Arc::clone(&metrics),
-            config.messages.clone(),
-        ));
+        let presence = LocalPresence::new(
+            deps.presence,
+            Duration::from_millis(config.presence.heartbeat_ms),
+        );
+        let handler = Arc::new(
+            ConfabHandler::new(
+                verifier,
+                config.cors.clone(),
+                deps.membership,
+                Arc::clone(&hub),
+                Arc::clone(&metrics),
+                config.messages.clone(),
+            )
+            .with_presence(Arc::clone(&presence))
+            .with_history(deps.history),
+        );
         let shutdown = CancellationToken::new();
         let engine = Engine::new(
             config.engine.to_engine_config(),
@@ -184,6 +222,7 @@ impl App {
             engine,
             hub,
             metrics,
+            presence,
             config: Arc::new(config),
             shutting_down: Arc::new(AtomicBool::new(false)),
         };
@@ -244,7 +283,7 @@ impl App {
         });
         let flag = Arc::clone(&state.shutting_down);
         let stop = shutdown.clone();
-        axum::serve(
+        let serve = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
@@ -252,8 +291,11 @@ impl App {
             stop.cancelled().await;
             flag.store(true, Ordering::SeqCst);
             tracing::info!("shutting down: closing sockets");
-        })
-        .await?;
+        });
+        // Heartbeats run inside this future: a gateway whose `run` is gone
+        // stops reporting, and the tracker expires its users.
+        let (served, ()) = tokio::join!(serve, state.presence.run(shutdown.clone()));
+        served?;
         let grace = Duration::from_millis(state.config.shutdown_grace_ms);
         if !state.engine.drain(grace).await {
             tracing::warn!(

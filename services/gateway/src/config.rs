@@ -41,6 +41,26 @@ pub struct GatewayConfig {
     pub membership: MembershipSettings,
     /// Chat message limits.
     pub messages: MessageSettings,
+    /// Presence heartbeats.
+    pub presence: PresenceSettings,
+}
+
+/// Presence heartbeats to the tracker (membership service).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceSettings {
+    /// How often the gateway reports its local presence state, ms (also at
+    /// once on a change). Default 5000; keep it well below the tracker's
+    /// `presence_ttl_ms` (default 15 000, 3 heartbeats).
+    pub heartbeat_ms: u64,
+}
+
+impl Default for PresenceSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 5_000,
+        }
+    }
 }
 
 /// Limits on `message:send`.
@@ -159,6 +179,7 @@ impl Default for GatewayConfig {
             bus: BusSettings::default(),
             membership: MembershipSettings::default(),
             messages: MessageSettings::default(),
+            presence: PresenceSettings::default(),
         }
     }
 }
@@ -401,6 +422,9 @@ impl GatewayConfig {
                 "messages.*_rate_per_sec/*_burst",
                 "rates and bursts must be greater than 0",
             );
+        }
+        if !(50..=60_000).contains(&self.presence.heartbeat_ms) {
+            return invalid("presence.heartbeat_ms", "must be between 50 and 60000");
         }
         if self.membership.request_timeout_ms == 0 {
             return invalid("membership.request_timeout_ms", "must be greater than 0");

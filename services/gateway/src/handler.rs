@@ -24,6 +24,7 @@ use crate::hub::Hub;
 use crate::membership::{Access, Membership};
 use crate::messages::Messenger;
 use crate::metrics::Metrics;
+use crate::presence::{LocalPresence, NoPresence};
 use crate::ratelimit::Bucket;
 use crate::typing::{self, TypingState};
 
@@ -48,6 +49,8 @@ pub struct ConfabHandler {
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     messenger: Messenger,
+    presence: Arc<LocalPresence>,
+    history: Arc<dyn crate::history::MessageCalls>,
 }
 
 fn unix_now() -> u64 {
@@ -89,7 +92,22 @@ impl ConfabHandler {
             messenger: Messenger::new(Arc::clone(&hub), messages),
             hub,
             metrics,
+            presence: LocalPresence::new(Arc::new(NoPresence), Duration::from_secs(5)),
+            history: Arc::new(crate::history::NoHistory),
         }
+    }
+
+    /// Answers `message:edit` / `message:delete` / `message:history`
+    /// through `history` (the default refuses them).
+    pub fn with_history(mut self, history: Arc<dyn crate::history::MessageCalls>) -> Self {
+        self.history = history;
+        self
+    }
+
+    /// Reports presence through `presence` (the default reports nowhere).
+    pub fn with_presence(mut self, presence: Arc<LocalPresence>) -> Self {
+        self.presence = presence;
+        self
     }
 
     fn refuse(&self, code: &str, message: String) -> ConnectRefusal {
@@ -234,6 +252,7 @@ impl Handler for ConfabHandler {
             }
         }
         tracing::debug!(%user, rooms = rooms.len() + 1, sid = socket.sid(), "socket connected");
+        self.presence.connected(&user, socket.conn());
         Ok(Accepted {
             session: Session {
                 user,
@@ -280,6 +299,21 @@ impl Handler for ConfabHandler {
                     .send(socket, &user, &mut session.send_bucket, req)
                     .await)
             }
+            Ok(ClientToServer::PresenceSet(req)) => {
+                crate::presence::on_set(&self.presence, socket, session, &req)
+            }
+            Ok(ClientToServer::PresenceQuery(req)) => {
+                crate::presence::on_query(&self.presence, &req).await
+            }
+            Ok(ClientToServer::MessageEdit(req)) => {
+                ack(&crate::history::edit(&*self.history, &session.user, req).await)
+            }
+            Ok(ClientToServer::MessageDelete(req)) => {
+                ack(&crate::history::delete(&*self.history, &session.user, req).await)
+            }
+            Ok(ClientToServer::MessageHistory(req)) => {
+                ack(&crate::history::history(&*self.history, &session.user, req).await)
+            }
             Err(error) => ack(&json!({ "error": error })),
         }
     }
@@ -307,6 +341,7 @@ impl Handler for ConfabHandler {
         let mut session = session;
         typing::stop_all(&self.hub, &session.user, &mut session.typing).await;
         self.hub.unregister(socket.conn());
+        self.presence.disconnected(&session.user, socket.conn());
         self.messenger.forget_if_gone(&session.user);
         tracing::debug!(user = %session.user, ?reason, "socket disconnected");
     }

@@ -12,6 +12,7 @@
 //!   [`membership_nats`] asks the membership service over NATS.
 //! * [`messages`]: `message:send`, durable and idempotent; [`ratelimit`];
 //!   [`typing`]: volatile typing indicators.
+//! * [`presence`]: local presence and the port to the presence tracker.
 //! * [`app`]: HTTP wiring, health, readiness, metrics, shutdown.
 //! * [`config`]: typed configuration.
 //! * [`conformance`]: the protocol test suites' server under test.
@@ -21,11 +22,13 @@ pub mod config;
 pub mod conformance;
 pub mod engine;
 pub mod handler;
+pub mod history;
 pub mod hub;
 pub mod membership;
 pub mod membership_nats;
 pub mod messages;
 pub mod metrics;
+pub mod presence;
 pub mod ratelimit;
 pub mod typing;
 

@@ -27,8 +27,10 @@ use crate::api_http::{self, HttpSettings};
 use crate::api_nats::NatsApi;
 use crate::auth::Authenticator;
 use crate::config::MembershipConfig;
+use crate::history::{History, HistoryProjector};
 use crate::jetstream_store::JetStreamEventStore;
 use crate::notifier::{Notifier, SqlCheckpoint};
+use crate::presence::PresenceTracker;
 use crate::service::{MembershipService, ServiceSettings};
 use crate::sql::{self, Projector, SqlEventStore, SqlReadModel};
 use crate::store::EventStore;
@@ -69,6 +71,9 @@ pub struct MembershipCore {
     projector: Projector,
     notifier: Notifier,
     nats: Option<async_nats::Client>,
+    presence: Arc<PresenceTracker>,
+    history_projector: HistoryProjector,
+    history: History,
 }
 
 impl std::fmt::Debug for MembershipCore {
@@ -141,6 +146,8 @@ impl MembershipCore {
     ) -> Self {
         let projector = Projector::new(db.clone());
         let read = Arc::new(SqlReadModel::new(db.clone()).with_progress(projector.subscribe()));
+        let history_projector = HistoryProjector::new(db.clone(), Arc::clone(&bus));
+        let history = History::new(&history_projector, Arc::clone(&read) as _);
         let notifier = Notifier::new(
             Arc::clone(&store),
             Arc::clone(&bus),
@@ -148,19 +155,44 @@ impl MembershipCore {
         );
         let service =
             Arc::new(MembershipService::new(Arc::clone(&store), read, bus).with_settings(settings));
+        let presence = Arc::new(PresenceTracker::new(
+            Arc::clone(&service),
+            crate::presence::DEFAULT_TTL,
+        ));
         Self {
+            presence,
             service,
             auth: Arc::new(auth),
             store,
             projector,
             notifier,
             nats,
+            history_projector,
+            history,
         }
+    }
+
+    /// Message history calls (history, edit, delete).
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     /// The service (commands and queries).
     pub fn service(&self) -> &Arc<MembershipService> {
         &self.service
+    }
+
+    /// The presence tracker (fed over NATS in NATS mode, in-process by the
+    /// all-in-one).
+    pub fn presence(&self) -> &Arc<PresenceTracker> {
+        &self.presence
+    }
+
+    /// Sets how long a gateway's presence report lives (default
+    /// [`crate::presence::DEFAULT_TTL`]).
+    pub fn with_presence_ttl(mut self, ttl: Duration) -> Self {
+        self.presence = Arc::new(PresenceTracker::new(Arc::clone(&self.service), ttl));
+        self
     }
 
     /// The HTTP API router.
@@ -213,6 +245,39 @@ impl MembershipCore {
         ));
         if let Some(api) = nats_api {
             tasks.push(tokio::spawn(api.serve(stop.clone().cancelled_owned())));
+        }
+        tasks.push(tokio::spawn(
+            Arc::clone(&self.presence).run_sweeper(stop.clone().cancelled_owned()),
+        ));
+        if let Some(client) = &self.nats {
+            let presence = Arc::clone(&self.presence);
+            let (client, auth, token) = (client.clone(), Arc::clone(&self.auth), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = presence
+                    .serve_nats(client, auth, token.cancelled_owned())
+                    .await
+                {
+                    tracing::error!(error = %e, "presence NATS subscriptions failed");
+                }
+            }));
+        }
+        let history_projector = self.history_projector.clone();
+        let token = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            history_projector.run(token.cancelled_owned()).await;
+        }));
+        if let Some(client) = &self.nats {
+            let serve = crate::history::serve_nats(
+                client.clone(),
+                self.history.clone(),
+                Arc::clone(&self.auth),
+                stop.clone().cancelled_owned(),
+            );
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "history NATS API stopped");
+                }
+            }));
         }
         Ok(CoreHandle { stop, tasks })
     }
@@ -300,6 +365,7 @@ impl App {
                 )
             }
         };
+        let core = core.with_presence_ttl(Duration::from_millis(config.presence_ttl_ms));
         Self::with_core(&config, core).await
     }
 

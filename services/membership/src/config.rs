@@ -84,6 +84,10 @@ pub struct MembershipConfig {
     pub read_your_writes_ms: u64,
     /// How long shutdown waits for requests in flight, ms. Default 10 000.
     pub shutdown_grace_ms: u64,
+    /// How long a gateway's presence report lives, ms: a gateway silent
+    /// this long (plus the sweep interval) has its users marked offline.
+    /// Default 15 000 (3 default gateway heartbeats).
+    pub presence_ttl_ms: u64,
 }
 
 impl Default for MembershipConfig {
@@ -98,6 +102,7 @@ impl Default for MembershipConfig {
             max_body_bytes: HttpSettings::default().max_body_bytes,
             read_your_writes_ms: 5000,
             shutdown_grace_ms: 10_000,
+            presence_ttl_ms: 15_000,
         }
     }
 }
@@ -117,6 +122,7 @@ impl std::fmt::Debug for MembershipConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("read_your_writes_ms", &self.read_your_writes_ms)
             .field("shutdown_grace_ms", &self.shutdown_grace_ms)
+            .field("presence_ttl_ms", &self.presence_ttl_ms)
             .finish()
     }
 }
@@ -234,6 +240,9 @@ impl MembershipConfig {
         }
         if !(1..=60_000).contains(&self.read_your_writes_ms) {
             return invalid("read_your_writes_ms", "must be between 1 and 60000".into());
+        }
+        if !(100..=600_000).contains(&self.presence_ttl_ms) {
+            return invalid("presence_ttl_ms", "must be between 100 and 600000".into());
         }
         Ok(())
     }

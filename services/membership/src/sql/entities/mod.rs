@@ -8,6 +8,7 @@ pub mod channels;
 pub mod dm_participants;
 pub mod dms;
 pub mod events;
+pub mod messages;
 pub mod projection_checkpoints;
 pub mod workspace_members;
 pub mod workspaces;

@@ -1,0 +1,338 @@
+//! Presence: which users have sockets here, and the port to the presence
+//! tracker.
+//!
+//! [`LocalPresence`] keeps, per user, the local sockets and whether each is
+//! away. [`LocalPresence::run`] (driven by [`crate::App::run`]) sends the
+//! full local state as a [`Heartbeat`] every `presence.heartbeat_ms` and at
+//! once when a user's local status changes (first socket, last socket,
+//! online ↔ away). The tracker (membership service) expires a gateway's
+//! entries when its heartbeats stop, so a dead gateway's users go offline
+//! within the tracker's TTL plus its sweep interval.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_trait::async_trait;
+use confab_events::UserId;
+use confab_events::presence::{
+    HEARTBEAT_SUBJECT, Heartbeat, LocalPresence as UserPresence, QUERY_SUBJECT, QueryRequest,
+    QueryResponse,
+};
+use confab_events::socket::PresenceStatus;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Ack, ConnId, EventOutcome, SocketRef};
+use crate::handler::Session;
+use confab_events::socket::{
+    AckError, MAX_PRESENCE_QUERY, PresenceQuery, PresenceQueryAck, PresenceSet,
+};
+
+/// A presence port failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PresenceError {
+    /// The tracker could not be reached or refused.
+    #[error("presence unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The port to the presence tracker.
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
+    /// Reports this gateway's full local state.
+    async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), PresenceError>;
+    /// The presence of `users`, by user id.
+    async fn query(
+        &self,
+        users: &[UserId],
+    ) -> Result<BTreeMap<String, PresenceStatus>, PresenceError>;
+}
+
+/// No tracker (static membership): heartbeats go nowhere, queries are
+/// refused.
+pub struct NoPresence;
+
+#[async_trait]
+impl Presence for NoPresence {
+    async fn heartbeat(&self, _hb: &Heartbeat) -> Result<(), PresenceError> {
+        Ok(())
+    }
+
+    async fn query(
+        &self,
+        _users: &[UserId],
+    ) -> Result<BTreeMap<String, PresenceStatus>, PresenceError> {
+        Err(PresenceError::Unavailable(
+            "presence needs the membership service (membership.kind = \"nats\" or the all-in-one)"
+                .into(),
+        ))
+    }
+}
+
+/// The tracker reached over NATS: heartbeats are core publishes on
+/// [`HEARTBEAT_SUBJECT`], queries requests on [`QUERY_SUBJECT`], both with
+/// the service token.
+pub struct NatsPresence {
+    client: async_nats::Client,
+    service_token: String,
+    timeout: Duration,
+}
+
+impl NatsPresence {
+    /// A client on an existing NATS connection.
+    pub fn new(client: async_nats::Client, service_token: String, timeout: Duration) -> Self {
+        Self {
+            client,
+            service_token,
+            timeout,
+        }
+    }
+
+    fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "Authorization",
+            format!("Bearer {}", self.service_token).as_str(),
+        );
+        headers
+    }
+}
+
+#[async_trait]
+impl Presence for NatsPresence {
+    async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), PresenceError> {
+        let payload = serde_json::to_vec(hb).unwrap_or_default();
+        self.client
+            .publish_with_headers(HEARTBEAT_SUBJECT, self.headers(), payload.into())
+            .await
+            .map_err(|e| PresenceError::Unavailable(format!("{HEARTBEAT_SUBJECT}: {e}")))
+    }
+
+    async fn query(
+        &self,
+        users: &[UserId],
+    ) -> Result<BTreeMap<String, PresenceStatus>, PresenceError> {
+        let body = QueryRequest {
+            users: users.to_vec(),
+        };
+        let payload = serde_json::to_vec(&body).unwrap_or_default();
+        let reply = tokio::time::timeout(
+            self.timeout,
+            self.client
+                .request_with_headers(QUERY_SUBJECT, self.headers(), payload.into()),
+        )
+        .await
+        .map_err(|_| {
+            PresenceError::Unavailable(format!(
+                "no answer on {QUERY_SUBJECT} within {:?}",
+                self.timeout
+            ))
+        })?
+        .map_err(|e| PresenceError::Unavailable(format!("{QUERY_SUBJECT}: {e}")))?;
+        serde_json::from_slice::<QueryResponse>(&reply.payload)
+            .map(|r| r.presence)
+            .map_err(|e| PresenceError::Unavailable(format!("{QUERY_SUBJECT}: bad reply: {e}")))
+    }
+}
+
+/// This gateway's sockets per user, reported to the tracker.
+pub struct LocalPresence {
+    gateway: String,
+    /// User → (connection → away).
+    users: Mutex<HashMap<UserId, HashMap<ConnId, bool>>>,
+    changed: Notify,
+    port: Arc<dyn Presence>,
+    heartbeat: Duration,
+}
+
+fn status_of(conns: Option<&HashMap<ConnId, bool>>) -> PresenceStatus {
+    match conns {
+        None => PresenceStatus::Offline,
+        Some(c) if c.is_empty() => PresenceStatus::Offline,
+        Some(c) if c.values().all(|away| *away) => PresenceStatus::Away,
+        Some(_) => PresenceStatus::Online,
+    }
+}
+
+impl LocalPresence {
+    /// Local presence reported through `port` every `heartbeat`, under a
+    /// random gateway id.
+    pub fn new(port: Arc<dyn Presence>, heartbeat: Duration) -> Arc<Self> {
+        let id: [u8; 8] = rand::random();
+        Arc::new(Self {
+            gateway: id.iter().map(|b| format!("{b:02x}")).collect(),
+            users: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            port,
+            heartbeat,
+        })
+    }
+
+    /// The port to the tracker.
+    pub fn port(&self) -> &Arc<dyn Presence> {
+        &self.port
+    }
+
+    /// This gateway's id in heartbeats.
+    pub fn gateway_id(&self) -> &str {
+        &self.gateway
+    }
+
+    fn update(&self, user: &UserId, f: impl FnOnce(&mut HashMap<ConnId, bool>)) {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let before = status_of(users.get(user));
+        let conns = users.entry(user.clone()).or_default();
+        f(conns);
+        if conns.is_empty() {
+            users.remove(user);
+        }
+        if status_of(users.get(user)) != before {
+            self.changed.notify_one();
+        }
+    }
+
+    /// A socket of `user` connected (online).
+    pub fn connected(&self, user: &UserId, conn: ConnId) {
+        self.update(user, |c| {
+            c.insert(conn, false);
+        });
+    }
+
+    /// A socket of `user` says it is away (`true`) or back online.
+    pub fn set_away(&self, user: &UserId, conn: ConnId, away: bool) {
+        self.update(user, |c| {
+            if let Some(a) = c.get_mut(&conn) {
+                *a = away;
+            }
+        });
+    }
+
+    /// A socket of `user` disconnected.
+    pub fn disconnected(&self, user: &UserId, conn: ConnId) {
+        self.update(user, |c| {
+            c.remove(&conn);
+        });
+    }
+
+    /// The full local state.
+    pub fn snapshot(&self) -> Heartbeat {
+        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        Heartbeat {
+            gateway: self.gateway.clone(),
+            users: users
+                .iter()
+                .map(|(user, conns)| UserPresence {
+                    user: user.clone(),
+                    status: status_of(Some(conns)),
+                })
+                .collect(),
+        }
+    }
+
+    async fn send(&self, hb: &Heartbeat) {
+        if let Err(e) = self.port.heartbeat(hb).await {
+            tracing::warn!(error = %e, "cannot send a presence heartbeat");
+        }
+    }
+
+    /// Sends heartbeats until `stop` is cancelled, then a last, empty one
+    /// (this gateway's users go offline at once on a graceful shutdown).
+    pub async fn run(&self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => {}
+                () = self.changed.notified() => {}
+            }
+            self.send(&self.snapshot()).await;
+        }
+        self.send(&Heartbeat {
+            gateway: self.gateway.clone(),
+            users: Vec::new(),
+        })
+        .await;
+    }
+}
+
+fn ack(value: serde_json::Value) -> EventOutcome {
+    Ack::one(value).into()
+}
+
+fn refused(code: &str, message: impl Into<String>) -> EventOutcome {
+    ack(serde_json::json!({ "error": AckError::new(code, message) }))
+}
+
+/// Handles `presence:set` from a socket of `session.user`.
+pub fn on_set(
+    presence: &LocalPresence,
+    socket: &SocketRef,
+    session: &Session,
+    req: &PresenceSet,
+) -> EventOutcome {
+    let away = match req.status {
+        PresenceStatus::Online => false,
+        PresenceStatus::Away => true,
+        PresenceStatus::Offline => {
+            return refused(
+                "invalid_request",
+                "status must be \"online\" or \"away\"; disconnect to go offline",
+            );
+        }
+    };
+    presence.set_away(&session.user, socket.conn(), away);
+    ack(serde_json::json!({ "ok": true }))
+}
+
+/// Handles `presence:query`: asks the tracker.
+pub async fn on_query(presence: &LocalPresence, req: &PresenceQuery) -> EventOutcome {
+    if req.users.len() > MAX_PRESENCE_QUERY {
+        return refused(
+            "invalid_request",
+            format!("at most {MAX_PRESENCE_QUERY} users per presence:query"),
+        );
+    }
+    let mut users = Vec::with_capacity(req.users.len());
+    for u in &req.users {
+        match UserId::parse(u) {
+            Ok(id) => users.push(id),
+            Err(e) => return refused("invalid_request", format!("invalid user id {u:?}: {e}")),
+        }
+    }
+    match presence.port().query(&users).await {
+        Ok(map) => ack(serde_json::to_value(PresenceQueryAck::Ok { presence: map })
+            .unwrap_or(serde_json::Value::Null)),
+        Err(e) => refused("unavailable", e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_is_online_while_any_local_socket_is_not_away() {
+        let p = LocalPresence::new(Arc::new(NoPresence), Duration::from_secs(5));
+        let alice = UserId::parse("alice").unwrap();
+        let status = |p: &LocalPresence| {
+            p.snapshot()
+                .users
+                .iter()
+                .find(|u| u.user == alice)
+                .map(|u| u.status)
+        };
+        p.connected(&alice, ConnId(1));
+        p.connected(&alice, ConnId(2));
+        assert_eq!(status(&p), Some(PresenceStatus::Online));
+        p.set_away(&alice, ConnId(1), true);
+        assert_eq!(status(&p), Some(PresenceStatus::Online));
+        p.set_away(&alice, ConnId(2), true);
+        assert_eq!(status(&p), Some(PresenceStatus::Away));
+        p.disconnected(&alice, ConnId(1));
+        p.disconnected(&alice, ConnId(2));
+        assert_eq!(status(&p), None);
+    }
+}

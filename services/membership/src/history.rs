@@ -1,0 +1,688 @@
+//! Message history: the `messages` projection of the room events of the
+//! bus log ([`HistoryProjector`]) and the calls on it ([`History`]:
+//! paginated history for members, edit and delete by those allowed).
+//!
+//! The projector tails the bus ([`Bus::tail`]) from its checkpoint + 1 and
+//! applies `message:new` (insert), `message:updated` (body, `updated_at`)
+//! and `message:deleted` (`deleted`, body cleared), each in one transaction
+//! together with the checkpoint row `projection_checkpoints(name =
+//! 'history')`, so a restart never applies an event twice. Other events are
+//! skipped without a write.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use confab_bus::{Bus, BusMessage, TailItem};
+use confab_events::socket::{Message, MessageDeleted, names};
+use confab_events::{RoomId, RoomKind, UserId};
+use futures::StreamExt;
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::read_model::ReadModel;
+use crate::sql::entities::{channels, messages, projection_checkpoints, workspace_members};
+
+/// The row of `projection_checkpoints` the history projector owns.
+pub const HISTORY_PROJECTION: &str = "history";
+
+/// Most messages in one history page.
+pub const MAX_PAGE: u64 = 100;
+
+/// Longest message body, bytes.
+pub const MAX_BODY_BYTES: usize = 8 * 1024;
+
+/// How long an edit or delete waits for a not yet projected message.
+const LOOKUP_WAIT: Duration = Duration::from_secs(2);
+
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// A failure of a history call; [`code`](Self::code) is the wire code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HistoryError {
+    /// No such message in that room (or not projected yet: retry).
+    #[error(
+        "no message {0} in this room (a message sent a moment ago may not be projected yet; retry)"
+    )]
+    NotFound(String),
+    /// The user may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The new body is empty or too large.
+    #[error("{0}")]
+    InvalidBody(String),
+    /// The request is malformed (room, cursor, limit).
+    #[error("{0}")]
+    Invalid(String),
+    /// The database, read model or bus failed; retrying later may work.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl HistoryError {
+    /// The stable snake_case code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "not_found",
+            Self::Forbidden(_) => "forbidden",
+            Self::InvalidBody(_) => "invalid_body",
+            Self::Invalid(_) => "invalid_request",
+            Self::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl From<DbErr> for HistoryError {
+    fn from(e: DbErr) -> Self {
+        Self::Unavailable(format!("history database: {e}"))
+    }
+}
+
+/// Body of `confab.messages.v1.history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRequest {
+    /// Who asks.
+    pub user: String,
+    /// The room.
+    pub room: String,
+    /// Cursor: only messages before this one (a `nextCursor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+    /// Page size, 1 to [`MAX_PAGE`] (default 50).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+/// One page of history, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryPage {
+    /// Messages, newest first (deleted ones left out).
+    pub messages: Vec<Message>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Body of `confab.messages.v1.edit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EditRequest {
+    /// Who edits.
+    pub user: String,
+    /// The message's room.
+    pub room: String,
+    /// The message id.
+    pub id: String,
+    /// The new text.
+    pub body: String,
+}
+
+/// Body of `confab.messages.v1.delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteRequest {
+    /// Who deletes.
+    pub user: String,
+    /// The message's room.
+    pub room: String,
+    /// The message id.
+    pub id: String,
+}
+
+/// Answer of an edit or delete, once its event is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeAck {
+    /// Always `true`.
+    pub ok: bool,
+    /// Bus log sequence of the `message:updated` / `message:deleted` event.
+    pub seq: u64,
+}
+
+/// Applies message events of the bus log to the `messages` table.
+/// Cheap to clone; clones share the progress signal.
+#[derive(Clone)]
+pub struct HistoryProjector {
+    db: DatabaseConnection,
+    bus: Arc<dyn Bus>,
+    progress: Arc<watch::Sender<u64>>,
+}
+
+impl std::fmt::Debug for HistoryProjector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryProjector")
+            .field("progress", &*self.progress.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_db(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+fn first_arg<T: serde::de::DeserializeOwned>(msg: &BusMessage) -> Option<T> {
+    serde_json::from_str::<Vec<T>>(&msg.args_json)
+        .ok()?
+        .into_iter()
+        .next()
+}
+
+impl HistoryProjector {
+    /// A projector of `bus`'s log into `db` (schema up to date).
+    pub fn new(db: DatabaseConnection, bus: Arc<dyn Bus>) -> Self {
+        Self {
+            db,
+            bus,
+            progress: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    /// The last bus sequence this projector has seen (applied or skipped).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.progress.subscribe()
+    }
+
+    /// The checkpoint as committed (0 before the first message event).
+    pub async fn checkpoint(&self) -> Result<u64, DbErr> {
+        let seq: Option<i64> = projection_checkpoints::Entity::find_by_id(HISTORY_PROJECTION)
+            .select_only()
+            .column(projection_checkpoints::Column::LastSeq)
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        Ok(seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0))
+    }
+
+    /// Applies one stored message unless it is at or below the checkpoint
+    /// or not a message event. Returns whether it was applied.
+    pub async fn apply(&self, item: &TailItem) -> Result<bool, DbErr> {
+        let Some(seq) = item.msg.seq else {
+            return Ok(false);
+        };
+        let event = &*item.msg.event;
+        if ![
+            names::MESSAGE_NEW,
+            names::MESSAGE_UPDATED,
+            names::MESSAGE_DELETED,
+        ]
+        .contains(&event)
+        {
+            self.signal(seq);
+            return Ok(false);
+        }
+        let txn = self
+            .db
+            .begin_with_options(sea_orm::TransactionOptions {
+                isolation_level: None,
+                access_mode: None,
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+            })
+            .await?;
+        projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
+            name: Set(HISTORY_PROJECTION.to_owned()),
+            last_seq: Set(0),
+        })
+        .on_conflict(
+            OnConflict::column(projection_checkpoints::Column::Name)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await?;
+        let checkpoint: Option<i64> =
+            projection_checkpoints::Entity::find_by_id(HISTORY_PROJECTION)
+                .select_only()
+                .column(projection_checkpoints::Column::LastSeq)
+                .lock_exclusive()
+                .into_tuple()
+                .one(&txn)
+                .await?;
+        if checkpoint.unwrap_or(0) >= to_db(seq) {
+            txn.rollback().await?;
+            self.signal(seq);
+            return Ok(false);
+        }
+        apply_event(&txn, &item.room, event, &item.msg, seq).await?;
+        projection_checkpoints::Entity::update_many()
+            .col_expr(
+                projection_checkpoints::Column::LastSeq,
+                Expr::value(to_db(seq)),
+            )
+            .filter(projection_checkpoints::Column::Name.eq(HISTORY_PROJECTION))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        self.signal(seq);
+        Ok(true)
+    }
+
+    fn signal(&self, seq: u64) {
+        self.progress.send_if_modified(|p| {
+            let newer = seq > *p;
+            if newer {
+                *p = seq;
+            }
+            newer
+        });
+    }
+
+    /// Tails the bus from the checkpoint + 1 and applies every message
+    /// event until `shutdown` completes. Failures are retried with backoff,
+    /// resuming from the checkpoint.
+    pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut retry = RETRY_MIN;
+        loop {
+            let result = async {
+                let from = self.checkpoint().await.map_err(|e| e.to_string())? + 1;
+                let mut tail = self.bus.tail(from).await.map_err(|e| e.to_string())?;
+                loop {
+                    let item = tokio::select! {
+                        () = shutdown.as_mut() => return Ok(()),
+                        item = tail.next() => item,
+                    };
+                    match item {
+                        Some(Ok(item)) => {
+                            self.apply(&item).await.map_err(|e| e.to_string())?;
+                            retry = RETRY_MIN;
+                        }
+                        Some(Err(e)) => return Err(e.to_string()),
+                        None => return Err("bus tail ended".to_owned()),
+                    }
+                }
+            }
+            .await;
+            match result {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?retry, "history projector failed; retrying");
+                }
+            }
+            tokio::select! {
+                () = shutdown.as_mut() => return,
+                () = tokio::time::sleep(retry) => {}
+            }
+            retry = (retry * 2).min(RETRY_MAX);
+        }
+    }
+}
+
+/// Applies one message event's effect (not the checkpoint).
+async fn apply_event<C: ConnectionTrait>(
+    txn: &C,
+    room: &RoomId,
+    event: &str,
+    msg: &BusMessage,
+    seq: u64,
+) -> Result<(), DbErr> {
+    match event {
+        names::MESSAGE_NEW => {
+            let Some(m) = first_arg::<Message>(msg).filter(|m| m.room == room.as_str()) else {
+                tracing::warn!(seq, "skipping an unreadable message:new");
+                return Ok(());
+            };
+            messages::Entity::insert(messages::ActiveModel {
+                id: Set(m.id),
+                room: Set(m.room),
+                seq: Set(to_db(seq)),
+                author: Set(m.author_id),
+                body: Set(m.body),
+                thread_id: Set(m.thread_id),
+                created_at: Set(m.created_at),
+                updated_at: Set(m.updated_at),
+                deleted: Set(false),
+            })
+            .on_conflict(
+                OnConflict::column(messages::Column::Id)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+        }
+        names::MESSAGE_UPDATED => {
+            let Some(m) = first_arg::<Message>(msg).filter(|m| m.room == room.as_str()) else {
+                tracing::warn!(seq, "skipping an unreadable message:updated");
+                return Ok(());
+            };
+            messages::Entity::update_many()
+                .col_expr(messages::Column::Body, Expr::value(m.body))
+                .col_expr(messages::Column::UpdatedAt, Expr::value(m.updated_at))
+                .filter(messages::Column::Id.eq(m.id))
+                .filter(messages::Column::Room.eq(m.room))
+                .filter(messages::Column::Deleted.eq(false))
+                .exec(txn)
+                .await?;
+        }
+        _ => {
+            let Some(m) = first_arg::<MessageDeleted>(msg).filter(|m| m.room == room.as_str())
+            else {
+                tracing::warn!(seq, "skipping an unreadable message:deleted");
+                return Ok(());
+            };
+            messages::Entity::update_many()
+                .col_expr(messages::Column::Body, Expr::value(""))
+                .col_expr(messages::Column::Deleted, Expr::value(true))
+                .filter(messages::Column::Id.eq(m.id))
+                .filter(messages::Column::Room.eq(m.room))
+                .exec(txn)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn to_message(row: messages::Model) -> Message {
+    Message {
+        id: row.id,
+        room: row.room,
+        author_id: row.author,
+        body: row.body,
+        thread_id: row.thread_id,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// The history calls: queries on the projection, edits and deletes
+/// published to the room through the bus.
+#[derive(Clone)]
+pub struct History {
+    db: DatabaseConnection,
+    bus: Arc<dyn Bus>,
+    read: Arc<dyn ReadModel>,
+    progress: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History").finish_non_exhaustive()
+    }
+}
+
+impl History {
+    /// Calls on `projector`'s table, with `read` for membership.
+    pub fn new(projector: &HistoryProjector, read: Arc<dyn ReadModel>) -> Self {
+        Self {
+            db: projector.db.clone(),
+            bus: Arc::clone(&projector.bus),
+            read,
+            progress: projector.subscribe(),
+        }
+    }
+
+    fn parse(user: &str, room: &str) -> Result<(UserId, RoomId), HistoryError> {
+        let user =
+            UserId::parse(user).map_err(|e| HistoryError::Invalid(format!("invalid user: {e}")))?;
+        let room =
+            RoomId::parse(room).map_err(|e| HistoryError::Invalid(format!("invalid room: {e}")))?;
+        if !matches!(room.kind(), RoomKind::Channel | RoomKind::Dm) {
+            return Err(HistoryError::Invalid(format!(
+                "messages live in channel: or dm: rooms, not {room}"
+            )));
+        }
+        Ok((user, room))
+    }
+
+    async fn member(&self, user: &UserId, room: &RoomId) -> Result<(), HistoryError> {
+        match self.read.is_member(user, room).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(HistoryError::Forbidden(format!(
+                "{user} is not a member of {room}"
+            ))),
+            Err(e) => Err(HistoryError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// A page of `room`'s messages, newest first, older than `before`, for
+    /// a member of the room only.
+    pub async fn history(&self, req: &HistoryRequest) -> Result<HistoryPage, HistoryError> {
+        let (user, room) = Self::parse(&req.user, &req.room)?;
+        let limit = req.limit.unwrap_or(50);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(HistoryError::Invalid(format!(
+                "limit must be 1 to {MAX_PAGE}"
+            )));
+        }
+        let before = match &req.before {
+            None => None,
+            Some(c) => Some(c.parse::<u64>().map_err(|_| {
+                HistoryError::Invalid("before must be a nextCursor of a previous page".into())
+            })?),
+        };
+        self.member(&user, &room).await?;
+        let mut query = messages::Entity::find()
+            .filter(messages::Column::Room.eq(room.as_str()))
+            .filter(messages::Column::Deleted.eq(false));
+        if let Some(before) = before {
+            query = query.filter(messages::Column::Seq.lt(to_db(before)));
+        }
+        let mut rows = query
+            .order_by_desc(messages::Column::Seq)
+            .limit(limit + 1)
+            .all(&self.db)
+            .await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let next_cursor = if more {
+            rows.last().map(|r| r.seq.to_string())
+        } else {
+            None
+        };
+        Ok(HistoryPage {
+            messages: rows.into_iter().map(to_message).collect(),
+            next_cursor,
+        })
+    }
+
+    /// The projected message `id` of `room`, waiting a little for the
+    /// projection when it is not there yet.
+    async fn lookup(&self, room: &RoomId, id: &str) -> Result<messages::Model, HistoryError> {
+        let mut progress = self.progress.clone();
+        let deadline = tokio::time::Instant::now() + LOOKUP_WAIT;
+        loop {
+            progress.borrow_and_update();
+            let row = messages::Entity::find_by_id(id.to_owned())
+                .filter(messages::Column::Room.eq(room.as_str()))
+                .one(&self.db)
+                .await?;
+            match row {
+                Some(row) if row.deleted => return Err(HistoryError::NotFound(id.to_owned())),
+                Some(row) => return Ok(row),
+                None => {}
+            }
+            match tokio::time::timeout_at(deadline, progress.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(HistoryError::NotFound(id.to_owned())),
+            }
+        }
+    }
+
+    /// Whether `user` is an owner or admin of the workspace of channel
+    /// `room`.
+    async fn is_channel_admin(&self, user: &UserId, room: &RoomId) -> Result<bool, HistoryError> {
+        if room.kind() != RoomKind::Channel {
+            return Ok(false);
+        }
+        let Some(channel) = channels::Entity::find_by_id(room.id().to_owned())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(false);
+        };
+        let role = workspace_members::Entity::find()
+            .filter(workspace_members::Column::WorkspaceId.eq(channel.workspace_id))
+            .filter(workspace_members::Column::UserId.eq(user.as_str()))
+            .one(&self.db)
+            .await?
+            .map(|m| m.role);
+        Ok(matches!(role.as_deref(), Some("owner" | "admin")))
+    }
+
+    async fn publish(&self, room: &RoomId, msg: BusMessage) -> Result<u64, HistoryError> {
+        let published = self
+            .bus
+            .publish(room, msg)
+            .await
+            .map_err(|e| HistoryError::Unavailable(format!("not stored ({e}); retry")))?;
+        published
+            .seq
+            .ok_or_else(|| HistoryError::Unavailable("the bus did not store the event".into()))
+    }
+
+    /// Edits a message: only its author, with a valid body. Publishes
+    /// `message:updated` to the room and answers once it is stored.
+    pub async fn edit(&self, req: &EditRequest) -> Result<ChangeAck, HistoryError> {
+        let (user, room) = Self::parse(&req.user, &req.room)?;
+        if req.body.trim().is_empty() {
+            return Err(HistoryError::InvalidBody("body is empty".into()));
+        }
+        if req.body.len() > MAX_BODY_BYTES {
+            return Err(HistoryError::InvalidBody(format!(
+                "body is {} bytes; the limit is {MAX_BODY_BYTES}",
+                req.body.len()
+            )));
+        }
+        let row = self.lookup(&room, &req.id).await?;
+        if row.author != user.as_str() {
+            return Err(HistoryError::Forbidden(
+                "only the author may edit a message".into(),
+            ));
+        }
+        let mut message = to_message(row);
+        message.body.clone_from(&req.body);
+        message.updated_at = Some(now_rfc3339());
+        let digest = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            req.body.hash(&mut h);
+            h.finish()
+        };
+        let data = serde_json::to_value(&message).unwrap_or_default();
+        let msg = BusMessage::new(names::MESSAGE_UPDATED, &data)
+            .with_msg_id(format!("edit:{}:{digest:016x}", message.id));
+        let seq = self.publish(&room, msg).await?;
+        Ok(ChangeAck { ok: true, seq })
+    }
+
+    /// Deletes a message: its author, or an owner or admin of the
+    /// channel's workspace. Publishes `message:deleted` to the room and
+    /// answers once it is stored.
+    pub async fn delete(&self, req: &DeleteRequest) -> Result<ChangeAck, HistoryError> {
+        let (user, room) = Self::parse(&req.user, &req.room)?;
+        let row = self.lookup(&room, &req.id).await?;
+        if row.author != user.as_str() && !self.is_channel_admin(&user, &room).await? {
+            return Err(HistoryError::Forbidden(
+                "only the author or a workspace owner or admin may delete a message".into(),
+            ));
+        }
+        let data = serde_json::to_value(MessageDeleted {
+            id: row.id.clone(),
+            room: room.to_string(),
+        })
+        .unwrap_or_default();
+        let msg =
+            BusMessage::new(names::MESSAGE_DELETED, &data).with_msg_id(format!("del:{}", row.id));
+        let seq = self.publish(&room, msg).await?;
+        Ok(ChangeAck { ok: true, seq })
+    }
+}
+
+/// The NATS subjects of the history calls (bodies: [`HistoryRequest`],
+/// [`EditRequest`], [`DeleteRequest`]; header `Authorization: Bearer
+/// <service token>`). Answers are the result or `{error: {code, message}}`.
+pub mod subjects {
+    /// A page of history ([`super::HistoryPage`]).
+    pub const HISTORY: &str = "confab.messages.v1.history";
+    /// Edit a message ([`super::ChangeAck`]).
+    pub const EDIT: &str = "confab.messages.v1.edit";
+    /// Delete a message ([`super::ChangeAck`]).
+    pub const DELETE: &str = "confab.messages.v1.delete";
+}
+
+/// The `{error: {code, message}}` body of a refused call.
+pub fn error_body(e: &HistoryError) -> serde_json::Value {
+    serde_json::json!({ "error": { "code": e.code(), "message": e.to_string() } })
+}
+
+/// Answers one history call (`endpoint` = a [`subjects`] value) from a JSON
+/// body, as JSON.
+pub async fn answer(history: &History, endpoint: &str, payload: &[u8]) -> serde_json::Value {
+    fn parse<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, HistoryError> {
+        serde_json::from_slice(payload).map_err(|e| HistoryError::Invalid(format!("body: {e}")))
+    }
+    let result =
+        async {
+            Ok::<_, HistoryError>(match endpoint {
+                subjects::HISTORY => serde_json::to_value(history.history(&parse(payload)?).await?)
+                    .unwrap_or_default(),
+                subjects::EDIT => {
+                    serde_json::to_value(history.edit(&parse(payload)?).await?).unwrap_or_default()
+                }
+                subjects::DELETE => serde_json::to_value(history.delete(&parse(payload)?).await?)
+                    .unwrap_or_default(),
+                other => return Err(HistoryError::Invalid(format!("no endpoint {other}"))),
+            })
+        }
+        .await;
+    result.unwrap_or_else(|e| error_body(&e))
+}
+
+/// Serves the [`subjects`] over NATS (queue group `q`, service token
+/// required) until `shutdown` completes.
+pub async fn serve_nats(
+    client: async_nats::Client,
+    history: History,
+    auth: Arc<crate::auth::Authenticator>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), async_nats::SubscribeError> {
+    let mut subs = futures::stream::SelectAll::new();
+    for subject in [subjects::HISTORY, subjects::EDIT, subjects::DELETE] {
+        subs.push(
+            client
+                .queue_subscribe(subject, crate::api::QUEUE_GROUP.to_owned())
+                .await?,
+        );
+    }
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let message = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            m = subs.next() => m,
+        };
+        let Some(message) = message else {
+            return Ok(());
+        };
+        let Some(reply) = message.reply.clone() else {
+            continue;
+        };
+        let (client, history, auth) = (client.clone(), history.clone(), Arc::clone(&auth));
+        tokio::spawn(async move {
+            let authorization = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(crate::api::AUTHORIZATION_HEADER))
+                .map(|v| v.as_str());
+            let body = match auth.require_service(authorization) {
+                Ok(()) => answer(&history, message.subject.as_str(), &message.payload).await,
+                Err(e) => {
+                    serde_json::json!({ "error": { "code": e.0.code, "message": e.0.message } })
+                }
+            };
+            let bytes = serde_json::to_vec(&body).unwrap_or_default();
+            if let Err(e) = client.publish(reply, bytes.into()).await {
+                tracing::warn!(error = %e, "cannot answer a history call");
+            }
+        });
+    }
+}

@@ -1,0 +1,117 @@
+//! Presence across two gateways on NATS, with socket.io-client.
+
+use std::time::{Duration, Instant};
+
+use confab_test_support::NodeClient;
+use serde_json::{Value, json};
+
+use crate::cluster::Cluster;
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(15);
+
+async fn workspace(c: &Cluster, members: &[&str]) {
+    c.ok(
+        None,
+        json!({ "type": "create_workspace", "id": "w1", "name": "Acme", "owner": "alice" }),
+    )
+    .await;
+    for m in members {
+        c.ok(
+            Some("alice"),
+            json!({ "type": "add_workspace_member", "workspace": "w1", "user": m, "role": "member" }),
+        )
+        .await;
+    }
+}
+
+fn update_of(user: &'static str) -> impl Fn(&Value) -> bool {
+    move |m| {
+        m["type"] == "event" && m["event"] == "presence:update" && m["args"][0]["userId"] == user
+    }
+}
+
+async fn connect(node: &NodeClient, id: &str, user: &str, url: &str) {
+    node.connect(id, url, opts(&token(user))).await;
+    node.expect(id, is_type("connect"), T).await;
+}
+
+#[tokio::test]
+async fn presence_follows_tabs_away_and_disconnects() {
+    let c = Cluster::start(2).await;
+    workspace(&c, &["bob", "carol"]).await;
+    let node = NodeClient::spawn().await;
+    connect(&node, "bob", "bob", &c.gateway_url(1)).await;
+
+    // Alice's first tab: online.
+    connect(&node, "tab1", "alice", &c.gateway_url(0)).await;
+    let u = node.expect("bob", update_of("alice"), T).await;
+    assert_eq!(u["args"][0]["status"], "online", "{u}");
+    // A second tab, then the first closes: still online, no update.
+    connect(&node, "tab2", "alice", &c.gateway_url(0)).await;
+    node.disconnect("tab1").await;
+    node.expect_none("bob", update_of("alice"), Duration::from_millis(800))
+        .await;
+
+    // Reopen a tab; both away → away.
+    connect(&node, "tab3", "alice", &c.gateway_url(0)).await;
+    for tab in ["tab2", "tab3"] {
+        let ack = node
+            .emit_with_ack(tab, "presence:set", vec![json!({ "status": "away" })], T)
+            .await
+            .unwrap();
+        assert_eq!(ack[0]["ok"], true, "{ack:?}");
+    }
+    let u = node.expect("bob", update_of("alice"), T).await;
+    assert_eq!(u["args"][0]["status"], "away", "{u}");
+
+    // Queries: several users at once.
+    let ack = node
+        .emit_with_ack(
+            "bob",
+            "presence:query",
+            vec![json!({ "users": ["alice", "bob", "carol"] })],
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ack[0]["presence"],
+        json!({ "alice": "away", "bob": "online", "carol": "offline" }),
+        "{ack:?}"
+    );
+
+    // The last tabs go: offline.
+    node.disconnect("tab2").await;
+    node.disconnect("tab3").await;
+    let u = node.expect("bob", update_of("alice"), T).await;
+    assert_eq!(u["args"][0]["status"], "offline", "{u}");
+}
+
+#[tokio::test]
+async fn a_dead_gateway_s_users_go_offline_within_ttl_plus_sweep() {
+    // Heartbeat 200 ms, ttl 1 s: offline within 1 s + 200 ms sweep.
+    let c = Cluster::start_with(2, Some((200, 1_000))).await;
+    workspace(&c, &["bob"]).await;
+    let node = NodeClient::spawn().await;
+    connect(&node, "bob", "bob", &c.gateway_url(1)).await;
+    connect(&node, "alice", "alice", &c.gateway_url(0)).await;
+    let u = node.expect("bob", update_of("alice"), T).await;
+    assert_eq!(u["args"][0]["status"], "online", "{u}");
+
+    // Heartbeats keep alice online past the ttl.
+    node.expect_none("bob", update_of("alice"), Duration::from_millis(1_500))
+        .await;
+
+    // Gateway A dies without a goodbye.
+    c.tasks[0].abort();
+    let killed = Instant::now();
+    let u = node.expect("bob", update_of("alice"), T).await;
+    assert_eq!(u["args"][0]["status"], "offline", "{u}");
+    // Not a functional deadline, only a sanity bound well above ttl + sweep.
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        killed.elapsed()
+    );
+}
