@@ -146,14 +146,7 @@ impl Membership for EmbeddedMembership {
             .may_join(user, room)
             .await
             .map_err(|e| MembershipError::Unavailable(e.to_string()))?;
-        Ok(if d.allowed {
-            Access::Allowed
-        } else {
-            Access::Refused(
-                d.reason
-                    .unwrap_or_else(|| format!("{user} is not a member of {room}")),
-            )
-        })
+        Ok(Access::from_decision(d.allowed, d.reason, user, room))
     }
 }
 

@@ -27,6 +27,22 @@ pub enum Access {
     Refused(String),
 }
 
+impl Access {
+    /// From the membership service's decision (`allowed`, optional reason).
+    pub fn from_decision(
+        allowed: bool,
+        reason: Option<String>,
+        user: &UserId,
+        room: &RoomId,
+    ) -> Self {
+        if allowed {
+            Access::Allowed
+        } else {
+            Access::Refused(reason.unwrap_or_else(|| format!("{user} is not a member of {room}")))
+        }
+    }
+}
+
 /// The membership port.
 #[async_trait]
 pub trait Membership: Send + Sync + 'static {
@@ -81,10 +97,6 @@ impl Membership for StaticMembership {
             let g = self.grants.read().unwrap_or_else(|p| p.into_inner());
             g.get(user).is_some_and(|r| r.contains(room))
         };
-        Ok(if allowed {
-            Access::Allowed
-        } else {
-            Access::Refused(format!("{user} is not a member of {room}"))
-        })
+        Ok(Access::from_decision(allowed, None, user, room))
     }
 }

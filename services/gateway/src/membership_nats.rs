@@ -110,13 +110,6 @@ impl Membership for NatsMembership {
         let d: Decision = self
             .request(MAY_JOIN, json!({ "user": user, "room": room }))
             .await?;
-        Ok(if d.allowed {
-            Access::Allowed
-        } else {
-            Access::Refused(
-                d.reason
-                    .unwrap_or_else(|| format!("{user} is not a member of {room}")),
-            )
-        })
+        Ok(Access::from_decision(d.allowed, d.reason, user, room))
     }
 }

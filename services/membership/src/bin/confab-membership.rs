@@ -15,27 +15,6 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(?config, "starting");
     let app = App::build(config).await?;
     tracing::info!(addr = %app.http_addr(), "confab-membership listening");
-    app.run(shutdown_signal()).await?;
+    app.run(confab_telemetry::shutdown_signal()).await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }
