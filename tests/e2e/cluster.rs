@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 const T: Duration = Duration::from_secs(15);
-const SERVICE_TOKEN: &str = "e2e-service-token-0123456789abcdef";
+pub const SERVICE_TOKEN: &str = "e2e-service-token-0123456789abcdef";
 
 pub struct Cluster {
     pub nats: NatsServer,

@@ -134,6 +134,28 @@ async fn history_pages_edits_and_deletes() {
     .await;
     assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
 
+    // The same pages over HTTP, for app backends.
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/rooms/channel:general/messages", c.membership);
+    let get = |query: &'static str| {
+        http.get(format!("{url}?{query}"))
+            .bearer_auth(crate::cluster::SERVICE_TOKEN)
+            .send()
+    };
+    let resp = get("actor=alice&limit=10").await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let page: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(ids(&page), newest[0..10]);
+    assert_eq!(page["nextCursor"], first["nextCursor"]);
+    assert_eq!(get("actor=dave").await.unwrap().status().as_u16(), 403);
+    assert_eq!(get("limit=10").await.unwrap().status().as_u16(), 400);
+    assert_eq!(
+        get("actor=alice&limit=0").await.unwrap().status().as_u16(),
+        400
+    );
+    let anonymous = http.get(format!("{url}?actor=alice")).send().await.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+
     // Edit by the author reaches everyone; by someone else it is refused.
     let target = newest[0].clone();
     let ok = call(

@@ -53,6 +53,7 @@ use crate::api::{
 };
 use crate::auth::{Authenticator, Caller};
 use crate::domain::{Actor, Command};
+use crate::history::{History, HistoryError, HistoryRequest};
 use crate::service::MembershipService;
 
 /// HTTP limits.
@@ -74,6 +75,7 @@ impl Default for HttpSettings {
 struct HttpState {
     service: Arc<MembershipService>,
     auth: Arc<Authenticator>,
+    history: History,
 }
 
 /// The API's router (with its state), ready to serve or to nest in another
@@ -81,9 +83,14 @@ struct HttpState {
 pub fn router(
     service: Arc<MembershipService>,
     auth: Arc<Authenticator>,
+    history: History,
     settings: &HttpSettings,
 ) -> Router {
-    let state = HttpState { service, auth };
+    let state = HttpState {
+        service,
+        auth,
+        history,
+    };
     Router::new()
         .route("/v1/workspaces", post(create_workspace))
         .route("/v1/workspaces/{id}/members", post(add_workspace_member))
@@ -99,6 +106,7 @@ pub fn router(
         .route("/v1/users/{id}/rooms", get(rooms_of))
         .route("/v1/rooms/{room}/members", get(members_of))
         .route("/v1/rooms/{room}/members/{user}", get(is_member))
+        .route("/v1/rooms/{room}/messages", get(message_history))
         .route("/v1/emit", post(emit))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -496,6 +504,48 @@ async fn is_member(
     }
     let member = state.service.is_member(&user, &room).await?;
     Ok(axum::Json(IsMemberResponse { user, room, member }).into_response())
+}
+
+/// `GET /v1/rooms/{room}/messages?before=&limit=`: a page of history,
+/// newest first, for a member. A user JWT reads as its user; the service
+/// token names the reading user with `?actor=`.
+async fn message_history(
+    State(state): State<HttpState>,
+    Path(room): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> HttpResult {
+    let caller = caller(&state, &headers).await?;
+    let room: RoomId = path_id("room", &room)?;
+    let user: UserId = match (caller.user(), query.get("actor")) {
+        (Some(me), _) => me.clone(),
+        (None, Some(actor)) => path_id("actor", actor)?,
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "actor",
+                "with the service token, name the reading user: ?actor=<user id>",
+            )
+            .into());
+        }
+    };
+    let limit = match query.get("limit") {
+        None => None,
+        Some(l) => Some(
+            l.parse::<u64>()
+                .map_err(|_| ApiError::invalid("limit", "must be a whole number"))?,
+        ),
+    };
+    let req = HistoryRequest {
+        user: user.to_string(),
+        room: room.to_string(),
+        before: query.get("before").cloned(),
+        limit,
+    };
+    let page = state.history.history(&req).await.map_err(|e| match e {
+        HistoryError::Invalid(m) | HistoryError::InvalidBody(m) => ApiError::invalid("query", m),
+        other => ApiError::new(other.code(), other.to_string()),
+    })?;
+    Ok(axum::Json(page).into_response())
 }
 
 async fn emit(

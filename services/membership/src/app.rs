@@ -197,7 +197,12 @@ impl MembershipCore {
 
     /// The HTTP API router.
     pub fn router(&self, settings: &HttpSettings) -> Router {
-        api_http::router(Arc::clone(&self.service), Arc::clone(&self.auth), settings)
+        api_http::router(
+            Arc::clone(&self.service),
+            Arc::clone(&self.auth),
+            self.history.clone(),
+            settings,
+        )
     }
 
     /// Starts the projector, the notifier and (in NATS mode) the NATS API;
