@@ -69,11 +69,15 @@ async fn page_once(node: &NodeClient, who: &str, arg: Value, ok: impl Fn(&Value)
 
 #[tokio::test]
 async fn history_pages_edits_and_deletes() {
-    let c = Cluster::start(1).await;
+    let c = Cluster::start(2).await;
     setup(&c).await;
     let node = NodeClient::spawn().await;
-    for who in ["alice", "bob", "carol", "adm", "dave"] {
-        node.connect(who, &c.gateway_url(0), opts(&token(who)))
+    // Users spread over both gateways: edits and deletes must reach all.
+    for (i, who) in ["alice", "bob", "carol", "adm", "dave"]
+        .into_iter()
+        .enumerate()
+    {
+        node.connect(who, &c.gateway_url(i % 2), opts(&token(who)))
             .await;
         node.expect(who, is_type("connect"), T).await;
     }
