@@ -683,6 +683,40 @@ fn is_json_array(s: &str) -> bool {
     s.trim_start().starts_with('[') && serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok()
 }
 
+/// Reads an ordered consumer in sequence order up to `last` (or until
+/// nothing is pending), handing each message with its sequence and pending
+/// count to `take`, which may stop early (`Ok(false)`) or fail. Bounded by
+/// [`REPAIR_TIMEOUT`]. Shared by gap repair and replay.
+async fn read_until(
+    consumer: consumer::Consumer<consumer::pull::OrderedConfig>,
+    last: u64,
+    mut take: impl FnMut(u64, u64, jetstream::Message) -> Result<bool, String>,
+) -> Result<(), String> {
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(());
+    }
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + REPAIR_TIMEOUT;
+    loop {
+        let message = match tokio::time::timeout_at(deadline, messages.next()).await {
+            Err(_) => return Err(format!("timed out after {REPAIR_TIMEOUT:?}")),
+            Ok(None) => return Err("consumer ended".to_owned()),
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(Some(Ok(m))) => m,
+        };
+        let (seq, pending) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.pending),
+            Err(e) => return Err(e.to_string()),
+        };
+        if seq > last {
+            return Ok(());
+        }
+        if !take(seq, pending, message)? || seq >= last || pending == 0 {
+            return Ok(());
+        }
+    }
+}
+
 /// Fetches the stored messages of `filter` with stream sequences in
 /// `from..=to`, in order, at most [`MAX_REPAIR_MESSAGES`]. On failure returns
 /// what it got so far and the error.
@@ -713,35 +747,16 @@ async fn fetch_stored(
             })
             .await
             .map_err(|e| e.to_string())?;
-        if consumer.cached_info().num_pending == 0 {
-            return Ok(());
-        }
-        let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-        let deadline = tokio::time::Instant::now() + REPAIR_TIMEOUT;
-        loop {
-            let message = match tokio::time::timeout_at(deadline, messages.next()).await {
-                Err(_) => return Err(format!("timed out after {REPAIR_TIMEOUT:?}")),
-                Ok(None) => return Err("consumer ended".to_owned()),
-                Ok(Some(Err(e))) => return Err(e.to_string()),
-                Ok(Some(Ok(m))) => m,
-            };
-            let (seq, pending) = match message.info() {
-                Ok(info) => (info.stream_sequence, info.pending),
-                Err(e) => return Err(e.to_string()),
-            };
-            if seq > to {
-                return Ok(());
-            }
+        read_until(consumer, to, |seq, pending, message| {
             got.push((seq, message));
-            if seq == to || pending == 0 {
-                return Ok(());
-            }
-            if got.len() >= MAX_REPAIR_MESSAGES {
+            if seq < to && pending > 0 && got.len() >= MAX_REPAIR_MESSAGES {
                 return Err(format!(
                     "gap holds more than {MAX_REPAIR_MESSAGES} messages; stopped at sequence {seq} of {to}"
                 ));
             }
-        }
+            Ok(true)
+        })
+        .await
     }
     .await;
     (got, result.err())
@@ -1052,43 +1067,21 @@ impl Bus for NatsBus {
             .map_err(|e| unavailable(&e))?;
         let name = consumer.cached_info().name.clone();
         let mut out = Vec::new();
-        let result = async {
-            if consumer.cached_info().num_pending == 0 {
-                return Ok(());
-            }
-            let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
-            let deadline = tokio::time::Instant::now() + REPAIR_TIMEOUT;
-            loop {
-                let message = match tokio::time::timeout_at(deadline, messages.next()).await {
-                    Err(_) => return Err(format!("timed out after {REPAIR_TIMEOUT:?}")),
-                    Ok(None) => return Err("consumer ended".to_owned()),
-                    Ok(Some(Err(e))) => return Err(e.to_string()),
-                    Ok(Some(Ok(m))) => m,
-                };
-                let (seq, pending) = match message.info() {
-                    Ok(info) => (info.stream_sequence, info.pending),
-                    Err(e) => return Err(e.to_string()),
-                };
-                if seq > last {
-                    return Ok(());
-                }
-                match room_from_subject(message.subject.as_str()) {
-                    Ok(room) => out.extend(decode(
-                        &room,
-                        message.headers.as_ref(),
-                        &message.payload,
-                        Some(seq),
-                        &inner.counters,
-                    )),
-                    Err(error) => {
-                        tracing::warn!(%error, seq, "skipping a stored message outside the room subjects");
-                    }
-                }
-                if seq >= last || pending == 0 || out.len() >= max {
-                    return Ok(());
+        let result = read_until(consumer, last, |seq, _pending, message| {
+            match room_from_subject(message.subject.as_str()) {
+                Ok(room) => out.extend(decode(
+                    &room,
+                    message.headers.as_ref(),
+                    &message.payload,
+                    Some(seq),
+                    &inner.counters,
+                )),
+                Err(error) => {
+                    tracing::warn!(%error, seq, "skipping a stored message outside the room subjects");
                 }
             }
-        }
+            Ok(out.len() < max)
+        })
         .await;
         // Best effort: the server drops it after its inactivity threshold
         // anyway.
