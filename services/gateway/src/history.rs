@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use async_nats::HeaderMap;
+use crate::service_client::{RequestError, ServiceClient};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
@@ -47,18 +47,14 @@ impl MessageCalls for NoHistory {
 
 /// History calls over NATS request/reply.
 pub struct NatsHistory {
-    client: async_nats::Client,
-    service_token: String,
-    timeout: Duration,
+    client: ServiceClient,
 }
 
 impl NatsHistory {
     /// A client on an existing NATS connection.
     pub fn new(client: async_nats::Client, service_token: String, timeout: Duration) -> Self {
         Self {
-            client,
-            service_token,
-            timeout,
+            client: ServiceClient::new(client, service_token, timeout),
         }
     }
 }
@@ -66,35 +62,14 @@ impl NatsHistory {
 #[async_trait]
 impl MessageCalls for NatsHistory {
     async fn call(&self, subject: &'static str, body: Value) -> Value {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "Authorization",
-            format!("Bearer {}", self.service_token).as_str(),
-        );
-        let mut trace: Vec<(String, String)> = Vec::new();
-        confab_telemetry::inject_context(&mut trace);
-        for (k, v) in &trace {
-            headers.insert(k.as_str(), v.as_str());
-        }
-        let payload = serde_json::to_vec(&body).unwrap_or_default();
-        let reply = match tokio::time::timeout(
-            self.timeout,
-            self.client
-                .request_with_headers(subject, headers, payload.into()),
-        )
-        .await
-        {
-            Err(_) => {
-                return unavailable(format!(
-                    "no answer on {subject} within {:?}; retry",
-                    self.timeout
-                ));
+        match self.client.request(subject, &body).await {
+            Err(RequestError::Timeout(t)) => {
+                unavailable(format!("no answer on {subject} within {t:?}; retry"))
             }
-            Ok(Err(e)) => return unavailable(format!("{subject}: {e}")),
-            Ok(Ok(reply)) => reply,
-        };
-        serde_json::from_slice(&reply.payload)
-            .unwrap_or_else(|e| unavailable(format!("{subject}: bad reply: {e}")))
+            Err(RequestError::Failed(e)) => unavailable(format!("{subject}: {e}")),
+            Ok(payload) => serde_json::from_slice(&payload)
+                .unwrap_or_else(|e| unavailable(format!("{subject}: bad reply: {e}"))),
+        }
     }
 }
 

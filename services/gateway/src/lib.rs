@@ -30,6 +30,7 @@ pub mod messages;
 pub mod metrics;
 pub mod presence;
 pub mod ratelimit;
+pub mod service_client;
 pub mod typing;
 
 pub use app::{App, AppError, AppHandle, Deps};

@@ -8,22 +8,20 @@
 
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_trait::async_trait;
 use confab_events::{RoomId, UserId};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::membership::{Access, Membership, MembershipError};
+use crate::service_client::{RequestError, ServiceClient};
 
 const ROOMS_OF: &str = "confab.membership.v1.rooms_of";
 const MAY_JOIN: &str = "confab.membership.v1.may_join";
 
 /// Membership answered by the membership service over NATS.
 pub struct NatsMembership {
-    client: async_nats::Client,
-    service_token: String,
-    timeout: Duration,
+    client: ServiceClient,
 }
 
 #[derive(Deserialize)]
@@ -53,9 +51,7 @@ impl NatsMembership {
     /// A client on an existing NATS connection.
     pub fn new(client: async_nats::Client, service_token: String, timeout: Duration) -> Self {
         Self {
-            client,
-            service_token,
-            timeout,
+            client: ServiceClient::new(client, service_token, timeout),
         }
     }
 
@@ -64,37 +60,21 @@ impl NatsMembership {
         subject: &'static str,
         body: serde_json::Value,
     ) -> Result<T, MembershipError> {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "Authorization",
-            format!("Bearer {}", self.service_token).as_str(),
-        );
-        let mut trace: Vec<(String, String)> = Vec::new();
-        confab_telemetry::inject_context(&mut trace);
-        for (k, v) in &trace {
-            headers.insert(k.as_str(), v.as_str());
-        }
-        let payload = serde_json::to_vec(&body).unwrap_or_default();
-        let reply = tokio::time::timeout(
-            self.timeout,
-            self.client
-                .request_with_headers(subject, headers, payload.into()),
-        )
-        .await
-        .map_err(|_| {
-            MembershipError::Unavailable(format!(
-                "no answer from the membership service on {subject} within {:?}",
-                self.timeout
-            ))
-        })?
-        .map_err(|e| MembershipError::Unavailable(format!("{subject}: {e}")))?;
-        if let Ok(err) = serde_json::from_slice::<ErrorBody>(&reply.payload) {
+        let payload = self.client.request(subject, &body).await.map_err(|e| {
+            MembershipError::Unavailable(match e {
+                RequestError::Timeout(t) => {
+                    format!("no answer from the membership service on {subject} within {t:?}")
+                }
+                RequestError::Failed(e) => format!("{subject}: {e}"),
+            })
+        })?;
+        if let Ok(err) = serde_json::from_slice::<ErrorBody>(&payload) {
             return Err(MembershipError::Unavailable(format!(
                 "{subject}: {} ({})",
                 err.error.message, err.error.code
             )));
         }
-        serde_json::from_slice(&reply.payload)
+        serde_json::from_slice(&payload)
             .map_err(|e| MembershipError::Unavailable(format!("{subject}: bad reply: {e}")))
     }
 }

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::HeaderMap;
+use crate::service_client::{RequestError, ServiceClient};
 use async_trait::async_trait;
 use confab_events::UserId;
 use confab_events::presence::{
@@ -75,37 +75,23 @@ impl Presence for NoPresence {
 /// [`HEARTBEAT_SUBJECT`], queries requests on [`QUERY_SUBJECT`], both with
 /// the service token.
 pub struct NatsPresence {
-    client: async_nats::Client,
-    service_token: String,
-    timeout: Duration,
+    client: ServiceClient,
 }
 
 impl NatsPresence {
     /// A client on an existing NATS connection.
     pub fn new(client: async_nats::Client, service_token: String, timeout: Duration) -> Self {
         Self {
-            client,
-            service_token,
-            timeout,
+            client: ServiceClient::new(client, service_token, timeout),
         }
-    }
-
-    fn headers(&self) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "Authorization",
-            format!("Bearer {}", self.service_token).as_str(),
-        );
-        headers
     }
 }
 
 #[async_trait]
 impl Presence for NatsPresence {
     async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), PresenceError> {
-        let payload = serde_json::to_vec(hb).unwrap_or_default();
         self.client
-            .publish_with_headers(HEARTBEAT_SUBJECT, self.headers(), payload.into())
+            .publish(HEARTBEAT_SUBJECT, hb)
             .await
             .map_err(|e| PresenceError::Unavailable(format!("{HEARTBEAT_SUBJECT}: {e}")))
     }
@@ -117,21 +103,19 @@ impl Presence for NatsPresence {
         let body = QueryRequest {
             users: users.to_vec(),
         };
-        let payload = serde_json::to_vec(&body).unwrap_or_default();
-        let reply = tokio::time::timeout(
-            self.timeout,
-            self.client
-                .request_with_headers(QUERY_SUBJECT, self.headers(), payload.into()),
-        )
-        .await
-        .map_err(|_| {
-            PresenceError::Unavailable(format!(
-                "no answer on {QUERY_SUBJECT} within {:?}",
-                self.timeout
-            ))
-        })?
-        .map_err(|e| PresenceError::Unavailable(format!("{QUERY_SUBJECT}: {e}")))?;
-        serde_json::from_slice::<QueryResponse>(&reply.payload)
+        let payload = self
+            .client
+            .request(QUERY_SUBJECT, &body)
+            .await
+            .map_err(|e| {
+                PresenceError::Unavailable(match e {
+                    RequestError::Timeout(t) => {
+                        format!("no answer on {QUERY_SUBJECT} within {t:?}")
+                    }
+                    RequestError::Failed(e) => format!("{QUERY_SUBJECT}: {e}"),
+                })
+            })?;
+        serde_json::from_slice::<QueryResponse>(&payload)
             .map(|r| r.presence)
             .map_err(|e| PresenceError::Unavailable(format!("{QUERY_SUBJECT}: bad reply: {e}")))
     }
