@@ -117,7 +117,7 @@ impl State {
         to: u64,
         max: usize,
         keep: impl Fn(&RoomId) -> bool,
-    ) -> Vec<BusMessage> {
+    ) -> Vec<TailItem> {
         let start = from.saturating_sub(self.first_seq());
         let start = usize::try_from(start).unwrap_or(usize::MAX);
         self.log
@@ -126,7 +126,10 @@ impl State {
             .take_while(|s| s.msg.seq.is_some_and(|seq| seq <= to))
             .filter(|s| keep(&s.room))
             .take(max)
-            .map(|s| s.msg.clone())
+            .map(|s| TailItem {
+                room: s.room.clone(),
+                msg: s.msg.clone(),
+            })
             .collect()
     }
 }
@@ -331,13 +334,17 @@ impl Bus for InProcessBus {
         rooms: &[RoomId],
         from_seq: u64,
         max: usize,
-    ) -> Result<Vec<BusMessage>, BusError> {
+    ) -> Result<Vec<TailItem>, BusError> {
         if rooms.is_empty() || max == 0 {
             return Ok(Vec::new());
         }
         let rooms: HashSet<&RoomId> = rooms.iter().collect();
         let state = self.shared.lock_trimmed();
         Ok(state.scan(from_seq, u64::MAX, max, |r| rooms.contains(r)))
+    }
+
+    fn high_water(&self) -> u64 {
+        self.shared.lock().next_seq - 1
     }
 
     async fn tail(&self, from_seq: u64) -> Result<BusTail, BusError> {
@@ -431,7 +438,7 @@ impl Feed {
         if chunk.is_empty() {
             self.repair_to = None;
         } else {
-            self.ready.extend(chunk);
+            self.ready.extend(chunk.into_iter().map(|item| item.msg));
         }
     }
 }

@@ -117,7 +117,7 @@ pub struct Published {
 /// A live feed of one room's messages.
 pub type BusSubscription = Pin<Box<dyn Stream<Item = BusMessage> + Send>>;
 
-/// One stored message of [`Bus::tail`], with its room.
+/// One stored message of [`Bus::tail`] or [`Bus::replay`], with its room.
 #[derive(Debug, Clone)]
 pub struct TailItem {
     /// The room the message was published to.
@@ -179,17 +179,30 @@ pub trait Bus: Send + Sync + 'static {
     /// another room's sequence). E.g. to answer a retried send with the
     /// message the first attempt stored.
     async fn fetch(&self, room: &RoomId, seq: u64) -> Result<Option<BusMessage>, BusError>;
-    /// The stored messages of `rooms` with sequence `>= from_seq`, in
-    /// sequence order, at most `max`, up to the last message stored when the
-    /// call started (later ones arrive through subscriptions). Volatile
-    /// messages are never stored, so never replayed. E.g. for connection
-    /// state recovery.
+    /// The stored messages of `rooms` with sequence `>= from_seq`, each with
+    /// its room, in sequence order, at most `max`, up to the last message
+    /// stored when the call started (later ones arrive through
+    /// subscriptions). Volatile messages are never stored, so never
+    /// replayed. Reads only those rooms' messages (NATS: one ordered
+    /// consumer filtered on their subjects, deleted afterwards). E.g. for
+    /// connection state recovery.
     async fn replay(
         &self,
         rooms: &[RoomId],
         from_seq: u64,
         max: usize,
-    ) -> Result<Vec<BusMessage>, BusError>;
+    ) -> Result<Vec<TailItem>, BusError>;
+    /// The highest log sequence this process has seen stored (its own
+    /// publishes, live messages, replays), without asking the broker: a
+    /// sequence that exists, never ahead of the log. 0 when nothing was seen.
+    fn high_water(&self) -> u64 {
+        0
+    }
+    /// Brings [`Bus::high_water`] up to the log's current end by asking the
+    /// broker (one request). Call it now and then, not per message.
+    async fn refresh_high_water(&self) -> Result<u64, BusError> {
+        Ok(self.high_water())
+    }
     /// Every stored message of every room with sequence `>= from_seq`, in
     /// sequence order, then the ones stored later as they are stored, for
     /// as long as the feed is polled. Messages already dropped by retention

@@ -332,6 +332,8 @@ pub struct NatsBusStats {
 
 #[derive(Default)]
 struct Counters {
+    /// The highest stream sequence seen (see [`Bus::high_water`]).
+    high_water: AtomicU64,
     repairs: AtomicU64,
     repaired_messages: AtomicU64,
     repair_failures: AtomicU64,
@@ -636,6 +638,9 @@ fn decode(
     seq: Option<u64>,
     counters: &Counters,
 ) -> Option<BusMessage> {
+    if let Some(seq) = seq {
+        counters.high_water.fetch_max(seq, Ordering::Relaxed);
+    }
     let Some(event) = headers
         .and_then(|h| h.get(HEADER_EVENT))
         .map(HeaderValue::as_str)
@@ -955,6 +960,10 @@ impl Bus for NatsBus {
         }
         .await
         .map_err(|e| publish_error(room, e))?;
+        self.inner
+            .counters
+            .high_water
+            .fetch_max(ack.sequence, Ordering::Relaxed);
         Ok(Published {
             seq: Some(ack.sequence),
             duplicate: ack.duplicate,
@@ -1028,7 +1037,7 @@ impl Bus for NatsBus {
         rooms: &[RoomId],
         from_seq: u64,
         max: usize,
-    ) -> Result<Vec<BusMessage>, BusError> {
+    ) -> Result<Vec<TailItem>, BusError> {
         let mut subjects: Vec<String> = rooms.iter().map(publish_subject).collect();
         subjects.sort_unstable();
         subjects.dedup();
@@ -1069,13 +1078,16 @@ impl Bus for NatsBus {
         let mut out = Vec::new();
         let result = read_until(consumer, last, |seq, _pending, message| {
             match room_from_subject(message.subject.as_str()) {
-                Ok(room) => out.extend(decode(
-                    &room,
-                    message.headers.as_ref(),
-                    &message.payload,
-                    Some(seq),
-                    &inner.counters,
-                )),
+                Ok(room) => {
+                    let msg = decode(
+                        &room,
+                        message.headers.as_ref(),
+                        &message.payload,
+                        Some(seq),
+                        &inner.counters,
+                    );
+                    out.extend(msg.map(|msg| TailItem { room, msg }));
+                }
                 Err(error) => {
                     tracing::warn!(%error, seq, "skipping a stored message outside the room subjects");
                 }
@@ -1090,6 +1102,25 @@ impl Bus for NatsBus {
         }
         result.map_err(|e| unavailable(&e))?;
         Ok(out)
+    }
+
+    fn high_water(&self) -> u64 {
+        self.inner.counters.high_water.load(Ordering::Relaxed)
+    }
+
+    async fn refresh_high_water(&self) -> Result<u64, BusError> {
+        let stream = self
+            .inner
+            .jetstream
+            .get_stream(ROOMS_STREAM)
+            .await
+            .map_err(|e| BusError::Unavailable(format!("cannot read the room log's end: {e}")))?;
+        let last = stream.cached_info().state.last_sequence;
+        let counters = &self.inner.counters;
+        Ok(counters
+            .high_water
+            .fetch_max(last, Ordering::Relaxed)
+            .max(last))
     }
 
     async fn tail(&self, from_seq: u64) -> Result<BusTail, BusError> {

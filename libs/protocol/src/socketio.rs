@@ -310,6 +310,30 @@ fn into_string(bytes: Vec<u8>) -> String {
 /// or key order is kept as given. An `args_json` that is not a JSON array
 /// is sent as a single argument (an empty one as no argument).
 pub fn event_frame(nsp: &str, event: &str, args_json: &str) -> String {
+    encode_event_frame(nsp, event, args_json, None)
+}
+
+/// [`event_frame`] with a connection-state-recovery offset appended as the
+/// last argument, a JSON string, as `socket.io-client` (4.6+) expects:
+/// `42["message:new",{...},"1234"]`. The client remembers the last offset it
+/// received and presents it when it reconnects.
+pub fn event_frame_with_offset(nsp: &str, event: &str, args_json: &str, offset: u64) -> String {
+    encode_event_frame(nsp, event, args_json, Some(offset))
+}
+
+/// Replaces the offset that ends a frame made by [`event_frame_with_offset`]
+/// (`...,"1234"]`) with `offset`; `None` if the frame ends with no offset.
+pub fn replace_offset(frame: &str, offset: u64) -> Option<String> {
+    let body = frame.strip_suffix("\"]")?;
+    let start = body.rfind(",\"")?;
+    let digits = &body[start + 2..];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(format!("{},\"{offset}\"]", &body[..start]))
+}
+
+fn encode_event_frame(nsp: &str, event: &str, args_json: &str, offset: Option<u64>) -> String {
     let args = args_json.trim_matches(is_json_ws);
     let mut out: Vec<u8> = Vec::with_capacity(8 + nsp.len() + event.len() + args.len());
     out.extend_from_slice(b"42");
@@ -325,6 +349,11 @@ pub fn event_frame(nsp: &str, event: &str, args_json: &str) -> String {
     if !rest.is_empty() {
         out.push(b',');
         out.extend_from_slice(rest.as_bytes());
+    }
+    if let Some(offset) = offset {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(offset.to_string().as_bytes());
+        out.push(b'"');
     }
     out.push(b']');
     into_string(out)

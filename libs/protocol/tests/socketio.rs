@@ -5,7 +5,8 @@ use bytes::Bytes;
 use confab_protocol::DecodeError;
 use confab_protocol::engineio;
 use confab_protocol::socketio::{
-    Decoder, Packet, PacketType, RESERVED_EVENTS, event_frame, placeholder,
+    Decoder, Packet, PacketType, RESERVED_EVENTS, event_frame, event_frame_with_offset,
+    placeholder, replace_offset,
 };
 use serde_json::{Value, json};
 
@@ -460,6 +461,38 @@ fn event_frame_tolerates_loose_args() {
     ] {
         assert!(decode(&text[1..]).is_ok(), "{text}");
     }
+}
+
+#[test]
+fn event_frame_with_offset_appends_the_offset_as_the_last_string_argument() {
+    let cases: Vec<(&str, Vec<Value>)> = vec![
+        ("/", vec![]),
+        ("/", vec![json!({"id": "m1"})]),
+        ("/chat", vec![json!(1), json!("two")]),
+    ];
+    for (nsp, args) in cases {
+        let args_json = serde_json::to_string(&Value::Array(args.clone())).unwrap();
+        let mut with_offset = args.clone();
+        with_offset.push(json!("18446744073709551615"));
+        let expected = Packet::event(nsp, "message:new", with_offset, None)
+            .encode_frame()
+            .0;
+        assert_eq!(
+            event_frame_with_offset(nsp, "message:new", &args_json, u64::MAX),
+            expected
+        );
+    }
+    assert_eq!(
+        event_frame_with_offset("/", "e", " [ ] ", 7),
+        r#"42["e","7"]"#
+    );
+    let frame = event_frame_with_offset("/", "e", r#"[{"a":"x,\"1\"]"}]"#, 7);
+    assert_eq!(
+        replace_offset(&frame, 12).as_deref(),
+        Some(r#"42["e",{"a":"x,\"1\"]"},"12"]"#)
+    );
+    assert_eq!(replace_offset(r#"42["e","x"]"#, 3), None);
+    assert_eq!(replace_offset(r#"42["e",1]"#, 3), None);
 }
 
 // ---- Malformed input -----------------------------------------------------------
