@@ -33,6 +33,26 @@ impl Cluster {
 
     /// With presence timings `(gateway heartbeat ms, tracker ttl ms)`.
     pub async fn start_with(gateways: usize, presence: Option<(u64, u64)>) -> Cluster {
+        Self::start_tweaked(gateways, presence, |_| {}).await
+    }
+
+    /// The gateways' configuration as `start` makes it.
+    pub fn gateway_config(nats_url: &str) -> confab_gateway::GatewayConfig {
+        let mut cfg = test_config();
+        cfg.bus.kind = BusKind::Nats;
+        cfg.bus.nats = confab_bus::NatsConfig::new(nats_url);
+        cfg.membership.kind = MembershipKind::Nats;
+        cfg.membership.service_token = Some(SERVICE_TOKEN.into());
+        cfg
+    }
+
+    /// With presence timings and every gateway's configuration changed by
+    /// `tweak`.
+    pub async fn start_tweaked(
+        gateways: usize,
+        presence: Option<(u64, u64)>,
+        tweak: impl Fn(&mut confab_gateway::GatewayConfig),
+    ) -> Cluster {
         let nats = NatsServer::start();
         let db = tempfile::tempdir().unwrap();
         let mut cfg = MembershipConfig {
@@ -57,14 +77,11 @@ impl Cluster {
         let mut gws = Vec::new();
         let mut tasks = Vec::new();
         for _ in 0..gateways {
-            let mut cfg = test_config();
-            cfg.bus.kind = BusKind::Nats;
-            cfg.bus.nats = confab_bus::NatsConfig::new(nats.url());
-            cfg.membership.kind = MembershipKind::Nats;
-            cfg.membership.service_token = Some(SERVICE_TOKEN.into());
+            let mut cfg = Self::gateway_config(&nats.url());
             if let Some((heartbeat, _)) = presence {
                 cfg.presence.heartbeat_ms = heartbeat;
             }
+            tweak(&mut cfg);
             cfg.validate().unwrap();
             let deps = Deps::connect(&cfg).await.expect("gateway connects to NATS");
             let app = App::build(cfg, deps).await.unwrap();

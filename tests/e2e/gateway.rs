@@ -46,7 +46,13 @@ async fn connects_with_a_valid_token_and_receives_user_room_events() {
         .await
         .unwrap();
     let ev = node.expect("a", is_event("notice"), T).await;
-    assert_eq!(ev["args"], json!([{ "text": "hello alice" }]));
+    // The event, then its offset for connection-state recovery.
+    assert_eq!(ev["args"][0], json!({ "text": "hello alice" }));
+    assert_eq!(ev["args"].as_array().unwrap().len(), 2, "{ev}");
+    assert!(
+        ev["args"][1].as_str().unwrap().parse::<u64>().is_ok(),
+        "{ev}"
+    );
 
     // Bob's room does not reach alice.
     let bob = RoomId::user(&UserId::parse("bob").unwrap());
@@ -188,7 +194,12 @@ async fn room_join_and_leave_are_acked_and_authorized() {
         .await
         .unwrap();
     let ev = node.expect("a", is_event("message:new"), T).await;
-    assert_eq!(ev["args"], json!([{ "id": "m2" }]));
+    assert_eq!(ev["args"][0], json!({ "id": "m2" }));
+    assert_eq!(
+        ev["args"].as_array().unwrap().len(),
+        2,
+        "{ev} (offset last)"
+    );
 
     let ack = node
         .emit_with_ack("a", "room:join", vec![json!("channel:secret")], T)
@@ -232,7 +243,12 @@ async fn room_join_and_leave_are_acked_and_authorized() {
 
 #[tokio::test]
 async fn clean_disconnect_and_reconnect() {
-    let gw = spawn_gateway(|_| {}).await;
+    clean_disconnect_and_reconnect_with(true).await;
+    clean_disconnect_and_reconnect_with(false).await;
+}
+
+async fn clean_disconnect_and_reconnect_with(recovery: bool) {
+    let gw = spawn_gateway(|cfg| cfg.recovery.enabled = recovery).await;
     let room = RoomId::parse("user:alice").unwrap();
     let node = NodeClient::spawn().await;
     let mut o = opts(&token("alice"));
@@ -242,11 +258,18 @@ async fn clean_disconnect_and_reconnect() {
     node.connect("a", &gw.url(), o).await;
     let first = node.expect("a", is_type("connect"), T).await;
 
-    // The transport drops: the client reconnects by itself and gets events again.
+    // The transport drops: the client reconnects by itself and gets events
+    // again, in the same session when recovery is on.
     node.drop_transport("a").await;
     node.expect("a", is_type("disconnect"), T).await;
     let second = node.expect("a", is_type("connect"), T).await;
-    assert_ne!(first["id"], second["id"], "a fresh session after reconnect");
+    if recovery {
+        assert_eq!(first["id"], second["id"], "the session is recovered");
+        assert_eq!(second["recovered"], true);
+    } else {
+        assert_ne!(first["id"], second["id"], "a fresh session after reconnect");
+        assert_eq!(second["recovered"], false);
+    }
     eventually("rejoined", T, || gw.handle.members(&room) == 1).await;
     gw.handle.emit(&room, "notice", &json!(1)).await.unwrap();
     node.expect("a", is_event("notice"), T).await;

@@ -9,5 +9,6 @@ mod history;
 mod limits;
 mod messages;
 mod presence;
+mod recovery;
 mod support;
 mod typescript;

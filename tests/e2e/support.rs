@@ -32,6 +32,7 @@ pub fn test_config() -> GatewayConfig {
     let mut cfg = GatewayConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         shutdown_grace_ms: 5_000,
+        shutdown_spread_ms: 200,
         ..GatewayConfig::default()
     };
     cfg.auth.hs256_secret = Some(SECRET.into());
@@ -53,6 +54,7 @@ pub async fn spawn_gateway(tweak: impl FnOnce(&mut GatewayConfig)) -> TestGatewa
         membership: Arc::clone(&membership) as _,
         presence: Arc::new(confab_gateway::presence::NoPresence),
         history: Arc::new(confab_gateway::history::NoHistory),
+        sessions: None,
     };
     let app = App::build(cfg, deps).await.expect("gateway builds");
     let addr = app.local_addr();

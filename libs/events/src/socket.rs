@@ -22,6 +22,10 @@ pub mod names {
     /// Server tells a socket its session expired, right before
     /// disconnecting it.
     pub const SESSION_EXPIRED: &str = "session:expired";
+    /// Server tells a socket right after CONNECT that the session it asked
+    /// to resume could not be recovered: it has a fresh session and should
+    /// refetch what it shows.
+    pub const RECOVERY_FAILED: &str = "recovery:failed";
     /// Client sends a message (ack: [`super::SendAck`]).
     pub const MESSAGE_SEND: &str = "message:send";
     /// Client starts typing in a room (volatile).
@@ -216,6 +220,18 @@ pub struct SessionExpired {
     /// Stable machine code: `token_expired`.
     pub code: String,
     /// What happened and what to do (reconnect with a fresh token).
+    pub message: String,
+}
+
+/// Payload of `recovery:failed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct RecoveryFailed {
+    /// Stable machine code: `expired` (the window passed), `unknown_session`,
+    /// `foreign_session` (another user's), `invalid_session` (malformed pid
+    /// or offset), `too_many_missed`, `unavailable` (the session store or
+    /// the log could not be read).
+    pub reason: String,
+    /// What happened; the app should refetch what it shows.
     pub message: String,
 }
 
@@ -493,6 +509,8 @@ pub enum ServerToClient {
     MessageDeleted(MessageDeleted),
     /// `session:expired`.
     SessionExpired(SessionExpired),
+    /// `recovery:failed`.
+    RecoveryFailed(RecoveryFailed),
 }
 
 impl ServerToClient {
@@ -503,6 +521,7 @@ impl ServerToClient {
             Self::MessageUpdated(_) => names::MESSAGE_UPDATED,
             Self::MessageDeleted(_) => names::MESSAGE_DELETED,
             Self::SessionExpired(_) => names::SESSION_EXPIRED,
+            Self::RecoveryFailed(_) => names::RECOVERY_FAILED,
         }
     }
 
@@ -512,6 +531,7 @@ impl ServerToClient {
             Self::MessageNew(m) | Self::MessageUpdated(m) => serde_json::to_value(m),
             Self::MessageDeleted(m) => serde_json::to_value(m),
             Self::SessionExpired(m) => serde_json::to_value(m),
+            Self::RecoveryFailed(m) => serde_json::to_value(m),
         };
         vec![v.unwrap_or(serde_json::Value::Null)]
     }
@@ -545,6 +565,7 @@ pub fn typescript() -> String {
         Typing::decl(&cfg),
         RefreshAck::decl(&cfg),
         SessionExpired::decl(&cfg),
+        RecoveryFailed::decl(&cfg),
         Message::decl(&cfg),
         MessageDeleted::decl(&cfg),
         EditRequest::decl(&cfg),
@@ -599,6 +620,7 @@ pub fn typescript() -> String {
            \"{}\": (msg: Message) => void;\n  \
            \"{}\": (msg: MessageDeleted) => void;\n  \
            \"{}\": (info: SessionExpired) => void;\n  \
+           \"{}\": (info: RecoveryFailed) => void;\n  \
            \"{}\": (t: Typing) => void;\n\
          {presence_server}\
          }}\n",
@@ -612,6 +634,7 @@ pub fn typescript() -> String {
         names::MESSAGE_UPDATED,
         names::MESSAGE_DELETED,
         names::SESSION_EXPIRED,
+        names::RECOVERY_FAILED,
         names::TYPING,
     ));
     out

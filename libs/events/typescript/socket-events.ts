@@ -124,6 +124,19 @@ code: string,
  */
 message: string, };
 
+export type RecoveryFailed = { 
+/**
+ * Stable machine code: `expired` (the window passed), `unknown_session`,
+ * `foreign_session` (another user's), `invalid_session` (malformed pid
+ * or offset), `too_many_missed`, `unavailable` (the session store or
+ * the log could not be read).
+ */
+reason: string, 
+/**
+ * What happened; the app should refetch what it shows.
+ */
+message: string, };
+
 export type Message = { 
 /**
  * Message id.
@@ -291,6 +304,7 @@ export interface ServerToClientEvents {
   "message:updated": (msg: Message) => void;
   "message:deleted": (msg: MessageDeleted) => void;
   "session:expired": (info: SessionExpired) => void;
+  "recovery:failed": (info: RecoveryFailed) => void;
   "typing": (t: Typing) => void;
   "presence:update": (p: PresenceUpdate) => void;
 }

@@ -253,6 +253,7 @@ pub async fn build(cfg: GatewayConfig, embedded: &Embedded) -> anyhow::Result<Al
             membership: Arc::new(EmbeddedMembership(service)),
             presence: Arc::new(EmbeddedPresence(presence)),
             history: Arc::new(history),
+            sessions: None,
         },
     )
     .await?;

@@ -28,6 +28,7 @@ use crate::membership::{Membership, StaticMembership};
 use crate::membership_nats::NatsMembership;
 use crate::metrics::Metrics;
 use crate::presence::{LocalPresence, NatsPresence, NoPresence, Presence};
+use crate::recovery::{MemorySessions, NatsSessions, Recovery, SessionStore};
 use confab_bus::{Bus, BusError, BusMessage, InProcessBus, NatsBus};
 
 /// A failure to start or run the gateway.
@@ -66,6 +67,10 @@ pub struct Deps {
     /// ([`NoHistory`](crate::history::NoHistory) without a membership
     /// service).
     pub history: Arc<dyn crate::history::MessageCalls>,
+    /// Where recoverable sessions are kept. `None`: in this process's memory,
+    /// which is refused on a bus shared by several gateways (a client that
+    /// reconnects elsewhere must find its session).
+    pub sessions: Option<Arc<dyn SessionStore>>,
 }
 
 impl Deps {
@@ -74,6 +79,7 @@ impl Deps {
     /// silent fallback to the in-process bus.
     pub async fn connect(config: &GatewayConfig) -> Result<Deps, AppError> {
         let mut nats_client = None;
+        let mut sessions: Option<Arc<dyn SessionStore>> = None;
         let bus: Arc<dyn Bus> = match config.bus.kind {
             BusKind::InProcess => Arc::new(InProcessBus::default()),
             BusKind::Nats => {
@@ -81,6 +87,17 @@ impl Deps {
                     .await
                     .map_err(|e| AppError::Bus(e.to_string()))?;
                 nats_client = Some(bus.client().clone());
+                let r = &config.recovery;
+                if r.enabled {
+                    let store = NatsSessions::open(
+                        bus.jetstream(),
+                        Duration::from_millis(r.window_ms),
+                        Duration::from_millis(r.session_max_age_ms),
+                    )
+                    .await
+                    .map_err(|e| AppError::Bus(e.to_string()))?;
+                    sessions = Some(Arc::new(store));
+                }
                 Arc::new(bus)
             }
         };
@@ -118,6 +135,7 @@ impl Deps {
             membership,
             presence,
             history,
+            sessions,
         })
     }
 }
@@ -128,6 +146,7 @@ struct AppState {
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     presence: Arc<LocalPresence>,
+    recovery: Option<Arc<Recovery>>,
     config: Arc<GatewayConfig>,
     shutting_down: Arc<AtomicBool>,
 }
@@ -194,7 +213,31 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let verifier =
             Verifier::new(config.auth.clone()).map_err(|e| AppError::Auth(e.to_string()))?;
-        let hub = Hub::new(Arc::clone(&deps.bus), Arc::clone(&metrics));
+        let r = &config.recovery;
+        let hub = Hub::with_offsets(Arc::clone(&deps.bus), Arc::clone(&metrics), r.enabled);
+        let recovery = if r.enabled {
+            let sessions = match deps.sessions {
+                Some(store) => store,
+                None if deps.bus.status().shared => {
+                    return Err(AppError::Bus(
+                        "connection-state recovery needs a session store shared by every gateway (NATS KV) on a shared bus; keeping sessions in one gateway's memory would break recovery on another gateway".into(),
+                    ));
+                }
+                None => Arc::new(MemorySessions::new(Duration::from_millis(
+                    r.session_max_age_ms,
+                ))),
+            };
+            let gateway = format!("gw-{:016x}", rand::random::<u64>());
+            Some(Recovery::new(
+                r,
+                sessions,
+                Arc::clone(&deps.bus),
+                Arc::clone(&metrics),
+                gateway,
+            ))
+        } else {
+            None
+        };
         let presence = LocalPresence::new(
             deps.presence,
             Duration::from_millis(config.presence.heartbeat_ms),
@@ -211,9 +254,19 @@ impl App {
             .with_presence(Arc::clone(&presence))
             .with_history(deps.history),
         );
+        let handler = match &recovery {
+            Some(r) => Arc::new(
+                Arc::into_inner(handler)
+                    .expect("the handler is not shared yet")
+                    .with_recovery(Arc::clone(r)),
+            ),
+            None => handler,
+        };
+        let mut engine_config = config.engine.to_engine_config();
+        engine_config.shutdown_spread = Duration::from_millis(config.shutdown_spread_ms);
         let shutdown = CancellationToken::new();
         let engine = Engine::new(
-            config.engine.to_engine_config(),
+            engine_config,
             handler,
             shutdown.clone(),
             Arc::clone(&metrics) as Arc<dyn EngineHooks>,
@@ -223,6 +276,7 @@ impl App {
             hub,
             metrics,
             presence,
+            recovery,
             config: Arc::new(config),
             shutting_down: Arc::new(AtomicBool::new(false)),
         };
@@ -294,7 +348,16 @@ impl App {
         });
         // Heartbeats run inside this future: a gateway whose `run` is gone
         // stops reporting, and the tracker expires its users.
-        let (served, ()) = tokio::join!(serve, state.presence.run(shutdown.clone()));
+        let liveness = {
+            let recovery = state.recovery.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                if let Some(r) = recovery {
+                    r.run(shutdown).await;
+                }
+            }
+        };
+        let (served, (), ()) = tokio::join!(serve, state.presence.run(shutdown.clone()), liveness);
         served?;
         let grace = Duration::from_millis(state.config.shutdown_grace_ms);
         if !state.engine.drain(grace).await {
@@ -350,6 +413,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "bus": bus,
         "connections": state.engine.connections(),
         "rooms": state.hub.room_count(),
+        "recovery": state.recovery.as_ref().map(|r| json!({
+            "gateway": r.gateway(),
+            "sessions": r.store_kind(),
+            "window_ms": state.config.recovery.window_ms,
+        })),
     });
     let status = if ready {
         StatusCode::OK

@@ -35,6 +35,10 @@ pub struct GatewayConfig {
     pub log: LogConfig,
     /// How long shutdown waits for sockets to close, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// On shutdown, sockets are closed at random moments within this many
+    /// milliseconds, so that their clients reconnect (elsewhere) spread out
+    /// instead of all at once. Must be below `shutdown_grace_ms`.
+    pub shutdown_spread_ms: u64,
     /// Where room events travel.
     pub bus: BusSettings,
     /// Who answers membership questions.
@@ -43,6 +47,47 @@ pub struct GatewayConfig {
     pub messages: MessageSettings,
     /// Presence heartbeats.
     pub presence: PresenceSettings,
+    /// Connection-state recovery.
+    pub recovery: RecoverySettings,
+}
+
+/// Connection-state recovery: a client that reconnects within the window,
+/// to any gateway, gets its session back and every durable event it missed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecoverySettings {
+    /// Offer recovery (offsets on durable events, `pid` in CONNECT replies).
+    pub enabled: bool,
+    /// How long after a disconnect a session can be recovered, ms. Default
+    /// 120 000 (two minutes); at most `bus.nats.rooms_max_age`.
+    pub window_ms: u64,
+    /// Most events one recovery replays; a client that missed more gets a
+    /// fresh session and `recovery:failed` (`too_many_missed`).
+    pub max_replay_events: usize,
+    /// Most replays this gateway runs at once. Each NATS replay uses one
+    /// JetStream consumer, so the cluster never holds more than
+    /// `gateways x max_concurrent_replays` recovery consumers.
+    pub max_concurrent_replays: usize,
+    /// How often the gateway records that it is alive (NATS KV), ms: the
+    /// sessions of a gateway that died count from its last record.
+    pub heartbeat_ms: u64,
+    /// How long a session record is kept at most, ms (default 24 h): a
+    /// connection that lives longer than this and then loses its gateway to
+    /// a crash is not recoverable.
+    pub session_max_age_ms: u64,
+}
+
+impl Default for RecoverySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_ms: 120_000,
+            max_replay_events: 10_000,
+            max_concurrent_replays: 16,
+            heartbeat_ms: 5_000,
+            session_max_age_ms: 24 * 3600 * 1000,
+        }
+    }
 }
 
 /// Presence heartbeats to the tracker (membership service).
@@ -176,10 +221,12 @@ impl Default for GatewayConfig {
             cors: CorsConfig::default(),
             log: LogConfig::default(),
             shutdown_grace_ms: 10_000,
+            shutdown_spread_ms: 5_000,
             bus: BusSettings::default(),
             membership: MembershipSettings::default(),
             messages: MessageSettings::default(),
             presence: PresenceSettings::default(),
+            recovery: RecoverySettings::default(),
         }
     }
 }
@@ -238,6 +285,7 @@ impl EngineSettings {
             ws_read_buffer: self.ws_read_buffer,
             ws_write_buffer: self.ws_write_buffer,
             write_timeout: Duration::from_millis(self.write_timeout_ms),
+            shutdown_spread: Duration::ZERO,
         }
     }
 }
@@ -428,6 +476,50 @@ impl GatewayConfig {
         }
         if self.membership.request_timeout_ms == 0 {
             return invalid("membership.request_timeout_ms", "must be greater than 0");
+        }
+        if self.shutdown_spread_ms >= self.shutdown_grace_ms {
+            return invalid(
+                "shutdown_spread_ms",
+                "must be below shutdown_grace_ms (sockets close within the spread, then shutdown waits for them)",
+            );
+        }
+        let r = &self.recovery;
+        if r.enabled {
+            if !(1_000..=24 * 3600 * 1000).contains(&r.window_ms) {
+                return invalid("recovery.window_ms", "must be between 1000 and 86400000");
+            }
+            if self.bus.kind == BusKind::Nats
+                && Duration::from_millis(r.window_ms) > self.bus.nats.rooms_max_age
+            {
+                return invalid(
+                    "recovery.window_ms",
+                    "must not exceed bus.nats.rooms_max_age (missed events must still be stored)",
+                );
+            }
+            if r.max_replay_events == 0 || r.max_replay_events > 1_000_000 {
+                return invalid(
+                    "recovery.max_replay_events",
+                    "must be between 1 and 1000000",
+                );
+            }
+            if r.max_concurrent_replays == 0 || r.max_concurrent_replays > 1024 {
+                return invalid(
+                    "recovery.max_concurrent_replays",
+                    "must be between 1 and 1024",
+                );
+            }
+            if r.heartbeat_ms < 50 || r.heartbeat_ms * 3 > r.window_ms {
+                return invalid(
+                    "recovery.heartbeat_ms",
+                    "must be at least 50 and at most a third of recovery.window_ms",
+                );
+            }
+            if r.session_max_age_ms < r.window_ms {
+                return invalid(
+                    "recovery.session_max_age_ms",
+                    "must be at least recovery.window_ms",
+                );
+            }
         }
         if let Err(e) = self.bus.nats.validate() {
             return Err(ConfigError::Invalid {

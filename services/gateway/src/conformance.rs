@@ -56,6 +56,7 @@ impl Handler for SuiteHandler {
         req: ConnectRequest<'_>,
     ) -> Result<Accepted<Value>, ConnectRefusal> {
         Ok(Accepted {
+            pid: None,
             session: req.auth.cloned().unwrap_or_else(|| json!({})),
             expires_at: None,
         })

@@ -1,6 +1,7 @@
 //! Confab's Socket.IO application: JWT handshake, rooms, and the client
 //! events of the gateway (`room:join`, `room:leave`, `auth:refresh`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +27,9 @@ use crate::messages::Messenger;
 use crate::metrics::Metrics;
 use crate::presence::{LocalPresence, NoPresence};
 use crate::ratelimit::Bucket;
+use crate::recovery::{
+    Failure, Found, Recovery, Replay, SessionRecord, Tracked, new_pid, parse_resume,
+};
 use crate::typing::{self, TypingState};
 
 /// What the gateway keeps per socket.
@@ -39,6 +43,30 @@ pub struct Session {
     pub send_bucket: Bucket,
     /// Rooms this socket is typing in.
     pub typing: TypingState,
+    /// The recoverable session record (recovery on).
+    pub recovery: Option<Tracked>,
+    /// Set between CONNECT and the CONNECT reply: what to send right after
+    /// the reply.
+    after_connect: Option<AfterConnect>,
+}
+
+/// What follows the CONNECT reply of a socket.
+#[derive(Debug)]
+enum AfterConnect {
+    /// A recovered session: record it, replay the missed events, then
+    /// release the live ones held meanwhile.
+    Recovered {
+        pid: String,
+        record: SessionRecord,
+        replay: Replay,
+    },
+    /// A fresh session: record it; tell the client if it asked to resume
+    /// and could not.
+    Fresh {
+        pid: String,
+        record: SessionRecord,
+        failure: Option<Failure>,
+    },
 }
 
 /// The gateway's [`Handler`].
@@ -51,6 +79,7 @@ pub struct ConfabHandler {
     messenger: Messenger,
     presence: Arc<LocalPresence>,
     history: Arc<dyn crate::history::MessageCalls>,
+    recovery: Option<Arc<Recovery>>,
 }
 
 fn unix_now() -> u64 {
@@ -94,7 +123,14 @@ impl ConfabHandler {
             metrics,
             presence: LocalPresence::new(Arc::new(NoPresence), Duration::from_secs(5)),
             history: Arc::new(crate::history::NoHistory),
+            recovery: None,
         }
+    }
+
+    /// Offers connection-state recovery through `recovery`.
+    pub fn with_recovery(mut self, recovery: Arc<Recovery>) -> Self {
+        self.recovery = Some(recovery);
+        self
     }
 
     /// Answers `message:edit` / `message:delete` / `message:history`
@@ -148,13 +184,40 @@ impl ConfabHandler {
         if let Err(e) = self.hub.join(&room, socket).await {
             return room_error("unavailable", e.to_string());
         }
+        self.remember_room(session, &room, true).await;
         ack(&RoomAck::Ok {
             ok: true,
             room: room.to_string(),
         })
     }
 
-    fn leave(&self, socket: &SocketRef, session: &mut Session, req: &RoomRequest) -> EventOutcome {
+    /// Keeps a room the client joined or left itself in its session
+    /// record, so that a recovery restores it.
+    async fn remember_room(&self, session: &mut Session, room: &RoomId, joined: bool) {
+        let (Some(recovery), Some(tracked)) = (&self.recovery, session.recovery.as_mut()) else {
+            return;
+        };
+        let name = room.to_string();
+        let r = &mut tracked.record;
+        let (add, remove) = if joined {
+            (&mut r.joined, &mut r.left)
+        } else {
+            (&mut r.left, &mut r.joined)
+        };
+        remove.retain(|x| *x != name);
+        if add.contains(&name) || add.len() >= 1024 {
+            return;
+        }
+        add.push(name);
+        recovery.changed(tracked).await;
+    }
+
+    async fn leave(
+        &self,
+        socket: &SocketRef,
+        session: &mut Session,
+        req: &RoomRequest,
+    ) -> EventOutcome {
         let room = match Self::parse_room(req) {
             Ok(r) => r,
             Err(outcome) => return outcome,
@@ -163,6 +226,7 @@ impl ConfabHandler {
             return room_error("forbidden", "a socket always stays in its own user room");
         }
         self.hub.leave(&room, socket.conn());
+        self.remember_room(session, &room, false).await;
         ack(&RoomAck::Ok {
             ok: true,
             room: room.to_string(),
@@ -232,6 +296,28 @@ impl Handler for ConfabHandler {
             }
         }
         let user = claims.user.clone();
+        // A reconnecting client asks to resume its session.
+        let mut failure = None;
+        let mut found: Option<Found> = None;
+        if let Some(recovery) = &self.recovery {
+            match parse_resume(req.auth) {
+                Ok(Some(resume)) => match recovery.find(&user, &resume).await {
+                    Ok(f) => found = Some(f),
+                    Err(f) => failure = Some(f),
+                },
+                Ok(None) => {}
+                Err(f) => failure = Some(recovery.refused(f)),
+            }
+        }
+        if found.is_some() {
+            // Live events wait until the missed ones are replayed.
+            socket.hold();
+        }
+        let start = self
+            .recovery
+            .as_ref()
+            .map(|r| r.start_position())
+            .unwrap_or(0);
         // The user room first: membership changes announced while the
         // rooms are being looked up then already reach this socket.
         self.hub.register(socket.conn());
@@ -242,16 +328,91 @@ impl Handler for ConfabHandler {
         if let Err(e) = self.hub.join(&RoomId::user(&user), socket).await {
             return Err(fail("bus_unavailable", e.to_string()));
         }
-        let rooms = match self.membership.rooms_of(&user).await {
+        let mut rooms = match self.membership.rooms_of(&user).await {
             Ok(r) => r,
             Err(e) => return Err(fail("membership_unavailable", e.to_string())),
         };
+        if let Some(f) = &found {
+            // The rooms the client chose itself before the drop.
+            rooms.retain(|r| !f.record.left.contains(&r.to_string()));
+            for name in &f.record.joined {
+                let Ok(room) = RoomId::parse(name) else {
+                    continue;
+                };
+                if !rooms.contains(&room)
+                    && matches!(
+                        self.membership.may_join(&user, &room).await,
+                        Ok(Access::Allowed)
+                    )
+                {
+                    rooms.push(room);
+                }
+            }
+        }
         for room in rooms.iter().filter(|r| r.kind() != RoomKind::User) {
             if let Err(e) = self.hub.join(room, socket).await {
                 return Err(fail("bus_unavailable", e.to_string()));
             }
         }
-        tracing::debug!(%user, rooms = rooms.len() + 1, sid = socket.sid(), "socket connected");
+        let after_connect = match &self.recovery {
+            None => None,
+            Some(recovery) => {
+                let now: HashSet<RoomId> = self.hub.rooms_of(socket.conn()).into_iter().collect();
+                let recovered = match found {
+                    Some(f) => match recovery.replay(&user, &f, &now).await {
+                        Ok(replay) => Some((f, replay)),
+                        Err(e) => {
+                            failure = Some(e);
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                let mut record = SessionRecord {
+                    v: 1,
+                    sid: socket.sid().to_string(),
+                    user: user.to_string(),
+                    gateway: recovery.gateway().to_owned(),
+                    offset: start,
+                    rooms: now.iter().map(ToString::to_string).collect(),
+                    joined: Vec::new(),
+                    left: Vec::new(),
+                    disconnected_at_ms: None,
+                };
+                Some(match recovered {
+                    Some((f, replay)) => {
+                        socket.set_sid(&f.record.sid);
+                        record.sid = f.record.sid.clone();
+                        record.offset = f.from;
+                        record.joined = f.record.joined.clone();
+                        record.left = f.record.left.clone();
+                        AfterConnect::Recovered {
+                            pid: f.pid,
+                            record,
+                            replay,
+                        }
+                    }
+                    None => {
+                        // Live events at or below `start` predate the session.
+                        if socket.release(start).is_err() {
+                            return Err(fail("closed", "the connection closed".into()));
+                        }
+                        AfterConnect::Fresh {
+                            pid: new_pid(),
+                            record,
+                            failure,
+                        }
+                    }
+                })
+            }
+        };
+        let pid = match &after_connect {
+            Some(AfterConnect::Recovered { pid, .. } | AfterConnect::Fresh { pid, .. }) => {
+                Some(pid.clone())
+            }
+            None => None,
+        };
+        tracing::debug!(%user, rooms = rooms.len() + 1, sid = &*socket.sid(), "socket connected");
         self.presence.connected(&user, socket.conn());
         Ok(Accepted {
             session: Session {
@@ -259,9 +420,50 @@ impl Handler for ConfabHandler {
                 expires_at: claims.expires_at,
                 send_bucket: self.messenger.connection_bucket(),
                 typing: TypingState::default(),
+                recovery: None,
+                after_connect,
             },
+            pid,
             expires_at: Some(expiry_instant(claims.expires_at)),
         })
+    }
+
+    async fn on_connected(&self, socket: &SocketRef, session: &mut Session) {
+        let Some(recovery) = &self.recovery else {
+            return;
+        };
+        match session.after_connect.take() {
+            None => {}
+            Some(AfterConnect::Fresh {
+                pid,
+                record,
+                failure,
+            }) => {
+                session.recovery = Some(recovery.started(pid, record).await);
+                if let Some(failure) = failure {
+                    let event = serde_json::to_value(failure.event()).unwrap_or(Value::Null);
+                    let _ = socket.emit(names::RECOVERY_FAILED, vec![event]);
+                }
+            }
+            Some(AfterConnect::Recovered {
+                pid,
+                record,
+                replay,
+            }) => {
+                session.recovery = Some(recovery.started(pid, record).await);
+                // The connection task drains the queue while this runs.
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    let Replay { frames, floor } = replay;
+                    for (seq, frame) in frames {
+                        if socket.send_replayed(frame, seq).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = socket.release(floor);
+                });
+            }
+        }
     }
 
     async fn on_event(
@@ -273,7 +475,7 @@ impl Handler for ConfabHandler {
         let parsed = ClientToServer::parse(&event.name, &event.args);
         match parsed {
             Ok(ClientToServer::RoomJoin(req)) => self.join(socket, session, &req).await,
-            Ok(ClientToServer::RoomLeave(req)) => self.leave(socket, session, &req),
+            Ok(ClientToServer::RoomLeave(req)) => self.leave(socket, session, &req).await,
             Ok(ClientToServer::AuthRefresh(req)) => self.refresh(session, &req).await,
             Ok(ClientToServer::TypingStart(req)) | Ok(ClientToServer::TypingStop(req)) => {
                 let start = event.name == names::TYPING_START;
@@ -339,6 +541,9 @@ impl Handler for ConfabHandler {
 
     async fn on_disconnect(&self, socket: &SocketRef, session: Session, reason: DisconnectReason) {
         let mut session = session;
+        if let (Some(recovery), Some(tracked)) = (&self.recovery, session.recovery.take()) {
+            recovery.ended(tracked, &reason).await;
+        }
         typing::stop_all(&self.hub, &session.user, &mut session.typing).await;
         self.hub.unregister(socket.conn());
         self.presence.disconnected(&session.user, socket.conn());

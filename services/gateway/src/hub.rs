@@ -20,7 +20,7 @@ use std::sync::{Arc, Weak};
 
 use axum::extract::ws::Utf8Bytes;
 use confab_events::RoomId;
-use confab_protocol::socketio::event_frame;
+use confab_protocol::socketio::{event_frame, event_frame_with_offset};
 use dashmap::DashMap;
 use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -54,16 +54,26 @@ pub struct Hub {
     conns: DashMap<ConnId, HashSet<RoomId>>,
     bus: Arc<dyn Bus>,
     metrics: Arc<Metrics>,
+    /// Whether durable events carry their offset (connection-state
+    /// recovery on).
+    offsets: bool,
 }
 
 impl Hub {
     /// A hub over a bus.
     pub fn new(bus: Arc<dyn Bus>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Self::with_offsets(bus, metrics, false)
+    }
+
+    /// A hub whose durable events carry their log sequence as the
+    /// connection-state-recovery offset (last argument) when `offsets`.
+    pub fn with_offsets(bus: Arc<dyn Bus>, metrics: Arc<Metrics>, offsets: bool) -> Arc<Self> {
         Arc::new(Self {
             rooms: DashMap::new(),
             conns: DashMap::new(),
             bus,
             metrics,
+            offsets,
         })
     }
 
@@ -230,22 +240,29 @@ impl Hub {
         }
     }
 
-    /// Encodes a bus message once and queues it for every local member.
+    /// Encodes a bus message once (with its offset, when it is durable and
+    /// recovery is on) and queues it for every local member.
     pub fn deliver(&self, room: &RoomId, msg: &BusMessage) -> usize {
-        let frame = Utf8Bytes::from(event_frame("/", &msg.event, &msg.args_json));
-        self.broadcast(room, &frame)
+        let frame = match msg.seq {
+            Some(seq) if self.offsets => {
+                event_frame_with_offset("/", &msg.event, &msg.args_json, seq)
+            }
+            _ => event_frame("/", &msg.event, &msg.args_json),
+        };
+        self.broadcast(room, &Utf8Bytes::from(frame), msg.seq)
     }
 
-    /// Queues one encoded frame for every local member of a room. Returns
-    /// how many sockets took it.
-    pub fn broadcast(&self, room: &RoomId, frame: &Utf8Bytes) -> usize {
+    /// Queues one encoded frame, the event with log sequence `seq` (`None`
+    /// for volatile events), for every local member of a room. Returns how
+    /// many sockets took it.
+    pub fn broadcast(&self, room: &RoomId, frame: &Utf8Bytes, seq: Option<u64>) -> usize {
         let Some(r) = self.rooms.get(room) else {
             return 0;
         };
         let mut delivered = 0;
         for socket in r.members.values() {
-            match socket.send_frame(frame.clone()) {
-                Ok(()) => delivered += 1,
+            match socket.deliver(frame, seq) {
+                Ok(_) => delivered += 1,
                 Err(SendError::SlowConsumer) => {
                     self.metrics.dropped("slow_consumer");
                 }

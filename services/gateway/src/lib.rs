@@ -30,6 +30,7 @@ pub mod messages;
 pub mod metrics;
 pub mod presence;
 pub mod ratelimit;
+pub mod recovery;
 pub mod service_client;
 pub mod typing;
 

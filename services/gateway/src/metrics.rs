@@ -33,6 +33,14 @@ pub struct Metrics {
     pub handshake_failures: Family<ReasonLabel, Counter>,
     /// Connections closed by the server, by reason.
     pub closed: Family<ReasonLabel, Counter>,
+    /// Connection-state recovery attempts, by outcome (`recovered` or the
+    /// failure reason).
+    pub recoveries: Family<ReasonLabel, Counter>,
+    /// Events replayed to recovered sessions.
+    pub replayed: Counter,
+    /// Recovery replays running now (each holds one JetStream consumer on
+    /// NATS; bounded by `recovery.max_concurrent_replays`).
+    pub replays_running: Gauge,
 }
 
 impl Default for Metrics {
@@ -52,6 +60,24 @@ impl Metrics {
         let dropped = Family::<ReasonLabel, Counter>::default();
         let handshake_failures = Family::<ReasonLabel, Counter>::default();
         let closed = Family::<ReasonLabel, Counter>::default();
+        let recoveries = Family::<ReasonLabel, Counter>::default();
+        let replayed = Counter::default();
+        let replays_running = Gauge::default();
+        registry.register(
+            "recoveries",
+            "Connection-state recovery attempts, by outcome",
+            recoveries.clone(),
+        );
+        registry.register(
+            "replayed_events",
+            "Events replayed to recovered sessions",
+            replayed.clone(),
+        );
+        registry.register(
+            "replays_running",
+            "Recovery replays running now",
+            replays_running.clone(),
+        );
         registry.register(
             "connections",
             "Open WebSocket connections",
@@ -84,7 +110,19 @@ impl Metrics {
             dropped,
             handshake_failures,
             closed,
+            recoveries,
+            replayed,
+            replays_running,
         }
+    }
+
+    /// Counts a recovery attempt's outcome.
+    pub fn recovery(&self, outcome: &str) {
+        self.recoveries
+            .get_or_create(&ReasonLabel {
+                reason: outcome.into(),
+            })
+            .inc();
     }
 
     /// Counts a dropped frame.

@@ -14,6 +14,7 @@ use http::HeaderMap;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::socket::ConnShared;
@@ -49,6 +50,10 @@ struct Conn<H: Handler> {
     next_ping: Instant,
     pong_deadline: Option<Instant>,
     connect_deadline: Option<Instant>,
+    /// When this connection closes during a shutdown: spread over
+    /// [`EngineConfig::shutdown_spread`](super::EngineConfig) so that the
+    /// clients do not all reconnect elsewhere in the same instant.
+    closing_at: Option<Instant>,
 }
 
 fn new_sid() -> String {
@@ -84,9 +89,10 @@ pub(super) async fn run<H: Handler>(
     let shared = Arc::new(ConnShared {
         conn: ConnId::next(),
         tx,
-        kill: engine.shutdown.child_token(),
+        kill: CancellationToken::new(),
         kill_reason: OnceLock::new(),
         capacity: cfg.outbound_queue,
+        offsets: Default::default(),
     });
     let now = Instant::now();
     let mut conn = Conn {
@@ -101,6 +107,7 @@ pub(super) async fn run<H: Handler>(
         next_ping: now + cfg.ping_interval,
         pong_deadline: None,
         connect_deadline: Some(now + cfg.connect_timeout),
+        closing_at: None,
     };
     let reason = conn.serve().await;
     conn.finish(reason).await;
@@ -128,20 +135,26 @@ impl<H: Handler> Conn<H> {
             tokio::select! {
                 biased;
                 _ = self.shared.kill.cancelled() => {
-                    let reason = if self.engine.shutdown.is_cancelled() {
-                        CloseReason { code: 1001, reason: "server shutting down".into() }
-                    } else {
-                        self.shared.kill_reason.get().cloned().unwrap_or(CloseReason {
-                            code: 1008,
-                            reason: "closed by server".into(),
-                        })
-                    };
-                    if reason.code == 1008 {
+                    let reason = self.shared.kill_reason.get().cloned().unwrap_or(CloseReason {
+                        code: 1008,
+                        reason: "closed by server".into(),
+                    });
+                    let slow = reason.is_slow_consumer();
+                    if slow {
                         self.engine.hooks.closed_for("slow_consumer");
                     }
                     let text = reason.reason.clone();
                     self.close(reason).await;
-                    return DisconnectReason::Server(text);
+                    return if slow {
+                        DisconnectReason::SlowConsumer
+                    } else {
+                        DisconnectReason::Server(text)
+                    };
+                }
+                _ = self.engine.shutdown.cancelled(), if self.closing_at.is_none() => {
+                    let spread = self.engine.config.shutdown_spread.as_millis() as u64;
+                    let delay = if spread == 0 { 0 } else { rand::random_range(0..spread) };
+                    self.closing_at = Some(Instant::now() + std::time::Duration::from_millis(delay));
                 }
                 frame = self.rx.recv() => {
                     // The sender lives in `shared`, so the queue never closes here.
@@ -172,6 +185,9 @@ impl<H: Handler> Conn<H> {
 
     fn next_deadline(&self) -> Instant {
         let mut t = self.pong_deadline.unwrap_or(self.next_ping);
+        if let Some(c) = self.closing_at {
+            t = t.min(c);
+        }
         if let Some(d) = self.connect_deadline {
             t = t.min(d);
         }
@@ -185,6 +201,16 @@ impl<H: Handler> Conn<H> {
 
     async fn on_timer(&mut self) -> Flow {
         let now = Instant::now();
+        if self.closing_at.is_some_and(|c| now >= c) {
+            // A transport close, not a Socket.IO DISCONNECT: the client
+            // reconnects (to another gateway) and recovers its session.
+            self.close(CloseReason {
+                code: 1001,
+                reason: "server shutting down".into(),
+            })
+            .await;
+            return Flow::Stop(DisconnectReason::Shutdown);
+        }
         if let Some(deadline) = self.pong_deadline {
             if now >= deadline {
                 self.engine.hooks.closed_for("ping_timeout");
@@ -396,7 +422,11 @@ impl<H: Handler> Conn<H> {
         let span = tracing::info_span!("socket.connect", nsp = %nsp, sid = &*sid);
         match handler.on_connect(&socket, req).instrument(span).await {
             Ok(accepted) => {
-                let reply = Packet::connect(&nsp, Some(json!({ "sid": &*sid })));
+                let mut data = json!({ "sid": &*socket.sid() });
+                if let Some(pid) = &accepted.pid {
+                    data["pid"] = json!(pid);
+                }
+                let reply = Packet::connect(&nsp, Some(data));
                 if let Flow::Stop(r) = self.write_flow(vec![packet_text(&reply)]).await {
                     handler
                         .on_disconnect(&socket, accepted.session, r.clone())
@@ -462,7 +492,7 @@ impl<H: Handler> Conn<H> {
         let span = tracing::info_span!(
             "socket.event",
             event = %event.name,
-            sid = entry.socket.sid(),
+            sid = &*entry.socket.sid(),
             ack = event.wants_ack
         );
         let outcome = handler

@@ -30,7 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use socket::{CloseReason, ConnId, Outbound, SendError, SocketRef};
+pub use socket::{CloseReason, ConnId, Delivered, Outbound, SendError, SocketRef};
 
 /// Protocol limits and timings of the engine.
 #[derive(Debug, Clone)]
@@ -55,6 +55,9 @@ pub struct EngineConfig {
     /// Longest a single write to a client may block before the connection is
     /// considered dead.
     pub write_timeout: Duration,
+    /// On shutdown, each connection closes after a random delay below this,
+    /// so that its clients reconnect elsewhere spread out, not all at once.
+    pub shutdown_spread: Duration,
 }
 
 impl Default for EngineConfig {
@@ -69,6 +72,7 @@ impl Default for EngineConfig {
             ws_read_buffer: 4 * 1024,
             ws_write_buffer: 8 * 1024,
             write_timeout: Duration::from_secs(10),
+            shutdown_spread: Duration::ZERO,
         }
     }
 }
@@ -101,6 +105,9 @@ pub struct ConnectRefusal {
 pub struct Accepted<S> {
     /// Per-socket state owned by the connection task.
     pub session: S,
+    /// The private session id for connection-state recovery, sent in the
+    /// CONNECT reply (`{"sid", "pid"}`); `None` when recovery is off.
+    pub pid: Option<String>,
     /// When the session expires (e.g. the token's `exp`); the engine then
     /// calls [`Handler::on_expired`] and disconnects the socket.
     pub expires_at: Option<Instant>,
@@ -149,6 +156,21 @@ pub enum DisconnectReason {
     PingTimeout,
     /// The server closed the socket; the text says why.
     Server(String),
+    /// The server is shutting down; the client reconnects elsewhere.
+    Shutdown,
+    /// The client did not read fast enough (outbound queue full).
+    SlowConsumer,
+}
+
+impl DisconnectReason {
+    /// Whether the client will reconnect on its own and may recover its
+    /// session: the transport was lost, not a deliberate disconnect.
+    pub fn is_recoverable(&self) -> bool {
+        matches!(
+            self,
+            Self::TransportClose | Self::PingTimeout | Self::Shutdown | Self::SlowConsumer
+        )
+    }
 }
 
 /// The application side of the engine.

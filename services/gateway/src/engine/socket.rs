@@ -1,8 +1,8 @@
 //! Handles to a connection: its outbound queue and its kill switch.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
@@ -55,6 +55,11 @@ impl CloseReason {
             reason: format!("slow consumer: outbound queue of {capacity} frames full"),
         }
     }
+
+    /// Whether this is [`CloseReason::slow_consumer`].
+    pub fn is_slow_consumer(&self) -> bool {
+        self.code == 1008 && self.reason.starts_with("slow consumer")
+    }
 }
 
 /// Why a frame could not be queued.
@@ -75,6 +80,20 @@ pub(crate) struct ConnShared {
     pub(crate) kill: CancellationToken,
     pub(crate) kill_reason: OnceLock<CloseReason>,
     pub(crate) capacity: usize,
+    pub(crate) offsets: Offsets,
+}
+
+/// Offset bookkeeping for connection-state recovery (see
+/// [`SocketRef::deliver`]).
+#[derive(Default)]
+pub(crate) struct Offsets {
+    /// The highest log sequence queued to the client: its last offset.
+    max_sent: AtomicU64,
+    /// Durable events at or below this sequence were replayed already.
+    floor: AtomicU64,
+    /// While a recovery replays, live events wait in `held`.
+    holding: AtomicBool,
+    held: Mutex<Vec<(Option<u64>, Utf8Bytes)>>,
 }
 
 impl ConnShared {
@@ -86,8 +105,19 @@ impl ConnShared {
 
 struct Inner {
     nsp: Arc<str>,
-    sid: Arc<str>,
+    sid: RwLock<Arc<str>>,
     shared: Arc<ConnShared>,
+}
+
+/// What [`SocketRef::deliver`] did with a live event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Queued for the client.
+    Queued,
+    /// Kept aside while the socket's recovery replays; queued after it.
+    Held,
+    /// Dropped: the recovery replay already sent it.
+    AlreadyReplayed,
 }
 
 /// A cheap, cloneable handle to one socket (a connection joined to one
@@ -100,14 +130,18 @@ impl fmt::Debug for SocketRef {
         f.debug_struct("SocketRef")
             .field("conn", &self.0.shared.conn)
             .field("nsp", &self.0.nsp)
-            .field("sid", &self.0.sid)
+            .field("sid", &self.sid())
             .finish()
     }
 }
 
 impl SocketRef {
     pub(crate) fn new(shared: Arc<ConnShared>, nsp: Arc<str>, sid: Arc<str>) -> Self {
-        Self(Arc::new(Inner { nsp, sid, shared }))
+        Self(Arc::new(Inner {
+            nsp,
+            sid: RwLock::new(sid),
+            shared,
+        }))
     }
 
     /// The connection's id.
@@ -121,8 +155,101 @@ impl SocketRef {
     }
 
     /// The Socket.IO session id given to the client.
-    pub fn sid(&self) -> &str {
-        &self.0.sid
+    pub fn sid(&self) -> Arc<str> {
+        Arc::clone(&self.0.sid.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Replaces the session id before the CONNECT reply is written, e.g. to
+    /// give a recovered session its previous id back. Only meaningful in
+    /// [`Handler::on_connect`](super::Handler::on_connect).
+    pub fn set_sid(&self, sid: &str) {
+        *self.0.sid.write().unwrap_or_else(|p| p.into_inner()) = sid.into();
+    }
+
+    /// Queues a live room event. `seq` is its sequence in the durable log
+    /// (`None` for volatile events) and `frame` carries it as the offset.
+    /// Keeps the client's offsets consistent for connection-state recovery:
+    ///
+    /// * while the socket's recovery replays ([`SocketRef::hold`]), live
+    ///   events wait and follow the replay ([`SocketRef::release`]);
+    /// * an event the replay already sent (sequence at or below the floor)
+    ///   is dropped, never sent twice;
+    /// * an event older than one already sent (a repaired gap) is sent with
+    ///   the newer offset, so that the client's last offset never moves
+    ///   back and nothing is replayed twice.
+    pub fn deliver(&self, frame: &Utf8Bytes, seq: Option<u64>) -> Result<Delivered, SendError> {
+        let o = &self.0.shared.offsets;
+        if o.holding.load(Ordering::Acquire) {
+            let mut held = o.held.lock().unwrap_or_else(|p| p.into_inner());
+            if o.holding.load(Ordering::Acquire) {
+                if held.len() >= self.0.shared.capacity.max(1024) {
+                    drop(held);
+                    self.close(CloseReason::slow_consumer(self.0.shared.capacity));
+                    return Err(SendError::SlowConsumer);
+                }
+                held.push((seq, frame.clone()));
+                return Ok(Delivered::Held);
+            }
+        }
+        self.deliver_live(frame, seq)
+    }
+
+    fn deliver_live(&self, frame: &Utf8Bytes, seq: Option<u64>) -> Result<Delivered, SendError> {
+        let o = &self.0.shared.offsets;
+        if let Some(seq) = seq {
+            if seq <= o.floor.load(Ordering::Acquire) {
+                return Ok(Delivered::AlreadyReplayed);
+            }
+            let before = o.max_sent.fetch_max(seq, Ordering::AcqRel);
+            if seq < before
+                && let Some(text) = socketio::replace_offset(frame.as_str(), before)
+            {
+                self.send_frame(Utf8Bytes::from(text))?;
+                return Ok(Delivered::Queued);
+            }
+        }
+        self.send_frame(frame.clone())?;
+        Ok(Delivered::Queued)
+    }
+
+    /// Starts holding live events back (see [`SocketRef::deliver`]) until
+    /// [`SocketRef::release`]; call before joining rooms for a recovery.
+    pub fn hold(&self) {
+        self.0.shared.offsets.holding.store(true, Ordering::Release);
+    }
+
+    /// Queues one replayed event, waiting for room in the outbound queue
+    /// (the connection task drains it meanwhile), and records its offset.
+    pub async fn send_replayed(&self, frame: Utf8Bytes, seq: u64) -> Result<(), SendError> {
+        let o = &self.0.shared.offsets;
+        o.max_sent.fetch_max(seq, Ordering::AcqRel);
+        tokio::select! {
+            sent = self.0.shared.tx.send(Outbound::Text(frame)) => sent.map_err(|_| SendError::Closed),
+            _ = self.0.shared.kill.cancelled() => Err(SendError::Closed),
+        }
+    }
+
+    /// Ends a recovery: live events at or below `floor` (the last sequence
+    /// the replay covered) are dropped as already replayed, the rest of the
+    /// held events are queued in arrival order, and live delivery resumes.
+    pub fn release(&self, floor: u64) -> Result<(), SendError> {
+        let o = &self.0.shared.offsets;
+        o.floor.fetch_max(floor, Ordering::AcqRel);
+        o.max_sent.fetch_max(floor, Ordering::AcqRel);
+        let mut held = o.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut result = Ok(());
+        for (seq, frame) in held.drain(..) {
+            if result.is_ok() {
+                result = self.deliver_live(&frame, seq).map(|_| ());
+            }
+        }
+        o.holding.store(false, Ordering::Release);
+        result
+    }
+
+    /// The highest log sequence queued to this socket so far.
+    pub fn last_offset(&self) -> u64 {
+        self.0.shared.offsets.max_sent.load(Ordering::Acquire)
     }
 
     /// Queues a pre-encoded text frame.

@@ -1,0 +1,563 @@
+//! Connection-state recovery, compatible with `socket.io-client` 4.6+.
+//!
+//! * Every durable room event is sent with its log sequence as a last,
+//!   string argument (the offset); the CONNECT reply carries a private
+//!   session id (`pid`). The client remembers both.
+//! * A client that reconnects presents `{pid, offset}` in its CONNECT
+//!   payload. Any gateway looks the session up in the [`SessionStore`]
+//!   (NATS KV in a cluster), checks it belongs to the same user and that
+//!   the disconnect is less than the window old, joins the socket's rooms
+//!   with live events held back, replays what the rooms stored after the
+//!   offset (one bounded [`Bus::replay`]), then releases the held live
+//!   events that the replay did not cover. The reply carries the old `sid`
+//!   and the same `pid`, so `socket.recovered` is `true`.
+//! * Otherwise the client gets a fresh session and `recovery:failed`
+//!   `{reason, message}`.
+//!
+//! The window counts from the disconnect the holding gateway recorded, or,
+//! when that gateway died without recording it, from its last liveness
+//! heartbeat.
+
+mod nats_store;
+pub mod store;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::Utf8Bytes;
+use base64::Engine as _;
+use confab_bus::{Bus, TailItem};
+use confab_events::socket::RecoveryFailed;
+use confab_events::{RoomId, UserId};
+use confab_protocol::socketio::event_frame_with_offset;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+pub use nats_store::{GATEWAYS_BUCKET, NatsSessions, SESSIONS_BUCKET};
+pub use store::{MemorySessions, SessionRecord, SessionStore, StoreError};
+
+use crate::config::RecoverySettings;
+use crate::engine::DisconnectReason;
+use crate::hub::{ROOM_JOINED, ROOM_LEFT};
+use crate::metrics::Metrics;
+
+/// What a reconnecting client asked to resume (from its CONNECT payload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// The private session id the client was given.
+    pub pid: String,
+    /// The offset of the last event it received, if any.
+    pub offset: Option<u64>,
+}
+
+/// Why a session was not recovered; sent as `recovery:failed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Stable code (see [`RecoveryFailed::reason`]).
+    pub reason: &'static str,
+    /// What happened.
+    pub message: String,
+}
+
+impl Failure {
+    fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// The `recovery:failed` payload.
+    pub fn event(&self) -> RecoveryFailed {
+        RecoveryFailed {
+            reason: self.reason.into(),
+            message: format!(
+                "{}; this is a fresh session: refetch what the app shows",
+                self.message
+            ),
+        }
+    }
+}
+
+fn valid_pid(pid: &str) -> bool {
+    (1..=64).contains(&pid.len())
+        && pid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Reads `{pid, offset}` from a CONNECT payload. `Ok(None)`: no recovery
+/// asked for. A malformed pid or offset is a [`Failure`] (the client then
+/// gets a fresh session), never a refused connection.
+pub fn parse_resume(auth: Option<&Value>) -> Result<Option<Resume>, Failure> {
+    let Some(obj) = auth.and_then(Value::as_object) else {
+        return Ok(None);
+    };
+    let pid = match obj.get("pid") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(p)) if valid_pid(p) => p.clone(),
+        Some(_) => {
+            return Err(Failure::new(
+                "invalid_session",
+                "the session id (pid) is malformed",
+            ));
+        }
+    };
+    let offset = match obj.get("offset") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(o)) if !o.is_empty() && o.len() <= 20 => {
+            Some(o.parse::<u64>().map_err(|_| {
+                Failure::new("invalid_session", "the offset is not one this server gave")
+            })?)
+        }
+        Some(_) => {
+            return Err(Failure::new(
+                "invalid_session",
+                "the offset is not one this server gave",
+            ));
+        }
+    };
+    Ok(Some(Resume { pid, offset }))
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A new random private session id (22 URL-safe characters).
+pub fn new_pid() -> String {
+    let bytes: [u8; 16] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A session found for a resume request.
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// Its pid.
+    pub pid: String,
+    /// Its record.
+    pub record: SessionRecord,
+    /// Replay events after this sequence.
+    pub from: u64,
+}
+
+/// The events a recovered socket missed, encoded, and the sequence the
+/// replay covered up to.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Frames to send, in log order, each with its sequence.
+    pub frames: Vec<(u64, Utf8Bytes)>,
+    /// Live events at or below this sequence were covered by the replay.
+    pub floor: u64,
+}
+
+/// What a socket's session record looks like now, kept with the socket.
+#[derive(Debug, Clone)]
+pub struct Tracked {
+    /// The pid.
+    pub pid: String,
+    /// The record as last written.
+    pub record: SessionRecord,
+    /// Its revision in the store; `None` if the write failed.
+    pub revision: Option<u64>,
+}
+
+/// The recovery service of one gateway.
+pub struct Recovery {
+    store: Arc<dyn SessionStore>,
+    bus: Arc<dyn Bus>,
+    metrics: Arc<Metrics>,
+    gateway: String,
+    window: Duration,
+    heartbeat: Duration,
+    max_replay: usize,
+    permits: Semaphore,
+}
+
+impl Recovery {
+    /// Recovery through `store` over `bus`, as gateway `gateway`.
+    pub fn new(
+        settings: &RecoverySettings,
+        store: Arc<dyn SessionStore>,
+        bus: Arc<dyn Bus>,
+        metrics: Arc<Metrics>,
+        gateway: String,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            bus,
+            metrics,
+            gateway,
+            window: Duration::from_millis(settings.window_ms),
+            heartbeat: Duration::from_millis(settings.heartbeat_ms),
+            max_replay: settings.max_replay_events,
+            permits: Semaphore::new(settings.max_concurrent_replays),
+        })
+    }
+
+    /// This gateway's id in session records.
+    pub fn gateway(&self) -> &str {
+        &self.gateway
+    }
+
+    /// The store's kind, for readiness.
+    pub fn store_kind(&self) -> &'static str {
+        self.store.kind()
+    }
+
+    /// Where a fresh session starts: the log position this gateway knows
+    /// of. Live events at or below it predate the session (never sent, never
+    /// replayed).
+    pub fn start_position(&self) -> u64 {
+        self.bus.high_water()
+    }
+
+    fn fail(&self, failure: Failure) -> Failure {
+        self.metrics.recovery(failure.reason);
+        failure
+    }
+
+    /// Counts a failure found before any lookup (a malformed request).
+    pub fn refused(&self, failure: Failure) -> Failure {
+        self.fail(failure)
+    }
+
+    /// Looks up the session `resume` names for `user` and checks it may be
+    /// resumed now.
+    pub async fn find(&self, user: &UserId, resume: &Resume) -> Result<Found, Failure> {
+        let unavailable = |e: StoreError| {
+            tracing::warn!(error = %e, "cannot read a session to recover");
+            self.fail(Failure::new(
+                "unavailable",
+                "the session store cannot be read right now",
+            ))
+        };
+        let Some((record, _)) = self.store.get(&resume.pid).await.map_err(unavailable)? else {
+            return Err(self.fail(Failure::new(
+                "unknown_session",
+                "no such session: it ended, expired, or never existed",
+            )));
+        };
+        if record.user != user.as_str() {
+            return Err(self.fail(Failure::new(
+                "foreign_session",
+                "the session belongs to another user",
+            )));
+        }
+        let now = unix_ms();
+        let dropped_at = match record.disconnected_at_ms {
+            Some(t) => t,
+            // The gateway that held the connection never recorded the drop:
+            // it died (count from its last heartbeat) or has not noticed yet
+            // (it is alive: the drop is now).
+            None => match self
+                .store
+                .last_beat(&record.gateway)
+                .await
+                .map_err(unavailable)?
+            {
+                Some(beat) if now.saturating_sub(beat) <= 3 * self.heartbeat.as_millis() as u64 => {
+                    now
+                }
+                Some(beat) => beat,
+                None => 0,
+            },
+        };
+        let away = Duration::from_millis(now.saturating_sub(dropped_at));
+        if away > self.window {
+            return Err(self.fail(Failure::new(
+                "expired",
+                format!(
+                    "disconnected {} s ago, longer than the {} s recovery window",
+                    away.as_secs(),
+                    self.window.as_secs()
+                ),
+            )));
+        }
+        if let Some(offset) = resume.offset {
+            let mut end = self.bus.high_water();
+            if offset > end {
+                end = self.bus.refresh_high_water().await.unwrap_or(end);
+            }
+            if offset > end {
+                return Err(self.fail(Failure::new(
+                    "invalid_session",
+                    "the offset is ahead of the event log",
+                )));
+            }
+        }
+        let from = resume.offset.unwrap_or(0).max(record.offset);
+        Ok(Found {
+            pid: resume.pid.clone(),
+            record,
+            from,
+        })
+    }
+
+    /// Reads what the session missed in its rooms: `now` (the rooms the
+    /// socket is in after reconnecting) and the rooms of its record. A room
+    /// joined during the gap is replayed from its `room:joined`, a room left
+    /// up to its `room:left`; volatile events were never stored.
+    pub async fn replay(
+        &self,
+        user: &UserId,
+        found: &Found,
+        now: &HashSet<RoomId>,
+    ) -> Result<Replay, Failure> {
+        let user_room = RoomId::user(user);
+        let mut rooms: BTreeSet<RoomId> = now.iter().cloned().collect();
+        rooms.extend(
+            found
+                .record
+                .rooms
+                .iter()
+                .filter_map(|r| RoomId::parse(r).ok()),
+        );
+        rooms.insert(user_room.clone());
+        let rooms: Vec<RoomId> = rooms.into_iter().collect();
+        let items = {
+            let _permit = self.permits.acquire().await.map_err(|_| {
+                self.fail(Failure::new("unavailable", "the gateway is shutting down"))
+            })?;
+            self.metrics.replays_running.inc();
+            let result = self
+                .bus
+                .replay(&rooms, found.from + 1, self.max_replay + 1)
+                .await;
+            self.metrics.replays_running.dec();
+            result.map_err(|e| {
+                tracing::warn!(error = %e, "cannot replay missed events");
+                self.fail(Failure::new(
+                    "unavailable",
+                    "the event log cannot be read right now",
+                ))
+            })?
+        };
+        if items.len() > self.max_replay {
+            return Err(self.fail(Failure::new(
+                "too_many_missed",
+                format!(
+                    "more than {} events were missed, more than one recovery replays",
+                    self.max_replay
+                ),
+            )));
+        }
+        let floor = items
+            .last()
+            .and_then(|i| i.msg.seq)
+            .unwrap_or(0)
+            .max(found.from);
+        let frames = filter_membership(&user_room, now, items)
+            .into_iter()
+            .filter_map(|item| {
+                let seq = item.msg.seq?;
+                let frame = event_frame_with_offset("/", &item.msg.event, &item.msg.args_json, seq);
+                Some((seq, Utf8Bytes::from(frame)))
+            })
+            .collect::<Vec<_>>();
+        self.metrics.recovery("recovered");
+        self.metrics.replayed.inc_by(frames.len() as u64);
+        Ok(Replay { frames, floor })
+    }
+
+    /// Records a (new or resumed) session; the returned [`Tracked`] goes
+    /// with the socket. A failed write is logged: the session then cannot
+    /// be recovered, nothing else changes.
+    pub async fn started(&self, pid: String, record: SessionRecord) -> Tracked {
+        let revision = match self.store.put(&pid, &record).await {
+            Ok(r) => Some(r),
+            Err(error) => {
+                tracing::warn!(%error, "cannot record a session: it will not be recoverable");
+                None
+            }
+        };
+        Tracked {
+            pid,
+            record,
+            revision,
+        }
+    }
+
+    /// Writes a changed record (compare-and-set on the last revision).
+    pub async fn changed(&self, tracked: &mut Tracked) {
+        let Some(revision) = tracked.revision else {
+            return;
+        };
+        tracked.revision = match self
+            .store
+            .update(&tracked.pid, &tracked.record, revision)
+            .await
+        {
+            Ok(r) => Some(r),
+            Err(error) => {
+                tracing::debug!(%error, pid = %tracked.pid, "session record not updated");
+                None
+            }
+        };
+    }
+
+    /// The socket is gone: a recoverable drop starts the window, anything
+    /// else (the client disconnected, the server refused it) ends the
+    /// session. A record someone else rewrote since (the client already
+    /// resumed elsewhere) is left alone.
+    pub async fn ended(&self, mut tracked: Tracked, reason: &DisconnectReason) {
+        if reason.is_recoverable() {
+            tracked.record.disconnected_at_ms = Some(unix_ms());
+            self.changed(&mut tracked).await;
+        } else if tracked.revision.is_some()
+            && let Err(error) = self.store.delete(&tracked.pid).await
+        {
+            tracing::debug!(%error, "cannot delete an ended session record");
+        }
+    }
+
+    /// Records this gateway's liveness every heartbeat and keeps the bus's
+    /// idea of the log's end fresh, until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(error) = self.store.beat(&self.gateway, unix_ms()).await {
+                tracing::warn!(%error, "cannot record gateway liveness for recovery");
+            }
+            if let Err(error) = self.bus.refresh_high_water().await {
+                tracing::debug!(%error, "cannot refresh the log position");
+            }
+        }
+    }
+}
+
+fn membership_target(item: &TailItem) -> Option<(RoomId, bool)> {
+    let joined = match &*item.msg.event {
+        ROOM_JOINED => true,
+        ROOM_LEFT => false,
+        _ => return None,
+    };
+    let v: Value = serde_json::from_str(&item.msg.args_json).ok()?;
+    let room = RoomId::parse(v.get(0)?.get("room")?.as_str()?).ok()?;
+    Some((room, joined))
+}
+
+/// Keeps the events a member would have received: everything of the user
+/// room, and a room's events only while the user belonged to it. Whether
+/// the user belonged to a room when the gap began follows from the first
+/// membership change for it in the gap (`room:left` -> was a member), or,
+/// without one, from whether the socket is in it now.
+fn filter_membership(
+    user_room: &RoomId,
+    now: &HashSet<RoomId>,
+    items: Vec<TailItem>,
+) -> Vec<TailItem> {
+    let changes: Vec<Option<(RoomId, bool)>> = items
+        .iter()
+        .map(|i| {
+            if &i.room == user_room {
+                membership_target(i)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let mut member: HashMap<RoomId, bool> = HashMap::new();
+    for (room, joined) in changes.iter().flatten() {
+        member.entry(room.clone()).or_insert(!joined);
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (item, change) in items.into_iter().zip(changes) {
+        if let Some((room, joined)) = change {
+            member.insert(room, joined);
+            out.push(item);
+        } else if &item.room == user_room
+            || *member
+                .entry(item.room.clone())
+                .or_insert_with(|| now.contains(&item.room))
+        {
+            out.push(item);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confab_bus::BusMessage;
+    use serde_json::json;
+
+    fn item(room: &str, seq: u64, event: &str, data: Value) -> TailItem {
+        let mut msg = BusMessage::new(event, &data);
+        msg.seq = Some(seq);
+        TailItem {
+            room: RoomId::parse(room).unwrap(),
+            msg,
+        }
+    }
+
+    #[test]
+    fn parses_resume_requests() {
+        assert_eq!(parse_resume(None), Ok(None));
+        assert_eq!(parse_resume(Some(&json!({"token": "t"}))), Ok(None));
+        assert_eq!(
+            parse_resume(Some(&json!({"token": "t", "pid": "abc_-1"}))),
+            Ok(Some(Resume {
+                pid: "abc_-1".into(),
+                offset: None
+            }))
+        );
+        assert_eq!(
+            parse_resume(Some(&json!({"pid": "abc", "offset": "42"}))),
+            Ok(Some(Resume {
+                pid: "abc".into(),
+                offset: Some(42)
+            }))
+        );
+        for bad in [
+            json!({"pid": "a.b"}),
+            json!({"pid": "a b"}),
+            json!({"pid": ""}),
+            json!({"pid": 5}),
+            json!({"pid": "x".repeat(65)}),
+            json!({"pid": "abc", "offset": "-1"}),
+            json!({"pid": "abc", "offset": "1e3"}),
+            json!({"pid": "abc", "offset": 5}),
+            json!({"pid": "abc", "offset": "99999999999999999999999"}),
+        ] {
+            let err = parse_resume(Some(&bad)).unwrap_err();
+            assert_eq!(err.reason, "invalid_session", "{bad}");
+        }
+    }
+
+    #[test]
+    fn replay_follows_membership_changes_in_the_gap() {
+        let me = RoomId::parse("user:u1").unwrap();
+        let now: HashSet<RoomId> = ["channel:stay", "channel:new"]
+            .iter()
+            .map(|r| RoomId::parse(r).unwrap())
+            .collect();
+        let items = vec![
+            item("channel:stay", 1, "message:new", json!({"id": "s1"})),
+            item("channel:gone", 2, "message:new", json!({"id": "g1"})),
+            item("channel:new", 3, "message:new", json!({"id": "n1"})),
+            item("user:u1", 4, ROOM_LEFT, json!({"room": "channel:gone"})),
+            item("channel:gone", 5, "message:new", json!({"id": "g2"})),
+            item("user:u1", 6, ROOM_JOINED, json!({"room": "channel:new"})),
+            item("channel:new", 7, "message:new", json!({"id": "n2"})),
+            item("channel:other", 8, "message:new", json!({"id": "o1"})),
+        ];
+        let kept: Vec<u64> = filter_membership(&me, &now, items)
+            .iter()
+            .map(|i| i.msg.seq.unwrap())
+            .collect();
+        // g1 before the removal, n2 after the join; not g2, n1, o1.
+        assert_eq!(kept, vec![1, 2, 4, 6, 7]);
+    }
+}

@@ -1,0 +1,221 @@
+//! Where recoverable sessions live: the port and its in-memory
+//! implementation (the all-in-one process and tests). [`NatsSessions`]
+//! (`nats_store.rs`) keeps them in NATS KV for clusters.
+//!
+//! [`NatsSessions`]: super::NatsSessions
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// What a gateway records about a session so that any gateway can resume
+/// it. Serialized as JSON, versioned (`v`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Schema version (1).
+    pub v: u8,
+    /// The Socket.IO session id the client had; a recovery restores it.
+    pub sid: String,
+    /// The user the session belongs to; only this user may resume it.
+    pub user: String,
+    /// The gateway that holds (or held) the connection.
+    pub gateway: String,
+    /// Log position when the session started: a client that received
+    /// nothing resumes from here.
+    pub offset: u64,
+    /// The rooms the socket was in when the record was written (the replay
+    /// reads them, to deliver what came before a removal).
+    pub rooms: Vec<String>,
+    /// Rooms the client joined itself (`room:join`).
+    pub joined: Vec<String>,
+    /// Rooms the client left itself (`room:leave`).
+    pub left: Vec<String>,
+    /// When the gateway saw the connection drop (Unix ms); `None` while
+    /// connected, or when the gateway died first.
+    pub disconnected_at_ms: Option<u64>,
+}
+
+/// A session store failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached; retrying later may work.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    /// Someone else wrote the record since (compare-and-set failed).
+    #[error("the session record changed since it was read")]
+    Conflict,
+}
+
+/// The session store port. Keys are `pid`s (private session ids, safe
+/// characters only).
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Writes a record; returns its revision.
+    async fn put(&self, pid: &str, record: &SessionRecord) -> Result<u64, StoreError>;
+    /// Overwrites a record only if it is still at `revision`.
+    async fn update(
+        &self,
+        pid: &str,
+        record: &SessionRecord,
+        revision: u64,
+    ) -> Result<u64, StoreError>;
+    /// The record and its revision, if it exists and has not expired.
+    async fn get(&self, pid: &str) -> Result<Option<(SessionRecord, u64)>, StoreError>;
+    /// Removes a record (best effort).
+    async fn delete(&self, pid: &str) -> Result<(), StoreError>;
+    /// Records that `gateway` is alive at `now_ms` (Unix ms).
+    async fn beat(&self, gateway: &str, now_ms: u64) -> Result<(), StoreError>;
+    /// The last time `gateway` recorded it was alive, if still known.
+    async fn last_beat(&self, gateway: &str) -> Result<Option<u64>, StoreError>;
+    /// What readiness says about the store.
+    fn kind(&self) -> &'static str;
+}
+
+struct Entry {
+    record: SessionRecord,
+    revision: u64,
+    written: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<String, Entry>,
+    beats: HashMap<String, u64>,
+    revision: u64,
+    writes: u64,
+}
+
+/// Sessions in this process's memory, expiring after `max_age` like the
+/// NATS bucket's entries. For the all-in-one process, where every gateway
+/// is this process.
+pub struct MemorySessions {
+    state: Mutex<State>,
+    max_age: Duration,
+}
+
+impl MemorySessions {
+    /// A store whose records expire `max_age` after they were written.
+    pub fn new(max_age: Duration) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            max_age,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self, state: &mut State, pid: &str, record: &SessionRecord) -> u64 {
+        state.revision += 1;
+        state.writes += 1;
+        // Sweep now and then so that abandoned records do not pile up.
+        if state.writes.is_multiple_of(1024) {
+            let max_age = self.max_age;
+            state.sessions.retain(|_, e| e.written.elapsed() < max_age);
+        }
+        let revision = state.revision;
+        state.sessions.insert(
+            pid.to_owned(),
+            Entry {
+                record: record.clone(),
+                revision,
+                written: Instant::now(),
+            },
+        );
+        revision
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemorySessions {
+    async fn put(&self, pid: &str, record: &SessionRecord) -> Result<u64, StoreError> {
+        let mut state = self.lock();
+        Ok(self.write(&mut state, pid, record))
+    }
+
+    async fn update(
+        &self,
+        pid: &str,
+        record: &SessionRecord,
+        revision: u64,
+    ) -> Result<u64, StoreError> {
+        let mut state = self.lock();
+        match state.sessions.get(pid) {
+            Some(e) if e.revision == revision => Ok(self.write(&mut state, pid, record)),
+            _ => Err(StoreError::Conflict),
+        }
+    }
+
+    async fn get(&self, pid: &str) -> Result<Option<(SessionRecord, u64)>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .sessions
+            .get(pid)
+            .filter(|e| e.written.elapsed() < self.max_age)
+            .map(|e| (e.record.clone(), e.revision)))
+    }
+
+    async fn delete(&self, pid: &str) -> Result<(), StoreError> {
+        self.lock().sessions.remove(pid);
+        Ok(())
+    }
+
+    async fn beat(&self, gateway: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.lock().beats.insert(gateway.to_owned(), now_ms);
+        Ok(())
+    }
+
+    async fn last_beat(&self, gateway: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.lock().beats.get(gateway).copied())
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(user: &str) -> SessionRecord {
+        SessionRecord {
+            v: 1,
+            sid: "s1".into(),
+            user: user.into(),
+            gateway: "g1".into(),
+            offset: 7,
+            rooms: vec!["user:u1".into()],
+            joined: vec![],
+            left: vec![],
+            disconnected_at_ms: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn compare_and_set_and_expiry() {
+        let store = MemorySessions::new(Duration::from_millis(200));
+        let rev = store.put("p1", &record("u1")).await.unwrap();
+        let (got, got_rev) = store.get("p1").await.unwrap().unwrap();
+        assert_eq!((got, got_rev), (record("u1"), rev));
+        let mut changed = record("u1");
+        changed.disconnected_at_ms = Some(5);
+        let rev2 = store.update("p1", &changed, rev).await.unwrap();
+        assert!(rev2 > rev);
+        // A stale writer loses.
+        assert!(matches!(
+            store.update("p1", &record("u1"), rev).await,
+            Err(StoreError::Conflict)
+        ));
+        assert_eq!(store.get("p1").await.unwrap().unwrap().0, changed);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(store.get("p1").await.unwrap().is_none());
+        store.beat("g1", 42).await.unwrap();
+        assert_eq!(store.last_beat("g1").await.unwrap(), Some(42));
+        assert_eq!(store.last_beat("g2").await.unwrap(), None);
+    }
+}
