@@ -635,3 +635,64 @@ async fn a_mass_recovery_stays_within_the_consumer_bound() {
         "{metrics}"
     );
 }
+
+/// A rolling deploy: the gateway shuts down gracefully, its clients
+/// reconnect to another one (spread out, not all in one instant) and
+/// recover; events published meanwhile arrive exactly once.
+#[tokio::test]
+async fn a_graceful_shutdown_hands_clients_over_spread_out() {
+    const SESSIONS: usize = 20;
+    let c = Cluster::start_tweaked(2, None, |cfg| {
+        cfg.shutdown_spread_ms = 1_500;
+        cfg.shutdown_grace_ms = 5_000;
+    })
+    .await;
+    let node = NodeClient::spawn().await;
+    let proxy = Proxy::start(c.gateways[0].0).await;
+    let mut ids = Vec::new();
+    for i in 0..SESSIONS {
+        let name = format!("u{i}");
+        node.connect(&name, &proxy.url(), reconnecting(&token(&name)))
+            .await;
+    }
+    for i in 0..SESSIONS {
+        let hello = node.expect(&format!("u{i}"), is_type("connect"), T).await;
+        ids.push(hello["id"].as_str().unwrap().to_owned());
+    }
+    // The load balancer sends new connections to the other gateway.
+    proxy.point_to(Some(c.gateways[1].0));
+    c.gateways[0].1.shutdown();
+    for i in 0..SESSIONS {
+        let room = RoomId::parse(&format!("user:u{i}")).unwrap();
+        c.gateways[1]
+            .1
+            .emit(&room, "message:new", &json!({ "id": "m1" }))
+            .await
+            .unwrap();
+    }
+    let mut closed_at = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let name = format!("u{i}");
+        let gone = node.expect(&name, is_type("disconnect"), T).await;
+        assert_eq!(gone["reason"], "transport close", "{gone}");
+        closed_at.push(gone["at"].as_u64().unwrap());
+        expect_recovered(&node, &name, id).await;
+    }
+    for i in 0..SESSIONS {
+        let name = format!("u{i}");
+        receive_in_order(&node, &name, &bodies(1..=1), 0).await;
+    }
+    for i in 0..SESSIONS {
+        node.expect_none(
+            &format!("u{i}"),
+            is_event("message:new"),
+            Duration::from_millis(if i == 0 { 300 } else { 0 }),
+        )
+        .await;
+    }
+    let spread = closed_at.iter().max().unwrap() - closed_at.iter().min().unwrap();
+    assert!(
+        spread >= 300,
+        "{SESSIONS} sockets closed within {spread} ms: not spread over the 1.5 s window"
+    );
+}

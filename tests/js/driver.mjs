@@ -18,7 +18,8 @@
 //   {"cmd":"state","socket":"a","req":N}    -> {"type":"state","socket":"a","req":N,"exists","id","connected","active","recovered"}
 //   {"cmd":"exit"}
 //
-// Reports (all carry "socket" except ready/exit; error carries the command's socket, if any):
+// Reports (all carry "at", the driver's clock in Unix ms, and "socket" except ready/exit; error
+// carries the command's socket, if any):
 //   connect {id, recovered} | connect_error {message, data, description}
 //   disconnect {reason, description} | event {event, args}
 //   reconnect_attempt {attempt} | reconnect {attempt} | reconnect_error {message} | reconnect_failed
@@ -39,7 +40,7 @@ const sockets = new Map();
 const managerListeners = new Map();
 
 function out(message) {
-  process.stdout.write(JSON.stringify(message) + "\n");
+  process.stdout.write(JSON.stringify({ ...message, at: Date.now() }) + "\n");
 }
 
 /** Converts any value into something JSON.stringify handles faithfully. */
