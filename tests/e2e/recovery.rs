@@ -696,3 +696,88 @@ async fn a_graceful_shutdown_hands_clients_over_spread_out() {
         "{SESSIONS} sockets closed within {spread} ms: not spread over the 1.5 s window"
     );
 }
+
+/// A socket in many rooms gets their events in log order, whatever room
+/// each comes from: its last offset then always means "everything before
+/// it arrived", which is what recovery resumes from.
+#[tokio::test]
+async fn a_socket_in_many_rooms_gets_events_in_log_order() {
+    const ROOMS: usize = 16;
+    const PER_PUBLISHER: usize = 2_000;
+    const PUBLISHERS: usize = 4;
+    let nats = confab_test_support::NatsServer::start();
+    let mut cfg = Cluster::gateway_config(&nats.url());
+    cfg.membership.kind = confab_gateway::config::MembershipKind::Static;
+    cfg.engine.outbound_queue = 65_536;
+    let membership = Arc::new(confab_gateway::membership::StaticMembership::new());
+    let alice = confab_events::UserId::parse("alice").unwrap();
+    let rooms: Vec<RoomId> = (0..ROOMS)
+        .map(|i| RoomId::parse(&format!("channel:c{i}")).unwrap())
+        .collect();
+    for room in &rooms {
+        membership.grant(&alice, room);
+    }
+    let mut deps = confab_gateway::Deps::connect(&cfg).await.unwrap();
+    deps.membership = membership;
+    let app = confab_gateway::App::build(cfg, deps).await.unwrap();
+    let addr = app.local_addr();
+    let handle = app.handle();
+    tokio::spawn(app.run(std::future::pending()));
+
+    let mut ws = RawWs::connect(&format!("ws://{addr}/socket.io/?EIO=4&transport=websocket")).await;
+    ws.socket_io_connect(Some(&json!({ "token": token("alice") })))
+        .await;
+    eventually("alice in every room", T, || {
+        rooms.iter().all(|r| handle.members(r) == 1)
+    })
+    .await;
+    // Publishers race each other over all the rooms, pipelining: bursts of
+    // stored events reach the gateway back to back.
+    let mut tasks = Vec::new();
+    for p in 0..PUBLISHERS {
+        let rooms = rooms.clone();
+        let url = nats.url();
+        tasks.push(tokio::spawn(async move {
+            use confab_bus::async_nats;
+            let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+            let mut acks = Vec::new();
+            for n in 0..PER_PUBLISHER {
+                let room = &rooms[(n * 7 + p) % rooms.len()];
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(confab_bus::subjects::HEADER_EVENT, "message:new");
+                let body = serde_json::to_vec(&json!([{ "p": p, "n": n }])).unwrap();
+                acks.push(
+                    js.publish_with_headers(
+                        confab_bus::subjects::publish_subject(room),
+                        headers,
+                        body.into(),
+                    )
+                    .await
+                    .unwrap(),
+                );
+            }
+            for ack in acks {
+                ack.await.unwrap();
+            }
+        }));
+    }
+    let mut last = 0u64;
+    for i in 0..PUBLISHERS * PER_PUBLISHER {
+        let frame = ws.text().await;
+        let args: Value = serde_json::from_str(frame.strip_prefix("42").unwrap()).unwrap();
+        let offset: u64 = args
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(offset > last, "event {i}: offset {offset} after {last}");
+        last = offset;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}

@@ -6,6 +6,10 @@
 //! encoded into a Socket.IO frame once, and that one buffer is handed to
 //! every member's outbound queue.
 //!
+//! One dispatcher task (`hub/dispatch.rs`) reads every room feed of the
+//! gateway and delivers in log order across rooms, so that a socket's last
+//! offset always covers everything before it (connection-state recovery).
+//!
 //! Slow-consumer policy: queues are bounded and never waited on. A socket
 //! whose queue is full is disconnected (close code 1008) and the frame is
 //! counted as dropped; the client reconnects.
@@ -15,29 +19,42 @@
 //! service): every local socket of that user joins or leaves the room
 //! before the event is forwarded to it, on every gateway at once.
 
+mod dispatch;
+
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
 use confab_events::RoomId;
 use confab_protocol::socketio::{event_frame, event_frame_with_offset};
 use dashmap::DashMap;
-use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use crate::engine::{ConnId, SendError, SocketRef};
 use crate::metrics::Metrics;
-use confab_bus::{Bus, BusError, BusMessage, Published};
+use confab_bus::{Bus, BusError, BusMessage, BusSubscription, Published};
+
+/// A change to the dispatcher's set of room feeds.
+enum Feed {
+    /// A room's subscription is live: dispatch its messages.
+    Add(u64, RoomId, BusSubscription),
+    /// The room has no local member left: drop its subscription.
+    Remove(u64),
+}
 
 type Ready = Shared<BoxFuture<'static, Result<(), String>>>;
 
 struct Room {
     members: HashMap<ConnId, SocketRef>,
     ready: Ready,
-    task: AbortHandle,
+    /// The subscription's key in the dispatcher.
+    key: u64,
+    /// Sets up the subscription until it is handed to the dispatcher.
+    setup: AbortHandle,
 }
 
 /// Control event in a user room: the user joined a room.
@@ -57,6 +74,9 @@ pub struct Hub {
     /// Whether durable events carry their offset (connection-state
     /// recovery on).
     offsets: bool,
+    /// Hands room feeds to (and takes them from) the dispatcher.
+    feeds: mpsc::UnboundedSender<Feed>,
+    next_key: AtomicU64,
 }
 
 impl Hub {
@@ -68,13 +88,18 @@ impl Hub {
     /// A hub whose durable events carry their log sequence as the
     /// connection-state-recovery offset (last argument) when `offsets`.
     pub fn with_offsets(bus: Arc<dyn Bus>, metrics: Arc<Metrics>, offsets: bool) -> Arc<Self> {
-        Arc::new(Self {
+        let (feeds, rx) = mpsc::unbounded_channel();
+        let hub = Arc::new(Self {
             rooms: DashMap::new(),
             conns: DashMap::new(),
             bus,
             metrics,
             offsets,
-        })
+            feeds,
+            next_key: AtomicU64::new(1),
+        });
+        tokio::spawn(dispatch::run(Arc::downgrade(&hub), rx));
+        hub
     }
 
     /// The bus the hub routes through.
@@ -137,41 +162,23 @@ impl Hub {
         }
     }
 
+    /// Opens the room's bus subscription in the background and hands it to
+    /// the dispatcher; `ready` resolves once it is live.
     fn subscribe(self: &Arc<Self>, room: &RoomId) -> Room {
         let (tx, rx) = oneshot::channel::<Result<(), String>>();
-        let hub: Weak<Self> = Arc::downgrade(self);
         let bus = Arc::clone(&self.bus);
+        let feeds = self.feeds.clone();
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let room_id = room.clone();
-        let task = tokio::spawn(async move {
-            let mut sub = match bus.subscribe(&room_id).await {
-                Ok(s) => {
+        let setup = tokio::spawn(async move {
+            match bus.subscribe(&room_id).await {
+                Ok(sub) => {
+                    let _ = feeds.send(Feed::Add(key, room_id, sub));
                     let _ = tx.send(Ok(()));
-                    s
                 }
                 Err(e) => {
                     let _ = tx.send(Err(e.to_string()));
-                    return;
                 }
-            };
-            let is_user_room = room_id.kind() == confab_events::RoomKind::User;
-            while let Some(msg) = sub.next().await {
-                let Some(hub) = hub.upgrade() else { return };
-                // Continue the publisher's trace (traceparent header).
-                let span = tracing::debug_span!(
-                    "room.deliver",
-                    room = %room_id,
-                    event = &*msg.event,
-                    seq = msg.seq
-                );
-                confab_telemetry::set_parent_from(&span, &msg.headers[..]);
-                async {
-                    if is_user_room {
-                        hub.apply_membership(&room_id, &msg).await;
-                    }
-                    hub.deliver(&room_id, &msg);
-                }
-                .instrument(span)
-                .await;
             }
         });
         let ready = rx
@@ -181,8 +188,29 @@ impl Hub {
         Room {
             members: HashMap::new(),
             ready,
-            task: task.abort_handle(),
+            key,
+            setup: setup.abort_handle(),
         }
+    }
+
+    /// Handles one bus message of a room: membership changes first (for a
+    /// user room), then the fan-out. Continues the publisher's trace.
+    async fn on_message(self: &Arc<Self>, room: &RoomId, msg: &BusMessage) {
+        let span = tracing::debug_span!(
+            "room.deliver",
+            room = %room,
+            event = &*msg.event,
+            seq = msg.seq
+        );
+        confab_telemetry::set_parent_from(&span, &msg.headers[..]);
+        async {
+            if room.kind() == confab_events::RoomKind::User {
+                self.apply_membership(room, msg).await;
+            }
+            self.deliver(room, msg);
+        }
+        .instrument(span)
+        .await;
     }
 
     /// Takes a socket out of a room; the last one out closes the room's
@@ -200,7 +228,8 @@ impl Hub {
             r.members.is_empty()
         });
         if let Some((_, r)) = removed {
-            r.task.abort();
+            r.setup.abort();
+            let _ = self.feeds.send(Feed::Remove(r.key));
             self.metrics.rooms.dec();
         }
     }
