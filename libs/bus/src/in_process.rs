@@ -340,6 +340,12 @@ impl Bus for InProcessBus {
         }
         let rooms: HashSet<&RoomId> = rooms.iter().collect();
         let state = self.shared.lock_trimmed();
+        if from_seq.max(1) < state.first_seq() {
+            return Err(BusError::Trimmed(format!(
+                "messages from {from_seq} on were asked for, the log starts at {}",
+                state.first_seq()
+            )));
+        }
         Ok(state.scan(from_seq, u64::MAX, max, |r| rooms.contains(r)))
     }
 

@@ -150,6 +150,10 @@ pub enum BusError {
     /// The bus configuration is invalid.
     #[error("bus configuration invalid: {0}")]
     Config(String),
+    /// Messages asked for are no longer retained (the log was trimmed past
+    /// them by age or count).
+    #[error("no longer retained: {0}")]
+    Trimmed(String),
 }
 
 /// What readiness reports about the bus.
@@ -183,7 +187,8 @@ pub trait Bus: Send + Sync + 'static {
     /// its room, in sequence order, at most `max`, up to the last message
     /// stored when the call started (later ones arrive through
     /// subscriptions). Volatile messages are never stored, so never
-    /// replayed. Reads only those rooms' messages (NATS: one ordered
+    /// replayed. [`BusError::Trimmed`] when the log no longer holds every
+    /// message from `from_seq` on. Reads only those rooms' messages (NATS: one ordered
     /// consumer filtered on their subjects, deleted afterwards). E.g. for
     /// connection state recovery.
     async fn replay(

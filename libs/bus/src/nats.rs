@@ -1053,10 +1053,16 @@ impl Bus for NatsBus {
             .await
             .map_err(|e| unavailable(&e))?;
         // Stop at what is stored now; later messages come live.
-        let last = stream.cached_info().state.last_sequence;
+        let state = &stream.cached_info().state;
+        let (first, last) = (state.first_sequence, state.last_sequence);
         let start = from_seq.max(1);
         if start > last {
             return Ok(Vec::new());
+        }
+        if start < first {
+            return Err(BusError::Trimmed(format!(
+                "messages from {start} on were asked for, stream {ROOMS_STREAM} starts at {first}"
+            )));
         }
         // Keep pull batches well inside the subscription buffer, which the
         // consumer's inbox subscription shares.

@@ -814,6 +814,35 @@ async fn replay_returns_the_rooms_messages_from_a_sequence_in_order() {
 }
 
 #[tokio::test]
+async fn replay_from_before_the_retained_log_says_so_and_high_water_follows_the_log() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let r = room("channel:trim");
+    let mut seqs = Vec::new();
+    for i in 0..5 {
+        seqs.push(bus.publish(&r, numbered(i)).await.unwrap().seq.unwrap());
+    }
+    assert_eq!(bus.high_water(), seqs[4]);
+    // Drop everything below the 4th message, as max_age would.
+    let stream = bus.jetstream().get_stream(ROOMS_STREAM).await.unwrap();
+    stream.purge().sequence(seqs[3]).await.unwrap();
+    let err = replay(&bus, std::slice::from_ref(&r), seqs[1], 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BusError::Trimmed(_)), "{err}");
+    let got = replay(&bus, std::slice::from_ref(&r), seqs[3], 10)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    // Another process publishes: this one learns the end on refresh.
+    let other = connect(&server).await;
+    let later = other.publish(&r, numbered(9)).await.unwrap().seq.unwrap();
+    assert_eq!(bus.high_water(), seqs[4]);
+    assert_eq!(bus.refresh_high_water().await.unwrap(), later);
+    assert_eq!(bus.high_water(), later);
+}
+
+#[tokio::test]
 async fn tail_reads_every_room_in_order_then_follows_live() {
     let server = NatsServer::start();
     let bus = connect(&server).await;

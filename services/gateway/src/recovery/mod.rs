@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
 use base64::Engine as _;
-use confab_bus::{Bus, TailItem};
+use confab_bus::{Bus, BusError, TailItem};
 use confab_events::socket::RecoveryFailed;
 use confab_events::{RoomId, UserId};
 use confab_protocol::socketio::event_frame_with_offset;
@@ -330,12 +330,18 @@ impl Recovery {
                 .replay(&rooms, found.from + 1, self.max_replay + 1)
                 .await;
             self.metrics.replays_running.dec();
-            result.map_err(|e| {
-                tracing::warn!(error = %e, "cannot replay missed events");
-                self.fail(Failure::new(
-                    "unavailable",
-                    "the event log cannot be read right now",
-                ))
+            result.map_err(|e| match e {
+                BusError::Trimmed(detail) => self.fail(Failure::new(
+                    "expired",
+                    format!("the missed events are no longer retained ({detail})"),
+                )),
+                e => {
+                    tracing::warn!(error = %e, "cannot replay missed events");
+                    self.fail(Failure::new(
+                        "unavailable",
+                        "the event log cannot be read right now",
+                    ))
+                }
             })?
         };
         if items.len() > self.max_replay {
