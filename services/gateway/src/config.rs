@@ -577,6 +577,59 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/gateway.toml");
+        let mut cfg: GatewayConfig = Figment::from(Serialized::defaults(GatewayConfig::default()))
+            .merge(Toml::file(&path))
+            .extract()
+            .unwrap();
+        // Secrets come from the environment in production.
+        cfg.membership.service_token = Some("from-the-environment".into());
+        cfg.validate().unwrap();
+        assert!(cfg.recovery.enabled);
+        assert_eq!(cfg.recovery.window_ms, 120_000);
+        assert_eq!(cfg.shutdown_spread_ms, 5_000);
+    }
+
+    #[test]
+    fn recovery_settings_are_checked() {
+        let mut cfg = GatewayConfig::default();
+        cfg.bus.kind = BusKind::InProcess;
+        cfg.membership.kind = MembershipKind::Static;
+        cfg.auth.hs256_secret = Some("0123456789abcdef0123456789abcdef".into());
+        cfg.validate().unwrap();
+        for (field, change) in [
+            (
+                "recovery.window_ms",
+                (|c: &mut GatewayConfig| c.recovery.window_ms = 10) as fn(&mut GatewayConfig),
+            ),
+            ("recovery.max_concurrent_replays", |c| {
+                c.recovery.max_concurrent_replays = 0
+            }),
+            ("recovery.heartbeat_ms", |c| {
+                c.recovery.heartbeat_ms = 60_000
+            }),
+            ("recovery.max_replay_events", |c| {
+                c.recovery.max_replay_events = 0
+            }),
+            ("shutdown_spread_ms", |c| {
+                c.shutdown_spread_ms = c.shutdown_grace_ms
+            }),
+        ] {
+            let mut bad = cfg.clone();
+            change(&mut bad);
+            let err = bad.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        let mut nats = cfg.clone();
+        nats.bus.kind = BusKind::Nats;
+        nats.bus.nats.rooms_max_age = Duration::from_secs(120);
+        nats.recovery.window_ms = 180_000;
+        let err = nats.validate().unwrap_err().to_string();
+        assert!(err.contains("rooms_max_age"), "{err}");
+    }
+
+    #[test]
     fn origin_allow_list() {
         let c = CorsConfig {
             allowed_origins: vec!["https://chat.example.com".into()],
