@@ -120,6 +120,33 @@ impl Cluster {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
+    /// Workspace `w1` owned by alice with the public channel `general`;
+    /// each of `members` joins both.
+    pub async fn workspace_with_general(&self, members: &[&str]) {
+        self.ok(
+            None,
+            json!({ "type": "create_workspace", "id": "w1", "name": "Acme", "owner": "alice" }),
+        )
+        .await;
+        self.ok(
+            Some("alice"),
+            json!({ "type": "create_channel", "channel": "general", "workspace": "w1", "name": "general", "visibility": "public" }),
+        )
+        .await;
+        for m in members {
+            self.ok(
+                Some("alice"),
+                json!({ "type": "add_workspace_member", "workspace": "w1", "user": m, "role": "member" }),
+            )
+            .await;
+            self.ok(
+                Some(m),
+                json!({ "type": "join_channel", "channel": "general" }),
+            )
+            .await;
+        }
+    }
+
     pub async fn ok(&self, actor: Option<&str>, command: Value) {
         let (status, body) = self.command(actor, command.clone()).await;
         assert_eq!(status, 200, "{command} -> {body}");

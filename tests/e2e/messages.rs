@@ -10,31 +10,6 @@ use crate::support::*;
 
 const T: Duration = Duration::from_secs(15);
 
-async fn workspace_with_general(c: &Cluster, members: &[&str]) {
-    c.ok(
-        None,
-        json!({ "type": "create_workspace", "id": "w1", "name": "Acme", "owner": "alice" }),
-    )
-    .await;
-    c.ok(
-        Some("alice"),
-        json!({ "type": "create_channel", "channel": "general", "workspace": "w1", "name": "general", "visibility": "public" }),
-    )
-    .await;
-    for m in members {
-        c.ok(
-            Some("alice"),
-            json!({ "type": "add_workspace_member", "workspace": "w1", "user": m, "role": "member" }),
-        )
-        .await;
-        c.ok(
-            Some(m),
-            json!({ "type": "join_channel", "channel": "general" }),
-        )
-        .await;
-    }
-}
-
 fn send(room: &str, body: &str, id: &str) -> Value {
     json!({ "room": room, "body": body, "clientMsgId": id })
 }
@@ -42,7 +17,7 @@ fn send(room: &str, body: &str, id: &str) -> Value {
 #[tokio::test]
 async fn sends_are_acked_after_storage_and_delivered_in_order_everywhere() {
     let c = Cluster::start(2).await;
-    workspace_with_general(&c, &["bob"]).await;
+    c.workspace_with_general(&["bob"]).await;
     let node = NodeClient::spawn().await;
     node.connect("alice", &c.gateway_url(0), opts(&token("alice")))
         .await;
@@ -93,7 +68,7 @@ async fn sends_are_acked_after_storage_and_delivered_in_order_everywhere() {
 #[tokio::test]
 async fn a_retry_with_the_same_client_msg_id_creates_nothing_new() {
     let c = Cluster::start(1).await;
-    workspace_with_general(&c, &["bob"]).await;
+    c.workspace_with_general(&["bob"]).await;
     let node = NodeClient::spawn().await;
     node.connect("alice", &c.gateway_url(0), opts(&token("alice")))
         .await;
@@ -140,7 +115,7 @@ async fn a_retry_with_the_same_client_msg_id_creates_nothing_new() {
 #[tokio::test]
 async fn invalid_sends_are_refused_with_a_reason_and_store_nothing() {
     let c = Cluster::start(1).await;
-    workspace_with_general(&c, &[]).await;
+    c.workspace_with_general(&[]).await;
     c.ok(
         Some("alice"),
         json!({ "type": "create_channel", "channel": "secret", "workspace": "w1", "name": "s", "visibility": "private" }),
@@ -215,7 +190,7 @@ async fn invalid_sends_are_refused_with_a_reason_and_store_nothing() {
 #[tokio::test]
 async fn sending_too_fast_is_rate_limited_with_a_retry_hint() {
     let c = Cluster::start(1).await;
-    workspace_with_general(&c, &[]).await;
+    c.workspace_with_general(&[]).await;
     let node = NodeClient::spawn().await;
     node.connect("a", &c.gateway_url(0), opts(&token("alice")))
         .await;
@@ -257,7 +232,7 @@ fn stored(c: &Cluster) -> u64 {
 #[tokio::test]
 async fn typing_reaches_others_across_gateways_and_is_never_stored() {
     let c = Cluster::start(2).await;
-    workspace_with_general(&c, &["bob"]).await;
+    c.workspace_with_general(&["bob"]).await;
     let node = NodeClient::spawn().await;
     node.connect("alice", &c.gateway_url(0), opts(&token("alice")))
         .await;

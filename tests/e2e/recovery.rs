@@ -112,31 +112,6 @@ fn general() -> RoomId {
     RoomId::parse("channel:general").unwrap()
 }
 
-/// Workspace w1 with alice (owner) and bob, and the public channel general
-/// with both.
-async fn chat(c: &Cluster) {
-    c.ok(
-        None,
-        json!({ "type": "create_workspace", "id": "w1", "name": "Acme", "owner": "alice" }),
-    )
-    .await;
-    c.ok(
-        Some("alice"),
-        json!({ "type": "add_workspace_member", "workspace": "w1", "user": "bob", "role": "member" }),
-    )
-    .await;
-    c.ok(
-        Some("alice"),
-        json!({ "type": "create_channel", "channel": "general", "workspace": "w1", "name": "general", "visibility": "public" }),
-    )
-    .await;
-    c.ok(
-        Some("bob"),
-        json!({ "type": "join_channel", "channel": "general" }),
-    )
-    .await;
-}
-
 async fn send(node: &NodeClient, socket: &str, n: usize) {
     let ack = node
         .emit_with_ack(
@@ -213,6 +188,34 @@ async fn drop_bob(node: &NodeClient, proxy: &Proxy) {
     node.expect("bob", is_type("disconnect"), T).await;
 }
 
+/// A two-gateway cluster where bob (through the proxy, on gateway 0)
+/// received m0 from alice (gateway 1) and then lost his connection.
+struct Away {
+    c: Cluster,
+    node: NodeClient,
+    proxy: Proxy,
+    /// Bob's socket id.
+    id: String,
+    /// The offset of m0.
+    m0: u64,
+}
+
+async fn bob_away() -> Away {
+    let c = Cluster::start(2).await;
+    c.workspace_with_general(&["bob"]).await;
+    let node = NodeClient::spawn().await;
+    let proxy = Proxy::start(c.gateways[0].0).await;
+    let (id, m0) = connected(&c, &node, &proxy, 1).await;
+    drop_bob(&node, &proxy).await;
+    Away {
+        c,
+        node,
+        proxy,
+        id,
+        m0,
+    }
+}
+
 async fn expect_recovered(node: &NodeClient, socket: &str, id: &str) {
     let again = node.expect(socket, is_type("connect"), T).await;
     assert_eq!(again["recovered"], true, "{again}");
@@ -222,13 +225,13 @@ async fn expect_recovered(node: &NodeClient, socket: &str, id: &str) {
 }
 
 async fn recover_through(target: usize) {
-    let c = Cluster::start(2).await;
-    chat(&c).await;
-    let node = NodeClient::spawn().await;
-    let proxy = Proxy::start(c.gateways[0].0).await;
-    let (id, m0) = connected(&c, &node, &proxy, 1).await;
-
-    drop_bob(&node, &proxy).await;
+    let Away {
+        c,
+        node,
+        proxy,
+        id,
+        m0,
+    } = bob_away().await;
     for i in 1..=5 {
         send(&node, "alice", i).await;
     }
@@ -263,7 +266,7 @@ async fn a_client_recovers_on_another_gateway() {
 #[tokio::test]
 async fn a_client_that_received_nothing_recovers_too() {
     let c = Cluster::start(2).await;
-    chat(&c).await;
+    c.workspace_with_general(&["bob"]).await;
     let node = NodeClient::spawn().await;
     let proxy = Proxy::start(c.gateways[0].0).await;
     node.connect("bob", &proxy.url(), reconnecting(&token("bob")))
@@ -328,7 +331,7 @@ impl GatewayProcess {
 #[tokio::test]
 async fn a_client_recovers_after_its_gateway_is_killed() {
     let c = Cluster::start(1).await;
-    chat(&c).await;
+    c.workspace_with_general(&["bob"]).await;
     let mut doomed = GatewayProcess::start(&c.nats.url()).await;
     let node = NodeClient::spawn().await;
     let proxy = Proxy::start(doomed.addr).await;
@@ -354,7 +357,7 @@ async fn after_the_window_the_client_gets_a_fresh_session_and_is_told() {
         cfg.recovery.heartbeat_ms = 200;
     })
     .await;
-    chat(&c).await;
+    c.workspace_with_general(&["bob"]).await;
     let node = NodeClient::spawn().await;
     let proxy = Proxy::start(c.gateways[0].0).await;
     let (id, _) = connected(&c, &node, &proxy, 0).await;
@@ -382,12 +385,13 @@ async fn after_the_window_the_client_gets_a_fresh_session_and_is_told() {
 
 #[tokio::test]
 async fn events_of_a_channel_are_not_replayed_past_a_removal() {
-    let c = Cluster::start(2).await;
-    chat(&c).await;
-    let node = NodeClient::spawn().await;
-    let proxy = Proxy::start(c.gateways[0].0).await;
-    let (id, m0) = connected(&c, &node, &proxy, 1).await;
-    drop_bob(&node, &proxy).await;
+    let Away {
+        c,
+        node,
+        proxy,
+        id,
+        m0,
+    } = bob_away().await;
     send(&node, "alice", 1).await;
     c.ok(
         Some("alice"),
@@ -409,17 +413,14 @@ async fn events_of_a_channel_are_not_replayed_past_a_removal() {
 
 #[tokio::test]
 async fn rooms_joined_while_away_are_joined_on_recovery() {
-    let c = Cluster::start(2).await;
-    chat(&c).await;
+    let Away {
+        c, node, proxy, id, ..
+    } = bob_away().await;
     c.ok(
         Some("alice"),
         json!({ "type": "create_channel", "channel": "news", "workspace": "w1", "name": "news", "visibility": "public" }),
     )
     .await;
-    let node = NodeClient::spawn().await;
-    let proxy = Proxy::start(c.gateways[0].0).await;
-    let (id, _) = connected(&c, &node, &proxy, 1).await;
-    drop_bob(&node, &proxy).await;
     let news = RoomId::parse("channel:news").unwrap();
     c.gateways[1]
         .1
@@ -454,12 +455,13 @@ async fn rooms_joined_while_away_are_joined_on_recovery() {
 
 #[tokio::test]
 async fn typing_is_never_replayed() {
-    let c = Cluster::start(2).await;
-    chat(&c).await;
-    let node = NodeClient::spawn().await;
-    let proxy = Proxy::start(c.gateways[0].0).await;
-    let (id, m0) = connected(&c, &node, &proxy, 1).await;
-    drop_bob(&node, &proxy).await;
+    let Away {
+        c,
+        node,
+        proxy,
+        id,
+        m0,
+    } = bob_away().await;
     let ack = node
         .emit_with_ack(
             "alice",

@@ -684,6 +684,26 @@ fn decode(
     })
 }
 
+/// A stored message of `ROOMS` with its room; `None` (logged or counted)
+/// for one outside the room subjects or without a valid event.
+fn stored_item(message: &jetstream::Message, seq: u64, counters: &Counters) -> Option<TailItem> {
+    let room = match room_from_subject(message.subject.as_str()) {
+        Ok(room) => room,
+        Err(error) => {
+            tracing::warn!(%error, seq, "skipping a stored message outside the room subjects");
+            return None;
+        }
+    };
+    let msg = decode(
+        &room,
+        message.headers.as_ref(),
+        &message.payload,
+        Some(seq),
+        counters,
+    )?;
+    Some(TailItem { room, msg })
+}
+
 fn is_json_array(s: &str) -> bool {
     s.trim_start().starts_with('[') && serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok()
 }
@@ -1083,21 +1103,7 @@ impl Bus for NatsBus {
         let name = consumer.cached_info().name.clone();
         let mut out = Vec::new();
         let result = read_until(consumer, last, |seq, _pending, message| {
-            match room_from_subject(message.subject.as_str()) {
-                Ok(room) => {
-                    let msg = decode(
-                        &room,
-                        message.headers.as_ref(),
-                        &message.payload,
-                        Some(seq),
-                        &inner.counters,
-                    );
-                    out.extend(msg.map(|msg| TailItem { room, msg }));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, seq, "skipping a stored message outside the room subjects");
-                }
-            }
+            out.extend(stored_item(&message, seq, &inner.counters));
             Ok(out.len() < max)
         })
         .await;
@@ -1164,21 +1170,7 @@ impl Bus for NatsBus {
                     Ok(info) => info.stream_sequence,
                     Err(e) => return Some(Err(unavailable(&e))),
                 };
-                let room = match room_from_subject(message.subject.as_str()) {
-                    Ok(room) => room,
-                    Err(error) => {
-                        tracing::warn!(%error, seq, "skipping a stored message outside the room subjects");
-                        return None;
-                    }
-                };
-                let msg = decode(
-                    &room,
-                    message.headers.as_ref(),
-                    &message.payload,
-                    Some(seq),
-                    &inner.counters,
-                )?;
-                Some(Ok(TailItem { room, msg }))
+                stored_item(&message, seq, &inner.counters).map(Ok)
             }
         });
         // End the feed at the first error: the caller resumes from its

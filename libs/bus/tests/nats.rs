@@ -19,19 +19,8 @@ use confab_test_support::NatsServer;
 use futures::StreamExt;
 use serde_json::json;
 
-/// `Bus::replay`, checking that every message comes from one of `rooms`.
-async fn replay<B: Bus>(
-    bus: &B,
-    rooms: &[RoomId],
-    from: u64,
-    max: usize,
-) -> Result<Vec<BusMessage>, BusError> {
-    let items = bus.replay(rooms, from, max).await?;
-    for item in &items {
-        assert!(rooms.contains(&item.room), "{} not asked for", item.room);
-    }
-    Ok(items.into_iter().map(|item| item.msg).collect())
-}
+mod common;
+use common::replay;
 
 const WAIT: Duration = Duration::from_secs(15);
 
