@@ -71,9 +71,8 @@ pub struct RecoverySettings {
     /// How often the gateway records that it is alive (NATS KV), ms: the
     /// sessions of a gateway that died count from its last record.
     pub heartbeat_ms: u64,
-    /// How long a session record is kept at most, ms (default 24 h): a
-    /// connection that lives longer than this and then loses its gateway to
-    /// a crash is not recoverable.
+    /// How long a session record is kept after its last write, ms (default
+    /// 24 h). The records of live sockets are rewritten when half as old.
     pub session_max_age_ms: u64,
 }
 

@@ -194,22 +194,27 @@ impl ConfabHandler {
     /// Keeps a room the client joined or left itself in its session
     /// record, so that a recovery restores it.
     async fn remember_room(&self, session: &mut Session, room: &RoomId, joined: bool) {
-        let (Some(recovery), Some(tracked)) = (&self.recovery, session.recovery.as_mut()) else {
+        let (Some(recovery), Some(tracked)) = (&self.recovery, &session.recovery) else {
             return;
         };
         let name = room.to_string();
-        let r = &mut tracked.record;
-        let (add, remove) = if joined {
-            (&mut r.joined, &mut r.left)
-        } else {
-            (&mut r.left, &mut r.joined)
-        };
-        remove.retain(|x| *x != name);
-        if add.contains(&name) || add.len() >= 1024 {
-            return;
-        }
-        add.push(name);
-        recovery.changed(tracked).await;
+        recovery
+            .update(tracked, |r| {
+                let (add, remove) = if joined {
+                    (&mut r.joined, &mut r.left)
+                } else {
+                    (&mut r.left, &mut r.joined)
+                };
+                let removed = remove.len();
+                remove.retain(|x| *x != name);
+                let mut changed = remove.len() != removed;
+                if !add.contains(&name) && add.len() < 1024 {
+                    add.push(name);
+                    changed = true;
+                }
+                changed
+            })
+            .await;
     }
 
     async fn leave(

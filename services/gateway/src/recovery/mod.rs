@@ -22,8 +22,8 @@ mod nats_store;
 pub mod store;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::Utf8Bytes;
 use base64::Engine as _;
@@ -42,6 +42,9 @@ use crate::config::RecoverySettings;
 use crate::engine::DisconnectReason;
 use crate::hub::{ROOM_JOINED, ROOM_LEFT};
 use crate::metrics::Metrics;
+
+/// Most old session records rewritten per heartbeat (spreads the writes).
+const REFRESH_PER_BEAT: usize = 2_000;
 
 /// What a reconnecting client asked to resume (from its CONNECT payload).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,15 +159,20 @@ pub struct Replay {
     pub floor: u64,
 }
 
-/// What a socket's session record looks like now, kept with the socket.
+/// A socket's session record, kept with the socket and known to the
+/// recovery service (which rewrites records before the store expires them).
 #[derive(Debug, Clone)]
-pub struct Tracked {
-    /// The pid.
-    pub pid: String,
+pub struct Tracked(Arc<tokio::sync::Mutex<TrackedState>>);
+
+#[derive(Debug)]
+struct TrackedState {
+    pid: String,
     /// The record as last written.
-    pub record: SessionRecord,
-    /// Its revision in the store; `None` if the write failed.
-    pub revision: Option<u64>,
+    record: SessionRecord,
+    /// Its revision in the store; `None` once a write failed or lost.
+    revision: Option<u64>,
+    /// When it was last written.
+    written: Instant,
 }
 
 /// The recovery service of one gateway.
@@ -177,6 +185,10 @@ pub struct Recovery {
     heartbeat: Duration,
     max_replay: usize,
     permits: Semaphore,
+    /// Records expire this long after their last write.
+    session_max_age: Duration,
+    /// The sessions of this gateway's sockets, by pid.
+    live: Mutex<HashMap<String, Tracked>>,
 }
 
 impl Recovery {
@@ -197,6 +209,8 @@ impl Recovery {
             heartbeat: Duration::from_millis(settings.heartbeat_ms),
             max_replay: settings.max_replay_events,
             permits: Semaphore::new(settings.max_concurrent_replays),
+            session_max_age: Duration::from_millis(settings.session_max_age_ms),
+            live: Mutex::new(HashMap::new()),
         })
     }
 
@@ -382,26 +396,40 @@ impl Recovery {
                 None
             }
         };
-        Tracked {
-            pid,
+        let tracked = Tracked(Arc::new(tokio::sync::Mutex::new(TrackedState {
+            pid: pid.clone(),
             record,
             revision,
+            written: Instant::now(),
+        })));
+        self.live_sessions().insert(pid, tracked.clone());
+        tracked
+    }
+
+    fn live_sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tracked>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes a socket's record with `change` and writes it if `change`
+    /// says it changed (compare-and-set on the last revision).
+    pub async fn update(&self, tracked: &Tracked, change: impl FnOnce(&mut SessionRecord) -> bool) {
+        let mut state = tracked.0.lock().await;
+        if change(&mut state.record) {
+            self.write(&mut state).await;
         }
     }
 
-    /// Writes a changed record (compare-and-set on the last revision).
-    pub async fn changed(&self, tracked: &mut Tracked) {
-        let Some(revision) = tracked.revision else {
+    async fn write(&self, state: &mut TrackedState) {
+        let Some(revision) = state.revision else {
             return;
         };
-        tracked.revision = match self
-            .store
-            .update(&tracked.pid, &tracked.record, revision)
-            .await
-        {
-            Ok(r) => Some(r),
+        state.revision = match self.store.update(&state.pid, &state.record, revision).await {
+            Ok(r) => {
+                state.written = Instant::now();
+                Some(r)
+            }
             Err(error) => {
-                tracing::debug!(%error, pid = %tracked.pid, "session record not updated");
+                tracing::debug!(%error, pid = %state.pid, "session record not updated");
                 None
             }
         };
@@ -411,15 +439,48 @@ impl Recovery {
     /// else (the client disconnected, the server refused it) ends the
     /// session. A record someone else rewrote since (the client already
     /// resumed elsewhere) is left alone.
-    pub async fn ended(&self, mut tracked: Tracked, reason: &DisconnectReason) {
+    pub async fn ended(&self, tracked: Tracked, reason: &DisconnectReason) {
+        let mut state = tracked.0.lock().await;
+        {
+            let mut live = self.live_sessions();
+            if live
+                .get(&state.pid)
+                .is_some_and(|t| Arc::ptr_eq(&t.0, &tracked.0))
+            {
+                live.remove(&state.pid);
+            }
+        }
         if reason.is_recoverable() {
-            tracked.record.disconnected_at_ms = Some(unix_ms());
-            self.changed(&mut tracked).await;
-        } else if tracked.revision.is_some()
-            && let Err(error) = self.store.delete(&tracked.pid).await
+            state.record.disconnected_at_ms = Some(unix_ms());
+            self.write(&mut state).await;
+        } else if state.revision.is_some()
+            && let Err(error) = self.store.delete(&state.pid).await
         {
             tracing::debug!(%error, "cannot delete an ended session record");
         }
+    }
+
+    /// Rewrites the records of live sockets written more than half the
+    /// store's expiry ago, so that a long-lived connection stays
+    /// recoverable if its gateway crashes. At most `limit` per call.
+    pub async fn refresh_old(&self, limit: usize) -> usize {
+        let due = self.session_max_age / 2;
+        let candidates: Vec<Tracked> = self.live_sessions().values().cloned().collect();
+        let mut refreshed = 0;
+        for tracked in candidates {
+            if refreshed >= limit {
+                break;
+            }
+            // A socket busy with its own record is written anyway.
+            let Ok(mut state) = tracked.0.try_lock() else {
+                continue;
+            };
+            if state.written.elapsed() >= due && state.revision.is_some() {
+                self.write(&mut state).await;
+                refreshed += 1;
+            }
+        }
+        refreshed
     }
 
     /// Records this gateway's liveness every heartbeat and keeps the bus's
@@ -438,6 +499,7 @@ impl Recovery {
             if let Err(error) = self.bus.refresh_high_water().await {
                 tracing::debug!(%error, "cannot refresh the log position");
             }
+            self.refresh_old(REFRESH_PER_BEAT).await;
         }
     }
 }
@@ -506,6 +568,48 @@ mod tests {
             room: RoomId::parse(room).unwrap(),
             msg,
         }
+    }
+
+    #[tokio::test]
+    async fn long_lived_sessions_are_rewritten_before_they_expire() {
+        let max_age = Duration::from_millis(300);
+        let store = Arc::new(MemorySessions::new(max_age));
+        let settings = RecoverySettings {
+            session_max_age_ms: 300,
+            ..RecoverySettings::default()
+        };
+        let recovery = Recovery::new(
+            &settings,
+            Arc::clone(&store) as Arc<dyn SessionStore>,
+            Arc::new(confab_bus::InProcessBus::default()),
+            Arc::new(Metrics::new()),
+            "g1".into(),
+        );
+        let record = SessionRecord {
+            v: 1,
+            sid: "s".into(),
+            user: "u1".into(),
+            gateway: "g1".into(),
+            offset: 0,
+            rooms: vec![],
+            joined: vec![],
+            left: vec![],
+            disconnected_at_ms: None,
+        };
+        let tracked = recovery.started("p1".into(), record).await;
+        assert_eq!(recovery.refresh_old(10).await, 0, "not due yet");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(recovery.refresh_old(10).await, 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // 400 ms after the first write, older than the store keeps records.
+        assert!(store.get("p1").await.unwrap().is_some());
+        // An ended session is no longer refreshed.
+        recovery
+            .ended(tracked, &DisconnectReason::ClientDisconnect)
+            .await;
+        assert!(store.get("p1").await.unwrap().is_none());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(recovery.refresh_old(10).await, 0);
     }
 
     #[test]
