@@ -318,11 +318,10 @@ impl Handler for ConfabHandler {
             // Live events wait until the missed ones are replayed.
             socket.hold();
         }
-        let start = self
-            .recovery
-            .as_ref()
-            .map(|r| r.start_position())
-            .unwrap_or(0);
+        let start = match &self.recovery {
+            Some(r) => r.start_position().await,
+            None => 0,
+        };
         // The user room first: membership changes announced while the
         // rooms are being looked up then already reach this socket.
         self.hub.register(socket.conn());

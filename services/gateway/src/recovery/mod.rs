@@ -227,8 +227,14 @@ impl Recovery {
     /// Where a fresh session starts: the log position this gateway knows
     /// of. Live events at or below it predate the session (never sent, never
     /// replayed).
-    pub fn start_position(&self) -> u64 {
-        self.bus.high_water()
+    pub async fn start_position(&self) -> u64 {
+        match self.bus.high_water() {
+            // Nothing seen yet (a gateway that just started): ask, or a
+            // client that receives nothing would later be replayed the
+            // whole retained history of its rooms.
+            0 => self.bus.refresh_high_water().await.unwrap_or(0),
+            seen => seen,
+        }
     }
 
     fn fail(&self, failure: Failure) -> Failure {
