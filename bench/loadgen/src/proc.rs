@@ -67,11 +67,26 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Busy and total CPU ticks of the whole machine, all cores (`/proc/stat`).
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_ascii_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest is in user).
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
 /// CPU counters of some processes at one instant.
 #[derive(Debug, Clone)]
 pub struct CpuSnap {
     at: Instant,
     ticks: Vec<Option<u64>>,
+    machine: Option<(u64, u64)>,
 }
 
 impl CpuSnap {
@@ -80,6 +95,7 @@ impl CpuSnap {
         Self {
             at: Instant::now(),
             ticks: watches.iter().map(|w| cpu_ticks(w.pid)).collect(),
+            machine: machine_ticks(),
         }
     }
 
@@ -98,6 +114,14 @@ impl CpuSnap {
             }
         }
         out.insert("total".into(), round1(total));
+        // The whole machine, and what processes not watched used (other
+        // work sharing the machine during the run).
+        if let (Some((b0, t0)), Some((b1, t1))) = (self.machine, later.machine) {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            let machine = (b1 - b0) as f64 / (t1 - t0).max(1) as f64 * cores * 100.0;
+            out.insert("machine".into(), round1(machine));
+            out.insert("others".into(), round1((machine - total).max(0.0)));
+        }
         out
     }
 
