@@ -10,9 +10,10 @@
 //! never delivered to a member that stayed connected) and duplicates.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -96,6 +97,8 @@ struct Shared {
     connected: AtomicUsize,
     failed: AtomicUsize,
     disconnected: AtomicUsize,
+    /// Set before the `Done` phase: closes after it are not drops.
+    done: AtomicBool,
     first_error: Mutex<Option<String>>,
 }
 
@@ -139,11 +142,22 @@ struct ClientSpec {
     pad: usize,
 }
 
+type PhaseWait = Pin<Box<dyn Future<Output = (bool, watch::Receiver<Phase>)> + Send>>;
+
+/// A future that resolves at the next phase change, giving the receiver
+/// back.
+fn wait_phase(mut rx: watch::Receiver<Phase>) -> PhaseWait {
+    Box::pin(async move {
+        let ok = rx.changed().await.is_ok();
+        (ok, rx)
+    })
+}
+
 async fn client(
     spec: ClientSpec,
     plan: Plan,
     shared: Arc<Shared>,
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
 ) -> ClientOut {
     let mut out = ClientOut {
         room: spec.room_idx,
@@ -170,14 +184,17 @@ async fn client(
     let mut pending: HashMap<u64, (u64, usize, u64)> = HashMap::new();
     let mut ack_id: u64 = 0;
     let mut seq: u64 = 0;
+    // Created once per phase change, not once per frame.
+    let mut wait = wait_phase(phase);
     loop {
         tokio::select! {
             biased;
-            changed = phase.changed() => {
-                if changed.is_err() {
+            (ok, mut rx) = &mut wait => {
+                if !ok {
                     break;
                 }
-                let p = *phase.borrow_and_update();
+                let p = *rx.borrow_and_update();
+                wait = wait_phase(rx);
                 match p {
                     Phase::Step(k) if spec.publisher => {
                         step = Some(k);
@@ -198,7 +215,7 @@ async fn client(
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
-                        if *phase.borrow() != Phase::Done {
+                        if !shared.done.load(Relaxed) {
                             out.dropped = true;
                             shared.disconnected.fetch_add(1, Relaxed);
                         }
@@ -207,11 +224,7 @@ async fn client(
                     Some(Ok(_)) => continue,
                 };
                 match classify(text.as_bytes()) {
-                    Frame::Ping => {
-                        if ws.send(Message::text("3")).await.is_err() {
-                            break;
-                        }
-                    }
+                    Frame::Ping if ws.send(Message::text("3")).await.is_err() => break,
                     Frame::Event(ev) if ev.starts_with(b"[\"message:new\"") => {
                         if let Some((st, sent, sq)) = scan_body(ev) {
                             let us = now_nanos().saturating_sub(sent) / 1000;
@@ -301,6 +314,7 @@ async fn run_inner(a: &FanoutArgs) -> Result<Value> {
         connected: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
         disconnected: AtomicUsize::new(0),
+        done: AtomicBool::new(false),
         first_error: Mutex::new(None),
     });
     let run_id = format!("r{:x}", now_nanos() / 1_000_000);
@@ -403,6 +417,7 @@ async fn run_inner(a: &FanoutArgs) -> Result<Value> {
             break;
         }
     }
+    shared.done.store(true, Relaxed);
     let _ = phase_tx.send(Phase::Done);
 
     // Results.

@@ -323,6 +323,7 @@ async fn mass_session(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn mass_publisher(
     i: usize,
     user: String,
