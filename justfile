@@ -64,3 +64,12 @@ urls:
 smoke:
     @[ -d tests/js/node_modules/socket.io-client ] || npm ci --prefix tests/js --no-audit --no-fund
     node deploy/local/smoke.mjs
+
+# Benchmarks side by side with the Node.js socket.io + Redis adapter stack
+# (fan-out, idle connections, durable publish); report in bench/results/.
+bench:
+    bash bench/run.sh full
+
+# The benchmarks with small counts (about 2 minutes), for development.
+bench-quick:
+    bash bench/run.sh quick

@@ -21,7 +21,10 @@
 #   CONFAB_MEMBERSHIP_PORT (3100), CONFAB_GATEWAY_PORTS ("3001 3002"),
 #   CONFAB_NATS_SERVER (a nats-server >= 2.10 instead of the provisioned
 #   one), CONFAB_PYTHON (python3), DATABASE_URL (Postgres for the
-#   projections), RUST_LOG, CONFAB_LOG__FORMAT (pretty|json).
+#   projections), RUST_LOG, CONFAB_LOG__FORMAT (pretty|json),
+#   CONFAB_GATEWAY_CONFIG (a TOML file of gateway settings, e.g. the
+#   benchmark's raised rate limits, given to every gateway as CONFAB_CONFIG),
+#   CARGO_TARGET_DIR (where the release binaries are built).
 # Other CONFAB_* variables of your shell are NOT passed to the services (the
 # gateway refuses unknown keys, and these knobs share the prefix).
 set -euo pipefail
@@ -31,7 +34,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 RUN="$ROOT/.run"
 LOGS="$RUN/logs"
 STATE="$RUN/cluster.env"
-BIN="$ROOT/target/release"
+# Where cargo puts the release binaries (honours CARGO_TARGET_DIR).
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+BIN="$TARGET_DIR/release"
 NATS_VERSION="2.15.1"   # keep in step with libs/test-support (NATS_SERVER_VERSION)
 TOOLS="$ROOT/target/tools"
 
@@ -202,6 +208,9 @@ start() { # name var=value... -- program args...
   while [ "$1" != "--" ]; do vars+=("$1"); shift; done
   shift
   [ -n "${CONFAB_LOG__FORMAT:-}" ] && vars+=("CONFAB_LOG__FORMAT=$CONFAB_LOG__FORMAT")
+  if [[ "$name" == gateway-* ]] && [ -n "${CONFAB_GATEWAY_CONFIG:-}" ]; then
+    vars+=("CONFAB_CONFIG=$CONFAB_GATEWAY_CONFIG")
+  fi
   # A start error is one line, not a backtrace (panics still honour RUST_BACKTRACE).
   [ -n "${RUST_LIB_BACKTRACE:-}" ] || vars+=("RUST_LIB_BACKTRACE=0")
   local -a scrub=()
@@ -350,6 +359,10 @@ up() {
     fi
   fi
   validate_settings
+  if [ -n "${CONFAB_GATEWAY_CONFIG:-}" ]; then
+    [ -f "$CONFAB_GATEWAY_CONFIG" ] || die "CONFAB_GATEWAY_CONFIG=$CONFAB_GATEWAY_CONFIG is not a file"
+    CONFAB_GATEWAY_CONFIG="$(cd "$(dirname "$CONFAB_GATEWAY_CONFIG")" && pwd)/$(basename "$CONFAB_GATEWAY_CONFIG")"
+  fi
 
   say "building release binaries (confab, confab-gateway, confab-membership)"
   (cd "$ROOT" && cargo build --release --quiet -p confab -p confab-gateway -p confab-membership) ||

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Profiles for the benchmark report (where the time and the memory go):
+#
+#   bench/profile.sh OUT_DIR
+#
+# With the benchmark cluster of bench/run.sh (started here, stopped at the
+# end):
+#  1. CPU: `perf record -e cpu-clock` (software clock: hardware counters are
+#     not available on every VM) of gateway-1 and of the load generator during
+#     a fan-out at a fixed rate (PROFILE_RATE msg/s, 10,000 clients, rooms of
+#     100), and of membership (its history projection), then `perf report`:
+#     perf-gateway.txt, perf-membership.txt, perf-loadgen.txt.
+#  2. Memory: an extra gateway under heaptrack holding PROFILE_IDLE idle
+#     connections: heaptrack-gateway.txt (peak memory by allocation site).
+set -euo pipefail
+OUT="$(mkdir -p "$1" && cd "$1" && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH="$ROOT/bench"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+RATE="${PROFILE_RATE:-400}"
+IDLE="${PROFILE_IDLE:-5000}"
+LOADGEN="$CARGO_TARGET_DIR/release/confab-loadgen"
+RUN="$ROOT/.run"
+NATS_PORT=4350 HEAP_PORT=3357
+say() { printf '[profile %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+HEAP_PID=""
+cleanup() {
+  set +e
+  [ -n "$HEAP_PID" ] && kill -TERM "$HEAP_PID" 2>/dev/null
+  bash "$ROOT/deploy/local/cluster.sh" down >&2
+}
+trap cleanup EXIT
+
+CONFAB_NATS_PORT=$NATS_PORT CONFAB_NATS_MONITOR_PORT=8350 CONFAB_MEMBERSHIP_PORT=3350 \
+  CONFAB_GATEWAY_PORTS="3351 3352" CONFAB_GATEWAY_CONFIG="$BENCH/gateway.toml" RUST_LOG=warn \
+  bash "$ROOT/deploy/local/cluster.sh" up >/dev/null
+GW1="$(tr -dc 0-9 <"$RUN/gateway-1.pid")"
+MEMB="$(tr -dc 0-9 <"$RUN/membership.pid")"
+
+say "CPU profile: fan-out at $RATE msg/s"
+"$LOADGEN" fanout --clients 10000 --room-size 100 --rates "$RATE" --step-secs 30 --settle-secs 5 \
+  --prefix f --url ws://127.0.0.1:3351,ws://127.0.0.1:3352 --secret-file "$RUN/jwt-secret" \
+  --label confab-profile >"$OUT/profile-fanout.json" 2>>"$OUT/profile.log" &
+LG=$!
+# Connecting 10,000 clients takes a while: wait for the step to run.
+until grep -q "step 0" "$OUT/profile.log" 2>/dev/null || ! kill -0 "$LG" 2>/dev/null; do
+  sleep 1
+  if grep -q "connected in" "$OUT/profile.log" 2>/dev/null; then break; fi
+done
+sleep 8 # the settle time, then into the step
+perf record -e cpu-clock -F 499 -g -p "$GW1" -o "$OUT/perf-gateway.data" -- sleep 15 2>>"$OUT/profile.log" &
+perf record -e cpu-clock -F 499 -g -p "$MEMB" -o "$OUT/perf-membership.data" -- sleep 15 2>>"$OUT/profile.log" &
+perf record -e cpu-clock -F 499 -g -p "$LG" -o "$OUT/perf-loadgen.data" -- sleep 15 2>>"$OUT/profile.log"
+sleep 1; wait "$LG" || true
+for who in gateway membership loadgen; do
+  perf report -i "$OUT/perf-$who.data" --no-children --sort symbol --percent-limit 1.5 --stdio 2>/dev/null |
+    grep -v '^$' | grep -E '^ +[0-9]' | head -n 40 >"$OUT/perf-$who.txt" || true
+  rm -f "$OUT/perf-$who.data"
+done
+
+say "memory profile: $IDLE idle connections to a gateway under heaptrack"
+(
+  for v in $(compgen -e); do [[ "$v" == CONFAB_* ]] && unset "$v"; done
+  export CONFAB_LISTEN="127.0.0.1:$HEAP_PORT" CONFAB_BUS__KIND=nats \
+    CONFAB_BUS__NATS__URL="nats://127.0.0.1:$NATS_PORT" CONFAB_BUS__NATS__NAME=gateway-heap \
+    CONFAB_MEMBERSHIP__KIND=nats CONFAB_MEMBERSHIP__SERVICE_TOKEN="$(cat "$RUN/service-token")" \
+    CONFAB_AUTH__HS256_SECRET="$(cat "$RUN/jwt-secret")" CONFAB_CONFIG="$BENCH/gateway.toml" RUST_LOG=warn
+  exec heaptrack -o "$OUT/heaptrack-gateway" "$CARGO_TARGET_DIR/release/confab-gateway"
+) >>"$OUT/profile.log" 2>&1 &
+HEAP_PID=$!
+until curl -fsS "http://127.0.0.1:$HEAP_PORT/readyz" >/dev/null 2>&1; do sleep 0.5; done
+"$LOADGEN" idle --connections "$IDLE" --hold-secs 3 --prefix h --url "ws://127.0.0.1:$HEAP_PORT" \
+  --secret-file "$RUN/jwt-secret" --label confab-heaptrack >"$OUT/profile-idle.json" 2>>"$OUT/profile.log"
+# heaptrack's wrapper runs the gateway as its child: stop the gateway itself.
+pkill -TERM -P "$HEAP_PID" 2>/dev/null || kill -TERM "$HEAP_PID"
+wait "$HEAP_PID" 2>/dev/null || true
+HEAP_PID=""
+f="$(ls "$OUT"/heaptrack-gateway*.zst "$OUT"/heaptrack-gateway*.gz 2>/dev/null | head -n 1 || true)"
+heaptrack_print -f "$f" --print-peaks 1 --print-allocators 0 --print-temporary 0 --print-leaks 0 \
+  --peak-limit 12 --sub-peak-limit 2 2>/dev/null >"$OUT/heaptrack-gateway.txt" || true
+rm -f "$f"
+say "done: $OUT"

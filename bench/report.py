@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Turns a benchmark run (bench/run.sh) into results.json, report.md and
+PNG plots.
+
+    python3 bench/report.py bench/results/<run>
+
+Reads meta.json and results.jsonl (one load-generator line per run) from the
+run's directory; adds analysis.md (written by hand: profiles, where the time
+goes) to the end of the report when present. Plots need matplotlib; without
+it the report is written without them.
+"""
+
+import json
+import os
+import sys
+
+TARGETS = {
+    "fanout_factor": 10,
+    "rss_per_conn_kib": 6,
+    "p99_at_10k_ms": 5,
+    "replay_ms": 50,
+    "mass_recover_s": 10,
+}
+
+
+def load(run):
+    meta = json.load(open(os.path.join(run, "meta.json")))
+    runs = []
+    for line in open(os.path.join(run, "results.jsonl")):
+        line = line.strip()
+        if line:
+            try:
+                runs.append(json.loads(line))
+            except json.JSONDecodeError:
+                runs.append({"error": "unparsable line", "line": line[:200]})
+    return meta, runs
+
+
+def sustained(fan):
+    """Highest step that delivered >= 90% of its offer with p99 <= 1 s."""
+    best = None
+    for s in fan.get("steps", []):
+        ok = s["delivered_per_sec"] >= 0.9 * s["offered_deliveries_per_sec"]
+        p99 = s.get("e2e", {}).get("p99_ms")
+        if ok and p99 is not None and p99 <= 1000:
+            best = s
+    return best
+
+
+def fmt(x, nd=1):
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:,.{nd}f}"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return str(x)
+
+
+def cpu_cell(cpu):
+    skip = ("total", "machine", "others")
+    cell = ", ".join(f"{k} {v:.0f}%" for k, v in cpu.items() if k not in skip)
+    cell += f" (total {cpu.get('total', 0):.0f}%"
+    if "others" in cpu:
+        cell += f"; other processes {cpu['others']:.0f}%"
+    return cell + ")"
+
+
+def by(runs, scenario, label):
+    return [r for r in runs if r.get("scenario") == scenario and r.get("label") == label]
+
+
+def plots(run, runs):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    out = []
+    # Throughput against latency.
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for label, color in (("confab", "tab:blue"), ("baseline", "tab:red")):
+        for fan in by(runs, "fanout", label):
+            steps = [s for s in fan["steps"] if s.get("e2e", {}).get("count")]
+            xs = [s["delivered_per_sec"] for s in steps]
+            ax.plot(xs, [s["e2e"]["p99_ms"] for s in steps], "o-", color=color, label=f"{label} p99")
+            ax.plot(xs, [s["e2e"]["p50_ms"] for s in steps], "s--", color=color, alpha=0.6, label=f"{label} p50")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("delivered messages/s (10,000 clients, rooms of 100)")
+    ax.set_ylabel("end-to-end latency, ms")
+    ax.set_title("Fan-out: throughput against latency")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    path = os.path.join(run, "fanout_throughput_latency.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    out.append(os.path.basename(path))
+    # Memory against connections.
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for label, color in (("confab", "tab:blue"), ("baseline", "tab:red")):
+        idle = sorted(by(runs, "idle", label), key=lambda r: r.get("connected", 0))
+        idle = [r for r in idle if r.get("connected")]
+        xs = [r["connected"] for r in idle]
+        a1.plot(xs, [r["server_rss_delta_kib"] / 1024 for r in idle], "o-", color=color, label=label)
+        a2.plot(xs, [r["server_rss_bytes_per_conn"] / 1024 for r in idle], "o-", color=color, label=label)
+    a1.set_xlabel("idle connections")
+    a1.set_ylabel("server RSS growth, MiB (all server processes)")
+    a2.set_xlabel("idle connections")
+    a2.set_ylabel("server RSS per connection, KiB")
+    a2.axhline(TARGETS["rss_per_conn_kib"], color="gray", ls=":", label="Confab target (6 KiB)")
+    for a in (a1, a2):
+        a.set_xscale("log")
+        a.grid(True, which="both", alpha=0.3)
+        a.legend()
+    fig.suptitle("Idle connections: memory against connections")
+    fig.tight_layout()
+    path = os.path.join(run, "idle_memory.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    out.append(os.path.basename(path))
+    return out
+
+
+def report(run):
+    meta, runs = load(run)
+    json.dump({"meta": meta, "runs": runs}, open(os.path.join(run, "results.json"), "w"), indent=1)
+    images = plots(run, runs)
+    L = []
+    w = L.append
+    w(f"# Confab benchmarks — {meta['stamp']} ({meta['mode']})\n")
+    w(f"Command: `{meta['command']}` at commit `{meta['commit']}`. Machine: {meta['cpus']} cores "
+      f"({meta['cpu_model']}), {meta['mem_kib'] / 1024 / 1024:.0f} GiB, Linux {meta['kernel']}, "
+      f"open files per process {meta['nofile']}. Load generator, Confab and the baseline share the machine.\n")
+    w(f"Confab: nats-server ({meta['nats_server']}), membership, two gateways (`deploy/local/cluster.sh` with "
+      f"`bench/gateway.toml`: send rate limits raised, nothing else tuned). Baseline: socket.io {meta['socket_io']}, "
+      f"@socket.io/redis-adapter {meta['redis_adapter']}, Redis {meta['redis_server']}, Node.js {meta['node']}, "
+      f"two processes (`bench/baseline/server.js`).\n")
+    errors = [r for r in runs if "error" in r]
+    if errors:
+        w("**Runs that failed:**\n")
+        for e in errors:
+            w(f"- `{json.dumps(e)[:400]}`")
+        w("")
+
+    # Summary.
+    w("## Summary\n")
+    w("| | Confab | baseline | Confab ÷ baseline |")
+    w("|---|---:|---:|---:|")
+    fc = (by(runs, "fanout", "confab") or [None])[0]
+    fb = (by(runs, "fanout", "baseline") or [None])[0]
+    sc = sustained(fc) if fc else None
+    sb = sustained(fb) if fb else None
+    if sc or sb:
+        xc = sc["delivered_per_sec"] if sc else None
+        xb = sb["delivered_per_sec"] if sb else None
+        w(f"| fan-out: deliveries/s of the highest step kept up (≥90% of offer, p99 ≤ 1 s) | {fmt(xc, 0)} | {fmt(xb, 0)} | "
+          f"{fmt(xc / xb if xc and xb else None, 2)}× |")
+        w(f"| … its p99 end to end, ms | {fmt(sc and sc['e2e']['p99_ms'])} | {fmt(sb and sb['e2e']['p99_ms'])} | |")
+        mc = max((s["delivered_per_sec"] for s in fc["steps"]), default=None) if fc else None
+        mb = max((s["delivered_per_sec"] for s in fb["steps"]), default=None) if fb else None
+        w(f"| fan-out: most deliveries/s in any step (falling behind) | {fmt(mc, 0)} | {fmt(mb, 0)} | "
+          f"{fmt(mc / mb if mc and mb else None, 2)}× |")
+    if fc and fb:
+        w(f"| fan-out: lost messages | {fmt(fc['lost'])} | {fmt(fb['lost'])} | |")
+    for n in sorted({r.get("connections") for r in runs if r.get("scenario") == "idle"}):
+        ic = [r for r in by(runs, "idle", "confab") if r.get("connections") == n]
+        ib = [r for r in by(runs, "idle", "baseline") if r.get("connections") == n]
+        c = ic[0] if ic else {}
+        b = ib[0] if ib else {}
+        per_c = c.get("server_rss_bytes_per_conn")
+        per_b = b.get("server_rss_bytes_per_conn")
+        w(f"| idle {n:,} ({c.get('targets', '?')} server process(es)): RSS per connection, KiB | "
+          f"{fmt(per_c and per_c / 1024, 2)} | {fmt(per_b and per_b / 1024, 2)} | "
+          f"{fmt(per_c / per_b if per_c and per_b else None, 2)}× |")
+        hc, hb = c.get('handshakes_per_sec'), b.get('handshakes_per_sec')
+        w(f"| idle {n:,}: handshakes/s | {fmt(hc, 0)} | {fmt(hb, 0)} | {fmt(hc / hb if hc and hb else None, 2)}× |")
+    pc = (by(runs, "publish", "confab") or [{}])[0]
+    pb = (by(runs, "publish", "baseline") or [{}])[0]
+    if pc or pb:
+        ac, ab = pc.get('acked_per_sec'), pb.get('acked_per_sec')
+        w(f"| acked `message:send`/s, one server process | {fmt(ac, 0)} | {fmt(ab, 0)} | "
+          f"{fmt(ac / ab if ac and ab else None, 2)}× |")
+        w(f"| … ack p99, ms | {fmt(pc.get('ack', {}).get('p99_ms'))} | {fmt(pb.get('ack', {}).get('p99_ms'))} | |")
+    w("")
+    for img in images:
+        w(f"![{img}]({img})\n")
+
+    # Fan-out detail.
+    w("## 1. Fan-out\n")
+    for fan in (fc, fb):
+        if not fan:
+            continue
+        w(f"### {fan['label']}: {fan['clients']:,} clients, {fan['rooms']} rooms of {fan['room_size']}, "
+          f"{fan['publishers']} publishers, {fan['step_secs']} s steps\n")
+        w(f"Connected {fan['connected']:,} in {fan['connect_secs']:.1f} s (failed {fan['connect_failed']}). "
+          f"Stopped: {fan['stopped_because']}. Lost: **{fan['lost']}** (on clients the server dropped: "
+          f"{fan['lost_on_dropped_clients']}), duplicates {fan['duplicates']}, clients dropped "
+          f"{fan['disconnected']}; delivered {fan['received_deliveries']:,} of {fan['expected_deliveries']:,} "
+          f"acked×members.\n")
+        w("| msg/s | offered deliveries/s | delivered/s | e2e p50 | p99 | p99.9 | max | ack p50 | ack p99 | refused | CPU (% of one core) |")
+        w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for s in fan["steps"]:
+            e, a = s.get("e2e", {}), s.get("ack", {})
+            w(f"| {s['rate_msgs_per_sec']:,} | {s['offered_deliveries_per_sec']:,.0f} | {s['delivered_per_sec']:,.0f} | "
+              f"{fmt(e.get('p50_ms'), 2)} | {fmt(e.get('p99_ms'), 2)} | {fmt(e.get('p999_ms'), 2)} | {fmt(e.get('max_ms'), 1)} | "
+              f"{fmt(a.get('p50_ms'), 2)} | {fmt(a.get('p99_ms'), 2)} | {s.get('refused', 0)} | {cpu_cell(s['cpu_percent'])} |")
+        cost = fan.get("cpu_us_per_delivery", {})
+        w("\nCPU per delivery over all steps (µs of CPU per delivered message): "
+          + ", ".join(f"{k} {v:.2f}" for k, v in cost.items()) + "\n")
+
+    # Idle detail.
+    w("## 2. Idle connections\n")
+    w("| system | connections | server processes | connected | failed | handshake time, s | handshakes/s | server RSS growth, MiB | per connection, KiB | load generator RSS, MiB | dropped while idle |")
+    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in sorted([r for r in runs if r.get("scenario") == "idle"], key=lambda r: (r["connections"], r["label"])):
+        w(f"| {r['label']} | {r['connections']:,} | {r['targets']} | {r['connected']:,} | {r['failed']} | "
+          f"{r['handshake_secs']:.1f} | {r['handshakes_per_sec']:,.0f} | {r['server_rss_delta_kib'] / 1024:,.1f} | "
+          f"{r['server_rss_bytes_per_conn'] / 1024:.2f} | {r['loadgen_rss_kib'] / 1024:,.1f} | {r['dropped_while_idle']} |")
+    w("\nRSS per connection = growth of the server processes' VmRSS between before the first handshake and "
+      "3 s after the last, divided by the connections. Confab verifies the JWT and asks the membership "
+      "service for the user's rooms at every handshake; the baseline verifies the JWT.\n")
+
+    # Publish detail.
+    w("## 4. Durable publish\n")
+    w("| system | publishers × window | acked/s | ack p50 | p99 | p99.9 | own delivery p50 | p99 | refused | CPU |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in [r for r in runs if r.get("scenario") == "publish"]:
+        a, e = r["ack"], r["e2e_own_delivery"]
+        w(f"| {r['label']} | {r['publishers']} × {r['window']} | {r['acked_per_sec']:,.0f} | {fmt(a.get('p50_ms'), 2)} | "
+          f"{fmt(a.get('p99_ms'), 2)} | {fmt(a.get('p999_ms'), 2)} | {fmt(e.get('p50_ms'), 2)} | {fmt(e.get('p99_ms'), 2)} | "
+          f"{r['refused']} | {cpu_cell(r['cpu_percent'])} |")
+    w("\nConfab acks once JetStream stored the message (PubAck); the baseline acks after handing the "
+      "broadcast to Redis pub/sub and stores nothing.\n")
+
+    # Recovery.
+    w("## 3. Recovery\n")
+    rec = [r for r in runs if str(r.get("scenario", "")).startswith("recover")]
+    if not rec:
+        w("Pending: connection-state recovery is issue #5, not on `main` yet. `confab-loadgen recover` "
+          "implements the protocol of #5 (`--mode replay`, `--mode mass`); `BENCH_RECOVERY=1 just bench` "
+          "runs it once #5 lands.\n")
+    for r in rec:
+        w(f"- `{json.dumps(r)}`")
+    w("")
+
+    analysis = os.path.join(run, "analysis.md")
+    if os.path.exists(analysis):
+        w(open(analysis).read())
+    open(os.path.join(run, "report.md"), "w").write("\n".join(L) + "\n")
+    print(os.path.join(run, "report.md"))
+
+
+if __name__ == "__main__":
+    report(sys.argv[1])

@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# The Confab benchmarks (issue #6), side by side with the Node.js stack
+# Confab replaces (socket.io 4.8 + @socket.io/redis-adapter 8.3 + Redis).
+# Behind `just bench` and `just bench-quick`.
+#
+#   bench/run.sh [full|quick]
+#
+# Builds the release binaries, starts the Confab cluster (deploy/local/
+# cluster.sh: nats-server, membership, two gateways, with bench/gateway.toml)
+# and the baseline (two Node processes on the local Redis), creates the
+# benchmark rooms, runs every scenario against both with the same load
+# generator (bench/loadgen), then writes bench/results/<UTC time>/:
+# results.jsonl (one line per run), results.json, report.md and PNG plots.
+# Everything it started is stopped at the end, also on failure.
+#
+# Ports (chosen away from the defaults of `just up` and the tests):
+#   BENCH_NATS_PORT (4350), BENCH_NATS_MONITOR_PORT (8350),
+#   BENCH_MEMBERSHIP_PORT (3350), gateways 3351-3356 (BENCH_GATEWAY_BASE),
+#   baseline 3361-3366 (BENCH_BASELINE_BASE). Redis: BENCH_REDIS_URL
+#   (redis://127.0.0.1:6379, must run already).
+# Scenario 3 (recovery) waits for issue #5: BENCH_RECOVERY=1 runs it.
+set -euo pipefail
+
+MODE="${1:-full}"
+case "$MODE" in full | quick) ;; *) echo "usage: $0 [full|quick]" >&2; exit 2 ;; esac
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH="$ROOT/bench"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$CARGO_TARGET_DIR" in /*) ;; *) CARGO_TARGET_DIR="$ROOT/$CARGO_TARGET_DIR" ;; esac
+LOADGEN="$CARGO_TARGET_DIR/release/confab-loadgen"
+RUN="$ROOT/.run"
+
+NATS_PORT="${BENCH_NATS_PORT:-4350}"
+NATS_MONITOR_PORT="${BENCH_NATS_MONITOR_PORT:-8350}"
+MEMBERSHIP_PORT="${BENCH_MEMBERSHIP_PORT:-3350}"
+GW_BASE="${BENCH_GATEWAY_BASE:-3351}"
+NODE_BASE="${BENCH_BASELINE_BASE:-3361}"
+REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
+GW=() NODE=()
+for i in 0 1 2 3 4 5; do GW+=($((GW_BASE + i))); NODE+=($((NODE_BASE + i))); done
+
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="${BENCH_OUT:-$BENCH/results/$STAMP-$MODE}"
+mkdir -p "$OUT/logs"
+JSONL="$OUT/results.jsonl"
+: >"$JSONL"
+
+say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# --- sizes ------------------------------------------------------------------
+if [ "$MODE" = full ]; then
+  FAN_CLIENTS=10000 FAN_ROOMS=100 ROOM_SIZE=100
+  FAN_RATES="50,100,200,400,800,1600,2500,3500,5000" STEP_SECS=10
+  IDLE_SIZES="10000 19000" IDLE_BIG=100000 MAX_PER_PROC=19000 HOLD=10
+  PUB_N=50 PUB_SECS=10
+  REC_SESSIONS=10000 REC_MISSED=1000
+else
+  FAN_CLIENTS=1000 FAN_ROOMS=10 ROOM_SIZE=100
+  FAN_RATES="20,50,100" STEP_SECS=3
+  IDLE_SIZES="1000" IDLE_BIG=3000 MAX_PER_PROC=1000 HOLD=2
+  PUB_N=10 PUB_SECS=3
+  REC_SESSIONS=500 REC_MISSED=1000
+fi
+
+# --- processes --------------------------------------------------------------
+EXTRA_PIDS=() # extra gateways and baseline processes started here
+
+cleanup() {
+  local rc=$?
+  set +e
+  say "stopping what the benchmark started"
+  local p
+  for p in "${EXTRA_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for p in "${EXTRA_PIDS[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null
+  done
+  bash "$ROOT/deploy/local/cluster.sh" down >&2
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_http() { # url seconds
+  local deadline=$((SECONDS + $2))
+  until curl -fsS --max-time 2 "$1" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || { say "timeout waiting for $1"; return 1; }
+    sleep 0.2
+  done
+}
+
+wait_port() { # port seconds
+  local deadline=$((SECONDS + $2))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
+    [ "$SECONDS" -lt "$deadline" ] || { say "timeout waiting for port $1"; return 1; }
+    sleep 0.2
+  done
+}
+
+pid_of() { tr -dc '0-9' <"$RUN/$1.pid"; }
+
+# An extra gateway (scenario 2 spreads connections over six) on the
+# cluster's NATS and membership, with the same settings as cluster.sh's.
+start_gateway() { # n port
+  local n="$1" port="$2"
+  (
+    for v in $(compgen -e); do [[ "$v" == CONFAB_* ]] && unset "$v"; done
+    export CONFAB_LISTEN="127.0.0.1:$port" CONFAB_BUS__KIND=nats \
+      CONFAB_BUS__NATS__URL="nats://127.0.0.1:$NATS_PORT" CONFAB_BUS__NATS__NAME="gateway-$n" \
+      CONFAB_MEMBERSHIP__KIND=nats CONFAB_MEMBERSHIP__SERVICE_TOKEN="$(cat "$RUN/service-token")" \
+      CONFAB_AUTH__HS256_SECRET="$(cat "$RUN/jwt-secret")" CONFAB_CONFIG="$BENCH/gateway.toml" \
+      RUST_LOG="${RUST_LOG:-warn}"
+    exec "$CARGO_TARGET_DIR/release/confab-gateway"
+  ) </dev/null >>"$OUT/logs/gateway-$n.log" 2>&1 &
+  EXTRA_PIDS+=($!)
+  eval "PID_GW$n=$!"
+  wait_http "http://127.0.0.1:$port/readyz" 30
+}
+
+start_node() { # n port
+  local n="$1" port="$2"
+  PORT="$port" SECRET_FILE="$RUN/jwt-secret" REDIS_URL="$REDIS_URL" NODE_ENV=production \
+    node "$BENCH/baseline/server.js" </dev/null >>"$OUT/logs/node-$n.log" 2>&1 &
+  EXTRA_PIDS+=($!)
+  eval "PID_NODE$n=$!"
+  wait_port "$port" 30
+}
+
+stop_pid() { # pid
+  kill -TERM "$1" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+}
+
+urls() { # port...
+  local out="" p
+  for p in "$@"; do out+="${out:+,}ws://127.0.0.1:$p"; done
+  echo "$out"
+}
+
+# Runs the load generator and appends its JSON line to results.jsonl.
+lg() { # label scenario args...
+  local label="$1"; shift
+  say "run: $label $*"
+  local line
+  line="$(nice -n 0 "$LOADGEN" "$@" --label "$label" --secret-file "$RUN/jwt-secret" 2>>"$OUT/logs/loadgen.log" | tail -n 1)" || true
+  [ -n "$line" ] || line="{\"error\":\"no output\",\"label\":\"$label\",\"scenario\":\"$1\"}"
+  printf '%s\n' "$line" >>"$JSONL"
+  say "  -> ${line:0:300}"
+  sleep 3 # let disconnects settle before the next run
+}
+
+# --- build and start --------------------------------------------------------
+say "mode $MODE, results in $OUT"
+say "building release binaries"
+# Two builds, not one: the cluster's package set is the one cluster.sh
+# builds (features unify per build; one combined build would rebuild all).
+(cd "$ROOT" && nice -n 10 cargo build --release --quiet -p confab -p confab-gateway -p confab-membership)
+(cd "$ROOT" && nice -n 10 cargo build --release --quiet -p confab-loadgen)
+
+[ -d "$BENCH/baseline/node_modules/socket.io" ] ||
+  (cd "$BENCH/baseline" && npm ci --no-audit --no-fund >&2)
+PYDIR="$CARGO_TARGET_DIR/bench-py"
+PYTHONPATH="$PYDIR" python3 -c 'import matplotlib' 2>/dev/null ||
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --disable-pip-version-check --quiet --target "$PYDIR" 'matplotlib>=3.8' >&2 ||
+  say "matplotlib could not be installed: the report will have no plots"
+redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 || { say "Redis does not answer at $REDIS_URL"; exit 1; }
+
+# Starts what of the cluster is not running (all of it the first time).
+cluster_up() {
+  CONFAB_NATS_PORT="$NATS_PORT" CONFAB_NATS_MONITOR_PORT="$NATS_MONITOR_PORT" \
+    CONFAB_MEMBERSHIP_PORT="$MEMBERSHIP_PORT" CONFAB_GATEWAY_PORTS="${GW[0]} ${GW[1]}" \
+    CONFAB_GATEWAY_CONFIG="$BENCH/gateway.toml" RUST_LOG="${RUST_LOG:-warn}" \
+    bash "$ROOT/deploy/local/cluster.sh" up >&2
+  PID_NATS="$(pid_of nats)" PID_MEMB="$(pid_of membership)"
+  PID_GW1="$(pid_of gateway-1)" PID_GW2="$(pid_of gateway-2)"
+  CONFAB_WATCH="nats=$PID_NATS,membership=$PID_MEMB,gateway-1=$PID_GW1,gateway-2=$PID_GW2"
+}
+
+# Fresh server processes, so that an RSS measurement starts from a process
+# that never held connections (freed memory is kept by the allocators).
+restart_servers() {
+  say "restarting gateways 1-2 and Node processes 1-2 (fresh memory)"
+  stop_pid "$PID_GW1"; stop_pid "$PID_GW2"
+  cluster_up >/dev/null
+  stop_pid "$PID_NODE1"; stop_pid "$PID_NODE2"
+  start_node 1 "${NODE[0]}"
+  start_node 2 "${NODE[1]}"
+  NODE_WATCH="node-1=$PID_NODE1,node-2=$PID_NODE2${PID_REDIS:+,redis=$PID_REDIS}"
+}
+
+say "starting the Confab cluster"
+cluster_up
+
+say "starting the baseline (2 Node processes on $REDIS_URL)"
+start_node 1 "${NODE[0]}"
+start_node 2 "${NODE[1]}"
+PID_REDIS="$(pgrep -x redis-server | head -n 1 || true)"
+
+# The machine and versions, for the report.
+{
+  printf '{"stamp":"%s","mode":"%s",' "$STAMP" "$MODE"
+  printf '"cpus":%s,"mem_kib":%s,' "$(nproc)" "$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
+  printf '"cpu_model":"%s",' "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo | tr -d '"')"
+  printf '"kernel":"%s","nofile":%s,' "$(uname -r)" "$(ulimit -n)"
+  printf '"node":"%s","socket_io":"%s","redis_adapter":"%s","redis_server":"%s",' \
+    "$(node --version)" \
+    "$(node -p 'require("'"$BENCH"'/baseline/node_modules/socket.io/package.json").version')" \
+    "$(node -p 'require("'"$BENCH"'/baseline/node_modules/@socket.io/redis-adapter/package.json").version')" \
+    "$(redis-cli -u "$REDIS_URL" info server | awk -F: '/redis_version/ {print $2}' | tr -d '\r')"
+  printf '"nats_server":"%s","commit":"%s","command":"%s"}\n' \
+    "$("$(sed -nE 's/^NATS_BIN_S=(.*)/\1/p' "$RUN/cluster.env")" --version 2>/dev/null | head -n 1)" \
+    "$(git -C "$ROOT" rev-parse --short HEAD)" \
+    "$([ "$MODE" = full ] && echo 'just bench' || echo 'just bench-quick')"
+} >"$OUT/meta.json"
+
+NODE_WATCH="node-1=$PID_NODE1,node-2=$PID_NODE2${PID_REDIS:+,redis=$PID_REDIS}"
+
+say "creating the benchmark rooms (idempotent)"
+API="http://127.0.0.1:$MEMBERSHIP_PORT"
+"$LOADGEN" setup --api "$API" --service-token-file "$RUN/service-token" \
+  --prefix f --rooms "$FAN_ROOMS" --room-size "$ROOM_SIZE" >>"$OUT/logs/setup.log"
+"$LOADGEN" setup --api "$API" --service-token-file "$RUN/service-token" \
+  --prefix p --rooms "$PUB_N" --room-size 1 >>"$OUT/logs/setup.log"
+"$LOADGEN" setup --api "$API" --service-token-file "$RUN/service-token" \
+  --prefix v --rooms 1 --room-size 2 >>"$OUT/logs/setup.log"
+
+# --- scenario 1: fan-out ----------------------------------------------------
+FAN=(fanout --clients "$FAN_CLIENTS" --room-size "$ROOM_SIZE" --rates "$FAN_RATES" --step-secs "$STEP_SECS" --prefix f)
+lg confab "${FAN[@]}" --url "$(urls "${GW[0]}" "${GW[1]}")" --watch "$CONFAB_WATCH"
+lg baseline "${FAN[@]}" --url "$(urls "${NODE[0]}" "${NODE[1]}")" --watch "$NODE_WATCH"
+
+# --- scenario 4: durable publish through one gateway ------------------------
+PUB=(publish --publishers "$PUB_N" --window 4 --secs "$PUB_SECS" --prefix p)
+lg confab "${PUB[@]}" --url "$(urls "${GW[0]}")" --watch "$CONFAB_WATCH"
+lg baseline "${PUB[@]}" --url "$(urls "${NODE[0]}")" --watch "$NODE_WATCH"
+
+# --- scenario 2: idle connections -------------------------------------------
+for n in $IDLE_SIZES; do
+  restart_servers
+  IDLE=(idle --connections "$n" --hold-secs "$HOLD" --max-per-process "$MAX_PER_PROC" --prefix i)
+  lg confab "${IDLE[@]}" --url "$(urls "${GW[0]}")" --watch "$CONFAB_WATCH" --server-prefix gateway-1
+  lg baseline "${IDLE[@]}" --url "$(urls "${NODE[0]}")" --watch "$NODE_WATCH" --server-prefix node-1
+done
+
+restart_servers
+say "starting four more gateways and four more Node processes for $IDLE_BIG connections"
+for i in 3 4 5 6; do start_gateway "$i" "${GW[$((i - 1))]}"; done
+for i in 3 4 5 6; do start_node "$i" "${NODE[$((i - 1))]}"; done
+GW6_WATCH="nats=$PID_NATS,membership=$PID_MEMB"
+NODE6_WATCH="${PID_REDIS:+redis=$PID_REDIS}"
+for i in 1 2 3 4 5 6; do
+  eval "GW6_WATCH+=\",gateway-$i=\$PID_GW$i\""
+  eval "NODE6_WATCH+=\",node-$i=\$PID_NODE$i\""
+done
+BIG=(idle --connections "$IDLE_BIG" --hold-secs "$HOLD" --max-per-process "$MAX_PER_PROC" --prefix j --sources 32)
+lg confab "${BIG[@]}" --url "$(urls "${GW[@]}")" --watch "$GW6_WATCH" --server-prefix gateway
+lg baseline "${BIG[@]}" --url "$(urls "${NODE[@]}")" --watch "${NODE6_WATCH#,}" --server-prefix node
+for i in 3 4 5 6; do eval "stop_pid \$PID_GW$i; stop_pid \$PID_NODE$i"; done
+
+# --- scenario 3: recovery (issue #5) ----------------------------------------
+if [ "${BENCH_RECOVERY:-0}" = 1 ]; then
+  "$LOADGEN" setup --api "$API" --service-token-file "$RUN/service-token" \
+    --prefix r --rooms "$(((REC_SESSIONS + ROOM_SIZE - 2) / (ROOM_SIZE - 1)))" --room-size "$ROOM_SIZE" >>"$OUT/logs/setup.log"
+  lg confab recover --mode replay --missed "$REC_MISSED" --prefix v --room-size 2 \
+    --url "$(urls "${GW[0]}")" --publish-url "$(urls "${GW[1]}")"
+  lg confab recover --mode mass --sessions "$REC_SESSIONS" --prefix r --room-size "$ROOM_SIZE" \
+    --url "$(urls "${GW[0]}")" --publish-url "$(urls "${GW[1]}")" --reconnect-url "$(urls "${GW[1]}")" \
+    --kill-pid "$PID_GW1" --nats-monitor "http://127.0.0.1:$NATS_MONITOR_PORT"
+else
+  say "scenario 3 (recovery) is pending issue #5: skipped (BENCH_RECOVERY=1 runs it)"
+fi
+
+# --- report -----------------------------------------------------------------
+say "writing the report"
+PYTHONPATH="$PYDIR${PYTHONPATH:+:$PYTHONPATH}" python3 "$BENCH/report.py" "$OUT" ||
+  say "report.py failed (results.jsonl is kept)"
+say "done: $OUT/report.md"
