@@ -18,7 +18,8 @@
 #   BENCH_MEMBERSHIP_PORT (3350), gateways 3351-3356 (BENCH_GATEWAY_BASE),
 #   baseline 3361-3366 (BENCH_BASELINE_BASE). Redis: BENCH_REDIS_URL
 #   (redis://127.0.0.1:6379, must run already).
-# Scenario 3 (recovery) waits for issue #5: BENCH_RECOVERY=1 runs it.
+# BENCH_SCENARIOS picks scenarios (default "fanout publish idle recovery"),
+# e.g. BENCH_SCENARIOS=recovery bench/run.sh full.
 set -euo pipefail
 
 MODE="${1:-full}"
@@ -37,6 +38,8 @@ MEMBERSHIP_PORT="${BENCH_MEMBERSHIP_PORT:-3350}"
 GW_BASE="${BENCH_GATEWAY_BASE:-3351}"
 NODE_BASE="${BENCH_BASELINE_BASE:-3361}"
 REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
+SCENARIOS=" ${BENCH_SCENARIOS:-fanout publish idle recovery} "
+want() { [[ "$SCENARIOS" == *" $1 "* ]]; }
 GW=() NODE=()
 for i in 0 1 2 3 4 5; do GW+=($((GW_BASE + i))); NODE+=($((NODE_BASE + i))); done
 
@@ -227,16 +230,21 @@ API="http://127.0.0.1:$MEMBERSHIP_PORT"
   --prefix v --rooms 1 --room-size 2 >>"$OUT/logs/setup.log"
 
 # --- scenario 1: fan-out ----------------------------------------------------
+if want fanout; then
 FAN=(fanout --clients "$FAN_CLIENTS" --room-size "$ROOM_SIZE" --rates "$FAN_RATES" --step-secs "$STEP_SECS" --prefix f)
 lg confab "${FAN[@]}" --url "$(urls "${GW[0]}" "${GW[1]}")" --watch "$CONFAB_WATCH"
 lg baseline "${FAN[@]}" --url "$(urls "${NODE[0]}" "${NODE[1]}")" --watch "$NODE_WATCH"
+fi
 
 # --- scenario 4: durable publish through one gateway ------------------------
+if want publish; then
 PUB=(publish --publishers "$PUB_N" --window 4 --secs "$PUB_SECS" --prefix p)
 lg confab "${PUB[@]}" --url "$(urls "${GW[0]}")" --watch "$CONFAB_WATCH"
 lg baseline "${PUB[@]}" --url "$(urls "${NODE[0]}")" --watch "$NODE_WATCH"
+fi
 
 # --- scenario 2: idle connections -------------------------------------------
+if want idle; then
 for n in $IDLE_SIZES; do
   restart_servers
   IDLE=(idle --connections "$n" --hold-secs "$HOLD" --max-per-process "$MAX_PER_PROC" --prefix i)
@@ -258,9 +266,10 @@ BIG=(idle --connections "$IDLE_BIG" --hold-secs "$HOLD" --max-per-process "$MAX_
 lg confab "${BIG[@]}" --url "$(urls "${GW[@]}")" --watch "$GW6_WATCH" --server-prefix gateway
 lg baseline "${BIG[@]}" --url "$(urls "${NODE[@]}")" --watch "${NODE6_WATCH#,}" --server-prefix node
 for i in 3 4 5 6; do eval "stop_pid \$PID_GW$i; stop_pid \$PID_NODE$i"; done
+fi
 
 # --- scenario 3: recovery (issue #5) ----------------------------------------
-if [ "${BENCH_RECOVERY:-0}" = 1 ]; then
+if want recovery; then
   "$LOADGEN" setup --api "$API" --service-token-file "$RUN/service-token" \
     --prefix r --rooms "$(((REC_SESSIONS + ROOM_SIZE - 2) / (ROOM_SIZE - 1)))" --room-size "$ROOM_SIZE" >>"$OUT/logs/setup.log"
   lg confab recover --mode replay --missed "$REC_MISSED" --prefix v --room-size 2 \
@@ -269,7 +278,7 @@ if [ "${BENCH_RECOVERY:-0}" = 1 ]; then
     --url "$(urls "${GW[0]}")" --publish-url "$(urls "${GW[1]}")" --reconnect-url "$(urls "${GW[1]}")" \
     --kill-pid "$PID_GW1" --nats-monitor "http://127.0.0.1:$NATS_MONITOR_PORT"
 else
-  say "scenario 3 (recovery) is pending issue #5: skipped (BENCH_RECOVERY=1 runs it)"
+  say "scenario 3 (recovery) not asked for (BENCH_SCENARIOS)"
 fi
 
 # --- report -----------------------------------------------------------------

@@ -228,6 +228,8 @@ struct MassShared {
     reconnect_errors: AtomicUsize,
     last_recovered_ns: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// `recovery:failed` reasons and how often each came.
+    reasons: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 #[derive(Default)]
@@ -287,8 +289,16 @@ async fn mass_session(
                             if let Some((_, _, sq)) = scan_body(ev) { out.got.set(sq); }
                         }
                         Frame::Event(ev) if ev.starts_with(b"[\"recovery:failed\"") => {
+                            // Counted once, at the reconnect (the pid changed).
                             out.recovered = false;
-                            shared.recovery_failed.fetch_add(1, Relaxed);
+                            let text = String::from_utf8_lossy(ev);
+                            let reason = text
+                                .split("\"reason\":\"")
+                                .nth(1)
+                                .and_then(|r| r.split('"').next())
+                                .unwrap_or("?")
+                                .to_owned();
+                            *shared.reasons.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() += 1;
                         }
                         _ => {}
                     },
@@ -412,6 +422,7 @@ async fn mass(a: &RecoverArgs) -> Result<Value> {
         reconnect_errors: AtomicUsize::new(0),
         last_recovered_ns: AtomicU64::new(0),
         first_error: Mutex::new(None),
+        reasons: Mutex::new(Default::default()),
     });
     let (done_tx, done_rx) = watch::channel(false);
     let (stop_tx, stop_rx) = watch::channel(0u8);
@@ -505,6 +516,7 @@ async fn mass(a: &RecoverArgs) -> Result<Value> {
         "connect_failed": shared.failed.load(Relaxed),
         "recovered": shared.recovered.load(Relaxed),
         "recovery_failed": shared.recovery_failed.load(Relaxed),
+        "failure_reasons": *shared.reasons.lock().unwrap_or_else(|p| p.into_inner()),
         "reconnect_errors": shared.reconnect_errors.load(Relaxed),
         "all_recovered_secs": (last > kill_ns).then(|| round3((last - kill_ns) as f64 / 1e9)),
         "published_acked": acked.iter().map(Bits::count).sum::<u64>(),
