@@ -189,7 +189,13 @@ pub struct Recovery {
     session_max_age: Duration,
     /// The sessions of this gateway's sockets, by pid.
     live: Mutex<HashMap<String, Tracked>>,
+    /// Other gateways' last heartbeats as read lately: when a gateway dies,
+    /// all its sessions come back at once and need the same answer.
+    beats: Mutex<HashMap<String, (Instant, Option<u64>)>>,
 }
+
+/// How long a gateway's last heartbeat, once read, answers for it.
+const BEAT_CACHE: Duration = Duration::from_secs(1);
 
 impl Recovery {
     /// Recovery through `store` over `bus`, as gateway `gateway`.
@@ -211,6 +217,7 @@ impl Recovery {
             permits: Semaphore::new(settings.max_concurrent_replays),
             session_max_age: Duration::from_millis(settings.session_max_age_ms),
             live: Mutex::new(HashMap::new()),
+            beats: Mutex::new(HashMap::new()),
         })
     }
 
@@ -275,12 +282,7 @@ impl Recovery {
             // The gateway that held the connection never recorded the drop:
             // it died (count from its last heartbeat) or has not noticed yet
             // (it is alive: the drop is now).
-            None => match self
-                .store
-                .last_beat(&record.gateway)
-                .await
-                .map_err(unavailable)?
-            {
+            None => match self.last_beat(&record.gateway).await.map_err(unavailable)? {
                 Some(beat) if now.saturating_sub(beat) <= 3 * self.heartbeat.as_millis() as u64 => {
                     now
                 }
@@ -317,6 +319,25 @@ impl Recovery {
             record,
             from,
         })
+    }
+
+    /// `gateway`'s last heartbeat, read at most once per [`BEAT_CACHE`].
+    async fn last_beat(&self, gateway: &str) -> Result<Option<u64>, StoreError> {
+        let cached = {
+            let beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
+            beats
+                .get(gateway)
+                .filter(|(at, _)| at.elapsed() < BEAT_CACHE)
+                .map(|(_, beat)| *beat)
+        };
+        if let Some(beat) = cached {
+            return Ok(beat);
+        }
+        let beat = self.store.last_beat(gateway).await?;
+        let mut beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
+        beats.retain(|_, (at, _)| at.elapsed() < BEAT_CACHE);
+        beats.insert(gateway.to_owned(), (Instant::now(), beat));
+        Ok(beat)
     }
 
     /// Reads what the session missed in its rooms: `now` (the rooms the
