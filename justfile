@@ -66,7 +66,7 @@ smoke:
     node deploy/local/smoke.mjs
 
 # Benchmarks side by side with the Node.js socket.io + Redis adapter stack
-# (fan-out, idle connections, durable publish); report in bench/results/.
+# (fan-out, idle connections, durable publish, recovery); report in bench/results/.
 bench:
     bash bench/run.sh full
 
