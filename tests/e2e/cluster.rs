@@ -123,6 +123,13 @@ impl Cluster {
     /// Workspace `w1` owned by alice with the public channel `general`;
     /// each of `members` joins both.
     pub async fn workspace_with_general(&self, members: &[&str]) {
+        let members: Vec<(&str, &str)> = members.iter().map(|m| (*m, "member")).collect();
+        self.workspace_with_general_roles(&members).await;
+    }
+
+    /// Like [`Cluster::workspace_with_general`], each member `(user, role)`
+    /// with its workspace role.
+    pub async fn workspace_with_general_roles(&self, members: &[(&str, &str)]) {
         self.ok(
             None,
             json!({ "type": "create_workspace", "id": "w1", "name": "Acme", "owner": "alice" }),
@@ -133,10 +140,10 @@ impl Cluster {
             json!({ "type": "create_channel", "channel": "general", "workspace": "w1", "name": "general", "visibility": "public" }),
         )
         .await;
-        for m in members {
+        for (m, role) in members {
             self.ok(
                 Some("alice"),
-                json!({ "type": "add_workspace_member", "workspace": "w1", "user": m, "role": "member" }),
+                json!({ "type": "add_workspace_member", "workspace": "w1", "user": m, "role": role }),
             )
             .await;
             self.ok(

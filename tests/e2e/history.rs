@@ -12,30 +12,8 @@ use crate::support::*;
 const T: Duration = Duration::from_secs(15);
 
 async fn setup(c: &Cluster) {
-    c.ok(
-        None,
-        json!({ "type": "create_workspace", "id": "w1", "name": "Acme", "owner": "alice" }),
-    )
-    .await;
-    c.ok(
-        Some("alice"),
-        json!({ "type": "create_channel", "channel": "general", "workspace": "w1", "name": "general", "visibility": "public" }),
-    )
-    .await;
-    for (m, role) in [("bob", "member"), ("carol", "member"), ("adm", "admin")] {
-        c.ok(
-            Some("alice"),
-            json!({ "type": "add_workspace_member", "workspace": "w1", "user": m, "role": role }),
-        )
+    c.workspace_with_general_roles(&[("bob", "member"), ("carol", "member"), ("adm", "admin")])
         .await;
-    }
-    for m in ["bob", "carol", "adm"] {
-        c.ok(
-            Some(m),
-            json!({ "type": "join_channel", "channel": "general" }),
-        )
-        .await;
-    }
 }
 
 async fn call(node: &NodeClient, who: &str, event: &str, arg: Value) -> Value {
