@@ -80,11 +80,6 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub over a bus.
-    pub fn new(bus: Arc<dyn Bus>, metrics: Arc<Metrics>) -> Arc<Self> {
-        Self::with_offsets(bus, metrics, false)
-    }
-
     /// A hub whose durable events carry their log sequence as the
     /// connection-state-recovery offset (last argument) when `offsets`.
     pub fn with_offsets(bus: Arc<dyn Bus>, metrics: Arc<Metrics>, offsets: bool) -> Arc<Self> {

@@ -247,11 +247,6 @@ impl SocketRef {
         result
     }
 
-    /// The highest log sequence queued to this socket so far.
-    pub fn last_offset(&self) -> u64 {
-        self.0.shared.offsets.max_sent.load(Ordering::Acquire)
-    }
-
     /// Queues a pre-encoded text frame.
     pub fn send_frame(&self, frame: Utf8Bytes) -> Result<(), SendError> {
         self.push(Outbound::Text(frame))
