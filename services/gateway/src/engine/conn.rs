@@ -2,8 +2,10 @@
 //! namespaces, and the outbound queue, all driven by a single task.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use base64::Engine as _;
@@ -12,11 +14,11 @@ use confab_protocol::socketio::{Decoder, Packet, PacketType};
 use futures::SinkExt;
 use http::HeaderMap;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::queue::OutQueue;
 use super::socket::ConnShared;
 use super::{
     Ack, CloseReason, ConnId, ConnectRequest, DisconnectReason, Engine, Handler, IncomingEvent,
@@ -42,9 +44,11 @@ struct Conn<H: Handler> {
     engine: Arc<Engine<H>>,
     ws: WebSocket,
     shared: Arc<ConnShared>,
-    rx: mpsc::Receiver<Outbound>,
+    /// Frames taken from the queue and not yet written (reused buffer).
+    batch: Vec<Outbound>,
     decoder: Decoder,
-    sockets: HashMap<String, NsSocket<H::Session>>,
+    /// Boxed: the table's buckets then stay small (one namespace is usual).
+    sockets: HashMap<String, Box<NsSocket<H::Session>>>,
     headers: HeaderMap,
     remote: Option<SocketAddr>,
     next_ping: Instant,
@@ -85,10 +89,9 @@ pub(super) async fn run<H: Handler>(
 ) {
     engine.hooks.connection_opened();
     let cfg = engine.config.clone();
-    let (tx, rx) = mpsc::channel(cfg.outbound_queue.max(1));
     let shared = Arc::new(ConnShared {
         conn: ConnId::next(),
-        tx,
+        queue: OutQueue::new(cfg.outbound_queue),
         kill: CancellationToken::new(),
         kill_reason: OnceLock::new(),
         capacity: cfg.outbound_queue,
@@ -99,7 +102,7 @@ pub(super) async fn run<H: Handler>(
         engine: Arc::clone(&engine),
         ws,
         shared,
-        rx,
+        batch: Vec::new(),
         decoder: Decoder::new(cfg.max_attachments),
         sockets: HashMap::new(),
         headers,
@@ -110,6 +113,7 @@ pub(super) async fn run<H: Handler>(
         closing_at: None,
     };
     let reason = conn.serve().await;
+    conn.shared.queue.close();
     conn.finish(reason).await;
     engine.hooks.connection_closed();
 }
@@ -130,11 +134,27 @@ impl<H: Handler> Conn<H> {
         }
         tracing::debug!(conn = %self.shared.conn, remote = ?self.remote, "engine.io session opened");
 
+        // Long-lived futures, polled again on every turn of the loop rather
+        // than re-created: re-creating them registers a timer and two
+        // cancellation waiters per frame written.
+        let kill = self.shared.kill.clone().cancelled_owned();
+        let shutdown = self.engine.shutdown.clone().cancelled_owned();
+        let timer = sleep_until(self.next_deadline());
+        let (mut kill, mut shutdown, mut timer) = (
+            std::pin::pin!(kill),
+            std::pin::pin!(shutdown),
+            std::pin::pin!(timer),
+        );
         loop {
-            let timer = self.next_deadline();
+            let deadline = self.next_deadline();
+            if timer.deadline() != deadline {
+                timer.as_mut().reset(deadline);
+            }
+            let queue = &self.shared.queue;
+            let batch = &mut self.batch;
             tokio::select! {
                 biased;
-                _ = self.shared.kill.cancelled() => {
+                _ = kill.as_mut() => {
                     let reason = self.shared.kill_reason.get().cloned().unwrap_or(CloseReason {
                         code: 1008,
                         reason: "closed by server".into(),
@@ -151,31 +171,31 @@ impl<H: Handler> Conn<H> {
                         DisconnectReason::Server(text)
                     };
                 }
-                _ = self.engine.shutdown.cancelled(), if self.closing_at.is_none() => {
+                _ = shutdown.as_mut(), if self.closing_at.is_none() => {
                     let spread = self.engine.config.shutdown_spread.as_millis() as u64;
                     let delay = if spread == 0 { 0 } else { rand::random_range(0..spread) };
                     self.closing_at = Some(Instant::now() + std::time::Duration::from_millis(delay));
                 }
-                frame = self.rx.recv() => {
-                    // The sender lives in `shared`, so the queue never closes here.
-                    if let Some(frame) = frame
-                        && self.write_queued(frame).await.is_err()
-                    {
+                () = std::future::poll_fn(|cx| queue.poll_take(cx, batch, WRITE_BATCH)) => {
+                    if self.write_queued().await.is_err() {
                         return DisconnectReason::TransportClose;
                     }
                 }
                 msg = self.ws.recv() => {
+                    // Boxed: the handling of one message (handler calls and
+                    // all) needs far more state than waiting does, and an
+                    // idle connection should only pay for waiting.
                     let flow = match msg {
                         None => Flow::Stop(DisconnectReason::TransportClose),
-                        Some(Err(e)) => self.on_transport_error(e).await,
-                        Some(Ok(m)) => self.on_message(m).await,
+                        Some(Err(e)) => Box::pin(self.on_transport_error(e)).await,
+                        Some(Ok(m)) => Box::pin(self.on_message(m)).await,
                     };
                     if let Flow::Stop(reason) = flow {
                         return reason;
                     }
                 }
-                _ = sleep_until(timer) => {
-                    if let Flow::Stop(reason) = self.on_timer().await {
+                () = timer.as_mut() => {
+                    if let Flow::Stop(reason) = Box::pin(self.on_timer()).await {
                         return reason;
                     }
                 }
@@ -438,11 +458,11 @@ impl<H: Handler> Conn<H> {
                 handler.on_connected(&socket, &mut session).await;
                 self.sockets.insert(
                     nsp,
-                    NsSocket {
+                    Box::new(NsSocket {
                         socket,
                         session,
                         expires_at: accepted.expires_at,
-                    },
+                    }),
                 );
                 Flow::Continue
             }
@@ -525,44 +545,46 @@ impl<H: Handler> Conn<H> {
     /// queued, so that a handler's emits and its ack keep their order.
     async fn write(&mut self, frames: Vec<Message>) -> Result<(), ()> {
         let timeout = self.engine.config.write_timeout;
+        let mut queued = std::mem::take(&mut self.batch);
+        self.shared.queue.take(&mut queued, usize::MAX);
+        let ws = &mut self.ws;
+        let hooks = &self.engine.hooks;
         let fut = async {
-            while let Ok(queued) = self.rx.try_recv() {
-                self.ws.feed(outbound_message(queued)).await?;
-                self.engine.hooks.frame_out();
+            for f in queued.drain(..) {
+                ws.feed(outbound_message(f)).await?;
+                hooks.frame_out();
             }
             for f in frames {
-                self.ws.feed(f).await?;
-                self.engine.hooks.frame_out();
+                ws.feed(f).await?;
+                hooks.frame_out();
             }
-            self.ws.flush().await
+            ws.flush().await
         };
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
-        }
+        let result = bounded(timeout, fut).await;
+        self.batch = queued;
+        self.batch.clear();
+        result
     }
 
-    /// Writes a frame from the queue and up to a batch more, then flushes.
-    async fn write_queued(&mut self, first: Outbound) -> Result<(), ()> {
+    /// Writes the batch taken from the queue, then flushes.
+    async fn write_queued(&mut self) -> Result<(), ()> {
         let timeout = self.engine.config.write_timeout;
+        let ws = &mut self.ws;
+        let hooks = &self.engine.hooks;
+        let batch = &mut self.batch;
         let fut = async {
-            self.ws.feed(outbound_message(first)).await?;
-            self.engine.hooks.frame_out();
-            for _ in 1..WRITE_BATCH {
-                match self.rx.try_recv() {
-                    Ok(f) => {
-                        self.ws.feed(outbound_message(f)).await?;
-                        self.engine.hooks.frame_out();
-                    }
-                    Err(_) => break,
-                }
+            for f in batch.drain(..) {
+                ws.feed(outbound_message(f)).await?;
+                hooks.frame_out();
             }
-            self.ws.flush().await
+            ws.flush().await
         };
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
+        let result = bounded(timeout, fut).await;
+        self.batch.clear();
+        if self.batch.capacity() > WRITE_BATCH {
+            self.batch = Vec::new();
         }
+        result
     }
 
     /// Sends a close frame (best effort, bounded in time).
@@ -586,6 +608,22 @@ impl<H: Handler> Conn<H> {
                 .await;
         }
         tracing::debug!(conn = %self.shared.conn, ?reason, "connection closed");
+    }
+}
+
+/// Runs a write, bounded by `timeout`. A write that completes on its first
+/// poll (the socket had room: the usual case) never touches the timer wheel.
+async fn bounded<E>(
+    timeout: std::time::Duration,
+    fut: impl Future<Output = Result<(), E>>,
+) -> Result<(), ()> {
+    let mut fut = std::pin::pin!(fut);
+    if let Poll::Ready(r) = futures::poll!(fut.as_mut()) {
+        return r.map_err(|_| ());
+    }
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
     }
 }
 

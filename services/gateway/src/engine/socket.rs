@@ -8,8 +8,9 @@ use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use confab_protocol::socketio::{self, Packet};
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use super::queue::{OutQueue, PushError};
 
 /// Process-unique id of a WebSocket connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,7 +30,7 @@ impl fmt::Display for ConnId {
 }
 
 /// A frame waiting in a connection's outbound queue.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Outbound {
     /// A text frame, already encoded (Engine.IO prefix included). Cloning is
     /// a reference-count increment, so one encoding serves every recipient.
@@ -76,7 +77,7 @@ pub enum SendError {
 /// What all sockets of one connection share: the queue and the kill switch.
 pub(crate) struct ConnShared {
     pub(crate) conn: ConnId,
-    pub(crate) tx: mpsc::Sender<Outbound>,
+    pub(crate) queue: OutQueue,
     pub(crate) kill: CancellationToken,
     pub(crate) kill_reason: OnceLock<CloseReason>,
     pub(crate) capacity: usize,
@@ -224,7 +225,7 @@ impl SocketRef {
         let o = &self.0.shared.offsets;
         o.max_sent.fetch_max(seq, Ordering::AcqRel);
         tokio::select! {
-            sent = self.0.shared.tx.send(Outbound::Text(frame)) => sent.map_err(|_| SendError::Closed),
+            sent = self.0.shared.queue.push_wait(Outbound::Text(frame)) => sent.map_err(|_| SendError::Closed),
             _ = self.0.shared.kill.cancelled() => Err(SendError::Closed),
         }
     }
@@ -270,13 +271,13 @@ impl SocketRef {
     }
 
     fn push(&self, frame: Outbound) -> Result<(), SendError> {
-        match self.0.shared.tx.try_send(frame) {
+        match self.0.shared.queue.push(frame) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full(_)) => {
                 self.close(CloseReason::slow_consumer(self.0.shared.capacity));
                 Err(SendError::SlowConsumer)
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+            Err(PushError::Closed) => Err(SendError::Closed),
         }
     }
 
