@@ -12,6 +12,7 @@ use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use axum::serve::ListenerExt as _;
 use confab_auth::Verifier;
 use confab_events::RoomId;
 use confab_protocol::engineio::HandshakeError;
@@ -337,6 +338,13 @@ impl App {
         });
         let flag = Arc::clone(&state.shutting_down);
         let stop = shutdown.clone();
+        // Chat frames are small and latency-bound: no Nagle delay behind a
+        // client's delayed ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+        });
         let serve = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -394,9 +402,25 @@ async fn socket_io(
                 .into_response();
         }
     }
-    state
-        .engine
-        .handle_request(query.as_deref(), headers, Some(remote), upgrade.ok())
+    state.engine.handle_request(
+        query.as_deref(),
+        connect_headers(&headers),
+        Some(remote),
+        upgrade.ok(),
+    )
+}
+
+/// The upgrade request's headers that CONNECT handling reads (the origin,
+/// the cookie and bearer credentials): a connection keeps these for its
+/// whole life, not the whole request.
+fn connect_headers(all: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for name in [header::ORIGIN, header::COOKIE, header::AUTHORIZATION] {
+        for value in all.get_all(&name) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
 }
 
 async fn healthz() -> &'static str {

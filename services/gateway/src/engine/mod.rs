@@ -13,6 +13,7 @@
 //!   close frame and wait for the tasks to end.
 
 mod conn;
+mod queue;
 mod socket;
 
 use std::net::SocketAddr;
@@ -69,7 +70,7 @@ impl Default for EngineConfig {
             max_payload: 1_000_000,
             max_attachments: 10,
             outbound_queue: 256,
-            ws_read_buffer: 4 * 1024,
+            ws_read_buffer: 1024,
             ws_write_buffer: 8 * 1024,
             write_timeout: Duration::from_secs(10),
             shutdown_spread: Duration::ZERO,
@@ -84,7 +85,9 @@ pub struct ConnectRequest<'a> {
     pub nsp: &'a str,
     /// The CONNECT packet's payload (`auth` option of the client).
     pub auth: Option<&'a Value>,
-    /// The headers of the WebSocket upgrade request.
+    /// The headers of the WebSocket upgrade request that were handed to
+    /// [`Engine::handle_request`] (the connection keeps them for its life,
+    /// so callers pass only those CONNECT handling needs).
     pub headers: &'a HeaderMap,
     /// The peer address, when known.
     pub remote: Option<SocketAddr>,
