@@ -11,6 +11,7 @@
 mod gap;
 mod in_process;
 mod nats;
+mod shared_feed;
 pub mod subjects;
 
 use std::pin::Pin;

@@ -12,16 +12,18 @@ use async_nats::jetstream::{self, consumer, stream};
 use async_nats::{Event, HeaderMap, HeaderName, HeaderValue};
 use async_trait::async_trait;
 use bytes::Bytes;
-use confab_events::RoomId;
+use confab_events::{RoomId, RoomKind};
 use futures::StreamExt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::{mpsc, watch};
 
 use crate::gap::{GapDecision, GapTracker};
+use crate::shared_feed::{SharedFeed, SlotEvent, SlotHandle};
 use crate::subjects::{
     HEADER_EVENT, HEADER_LAST_SEQUENCE, HEADER_MSG_ID, HEADER_SEQUENCE, HEADER_TRACEPARENT,
-    HEADER_TRACESTATE, MEMBERSHIP_STREAM, MEMBERSHIP_WILDCARD, ROOMS_LIVE_WILDCARD,
-    ROOMS_PUBLISH_WILDCARD, ROOMS_STREAM, live_subject, publish_subject, room_from_subject,
+    HEADER_TRACESTATE, MEMBERSHIP_STREAM, MEMBERSHIP_WILDCARD, ROOMS_LIVE_PREFIX,
+    ROOMS_LIVE_WILDCARD, ROOMS_PUBLISH_WILDCARD, ROOMS_STREAM, live_subject, publish_subject,
+    room_from_subject,
 };
 use crate::{Bus, BusError, BusMessage, BusStatus, BusSubscription, BusTail, Published, TailItem};
 
@@ -90,6 +92,13 @@ pub struct NatsConfig {
     /// Messages buffered per room subscription before the client drops
     /// (and the bus later repairs) them. Default 65 536.
     pub subscription_capacity: usize,
+    /// Whether user rooms (`user:{id}`, one per connected user) share one
+    /// wildcard subscription, `rooms.user.*`, instead of a NATS
+    /// subscription each. Shared: ~5.5 KB less per connected user, but
+    /// every process receives every user room's events (membership
+    /// changes, notifications), which suits their low traffic. Default
+    /// `true`.
+    pub shared_user_rooms: bool,
 }
 
 impl Default for NatsConfig {
@@ -101,6 +110,7 @@ impl Default for NatsConfig {
             name: "confab".into(),
             replicas: 1,
             subscription_capacity: 64 * 1024,
+            shared_user_rooms: true,
         }
     }
 }
@@ -114,6 +124,7 @@ impl fmt::Debug for NatsConfig {
             .field("name", &self.name)
             .field("replicas", &self.replicas)
             .field("subscription_capacity", &self.subscription_capacity)
+            .field("shared_user_rooms", &self.shared_user_rooms)
             .finish()
     }
 }
@@ -355,6 +366,9 @@ struct Inner {
     /// Bumped after every (re)connect and (debounced) slow-consumer warning:
     /// subscriptions then look for messages they missed.
     recheck: watch::Receiver<u64>,
+    /// The shared subscription of user rooms (see
+    /// [`NatsConfig::shared_user_rooms`]).
+    user_rooms: SharedFeed,
 }
 
 /// The NATS JetStream bus. Cheap to clone; clones share the connection.
@@ -437,10 +451,14 @@ impl NatsBus {
             inner: Arc::new(Inner {
                 client,
                 jetstream,
-                config: cfg,
                 url,
                 counters: Counters::default(),
                 recheck,
+                user_rooms: SharedFeed::new(
+                    format!("{ROOMS_LIVE_PREFIX}.{}.*", RoomKind::User.as_str()),
+                    cfg.subscription_capacity,
+                ),
+                config: cfg,
             }),
         };
         bus.ensure_streams().await?;
@@ -793,7 +811,7 @@ struct RoomFeed {
     room: RoomId,
     /// `in.rooms.{kind}.{id}`: where its stored messages live in `ROOMS`.
     stored_subject: String,
-    live: async_nats::Subscriber,
+    live: Live,
     tracker: GapTracker,
     recheck: Option<watch::Receiver<u64>>,
     ready: VecDeque<BusMessage>,
@@ -802,6 +820,29 @@ struct RoomFeed {
 enum Wake {
     Live(Option<async_nats::Message>),
     Recheck,
+}
+
+/// Where a room feed's live messages come from.
+enum Live {
+    /// A NATS subscription of its own.
+    Own(async_nats::Subscriber),
+    /// Its slot in a shared wildcard subscription.
+    Shared(SlotHandle),
+}
+
+impl Live {
+    async fn next(&mut self) -> Wake {
+        match self {
+            Live::Own(sub) => Wake::Live(sub.next().await),
+            Live::Shared(slot) => match slot.next().await {
+                SlotEvent::Message(m) => Wake::Live(Some(m)),
+                // Dropped messages: look for them as after a NATS slow
+                // consumer.
+                SlotEvent::Overflowed => Wake::Recheck,
+                SlotEvent::Closed => Wake::Live(None),
+            },
+        }
+    }
 }
 
 impl RoomFeed {
@@ -813,14 +854,18 @@ impl RoomFeed {
             let wake = tokio::select! {
                 // Drain live messages first: they carry their own gap check.
                 biased;
-                m = self.live.next() => Wake::Live(m),
+                w = self.live.next() => w,
                 true = recheck_signal(&mut self.recheck) => Wake::Recheck,
             };
+            // The repair paths (JetStream requests) are boxed: a feed waits
+            // in this loop for its whole life, and one per room must stay
+            // small (their futures would otherwise be part of its state).
+            // Only a gap or a re-check pays for the allocation.
             match wake {
                 Wake::Live(Some(m)) => self.on_live(m).await,
                 // The client was closed for good.
                 Wake::Live(None) => return None,
-                Wake::Recheck => self.catch_up().await,
+                Wake::Recheck => Box::pin(self.catch_up()).await,
             }
         }
     }
@@ -843,7 +888,9 @@ impl RoomFeed {
                 bump(&counters.duplicates, 1);
                 return;
             }
-            GapDecision::Repair { from, to } => self.repair(from, to, "live gap").await,
+            GapDecision::Repair { from, to } => {
+                Box::pin(self.repair(from, to, "live gap")).await;
+            }
         }
         let counters = &self.inner.counters;
         self.ready
@@ -992,18 +1039,30 @@ impl Bus for NatsBus {
 
     async fn subscribe(&self, room: &RoomId) -> Result<BusSubscription, BusError> {
         let inner = &self.inner;
-        let live = inner
-            .client
-            .subscribe(live_subject(room))
-            .await
-            .map_err(|e| BusError::Unavailable(format!("cannot subscribe to {room}: {e}")))?;
+        let unavailable =
+            |e: String| BusError::Unavailable(format!("cannot subscribe to {room}: {e}"));
         // Round trip: once the server has answered a request sent after the
         // SUB on this connection, it has the subscription, so everything
         // published from now on is delivered. (`flush` only writes the
         // socket.)
-        round_trip(&inner.client)
-            .await
-            .map_err(|e| BusError::Unavailable(format!("cannot subscribe to {room}: {e}")))?;
+        let live = if inner.config.shared_user_rooms && room.kind() == RoomKind::User {
+            let slot = inner
+                .user_rooms
+                .register(&inner.client, &live_subject(room), || {
+                    round_trip(&inner.client)
+                })
+                .await
+                .map_err(unavailable)?;
+            Live::Shared(slot)
+        } else {
+            let sub = inner
+                .client
+                .subscribe(live_subject(room))
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            round_trip(&inner.client).await.map_err(unavailable)?;
+            Live::Own(sub)
+        };
         let mut recheck = inner.recheck.clone();
         recheck.borrow_and_update();
         let feed = RoomFeed {

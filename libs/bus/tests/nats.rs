@@ -227,6 +227,127 @@ async fn rooms_are_isolated() {
     assert_quiet(&mut sa, Duration::from_millis(300)).await;
 }
 
+/// The live subjects a named client subscribes to, from the server's
+/// monitoring.
+fn subscriptions_of(server: &NatsServer, name: &str) -> Vec<String> {
+    let connz = server.monitor_json("/connz?subs=1");
+    let conns = connz["connections"].as_array().cloned().unwrap_or_default();
+    let conn = conns
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no connection named {name}: {connz}"));
+    let mut subs: Vec<String> = conn["subscriptions_list"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    subs.retain(|s| s.starts_with("rooms."));
+    subs.sort();
+    subs
+}
+
+/// User rooms (one per connected user) share one wildcard subscription;
+/// each local subscription still gets exactly its room's events, and a
+/// dropped one stops receiving.
+#[tokio::test]
+async fn user_rooms_share_one_nats_subscription() {
+    let server = NatsServer::start();
+    let publisher = connect(&server).await;
+    let gateway = NatsBus::connect(NatsConfig {
+        name: "gateway-shared".into(),
+        ..config(&server)
+    })
+    .await
+    .unwrap();
+    let (a, b, c) = (room("user:a"), room("user:b"), room("channel:c"));
+    let mut sa1 = gateway.subscribe(&a).await.unwrap();
+    let mut sa2 = gateway.subscribe(&a).await.unwrap();
+    let mut sb = gateway.subscribe(&b).await.unwrap();
+    let mut sc = gateway.subscribe(&c).await.unwrap();
+    assert_eq!(
+        subscriptions_of(&server, "gateway-shared"),
+        ["rooms.channel.c", "rooms.user.*"]
+    );
+
+    let first = publisher.publish(&a, numbered(1)).await.unwrap();
+    publisher
+        .publish(&b, numbered(2).into_volatile())
+        .await
+        .unwrap();
+    publisher
+        .publish(&room("user:nobody"), numbered(3))
+        .await
+        .unwrap();
+    publisher.publish(&c, numbered(4)).await.unwrap();
+    for sub in [&mut sa1, &mut sa2] {
+        let got = next(sub).await;
+        assert_eq!((number_of(&got), got.seq), (1, first.seq));
+    }
+    assert_eq!(number_of(&next(&mut sb).await), 2);
+    assert_eq!(number_of(&next(&mut sc).await), 4);
+    for sub in [&mut sa1, &mut sa2, &mut sb, &mut sc] {
+        assert_quiet(sub, Duration::from_millis(200)).await;
+    }
+
+    // A dropped subscription is unregistered; the other one of its room
+    // keeps receiving.
+    drop(sa1);
+    let again = publisher.publish(&a, numbered(5)).await.unwrap();
+    let got = next(&mut sa2).await;
+    assert_eq!((number_of(&got), got.seq), (5, again.seq));
+
+    // Turned off, a user room has a subscription of its own.
+    let own = NatsBus::connect(NatsConfig {
+        name: "gateway-own".into(),
+        shared_user_rooms: false,
+        ..config(&server)
+    })
+    .await
+    .unwrap();
+    let mut sd = own.subscribe(&room("user:d")).await.unwrap();
+    assert_eq!(subscriptions_of(&server, "gateway-own"), ["rooms.user.d"]);
+    publisher
+        .publish(&room("user:d"), numbered(6))
+        .await
+        .unwrap();
+    assert_eq!(number_of(&next(&mut sd).await), 6);
+}
+
+/// A shared user room whose queue overflows recovers what it dropped from
+/// the stream, in order, as a slow NATS subscription does.
+#[tokio::test]
+async fn a_shared_user_room_repairs_what_its_full_queue_dropped() {
+    let server = NatsServer::start();
+    let publisher = connect(&server).await;
+    let gateway = NatsBus::connect(NatsConfig {
+        subscription_capacity: 8,
+        ..config(&server)
+    })
+    .await
+    .unwrap();
+    let r = room("user:busy");
+    let mut sub = gateway.subscribe(&r).await.unwrap();
+    const N: usize = 60;
+    let mut seqs = Vec::new();
+    for i in 0..N {
+        seqs.push(publisher.publish(&r, numbered(i)).await.unwrap().seq);
+    }
+    // Everything reaches the gateway's routing (8 kept) before any is read.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    round_trip(&gateway).await;
+    for (i, seq) in seqs.iter().enumerate() {
+        let got = next(&mut sub).await;
+        assert_eq!((number_of(&got), got.seq), (i, *seq));
+    }
+    let stats = gateway.stats();
+    assert!(stats.repaired_messages >= (N - 8) as u64, "{stats:?}");
+    assert_eq!(stats.repair_failures, 0, "{stats:?}");
+    assert_quiet(&mut sub, Duration::from_millis(300)).await;
+}
+
 #[tokio::test]
 async fn duplicate_msg_ids_are_stored_and_delivered_once() {
     let server = NatsServer::start();
@@ -629,7 +750,9 @@ async fn unreachable_server_is_unavailable() {
 async fn dropping_a_subscription_unsubscribes() {
     let server = NatsServer::start();
     let bus = connect(&server).await;
-    let r = room("user:u1");
+    // A room with a NATS subscription of its own (user rooms share one:
+    // `user_rooms_share_one_nats_subscription`).
+    let r = room("channel:u1");
     let sub = bus.subscribe(&r).await.unwrap();
     let subs_with = || {
         server.monitor_json("/connz?subs=1")["connections"]
