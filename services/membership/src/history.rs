@@ -4,19 +4,21 @@
 //!
 //! The projector tails the bus ([`Bus::tail`]) from its checkpoint + 1 and
 //! applies `message:new` (insert), `message:updated` (body, `updated_at`)
-//! and `message:deleted` (`deleted`, body cleared), each in one transaction
-//! together with the checkpoint row `projection_checkpoints(name =
-//! 'history')`, so a restart never applies an event twice. Other events are
-//! skipped without a write.
+//! and `message:deleted` (`deleted`, body cleared). It applies them in
+//! batches (the events the tail has ready, up to [`MAX_BATCH_ITEMS`]), each
+//! batch in one transaction together with the checkpoint row
+//! `projection_checkpoints(name = 'history')`, so a restart never applies
+//! an event twice. Other events have no effect; they only move the
+//! checkpoint along with the message events of their batch.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use confab_bus::{Bus, BusMessage, TailItem};
+use confab_bus::{Bus, BusError, BusMessage, BusTail, TailItem};
 use confab_events::socket::{Message, MessageDeleted, names};
 use confab_events::{RoomId, RoomKind, UserId};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
@@ -39,6 +41,13 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024;
 
 /// How long an edit or delete waits for a not yet projected message.
 const LOOKUP_WAIT: Duration = Duration::from_secs(2);
+
+/// Most items [`HistoryProjector::run`] applies in one transaction.
+pub const MAX_BATCH_ITEMS: usize = 256;
+
+/// [`HistoryProjector::run`] takes no more items into a batch once their
+/// arguments (JSON) add up to this many bytes.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -198,21 +207,31 @@ impl HistoryProjector {
     }
 
     /// Applies one stored message unless it is at or below the checkpoint
-    /// or not a message event. Returns whether it was applied.
+    /// or not a message event. Returns whether it was applied. The same as
+    /// [`apply_batch`](Self::apply_batch) of that one item.
     pub async fn apply(&self, item: &TailItem) -> Result<bool, DbErr> {
-        let Some(seq) = item.msg.seq else {
-            return Ok(false);
+        Ok(self.apply_batch(std::slice::from_ref(item)).await? > 0)
+    }
+
+    /// Applies stored messages, in order, in one transaction with one read
+    /// and one write of the checkpoint: items at or below the checkpoint
+    /// (or below an earlier item of the batch) are skipped, message events
+    /// above it are applied, and the checkpoint becomes the highest
+    /// sequence of the batch (non-message events included). The effects
+    /// are those of applying the items one by one; on a failure nothing of
+    /// the batch is committed. A batch without a message event writes
+    /// nothing (it only advances [`subscribe`](Self::subscribe)). Returns
+    /// how many message events were applied.
+    pub async fn apply_batch(&self, items: &[TailItem]) -> Result<usize, DbErr> {
+        let Some(highest) = items.iter().filter_map(|i| i.msg.seq).max() else {
+            return Ok(0);
         };
-        let event = &*item.msg.event;
-        if ![
-            names::MESSAGE_NEW,
-            names::MESSAGE_UPDATED,
-            names::MESSAGE_DELETED,
-        ]
-        .contains(&event)
+        if !items
+            .iter()
+            .any(|i| i.msg.seq.is_some() && is_message_event(&i.msg.event))
         {
-            self.signal(seq);
-            return Ok(false);
+            self.signal(highest);
+            return Ok(0);
         }
         let txn = self
             .db
@@ -233,31 +252,46 @@ impl HistoryProjector {
         )
         .exec_without_returning(&txn)
         .await?;
-        let checkpoint: Option<i64> =
-            projection_checkpoints::Entity::find_by_id(HISTORY_PROJECTION)
-                .select_only()
-                .column(projection_checkpoints::Column::LastSeq)
-                .lock_exclusive()
-                .into_tuple()
-                .one(&txn)
-                .await?;
-        if checkpoint.unwrap_or(0) >= to_db(seq) {
-            txn.rollback().await?;
-            self.signal(seq);
-            return Ok(false);
+        let committed: Option<i64> = projection_checkpoints::Entity::find_by_id(HISTORY_PROJECTION)
+            .select_only()
+            .column(projection_checkpoints::Column::LastSeq)
+            .lock_exclusive()
+            .into_tuple()
+            .one(&txn)
+            .await?;
+        let committed = committed.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+        let mut checkpoint = committed;
+        let mut applied = 0;
+        for item in items {
+            let Some(seq) = item.msg.seq else {
+                continue;
+            };
+            if seq <= checkpoint {
+                continue;
+            }
+            checkpoint = seq;
+            let event = &*item.msg.event;
+            if is_message_event(event) {
+                apply_event(&txn, &item.room, event, &item.msg, seq).await?;
+                applied += 1;
+            }
         }
-        apply_event(&txn, &item.room, event, &item.msg, seq).await?;
+        if checkpoint == committed {
+            txn.rollback().await?;
+            self.signal(highest);
+            return Ok(0);
+        }
         projection_checkpoints::Entity::update_many()
             .col_expr(
                 projection_checkpoints::Column::LastSeq,
-                Expr::value(to_db(seq)),
+                Expr::value(to_db(checkpoint)),
             )
             .filter(projection_checkpoints::Column::Name.eq(HISTORY_PROJECTION))
             .exec(&txn)
             .await?;
         txn.commit().await?;
-        self.signal(seq);
-        Ok(true)
+        self.signal(highest);
+        Ok(applied)
     }
 
     fn signal(&self, seq: u64) {
@@ -271,11 +305,16 @@ impl HistoryProjector {
     }
 
     /// Tails the bus from the checkpoint + 1 and applies every message
-    /// event until `shutdown` completes. Failures are retried with backoff,
-    /// resuming from the checkpoint.
+    /// event until `shutdown` completes, in batches: each waits for one
+    /// item, then takes what the tail already has ready (at most
+    /// [`MAX_BATCH_ITEMS`] items, and no more once [`MAX_BATCH_BYTES`] of
+    /// arguments are reached) and applies them with
+    /// [`apply_batch`](Self::apply_batch). Failures are retried with
+    /// backoff, resuming from the checkpoint.
     pub async fn run(&self, shutdown: impl Future<Output = ()> + Send) {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut retry = RETRY_MIN;
+        let mut batch = Vec::with_capacity(MAX_BATCH_ITEMS);
         loop {
             let result = async {
                 let from = self.checkpoint().await.map_err(|e| e.to_string())? + 1;
@@ -285,14 +324,14 @@ impl HistoryProjector {
                         () = shutdown.as_mut() => return Ok(()),
                         item = tail.next() => item,
                     };
-                    match item {
-                        Some(Ok(item)) => {
-                            self.apply(&item).await.map_err(|e| e.to_string())?;
-                            retry = RETRY_MIN;
-                        }
-                        Some(Err(e)) => return Err(e.to_string()),
-                        None => return Err("bus tail ended".to_owned()),
+                    let end = fill_batch(&mut tail, item, &mut batch);
+                    // Not raced against shutdown: a batch is applied whole.
+                    // Items received before a tail failure are applied first.
+                    self.apply_batch(&batch).await.map_err(|e| e.to_string())?;
+                    if let Some(error) = end {
+                        return Err(error);
                     }
+                    retry = RETRY_MIN;
                 }
             }
             .await;
@@ -309,6 +348,44 @@ impl HistoryProjector {
             retry = (retry * 2).min(RETRY_MAX);
         }
     }
+}
+
+/// Replaces `batch` with `first` and the items `tail` has ready, up to
+/// [`MAX_BATCH_ITEMS`] / [`MAX_BATCH_BYTES`]. Returns the tail's failure
+/// (or end) when it came before the batch was full; the items before it are
+/// in `batch`.
+fn fill_batch(
+    tail: &mut BusTail,
+    first: Option<Result<TailItem, BusError>>,
+    batch: &mut Vec<TailItem>,
+) -> Option<String> {
+    batch.clear();
+    let mut bytes = 0;
+    let mut next = first;
+    loop {
+        match next {
+            Some(Ok(item)) => {
+                bytes += item.msg.args_json.len();
+                batch.push(item);
+            }
+            Some(Err(e)) => return Some(e.to_string()),
+            None => return Some("bus tail ended".to_owned()),
+        }
+        if batch.len() >= MAX_BATCH_ITEMS || bytes >= MAX_BATCH_BYTES {
+            return None;
+        }
+        // Ready now, or not part of this batch.
+        next = tail.next().now_or_never()?;
+    }
+}
+
+fn is_message_event(event: &str) -> bool {
+    [
+        names::MESSAGE_NEW,
+        names::MESSAGE_UPDATED,
+        names::MESSAGE_DELETED,
+    ]
+    .contains(&event)
 }
 
 /// Applies one message event's effect (not the checkpoint).

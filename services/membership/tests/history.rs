@@ -13,14 +13,22 @@ use confab_events::RoomId;
 use confab_events::socket::{Message, names};
 use confab_membership::history::{History, HistoryProjector};
 use confab_membership::sql::entities::messages;
+use confab_membership::sql::entities::projection_checkpoints;
 use futures::StreamExt;
-use sea_orm::{EntityTrait, QueryOrder};
+use sea_orm::{ActiveValue::Set, EntityTrait, QueryOrder};
 use sql_support::{Backend, TestDb};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-on_both!(projects_messages_exactly_once);
+on_both!(
+    projects_messages_exactly_once,
+    a_batch_gives_the_rows_of_one_by_one,
+    a_batch_straddling_the_checkpoint_applies_only_the_newer_part,
+    a_failing_batch_commits_nothing,
+    the_checkpoint_after_a_mixed_batch_is_its_highest_sequence,
+    run_retries_a_failed_batch_from_the_checkpoint,
+);
 
 fn message(id: &str, room: &str, author: &str, body: &str) -> Message {
     Message {
@@ -270,4 +278,288 @@ async fn history_pages_and_edit_delete_rules() {
     assert_eq!(page["messages"][0]["body"], "edited");
     assert!(page["messages"][0]["updatedAt"].is_string());
     running.stop.cancel();
+}
+
+/// Publishes `event` with `data` to `room`; returns its sequence.
+async fn publish(bus: &dyn Bus, room: &str, event: &str, data: serde_json::Value) -> u64 {
+    bus.publish(&RoomId::parse(room).unwrap(), BusMessage::new(event, &data))
+        .await
+        .unwrap()
+        .seq
+        .unwrap()
+}
+
+fn edited(id: &str, room: &str, body: &str) -> serde_json::Value {
+    let mut m = message(id, room, "ann", body);
+    m.updated_at = Some(format!("2026-01-01T00:01:00Z/{body}"));
+    serde_json::to_value(m).unwrap()
+}
+
+fn new(id: &str, room: &str, body: &str) -> serde_json::Value {
+    serde_json::to_value(message(id, room, "ann", body)).unwrap()
+}
+
+fn deleted(id: &str, room: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "room": room})
+}
+
+/// The first `n` stored messages of `bus`, as the tail delivers them.
+async fn stored(bus: &dyn Bus, n: usize) -> Vec<TailItem> {
+    bus.tail(1)
+        .await
+        .unwrap()
+        .take(n)
+        .map(Result::unwrap)
+        .collect()
+        .await
+}
+
+async fn rows(test: &TestDb) -> Vec<messages::Model> {
+    messages::Entity::find()
+        .order_by_asc(messages::Column::Seq)
+        .all(&test.db)
+        .await
+        .unwrap()
+}
+
+async fn checkpoints(test: &TestDb) -> Vec<projection_checkpoints::Model> {
+    projection_checkpoints::Entity::find()
+        .order_by_asc(projection_checkpoints::Column::Name)
+        .all(&test.db)
+        .await
+        .unwrap()
+}
+
+/// A short summary of a row: (id, seq, body, updated_at, deleted).
+fn summary(r: &messages::Model) -> (&str, i64, &str, Option<&str>, bool) {
+    (
+        r.id.as_str(),
+        r.seq,
+        r.body.as_str(),
+        r.updated_at.as_deref(),
+        r.deleted,
+    )
+}
+
+/// New, edit and delete of the same messages in one batch (plus a late
+/// edit of a deleted message, a second `message:new` of an existing id and
+/// a delete before its message) leave exactly the rows and checkpoint of
+/// applying them one by one.
+async fn a_batch_gives_the_rows_of_one_by_one(backend: Backend) {
+    let bus = InProcessBus::default();
+    let c = "channel:c";
+    publish(&bus, c, names::MESSAGE_NEW, new("m1", c, "one")).await;
+    publish(&bus, c, names::MESSAGE_NEW, new("m2", c, "two")).await;
+    publish(&bus, c, names::MESSAGE_UPDATED, edited("m1", c, "one!")).await;
+    publish(&bus, c, "room:joined", serde_json::json!({})).await;
+    publish(&bus, c, names::MESSAGE_DELETED, deleted("m2", c)).await;
+    publish(&bus, c, names::MESSAGE_NEW, new("m3", c, "three")).await;
+    publish(&bus, c, names::MESSAGE_UPDATED, edited("m3", c, "three!")).await;
+    publish(&bus, c, names::MESSAGE_DELETED, deleted("m3", c)).await;
+    publish(&bus, c, names::MESSAGE_UPDATED, edited("m2", c, "late")).await;
+    publish(&bus, c, names::MESSAGE_NEW, new("m4", c, "four")).await;
+    publish(&bus, c, names::MESSAGE_NEW, new("m4", c, "again")).await;
+    publish(&bus, c, names::MESSAGE_UPDATED, edited("m4", c, "four!")).await;
+    // A delete before the message exists does nothing.
+    publish(&bus, c, names::MESSAGE_DELETED, deleted("m5", c)).await;
+    let last = publish(&bus, c, names::MESSAGE_NEW, new("m5", c, "five")).await;
+    let items = stored(&bus, 14).await;
+
+    let batched = TestDb::new(backend).await;
+    let projector = HistoryProjector::new(batched.db.clone(), Arc::new(InProcessBus::default()));
+    assert_eq!(projector.apply_batch(&items).await.unwrap(), 13);
+    assert_eq!(*projector.subscribe().borrow(), last);
+
+    let one_by_one = TestDb::new(backend).await;
+    let single = HistoryProjector::new(one_by_one.db.clone(), Arc::new(InProcessBus::default()));
+    for item in &items {
+        single.apply(item).await.unwrap();
+    }
+
+    let got = rows(&batched).await;
+    assert_eq!(got, rows(&one_by_one).await);
+    assert_eq!(checkpoints(&batched).await, checkpoints(&one_by_one).await);
+    assert_eq!(
+        got.iter().map(summary).collect::<Vec<_>>(),
+        [
+            ("m1", 1, "one!", Some("2026-01-01T00:01:00Z/one!"), false),
+            ("m2", 2, "", None, true),
+            ("m3", 6, "", Some("2026-01-01T00:01:00Z/three!"), true),
+            ("m4", 10, "four!", Some("2026-01-01T00:01:00Z/four!"), false),
+            ("m5", 14, "five", None, false),
+        ]
+    );
+    assert_eq!(projector.checkpoint().await.unwrap(), last);
+}
+
+/// Of a batch reaching below the checkpoint only the part above it is
+/// applied; the same batch again applies nothing.
+async fn a_batch_straddling_the_checkpoint_applies_only_the_newer_part(backend: Backend) {
+    let test = TestDb::new(backend).await;
+    let bus = InProcessBus::default();
+    let c = "channel:c";
+    publish(&bus, c, names::MESSAGE_NEW, new("m1", c, "one")).await;
+    publish(&bus, c, names::MESSAGE_NEW, new("m2", c, "two")).await;
+    publish(&bus, c, "room:joined", serde_json::json!({})).await;
+    publish(&bus, c, names::MESSAGE_NEW, new("m3", c, "three")).await;
+    publish(&bus, c, names::MESSAGE_UPDATED, edited("m3", c, "three!")).await;
+    let items = stored(&bus, 5).await;
+    let projector = HistoryProjector::new(test.db.clone(), Arc::new(InProcessBus::default()));
+
+    // The checkpoint says 1 and 2 are applied (their rows are left out, so
+    // applying them again would show).
+    projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
+        name: Set("history".into()),
+        last_seq: Set(2),
+    })
+    .exec_without_returning(&test.db)
+    .await
+    .unwrap();
+    assert_eq!(projector.apply_batch(&items).await.unwrap(), 2);
+    let expected = [(
+        "m3",
+        4,
+        "three!",
+        Some("2026-01-01T00:01:00Z/three!"),
+        false,
+    )];
+    assert_eq!(
+        rows(&test).await.iter().map(summary).collect::<Vec<_>>(),
+        expected
+    );
+    assert_eq!(projector.checkpoint().await.unwrap(), 5);
+
+    // A replay from an older checkpoint: nothing twice.
+    assert_eq!(projector.apply_batch(&items[1..]).await.unwrap(), 0);
+    assert_eq!(projector.apply_batch(&items).await.unwrap(), 0);
+    assert_eq!(
+        rows(&test).await.iter().map(summary).collect::<Vec<_>>(),
+        expected
+    );
+    assert_eq!(projector.checkpoint().await.unwrap(), 5);
+    assert_eq!(*projector.subscribe().borrow(), 5);
+}
+
+/// A row in the way of the batch's third event: the unique `seq` of
+/// `messages` refuses it.
+async fn block_seq(test: &TestDb, seq: i64) {
+    messages::Entity::insert(messages::ActiveModel {
+        id: Set("blocker".into()),
+        room: Set("channel:other".into()),
+        seq: Set(seq),
+        author: Set("zed".into()),
+        body: Set("in the way".into()),
+        thread_id: Set(None),
+        created_at: Set("2026-01-01T00:00:00Z".into()),
+        updated_at: Set(None),
+        deleted: Set(false),
+    })
+    .exec_without_returning(&test.db)
+    .await
+    .unwrap();
+}
+
+async fn unblock(test: &TestDb) {
+    messages::Entity::delete_by_id("blocker".to_owned())
+        .exec(&test.db)
+        .await
+        .unwrap();
+}
+
+/// When one event of a batch fails, none of the batch is committed (not
+/// the events before it, not the checkpoint) and progress does not move;
+/// the same batch applies whole once the failure is gone.
+async fn a_failing_batch_commits_nothing(backend: Backend) {
+    let test = TestDb::new(backend).await;
+    let bus = InProcessBus::default();
+    let c = "channel:c";
+    publish(&bus, c, names::MESSAGE_NEW, new("m1", c, "one")).await;
+    publish(&bus, c, names::MESSAGE_UPDATED, edited("m1", c, "one!")).await;
+    publish(&bus, c, names::MESSAGE_NEW, new("m3", c, "three")).await;
+    publish(&bus, c, "room:joined", serde_json::json!({})).await;
+    let items = stored(&bus, 4).await;
+    let projector = HistoryProjector::new(test.db.clone(), Arc::new(InProcessBus::default()));
+    block_seq(&test, 3).await;
+
+    projector.apply_batch(&items).await.unwrap_err();
+    let ids: Vec<String> = rows(&test).await.into_iter().map(|r| r.id).collect();
+    assert_eq!(ids, ["blocker"]);
+    assert_eq!(checkpoints(&test).await, []);
+    assert_eq!(projector.checkpoint().await.unwrap(), 0);
+    assert_eq!(*projector.subscribe().borrow(), 0);
+
+    unblock(&test).await;
+    assert_eq!(projector.apply_batch(&items).await.unwrap(), 3);
+    assert_eq!(
+        rows(&test).await.iter().map(summary).collect::<Vec<_>>(),
+        [
+            ("m1", 1, "one!", Some("2026-01-01T00:01:00Z/one!"), false),
+            ("m3", 3, "three", None, false),
+        ]
+    );
+    assert_eq!(projector.checkpoint().await.unwrap(), 4);
+}
+
+/// The checkpoint after a batch is its highest sequence even when that is
+/// not a message event; a batch of only other events writes nothing but
+/// still moves progress.
+async fn the_checkpoint_after_a_mixed_batch_is_its_highest_sequence(backend: Backend) {
+    let test = TestDb::new(backend).await;
+    let bus = InProcessBus::default();
+    let c = "channel:c";
+    publish(&bus, c, names::MESSAGE_NEW, new("m1", c, "one")).await;
+    publish(&bus, c, "room:joined", serde_json::json!({})).await;
+    publish(&bus, c, names::MESSAGE_NEW, new("m2", c, "two")).await;
+    publish(&bus, c, "room:left", serde_json::json!({})).await;
+    publish(&bus, c, "channel:renamed", serde_json::json!({})).await;
+    let items = stored(&bus, 5).await;
+    let projector = HistoryProjector::new(test.db.clone(), Arc::new(InProcessBus::default()));
+
+    assert_eq!(projector.apply_batch(&items[..4]).await.unwrap(), 2);
+    assert_eq!(projector.checkpoint().await.unwrap(), 4);
+    assert_eq!(*projector.subscribe().borrow(), 4);
+    assert_eq!(rows(&test).await.len(), 2);
+
+    assert_eq!(projector.apply_batch(&items[4..]).await.unwrap(), 0);
+    assert_eq!(projector.checkpoint().await.unwrap(), 4);
+    assert_eq!(*projector.subscribe().borrow(), 5);
+}
+
+/// `run` retries a batch that failed, from the committed checkpoint, and
+/// then applies everything exactly once.
+async fn run_retries_a_failed_batch_from_the_checkpoint(backend: Backend) {
+    let test = TestDb::new(backend).await;
+    let bus = Arc::new(InProcessBus::default());
+    let c = "channel:c";
+    publish(&*bus, c, names::MESSAGE_NEW, new("m1", c, "one")).await;
+    let projector = HistoryProjector::new(test.db.clone(), bus.clone());
+    assert!(projector.apply(&stored(&*bus, 1).await[0]).await.unwrap());
+    publish(&*bus, c, names::MESSAGE_NEW, new("m2", c, "two")).await;
+    publish(&*bus, c, names::MESSAGE_NEW, new("m3", c, "three")).await;
+    publish(&*bus, c, names::MESSAGE_UPDATED, edited("m2", c, "two!")).await;
+    block_seq(&test, 3).await;
+
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let projector = projector.clone();
+        let stop = stop.clone();
+        async move { projector.run(stop.cancelled_owned()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(projector.checkpoint().await.unwrap(), 1);
+    assert_eq!(rows(&test).await.len(), 2, "m1 and the blocker only");
+    unblock(&test).await;
+    let last = publish(&*bus, c, names::MESSAGE_DELETED, deleted("m1", c)).await;
+    wait_until(&projector, last).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(projector.checkpoint().await.unwrap(), last);
+    assert_eq!(
+        rows(&test).await.iter().map(summary).collect::<Vec<_>>(),
+        [
+            ("m1", 1, "", None, true),
+            ("m2", 2, "two!", Some("2026-01-01T00:01:00Z/two!"), false),
+            ("m3", 3, "three", None, false),
+        ]
+    );
 }
