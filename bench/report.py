@@ -47,6 +47,36 @@ def sustained(fan):
     return best
 
 
+def saturation(fan):
+    """The first step that fell behind (< 90% of its offer or p99 > 1 s)."""
+    for s in fan.get("steps", []):
+        ok = s["delivered_per_sec"] >= 0.9 * s["offered_deliveries_per_sec"]
+        p99 = s.get("e2e", {}).get("p99_ms")
+        if not ok or p99 is None or p99 > 1000:
+            return s
+    return None
+
+
+def server_cost(fan):
+    """CPU µs per delivery of the server side: every watched process but
+    the load generator (gateways, NATS, membership; Node processes, Redis;
+    the ceiling)."""
+    cost = fan.get("cpu_us_per_delivery", {})
+    parts = [v for k, v in cost.items() if k != "loadgen"]
+    return sum(parts) if parts else None
+
+
+CEILING_NOTE = (
+    "The **ceiling** is `confab-bench-ceiling` (`bench/loadgen/src/bin/ceiling.rs`): one Rust process "
+    "that does the baseline's fan-out hot path and nothing more (verify the JWT, join the rooms named in "
+    "the CONNECT, encode `message:new` once, queue it to every member, ack), with no bus, no storage and "
+    "no second process. Driven by the same load generator on the same cores, it measures what this "
+    "machine delivers when the server costs as little as a simple, well-written tokio server does: the "
+    "load generator's own CPU per delivery (its row above) takes the rest of the cores and bounds every "
+    "system measured here, Confab included."
+)
+
+
 def fmt(x, nd=1):
     if x is None:
         return "–"
@@ -81,7 +111,7 @@ def plots(run, runs):
     out = []
     # Throughput against latency.
     fig, ax = plt.subplots(figsize=(8, 5))
-    for label, color in (("confab", "tab:blue"), ("baseline", "tab:red")):
+    for label, color in (("confab", "tab:blue"), ("baseline", "tab:red"), ("ceiling", "tab:green")):
         for fan in by(runs, "fanout", label):
             steps = [s for s in fan["steps"] if s.get("e2e", {}).get("count")]
             xs = [s["delivered_per_sec"] for s in steps]
@@ -150,24 +180,51 @@ def report(run):
 
     # Summary.
     w("## Summary\n")
-    w("| | Confab | baseline | Confab ÷ baseline |")
-    w("|---|---:|---:|---:|")
     fc = (by(runs, "fanout", "confab") or [None])[0]
     fb = (by(runs, "fanout", "baseline") or [None])[0]
+    fz = (by(runs, "fanout", "ceiling") or [None])[0]
+
+    def row(what, c, b, ratio="", z=None):
+        cells = [what, c, b, ratio] + ([z if z is not None else ""] if fz else [])
+        w("| " + " | ".join(cells) + " |")
+
+    def ratio(x, y):
+        return f"{fmt(x / y if x and y else None, 2)}×"
+
+    if fz:
+        w("| | Confab | baseline | Confab ÷ baseline | ceiling |")
+        w("|---|---:|---:|---:|---:|")
+    else:
+        w("| | Confab | baseline | Confab ÷ baseline |")
+        w("|---|---:|---:|---:|")
     sc = sustained(fc) if fc else None
     sb = sustained(fb) if fb else None
-    if sc or sb:
+    sz = sustained(fz) if fz else None
+    if sc or sb or sz:
         xc = sc["delivered_per_sec"] if sc else None
         xb = sb["delivered_per_sec"] if sb else None
-        w(f"| fan-out: deliveries/s of the highest step kept up (≥90% of offer, p99 ≤ 1 s) | {fmt(xc, 0)} | {fmt(xb, 0)} | "
-          f"{fmt(xc / xb if xc and xb else None, 2)}× |")
-        w(f"| … its p99 end to end, ms | {fmt(sc and sc['e2e']['p99_ms'])} | {fmt(sb and sb['e2e']['p99_ms'])} | |")
-        mc = max((s["delivered_per_sec"] for s in fc["steps"]), default=None) if fc else None
-        mb = max((s["delivered_per_sec"] for s in fb["steps"]), default=None) if fb else None
-        w(f"| fan-out: most deliveries/s in any step (falling behind) | {fmt(mc, 0)} | {fmt(mb, 0)} | "
-          f"{fmt(mc / mb if mc and mb else None, 2)}× |")
+        xz = sz["delivered_per_sec"] if sz else None
+        row("fan-out: deliveries/s of the highest step kept up (≥90% of offer, p99 ≤ 1 s)",
+            fmt(xc, 0), fmt(xb, 0), ratio(xc, xb), fmt(xz, 0))
+        row("… its p99 end to end, ms", fmt(sc and sc["e2e"]["p99_ms"]), fmt(sb and sb["e2e"]["p99_ms"]),
+            "", fmt(sz and sz["e2e"]["p99_ms"]))
+        if fz:
+            row("… share of the ceiling", f"{fmt(xc / xz * 100 if xc and xz else None, 0)} %",
+                f"{fmt(xb / xz * 100 if xb and xz else None, 0)} %", "", "100 %")
+        most = [max((s["delivered_per_sec"] for s in f["steps"]), default=None) if f else None for f in (fc, fb, fz)]
+        row("fan-out: most deliveries/s in any step (falling behind)", fmt(most[0], 0), fmt(most[1], 0),
+            ratio(most[0], most[1]), fmt(most[2], 0))
+        sat = [saturation(f) if f else None for f in (fc, fb, fz)]
+        cells = [f"{fmt(x['offered_deliveries_per_sec'], 0)} offered" if x else ("not reached" if f else "–")
+                 for x, f in zip(sat, (fc, fb, fz))]
+        row("fan-out: saturation (the first step that fell behind)", cells[0], cells[1], "", cells[2])
+        srv = [server_cost(f) if f else None for f in (fc, fb, fz)]
+        row("fan-out: server CPU per delivery, µs (all server processes)", fmt(srv[0], 2), fmt(srv[1], 2),
+            ratio(srv[0], srv[1]), fmt(srv[2], 2))
+        lgc = [f.get("cpu_us_per_delivery", {}).get("loadgen") if f else None for f in (fc, fb, fz)]
+        row("fan-out: load generator CPU per delivery, µs", fmt(lgc[0], 2), fmt(lgc[1], 2), "", fmt(lgc[2], 2))
     if fc and fb:
-        w(f"| fan-out: lost messages | {fmt(fc['lost'])} | {fmt(fb['lost'])} | |")
+        row("fan-out: lost messages", fmt(fc["lost"]), fmt(fb["lost"]), "", fmt(fz and fz["lost"]))
     for n in sorted({r.get("connections") for r in runs if r.get("scenario") == "idle"}):
         ic = [r for r in by(runs, "idle", "confab") if r.get("connections") == n]
         ib = [r for r in by(runs, "idle", "baseline") if r.get("connections") == n]
@@ -175,25 +232,25 @@ def report(run):
         b = ib[0] if ib else {}
         per_c = c.get("server_rss_bytes_per_conn")
         per_b = b.get("server_rss_bytes_per_conn")
-        w(f"| idle {n:,} ({c.get('targets', '?')} server process(es)): RSS per connection, KiB | "
-          f"{fmt(per_c and per_c / 1024, 2)} | {fmt(per_b and per_b / 1024, 2)} | "
-          f"{fmt(per_c / per_b if per_c and per_b else None, 2)}× |")
+        row(f"idle {n:,} ({c.get('targets', '?')} server process(es)): RSS per connection, KiB",
+            fmt(per_c and per_c / 1024, 2), fmt(per_b and per_b / 1024, 2), ratio(per_c, per_b))
         hc, hb = c.get('handshakes_per_sec'), b.get('handshakes_per_sec')
-        w(f"| idle {n:,}: handshakes/s | {fmt(hc, 0)} | {fmt(hb, 0)} | {fmt(hc / hb if hc and hb else None, 2)}× |")
+        row(f"idle {n:,}: handshakes/s", fmt(hc, 0), fmt(hb, 0), ratio(hc, hb))
     pc = (by(runs, "publish", "confab") or [{}])[0]
     pb = (by(runs, "publish", "baseline") or [{}])[0]
     if pc or pb:
         ac, ab = pc.get('acked_per_sec'), pb.get('acked_per_sec')
-        w(f"| acked `message:send`/s, one server process | {fmt(ac, 0)} | {fmt(ab, 0)} | "
-          f"{fmt(ac / ab if ac and ab else None, 2)}× |")
-        w(f"| … ack p99, ms | {fmt(pc.get('ack', {}).get('p99_ms'))} | {fmt(pb.get('ack', {}).get('p99_ms'))} | |")
+        row("acked `message:send`/s, one server process", fmt(ac, 0), fmt(ab, 0), ratio(ac, ab))
+        row("… ack p99, ms", fmt(pc.get('ack', {}).get('p99_ms')), fmt(pb.get('ack', {}).get('p99_ms')))
+    if fz:
+        w("\n" + CEILING_NOTE)
     w("")
     for img in images:
         w(f"![{img}]({img})\n")
 
     # Fan-out detail.
     w("## 1. Fan-out\n")
-    for fan in (fc, fb):
+    for fan in (fc, fb, fz):
         if not fan:
             continue
         w(f"### {fan['label']}: {fan['clients']:,} clients, {fan['rooms']} rooms of {fan['room_size']}, "
@@ -203,6 +260,9 @@ def report(run):
           f"{fan['lost_on_dropped_clients']}), duplicates {fan['duplicates']}, clients dropped "
           f"{fan['disconnected']}; delivered {fan['received_deliveries']:,} of {fan['expected_deliveries']:,} "
           f"acked×members.\n")
+        if fan is fz:
+            w("One `confab-bench-ceiling` process (see the note under the summary): the machine's bound for "
+              "this load generator, not a system under test.\n")
         w("| msg/s | offered deliveries/s | delivered/s | e2e p50 | p99 | p99.9 | max | ack p50 | ack p99 | refused | CPU (% of one core) |")
         w("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for s in fan["steps"]:

@@ -11,12 +11,17 @@
 # benchmark rooms, runs every scenario against both with the same load
 # generator (bench/loadgen), then writes bench/results/<UTC time>/:
 # results.jsonl (one line per run), results.json, report.md and PNG plots.
+# The fan-out scenario also runs against a third system, `ceiling`
+# (confab-bench-ceiling, bench/loadgen/src/bin/ceiling.rs): one minimal Rust
+# process doing only the baseline's hot path, i.e. the most this machine
+# delivers with this load generator.
 # Everything it started is stopped at the end, also on failure.
 #
 # Ports (chosen away from the defaults of `just up` and the tests):
 #   BENCH_NATS_PORT (4350), BENCH_NATS_MONITOR_PORT (8350),
 #   BENCH_MEMBERSHIP_PORT (3350), gateways 3351-3356 (BENCH_GATEWAY_BASE),
-#   baseline 3361-3366 (BENCH_BASELINE_BASE). Redis: BENCH_REDIS_URL
+#   baseline 3361-3366 (BENCH_BASELINE_BASE), ceiling 3370
+#   (BENCH_CEILING_PORT). Redis: BENCH_REDIS_URL
 #   (redis://127.0.0.1:6379, must run already).
 # BENCH_SCENARIOS picks scenarios (default "fanout publish idle recovery"),
 # e.g. BENCH_SCENARIOS=recovery bench/run.sh full.
@@ -37,6 +42,7 @@ NATS_MONITOR_PORT="${BENCH_NATS_MONITOR_PORT:-8350}"
 MEMBERSHIP_PORT="${BENCH_MEMBERSHIP_PORT:-3350}"
 GW_BASE="${BENCH_GATEWAY_BASE:-3351}"
 NODE_BASE="${BENCH_BASELINE_BASE:-3361}"
+CEILING_PORT="${BENCH_CEILING_PORT:-3370}"
 REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
 SCENARIOS=" ${BENCH_SCENARIOS:-fanout publish idle recovery} "
 want() { [[ "$SCENARIOS" == *" $1 "* ]]; }
@@ -67,7 +73,7 @@ else
 fi
 
 # --- processes --------------------------------------------------------------
-EXTRA_PIDS=() # extra gateways and baseline processes started here
+EXTRA_PIDS=() # extra gateways, baseline and ceiling processes started here
 
 cleanup() {
   local rc=$?
@@ -128,6 +134,15 @@ start_node() { # n port
   EXTRA_PIDS+=($!)
   eval "PID_NODE$n=$!"
   wait_port "$port" 30
+}
+
+# The fan-out ceiling: one confab-bench-ceiling process.
+start_ceiling() {
+  "$CARGO_TARGET_DIR/release/confab-bench-ceiling" --listen "127.0.0.1:$CEILING_PORT" \
+    --secret-file "$RUN/jwt-secret" </dev/null >>"$OUT/logs/ceiling.log" 2>&1 &
+  EXTRA_PIDS+=($!)
+  PID_CEILING=$!
+  wait_port "$CEILING_PORT" 30
 }
 
 stop_pid() { # pid
@@ -234,6 +249,10 @@ if want fanout; then
 FAN=(fanout --clients "$FAN_CLIENTS" --room-size "$ROOM_SIZE" --rates "$FAN_RATES" --step-secs "$STEP_SECS" --prefix f)
 lg confab "${FAN[@]}" --url "$(urls "${GW[0]}" "${GW[1]}")" --watch "$CONFAB_WATCH"
 lg baseline "${FAN[@]}" --url "$(urls "${NODE[0]}" "${NODE[1]}")" --watch "$NODE_WATCH"
+say "starting the fan-out ceiling (confab-bench-ceiling on $CEILING_PORT)"
+start_ceiling
+lg ceiling "${FAN[@]}" --url "$(urls "$CEILING_PORT")" --watch "ceiling=$PID_CEILING"
+stop_pid "$PID_CEILING"
 fi
 
 # --- scenario 4: durable publish through one gateway ------------------------
