@@ -18,6 +18,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::gate::Gate;
 use super::queue::OutQueue;
 use super::socket::ConnShared;
 use super::{
@@ -136,25 +137,28 @@ impl<H: Handler> Conn<H> {
 
         // Long-lived futures, polled again on every turn of the loop rather
         // than re-created: re-creating them registers a timer and two
-        // cancellation waiters per frame written.
-        let kill = self.shared.kill.clone().cancelled_owned();
-        let shutdown = self.engine.shutdown.clone().cancelled_owned();
-        let timer = sleep_until(self.next_deadline());
-        let (mut kill, mut shutdown, mut timer) = (
-            std::pin::pin!(kill),
-            std::pin::pin!(shutdown),
-            std::pin::pin!(timer),
-        );
+        // cancellation waiters per frame written. The kill switch and the
+        // shutdown are also gated: polled only once they woke, not on every
+        // frame (each poll of a cancellation future takes a mutex).
+        let kill = std::pin::pin!(self.shared.kill.clone().cancelled_owned());
+        let shutdown = std::pin::pin!(self.engine.shutdown.clone().cancelled_owned());
+        let gate = Gate::new();
+        let (mut kill, mut shutdown) = (gate.gate(kill), gate.gate(shutdown));
+        let mut timer = std::pin::pin!(sleep_until(self.next_deadline()));
+        // Whether the deadlines may have changed (not after a write).
+        let mut recompute = false;
         loop {
-            let deadline = self.next_deadline();
-            if timer.deadline() != deadline {
-                timer.as_mut().reset(deadline);
+            if std::mem::take(&mut recompute) {
+                let deadline = self.next_deadline();
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
             }
             let queue = &self.shared.queue;
             let batch = &mut self.batch;
             tokio::select! {
                 biased;
-                _ = kill.as_mut() => {
+                () = &mut kill => {
                     let reason = self.shared.kill_reason.get().cloned().unwrap_or(CloseReason {
                         code: 1008,
                         reason: "closed by server".into(),
@@ -171,7 +175,8 @@ impl<H: Handler> Conn<H> {
                         DisconnectReason::Server(text)
                     };
                 }
-                _ = shutdown.as_mut(), if self.closing_at.is_none() => {
+                () = &mut shutdown, if self.closing_at.is_none() => {
+                    recompute = true;
                     let spread = self.engine.config.shutdown_spread.as_millis() as u64;
                     let delay = if spread == 0 { 0 } else { rand::random_range(0..spread) };
                     self.closing_at = Some(Instant::now() + std::time::Duration::from_millis(delay));
@@ -182,6 +187,7 @@ impl<H: Handler> Conn<H> {
                     }
                 }
                 msg = self.ws.recv() => {
+                    recompute = true;
                     // Boxed: the handling of one message (handler calls and
                     // all) needs far more state than waiting does, and an
                     // idle connection should only pay for waiting.
@@ -195,6 +201,7 @@ impl<H: Handler> Conn<H> {
                     }
                 }
                 () = timer.as_mut() => {
+                    recompute = true;
                     if let Flow::Stop(reason) = Box::pin(self.on_timer()).await {
                         return reason;
                     }

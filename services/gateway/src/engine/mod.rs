@@ -13,6 +13,7 @@
 //!   close frame and wait for the tasks to end.
 
 mod conn;
+mod gate;
 mod queue;
 mod socket;
 
