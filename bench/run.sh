@@ -60,7 +60,7 @@ say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # --- sizes ------------------------------------------------------------------
 if [ "$MODE" = full ]; then
   FAN_CLIENTS=10000 FAN_ROOMS=100 ROOM_SIZE=100
-  FAN_RATES="50,100,200,400,800,1600,2500,3500,5000" STEP_SECS=10
+  FAN_RATES="50,100,200,400,600,800,1200,1600,2000,2500,3000,3500,5000" STEP_SECS=10
   IDLE_SIZES="10000 19000" IDLE_BIG=100000 MAX_PER_PROC=19000 HOLD=10
   PUB_N=50 PUB_SECS=10
   REC_SESSIONS=10000 REC_MISSED=1000
