@@ -12,6 +12,7 @@ use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use axum::serve::ListenerExt as _;
 use confab_auth::Verifier;
 use confab_events::RoomId;
 use confab_protocol::engineio::HandshakeError;
@@ -343,6 +344,14 @@ impl App {
         });
         let flag = Arc::clone(&state.shutting_down);
         let stop = shutdown.clone();
+        // Frames go out as soon as a batch is flushed: without TCP_NODELAY a
+        // burst of small frames (a recovery replay, a fan-out) can wait for
+        // the client's delayed ACK (40 ms on Linux).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
+            }
+        });
         let serve = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
