@@ -549,16 +549,28 @@ async fn unknown_foreign_and_malformed_sessions_get_a_fresh_one_with_the_reason(
     }
 }
 
-/// Many sessions recover at once after their gateway went away; the
-/// JetStream consumers used for replays stay within
-/// gateways x `recovery.max_concurrent_replays`.
+/// Many sessions recover at once after their gateway went away, their
+/// replays read through JetStream consumers (direct gets off): the
+/// consumers stay within gateways x `recovery.max_concurrent_replays`.
 #[tokio::test]
 async fn a_mass_recovery_stays_within_the_consumer_bound() {
+    mass_recovery(false).await;
+}
+
+/// The same with replays served by direct gets (the default): every replay
+/// is a direct one, and the consumer bound holds all the more.
+#[tokio::test]
+async fn a_mass_recovery_replays_with_direct_gets() {
+    mass_recovery(true).await;
+}
+
+async fn mass_recovery(direct: bool) {
     const SESSIONS: usize = 120;
     const EVENTS: usize = 3;
     const PER_GATEWAY: usize = 2;
     let c = Cluster::start_tweaked(2, None, |cfg| {
         cfg.recovery.max_concurrent_replays = PER_GATEWAY;
+        cfg.bus.nats.direct_replay = direct;
     })
     .await;
     let node = NodeClient::spawn().await;
@@ -633,6 +645,13 @@ async fn a_mass_recovery_stays_within_the_consumer_bound() {
     assert!(
         metrics.contains(&format!(
             "confab_gateway_recoveries_total{{reason=\"recovered\"}} {SESSIONS}"
+        )),
+        "{metrics}"
+    );
+    let path = if direct { "direct" } else { "consumer" };
+    assert!(
+        metrics.contains(&format!(
+            "confab_gateway_replays_total{{path=\"{path}\"}} {SESSIONS}"
         )),
         "{metrics}"
     );

@@ -8,6 +8,8 @@
 //! [`subjects`] holds the room <-> NATS subject mapping and the names of the
 //! streams and headers.
 
+mod direct_get;
+mod fresh;
 mod gap;
 mod in_process;
 mod nats;
@@ -25,7 +27,8 @@ use serde::Serialize;
 pub use gap::{GapDecision, GapTracker};
 pub use in_process::{InProcessBus, InProcessLimits};
 pub use nats::{
-    MAX_REPAIR_MESSAGES, NatsBus, NatsBusStats, NatsConfig, RECOVERY_WINDOW, parse_server_version,
+    MAX_DIRECT_REPLAYS, MAX_REPAIR_MESSAGES, NatsBus, NatsBusStats, NatsConfig, RECOVERY_WINDOW,
+    parse_server_version,
 };
 
 /// The NATS client library [`NatsBus`] is built on, for services that use
@@ -132,6 +135,28 @@ pub struct TailItem {
 /// sequence received + 1).
 pub type BusTail = Pin<Box<dyn Stream<Item = Result<TailItem, BusError>> + Send>>;
 
+/// How a [`Bus::replay`] read the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplayPath {
+    /// A log in this process (no broker).
+    Log,
+    /// JetStream batched direct gets: no consumer.
+    Direct,
+    /// A JetStream ordered consumer, created and deleted for the replay.
+    Consumer,
+}
+
+impl ReplayPath {
+    /// `log`, `direct` or `consumer`, e.g. for a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplayPath::Log => "log",
+            ReplayPath::Direct => "direct",
+            ReplayPath::Consumer => "consumer",
+        }
+    }
+}
+
 /// A bus failure.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
@@ -189,7 +214,8 @@ pub trait Bus: Send + Sync + 'static {
     /// stored when the call started (later ones arrive through
     /// subscriptions). Volatile messages are never stored, so never
     /// replayed. [`BusError::Trimmed`] when the log no longer holds every
-    /// message from `from_seq` on. Reads only those rooms' messages (NATS: one ordered
+    /// message from `from_seq` on. Reads only those rooms' messages (NATS:
+    /// batched direct gets, one per room at a time, merged; or one ordered
     /// consumer filtered on their subjects, deleted afterwards). E.g. for
     /// connection state recovery.
     async fn replay(
@@ -198,6 +224,15 @@ pub trait Bus: Send + Sync + 'static {
         from_seq: u64,
         max: usize,
     ) -> Result<Vec<TailItem>, BusError>;
+    /// [`Bus::replay`], also saying how the log was read (for metrics).
+    async fn replay_via(
+        &self,
+        rooms: &[RoomId],
+        from_seq: u64,
+        max: usize,
+    ) -> Result<(Vec<TailItem>, ReplayPath), BusError> {
+        Ok((self.replay(rooms, from_seq, max).await?, ReplayPath::Log))
+    }
     /// The highest log sequence this process has seen stored (its own
     /// publishes, live messages, replays), without asking the broker: a
     /// sequence that exists, never ahead of the log. 0 when nothing was seen.

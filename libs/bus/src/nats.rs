@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -15,8 +15,10 @@ use bytes::Bytes;
 use confab_events::{RoomId, RoomKind};
 use futures::StreamExt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::direct_get::{self, DirectError};
+use crate::fresh::Fresh;
 use crate::gap::{GapDecision, GapTracker};
 use crate::shared_feed::{SharedFeed, SlotEvent, SlotHandle};
 use crate::subjects::{
@@ -25,7 +27,9 @@ use crate::subjects::{
     ROOMS_LIVE_WILDCARD, ROOMS_PUBLISH_WILDCARD, ROOMS_STREAM, live_subject, publish_subject,
     room_from_subject,
 };
-use crate::{Bus, BusError, BusMessage, BusStatus, BusSubscription, BusTail, Published, TailItem};
+use crate::{
+    Bus, BusError, BusMessage, BusStatus, BusSubscription, BusTail, Published, ReplayPath, TailItem,
+};
 
 /// How far back clients may ask to recover missed room events; stored room
 /// events must be kept at least this long ([`NatsConfig::rooms_max_age`]).
@@ -38,6 +42,14 @@ pub const MAX_REPAIR_MESSAGES: usize = 10_000;
 /// Oldest nats-server with what the bus relies on (republish with
 /// `Nats-Last-Sequence`, multi-filter consumers).
 const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
+
+/// Oldest nats-server that answers batched direct gets (replays without a
+/// consumer).
+const MIN_DIRECT_BATCH_VERSION: (u64, u64) = (2, 11);
+
+/// Most replays one connection reads with direct gets at once (each has at
+/// most a quarter of the subscription buffer in flight); later ones wait.
+pub const MAX_DIRECT_REPLAYS: usize = 64;
 
 /// How long one gap repair may take before it gives up on the rest.
 const REPAIR_TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,6 +111,18 @@ pub struct NatsConfig {
     /// changes, notifications), which suits their low traffic. Default
     /// `true`.
     pub shared_user_rooms: bool,
+    /// Serve [`Bus::replay`] with batched JetStream direct gets: no consumer
+    /// per replay. Needs nats-server 2.11+ and a stream `ROOMS` with one
+    /// replica (direct gets may be answered by a replica that lags behind);
+    /// otherwise, or with `false`, each replay reads through an ordered
+    /// consumer. Default `true`.
+    pub direct_replay: bool,
+    /// Most replays that read through a JetStream consumer at once on this
+    /// connection (later ones wait): the bound on recovery consumers. Not
+    /// read from configuration files: the gateway sets it from
+    /// `recovery.max_concurrent_replays`. Default 16.
+    #[serde(skip)]
+    pub max_replay_consumers: usize,
 }
 
 impl Default for NatsConfig {
@@ -111,6 +135,8 @@ impl Default for NatsConfig {
             replicas: 1,
             subscription_capacity: 64 * 1024,
             shared_user_rooms: true,
+            direct_replay: true,
+            max_replay_consumers: 16,
         }
     }
 }
@@ -125,6 +151,8 @@ impl fmt::Debug for NatsConfig {
             .field("replicas", &self.replicas)
             .field("subscription_capacity", &self.subscription_capacity)
             .field("shared_user_rooms", &self.shared_user_rooms)
+            .field("direct_replay", &self.direct_replay)
+            .field("max_replay_consumers", &self.max_replay_consumers)
             .finish()
     }
 }
@@ -164,6 +192,11 @@ impl NatsConfig {
         if self.subscription_capacity == 0 {
             return Err(BusError::Config(
                 "subscription_capacity must be at least 1".into(),
+            ));
+        }
+        if self.max_replay_consumers == 0 {
+            return Err(BusError::Config(
+                "max_replay_consumers must be at least 1".into(),
             ));
         }
         Ok(())
@@ -339,10 +372,18 @@ pub struct NatsBusStats {
     pub missing_event: u64,
     /// Messages dropped because the body was not a UTF-8 JSON array.
     pub invalid_payload: u64,
+    /// Replays served with batched direct gets (no consumer).
+    pub direct_replays: u64,
+    /// Replays read through an ordered consumer.
+    pub consumer_replays: u64,
+    /// Replays that tried direct gets, then fell back to a consumer (the
+    /// server or stream cannot serve them, or a batch came back
+    /// incomplete).
+    pub direct_fallbacks: u64,
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     /// The highest stream sequence seen (see [`Bus::high_water`]).
     high_water: AtomicU64,
     repairs: AtomicU64,
@@ -351,6 +392,9 @@ struct Counters {
     duplicates: AtomicU64,
     missing_event: AtomicU64,
     invalid_payload: AtomicU64,
+    direct_replays: AtomicU64,
+    consumer_replays: AtomicU64,
+    direct_fallbacks: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
@@ -369,6 +413,22 @@ struct Inner {
     /// The shared subscription of user rooms (see
     /// [`NatsConfig::shared_user_rooms`]).
     user_rooms: SharedFeed,
+    /// Reads of the room log's bounds, shared by concurrent callers.
+    log_state: Fresh<Result<LogState, BusError>>,
+    /// Replays reading through a consumer ([`NatsConfig::max_replay_consumers`]).
+    replay_consumers: Semaphore,
+    /// Replays reading with direct gets ([`MAX_DIRECT_REPLAYS`]).
+    direct_replays: Semaphore,
+    /// Whether the bus already warned that direct gets cannot serve replays.
+    warned_direct: AtomicBool,
+}
+
+/// The room log's bounds and replication, as read from the server.
+#[derive(Debug, Clone, Copy)]
+struct LogState {
+    first: u64,
+    last: u64,
+    replicas: usize,
 }
 
 /// The NATS JetStream bus. Cheap to clone; clones share the connection.
@@ -458,6 +518,10 @@ impl NatsBus {
                     format!("{ROOMS_LIVE_PREFIX}.{}.*", RoomKind::User.as_str()),
                     cfg.subscription_capacity,
                 ),
+                log_state: Fresh::new(),
+                replay_consumers: Semaphore::new(cfg.max_replay_consumers),
+                direct_replays: Semaphore::new(MAX_DIRECT_REPLAYS),
+                warned_direct: AtomicBool::new(false),
                 config: cfg,
             }),
         };
@@ -502,6 +566,9 @@ impl NatsBus {
             duplicates: get(&c.duplicates),
             missing_event: get(&c.missing_event),
             invalid_payload: get(&c.invalid_payload),
+            direct_replays: get(&c.direct_replays),
+            consumer_replays: get(&c.consumer_replays),
+            direct_fallbacks: get(&c.direct_fallbacks),
         }
     }
 }
@@ -644,12 +711,12 @@ async fn watch_events(mut events: mpsc::Receiver<Event>, recheck: watch::Sender<
     }
 }
 
-fn header_u64(headers: Option<&HeaderMap>, name: &str) -> Option<u64> {
+pub(crate) fn header_u64(headers: Option<&HeaderMap>, name: &str) -> Option<u64> {
     headers?.get(name)?.as_str().trim().parse().ok()
 }
 
 /// Turns a NATS message into a [`BusMessage`], or counts and logs why not.
-fn decode(
+pub(crate) fn decode(
     room: &RoomId,
     headers: Option<&HeaderMap>,
     payload: &Bytes,
@@ -1005,6 +1072,110 @@ async fn recheck_signal(rx: &mut Option<watch::Receiver<u64>>) -> bool {
     std::future::pending().await
 }
 
+impl NatsBus {
+    /// Why replays cannot use direct gets now, if they cannot.
+    fn direct_unusable(&self, replicas: usize) -> Option<String> {
+        let inner = &self.inner;
+        if !inner.config.direct_replay {
+            return Some("bus.nats.direct_replay is off".into());
+        }
+        if replicas > 1 {
+            return Some(format!(
+                "stream {ROOMS_STREAM} has {replicas} replicas, and a replica may answer a direct get before it has every message"
+            ));
+        }
+        let version = inner.client.server_info().version;
+        match parse_server_version(&version) {
+            Some((major, minor, _)) if (major, minor) >= MIN_DIRECT_BATCH_VERSION => None,
+            _ => Some(format!(
+                "nats-server {version} has no batched direct gets (2.11+)"
+            )),
+        }
+    }
+
+    fn warn_direct_once(&self, why: &str) {
+        if !self.inner.warned_direct.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                %why,
+                "recovery replays read through JetStream consumers, not direct gets: slower, and bounded by recovery.max_concurrent_replays"
+            );
+        }
+    }
+}
+
+/// The room log's first and last sequences and its replicas, from a stream
+/// info request sent after this call began (shared with concurrent
+/// callers).
+async fn log_state(inner: &Inner) -> Result<LogState, BusError> {
+    inner
+        .log_state
+        .get(|| async {
+            let stream = inner
+                .jetstream
+                .get_stream(ROOMS_STREAM)
+                .await
+                .map_err(|e| {
+                    BusError::Unavailable(format!("cannot read stream {ROOMS_STREAM}: {e}"))
+                })?;
+            let info = stream.cached_info();
+            Ok(LogState {
+                first: info.state.first_sequence,
+                last: info.state.last_sequence,
+                replicas: info.config.num_replicas,
+            })
+        })
+        .await
+}
+
+/// [`Bus::replay`] through one ordered consumer filtered on the rooms'
+/// subjects, deleted afterwards: messages `start..=last`, at most `max`.
+async fn replay_with_consumer(
+    inner: &Inner,
+    rooms: &[RoomId],
+    start: u64,
+    last: u64,
+    max: usize,
+) -> Result<Vec<TailItem>, BusError> {
+    let unavailable =
+        |e: &dyn fmt::Display| BusError::Unavailable(format!("cannot replay room events: {e}"));
+    let subjects: Vec<String> = rooms.iter().map(publish_subject).collect();
+    let stream = inner
+        .jetstream
+        .get_stream_no_info(ROOMS_STREAM)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    // Keep pull batches well inside the subscription buffer, which the
+    // consumer's inbox subscription shares.
+    let max_batch = (inner.config.subscription_capacity / 2)
+        .min(max)
+        .clamp(1, 1000) as i64;
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subjects: subjects,
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            max_batch,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let name = consumer.cached_info().name.clone();
+    let mut out = Vec::new();
+    let result = read_until(consumer, last, |seq, _pending, message| {
+        out.extend(stored_item(&message, seq, &inner.counters));
+        Ok(out.len() < max)
+    })
+    .await;
+    // Best effort: the server drops it after its inactivity threshold
+    // anyway.
+    if let Err(error) = stream.delete_consumer(&name).await {
+        tracing::debug!(consumer = %name, %error, "cannot delete a replay consumer");
+    }
+    result.map_err(|e| unavailable(&e))?;
+    Ok(out)
+}
+
 #[async_trait]
 impl Bus for NatsBus {
     async fn publish(&self, room: &RoomId, msg: BusMessage) -> Result<Published, BusError> {
@@ -1117,62 +1288,98 @@ impl Bus for NatsBus {
         from_seq: u64,
         max: usize,
     ) -> Result<Vec<TailItem>, BusError> {
-        let mut subjects: Vec<String> = rooms.iter().map(publish_subject).collect();
-        subjects.sort_unstable();
-        subjects.dedup();
-        if subjects.is_empty() || max == 0 {
-            return Ok(Vec::new());
-        }
+        Ok(self.replay_via(rooms, from_seq, max).await?.0)
+    }
+
+    async fn replay_via(
+        &self,
+        rooms: &[RoomId],
+        from_seq: u64,
+        max: usize,
+    ) -> Result<(Vec<TailItem>, ReplayPath), BusError> {
+        let mut rooms: Vec<RoomId> = rooms.to_vec();
+        rooms.sort_unstable();
+        rooms.dedup();
         let inner = &self.inner;
-        let unavailable =
-            |e: &dyn fmt::Display| BusError::Unavailable(format!("cannot replay room events: {e}"));
-        let stream = inner
-            .jetstream
-            .get_stream(ROOMS_STREAM)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        // Stop at what is stored now; later messages come live.
-        let state = &stream.cached_info().state;
-        let (first, last) = (state.first_sequence, state.last_sequence);
-        let start = from_seq.max(1);
-        if start > last {
-            return Ok(Vec::new());
+        if rooms.is_empty() || max == 0 {
+            let path = if inner.config.direct_replay {
+                ReplayPath::Direct
+            } else {
+                ReplayPath::Consumer
+            };
+            return Ok((Vec::new(), path));
         }
+        // Stop at what is stored now (read after this call began); later
+        // messages come live.
+        let LogState {
+            first,
+            last,
+            replicas,
+        } = log_state(inner).await?;
+        let start = from_seq.max(1);
+        let unusable = self.direct_unusable(replicas);
+        if start > last {
+            let path = match unusable {
+                None => ReplayPath::Direct,
+                Some(_) => ReplayPath::Consumer,
+            };
+            return Ok((Vec::new(), path));
+        }
+        // Direct gets, like a consumer, would silently start at the first
+        // retained message.
         if start < first {
             return Err(BusError::Trimmed(format!(
                 "messages from {start} on were asked for, stream {ROOMS_STREAM} starts at {first}"
             )));
         }
-        // Keep pull batches well inside the subscription buffer, which the
-        // consumer's inbox subscription shares.
-        let max_batch = (inner.config.subscription_capacity / 2)
-            .min(max)
-            .clamp(1, 1000) as i64;
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subjects: subjects,
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: start,
-                },
-                max_batch,
-                ..Default::default()
-            })
+        if let Some(why) = unusable {
+            self.warn_direct_once(&why);
+        } else {
+            let _permit = inner
+                .direct_replays
+                .acquire()
+                .await
+                .map_err(|e| BusError::Unavailable(e.to_string()))?;
+            match direct_get::replay(
+                &inner.client,
+                ROOMS_STREAM,
+                &inner.counters,
+                inner.config.subscription_capacity,
+                REPAIR_TIMEOUT,
+                &rooms,
+                start,
+                last,
+                max,
+            )
             .await
-            .map_err(|e| unavailable(&e))?;
-        let name = consumer.cached_info().name.clone();
-        let mut out = Vec::new();
-        let result = read_until(consumer, last, |seq, _pending, message| {
-            out.extend(stored_item(&message, seq, &inner.counters));
-            Ok(out.len() < max)
-        })
-        .await;
-        // Best effort: the server drops it after its inactivity threshold
-        // anyway.
-        if let Err(error) = stream.delete_consumer(&name).await {
-            tracing::debug!(consumer = %name, %error, "cannot delete a replay consumer");
+            {
+                Ok(items) => {
+                    bump(&inner.counters.direct_replays, 1);
+                    return Ok((items, ReplayPath::Direct));
+                }
+                Err(DirectError::Unavailable(e)) => {
+                    return Err(BusError::Unavailable(format!(
+                        "cannot replay room events: {e}"
+                    )));
+                }
+                Err(DirectError::Unsupported(why)) => {
+                    bump(&inner.counters.direct_fallbacks, 1);
+                    self.warn_direct_once(&why);
+                }
+                Err(DirectError::Incomplete(why)) => {
+                    bump(&inner.counters.direct_fallbacks, 1);
+                    tracing::warn!(%why, "a direct-get replay came back incomplete; reading it through a consumer");
+                }
+            }
         }
-        result.map_err(|e| unavailable(&e))?;
-        Ok(out)
+        let _permit = inner
+            .replay_consumers
+            .acquire()
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        let items = replay_with_consumer(inner, &rooms, start, last, max).await?;
+        bump(&inner.counters.consumer_replays, 1);
+        Ok((items, ReplayPath::Consumer))
     }
 
     fn high_water(&self) -> u64 {
@@ -1180,13 +1387,7 @@ impl Bus for NatsBus {
     }
 
     async fn refresh_high_water(&self) -> Result<u64, BusError> {
-        let stream = self
-            .inner
-            .jetstream
-            .get_stream(ROOMS_STREAM)
-            .await
-            .map_err(|e| BusError::Unavailable(format!("cannot read the room log's end: {e}")))?;
-        let last = stream.cached_info().state.last_sequence;
+        let last = log_state(&self.inner).await?.last;
         let counters = &self.inner.counters;
         Ok(counters
             .high_water
@@ -1327,6 +1528,13 @@ mod tests {
         assert_eq!(cfg.duplicate_window, Duration::from_secs(120));
         assert!(serde_json::from_str::<NatsConfig>(r#"{"rooms_max_age":"soon"}"#).is_err());
         assert!(serde_json::from_str::<NatsConfig>(r#"{"ur1":"nats://typo"}"#).is_err());
+        assert!(cfg.direct_replay);
+        assert_eq!(cfg.max_replay_consumers, 16);
+        let off: NatsConfig = serde_json::from_str(r#"{"direct_replay":false}"#).unwrap();
+        assert!(!off.direct_replay);
+        // The consumer bound comes from the gateway's recovery settings,
+        // never from the bus section of a file.
+        assert!(serde_json::from_str::<NatsConfig>(r#"{"max_replay_consumers":3}"#).is_err());
 
         // Written back, it reads the same (config layering serializes
         // defaults).
@@ -1362,6 +1570,11 @@ mod tests {
         };
         assert!(window.validate().is_err());
         assert!(NatsConfig::new("").validate().is_err());
+        let none = NatsConfig {
+            max_replay_consumers: 0,
+            ..NatsConfig::default()
+        };
+        assert!(none.validate().is_err());
         assert!(NatsConfig::default().validate().is_ok());
     }
 

@@ -994,3 +994,244 @@ async fn tail_reads_every_room_in_order_then_follows_live() {
         (a, Some(5), 4)
     );
 }
+
+/// The rooms' messages from `from`, in order, as a reference: every stored
+/// message of `ROOMS` read one by one.
+async fn stored_from(bus: &NatsBus, rooms: &[RoomId], from: u64) -> Vec<u64> {
+    let stream = bus.jetstream().get_stream(ROOMS_STREAM).await.unwrap();
+    let last = stream.cached_info().state.last_sequence;
+    let subjects: Vec<String> = rooms.iter().map(publish_subject).collect();
+    let mut out = Vec::new();
+    for seq in from.max(1)..=last {
+        if let Ok(m) = stream.direct_get(seq).await
+            && subjects.iter().any(|s| s == m.subject.as_str())
+        {
+            out.push(seq);
+        }
+    }
+    out
+}
+
+fn seqs_of(v: &[BusMessage]) -> Vec<u64> {
+    v.iter().map(|m| m.seq.unwrap()).collect()
+}
+
+async fn replay_consumers(bus: &NatsBus) -> usize {
+    let stream = bus.jetstream().get_stream(ROOMS_STREAM).await.unwrap();
+    stream.consumer_names().collect::<Vec<_>>().await.len()
+}
+
+#[tokio::test]
+async fn replay_reads_with_direct_gets_in_log_order_across_rooms_like_a_consumer() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let by_consumer = NatsBus::connect(NatsConfig {
+        direct_replay: false,
+        ..config(&server)
+    })
+    .await
+    .unwrap();
+    let rooms: Vec<RoomId> = (0..7).map(|i| room(&format!("channel:r{i}"))).collect();
+    let other = room("channel:other");
+    // Uneven interleaving: room i gets a message when n % (i + 2) == 0.
+    let mut n = 0usize;
+    for step in 0..300usize {
+        for (i, r) in rooms.iter().enumerate() {
+            if step % (i + 2) == 0 {
+                bus.publish(r, numbered(n)).await.unwrap();
+                n += 1;
+            }
+        }
+        if step % 5 == 0 {
+            bus.publish(&other, numbered(100_000 + step)).await.unwrap();
+        }
+    }
+    let from = 40;
+    let expected = stored_from(&bus, &rooms, from).await;
+    assert!(expected.len() > 400, "{}", expected.len());
+
+    let got = replay(&bus, &rooms, from, 100_000).await.unwrap();
+    assert_eq!(
+        seqs_of(&got),
+        expected,
+        "every message of the rooms, in log order, once"
+    );
+    let (items, path) = bus.replay_via(&rooms, from, 100_000).await.unwrap();
+    assert_eq!(path, confab_bus::ReplayPath::Direct);
+    assert_eq!(items.len(), expected.len());
+    // The same answer an ordered consumer gives, message for message.
+    let (reference, path) = by_consumer.replay_via(&rooms, from, 100_000).await.unwrap();
+    assert_eq!(path, confab_bus::ReplayPath::Consumer);
+    assert_eq!(items.len(), reference.len());
+    for (a, b) in items.iter().zip(&reference) {
+        assert_eq!(a.room, b.room);
+        assert_eq!(a.msg.seq, b.msg.seq);
+        assert_eq!(a.msg.event, b.msg.event);
+        assert_eq!(a.msg.args_json, b.msg.args_json);
+        assert_eq!(a.msg.msg_id, b.msg.msg_id);
+        assert_eq!(a.msg.headers, b.msg.headers);
+    }
+
+    let stats = bus.stats();
+    assert_eq!((stats.direct_replays, stats.consumer_replays), (2, 0));
+    assert_eq!(stats.direct_fallbacks, 0);
+    assert_eq!(by_consumer.stats().consumer_replays, 1);
+    assert_eq!(replay_consumers(&bus).await, 0, "no consumer left behind");
+}
+
+#[tokio::test]
+async fn direct_replay_stops_at_max_in_log_order() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let (busy, quiet, late) = (room("channel:busy"), room("dm:quiet"), room("user:late"));
+    // busy alone holds more than the bound; quiet's messages fall in
+    // between; late's come after all of them.
+    for i in 0..60usize {
+        bus.publish(&busy, numbered(i)).await.unwrap();
+        if i % 10 == 0 {
+            bus.publish(&quiet, numbered(1000 + i)).await.unwrap();
+        }
+    }
+    for i in 0..5usize {
+        bus.publish(&late, numbered(2000 + i)).await.unwrap();
+    }
+    let rooms = [busy.clone(), quiet.clone(), late.clone()];
+    let all = stored_from(&bus, &rooms, 0).await;
+    for max in [1, 5, 17, 59, 65, 66, 71, 1000] {
+        let got = replay(&bus, &rooms, 0, max).await.unwrap();
+        let want: Vec<u64> = all.iter().copied().take(max).collect();
+        assert_eq!(seqs_of(&got), want, "max {max}");
+    }
+    // A bound below one room's own count, that room asked alone.
+    let got = replay(&bus, std::slice::from_ref(&busy), 3, 10)
+        .await
+        .unwrap();
+    assert_eq!(seqs_of(&got), stored_from(&bus, &[busy], 3).await[..10]);
+    let stats = bus.stats();
+    assert_eq!(stats.consumer_replays + stats.direct_fallbacks, 0);
+}
+
+#[tokio::test]
+async fn direct_replay_of_more_than_one_batch_reads_every_message() {
+    let server = NatsServer::start();
+    // A small subscription buffer makes batches small: many rounds.
+    let small = NatsBus::connect(NatsConfig {
+        subscription_capacity: 64,
+        ..config(&server)
+    })
+    .await
+    .unwrap();
+    let bus = connect(&server).await;
+    let (big, small_room, empty) = (
+        room("channel:big"),
+        room("channel:small"),
+        room("channel:empty"),
+    );
+    let mut published = Vec::new();
+    for i in 0..2_500usize {
+        let r = if i % 250 == 0 { &small_room } else { &big };
+        published.push(bus.publish(r, numbered(i)).await.unwrap().seq.unwrap());
+    }
+    let rooms = [big.clone(), empty.clone(), small_room.clone()];
+    for b in [&bus, &small] {
+        let got = replay(b, &rooms, 0, 10_000).await.unwrap();
+        assert_eq!(seqs_of(&got), published);
+        assert_eq!(
+            got.iter().map(number_of).collect::<Vec<_>>(),
+            (0..2_500).collect::<Vec<_>>()
+        );
+        // From the middle of a batch, bounded past the first batch.
+        let got = replay(b, &rooms, published[700], 1_501).await.unwrap();
+        assert_eq!(seqs_of(&got), published[700..2_201]);
+        let stats = b.stats();
+        assert_eq!((stats.direct_replays, stats.consumer_replays), (2, 0));
+    }
+    // A room with nothing stored, alone.
+    assert!(replay(&bus, &[empty], 0, 10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn direct_replay_from_before_the_retained_log_is_trimmed_not_a_skip() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let (a, b) = (room("channel:ta"), room("channel:tb"));
+    let mut seqs = Vec::new();
+    for i in 0..10 {
+        let r = if i % 2 == 0 { &a } else { &b };
+        seqs.push(bus.publish(r, numbered(i)).await.unwrap().seq.unwrap());
+    }
+    let stream = bus.jetstream().get_stream(ROOMS_STREAM).await.unwrap();
+    stream.purge().sequence(seqs[4]).await.unwrap();
+    // A batch from seqs[1] would silently start at seqs[4].
+    for from in [0, 1, seqs[1], seqs[3]] {
+        let err = replay(&bus, &[a.clone(), b.clone()], from, 100)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BusError::Trimmed(_)), "from {from}: {err}");
+    }
+    let got = replay(&bus, &[a.clone(), b.clone()], seqs[4], 100)
+        .await
+        .unwrap();
+    assert_eq!(seqs_of(&got), seqs[4..]);
+    assert_eq!(bus.stats().consumer_replays, 0);
+}
+
+#[tokio::test]
+async fn a_rooms_stream_without_direct_gets_is_updated_to_allow_them() {
+    let server = NatsServer::start();
+    // ROOMS as an older Confab (or an operator) created it.
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut old = config(&server).rooms_stream_config();
+    old.allow_direct = false;
+    js.create_stream(old).await.unwrap();
+    assert!(
+        !js.get_stream(ROOMS_STREAM)
+            .await
+            .unwrap()
+            .cached_info()
+            .config
+            .allow_direct
+    );
+    let bus = connect(&server).await;
+    let info = js.get_stream(ROOMS_STREAM).await.unwrap();
+    assert!(info.cached_info().config.allow_direct, "updated in place");
+    let r = room("channel:upd");
+    let s = bus.publish(&r, numbered(1)).await.unwrap().seq.unwrap();
+    assert_eq!(seqs_of(&replay(&bus, &[r], 0, 10).await.unwrap()), vec![s]);
+    assert_eq!(bus.stats().direct_replays, 1);
+}
+
+#[tokio::test]
+async fn without_direct_gets_a_replay_falls_back_to_a_consumer() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let r = room("channel:fb");
+    let mut seqs = Vec::new();
+    for i in 0..5 {
+        seqs.push(bus.publish(&r, numbered(i)).await.unwrap().seq.unwrap());
+    }
+    // Someone turns direct gets off behind the bus's back: no responder.
+    let mut cfg = config(&server).rooms_stream_config();
+    cfg.allow_direct = false;
+    bus.jetstream().update_stream(&cfg).await.unwrap();
+    let (got, path) = bus
+        .replay_via(std::slice::from_ref(&r), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(path, confab_bus::ReplayPath::Consumer);
+    assert_eq!(
+        got.iter().map(|i| i.msg.seq.unwrap()).collect::<Vec<_>>(),
+        seqs
+    );
+    let stats = bus.stats();
+    assert_eq!(
+        (
+            stats.direct_replays,
+            stats.direct_fallbacks,
+            stats.consumer_replays
+        ),
+        (0, 1, 1)
+    );
+    assert_eq!(replay_consumers(&bus).await, 0);
+}

@@ -84,11 +84,17 @@ impl Deps {
         let bus: Arc<dyn Bus> = match config.bus.kind {
             BusKind::InProcess => Arc::new(InProcessBus::default()),
             BusKind::Nats => {
-                let bus = NatsBus::connect(config.bus.nats.clone())
+                let r = &config.recovery;
+                // Replays that need a JetStream consumer are bounded in the
+                // bus.
+                let nats = confab_bus::NatsConfig {
+                    max_replay_consumers: r.max_concurrent_replays,
+                    ..config.bus.nats.clone()
+                };
+                let bus = NatsBus::connect(nats)
                     .await
                     .map_err(|e| AppError::Bus(e.to_string()))?;
                 nats_client = Some(bus.client().clone());
-                let r = &config.recovery;
                 if r.enabled {
                     let store = NatsSessions::open(
                         bus.jetstream(),

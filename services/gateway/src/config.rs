@@ -64,9 +64,13 @@ pub struct RecoverySettings {
     /// Most events one recovery replays; a client that missed more gets a
     /// fresh session and `recovery:failed` (`too_many_missed`).
     pub max_replay_events: usize,
-    /// Most replays this gateway runs at once. Each NATS replay uses one
-    /// JetStream consumer, so the cluster never holds more than
-    /// `gateways x max_concurrent_replays` recovery consumers.
+    /// Most replays this gateway reads through a JetStream consumer at once
+    /// (later ones wait), so the cluster never holds more than
+    /// `gateways x max_concurrent_replays` recovery consumers. Replays
+    /// normally use batched direct gets and no consumer; a consumer serves
+    /// them on nats-server < 2.11, a replicated stream `ROOMS`, with
+    /// `bus.nats.direct_replay = false`, or when a batch came back
+    /// incomplete (`confab_gateway_replays_total{path}` counts both).
     pub max_concurrent_replays: usize,
     /// How often the gateway records that it is alive (NATS KV), ms: the
     /// sessions of a gateway that died count from its last record.

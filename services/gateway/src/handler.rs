@@ -303,60 +303,91 @@ impl Handler for ConfabHandler {
         let user = claims.user.clone();
         // A reconnecting client asks to resume its session.
         let mut failure = None;
-        let mut found: Option<Found> = None;
-        if let Some(recovery) = &self.recovery {
-            match parse_resume(req.auth) {
-                Ok(Some(resume)) => match recovery.find(&user, &resume).await {
-                    Ok(f) => found = Some(f),
-                    Err(f) => failure = Some(f),
-                },
-                Ok(None) => {}
-                Err(f) => failure = Some(recovery.refused(f)),
+        let resume = match (&self.recovery, parse_resume(req.auth)) {
+            (Some(_), Ok(resume)) => resume,
+            (Some(recovery), Err(f)) => {
+                failure = Some(recovery.refused(f));
+                None
             }
-        }
-        if found.is_some() {
-            // Live events wait until the missed ones are replayed.
+            (None, _) => None,
+        };
+        if resume.is_some() {
+            // Live events wait until the missed ones are replayed (a fresh
+            // session releases them at once).
             socket.hold();
         }
-        let start = match &self.recovery {
-            Some(r) => r.start_position().await,
-            None => 0,
-        };
-        // The user room first: membership changes announced while the
-        // rooms are being looked up then already reach this socket.
         self.hub.register(socket.conn());
         let fail = |code: &str, message: String| {
             self.hub.unregister(socket.conn());
             self.refuse(code, message)
         };
-        if let Err(e) = self.hub.join(&RoomId::user(&user), socket).await {
-            return Err(fail("bus_unavailable", e.to_string()));
-        }
-        let mut rooms = match self.membership.rooms_of(&user).await {
-            Ok(r) => r,
-            Err(e) => return Err(fail("membership_unavailable", e.to_string())),
+        // The session lookup, the log position and the user's rooms do not
+        // depend on each other: all at once.
+        let lookup = async {
+            match (&self.recovery, &resume) {
+                (Some(recovery), Some(resume)) => Some(recovery.find(&user, resume).await),
+                _ => None,
+            }
+        };
+        let start = async {
+            match &self.recovery {
+                Some(r) => r.start_position().await,
+                None => 0,
+            }
+        };
+        let rooms = async {
+            // The user room first: membership changes announced while the
+            // rooms are being looked up then already reach this socket.
+            if let Err(e) = self.hub.join(&RoomId::user(&user), socket).await {
+                return Err(("bus_unavailable", e.to_string()));
+            }
+            self.membership
+                .rooms_of(&user)
+                .await
+                .map_err(|e| ("membership_unavailable", e.to_string()))
+        };
+        let (lookup, start, rooms) = tokio::join!(lookup, start, rooms);
+        let mut rooms = rooms.map_err(|(code, message)| fail(code, message))?;
+        let found: Option<Found> = match lookup {
+            Some(Ok(f)) => Some(f),
+            Some(Err(f)) => {
+                failure = Some(f);
+                None
+            }
+            None => None,
         };
         if let Some(f) = &found {
             // The rooms the client chose itself before the drop.
             rooms.retain(|r| !f.record.left.contains(&r.to_string()));
-            for name in &f.record.joined {
-                let Ok(room) = RoomId::parse(name) else {
-                    continue;
-                };
-                if !rooms.contains(&room)
-                    && matches!(
-                        self.membership.may_join(&user, &room).await,
-                        Ok(Access::Allowed)
-                    )
-                {
+            let mut wanted: Vec<RoomId> = f
+                .record
+                .joined
+                .iter()
+                .filter_map(|name| RoomId::parse(name).ok())
+                .filter(|room| !rooms.contains(room))
+                .collect();
+            wanted.sort_unstable();
+            wanted.dedup();
+            let checks = futures::future::join_all(
+                wanted
+                    .iter()
+                    .map(|room| self.membership.may_join(&user, room)),
+            )
+            .await;
+            for (room, access) in wanted.into_iter().zip(checks) {
+                if matches!(access, Ok(Access::Allowed)) {
                     rooms.push(room);
                 }
             }
         }
-        for room in rooms.iter().filter(|r| r.kind() != RoomKind::User) {
-            if let Err(e) = self.hub.join(room, socket).await {
-                return Err(fail("bus_unavailable", e.to_string()));
-            }
+        rooms.sort_unstable();
+        rooms.dedup();
+        let joins = rooms
+            .iter()
+            .filter(|r| r.kind() != RoomKind::User)
+            .map(|room| self.hub.join(room, socket));
+        if let Err(e) = futures::future::try_join_all(joins).await {
+            return Err(fail("bus_unavailable", e.to_string()));
         }
         let after_connect = match &self.recovery {
             None => None,

@@ -38,9 +38,20 @@ pub struct Metrics {
     pub recoveries: Family<ReasonLabel, Counter>,
     /// Events replayed to recovered sessions.
     pub replayed: Counter,
-    /// Recovery replays running now (each holds one JetStream consumer on
-    /// NATS; bounded by `recovery.max_concurrent_replays`).
+    /// Recovery replays running now (on NATS, those that read through a
+    /// JetStream consumer are bounded by `recovery.max_concurrent_replays`).
     pub replays_running: Gauge,
+    /// Recovery replays by how the log was read (`direct`: NATS direct
+    /// gets, no consumer; `consumer`: a JetStream consumer; `log`: the
+    /// in-process log).
+    pub replays: Family<PathLabel, Counter>,
+}
+
+/// A `path` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabel {
+    /// How something was done, e.g. `direct`.
+    pub path: String,
 }
 
 impl Default for Metrics {
@@ -63,6 +74,7 @@ impl Metrics {
         let recoveries = Family::<ReasonLabel, Counter>::default();
         let replayed = Counter::default();
         let replays_running = Gauge::default();
+        let replays = Family::<PathLabel, Counter>::default();
         registry.register(
             "recoveries",
             "Connection-state recovery attempts, by outcome",
@@ -77,6 +89,11 @@ impl Metrics {
             "replays_running",
             "Recovery replays running now",
             replays_running.clone(),
+        );
+        registry.register(
+            "replays",
+            "Recovery replays, by how the event log was read (direct, consumer, log)",
+            replays.clone(),
         );
         registry.register(
             "connections",
@@ -113,7 +130,15 @@ impl Metrics {
             recoveries,
             replayed,
             replays_running,
+            replays,
         }
+    }
+
+    /// Counts a recovery replay by how it read the log.
+    pub fn replay_path(&self, path: &str) {
+        self.replays
+            .get_or_create(&PathLabel { path: path.into() })
+            .inc();
     }
 
     /// Counts a recovery attempt's outcome.

@@ -32,7 +32,7 @@ use confab_events::socket::RecoveryFailed;
 use confab_events::{RoomId, UserId};
 use confab_protocol::socketio::event_frame_with_offset;
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 pub use nats_store::{GATEWAYS_BUCKET, NatsSessions, SESSIONS_BUCKET};
@@ -184,15 +184,18 @@ pub struct Recovery {
     window: Duration,
     heartbeat: Duration,
     max_replay: usize,
-    permits: Semaphore,
     /// Records expire this long after their last write.
     session_max_age: Duration,
     /// The sessions of this gateway's sockets, by pid.
     live: Mutex<HashMap<String, Tracked>>,
-    /// Other gateways' last heartbeats as read lately: when a gateway dies,
-    /// all its sessions come back at once and need the same answer.
-    beats: Mutex<HashMap<String, (Instant, Option<u64>)>>,
+    /// Other gateways' last heartbeats as read lately (or being read): when
+    /// a gateway dies, all its sessions come back at once and need the same
+    /// answer, read once.
+    beats: Mutex<HashMap<String, (Instant, Beat)>>,
 }
+
+/// A gateway's last heartbeat, once read (`None`: unknown).
+type Beat = Arc<OnceCell<Option<u64>>>;
 
 /// How long a gateway's last heartbeat, once read, answers for it.
 const BEAT_CACHE: Duration = Duration::from_secs(1);
@@ -214,7 +217,6 @@ impl Recovery {
             window: Duration::from_millis(settings.window_ms),
             heartbeat: Duration::from_millis(settings.heartbeat_ms),
             max_replay: settings.max_replay_events,
-            permits: Semaphore::new(settings.max_concurrent_replays),
             session_max_age: Duration::from_millis(settings.session_max_age_ms),
             live: Mutex::new(HashMap::new()),
             beats: Mutex::new(HashMap::new()),
@@ -321,23 +323,21 @@ impl Recovery {
         })
     }
 
-    /// `gateway`'s last heartbeat, read at most once per [`BEAT_CACHE`].
+    /// `gateway`'s last heartbeat, read at most once per [`BEAT_CACHE`]:
+    /// concurrent callers wait for the same read.
     async fn last_beat(&self, gateway: &str) -> Result<Option<u64>, StoreError> {
-        let cached = {
-            let beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
-            beats
-                .get(gateway)
-                .filter(|(at, _)| at.elapsed() < BEAT_CACHE)
-                .map(|(_, beat)| *beat)
+        let cell = {
+            let mut beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
+            beats.retain(|_, (at, _)| at.elapsed() < BEAT_CACHE);
+            let (_, cell) = beats
+                .entry(gateway.to_owned())
+                .or_insert_with(|| (Instant::now(), Arc::new(OnceCell::new())));
+            Arc::clone(cell)
         };
-        if let Some(beat) = cached {
-            return Ok(beat);
-        }
-        let beat = self.store.last_beat(gateway).await?;
-        let mut beats = self.beats.lock().unwrap_or_else(|p| p.into_inner());
-        beats.retain(|_, (at, _)| at.elapsed() < BEAT_CACHE);
-        beats.insert(gateway.to_owned(), (Instant::now(), beat));
-        Ok(beat)
+        // A failed read leaves the cell empty: the next caller reads again.
+        cell.get_or_try_init(|| self.store.last_beat(gateway))
+            .await
+            .copied()
     }
 
     /// Reads what the session missed in its rooms: `now` (the rooms the
@@ -362,28 +362,32 @@ impl Recovery {
         rooms.insert(user_room.clone());
         let rooms: Vec<RoomId> = rooms.into_iter().collect();
         let items = {
-            let _permit = self.permits.acquire().await.map_err(|_| {
-                self.fail(Failure::new("unavailable", "the gateway is shutting down"))
-            })?;
+            // The bus bounds concurrent replays (on NATS: those that need a
+            // consumer by recovery.max_concurrent_replays).
             self.metrics.replays_running.inc();
             let result = self
                 .bus
-                .replay(&rooms, found.from + 1, self.max_replay + 1)
+                .replay_via(&rooms, found.from + 1, self.max_replay + 1)
                 .await;
             self.metrics.replays_running.dec();
-            result.map_err(|e| match e {
-                BusError::Trimmed(detail) => self.fail(Failure::new(
-                    "expired",
-                    format!("the missed events are no longer retained ({detail})"),
-                )),
-                e => {
-                    tracing::warn!(error = %e, "cannot replay missed events");
-                    self.fail(Failure::new(
-                        "unavailable",
-                        "the event log cannot be read right now",
-                    ))
-                }
-            })?
+            result
+                .map(|(items, path)| {
+                    self.metrics.replay_path(path.as_str());
+                    items
+                })
+                .map_err(|e| match e {
+                    BusError::Trimmed(detail) => self.fail(Failure::new(
+                        "expired",
+                        format!("the missed events are no longer retained ({detail})"),
+                    )),
+                    e => {
+                        tracing::warn!(error = %e, "cannot replay missed events");
+                        self.fail(Failure::new(
+                            "unavailable",
+                            "the event log cannot be read right now",
+                        ))
+                    }
+                })?
         };
         if items.len() > self.max_replay {
             return Err(self.fail(Failure::new(
