@@ -495,7 +495,9 @@ impl Handler for ConfabHandler {
                             return;
                         }
                     }
-                    let _ = socket.release(floor);
+                    // The live events held meanwhile may be more than the
+                    // outbound queue takes at once: wait for room.
+                    let _ = socket.release_waiting(floor).await;
                 });
             }
         }
