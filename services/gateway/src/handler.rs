@@ -316,23 +316,23 @@ impl Handler for ConfabHandler {
             // session releases them at once).
             socket.hold();
         }
+        // Read before the socket joins any room, as the position a fresh
+        // session starts at (no request unless the gateway just started).
+        let start = match &self.recovery {
+            Some(r) => r.start_position().await,
+            None => 0,
+        };
         self.hub.register(socket.conn());
         let fail = |code: &str, message: String| {
             self.hub.unregister(socket.conn());
             self.refuse(code, message)
         };
-        // The session lookup, the log position and the user's rooms do not
-        // depend on each other: all at once.
+        // The session lookup and the user's rooms do not depend on each
+        // other: both at once.
         let lookup = async {
             match (&self.recovery, &resume) {
                 (Some(recovery), Some(resume)) => Some(recovery.find(&user, resume).await),
                 _ => None,
-            }
-        };
-        let start = async {
-            match &self.recovery {
-                Some(r) => r.start_position().await,
-                None => 0,
             }
         };
         let rooms = async {
@@ -346,7 +346,7 @@ impl Handler for ConfabHandler {
                 .await
                 .map_err(|e| ("membership_unavailable", e.to_string()))
         };
-        let (lookup, start, rooms) = tokio::join!(lookup, start, rooms);
+        let (lookup, rooms) = tokio::join!(lookup, rooms);
         let mut rooms = rooms.map_err(|(code, message)| fail(code, message))?;
         let found: Option<Found> = match lookup {
             Some(Ok(f)) => Some(f),
@@ -495,7 +495,9 @@ impl Handler for ConfabHandler {
                             return;
                         }
                     }
-                    let _ = socket.release(floor);
+                    // The live events held meanwhile may be more than the
+                    // outbound queue takes at once: wait for room.
+                    let _ = socket.release_waiting(floor).await;
                 });
             }
         }

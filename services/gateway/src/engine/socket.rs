@@ -196,21 +196,40 @@ impl SocketRef {
     }
 
     fn deliver_live(&self, frame: &Utf8Bytes, seq: Option<u64>) -> Result<Delivered, SendError> {
+        match self.live_frame(frame, seq) {
+            None => Ok(Delivered::AlreadyReplayed),
+            Some(frame) => {
+                self.send_frame(frame)?;
+                Ok(Delivered::Queued)
+            }
+        }
+    }
+
+    /// The frame to send for a live event, recording its offset; `None`
+    /// when the replay already sent it.
+    fn live_frame(&self, frame: &Utf8Bytes, seq: Option<u64>) -> Option<Utf8Bytes> {
         let o = &self.0.shared.offsets;
         if let Some(seq) = seq {
             if seq <= o.floor.load(Ordering::Acquire) {
-                return Ok(Delivered::AlreadyReplayed);
+                return None;
             }
             let before = o.max_sent.fetch_max(seq, Ordering::AcqRel);
             if seq < before
                 && let Some(text) = socketio::replace_offset(frame.as_str(), before)
             {
-                self.send_frame(Utf8Bytes::from(text))?;
-                return Ok(Delivered::Queued);
+                return Some(Utf8Bytes::from(text));
             }
         }
-        self.send_frame(frame.clone())?;
-        Ok(Delivered::Queued)
+        Some(frame.clone())
+    }
+
+    /// Queues a frame, waiting for room in the outbound queue (the
+    /// connection task drains it meanwhile).
+    async fn send_waiting(&self, frame: Utf8Bytes) -> Result<(), SendError> {
+        tokio::select! {
+            sent = self.0.shared.queue.push_wait(Outbound::Text(frame)) => sent.map_err(|_| SendError::Closed),
+            _ = self.0.shared.kill.cancelled() => Err(SendError::Closed),
+        }
     }
 
     /// Starts holding live events back (see [`SocketRef::deliver`]) until
@@ -224,10 +243,7 @@ impl SocketRef {
     pub async fn send_replayed(&self, frame: Utf8Bytes, seq: u64) -> Result<(), SendError> {
         let o = &self.0.shared.offsets;
         o.max_sent.fetch_max(seq, Ordering::AcqRel);
-        tokio::select! {
-            sent = self.0.shared.queue.push_wait(Outbound::Text(frame)) => sent.map_err(|_| SendError::Closed),
-            _ = self.0.shared.kill.cancelled() => Err(SendError::Closed),
-        }
+        self.send_waiting(frame).await
     }
 
     /// Ends a recovery: live events at or below `floor` (the last sequence
@@ -246,6 +262,35 @@ impl SocketRef {
         }
         o.holding.store(false, Ordering::Release);
         result
+    }
+
+    /// Ends a recovery like [`SocketRef::release`], but waits for room in
+    /// the outbound queue instead of closing the connection when the held
+    /// events do not fit in it at once (a recovery that took a while holds
+    /// many): for a task that runs while the connection task drains the
+    /// queue. Live events arriving meanwhile are still held and follow in
+    /// order; the held buffer's bound still applies.
+    pub async fn release_waiting(&self, floor: u64) -> Result<(), SendError> {
+        let o = &self.0.shared.offsets;
+        o.floor.fetch_max(floor, Ordering::AcqRel);
+        o.max_sent.fetch_max(floor, Ordering::AcqRel);
+        loop {
+            let batch = {
+                let mut held = o.held.lock().unwrap_or_else(|p| p.into_inner());
+                if held.is_empty() {
+                    // Under the lock: `deliver` sees either the flag or an
+                    // empty list to append to that this loop drains.
+                    o.holding.store(false, Ordering::Release);
+                    return Ok(());
+                }
+                std::mem::take(&mut *held)
+            };
+            for (seq, frame) in batch {
+                if let Some(frame) = self.live_frame(&frame, seq) {
+                    self.send_waiting(frame).await?;
+                }
+            }
+        }
     }
 
     /// Queues a pre-encoded text frame.
@@ -289,5 +334,86 @@ impl SocketRef {
     /// Whether the connection was told to close.
     pub fn is_closing(&self) -> bool {
         self.0.shared.kill.is_cancelled()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The connection task's side of the outbound queue.
+    struct Rx(Arc<ConnShared>);
+
+    impl Rx {
+        async fn recv(&mut self) -> Option<Outbound> {
+            let mut out = Vec::with_capacity(1);
+            std::future::poll_fn(|cx| self.0.queue.poll_take(cx, &mut out, 1)).await;
+            out.pop()
+        }
+    }
+
+    fn socket(queue: usize) -> (SocketRef, Rx) {
+        let shared = Arc::new(ConnShared {
+            conn: ConnId::next(),
+            queue: OutQueue::new(queue),
+            kill: CancellationToken::new(),
+            kill_reason: OnceLock::new(),
+            capacity: queue,
+            offsets: Offsets::default(),
+        });
+        (
+            SocketRef::new(Arc::clone(&shared), "/".into(), "s1".into()),
+            Rx(shared),
+        )
+    }
+
+    fn event(seq: u64) -> Utf8Bytes {
+        socketio::event_frame_with_offset("/", "message:new", &format!("[{seq}]"), seq).into()
+    }
+
+    fn seq_of(frame: &Outbound) -> u64 {
+        let Outbound::Text(t) = frame else {
+            panic!("binary frame")
+        };
+        // `42["message:new",N,"N"]`: the offset is the last argument.
+        t.rsplit('"').nth(1).unwrap().parse().unwrap()
+    }
+
+    /// A recovery that took a while holds more live events than the
+    /// outbound queue takes at once: releasing them waits for room (the
+    /// connection drains meanwhile) instead of closing the connection as a
+    /// slow consumer, and events arriving meanwhile follow in order.
+    #[tokio::test]
+    async fn releasing_many_held_events_waits_for_room_and_keeps_order() {
+        let (socket, mut rx) = socket(4);
+        socket.hold();
+        for seq in 1..=100 {
+            assert_eq!(socket.deliver(&event(seq), Some(seq)), Ok(Delivered::Held));
+        }
+        // Events 1-10 were replayed.
+        let releasing = {
+            let socket = socket.clone();
+            tokio::spawn(async move { socket.release_waiting(10).await })
+        };
+        let mut got = Vec::new();
+        while got.len() < 40 {
+            got.push(seq_of(&rx.recv().await.unwrap()));
+        }
+        // Live traffic goes on while the backlog drains.
+        for seq in 101..=120 {
+            let _ = socket.deliver(&event(seq), Some(seq)).unwrap();
+        }
+        while got.len() < 110 {
+            got.push(seq_of(&rx.recv().await.unwrap()));
+        }
+        releasing.await.unwrap().unwrap();
+        assert_eq!(got, (11..=120).collect::<Vec<_>>());
+        assert!(!socket.is_closing());
+        // Then live delivery is direct again.
+        assert_eq!(
+            socket.deliver(&event(121), Some(121)),
+            Ok(Delivered::Queued)
+        );
+        assert_eq!(seq_of(&rx.recv().await.unwrap()), 121);
     }
 }
