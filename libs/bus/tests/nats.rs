@@ -320,32 +320,7 @@ async fn user_rooms_share_one_nats_subscription() {
 /// the stream, in order, as a slow NATS subscription does.
 #[tokio::test]
 async fn a_shared_user_room_repairs_what_its_full_queue_dropped() {
-    let server = NatsServer::start();
-    let publisher = connect(&server).await;
-    let gateway = NatsBus::connect(NatsConfig {
-        subscription_capacity: 8,
-        ..config(&server)
-    })
-    .await
-    .unwrap();
-    let r = room("user:busy");
-    let mut sub = gateway.subscribe(&r).await.unwrap();
-    const N: usize = 60;
-    let mut seqs = Vec::new();
-    for i in 0..N {
-        seqs.push(publisher.publish(&r, numbered(i)).await.unwrap().seq);
-    }
-    // Everything reaches the gateway's routing (8 kept) before any is read.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    round_trip(&gateway).await;
-    for (i, seq) in seqs.iter().enumerate() {
-        let got = next(&mut sub).await;
-        assert_eq!((number_of(&got), got.seq), (i, *seq));
-    }
-    let stats = gateway.stats();
-    assert!(stats.repaired_messages >= (N - 8) as u64, "{stats:?}");
-    assert_eq!(stats.repair_failures, 0, "{stats:?}");
-    assert_quiet(&mut sub, Duration::from_millis(300)).await;
+    drops_then_repairs("user:busy", 60, false).await;
 }
 
 #[tokio::test]
@@ -506,6 +481,14 @@ async fn catches_up_after_a_reconnect_without_new_traffic() {
 /// slow-consumer warning makes it fetch them, even with no further traffic.
 #[tokio::test]
 async fn repairs_what_a_slow_consumer_dropped() {
+    drops_then_repairs("workspace:busy", 100, true).await;
+}
+
+/// Publishes `n` events to a room while a gateway whose subscriptions keep
+/// only 8 messages does not read (with `noise`, other rooms' events in
+/// between), then checks that its feed delivers all of them in order,
+/// repairing what was dropped, and goes on without repeats.
+async fn drops_then_repairs(room_name: &str, n: usize, noise: bool) {
     let server = NatsServer::start();
     let publisher = connect(&server).await;
     let gateway = NatsBus::connect(NatsConfig {
@@ -514,22 +497,21 @@ async fn repairs_what_a_slow_consumer_dropped() {
     })
     .await
     .unwrap();
-    let r = room("workspace:busy");
+    let r = room(room_name);
     let mut sub = gateway.subscribe(&r).await.unwrap();
 
-    const N: usize = 100;
     let mut seqs = Vec::new();
-    for i in 0..N {
+    for i in 0..n {
         seqs.push(publisher.publish(&r, numbered(i)).await.unwrap().seq);
-        if i % 10 == 0 {
+        if noise && i % 10 == 0 {
             publisher
                 .publish(&room("workspace:quiet"), numbered(i))
                 .await
                 .unwrap();
         }
     }
-    // Let every republished message reach the gateway's client (which
-    // keeps 8 and drops the rest) before reading any.
+    // Let every republished message reach the gateway (which keeps 8 and
+    // drops the rest) before reading any.
     tokio::time::sleep(Duration::from_millis(300)).await;
     round_trip(&gateway).await;
 
@@ -539,13 +521,13 @@ async fn repairs_what_a_slow_consumer_dropped() {
     }
     let stats = gateway.stats();
     assert!(stats.repairs >= 1, "{stats:?}");
-    assert!(stats.repaired_messages >= (N - 8) as u64, "{stats:?}");
+    assert!(stats.repaired_messages >= (n - 8) as u64, "{stats:?}");
     assert_eq!(stats.repair_failures, 0, "{stats:?}");
 
     // And the feed goes on, without repeats.
-    let more = publisher.publish(&r, numbered(N)).await.unwrap();
+    let more = publisher.publish(&r, numbered(n)).await.unwrap();
     let got = next(&mut sub).await;
-    assert_eq!((number_of(&got), got.seq), (N, more.seq));
+    assert_eq!((number_of(&got), got.seq), (n, more.seq));
     assert_quiet(&mut sub, Duration::from_millis(300)).await;
 }
 
