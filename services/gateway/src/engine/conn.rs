@@ -551,37 +551,26 @@ impl<H: Handler> Conn<H> {
     /// Writes frames produced by this task, after whatever is already
     /// queued, so that a handler's emits and its ack keep their order.
     async fn write(&mut self, frames: Vec<Message>) -> Result<(), ()> {
-        let timeout = self.engine.config.write_timeout;
-        let mut queued = std::mem::take(&mut self.batch);
-        self.shared.queue.take(&mut queued, usize::MAX);
-        let ws = &mut self.ws;
-        let hooks = &self.engine.hooks;
-        let fut = async {
-            for f in queued.drain(..) {
-                ws.feed(outbound_message(f)).await?;
-                hooks.frame_out();
-            }
-            for f in frames {
-                ws.feed(f).await?;
-                hooks.frame_out();
-            }
-            ws.flush().await
-        };
-        let result = bounded(timeout, fut).await;
-        self.batch = queued;
-        self.batch.clear();
-        result
+        self.shared.queue.take(&mut self.batch, usize::MAX);
+        self.write_batch(frames).await
     }
 
     /// Writes the batch taken from the queue, then flushes.
     async fn write_queued(&mut self) -> Result<(), ()> {
+        self.write_batch(Vec::new()).await
+    }
+
+    /// Writes the batch taken from the queue, then `extra`, and flushes;
+    /// the batch buffer is kept for the next time unless it grew large.
+    async fn write_batch(&mut self, extra: Vec<Message>) -> Result<(), ()> {
         let timeout = self.engine.config.write_timeout;
         let ws = &mut self.ws;
         let hooks = &self.engine.hooks;
         let batch = &mut self.batch;
         let fut = async {
-            for f in batch.drain(..) {
-                ws.feed(outbound_message(f)).await?;
+            let frames = batch.drain(..).map(outbound_message).chain(extra);
+            for f in frames {
+                ws.feed(f).await?;
                 hooks.frame_out();
             }
             ws.flush().await

@@ -250,17 +250,15 @@ impl SocketRef {
     /// the replay covered) are dropped as already replayed, the rest of the
     /// held events are queued in arrival order, and live delivery resumes.
     pub fn release(&self, floor: u64) -> Result<(), SendError> {
-        let o = &self.0.shared.offsets;
-        o.floor.fetch_max(floor, Ordering::AcqRel);
-        o.max_sent.fetch_max(floor, Ordering::AcqRel);
-        let mut held = o.held.lock().unwrap_or_else(|p| p.into_inner());
+        self.raise_floor(floor);
         let mut result = Ok(());
-        for (seq, frame) in held.drain(..) {
-            if result.is_ok() {
-                result = self.deliver_live(&frame, seq).map(|_| ());
+        while let Some(held) = self.take_held() {
+            for (seq, frame) in held {
+                if result.is_ok() {
+                    result = self.deliver_live(&frame, seq).map(|_| ());
+                }
             }
         }
-        o.holding.store(false, Ordering::Release);
         result
     }
 
@@ -271,26 +269,35 @@ impl SocketRef {
     /// queue. Live events arriving meanwhile are still held and follow in
     /// order; the held buffer's bound still applies.
     pub async fn release_waiting(&self, floor: u64) -> Result<(), SendError> {
-        let o = &self.0.shared.offsets;
-        o.floor.fetch_max(floor, Ordering::AcqRel);
-        o.max_sent.fetch_max(floor, Ordering::AcqRel);
-        loop {
-            let batch = {
-                let mut held = o.held.lock().unwrap_or_else(|p| p.into_inner());
-                if held.is_empty() {
-                    // Under the lock: `deliver` sees either the flag or an
-                    // empty list to append to that this loop drains.
-                    o.holding.store(false, Ordering::Release);
-                    return Ok(());
-                }
-                std::mem::take(&mut *held)
-            };
-            for (seq, frame) in batch {
+        self.raise_floor(floor);
+        while let Some(held) = self.take_held() {
+            for (seq, frame) in held {
                 if let Some(frame) = self.live_frame(&frame, seq) {
                     self.send_waiting(frame).await?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Events at or below `floor` count as replayed and as sent.
+    fn raise_floor(&self, floor: u64) {
+        let o = &self.0.shared.offsets;
+        o.floor.fetch_max(floor, Ordering::AcqRel);
+        o.max_sent.fetch_max(floor, Ordering::AcqRel);
+    }
+
+    /// Takes the held events; when none are left, stops holding instead
+    /// and returns `None`. Under the lock: `deliver` sees either the flag
+    /// or an empty list to append to, which the caller's next take drains.
+    fn take_held(&self) -> Option<Vec<(Option<u64>, Utf8Bytes)>> {
+        let o = &self.0.shared.offsets;
+        let mut held = o.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_empty() {
+            o.holding.store(false, Ordering::Release);
+            return None;
+        }
+        Some(std::mem::take(&mut *held))
     }
 
     /// Queues a pre-encoded text frame.
