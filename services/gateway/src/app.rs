@@ -20,16 +20,18 @@ use http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::{BusKind, GatewayConfig, MembershipKind};
 use crate::engine::{Engine, EngineHooks};
-use crate::handler::ConfabHandler;
+use crate::features::history::{MessageCalls, NatsHistory, NoHistory};
+use crate::features::membership::{Membership, NatsMembership, StaticMembership};
+use crate::features::presence::{LocalPresence, NatsPresence, NoPresence, Presence};
+use crate::features::recovery::{MemorySessions, NatsSessions, Recovery, SessionStore};
+use crate::handler::{ConfabHandler, HandlerDeps};
 use crate::hub::Hub;
-use crate::membership::{Membership, StaticMembership};
-use crate::membership_nats::NatsMembership;
+use crate::identity::GatewayId;
 use crate::metrics::Metrics;
-use crate::presence::{LocalPresence, NatsPresence, NoPresence, Presence};
-use crate::recovery::{MemorySessions, NatsSessions, Recovery, SessionStore};
 use confab_bus::{Bus, BusError, BusMessage, InProcessBus, NatsBus};
 
 /// A failure to start or run the gateway.
@@ -65,9 +67,8 @@ pub struct Deps {
     /// service).
     pub presence: Arc<dyn Presence>,
     /// Where message history, edits and deletes are answered
-    /// ([`NoHistory`](crate::history::NoHistory) without a membership
-    /// service).
-    pub history: Arc<dyn crate::history::MessageCalls>,
+    /// ([`NoHistory`] without a membership service).
+    pub history: Arc<dyn MessageCalls>,
     /// Where recoverable sessions are kept. `None`: in this process's memory,
     /// which is refused on a bus shared by several gateways (a client that
     /// reconnects elsewhere must find its session).
@@ -108,15 +109,15 @@ impl Deps {
                 Arc::new(bus)
             }
         };
-        let history: Arc<dyn crate::history::MessageCalls> = match &nats_client {
+        let history: Arc<dyn MessageCalls> = match &nats_client {
             Some(client) if config.membership.kind == MembershipKind::Nats => {
-                Arc::new(crate::history::NatsHistory::new(
+                Arc::new(NatsHistory::new(
                     client.clone(),
                     config.membership.service_token.clone().unwrap_or_default(),
                     Duration::from_millis(config.membership.request_timeout_ms),
                 ))
             }
-            _ => Arc::new(crate::history::NoHistory),
+            _ => Arc::new(NoHistory),
         };
         let (membership, presence): (Arc<dyn Membership>, Arc<dyn Presence>) =
             match (config.membership.kind, nats_client) {
@@ -149,6 +150,10 @@ impl Deps {
 
 #[derive(Clone)]
 struct AppState {
+    gateway: GatewayId,
+    /// Every log line of this gateway is inside this span (field
+    /// `gateway`).
+    span: tracing::Span,
     engine: Arc<Engine<ConfabHandler>>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
@@ -217,11 +222,15 @@ impl App {
                 source,
             })?;
         let local_addr = listener.local_addr()?;
+        let gateway = GatewayId::random();
+        let span = tracing::info_span!("gateway", gateway = %gateway);
         let metrics = Arc::new(Metrics::new());
         let verifier =
             Verifier::new(config.auth.clone()).map_err(|e| AppError::Auth(e.to_string()))?;
         let r = &config.recovery;
-        let hub = Hub::with_offsets(Arc::clone(&deps.bus), Arc::clone(&metrics), r.enabled);
+        // The hub's dispatcher task logs inside the gateway's span.
+        let hub = span
+            .in_scope(|| Hub::with_offsets(Arc::clone(&deps.bus), Arc::clone(&metrics), r.enabled));
         let recovery = if r.enabled {
             let sessions = match deps.sessions {
                 Some(store) => store,
@@ -234,13 +243,12 @@ impl App {
                     r.session_max_age_ms,
                 ))),
             };
-            let gateway = format!("gw-{:016x}", rand::random::<u64>());
             Some(Recovery::new(
                 r,
                 sessions,
                 Arc::clone(&deps.bus),
                 Arc::clone(&metrics),
-                gateway,
+                gateway.clone(),
             ))
         } else {
             None
@@ -248,27 +256,19 @@ impl App {
         let presence = LocalPresence::new(
             deps.presence,
             Duration::from_millis(config.presence.heartbeat_ms),
+            gateway.clone(),
         );
-        let handler = Arc::new(
-            ConfabHandler::new(
-                verifier,
-                config.cors.clone(),
-                deps.membership,
-                Arc::clone(&hub),
-                Arc::clone(&metrics),
-                config.messages.clone(),
-            )
-            .with_presence(Arc::clone(&presence))
-            .with_history(deps.history),
-        );
-        let handler = match &recovery {
-            Some(r) => Arc::new(
-                Arc::into_inner(handler)
-                    .expect("the handler is not shared yet")
-                    .with_recovery(Arc::clone(r)),
-            ),
-            None => handler,
-        };
+        let handler = Arc::new(ConfabHandler::new(HandlerDeps {
+            verifier,
+            cors: config.cors.clone(),
+            membership: deps.membership,
+            hub: Arc::clone(&hub),
+            metrics: Arc::clone(&metrics),
+            messages: config.messages.clone(),
+            presence: Arc::clone(&presence),
+            history: deps.history,
+            recovery: recovery.clone(),
+        }));
         let mut engine_config = config.engine.to_engine_config();
         engine_config.shutdown_spread = Duration::from_millis(config.shutdown_spread_ms);
         let shutdown = CancellationToken::new();
@@ -279,6 +279,8 @@ impl App {
             Arc::clone(&metrics) as Arc<dyn EngineHooks>,
         );
         let state = AppState {
+            gateway,
+            span,
             engine,
             hub,
             metrics,
@@ -325,6 +327,14 @@ impl App {
     /// accepted, every socket gets a close frame (1001), and connection
     /// tasks are awaited up to the grace period.
     pub async fn run(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let span = self.state.span.clone();
+        self.serve(signal).instrument(span).await
+    }
+
+    async fn serve(
         self,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
@@ -408,12 +418,15 @@ async fn socket_io(
                 .into_response();
         }
     }
-    state.engine.handle_request(
-        query.as_deref(),
-        connect_headers(&headers),
-        Some(remote),
-        upgrade.ok(),
-    )
+    // The connection task starts inside the gateway's span.
+    state.span.in_scope(|| {
+        state.engine.handle_request(
+            query.as_deref(),
+            connect_headers(&headers),
+            Some(remote),
+            upgrade.ok(),
+        )
+    })
 }
 
 /// The upgrade request's headers that CONNECT handling reads (the origin,
@@ -439,12 +452,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let ready = bus.connected && !shutting_down;
     let body = json!({
         "ready": ready,
+        "gateway": state.gateway.as_str(),
         "shutting_down": shutting_down,
         "bus": bus,
         "connections": state.engine.connections(),
         "rooms": state.hub.room_count(),
         "recovery": state.recovery.as_ref().map(|r| json!({
-            "gateway": r.gateway(),
+            "gateway": r.gateway().as_str(),
             "sessions": r.store_kind(),
             "window_ms": state.config.recovery.window_ms,
         })),

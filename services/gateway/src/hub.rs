@@ -93,7 +93,7 @@ impl Hub {
             feeds,
             next_key: AtomicU64::new(1),
         });
-        tokio::spawn(dispatch::run(Arc::downgrade(&hub), rx));
+        tokio::spawn(dispatch::run(Arc::downgrade(&hub), rx).in_current_span());
         hub
     }
 

@@ -4,35 +4,61 @@
 //! transport). The gateway authenticates the handshake with a JWT, puts the
 //! socket in its rooms, and fans room events out to sockets.
 //!
-//! * [`engine`]: Engine.IO v4 / Socket.IO v5 server (protocol only).
-//! * [`handler`]: Confab's application on the engine (auth, rooms, events).
-//! * [`hub`]: local rooms, fan-out, routing by interest over the bus
+//! * `engine`: Engine.IO v4 / Socket.IO v5 server (protocol only).
+//! * `handler`: Confab's application on the engine: CONNECT in named steps
+//!   (`handler/connect.rs`), client events routed to their feature.
+//! * `features`: one directory per feature (messages, typing, history,
+//!   presence, membership, recovery), each a port, its adapters and its
+//!   socket handlers, laid out the same way (see `features/mod.rs`).
+//! * `reply`: the one builder of acks (success value or `{error: {code,
+//!   message}}`).
+//! * `hub`: local rooms, fan-out, routing by interest over the bus
 //!   (`confab_bus`).
-//! * [`membership`]: the port to the membership authority;
-//!   [`membership_nats`] asks the membership service over NATS.
-//! * [`messages`]: `message:send`, durable and idempotent; [`ratelimit`];
-//!   [`typing`]: volatile typing indicators.
-//! * [`presence`]: local presence and the port to the presence tracker.
+//! * `identity`: the gateway's one id (recovery, presence, logs, readiness).
 //! * [`app`]: HTTP wiring, health, readiness, metrics, shutdown.
 //! * [`config`]: typed configuration.
 //! * [`conformance`]: the protocol test suites' server under test.
+//!
+//! Modules are private unless listed below as public: a `pub` item inside
+//! a private module is visible to the crate only, so the compiler flags
+//! what nothing uses. The public surface is what the all-in-one process
+//! (`services/confab`), the tests and the binaries use.
 
 pub mod app;
 pub mod config;
 pub mod conformance;
-pub mod engine;
-pub mod handler;
-pub mod history;
-pub mod hub;
-pub mod membership;
-pub mod membership_nats;
-pub mod messages;
-pub mod metrics;
-pub mod presence;
-pub mod ratelimit;
-pub mod recovery;
-pub mod service_client;
-pub mod typing;
+mod engine;
+mod features;
+mod handler;
+mod hub;
+mod identity;
+mod metrics;
+mod reply;
+mod service_client;
 
 pub use app::{App, AppError, AppHandle, Deps};
 pub use config::GatewayConfig;
+pub use metrics::Metrics;
+
+/// The membership port, for embedders that answer it in-process, and its
+/// in-memory adapter.
+pub mod membership {
+    pub use crate::features::membership::{Access, Membership, MembershipError, StaticMembership};
+}
+
+/// The presence port, for embedders that answer it in-process, and its
+/// adapter that reports nowhere.
+pub mod presence {
+    pub use crate::features::presence::{NoPresence, Presence, PresenceError};
+}
+
+/// The message history port, for embedders that answer it in-process, and
+/// its adapter that refuses.
+pub mod history {
+    pub use crate::features::history::{MessageCalls, NoHistory};
+}
+
+/// The session store of connection-state recovery ([`Deps::sessions`]).
+pub mod recovery {
+    pub use crate::features::recovery::{SessionRecord, SessionStore, StoreError};
+}

@@ -441,10 +441,8 @@ impl<H: Handler> Conn<H> {
         let sid: Arc<str> = new_sid().into();
         let socket = SocketRef::new(Arc::clone(&self.shared), nsp.as_str().into(), sid.clone());
         let req = ConnectRequest {
-            nsp: &nsp,
             auth: packet.data.as_ref(),
             headers: &self.headers,
-            remote: self.remote,
         };
         let span = tracing::info_span!("socket.connect", nsp = %nsp, sid = &*sid);
         match handler.on_connect(&socket, req).instrument(span).await {

@@ -31,8 +31,9 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
-pub use socket::{CloseReason, ConnId, Delivered, Outbound, SendError, SocketRef};
+pub use socket::{CloseReason, ConnId, Outbound, SendError, SocketRef};
 
 /// Protocol limits and timings of the engine.
 #[derive(Debug, Clone)]
@@ -82,16 +83,12 @@ impl Default for EngineConfig {
 /// What a client sent with its CONNECT packet, plus the HTTP handshake.
 #[derive(Debug)]
 pub struct ConnectRequest<'a> {
-    /// The namespace, e.g. `/`.
-    pub nsp: &'a str,
     /// The CONNECT packet's payload (`auth` option of the client).
     pub auth: Option<&'a Value>,
     /// The headers of the WebSocket upgrade request that were handed to
     /// [`Engine::handle_request`] (the connection keeps them for its life,
     /// so callers pass only those CONNECT handling needs).
     pub headers: &'a HeaderMap,
-    /// The peer address, when known.
-    pub remote: Option<SocketAddr>,
 }
 
 /// A refused CONNECT: sent to the client as CONNECT_ERROR
@@ -297,11 +294,6 @@ impl<H: Handler> Engine<H> {
         &self.config
     }
 
-    /// The handler.
-    pub fn handler(&self) -> &Arc<H> {
-        &self.handler
-    }
-
     /// Answers a request to the Engine.IO endpoint: validates the handshake
     /// query and upgrades to WebSocket. Long-polling is not offered: such a
     /// handshake gets the protocol's "Transport unknown" error.
@@ -332,6 +324,8 @@ impl<H: Handler> Engine<H> {
         }
         let cfg = &self.config;
         let engine = Arc::clone(self);
+        // The connection task logs inside the caller's span (the gateway's).
+        let span = tracing::Span::current();
         upgrade
             .read_buffer_size(cfg.ws_read_buffer)
             .write_buffer_size(cfg.ws_write_buffer)
@@ -340,7 +334,7 @@ impl<H: Handler> Engine<H> {
             .max_frame_size(cfg.max_payload)
             .on_upgrade(move |ws| {
                 let tasks = engine.tasks.clone();
-                tasks.track_future(conn::run(engine, ws, headers, remote))
+                tasks.track_future(conn::run(engine, ws, headers, remote).instrument(span))
             })
     }
 

@@ -337,11 +337,6 @@ impl SocketRef {
     pub fn close(&self, reason: CloseReason) {
         self.0.shared.close(reason);
     }
-
-    /// Whether the connection was told to close.
-    pub fn is_closing(&self) -> bool {
-        self.0.shared.kill.is_cancelled()
-    }
 }
 
 #[cfg(test)]
@@ -415,7 +410,7 @@ mod tests {
         }
         releasing.await.unwrap().unwrap();
         assert_eq!(got, (11..=120).collect::<Vec<_>>());
-        assert!(!socket.is_closing());
+        assert!(!socket.0.shared.kill.is_cancelled(), "not closing");
         // Then live delivery is direct again.
         assert_eq!(
             socket.deliver(&event(121), Some(121)),

@@ -11,29 +11,30 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use confab_bus::BusMessage;
-use confab_events::socket::{AckError, Typing, names};
+use confab_events::socket::{Typing, names};
 use confab_events::{RoomId, UserId};
 use tokio::time::Instant;
 
 use crate::engine::SocketRef;
 use crate::hub::Hub;
+use crate::reply::{Code, Reply};
 
 /// Least time between two published starts of one socket in one room.
-pub const TYPING_THROTTLE: Duration = Duration::from_secs(2);
+const TYPING_THROTTLE: Duration = Duration::from_secs(2);
 /// How long an indicator lives without renewal.
-pub const TYPING_TTL: Duration = Duration::from_secs(6);
+const TYPING_TTL: Duration = Duration::from_secs(6);
 /// Most rooms a socket may be typing in at once.
-pub const MAX_TYPING_ROOMS: usize = 8;
+const MAX_TYPING_ROOMS: usize = 8;
 
 /// The rooms a socket is typing in, with when it last published a start.
 #[derive(Debug, Default)]
-pub struct TypingState {
+pub(crate) struct TypingState {
     rooms: HashMap<RoomId, Instant>,
 }
 
 impl TypingState {
     /// Rooms whose indicator is still alive.
-    pub fn active(&self) -> Vec<RoomId> {
+    fn active(&self) -> Vec<RoomId> {
         let now = Instant::now();
         self.rooms
             .iter()
@@ -58,19 +59,33 @@ fn event(room: &RoomId, user: &UserId, typing: bool) -> BusMessage {
 }
 
 /// Handles `typing:start` (`typing = true`) or `typing:stop`.
-pub async fn typing(
+pub(crate) async fn on_typing(
     hub: &Hub,
     socket: &SocketRef,
     user: &UserId,
     state: &mut TypingState,
     room: &str,
     typing: bool,
-) -> Result<(), AckError> {
+) -> Reply {
+    match publish(hub, socket, user, state, room, typing).await {
+        Ok(()) => Reply::done(),
+        Err(reply) => reply,
+    }
+}
+
+async fn publish(
+    hub: &Hub,
+    socket: &SocketRef,
+    user: &UserId,
+    state: &mut TypingState,
+    room: &str,
+    typing: bool,
+) -> Result<(), Reply> {
     let room = RoomId::parse(room)
-        .map_err(|e| AckError::new("invalid_room", format!("invalid room name: {e}")))?;
+        .map_err(|e| Reply::error(Code::InvalidRoom, format!("invalid room name: {e}")))?;
     if !hub.is_in(socket.conn(), &room) {
-        return Err(AckError::new(
-            "forbidden",
+        return Err(Reply::error(
+            Code::Forbidden,
             format!("not a member of {room} (this socket is not in the room)"),
         ));
     }
@@ -85,8 +100,8 @@ pub async fn typing(
             return Ok(()); // absorbed: the indicator is fresh
         }
         if !state.rooms.contains_key(&room) && state.rooms.len() >= MAX_TYPING_ROOMS {
-            return Err(AckError::new(
-                "rate_limited",
+            return Err(Reply::error(
+                Code::RateLimited,
                 format!("typing in more than {MAX_TYPING_ROOMS} rooms at once"),
             ));
         }
@@ -97,11 +112,11 @@ pub async fn typing(
     hub.publish(&room, event(&room, user, typing))
         .await
         .map(|_| ())
-        .map_err(|e| AckError::new("unavailable", e.to_string()))
+        .map_err(|e| Reply::error(Code::Unavailable, e.to_string()))
 }
 
 /// Publishes a stop for every room the socket is still typing in.
-pub async fn stop_all(hub: &Hub, user: &UserId, state: &mut TypingState) {
+pub(crate) async fn stop_all(hub: &Hub, user: &UserId, state: &mut TypingState) {
     for room in state.active() {
         let _ = hub.publish(&room, event(&room, user, false)).await;
     }

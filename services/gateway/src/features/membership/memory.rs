@@ -1,8 +1,5 @@
-//! The membership port: which rooms a user belongs to.
-//!
-//! The membership service is the authority (next issue); the gateway only
-//! asks. [`StaticMembership`] is the in-process implementation used by the
-//! all-in-one run and tests.
+//! The membership port's in-memory adapter: grants set by hand (tests,
+//! static setups).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::RwLock;
@@ -10,49 +7,7 @@ use std::sync::RwLock;
 use async_trait::async_trait;
 use confab_events::{RoomId, RoomKind, UserId};
 
-/// A membership lookup failure.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum MembershipError {
-    /// The authority could not be asked.
-    #[error("membership service unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// The answer to "may this user put a socket in this room?".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Access {
-    /// Yes.
-    Allowed,
-    /// No; the reason is for the developer (`not a member of channel:42`).
-    Refused(String),
-}
-
-impl Access {
-    /// From the membership service's decision (`allowed`, optional reason).
-    pub fn from_decision(
-        allowed: bool,
-        reason: Option<String>,
-        user: &UserId,
-        room: &RoomId,
-    ) -> Self {
-        if allowed {
-            Access::Allowed
-        } else {
-            Access::Refused(reason.unwrap_or_else(|| format!("{user} is not a member of {room}")))
-        }
-    }
-}
-
-/// The membership port.
-#[async_trait]
-pub trait Membership: Send + Sync + 'static {
-    /// Every room (channel, DM, workspace) the user belongs to, not counting
-    /// the personal `user:{id}` room.
-    async fn rooms_of(&self, user: &UserId) -> Result<Vec<RoomId>, MembershipError>;
-
-    /// Whether the user may join the room now.
-    async fn may_join(&self, user: &UserId, room: &RoomId) -> Result<Access, MembershipError>;
-}
+use super::{Access, Membership, MembershipError};
 
 /// Memberships held in memory, set through [`StaticMembership::grant`].
 #[derive(Default)]

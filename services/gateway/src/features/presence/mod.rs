@@ -9,26 +9,25 @@
 //! entries when its heartbeats stop, so a dead gateway's users go offline
 //! within the tracker's TTL plus its sweep interval.
 
+mod nats;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::service_client::{RequestError, ServiceClient};
 use async_trait::async_trait;
 use confab_events::UserId;
-use confab_events::presence::{
-    HEARTBEAT_SUBJECT, Heartbeat, LocalPresence as UserPresence, QUERY_SUBJECT, QueryRequest,
-    QueryResponse,
-};
+use confab_events::presence::{Heartbeat, LocalPresence as UserPresence};
 use confab_events::socket::PresenceStatus;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Ack, ConnId, EventOutcome, SocketRef};
-use crate::handler::Session;
-use confab_events::socket::{
-    AckError, MAX_PRESENCE_QUERY, PresenceQuery, PresenceQueryAck, PresenceSet,
-};
+pub(crate) use nats::NatsPresence;
+
+use crate::engine::{ConnId, SocketRef};
+use crate::identity::GatewayId;
+use crate::reply::{Code, Reply};
+use confab_events::socket::{MAX_PRESENCE_QUERY, PresenceQuery, PresenceQueryAck, PresenceSet};
 
 /// A presence port failure.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -71,59 +70,9 @@ impl Presence for NoPresence {
     }
 }
 
-/// The tracker reached over NATS: heartbeats are core publishes on
-/// [`HEARTBEAT_SUBJECT`], queries requests on [`QUERY_SUBJECT`], both with
-/// the service token.
-pub struct NatsPresence {
-    client: ServiceClient,
-}
-
-impl NatsPresence {
-    /// A client on an existing NATS connection.
-    pub fn new(client: async_nats::Client, service_token: String, timeout: Duration) -> Self {
-        Self {
-            client: ServiceClient::new(client, service_token, timeout),
-        }
-    }
-}
-
-#[async_trait]
-impl Presence for NatsPresence {
-    async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), PresenceError> {
-        self.client
-            .publish(HEARTBEAT_SUBJECT, hb)
-            .await
-            .map_err(|e| PresenceError::Unavailable(format!("{HEARTBEAT_SUBJECT}: {e}")))
-    }
-
-    async fn query(
-        &self,
-        users: &[UserId],
-    ) -> Result<BTreeMap<String, PresenceStatus>, PresenceError> {
-        let body = QueryRequest {
-            users: users.to_vec(),
-        };
-        let payload = self
-            .client
-            .request(QUERY_SUBJECT, &body)
-            .await
-            .map_err(|e| {
-                PresenceError::Unavailable(match e {
-                    RequestError::Timeout(t) => {
-                        format!("no answer on {QUERY_SUBJECT} within {t:?}")
-                    }
-                    RequestError::Failed(e) => format!("{QUERY_SUBJECT}: {e}"),
-                })
-            })?;
-        serde_json::from_slice::<QueryResponse>(&payload)
-            .map(|r| r.presence)
-            .map_err(|e| PresenceError::Unavailable(format!("{QUERY_SUBJECT}: bad reply: {e}")))
-    }
-}
-
 /// This gateway's sockets per user, reported to the tracker.
-pub struct LocalPresence {
-    gateway: String,
+pub(crate) struct LocalPresence {
+    gateway: GatewayId,
     /// User → (connection → away).
     users: Mutex<HashMap<UserId, HashMap<ConnId, bool>>>,
     changed: Notify,
@@ -141,27 +90,20 @@ fn status_of(conns: Option<&HashMap<ConnId, bool>>) -> PresenceStatus {
 }
 
 impl LocalPresence {
-    /// Local presence reported through `port` every `heartbeat`, under a
-    /// random gateway id.
-    pub fn new(port: Arc<dyn Presence>, heartbeat: Duration) -> Arc<Self> {
-        let id: [u8; 8] = rand::random();
+    /// Local presence reported through `port` every `heartbeat`, as
+    /// `gateway`.
+    pub(crate) fn new(
+        port: Arc<dyn Presence>,
+        heartbeat: Duration,
+        gateway: GatewayId,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            gateway: id.iter().map(|b| format!("{b:02x}")).collect(),
+            gateway,
             users: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             port,
             heartbeat,
         })
-    }
-
-    /// The port to the tracker.
-    pub fn port(&self) -> &Arc<dyn Presence> {
-        &self.port
-    }
-
-    /// This gateway's id in heartbeats.
-    pub fn gateway_id(&self) -> &str {
-        &self.gateway
     }
 
     fn update(&self, user: &UserId, f: impl FnOnce(&mut HashMap<ConnId, bool>)) {
@@ -178,14 +120,14 @@ impl LocalPresence {
     }
 
     /// A socket of `user` connected (online).
-    pub fn connected(&self, user: &UserId, conn: ConnId) {
+    pub(crate) fn connected(&self, user: &UserId, conn: ConnId) {
         self.update(user, |c| {
             c.insert(conn, false);
         });
     }
 
     /// A socket of `user` says it is away (`true`) or back online.
-    pub fn set_away(&self, user: &UserId, conn: ConnId, away: bool) {
+    pub(crate) fn set_away(&self, user: &UserId, conn: ConnId, away: bool) {
         self.update(user, |c| {
             if let Some(a) = c.get_mut(&conn) {
                 *a = away;
@@ -194,17 +136,17 @@ impl LocalPresence {
     }
 
     /// A socket of `user` disconnected.
-    pub fn disconnected(&self, user: &UserId, conn: ConnId) {
+    pub(crate) fn disconnected(&self, user: &UserId, conn: ConnId) {
         self.update(user, |c| {
             c.remove(&conn);
         });
     }
 
     /// The full local state.
-    pub fn snapshot(&self) -> Heartbeat {
+    pub(crate) fn snapshot(&self) -> Heartbeat {
         let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         Heartbeat {
-            gateway: self.gateway.clone(),
+            gateway: self.gateway.to_string(),
             users: users
                 .iter()
                 .map(|(user, conns)| UserPresence {
@@ -223,7 +165,7 @@ impl LocalPresence {
 
     /// Sends heartbeats until `stop` is cancelled, then a last, empty one
     /// (this gateway's users go offline at once on a graceful shutdown).
-    pub async fn run(&self, stop: CancellationToken) {
+    pub(crate) async fn run(&self, stop: CancellationToken) {
         let mut tick = tokio::time::interval(self.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -235,47 +177,39 @@ impl LocalPresence {
             self.send(&self.snapshot()).await;
         }
         self.send(&Heartbeat {
-            gateway: self.gateway.clone(),
+            gateway: self.gateway.to_string(),
             users: Vec::new(),
         })
         .await;
     }
 }
 
-fn ack(value: serde_json::Value) -> EventOutcome {
-    Ack::one(value).into()
-}
-
-fn refused(code: &str, message: impl Into<String>) -> EventOutcome {
-    ack(serde_json::json!({ "error": AckError::new(code, message) }))
-}
-
-/// Handles `presence:set` from a socket of `session.user`.
-pub fn on_set(
+/// Handles `presence:set` from a socket of `user`.
+pub(crate) fn on_set(
     presence: &LocalPresence,
     socket: &SocketRef,
-    session: &Session,
+    user: &UserId,
     req: &PresenceSet,
-) -> EventOutcome {
+) -> Reply {
     let away = match req.status {
         PresenceStatus::Online => false,
         PresenceStatus::Away => true,
         PresenceStatus::Offline => {
-            return refused(
-                "invalid_request",
+            return Reply::error(
+                Code::InvalidRequest,
                 "status must be \"online\" or \"away\"; disconnect to go offline",
             );
         }
     };
-    presence.set_away(&session.user, socket.conn(), away);
-    ack(serde_json::json!({ "ok": true }))
+    presence.set_away(user, socket.conn(), away);
+    Reply::done()
 }
 
 /// Handles `presence:query`: asks the tracker.
-pub async fn on_query(presence: &LocalPresence, req: &PresenceQuery) -> EventOutcome {
+pub(crate) async fn on_query(presence: &LocalPresence, req: &PresenceQuery) -> Reply {
     if req.users.len() > MAX_PRESENCE_QUERY {
-        return refused(
-            "invalid_request",
+        return Reply::error(
+            Code::InvalidRequest,
             format!("at most {MAX_PRESENCE_QUERY} users per presence:query"),
         );
     }
@@ -283,13 +217,14 @@ pub async fn on_query(presence: &LocalPresence, req: &PresenceQuery) -> EventOut
     for u in &req.users {
         match UserId::parse(u) {
             Ok(id) => users.push(id),
-            Err(e) => return refused("invalid_request", format!("invalid user id {u:?}: {e}")),
+            Err(e) => {
+                return Reply::error(Code::InvalidRequest, format!("invalid user id {u:?}: {e}"));
+            }
         }
     }
-    match presence.port().query(&users).await {
-        Ok(map) => ack(serde_json::to_value(PresenceQueryAck::Ok { presence: map })
-            .unwrap_or(serde_json::Value::Null)),
-        Err(e) => refused("unavailable", e.to_string()),
+    match presence.port.query(&users).await {
+        Ok(map) => Reply::ok(&PresenceQueryAck::Ok { presence: map }),
+        Err(e) => Reply::error(Code::Unavailable, e.to_string()),
     }
 }
 
@@ -299,7 +234,11 @@ mod tests {
 
     #[test]
     fn a_user_is_online_while_any_local_socket_is_not_away() {
-        let p = LocalPresence::new(Arc::new(NoPresence), Duration::from_secs(5));
+        let p = LocalPresence::new(
+            Arc::new(NoPresence),
+            Duration::from_secs(5),
+            GatewayId::from("gw-test"),
+        );
         let alice = UserId::parse("alice").unwrap();
         let status = |p: &LocalPresence| {
             p.snapshot()

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 /// A token bucket: `rate` tokens per second, at most `burst` saved up.
 #[derive(Debug, Clone)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -13,7 +13,7 @@ pub struct Bucket {
 
 impl Bucket {
     /// A full bucket.
-    pub fn new(rate_per_sec: f64, burst: u32) -> Self {
+    pub(crate) fn new(rate_per_sec: f64, burst: u32) -> Self {
         Self {
             rate: rate_per_sec.max(0.001),
             burst: f64::from(burst.max(1)),
@@ -23,7 +23,7 @@ impl Bucket {
     }
 
     /// Takes a token, or says how long until one is available.
-    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn take(&mut self, now: Instant) -> Result<(), Duration> {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         self.at = now;
@@ -36,7 +36,7 @@ impl Bucket {
     }
 
     /// Gives back a token taken for an action that did not happen.
-    pub fn refund(&mut self) {
+    pub(crate) fn refund(&mut self) {
         self.tokens = (self.tokens + 1.0).min(self.burst);
     }
 }

@@ -7,33 +7,31 @@
 //! message's ack, read back from the log, and nothing is stored or
 //! delivered twice.
 
+mod ratelimit;
+
 use std::time::Instant;
 
 use confab_bus::BusMessage;
-use confab_events::socket::{AckError, Message, SendAck, SendRequest, names};
+use confab_events::socket::{Message, SendAck, SendRequest, names};
 use confab_events::{RoomId, RoomKind, UserId};
 use dashmap::DashMap;
 use std::sync::Arc;
 
+pub(crate) use ratelimit::Bucket;
+
 use crate::config::MessageSettings;
 use crate::engine::SocketRef;
 use crate::hub::Hub;
-use crate::ratelimit::Bucket;
+use crate::reply::{Code, Reply};
 
 /// Longest `clientMsgId`.
-pub const MAX_CLIENT_MSG_ID: usize = 64;
+const MAX_CLIENT_MSG_ID: usize = 64;
 
 /// Sends chat messages for the sockets of this gateway.
-pub struct Messenger {
+pub(crate) struct Messenger {
     hub: Arc<Hub>,
     settings: MessageSettings,
     users: DashMap<UserId, Bucket>,
-}
-
-fn refuse(code: &str, message: impl Into<String>) -> SendAck {
-    SendAck::Err {
-        error: AckError::new(code, message),
-    }
 }
 
 fn valid_token(s: &str, max: usize) -> bool {
@@ -59,7 +57,7 @@ fn new_message_id() -> String {
 
 impl Messenger {
     /// A messenger over the hub's bus.
-    pub fn new(hub: Arc<Hub>, settings: MessageSettings) -> Self {
+    pub(crate) fn new(hub: Arc<Hub>, settings: MessageSettings) -> Self {
         Self {
             hub,
             settings,
@@ -68,38 +66,38 @@ impl Messenger {
     }
 
     /// A fresh per-connection bucket.
-    pub fn connection_bucket(&self) -> Bucket {
+    pub(crate) fn connection_bucket(&self) -> Bucket {
         Bucket::new(self.settings.conn_rate_per_sec, self.settings.conn_burst)
     }
 
     /// Forgets a user's bucket once none of their sockets is here.
-    pub fn forget_if_gone(&self, user: &UserId) {
+    pub(crate) fn forget_if_gone(&self, user: &UserId) {
         if self.hub.members(&RoomId::user(user)) == 0 {
             self.users.remove(user);
         }
     }
 
-    fn validate(&self, socket: &SocketRef, req: &SendRequest) -> Result<RoomId, SendAck> {
+    fn validate(&self, socket: &SocketRef, req: &SendRequest) -> Result<RoomId, Reply> {
         let room = RoomId::parse(&req.room)
-            .map_err(|e| refuse("invalid_room", format!("invalid room name: {e}")))?;
+            .map_err(|e| Reply::error(Code::InvalidRoom, format!("invalid room name: {e}")))?;
         if !matches!(room.kind(), RoomKind::Channel | RoomKind::Dm) {
-            return Err(refuse(
-                "invalid_room",
+            return Err(Reply::error(
+                Code::InvalidRoom,
                 format!("messages go to channel: or dm: rooms, not {room}"),
             ));
         }
         if !self.hub.is_in(socket.conn(), &room) {
-            return Err(refuse(
-                "forbidden",
+            return Err(Reply::error(
+                Code::Forbidden,
                 format!("not a member of {room} (this socket is not in the room)"),
             ));
         }
         if req.body.trim().is_empty() {
-            return Err(refuse("invalid_body", "body is empty"));
+            return Err(Reply::error(Code::InvalidBody, "body is empty"));
         }
         if req.body.len() > self.settings.max_body_bytes {
-            return Err(refuse(
-                "body_too_large",
+            return Err(Reply::error(
+                Code::BodyTooLarge,
                 format!(
                     "body is {} bytes; the limit is {}",
                     req.body.len(),
@@ -108,35 +106,30 @@ impl Messenger {
             ));
         }
         if !valid_token(&req.client_msg_id, MAX_CLIENT_MSG_ID) {
-            return Err(refuse(
-                "invalid_client_msg_id",
+            return Err(Reply::error(
+                Code::InvalidClientMsgId,
                 format!("clientMsgId must be 1 to {MAX_CLIENT_MSG_ID} of A-Z a-z 0-9 _ -"),
             ));
         }
         if let Some(t) = &req.thread_id
             && !valid_token(t, 128)
         {
-            return Err(refuse(
-                "invalid_thread_id",
+            return Err(Reply::error(
+                Code::InvalidThreadId,
                 "threadId is not a valid message id",
             ));
         }
         Ok(room)
     }
 
-    fn rate_limit(&self, user: &UserId, conn: &mut Bucket) -> Result<(), SendAck> {
+    fn rate_limit(&self, user: &UserId, conn: &mut Bucket) -> Result<(), Reply> {
         let now = Instant::now();
         let limited = |wait: std::time::Duration, scope: &str| {
             let ms = wait.as_millis().max(1) as u64;
-            SendAck::Err {
-                error: AckError {
-                    retry_after_ms: Some(ms),
-                    ..AckError::new(
-                        "rate_limited",
-                        format!("too many messages from this {scope}; retry in {ms} ms"),
-                    )
-                },
-            }
+            Reply::retry_after(
+                format!("too many messages from this {scope}; retry in {ms} ms"),
+                ms,
+            )
         };
         conn.take(now).map_err(|w| limited(w, "connection"))?;
         let mut user_bucket = self.users.entry(user.clone()).or_insert_with(|| {
@@ -150,13 +143,13 @@ impl Messenger {
     }
 
     /// Handles one `message:send`.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         socket: &SocketRef,
         author: &UserId,
         conn: &mut Bucket,
         req: SendRequest,
-    ) -> SendAck {
+    ) -> Reply {
         let room = match self.validate(socket, &req) {
             Ok(r) => r,
             Err(ack) => return ack,
@@ -179,21 +172,21 @@ impl Messenger {
         let published = match self.hub.publish(&room, msg).await {
             Ok(p) => p,
             Err(e) => {
-                return refuse(
-                    "unavailable",
+                return Reply::error(
+                    Code::Unavailable,
                     format!("the message was not stored ({e}); retry with the same clientMsgId"),
                 );
             }
         };
         let Some(seq) = published.seq else {
-            return refuse("unavailable", "the bus did not store the message");
+            return Reply::error(Code::Unavailable, "the bus did not store the message");
         };
         if !published.duplicate {
-            return SendAck::Ok {
+            return Reply::ok(&SendAck::Ok {
                 id: message.id,
                 seq,
                 created_at: message.created_at,
-            };
+            });
         }
         // A retry: answer with the first message, as stored.
         match self.hub.bus().fetch(&room, seq).await {
@@ -202,19 +195,22 @@ impl Messenger {
                     .ok()
                     .and_then(|v| v.into_iter().next());
                 match first {
-                    Some(m) => SendAck::Ok {
+                    Some(m) => Reply::ok(&SendAck::Ok {
                         id: m.id,
                         seq,
                         created_at: m.created_at,
-                    },
-                    None => refuse("internal", "stored message cannot be read back"),
+                    }),
+                    None => Reply::error(Code::Internal, "stored message cannot be read back"),
                 }
             }
-            Ok(None) => refuse(
-                "unavailable",
+            Ok(None) => Reply::error(
+                Code::Unavailable,
                 "the first copy of this message is no longer retained",
             ),
-            Err(e) => refuse("unavailable", format!("cannot read the first copy: {e}")),
+            Err(e) => Reply::error(
+                Code::Unavailable,
+                format!("cannot read the first copy: {e}"),
+            ),
         }
     }
 }

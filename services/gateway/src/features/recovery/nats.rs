@@ -12,7 +12,7 @@ use async_nats::jetstream::{self, kv};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::store::{SessionRecord, SessionStore, StoreError};
+use super::{SessionRecord, SessionStore, StoreError};
 
 /// The KV bucket of session records.
 pub const SESSIONS_BUCKET: &str = "CONFAB_SESSIONS";

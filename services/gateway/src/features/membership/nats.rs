@@ -13,7 +13,7 @@ use confab_events::{RoomId, UserId};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::membership::{Access, Membership, MembershipError};
+use super::{Access, Membership, MembershipError};
 use crate::service_client::{RequestError, ServiceClient};
 
 const ROOMS_OF: &str = "confab.membership.v1.rooms_of";

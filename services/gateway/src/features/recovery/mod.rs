@@ -18,30 +18,96 @@
 //! when that gateway died without recording it, from its last liveness
 //! heartbeat.
 
-mod nats_store;
-pub mod store;
+mod memory;
+mod nats;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use base64::Engine as _;
 use confab_bus::{Bus, BusError, TailItem};
 use confab_events::socket::RecoveryFailed;
 use confab_events::{RoomId, UserId};
 use confab_protocol::socketio::event_frame_with_offset;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-pub use nats_store::{GATEWAYS_BUCKET, NatsSessions, SESSIONS_BUCKET};
-pub use store::{MemorySessions, SessionRecord, SessionStore, StoreError};
+pub(crate) use memory::MemorySessions;
+pub(crate) use nats::NatsSessions;
 
 use crate::config::RecoverySettings;
 use crate::engine::DisconnectReason;
 use crate::hub::{ROOM_JOINED, ROOM_LEFT};
+use crate::identity::GatewayId;
 use crate::metrics::Metrics;
+
+/// What a gateway records about a session so that any gateway can resume
+/// it. Serialized as JSON, versioned (`v`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Schema version (1).
+    pub v: u8,
+    /// The Socket.IO session id the client had; a recovery restores it.
+    pub sid: String,
+    /// The user the session belongs to; only this user may resume it.
+    pub user: String,
+    /// The gateway that holds (or held) the connection.
+    pub gateway: String,
+    /// Log position when the session started: a client that received
+    /// nothing resumes from here.
+    pub offset: u64,
+    /// The rooms the socket was in when the record was written (the replay
+    /// reads them, to deliver what came before a removal).
+    pub rooms: Vec<String>,
+    /// Rooms the client joined itself (`room:join`).
+    pub joined: Vec<String>,
+    /// Rooms the client left itself (`room:leave`).
+    pub left: Vec<String>,
+    /// When the gateway saw the connection drop (Unix ms); `None` while
+    /// connected, or when the gateway died first.
+    pub disconnected_at_ms: Option<u64>,
+}
+
+/// A session store failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached; retrying later may work.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    /// Someone else wrote the record since (compare-and-set failed).
+    #[error("the session record changed since it was read")]
+    Conflict,
+}
+
+/// The session store port. Keys are `pid`s (private session ids, safe
+/// characters only).
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Writes a record; returns its revision.
+    async fn put(&self, pid: &str, record: &SessionRecord) -> Result<u64, StoreError>;
+    /// Overwrites a record only if it is still at `revision`.
+    async fn update(
+        &self,
+        pid: &str,
+        record: &SessionRecord,
+        revision: u64,
+    ) -> Result<u64, StoreError>;
+    /// The record and its revision, if it exists and has not expired.
+    async fn get(&self, pid: &str) -> Result<Option<(SessionRecord, u64)>, StoreError>;
+    /// Removes a record (best effort).
+    async fn delete(&self, pid: &str) -> Result<(), StoreError>;
+    /// Records that `gateway` is alive at `now_ms` (Unix ms).
+    async fn beat(&self, gateway: &str, now_ms: u64) -> Result<(), StoreError>;
+    /// The last time `gateway` recorded it was alive, if still known.
+    async fn last_beat(&self, gateway: &str) -> Result<Option<u64>, StoreError>;
+    /// What readiness says about the store.
+    fn kind(&self) -> &'static str;
+}
 
 /// Most old session records rewritten per heartbeat (spreads the writes).
 const REFRESH_PER_BEAT: usize = 2_000;
@@ -180,7 +246,7 @@ pub struct Recovery {
     store: Arc<dyn SessionStore>,
     bus: Arc<dyn Bus>,
     metrics: Arc<Metrics>,
-    gateway: String,
+    gateway: GatewayId,
     window: Duration,
     heartbeat: Duration,
     max_replay: usize,
@@ -207,7 +273,7 @@ impl Recovery {
         store: Arc<dyn SessionStore>,
         bus: Arc<dyn Bus>,
         metrics: Arc<Metrics>,
-        gateway: String,
+        gateway: GatewayId,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -224,7 +290,7 @@ impl Recovery {
     }
 
     /// This gateway's id in session records.
-    pub fn gateway(&self) -> &str {
+    pub fn gateway(&self) -> &GatewayId {
         &self.gateway
     }
 
@@ -443,11 +509,33 @@ impl Recovery {
 
     /// Changes a socket's record with `change` and writes it if `change`
     /// says it changed (compare-and-set on the last revision).
-    pub async fn update(&self, tracked: &Tracked, change: impl FnOnce(&mut SessionRecord) -> bool) {
+    async fn update(&self, tracked: &Tracked, change: impl FnOnce(&mut SessionRecord) -> bool) {
         let mut state = tracked.0.lock().await;
         if change(&mut state.record) {
             self.write(&mut state).await;
         }
+    }
+
+    /// Keeps a room the client joined (`joined`) or left itself in its
+    /// session record, so that a recovery restores the choice.
+    pub async fn remember_room(&self, tracked: &Tracked, room: &RoomId, joined: bool) {
+        let name = room.to_string();
+        self.update(tracked, |r| {
+            let (add, remove) = if joined {
+                (&mut r.joined, &mut r.left)
+            } else {
+                (&mut r.left, &mut r.joined)
+            };
+            let removed = remove.len();
+            remove.retain(|x| *x != name);
+            let mut changed = remove.len() != removed;
+            if !add.contains(&name) && add.len() < 1024 {
+                add.push(name);
+                changed = true;
+            }
+            changed
+        })
+        .await;
     }
 
     async fn write(&self, state: &mut TrackedState) {
@@ -524,7 +612,7 @@ impl Recovery {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if let Err(error) = self.store.beat(&self.gateway, unix_ms()).await {
+            if let Err(error) = self.store.beat(self.gateway.as_str(), unix_ms()).await {
                 tracing::warn!(%error, "cannot record gateway liveness for recovery");
             }
             if let Err(error) = self.bus.refresh_high_water().await {

@@ -1,14 +1,17 @@
 //! The message history port: `message:edit`, `message:delete` and
 //! `message:history` are answered by the membership service (which holds
-//! the messages projection). [`NatsHistory`] asks it over NATS
+//! the messages projection). [`NatsHistory`] (`nats.rs`) asks it over NATS
 //! (`confab.messages.v1.*`, service token); the all-in-one process plugs in
 //! an in-process implementation; [`NoHistory`] refuses.
 
-use std::time::Duration;
+mod nats;
 
-use crate::service_client::{RequestError, ServiceClient};
 use async_trait::async_trait;
 use serde_json::{Value, json};
+
+pub(crate) use nats::NatsHistory;
+
+use crate::reply::{Code, Reply};
 
 /// The NATS subject of each call.
 pub mod subjects {
@@ -31,7 +34,7 @@ pub trait MessageCalls: Send + Sync + 'static {
 }
 
 fn unavailable(message: impl Into<String>) -> Value {
-    json!({ "error": { "code": "unavailable", "message": message.into() } })
+    Reply::error(Code::Unavailable, message).into_value()
 }
 
 /// Refuses every call: no membership service behind this gateway.
@@ -45,60 +48,32 @@ impl MessageCalls for NoHistory {
     }
 }
 
-/// History calls over NATS request/reply.
-pub struct NatsHistory {
-    client: ServiceClient,
-}
-
-impl NatsHistory {
-    /// A client on an existing NATS connection.
-    pub fn new(client: async_nats::Client, service_token: String, timeout: Duration) -> Self {
-        Self {
-            client: ServiceClient::new(client, service_token, timeout),
-        }
-    }
-}
-
-#[async_trait]
-impl MessageCalls for NatsHistory {
-    async fn call(&self, subject: &'static str, body: Value) -> Value {
-        match self.client.request(subject, &body).await {
-            Err(RequestError::Timeout(t)) => {
-                unavailable(format!("no answer on {subject} within {t:?}; retry"))
-            }
-            Err(RequestError::Failed(e)) => unavailable(format!("{subject}: {e}")),
-            Ok(payload) => serde_json::from_slice(&payload)
-                .unwrap_or_else(|e| unavailable(format!("{subject}: bad reply: {e}"))),
-        }
-    }
-}
-
 /// Answers `message:edit` for `user`.
-pub async fn edit(
+pub(crate) async fn edit(
     calls: &dyn MessageCalls,
     user: &confab_events::UserId,
     req: confab_events::socket::EditRequest,
-) -> Value {
+) -> Reply {
     let body = json!({ "user": user, "room": req.room, "id": req.id, "body": req.body });
-    calls.call(subjects::EDIT, body).await
+    Reply::from_value(calls.call(subjects::EDIT, body).await)
 }
 
 /// Answers `message:delete` for `user`.
-pub async fn delete(
+pub(crate) async fn delete(
     calls: &dyn MessageCalls,
     user: &confab_events::UserId,
     req: confab_events::socket::DeleteRequest,
-) -> Value {
+) -> Reply {
     let body = json!({ "user": user, "room": req.room, "id": req.id });
-    calls.call(subjects::DELETE, body).await
+    Reply::from_value(calls.call(subjects::DELETE, body).await)
 }
 
 /// Answers `message:history` for `user`.
-pub async fn history(
+pub(crate) async fn history(
     calls: &dyn MessageCalls,
     user: &confab_events::UserId,
     req: confab_events::socket::HistoryRequest,
-) -> Value {
+) -> Reply {
     let body = json!({ "user": user, "room": req.room, "before": req.before, "limit": req.limit });
-    calls.call(subjects::HISTORY, body).await
+    Reply::from_value(calls.call(subjects::HISTORY, body).await)
 }

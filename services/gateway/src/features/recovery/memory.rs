@@ -1,6 +1,6 @@
-//! Where recoverable sessions live: the port and its in-memory
-//! implementation (the all-in-one process and tests). [`NatsSessions`]
-//! (`nats_store.rs`) keeps them in NATS KV for clusters.
+//! The session store's in-memory adapter (the all-in-one process and
+//! tests). [`NatsSessions`] (`nats.rs`) keeps sessions in NATS KV for
+//! clusters.
 //!
 //! [`NatsSessions`]: super::NatsSessions
 
@@ -9,70 +9,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
-/// What a gateway records about a session so that any gateway can resume
-/// it. Serialized as JSON, versioned (`v`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionRecord {
-    /// Schema version (1).
-    pub v: u8,
-    /// The Socket.IO session id the client had; a recovery restores it.
-    pub sid: String,
-    /// The user the session belongs to; only this user may resume it.
-    pub user: String,
-    /// The gateway that holds (or held) the connection.
-    pub gateway: String,
-    /// Log position when the session started: a client that received
-    /// nothing resumes from here.
-    pub offset: u64,
-    /// The rooms the socket was in when the record was written (the replay
-    /// reads them, to deliver what came before a removal).
-    pub rooms: Vec<String>,
-    /// Rooms the client joined itself (`room:join`).
-    pub joined: Vec<String>,
-    /// Rooms the client left itself (`room:leave`).
-    pub left: Vec<String>,
-    /// When the gateway saw the connection drop (Unix ms); `None` while
-    /// connected, or when the gateway died first.
-    pub disconnected_at_ms: Option<u64>,
-}
-
-/// A session store failure.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The store cannot be reached; retrying later may work.
-    #[error("session store unavailable: {0}")]
-    Unavailable(String),
-    /// Someone else wrote the record since (compare-and-set failed).
-    #[error("the session record changed since it was read")]
-    Conflict,
-}
-
-/// The session store port. Keys are `pid`s (private session ids, safe
-/// characters only).
-#[async_trait]
-pub trait SessionStore: Send + Sync + 'static {
-    /// Writes a record; returns its revision.
-    async fn put(&self, pid: &str, record: &SessionRecord) -> Result<u64, StoreError>;
-    /// Overwrites a record only if it is still at `revision`.
-    async fn update(
-        &self,
-        pid: &str,
-        record: &SessionRecord,
-        revision: u64,
-    ) -> Result<u64, StoreError>;
-    /// The record and its revision, if it exists and has not expired.
-    async fn get(&self, pid: &str) -> Result<Option<(SessionRecord, u64)>, StoreError>;
-    /// Removes a record (best effort).
-    async fn delete(&self, pid: &str) -> Result<(), StoreError>;
-    /// Records that `gateway` is alive at `now_ms` (Unix ms).
-    async fn beat(&self, gateway: &str, now_ms: u64) -> Result<(), StoreError>;
-    /// The last time `gateway` recorded it was alive, if still known.
-    async fn last_beat(&self, gateway: &str) -> Result<Option<u64>, StoreError>;
-    /// What readiness says about the store.
-    fn kind(&self) -> &'static str;
-}
+use super::{SessionRecord, SessionStore, StoreError};
 
 struct Entry {
     record: SessionRecord,

@@ -1,0 +1,290 @@
+//! Confab's Socket.IO application on the engine: the CONNECT handshake
+//! (`connect.rs`), and every client event routed to its feature
+//! (`crate::features`), whose reply becomes the ack.
+//!
+//! The handler owns the per-socket [`Session`] and hands each feature only
+//! the pieces it needs (the user, the socket, its typing state, ...): the
+//! features never import the handler.
+
+mod connect;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use confab_auth::{Claims, Verifier};
+use confab_events::socket::{
+    AckError, ClientToServer, RefreshAck, RefreshRequest, RoomRequest, SessionExpired, names,
+};
+use confab_events::{RoomId, UserId};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::config::{CorsConfig, MessageSettings};
+use crate::engine::{
+    Accepted, ConnectRefusal, ConnectRequest, DisconnectReason, EngineHooks, EventOutcome, Handler,
+    IncomingEvent, SocketRef,
+};
+use crate::features::history::{self, MessageCalls};
+use crate::features::membership::{self, Membership};
+use crate::features::messages::{Bucket, Messenger};
+use crate::features::presence::{self, LocalPresence};
+use crate::features::recovery::{Recovery, Tracked};
+use crate::features::typing::{self, TypingState};
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::reply::{Code, Reply};
+
+/// What the gateway keeps per socket.
+#[derive(Debug)]
+pub(crate) struct Session {
+    /// The authenticated user.
+    user: UserId,
+    /// Token expiry, Unix seconds.
+    expires_at: u64,
+    /// This connection's send rate limit.
+    send_bucket: Bucket,
+    /// Rooms this socket is typing in.
+    typing: TypingState,
+    /// The recoverable session record (recovery on).
+    recovery: Option<Tracked>,
+    /// Set between CONNECT and the CONNECT reply: what to send right after
+    /// the reply.
+    after_connect: Option<connect::AfterConnect>,
+}
+
+/// Everything the handler works with, given once when it is built.
+pub(crate) struct HandlerDeps {
+    /// Checks handshake and refresh tokens.
+    pub(crate) verifier: Verifier,
+    /// Which origins may authenticate with a cookie.
+    pub(crate) cors: CorsConfig,
+    /// The membership authority.
+    pub(crate) membership: Arc<dyn Membership>,
+    /// Local rooms and the bus.
+    pub(crate) hub: Arc<Hub>,
+    /// The gateway's metrics.
+    pub(crate) metrics: Arc<Metrics>,
+    /// `message:send` limits.
+    pub(crate) messages: MessageSettings,
+    /// Local presence, reported to the tracker.
+    pub(crate) presence: Arc<LocalPresence>,
+    /// Message history, edits and deletes.
+    pub(crate) history: Arc<dyn MessageCalls>,
+    /// Connection-state recovery, when on.
+    pub(crate) recovery: Option<Arc<Recovery>>,
+}
+
+/// The gateway's [`Handler`].
+pub(crate) struct ConfabHandler {
+    verifier: Verifier,
+    cors: CorsConfig,
+    membership: Arc<dyn Membership>,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    messenger: Messenger,
+    presence: Arc<LocalPresence>,
+    history: Arc<dyn MessageCalls>,
+    recovery: Option<Arc<Recovery>>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The monotonic instant at which a Unix-seconds expiry falls.
+fn expiry_instant(exp: u64) -> Instant {
+    Instant::now() + Duration::from_secs(exp.saturating_sub(unix_now()))
+}
+
+impl ConfabHandler {
+    /// Builds the handler.
+    pub(crate) fn new(deps: HandlerDeps) -> Self {
+        let HandlerDeps {
+            verifier,
+            cors,
+            membership,
+            hub,
+            metrics,
+            messages,
+            presence,
+            history,
+            recovery,
+        } = deps;
+        Self {
+            verifier,
+            cors,
+            membership,
+            messenger: Messenger::new(Arc::clone(&hub), messages),
+            hub,
+            metrics,
+            presence,
+            history,
+            recovery,
+        }
+    }
+
+    /// Keeps a room the client joined or left itself in its session
+    /// record, so that a recovery restores it; acks the change.
+    async fn room_changed(
+        &self,
+        session: &Session,
+        changed: Result<RoomId, Reply>,
+        joined: bool,
+    ) -> Reply {
+        let room = match changed {
+            Ok(room) => room,
+            Err(reply) => return reply,
+        };
+        if let (Some(recovery), Some(tracked)) = (&self.recovery, &session.recovery) {
+            recovery.remember_room(tracked, &room, joined).await;
+        }
+        membership::room_ok(&room)
+    }
+
+    async fn join(&self, socket: &SocketRef, session: &Session, req: &RoomRequest) -> Reply {
+        let joined =
+            membership::join(&*self.membership, &self.hub, socket, &session.user, req).await;
+        self.room_changed(session, joined, true).await
+    }
+
+    async fn leave(&self, socket: &SocketRef, session: &Session, req: &RoomRequest) -> Reply {
+        let left = membership::leave(&self.hub, socket, &session.user, req);
+        self.room_changed(session, left, false).await
+    }
+
+    async fn refresh(&self, session: &mut Session, req: &RefreshRequest) -> EventOutcome {
+        let claims: Claims = match self.verifier.verify(&req.token).await {
+            Ok(c) => c,
+            Err(e) => return Reply::refused(AckError::new(e.code(), e.to_string())).into(),
+        };
+        if claims.user != session.user {
+            return Reply::error(
+                Code::WrongUser,
+                format!(
+                    "token is for {}, this socket belongs to {}",
+                    claims.user, session.user
+                ),
+            )
+            .into();
+        }
+        session.expires_at = claims.expires_at;
+        let mut outcome: EventOutcome = Reply::ok(&RefreshAck::Ok {
+            ok: true,
+            expires_at: claims.expires_at,
+        })
+        .into();
+        outcome.new_expiry = Some(expiry_instant(claims.expires_at));
+        outcome
+    }
+
+    /// Routes one parsed client event (named `name`) to its feature.
+    async fn route(
+        &self,
+        socket: &SocketRef,
+        session: &mut Session,
+        name: &str,
+        event: ClientToServer,
+    ) -> EventOutcome {
+        let user = &session.user;
+        let reply = match event {
+            ClientToServer::AuthRefresh(req) => return self.refresh(session, &req).await,
+            ClientToServer::RoomJoin(req) => self.join(socket, session, &req).await,
+            ClientToServer::RoomLeave(req) => self.leave(socket, session, &req).await,
+            ClientToServer::TypingStart(req) | ClientToServer::TypingStop(req) => {
+                let start = name == names::TYPING_START;
+                typing::on_typing(
+                    &self.hub,
+                    socket,
+                    user,
+                    &mut session.typing,
+                    req.room(),
+                    start,
+                )
+                .await
+            }
+            ClientToServer::MessageSend(req) => {
+                self.messenger
+                    .send(socket, user, &mut session.send_bucket, req)
+                    .await
+            }
+            ClientToServer::PresenceSet(req) => {
+                presence::on_set(&self.presence, socket, user, &req)
+            }
+            ClientToServer::PresenceQuery(req) => presence::on_query(&self.presence, &req).await,
+            ClientToServer::MessageEdit(req) => history::edit(&*self.history, user, req).await,
+            ClientToServer::MessageDelete(req) => history::delete(&*self.history, user, req).await,
+            ClientToServer::MessageHistory(req) => {
+                history::history(&*self.history, user, req).await
+            }
+        };
+        reply.into()
+    }
+}
+
+#[async_trait]
+impl Handler for ConfabHandler {
+    type Session = Session;
+
+    fn has_namespace(&self, nsp: &str) -> bool {
+        nsp == "/"
+    }
+
+    async fn on_connect(
+        &self,
+        socket: &SocketRef,
+        req: ConnectRequest<'_>,
+    ) -> Result<Accepted<Session>, ConnectRefusal> {
+        self.connect(socket, req).await
+    }
+
+    async fn on_connected(&self, socket: &SocketRef, session: &mut Session) {
+        self.after_connected(socket, session).await;
+    }
+
+    async fn on_event(
+        &self,
+        socket: &SocketRef,
+        session: &mut Session,
+        event: IncomingEvent,
+    ) -> EventOutcome {
+        match ClientToServer::parse(&event.name, &event.args) {
+            Ok(parsed) => self.route(socket, session, &event.name, parsed).await,
+            Err(error) => Reply::refused(error).into(),
+        }
+    }
+
+    async fn on_expired(
+        &self,
+        _socket: &SocketRef,
+        session: &mut Session,
+    ) -> Option<(String, Vec<Value>)> {
+        self.metrics.closed_for("token_expired");
+        let notice = SessionExpired {
+            code: "token_expired".into(),
+            message: format!(
+                "the token of {} expired at {} (Unix seconds); reconnect with a fresh token, or send auth:refresh before expiry",
+                session.user, session.expires_at
+            ),
+        };
+        Some((
+            names::SESSION_EXPIRED.into(),
+            vec![serde_json::to_value(notice).unwrap_or(Value::Null)],
+        ))
+    }
+
+    async fn on_disconnect(&self, socket: &SocketRef, session: Session, reason: DisconnectReason) {
+        let mut session = session;
+        if let (Some(recovery), Some(tracked)) = (&self.recovery, session.recovery.take()) {
+            recovery.ended(tracked, &reason).await;
+        }
+        typing::stop_all(&self.hub, &session.user, &mut session.typing).await;
+        self.hub.unregister(socket.conn());
+        self.presence.disconnected(&session.user, socket.conn());
+        self.messenger.forget_if_gone(&session.user);
+        tracing::debug!(user = %session.user, ?reason, "socket disconnected");
+    }
+}
