@@ -9,7 +9,9 @@
 //!   [`Reply`](crate::reply::Reply);
 //! * `memory.rs`: the in-process adapter of the port (the all-in-one
 //!   process and tests);
-//! * `nats.rs`: the adapter that reaches a Confab service or NATS KV.
+//! * `nats.rs`: the adapter that reaches a Confab service (through
+//!   `crate::service_client`: service token, trace context, timeout) or
+//!   NATS KV.
 //!
 //! A feature without a port of its own (messages, typing: they go through
 //! the hub's bus) has only `mod.rs`, plus a file per further concept
