@@ -55,7 +55,7 @@ pub mod presence {
 /// The message history port, for embedders that answer it in-process, and
 /// its adapter that refuses.
 pub mod history {
-    pub use crate::features::history::{MessageCalls, NoHistory};
+    pub use crate::features::history::{MessageCalls, NoHistory, subjects};
 }
 
 /// The session store of connection-state recovery ([`Deps::sessions`]).
