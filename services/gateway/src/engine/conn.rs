@@ -19,11 +19,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::gate::Gate;
-use super::queue::OutQueue;
+use super::queue::{OutQueue, Outbound};
 use super::socket::ConnShared;
 use super::{
     Ack, CloseReason, ConnId, ConnectRequest, DisconnectReason, Engine, Handler, IncomingEvent,
-    Outbound, SocketRef,
+    SocketRef,
 };
 
 /// Frames written per wake-up before flushing, so one busy socket cannot

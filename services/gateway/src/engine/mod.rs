@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-pub use socket::{CloseReason, ConnId, Outbound, SendError, SocketRef};
+pub use socket::{CloseReason, ConnId, SendError, SocketRef};
 
 /// Protocol limits and timings of the engine.
 #[derive(Debug, Clone)]

@@ -12,10 +12,20 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
+use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use futures::task::AtomicWaker;
 use tokio::sync::Notify;
 
-use super::Outbound;
+/// A frame waiting in a connection's outbound queue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outbound {
+    /// A text frame, already encoded (Engine.IO prefix included). Cloning is
+    /// a reference-count increment, so one encoding serves every recipient.
+    Text(Utf8Bytes),
+    /// A binary frame (an attachment of the preceding binary packet).
+    Binary(Bytes),
+}
 
 /// Capacity kept by a drained queue; a queue that grew beyond it (a burst,
 /// a replay) gives its memory back once empty.
@@ -146,7 +156,6 @@ impl OutQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::extract::ws::Utf8Bytes;
     use std::sync::Arc;
     use std::time::Duration;
 

@@ -5,12 +5,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
-use bytes::Bytes;
 use confab_protocol::socketio::{self, Packet};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{OutQueue, PushError};
+use super::queue::{OutQueue, Outbound, PushError};
 
 /// Process-unique id of a WebSocket connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -27,16 +26,6 @@ impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "c{}", self.0)
     }
-}
-
-/// A frame waiting in a connection's outbound queue.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outbound {
-    /// A text frame, already encoded (Engine.IO prefix included). Cloning is
-    /// a reference-count increment, so one encoding serves every recipient.
-    Text(Utf8Bytes),
-    /// A binary frame (an attachment of the preceding binary packet).
-    Binary(Bytes),
 }
 
 /// Why the server closed a connection; becomes the WebSocket close frame.
