@@ -8,12 +8,10 @@
 //! [`subjects`] holds the room <-> NATS subject mapping and the names of the
 //! streams and headers.
 
-mod direct_get;
 mod fresh;
 mod gap;
 mod in_process;
 mod nats;
-mod shared_feed;
 pub mod subjects;
 
 use std::pin::Pin;
