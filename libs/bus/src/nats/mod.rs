@@ -17,8 +17,8 @@
 //! * [`codec`]: [`BusMessage`] to NATS headers and body and back.
 //! * [`connection`]: connecting, the server version check, the re-check
 //!   signal after reconnects and slow-consumer warnings.
-//! * [`streams`]: streams `ROOMS` and `MEMBERSHIP` and the create-or-update
-//!   step.
+//! * [`streams`]: stream `ROOMS` and the create-or-update step. Stream
+//!   `MEMBERSHIP` is the membership service's.
 //! * [`log`]: reads of the stored log (bounds, one message, ranges through
 //!   ordered consumers).
 //! * [`shared_feed`]: one `rooms.user.*` subscription shared by every user
@@ -55,7 +55,7 @@ use confab_events::{RoomId, RoomKind};
 use tokio::sync::Semaphore;
 
 use crate::fresh::Fresh;
-use crate::subjects::{MEMBERSHIP_STREAM, ROOMS_LIVE_PREFIX, ROOMS_STREAM};
+use crate::subjects::{ROOMS_LIVE_PREFIX, ROOMS_STREAM};
 use crate::{
     Bus, BusError, BusMessage, BusStatus, BusSubscription, BusTail, Published, ReplayPath, TailItem,
 };
@@ -104,7 +104,8 @@ impl fmt::Debug for NatsBus {
 
 impl NatsBus {
     /// Connects, checks that the server is nats-server 2.10 or newer and
-    /// creates or updates the streams ([`ensure_streams`](Self::ensure_streams)).
+    /// creates or updates stream `ROOMS`
+    /// ([`ensure_rooms_stream`](Self::ensure_rooms_stream)).
     ///
     /// Fails when the server cannot be reached now (no retry here: the
     /// caller decides), is too old ([`BusError::Unsupported`], naming the
@@ -133,18 +134,18 @@ impl NatsBus {
                 config: cfg,
             }),
         };
-        bus.ensure_streams().await?;
+        bus.ensure_rooms_stream().await?;
         let version = bus.inner.client.server_info().version;
-        tracing::info!(url = %bus.inner.url, %version, "NATS bus connected, streams ready");
+        tracing::info!(url = %bus.inner.url, %version, "NATS bus connected, stream ROOMS ready");
         Ok(bus)
     }
 
-    /// Creates streams `ROOMS` and `MEMBERSHIP`, or updates them to the
-    /// configured settings. Safe to run from several processes at once.
-    pub async fn ensure_streams(&self) -> Result<(), BusError> {
-        let cfg = &self.inner.config;
-        self.ensure_stream(cfg.rooms_stream_config()).await?;
-        self.ensure_stream(cfg.membership_stream_config()).await
+    /// Creates stream `ROOMS`, or updates it to the configured settings
+    /// ([`NatsConfig::rooms_stream_config`]). Safe to run from several
+    /// processes at once.
+    pub async fn ensure_rooms_stream(&self) -> Result<(), BusError> {
+        self.ensure_stream(self.inner.config.rooms_stream_config())
+            .await
     }
 
     /// Creates the stream of `config`, or updates it to `config`, on this
@@ -231,7 +232,7 @@ impl Bus for NatsBus {
         let connected = matches!(inner.client.connection_state(), State::Connected);
         let info = inner.client.server_info();
         let mut detail = format!(
-            "NATS JetStream at {} (server {} {}), streams {ROOMS_STREAM} and {MEMBERSHIP_STREAM}",
+            "NATS JetStream at {} (server {} {}), stream {ROOMS_STREAM}",
             inner.url, info.server_name, info.version
         );
         if !connected {

@@ -1,27 +1,26 @@
-//! Stream setup: the configuration of streams `ROOMS` and `MEMBERSHIP` and
-//! the create-or-update step every process runs at start.
+//! Stream setup: the configuration of stream `ROOMS` and the create-or-update
+//! step every process runs at start.
 //!
-//! `ROOMS`: durable room events published to `in.rooms.{kind}.{id}`,
-//! republished after storage to `rooms.{kind}.{id}` with `Nats-Sequence` /
-//! `Nats-Last-Sequence` (what live feeds check for gaps), direct gets
-//! allowed (what replays without a consumer read). `MEMBERSHIP`: the
-//! membership event log.
+//! The bus owns `ROOMS` only: durable room events published to
+//! `in.rooms.{kind}.{id}`, republished after storage to `rooms.{kind}.{id}`
+//! with `Nats-Sequence` / `Nats-Last-Sequence` (what live feeds check for
+//! gaps), direct gets allowed (what replays without a consumer read).
+//! Stream `MEMBERSHIP` belongs to the membership service, which sets it up
+//! with its own settings through
+//! [`NatsBus::ensure_stream`](super::NatsBus::ensure_stream); gateways never
+//! touch it.
 
 use std::fmt;
-use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
 use super::config::NatsConfig;
 use crate::BusError;
-use crate::subjects::{
-    MEMBERSHIP_STREAM, MEMBERSHIP_WILDCARD, ROOMS_LIVE_WILDCARD, ROOMS_PUBLISH_WILDCARD,
-    ROOMS_STREAM,
-};
+use crate::subjects::{ROOMS_LIVE_WILDCARD, ROOMS_PUBLISH_WILDCARD, ROOMS_STREAM};
 
 impl NatsConfig {
     /// The configuration of stream `ROOMS` that
-    /// [`NatsBus::ensure_streams`](super::NatsBus::ensure_streams)
+    /// [`NatsBus::ensure_rooms_stream`](super::NatsBus::ensure_rooms_stream)
     /// creates or updates.
     pub fn rooms_stream_config(&self) -> stream::Config {
         stream::Config {
@@ -40,31 +39,6 @@ impl NatsConfig {
             retention: stream::RetentionPolicy::Limits,
             discard: stream::DiscardPolicy::Old,
             max_age: self.rooms_max_age,
-            max_messages: -1,
-            max_bytes: -1,
-            max_messages_per_subject: -1,
-            max_consumers: -1,
-            duplicate_window: self.duplicate_window,
-            num_replicas: self.replicas,
-            allow_direct: true,
-            ..Default::default()
-        }
-    }
-
-    /// The configuration of stream `MEMBERSHIP` (the permanent membership
-    /// log: no age limit) that [`NatsBus::ensure_streams`] creates or
-    /// updates.
-    pub fn membership_stream_config(&self) -> stream::Config {
-        stream::Config {
-            name: MEMBERSHIP_STREAM.into(),
-            description: Some(
-                "Confab membership event log: membership.events.{kind}.{id}, kept forever".into(),
-            ),
-            subjects: vec![MEMBERSHIP_WILDCARD.into()],
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::Limits,
-            discard: stream::DiscardPolicy::Old,
-            max_age: Duration::ZERO,
             max_messages: -1,
             max_bytes: -1,
             max_messages_per_subject: -1,
