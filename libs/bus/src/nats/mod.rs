@@ -8,8 +8,8 @@
 //! JetStream consumer per room or socket. See [`crate::subjects`] for the
 //! subject tree.
 //!
-//! The parts, each below the ones that use it (no module uses one above
-//! it):
+//! The parts, from the bottom up (each uses only parts listed before it,
+//! so no two import each other):
 //!
 //! * [`config`]: [`NatsConfig`], its duration grammar, the URL redactor.
 //! * [`stats`]: the counters behind [`NatsBusStats`] and

@@ -9,7 +9,7 @@
 //! sequence ([`BusError::Trimmed`]): direct gets, like a consumer, would
 //! silently start at the first retained message.
 //!
-//! **Direct gets** ([`direct_get`](super::direct_get)) create no consumer.
+//! **Direct gets** ([`direct_get`]) create no consumer.
 //! They are used unless `bus.nats.direct_replay` is off, stream `ROOMS` has
 //! more than one replica (a replica may answer a direct get before it holds
 //! the newest messages) or the server is older than 2.11 (no batches); at

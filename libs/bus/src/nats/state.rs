@@ -3,9 +3,9 @@
 //! room subscription, the shared reads of the log's bounds and the bounds
 //! on concurrent replays.
 //!
-//! Room feeds, replays and the tail hold an `Arc` of it; [`NatsBus`]
-//! (`super::NatsBus`) is a handle on it. It sits below all of them so that
-//! none of them needs another.
+//! Room feeds, replays and the tail hold an `Arc` of it;
+//! [`NatsBus`](super::NatsBus) is a handle on it. It sits below all of them
+//! so that none of them needs another (or the bus itself).
 
 use std::sync::atomic::AtomicBool;
 

@@ -2,8 +2,8 @@
 //! decoder did, for metrics ([`NatsBusStats`]), plus the highest stream
 //! sequence seen ([`Bus::high_water`](crate::Bus::high_water)).
 //!
-//! The lowest layer of the bus: every other part bumps these, none of
-//! them reads another's state through here.
+//! The lowest part of the bus: the others bump these counters; it uses
+//! none of them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

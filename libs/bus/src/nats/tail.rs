@@ -3,8 +3,7 @@
 //! then new ones as they are stored.
 //!
 //! The feed ends at its first error so that the caller (e.g. the message
-//! history projection) resumes from its own checkpoint.
-//! Messages outside the room subjects or without a valid event are skipped
+//! history projection) resumes from its own checkpoint. Messages outside the room subjects or without a valid event are skipped
 //! (and counted, see [`codec`](super::codec)).
 
 use std::fmt;
