@@ -1,19 +1,19 @@
 //! The bus port: how room events travel between processes.
 //!
 //! A gateway publishes an event for a room and receives the events of the
-//! rooms its local sockets are in. [`InProcessBus`] serves the all-in-one
-//! run; [`NatsBus`] (NATS JetStream) serves clusters. A Redis implementation
-//! fits the same calls.
+//! rooms its local sockets are in. [`Bus`] is the port, free of any
+//! broker's types: [`InProcessBus`] serves the all-in-one run; [`NatsBus`]
+//! (NATS JetStream, the `nats` module family, one module per concern)
+//! serves clusters. A Redis implementation fits the same calls.
 //!
 //! [`subjects`] holds the room <-> NATS subject mapping and the names of the
-//! streams and headers.
+//! streams and headers, shared with the membership service (which owns
+//! stream `MEMBERSHIP`; the bus sets up only `ROOMS`).
 
-mod direct_get;
 mod fresh;
 mod gap;
 mod in_process;
 mod nats;
-mod shared_feed;
 pub mod subjects;
 
 use std::pin::Pin;
@@ -42,13 +42,13 @@ pub struct BusMessage {
     pub event: Arc<str>,
     /// The event's arguments as a compact JSON array, e.g. `[{"id":"m1"}]`.
     pub args_json: Arc<str>,
-    /// The event's sequence in the durable log, when it was stored
-    /// (JetStream stream sequence, or the in-process log's sequence); `None`
+    /// The event's sequence in the durable log, when it was stored (e.g. a
+    /// JetStream stream sequence, or the in-process log's sequence); `None`
     /// for volatile events.
     pub seq: Option<u64>,
     /// Extra headers carried along (W3C `traceparent`, ...).
     pub headers: Arc<[(String, String)]>,
-    /// De-duplication id (sent as `Nats-Msg-Id`): publishing the same id
+    /// De-duplication id (e.g. NATS `Nats-Msg-Id`): publishing the same id
     /// again within the duplicate window stores and delivers nothing new and
     /// reports [`Published::duplicate`]. Use an id that is stable across
     /// retries of the same logical event (e.g. the chat message id).
@@ -140,9 +140,11 @@ pub type BusTail = Pin<Box<dyn Stream<Item = Result<TailItem, BusError>> + Send>
 pub enum ReplayPath {
     /// A log in this process (no broker).
     Log,
-    /// JetStream batched direct gets: no consumer.
+    /// Reads of the broker's log that hold no reader state on the broker
+    /// (NATS: batched direct gets, no consumer).
     Direct,
-    /// A JetStream ordered consumer, created and deleted for the replay.
+    /// A reader created on the broker for the replay and deleted afterwards
+    /// (NATS: an ordered consumer).
     Consumer,
 }
 
@@ -214,10 +216,8 @@ pub trait Bus: Send + Sync + 'static {
     /// stored when the call started (later ones arrive through
     /// subscriptions). Volatile messages are never stored, so never
     /// replayed. [`BusError::Trimmed`] when the log no longer holds every
-    /// message from `from_seq` on. Reads only those rooms' messages (NATS:
-    /// batched direct gets, one per room at a time, merged; or one ordered
-    /// consumer filtered on their subjects, deleted afterwards). E.g. for
-    /// connection state recovery.
+    /// message from `from_seq` on. Reads only those rooms' messages, never
+    /// the whole log. E.g. for connection state recovery.
     async fn replay(
         &self,
         rooms: &[RoomId],

@@ -5,11 +5,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use confab_bus::async_nats::jetstream::stream::{DiscardPolicy, StorageType};
+use confab_bus::async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
 use confab_bus::async_nats::{self, HeaderMap};
 use confab_bus::subjects::{
-    HEADER_EVENT, HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE, HEADER_TRACEPARENT, MEMBERSHIP_STREAM,
-    ROOMS_STREAM, live_subject, membership_subject, publish_subject,
+    HEADER_EVENT, HEADER_TRACEPARENT, MEMBERSHIP_STREAM, MEMBERSHIP_WILDCARD, ROOMS_STREAM,
+    live_subject, membership_subject, publish_subject,
 };
 use confab_bus::{
     Bus, BusError, BusMessage, BusSubscription, NatsBus, NatsConfig, Published, RECOVERY_WINDOW,
@@ -62,6 +62,18 @@ async fn stored_messages(bus: &NatsBus, stream: &str) -> u64 {
         .messages
 }
 
+/// A stream on the membership subjects, as the membership service sets up
+/// (the bus itself never creates it).
+async fn membership_stream(bus: &NatsBus) {
+    bus.ensure_stream(stream::Config {
+        name: MEMBERSHIP_STREAM.into(),
+        subjects: vec![MEMBERSHIP_WILDCARD.into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
 /// Returns once the server has processed everything `bus` sent and `bus`
 /// has read everything the server sent before its answer.
 async fn round_trip(bus: &NatsBus) {
@@ -82,7 +94,7 @@ fn number_of(m: &BusMessage) -> usize {
 }
 
 #[tokio::test]
-async fn creates_the_streams_idempotently() {
+async fn creates_the_rooms_stream_idempotently() {
     let server = NatsServer::start();
     // Several processes starting at once.
     let cfg = config(&server);
@@ -107,22 +119,14 @@ async fn creates_the_streams_idempotently() {
     assert_eq!(rc.max_age, Duration::from_secs(24 * 3600));
     assert_eq!(rc.duplicate_window, Duration::from_secs(120));
 
-    let membership = bus.jetstream().get_stream(MEMBERSHIP_STREAM).await.unwrap();
-    let mc = &membership.cached_info().config;
-    assert_eq!(mc.subjects, vec!["membership.events.>".to_owned()]);
-    assert_eq!(mc.storage, StorageType::File);
-    assert_eq!(
-        mc.max_age,
-        Duration::ZERO,
-        "the membership log is permanent"
-    );
-    assert!(mc.republish.is_none());
-    assert_eq!(mc.duplicate_window, Duration::from_secs(120));
+    // Stream MEMBERSHIP is the membership service's: the bus leaves it
+    // alone.
+    assert!(bus.jetstream().get_stream(MEMBERSHIP_STREAM).await.is_err());
 
     let jsz = server.monitor_json("/jsz");
-    assert_eq!(jsz["streams"], 2, "{jsz}");
+    assert_eq!(jsz["streams"], 1, "{jsz}");
 
-    // Another process with other settings updates the streams.
+    // Another process with other settings updates the stream.
     let other = NatsBus::connect(NatsConfig {
         rooms_max_age: Duration::from_secs(48 * 3600),
         duplicate_window: Duration::from_secs(60),
@@ -410,7 +414,7 @@ async fn repairs_a_gap_in_the_live_feed_in_order() {
         publisher.publish(&noise, numbered(100 + i)).await.unwrap();
     }
     assert_quiet(&mut sub, Duration::from_millis(200)).await;
-    publisher.ensure_streams().await.unwrap();
+    publisher.ensure_rooms_stream().await.unwrap();
 
     let last = publisher.publish(&r, numbered(6)).await.unwrap();
     for (i, seq) in missed.iter().enumerate() {
@@ -455,7 +459,7 @@ async fn catches_up_after_a_reconnect_without_new_traffic() {
     for i in 1..=3 {
         missed.push(publisher.publish(&r, numbered(i)).await.unwrap().seq);
     }
-    publisher.ensure_streams().await.unwrap();
+    publisher.ensure_rooms_stream().await.unwrap();
     assert_quiet(&mut sub, Duration::from_millis(200)).await;
 
     gateway.client().force_reconnect().await.unwrap();
@@ -637,36 +641,6 @@ async fn refuses_what_cannot_travel_in_headers() {
     assert_eq!(stored_messages(&bus, ROOMS_STREAM).await, 0);
 }
 
-#[tokio::test]
-async fn membership_subjects_land_in_the_membership_stream() {
-    let server = NatsServer::start();
-    let bus = connect(&server).await;
-    let subject = membership_subject(&room("channel:7"));
-    assert_eq!(subject, "membership.events.channel.7");
-    let ack = bus
-        .jetstream()
-        .publish(subject.clone(), "{}".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert_eq!(ack.stream, MEMBERSHIP_STREAM);
-
-    // Optimistic concurrency on the aggregate subject.
-    let mut headers = HeaderMap::new();
-    headers.insert(HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
-    let stale = async {
-        bus.jetstream()
-            .publish_with_headers(subject, headers, "{}".into())
-            .await?
-            .await
-    }
-    .await;
-    assert!(stale.is_err(), "a stale expected sequence must be refused");
-    assert_eq!(stored_messages(&bus, MEMBERSHIP_STREAM).await, 1);
-    assert_eq!(stored_messages(&bus, ROOMS_STREAM).await, 0);
-}
-
 /// The Debian nats-server 2.9 lacks what the bus needs: connecting says so.
 #[tokio::test]
 async fn refuses_nats_server_older_than_2_10() {
@@ -764,6 +738,7 @@ async fn dropping_a_subscription_unsubscribes() {
 async fn fetch_returns_a_stored_message_of_the_right_room_only() {
     let server = NatsServer::start();
     let bus = connect(&server).await;
+    membership_stream(&bus).await;
     let (a, b) = (room("channel:a"), room("dm:b"));
     let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
     let sa = bus

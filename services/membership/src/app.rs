@@ -3,9 +3,10 @@
 //! [`MembershipConfig`].
 //!
 //! * **NATS mode** (`[nats]` configured): the event log is stream
-//!   `MEMBERSHIP` ([`JetStreamEventStore`]), room events go through
-//!   [`NatsBus`], and the NATS request/reply API is served. The SQL
-//!   database holds the projections (and the notifier's checkpoint).
+//!   `MEMBERSHIP` ([`JetStreamEventStore`], which creates or updates it with
+//!   the service's `[nats]` settings; gateways never touch it), room events
+//!   go through [`NatsBus`], and the NATS request/reply API is served. The
+//!   SQL database holds the projections (and the notifier's checkpoint).
 //! * **Embedded mode** (no `[nats]`): the event log is the SQL `events`
 //!   table and the bus is in-process. The all-in-one process builds a
 //!   [`MembershipCore::embedded`] with its gateway's bus, so membership
@@ -112,8 +113,9 @@ impl MembershipCore {
         Ok(Self::embedded(db, bus, auth, settings))
     }
 
-    /// NATS mode: the event log in stream `MEMBERSHIP`, notifications and
-    /// the request/reply API on `bus`'s connection, projections in `db`.
+    /// NATS mode: the event log in stream `MEMBERSHIP` (created or updated
+    /// here to `bus`'s settings), notifications and the request/reply API on
+    /// `bus`'s connection, projections in `db`.
     pub async fn nats(
         db: DatabaseConnection,
         bus: NatsBus,

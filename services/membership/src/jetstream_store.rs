@@ -18,6 +18,12 @@
 //!
 //! Dedup of retried appends holds within the stream's duplicate window
 //! (2 minutes by default, `NatsConfig::duplicate_window`).
+//!
+//! The membership service owns the stream: [`JetStreamEventStore::from_bus`]
+//! creates `MEMBERSHIP` or updates it to [`stream_config`] (the service's
+//! own `[nats]` settings) every time the service starts. Gateways only set
+//! up stream `ROOMS` and never touch the membership log, so a gateway's
+//! settings can never change it.
 
 use std::time::Duration;
 
@@ -27,6 +33,7 @@ use async_nats::header::{
 };
 use async_nats::jetstream::{self, consumer, stream};
 use async_trait::async_trait;
+use confab_bus::{NatsBus, NatsConfig};
 use confab_events::RoomId;
 use confab_events::membership::{EventEnvelope, SCHEMA_VERSION};
 use futures::StreamExt;
@@ -48,6 +55,31 @@ pub fn aggregate_subject(aggregate: &RoomId) -> String {
     confab_bus::subjects::membership_subject(aggregate)
 }
 
+/// The configuration of stream `MEMBERSHIP` (the permanent membership log:
+/// no age limit) that [`JetStreamEventStore::from_bus`] creates or updates:
+/// the duplicate window and replicas of the service's `[nats]` settings.
+pub fn stream_config(nats: &NatsConfig) -> stream::Config {
+    stream::Config {
+        name: MEMBERSHIP_STREAM.into(),
+        description: Some(
+            "Confab membership event log: membership.events.{kind}.{id}, kept forever".into(),
+        ),
+        subjects: vec![MEMBERSHIP_WILDCARD.into()],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        max_age: Duration::ZERO,
+        max_messages: -1,
+        max_bytes: -1,
+        max_messages_per_subject: -1,
+        max_consumers: -1,
+        duplicate_window: nats.duplicate_window,
+        num_replicas: nats.replicas,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
 /// The event store on JetStream.
 #[derive(Clone)]
 pub struct JetStreamEventStore {
@@ -56,15 +88,19 @@ pub struct JetStreamEventStore {
 }
 
 impl JetStreamEventStore {
-    /// Uses the `MEMBERSHIP` stream of the bus (which
-    /// [`NatsBus::connect`](confab_bus::NatsBus::connect) created or updated).
-    pub async fn from_bus(bus: &confab_bus::NatsBus) -> Result<Self, StoreError> {
+    /// Creates stream `MEMBERSHIP` on the bus's server, or updates it to
+    /// [`stream_config`] of the bus's settings, then uses it. Safe to run
+    /// from several instances at once.
+    pub async fn from_bus(bus: &NatsBus) -> Result<Self, StoreError> {
+        bus.ensure_stream(stream_config(bus.config()))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Self::open(bus.jetstream().clone(), None).await
     }
 
     /// Uses the `MEMBERSHIP` stream on `client`'s server, creating it with
-    /// `config` (e.g. [`NatsConfig::membership_stream_config`](confab_bus::NatsConfig::membership_stream_config))
-    /// when missing; an existing stream is used as it is.
+    /// `config` (e.g. [`stream_config`]) when missing; an existing stream is
+    /// used as it is.
     pub async fn connect(
         client: async_nats::Client,
         config: stream::Config,

@@ -1,13 +1,19 @@
-//! The JetStream event store against a real nats-server: append with
+//! The JetStream event store against a real nats-server: the service's own
+//! stream `MEMBERSHIP` (created or updated at start), append with
 //! optimistic concurrency (including the "no message yet" case, expected
 //! 0), idempotent retries, load, tail and last_seq.
 
 use std::time::Duration;
 
-use confab_bus::NatsConfig;
+use async_nats::HeaderMap;
+use async_nats::jetstream::stream::StorageType;
+use confab_bus::subjects::{
+    HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE, MEMBERSHIP_STREAM, ROOMS_STREAM, membership_subject,
+};
+use confab_bus::{NatsBus, NatsConfig};
 use confab_events::membership::{EventEnvelope, MembershipEvent, Role, SCHEMA_VERSION};
 use confab_events::{RoomId, UserId, WorkspaceId};
-use confab_membership::jetstream_store::JetStreamEventStore;
+use confab_membership::jetstream_store::{JetStreamEventStore, stream_config};
 use confab_membership::store::{EventStore, StoreError, Stored};
 use confab_test_support::NatsServer;
 use futures::StreamExt;
@@ -40,9 +46,96 @@ fn added(ws: &str, user: &str) -> MembershipEvent {
 
 async fn store(server: &NatsServer) -> JetStreamEventStore {
     let client = async_nats::connect(server.url()).await.unwrap();
-    JetStreamEventStore::connect(client, NatsConfig::default().membership_stream_config())
+    JetStreamEventStore::connect(client, stream_config(&NatsConfig::default()))
         .await
         .unwrap()
+}
+
+async fn stored_messages(bus: &NatsBus, stream: &str) -> u64 {
+    bus.jetstream()
+        .get_stream(stream)
+        .await
+        .expect("stream exists")
+        .cached_info()
+        .state
+        .messages
+}
+
+#[tokio::test]
+async fn the_service_creates_its_stream_idempotently() {
+    let server = NatsServer::start();
+    // Several instances starting at once.
+    let open = || async {
+        let bus = NatsBus::connect(NatsConfig::new(server.url()))
+            .await
+            .unwrap();
+        JetStreamEventStore::from_bus(&bus).await.unwrap();
+        bus
+    };
+    let (bus, _, _) = tokio::join!(open(), open(), open());
+
+    let membership = bus.jetstream().get_stream(MEMBERSHIP_STREAM).await.unwrap();
+    let mc = &membership.cached_info().config;
+    assert_eq!(mc.subjects, vec!["membership.events.>".to_owned()]);
+    assert_eq!(mc.storage, StorageType::File);
+    assert_eq!(
+        mc.max_age,
+        Duration::ZERO,
+        "the membership log is permanent"
+    );
+    assert!(mc.republish.is_none());
+    assert_eq!(mc.duplicate_window, Duration::from_secs(120));
+
+    // An instance with other settings updates the stream.
+    let other = NatsBus::connect(NatsConfig {
+        duplicate_window: Duration::from_secs(60),
+        ..NatsConfig::new(server.url())
+    })
+    .await
+    .unwrap();
+    JetStreamEventStore::from_bus(&other).await.unwrap();
+    let membership = other
+        .jetstream()
+        .get_stream(MEMBERSHIP_STREAM)
+        .await
+        .unwrap();
+    assert_eq!(
+        membership.cached_info().config.duplicate_window,
+        Duration::from_secs(60)
+    );
+}
+
+#[tokio::test]
+async fn membership_subjects_land_in_the_membership_stream() {
+    let server = NatsServer::start();
+    let bus = NatsBus::connect(NatsConfig::new(server.url()))
+        .await
+        .unwrap();
+    JetStreamEventStore::from_bus(&bus).await.unwrap();
+    let subject = membership_subject(&RoomId::parse("channel:7").unwrap());
+    assert_eq!(subject, "membership.events.channel.7");
+    let ack = bus
+        .jetstream()
+        .publish(subject.clone(), "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(ack.stream, MEMBERSHIP_STREAM);
+
+    // Optimistic concurrency on the aggregate subject.
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE, "0");
+    let stale = async {
+        bus.jetstream()
+            .publish_with_headers(subject, headers, "{}".into())
+            .await?
+            .await
+    }
+    .await;
+    assert!(stale.is_err(), "a stale expected sequence must be refused");
+    assert_eq!(stored_messages(&bus, MEMBERSHIP_STREAM).await, 1);
+    assert_eq!(stored_messages(&bus, ROOMS_STREAM).await, 0);
 }
 
 #[tokio::test]

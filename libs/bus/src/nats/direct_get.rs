@@ -13,6 +13,14 @@
 //! (`503`). A server older than 2.11 ignores `batch` and answers one message
 //! without `Nats-Num-Pending`. A request from below the stream's first
 //! sequence silently starts at the first: the caller checks that first.
+//!
+//! [`replay`] sends one batch per room, all rooms at once, asks again for
+//! rooms with more than a batch and merges the rooms by sequence. Every
+//! batch is checked: each message names the previous one of its batch and
+//! the final `204 EOB` the last one sent, so a message dropped on the way
+//! (e.g. by a full subscription buffer) is noticed
+//! ([`DirectError::Incomplete`]) and the caller reads through a consumer
+//! instead ([`replay`](super::replay)).
 
 use std::time::Duration;
 
@@ -21,12 +29,13 @@ use confab_events::RoomId;
 use futures::StreamExt;
 use serde::Serialize;
 
+use super::codec::{decode, header_u64};
+use super::stats::Counters;
 use crate::TailItem;
-use crate::nats::{Counters, decode, header_u64};
 use crate::subjects::{HEADER_LAST_SEQUENCE, HEADER_SEQUENCE, publish_subject};
 
 /// Most messages asked for in one batch.
-pub(crate) const MAX_BATCH: usize = 1000;
+const MAX_BATCH: usize = 1000;
 /// Most bytes of messages one batch carries (the server sends at least one
 /// message, then stops once past this).
 const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -36,7 +45,7 @@ const HEADER_SUBJECT: &str = "Nats-Subject";
 
 /// Why a direct-get replay did not answer.
 #[derive(Debug)]
-pub(crate) enum DirectError {
+pub(super) enum DirectError {
     /// The server cannot serve batched direct gets here (direct gets off on
     /// the stream, a server that ignores `batch`): read through a consumer.
     Unsupported(String),
@@ -81,7 +90,7 @@ struct RoomRead {
 /// before calling). `capacity` is the client's subscription buffer, which
 /// the messages in flight must stay well inside.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn replay(
+pub(super) async fn replay(
     client: &Client,
     stream: &str,
     counters: &Counters,

@@ -26,7 +26,7 @@ use futures::task::AtomicWaker;
 use tokio::sync::OnceCell;
 
 /// What a [`Slot`] hands its feed.
-pub(crate) enum SlotEvent {
+pub(super) enum SlotEvent {
     /// The next message of the room.
     Message(async_nats::Message),
     /// Messages were dropped (the queue was full): look for what was missed.
@@ -36,7 +36,7 @@ pub(crate) enum SlotEvent {
 }
 
 /// One room subscription's queue.
-pub(crate) struct Slot {
+pub(super) struct Slot {
     queue: Mutex<VecDeque<async_nats::Message>>,
     capacity: usize,
     waker: AtomicWaker,
@@ -91,7 +91,7 @@ impl Slot {
     }
 
     /// The next event of this room.
-    pub(crate) async fn next(&self) -> SlotEvent {
+    pub(super) async fn next(&self) -> SlotEvent {
         std::future::poll_fn(|cx| {
             if let Some(e) = self.try_next() {
                 return Poll::Ready(e);
@@ -111,7 +111,7 @@ type Routes = Mutex<HashMap<String, Vec<Arc<Slot>>>>;
 
 /// A wildcard subscription (e.g. `rooms.user.*`) and the local room
 /// subscriptions it feeds.
-pub(crate) struct SharedFeed {
+pub(super) struct SharedFeed {
     wildcard: String,
     capacity: usize,
     routes: Arc<Routes>,
@@ -119,7 +119,7 @@ pub(crate) struct SharedFeed {
 }
 
 /// A room's registration in a [`SharedFeed`]; unregisters on drop.
-pub(crate) struct SlotHandle {
+pub(super) struct SlotHandle {
     subject: String,
     slot: Arc<Slot>,
     routes: Arc<Routes>,
@@ -127,7 +127,7 @@ pub(crate) struct SlotHandle {
 
 impl SlotHandle {
     /// The next event of the room.
-    pub(crate) async fn next(&self) -> SlotEvent {
+    pub(super) async fn next(&self) -> SlotEvent {
         self.slot.next().await
     }
 }
@@ -147,7 +147,7 @@ impl Drop for SlotHandle {
 impl SharedFeed {
     /// A feed for `wildcard` (not subscribed until the first room);
     /// `capacity` bounds each room's queue.
-    pub(crate) fn new(wildcard: impl Into<String>, capacity: usize) -> Self {
+    pub(super) fn new(wildcard: impl Into<String>, capacity: usize) -> Self {
         Self {
             wildcard: wildcard.into(),
             capacity,
@@ -160,7 +160,7 @@ impl SharedFeed {
     /// the wildcard and waits until the server has the subscription
     /// (`confirm`); once this returns, every message published to
     /// `subject` reaches the handle.
-    pub(crate) async fn register<F, Fut>(
+    pub(super) async fn register<F, Fut>(
         &self,
         client: &async_nats::Client,
         subject: &str,

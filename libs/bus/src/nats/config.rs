@@ -1,0 +1,312 @@
+//! [`NatsConfig`]: the NATS bus settings as found in a service's config
+//! file, their duration grammar and the URL redactor.
+//!
+//! Kept apart from the bus so that the settings can be read, validated and
+//! shown (without credentials) before anything connects.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::BusError;
+
+/// How far back clients may ask to recover missed room events; stored room
+/// events must be kept at least this long ([`NatsConfig::rooms_max_age`]).
+pub const RECOVERY_WINDOW: Duration = Duration::from_secs(120);
+
+/// Settings of the NATS bus, as found in a service's config file.
+///
+/// Durations are given either as a number of seconds (`120`) or as a string
+/// with a unit: `"500ms"`, `"90s"`, `"2m"`, `"24h"`, `"7d"` (a bare number in
+/// a string is seconds too); they are written back as whole seconds (or
+/// `"Nms"`). Every field has a default; unknown fields are refused.
+///
+/// ```toml
+/// [bus.nats]
+/// url = "nats://nats-1:4222,nats://nats-2:4222"
+/// rooms_max_age = "24h"
+/// duplicate_window = "2m"
+/// name = "confab-gateway-1"
+/// ```
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// Server URL(s), comma-separated, e.g. `nats://127.0.0.1:4222`.
+    /// Credentials in the URL (`nats://user:pass@host:4222`) are used but
+    /// never shown in status or logs. Default `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// How long stream `ROOMS` keeps room events. At least
+    /// [`RECOVERY_WINDOW`] (2 minutes). Default 24 hours.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub rooms_max_age: Duration,
+    /// JetStream de-duplication window of both streams: a second publish with
+    /// the same `msg_id` within it is dropped. At most `rooms_max_age`.
+    /// Default 2 minutes.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub duplicate_window: Duration,
+    /// Client connection name, shown by the server's monitoring
+    /// (`/connz`). Default `confab`.
+    pub name: String,
+    /// Replicas of the streams in a JetStream cluster (1 to 5). Default 1.
+    pub replicas: usize,
+    /// Messages buffered per room subscription before the client drops
+    /// (and the bus later repairs) them. Default 65 536.
+    pub subscription_capacity: usize,
+    /// Whether user rooms (`user:{id}`, one per connected user) share one
+    /// wildcard subscription, `rooms.user.*`, instead of a NATS
+    /// subscription each. Shared: ~5.5 KB less per connected user, but
+    /// every process receives every user room's events (membership
+    /// changes, notifications), which suits their low traffic. Default
+    /// `true`.
+    pub shared_user_rooms: bool,
+    /// Serve [`Bus::replay`](crate::Bus::replay) with batched JetStream direct gets: no consumer
+    /// per replay. Needs nats-server 2.11+ and a stream `ROOMS` with one
+    /// replica (direct gets may be answered by a replica that lags behind);
+    /// otherwise, or with `false`, each replay reads through an ordered
+    /// consumer. Default `true`.
+    pub direct_replay: bool,
+    /// Most replays that read through a JetStream consumer at once on this
+    /// connection (later ones wait): the bound on recovery consumers. Not
+    /// read from configuration files: the gateway sets it from
+    /// `recovery.max_concurrent_replays`. Default 16.
+    #[serde(skip)]
+    pub max_replay_consumers: usize,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4222".into(),
+            rooms_max_age: Duration::from_secs(24 * 3600),
+            duplicate_window: Duration::from_secs(120),
+            name: "confab".into(),
+            replicas: 1,
+            subscription_capacity: 64 * 1024,
+            shared_user_rooms: true,
+            direct_replay: true,
+            max_replay_consumers: 16,
+        }
+    }
+}
+
+impl fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &redact_url(&self.url))
+            .field("rooms_max_age", &self.rooms_max_age)
+            .field("duplicate_window", &self.duplicate_window)
+            .field("name", &self.name)
+            .field("replicas", &self.replicas)
+            .field("subscription_capacity", &self.subscription_capacity)
+            .field("shared_user_rooms", &self.shared_user_rooms)
+            .field("direct_replay", &self.direct_replay)
+            .field("max_replay_consumers", &self.max_replay_consumers)
+            .finish()
+    }
+}
+
+impl NatsConfig {
+    /// A default configuration for the server at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Checks the settings without connecting.
+    pub fn validate(&self) -> Result<(), BusError> {
+        if self.url.trim().is_empty() {
+            return Err(BusError::Config("nats url is empty".into()));
+        }
+        if self.rooms_max_age < RECOVERY_WINDOW {
+            return Err(BusError::Config(format!(
+                "rooms_max_age is {:?}, but room events must be kept at least {:?} (the recovery window)",
+                self.rooms_max_age, RECOVERY_WINDOW
+            )));
+        }
+        if self.duplicate_window.is_zero() || self.duplicate_window > self.rooms_max_age {
+            return Err(BusError::Config(format!(
+                "duplicate_window is {:?}; it must be more than zero and at most rooms_max_age ({:?})",
+                self.duplicate_window, self.rooms_max_age
+            )));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(BusError::Config(format!(
+                "replicas is {}; JetStream allows 1 to 5",
+                self.replicas
+            )));
+        }
+        if self.subscription_capacity == 0 {
+            return Err(BusError::Config(
+                "subscription_capacity must be at least 1".into(),
+            ));
+        }
+        if self.max_replay_consumers == 0 {
+            return Err(BusError::Config(
+                "max_replay_consumers must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a duration: seconds as a number, or a string like `"90s"`.
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Text(t) => parse_duration(&t).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid duration {t:?}: use seconds (120) or a number with ms, s, m, h or d (\"2m\")"
+            ))
+        }),
+    }
+}
+
+/// Writes a duration so that [`de_duration`] reads it back.
+fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    if d.subsec_nanos() == 0 {
+        s.serialize_u64(d.as_secs())
+    } else {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+}
+
+fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = |mul: u64| n.checked_mul(mul).map(Duration::from_secs);
+    match unit.trim() {
+        "ms" => Some(Duration::from_millis(n)),
+        "" | "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        _ => None,
+    }
+}
+
+/// `nats://user:pass@host:4222` -> `nats://***@host:4222`, for every URL of
+/// a comma-separated list.
+pub(crate) fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|u| {
+            let u = u.trim();
+            let (scheme, rest) = match u.find("://") {
+                Some(i) => u.split_at(i + 3),
+                None => ("", u),
+            };
+            match rest.rfind('@') {
+                Some(at) => format!("{scheme}***{}", &rest[at..]),
+                None => u.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2 m"), Some(Duration::from_secs(120)));
+        for bad in ["", "m", "2w", "-1s", "1.5h"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn config_deserializes_with_defaults() {
+        let cfg: NatsConfig = serde_json::from_str(
+            r#"{"url":"nats://h:4222","rooms_max_age":"48h","duplicate_window":60}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.url, "nats://h:4222");
+        assert_eq!(cfg.rooms_max_age, Duration::from_secs(48 * 3600));
+        assert_eq!(cfg.duplicate_window, Duration::from_secs(60));
+        assert_eq!(cfg.name, "confab");
+        assert!(cfg.validate().is_ok());
+        let cfg: NatsConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(cfg.rooms_max_age, Duration::from_secs(24 * 3600));
+        assert_eq!(cfg.duplicate_window, Duration::from_secs(120));
+        assert!(serde_json::from_str::<NatsConfig>(r#"{"rooms_max_age":"soon"}"#).is_err());
+        assert!(serde_json::from_str::<NatsConfig>(r#"{"ur1":"nats://typo"}"#).is_err());
+        assert!(cfg.direct_replay);
+        assert_eq!(cfg.max_replay_consumers, 16);
+        let off: NatsConfig = serde_json::from_str(r#"{"direct_replay":false}"#).unwrap();
+        assert!(!off.direct_replay);
+        // The consumer bound comes from the gateway's recovery settings,
+        // never from the bus section of a file.
+        assert!(serde_json::from_str::<NatsConfig>(r#"{"max_replay_consumers":3}"#).is_err());
+
+        // Written back, it reads the same (config layering serializes
+        // defaults).
+        let cfg = NatsConfig {
+            duplicate_window: Duration::from_millis(1500),
+            ..NatsConfig::new("nats://u:p@h:1")
+        };
+        let text = serde_json::to_string(&cfg).unwrap();
+        assert!(text.contains(r#""rooms_max_age":86400"#), "{text}");
+        assert!(text.contains(r#""duplicate_window":"1500ms""#), "{text}");
+        let back: NatsConfig = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.url, cfg.url);
+        assert_eq!(back.rooms_max_age, cfg.rooms_max_age);
+        assert_eq!(back.duplicate_window, cfg.duplicate_window);
+    }
+
+    #[test]
+    fn config_validation() {
+        let short = NatsConfig {
+            rooms_max_age: Duration::from_secs(60),
+            ..NatsConfig::default()
+        };
+        assert!(matches!(short.validate(), Err(BusError::Config(_))));
+        let window = NatsConfig {
+            duplicate_window: Duration::ZERO,
+            ..NatsConfig::default()
+        };
+        assert!(window.validate().is_err());
+        let window = NatsConfig {
+            rooms_max_age: RECOVERY_WINDOW,
+            duplicate_window: RECOVERY_WINDOW * 2,
+            ..NatsConfig::default()
+        };
+        assert!(window.validate().is_err());
+        assert!(NatsConfig::new("").validate().is_err());
+        let none = NatsConfig {
+            max_replay_consumers: 0,
+            ..NatsConfig::default()
+        };
+        assert!(none.validate().is_err());
+        assert!(NatsConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn redacts_credentials() {
+        assert_eq!(redact_url("nats://u:p@h:4222"), "nats://***@h:4222");
+        assert_eq!(
+            redact_url("nats://tok@a:1, nats://b:2"),
+            "nats://***@a:1,nats://b:2"
+        );
+        assert_eq!(redact_url("nats://h:4222"), "nats://h:4222");
+        let shown = format!("{:?}", NatsConfig::new("nats://u:secret@h:1"));
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+}

@@ -1,0 +1,171 @@
+//! Reads of the stored room log, stream `ROOMS`: its bounds, one message by
+//! sequence, and a range through a short-lived ordered consumer.
+//!
+//! Three parts of the bus read ranges through ordered consumers: gap repair
+//! ([`feed`](super::feed)), the replay fallback ([`replay`](super::replay))
+//! and the tail ([`tail`](super::tail)). Their pull batches stay well inside
+//! the client's subscription buffer, which the consumer's inbox
+//! subscription shares ([`batch_size`]); a range read is bounded by
+//! [`REPAIR_TIMEOUT`] so a stuck server cannot hold a feed or a recovery
+//! for ever.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use confab_events::RoomId;
+use futures::StreamExt;
+
+use super::codec::decode;
+use super::stats::Counters;
+use crate::subjects::{ROOMS_STREAM, publish_subject};
+use crate::{BusError, BusMessage};
+
+/// How long one gap repair (or any range read of the log) may take before
+/// it gives up on the rest.
+pub(super) const REPAIR_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An ordered consumer on stream `ROOMS`.
+pub(super) type Ordered = consumer::Consumer<consumer::pull::OrderedConfig>;
+
+/// The room log's bounds and replication, as read from the server.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LogState {
+    /// The first sequence still retained.
+    pub(super) first: u64,
+    /// The last sequence stored.
+    pub(super) last: u64,
+    /// Replicas of the stream.
+    pub(super) replicas: usize,
+}
+
+/// The room log's first and last sequences and its replicas, from one
+/// stream info request.
+pub(super) async fn read_log_state(js: &jetstream::Context) -> Result<LogState, BusError> {
+    let stream = js
+        .get_stream(ROOMS_STREAM)
+        .await
+        .map_err(|e| BusError::Unavailable(format!("cannot read stream {ROOMS_STREAM}: {e}")))?;
+    let info = stream.cached_info();
+    Ok(LogState {
+        first: info.state.first_sequence,
+        last: info.state.last_sequence,
+        replicas: info.config.num_replicas,
+    })
+}
+
+/// The stored message `seq` if it belongs to `room` (a direct get, no
+/// consumer): [`Bus::fetch`](crate::Bus::fetch).
+pub(super) async fn fetch(
+    js: &jetstream::Context,
+    counters: &Counters,
+    room: &RoomId,
+    seq: u64,
+) -> Result<Option<BusMessage>, BusError> {
+    use async_nats::jetstream::stream::DirectGetErrorKind as Kind;
+    if seq == 0 {
+        return Ok(None);
+    }
+    let stream = js
+        .get_stream_no_info(ROOMS_STREAM)
+        .await
+        .map_err(|e| BusError::Unavailable(format!("cannot read stream {ROOMS_STREAM}: {e}")))?;
+    let m = match stream.direct_get(seq).await {
+        Ok(m) => m,
+        Err(e) if matches!(e.kind(), Kind::NotFound) => return Ok(None),
+        Err(e) => {
+            return Err(BusError::Unavailable(format!(
+                "cannot fetch message {seq} of {room} from stream {ROOMS_STREAM}: {e}"
+            )));
+        }
+    };
+    if m.subject.as_str() != publish_subject(room) {
+        return Ok(None);
+    }
+    Ok(decode(
+        room,
+        Some(&m.headers),
+        &m.payload,
+        Some(m.sequence),
+        counters,
+    ))
+}
+
+/// The subjects an ordered consumer reads.
+pub(super) enum Filter {
+    /// One subject or wildcard.
+    One(String),
+    /// Several subjects (nats-server 2.10+).
+    Many(Vec<String>),
+}
+
+/// Messages per pull batch, at most `limit`: half the subscription buffer
+/// (`capacity`), between 1 and 1,000.
+pub(super) fn batch_size(capacity: usize, limit: usize) -> i64 {
+    (capacity / 2).min(limit).clamp(1, 1000) as i64
+}
+
+/// Creates an ordered consumer on stream `ROOMS` reading `filter` from
+/// sequence `start` on, `max_batch` messages per pull; also returns the
+/// stream (to delete the consumer afterwards).
+pub(super) async fn ordered_consumer(
+    js: &jetstream::Context,
+    filter: Filter,
+    start: u64,
+    max_batch: i64,
+) -> Result<(stream::Stream<()>, Ordered), String> {
+    let stream = js
+        .get_stream_no_info(ROOMS_STREAM)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (filter_subject, filter_subjects) = match filter {
+        Filter::One(subject) => (subject, Vec::new()),
+        Filter::Many(subjects) => (String::new(), subjects),
+    };
+    let consumer = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            filter_subject,
+            filter_subjects,
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            max_batch,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((stream, consumer))
+}
+
+/// Reads an ordered consumer in sequence order up to `last` (or until
+/// nothing is pending), handing each message with its sequence and pending
+/// count to `take`, which may stop early (`Ok(false)`) or fail. Bounded by
+/// [`REPAIR_TIMEOUT`]. Shared by gap repair and replay.
+pub(super) async fn read_until(
+    consumer: Ordered,
+    last: u64,
+    mut take: impl FnMut(u64, u64, jetstream::Message) -> Result<bool, String>,
+) -> Result<(), String> {
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(());
+    }
+    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + REPAIR_TIMEOUT;
+    loop {
+        let message = match tokio::time::timeout_at(deadline, messages.next()).await {
+            Err(_) => return Err(format!("timed out after {REPAIR_TIMEOUT:?}")),
+            Ok(None) => return Err("consumer ended".to_owned()),
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(Some(Ok(m))) => m,
+        };
+        let (seq, pending) = match message.info() {
+            Ok(info) => (info.stream_sequence, info.pending),
+            Err(e) => return Err(e.to_string()),
+        };
+        if seq > last {
+            return Ok(());
+        }
+        if !take(seq, pending, message)? || seq >= last || pending == 0 {
+            return Ok(());
+        }
+    }
+}

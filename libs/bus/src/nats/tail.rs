@@ -1,0 +1,60 @@
+//! [`Bus::tail`](crate::Bus::tail) on NATS: one ordered consumer over every
+//! room subject (`in.rooms.>`) from a start sequence, stored messages first,
+//! then new ones as they are stored.
+//!
+//! The feed ends at its first error so that the caller (e.g. the message
+//! history projection) resumes from its own checkpoint. Messages outside the room subjects or without a valid event are skipped
+//! (and counted, see [`codec`](super::codec)).
+
+use std::fmt;
+use std::sync::Arc;
+
+use futures::StreamExt;
+
+use super::codec::stored_item;
+use super::log::{self, Filter};
+use super::state::Inner;
+use crate::subjects::ROOMS_PUBLISH_WILDCARD;
+use crate::{BusError, BusTail};
+
+/// Every stored room message from `from_seq` on, then live.
+pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, BusError> {
+    let unavailable =
+        |e: &dyn fmt::Display| BusError::Unavailable(format!("cannot tail room events: {e}"));
+    let max_batch = log::batch_size(inner.config.subscription_capacity, usize::MAX);
+    let (_, consumer) = log::ordered_consumer(
+        &inner.jetstream,
+        Filter::One(ROOMS_PUBLISH_WILDCARD.to_owned()),
+        from_seq.max(1),
+        max_batch,
+    )
+    .await
+    .map_err(|e| unavailable(&e))?;
+    let messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+    let feed = messages.filter_map(move |item| {
+        let inner = Arc::clone(&inner);
+        async move {
+            let message = match item {
+                Ok(m) => m,
+                Err(e) => return Some(Err(unavailable(&e))),
+            };
+            let seq = match message.info() {
+                Ok(info) => info.stream_sequence,
+                Err(e) => return Some(Err(unavailable(&e))),
+            };
+            stored_item(&message, seq, &inner.counters).map(Ok)
+        }
+    });
+    // End the feed at the first error: the caller resumes from its
+    // checkpoint.
+    let feed = feed.scan(false, |failed, item| {
+        let out = if *failed {
+            None
+        } else {
+            *failed = item.is_err();
+            Some(item)
+        };
+        futures::future::ready(out)
+    });
+    Ok(Box::pin(feed))
+}
