@@ -37,7 +37,7 @@ mod token;
 pub use client::{CallError, ServiceClient, decode_reply};
 pub use endpoint::{Endpoint, Topic};
 pub use error::{ApiError, ErrorBody, ErrorDetail, codes, status_of};
-pub use routes::{Handler, Routes};
+pub use routes::{Handler, Routes, with_state};
 pub use server::{
     DEFAULT_MAX_IN_FLIGHT, EndpointServer, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER,
     ServerError, ServerSettings, encode,

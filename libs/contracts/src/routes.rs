@@ -31,6 +31,19 @@ where
     }
 }
 
+/// `handler` called with a clone of `state` and the request, e.g.
+/// `routes.route::<RoomsOf>(with_state(service, rooms_of))` for an
+/// `async fn rooms_of(service: Arc<Service>, request: RoomsOfRequest)`.
+pub fn with_state<E, S, F, Fut>(state: S, handler: F) -> impl Handler<E>
+where
+    E: Endpoint,
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S, E::Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<E::Response, ApiError>> + Send + 'static,
+{
+    move |request: E::Request| handler(state.clone(), request)
+}
+
 /// A handler behind its types: request bytes in, response bytes out.
 type Erased = Arc<dyn Fn(&[u8]) -> BoxFuture<'static, Result<Bytes, ApiError>> + Send + Sync>;
 

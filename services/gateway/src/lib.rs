@@ -31,7 +31,6 @@ pub mod metrics;
 pub mod presence;
 pub mod ratelimit;
 pub mod recovery;
-pub mod service_client;
 pub mod typing;
 
 pub use app::{App, AppError, AppHandle, Deps};
