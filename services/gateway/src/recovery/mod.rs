@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::extract::ws::Utf8Bytes;
 use base64::Engine as _;
 use confab_bus::{Bus, BusError, TailItem};
-use confab_events::socket::RecoveryFailed;
+use confab_events::socket::{RecoveryFailed, RoomChange};
 use confab_events::{RoomId, UserId};
 use confab_protocol::socketio::event_frame_with_offset;
 use serde_json::Value;
@@ -40,7 +40,6 @@ pub use store::{MemorySessions, SessionRecord, SessionStore, StoreError};
 
 use crate::config::RecoverySettings;
 use crate::engine::DisconnectReason;
-use crate::hub::{ROOM_JOINED, ROOM_LEFT};
 use crate::metrics::Metrics;
 
 /// Most old session records rewritten per heartbeat (spreads the writes).
@@ -536,14 +535,8 @@ impl Recovery {
 }
 
 fn membership_target(item: &TailItem) -> Option<(RoomId, bool)> {
-    let joined = match &*item.msg.event {
-        ROOM_JOINED => true,
-        ROOM_LEFT => false,
-        _ => return None,
-    };
-    let v: Value = serde_json::from_str(&item.msg.args_json).ok()?;
-    let room = RoomId::parse(v.get(0)?.get("room")?.as_str()?).ok()?;
-    Some((room, joined))
+    let change = RoomChange::parse(&item.msg.event, &item.msg.args_json)?.ok()?;
+    Some((change.room().clone(), change.joined()))
 }
 
 /// Keeps the events a member would have received: everything of the user
@@ -590,6 +583,7 @@ fn filter_membership(
 mod tests {
     use super::*;
     use confab_bus::BusMessage;
+    use confab_events::socket::names;
     use serde_json::json;
 
     fn item(room: &str, seq: u64, event: &str, data: Value) -> TailItem {
@@ -688,9 +682,19 @@ mod tests {
             item("channel:stay", 1, "message:new", json!({"id": "s1"})),
             item("channel:gone", 2, "message:new", json!({"id": "g1"})),
             item("channel:new", 3, "message:new", json!({"id": "n1"})),
-            item("user:u1", 4, ROOM_LEFT, json!({"room": "channel:gone"})),
+            item(
+                "user:u1",
+                4,
+                names::ROOM_LEFT,
+                json!({"room": "channel:gone", "reason": "left"}),
+            ),
             item("channel:gone", 5, "message:new", json!({"id": "g2"})),
-            item("user:u1", 6, ROOM_JOINED, json!({"room": "channel:new"})),
+            item(
+                "user:u1",
+                6,
+                names::ROOM_JOINED,
+                json!({"room": "channel:new"}),
+            ),
             item("channel:new", 7, "message:new", json!({"id": "n2"})),
             item("channel:other", 8, "message:new", json!({"id": "o1"})),
         ];
