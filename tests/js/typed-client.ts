@@ -4,6 +4,7 @@ import { io, Socket } from "socket.io-client";
 import type {
   ClientToServerEvents,
   Message,
+  LeaveReason,
   PresenceStatus,
   PresenceUpdate,
   RoomAck,
@@ -76,6 +77,14 @@ socket.emit("presence:query", { users: ["alice", "bob"] }, (res) => {
   }
 });
 socket.on("presence:update", (p: PresenceUpdate) => console.log(p.userId, p.status));
+socket.on("room:joined", (e) => console.log(e.room));
+socket.on("room:left", (e) => {
+  const why: LeaveReason = e.reason;
+  console.log(e.room, why === "kicked");
+});
+socket.on("member:joined", (e) => console.log(e.room, e.user));
+socket.on("member:left", (e) => console.log(e.room, e.user, e.reason));
+socket.on("channel:archived", (e) => console.log(e.room, e.by));
 
 // @ts-expect-error: unknown client events are a compile error.
 socket.emit("no:such-event");

@@ -10,6 +10,8 @@
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
+use crate::{RoomId, UserId};
+
 /// Event names, in one place.
 pub mod names {
     /// Client asks to join a room (ack: [`super::RoomAck`]).
@@ -53,6 +55,18 @@ pub mod names {
     pub const PRESENCE_QUERY: &str = "presence:query";
     /// Server tells a workspace room a user's presence changed (volatile).
     pub const PRESENCE_UPDATE: &str = "presence:update";
+    /// Server tells a user's sockets (room `user:{id}`) that the user now
+    /// belongs to a room; the gateway has put the sockets in it.
+    pub const ROOM_JOINED: &str = "room:joined";
+    /// Server tells a user's sockets (room `user:{id}`) that the user left
+    /// or was removed from a room; the gateway has taken the sockets out.
+    pub const ROOM_LEFT: &str = "room:left";
+    /// Server tells a room a user joined it.
+    pub const MEMBER_JOINED: &str = "member:joined";
+    /// Server tells a room a user left it.
+    pub const MEMBER_LEFT: &str = "member:left";
+    /// Server tells a channel it was archived (read-only, no new members).
+    pub const CHANNEL_ARCHIVED: &str = "channel:archived";
 }
 
 /// Argument of `room:join` / `room:leave`: a room name such as
@@ -415,6 +429,117 @@ pub enum HistoryAck {
     },
 }
 
+/// Payload of `room:joined` (in `user:{id}`): the user now belongs to the
+/// room (a workspace, channel or DM).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct RoomJoined {
+    /// The room, e.g. `channel:42`.
+    #[ts(type = "string")]
+    pub room: RoomId,
+}
+
+/// Why a user is no longer in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+#[ts(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// They left by themselves.
+    Left,
+    /// A workspace admin removed them from the channel.
+    Kicked,
+    /// They were removed from the workspace (and so from its channels).
+    RemovedFromWorkspace,
+}
+
+/// Payload of `room:left` (in `user:{id}`): the user no longer belongs to
+/// the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct RoomLeft {
+    /// The room, e.g. `channel:42`.
+    #[ts(type = "string")]
+    pub room: RoomId,
+    /// Why.
+    pub reason: LeaveReason,
+}
+
+/// Payload of `member:joined` (in the room): a user joined it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct MemberJoined {
+    /// The room.
+    #[ts(type = "string")]
+    pub room: RoomId,
+    /// Who joined.
+    #[ts(type = "string")]
+    pub user: UserId,
+}
+
+/// Payload of `member:left` (in the room): a user left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct MemberLeft {
+    /// The room.
+    #[ts(type = "string")]
+    pub room: RoomId,
+    /// Who left.
+    #[ts(type = "string")]
+    pub user: UserId,
+    /// Why.
+    pub reason: LeaveReason,
+}
+
+/// Payload of `channel:archived` (in the channel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct ChannelArchived {
+    /// The channel's room, `channel:{id}`.
+    #[ts(type = "string")]
+    pub room: RoomId,
+    /// Who archived it.
+    #[ts(type = "string")]
+    pub by: UserId,
+}
+
+/// A membership change announced in a user room, which moves every socket
+/// of the user: `room:joined` or `room:left`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomChange {
+    /// `room:joined`.
+    Joined(RoomJoined),
+    /// `room:left`.
+    Left(RoomLeft),
+}
+
+impl RoomChange {
+    /// Reads an event of a user room from its name and JSON array of
+    /// arguments: `None` when it is no room change, an error when its
+    /// argument is not the documented payload.
+    pub fn parse(event: &str, args_json: &str) -> Option<Result<Self, serde_json::Error>> {
+        fn first<T: serde::de::DeserializeOwned>(args_json: &str) -> Result<T, serde_json::Error> {
+            let mut args: Vec<serde_json::Value> = serde_json::from_str(args_json)?;
+            if args.is_empty() {
+                return Err(serde::de::Error::custom("expected one argument"));
+            }
+            serde_json::from_value(args.swap_remove(0))
+        }
+        match event {
+            names::ROOM_JOINED => Some(first(args_json).map(Self::Joined)),
+            names::ROOM_LEFT => Some(first(args_json).map(Self::Left)),
+            _ => None,
+        }
+    }
+
+    /// The room joined or left.
+    pub fn room(&self) -> &RoomId {
+        match self {
+            Self::Joined(e) => &e.room,
+            Self::Left(e) => &e.room,
+        }
+    }
+
+    /// Whether the user joined (`true`) or left the room.
+    pub fn joined(&self) -> bool {
+        matches!(self, Self::Joined(_))
+    }
+}
+
 /// An event a client may emit, parsed from its Socket.IO name and args.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientToServer {
@@ -511,6 +636,16 @@ pub enum ServerToClient {
     SessionExpired(SessionExpired),
     /// `recovery:failed`.
     RecoveryFailed(RecoveryFailed),
+    /// `room:joined`.
+    RoomJoined(RoomJoined),
+    /// `room:left`.
+    RoomLeft(RoomLeft),
+    /// `member:joined`.
+    MemberJoined(MemberJoined),
+    /// `member:left`.
+    MemberLeft(MemberLeft),
+    /// `channel:archived`.
+    ChannelArchived(ChannelArchived),
 }
 
 impl ServerToClient {
@@ -522,18 +657,33 @@ impl ServerToClient {
             Self::MessageDeleted(_) => names::MESSAGE_DELETED,
             Self::SessionExpired(_) => names::SESSION_EXPIRED,
             Self::RecoveryFailed(_) => names::RECOVERY_FAILED,
+            Self::RoomJoined(_) => names::ROOM_JOINED,
+            Self::RoomLeft(_) => names::ROOM_LEFT,
+            Self::MemberJoined(_) => names::MEMBER_JOINED,
+            Self::MemberLeft(_) => names::MEMBER_LEFT,
+            Self::ChannelArchived(_) => names::CHANNEL_ARCHIVED,
         }
     }
 
     /// The event's arguments.
     pub fn args(&self) -> Vec<serde_json::Value> {
+        vec![self.data()]
+    }
+
+    /// The event's single argument.
+    pub fn data(&self) -> serde_json::Value {
         let v = match self {
             Self::MessageNew(m) | Self::MessageUpdated(m) => serde_json::to_value(m),
             Self::MessageDeleted(m) => serde_json::to_value(m),
             Self::SessionExpired(m) => serde_json::to_value(m),
             Self::RecoveryFailed(m) => serde_json::to_value(m),
+            Self::RoomJoined(m) => serde_json::to_value(m),
+            Self::RoomLeft(m) => serde_json::to_value(m),
+            Self::MemberJoined(m) => serde_json::to_value(m),
+            Self::MemberLeft(m) => serde_json::to_value(m),
+            Self::ChannelArchived(m) => serde_json::to_value(m),
         };
-        vec![v.unwrap_or(serde_json::Value::Null)]
+        v.unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -579,6 +729,12 @@ pub fn typescript() -> String {
         PresenceQuery::decl(&cfg),
         PresenceQueryAck::decl(&cfg),
         PresenceUpdate::decl(&cfg),
+        RoomJoined::decl(&cfg),
+        LeaveReason::decl(&cfg),
+        RoomLeft::decl(&cfg),
+        MemberJoined::decl(&cfg),
+        MemberLeft::decl(&cfg),
+        ChannelArchived::decl(&cfg),
     ] {
         out.push_str("export ");
         out.push_str(&decl);
@@ -593,6 +749,18 @@ pub fn typescript() -> String {
     let presence_server = format!(
         "  \"{}\": (p: PresenceUpdate) => void;\n",
         names::PRESENCE_UPDATE
+    );
+    let membership_server = format!(
+        "  \"{}\": (e: RoomJoined) => void;\n  \
+           \"{}\": (e: RoomLeft) => void;\n  \
+           \"{}\": (e: MemberJoined) => void;\n  \
+           \"{}\": (e: MemberLeft) => void;\n  \
+           \"{}\": (e: ChannelArchived) => void;\n",
+        names::ROOM_JOINED,
+        names::ROOM_LEFT,
+        names::MEMBER_JOINED,
+        names::MEMBER_LEFT,
+        names::CHANNEL_ARCHIVED,
     );
     let history_client = format!(
         "  \"{}\": (req: EditRequest, ack: (res: ChangeAck) => void) => void;\n  \
@@ -623,6 +791,7 @@ pub fn typescript() -> String {
            \"{}\": (info: RecoveryFailed) => void;\n  \
            \"{}\": (t: Typing) => void;\n\
          {presence_server}\
+         {membership_server}\
          }}\n",
         names::ROOM_JOIN,
         names::ROOM_LEAVE,
@@ -709,6 +878,60 @@ mod tests {
             serde_json::to_string(&ok).unwrap(),
             r#"{"ok":true,"expiresAt":5}"#
         );
+    }
+
+    #[test]
+    fn control_events_have_one_shape() {
+        use serde_json::json;
+        let room = RoomId::parse("channel:42").unwrap();
+        let user = UserId::parse("bob").unwrap();
+        let left = ServerToClient::MemberLeft(MemberLeft {
+            room: room.clone(),
+            user: user.clone(),
+            reason: LeaveReason::RemovedFromWorkspace,
+        });
+        assert_eq!(left.name(), "member:left");
+        assert_eq!(
+            left.data(),
+            json!({"room": "channel:42", "user": "bob", "reason": "removed_from_workspace"})
+        );
+        let archived = ServerToClient::ChannelArchived(ChannelArchived {
+            room: room.clone(),
+            by: user,
+        });
+        assert_eq!(
+            archived.args(),
+            vec![json!({"room": "channel:42", "by": "bob"})]
+        );
+
+        let joined = RoomChange::parse("room:joined", r#"[{"room":"channel:42"}]"#)
+            .unwrap()
+            .unwrap();
+        assert!(joined.joined());
+        assert_eq!(joined.room(), &room);
+        let gone = RoomChange::parse("room:left", r#"[{"room":"dm:7","reason":"kicked"}]"#)
+            .unwrap()
+            .unwrap();
+        assert!(!gone.joined());
+        assert_eq!(
+            gone,
+            RoomChange::Left(RoomLeft {
+                room: RoomId::parse("dm:7").unwrap(),
+                reason: LeaveReason::Kicked
+            })
+        );
+        assert!(RoomChange::parse("message:new", "[{}]").is_none());
+        for bad in [
+            r#"[{"room":"a.b"}]"#,
+            "[]",
+            "{}",
+            r#"[{"rooms":"channel:1"}]"#,
+        ] {
+            assert!(
+                RoomChange::parse("room:joined", bad).unwrap().is_err(),
+                "{bad}"
+            );
+        }
     }
 
     /// The checked-in TypeScript must match the Rust types. Regenerate with

@@ -283,6 +283,58 @@ userId: string,
  */
 status: PresenceStatus, };
 
+export type RoomJoined = { 
+/**
+ * The room, e.g. `channel:42`.
+ */
+room: string, };
+
+export type LeaveReason = "left" | "kicked" | "removed_from_workspace";
+
+export type RoomLeft = { 
+/**
+ * The room, e.g. `channel:42`.
+ */
+room: string, 
+/**
+ * Why.
+ */
+reason: LeaveReason, };
+
+export type MemberJoined = { 
+/**
+ * The room.
+ */
+room: string, 
+/**
+ * Who joined.
+ */
+user: string, };
+
+export type MemberLeft = { 
+/**
+ * The room.
+ */
+room: string, 
+/**
+ * Who left.
+ */
+user: string, 
+/**
+ * Why.
+ */
+reason: LeaveReason, };
+
+export type ChannelArchived = { 
+/**
+ * The channel's room, `channel:{id}`.
+ */
+room: string, 
+/**
+ * Who archived it.
+ */
+by: string, };
+
 /** Events a client emits. */
 export interface ClientToServerEvents {
   "room:join": (room: RoomRequest, ack: (res: RoomAck) => void) => void;
@@ -307,4 +359,9 @@ export interface ServerToClientEvents {
   "recovery:failed": (info: RecoveryFailed) => void;
   "typing": (t: Typing) => void;
   "presence:update": (p: PresenceUpdate) => void;
+  "room:joined": (e: RoomJoined) => void;
+  "room:left": (e: RoomLeft) => void;
+  "member:joined": (e: MemberJoined) => void;
+  "member:left": (e: MemberLeft) => void;
+  "channel:archived": (e: ChannelArchived) => void;
 }

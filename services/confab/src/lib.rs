@@ -15,7 +15,11 @@ use anyhow::{Context, bail};
 use async_trait::async_trait;
 use confab_auth::{DEV_SECRET, Verifier};
 use confab_bus::{Bus, InProcessBus};
-use confab_events::presence::Heartbeat;
+use confab_contracts::ErrorDetail;
+use confab_contracts::messages::{
+    ChangeAck, DeleteRequest, EditRequest, HistoryPage, HistoryRequest,
+};
+use confab_contracts::presence::Heartbeat;
 use confab_events::socket::PresenceStatus;
 use confab_events::{RoomId, UserId};
 use confab_gateway::config::{BusKind, MembershipKind};
@@ -119,11 +123,23 @@ pub fn dev_token(cfg: &GatewayConfig, user: &str, ttl: Duration) -> anyhow::Resu
 /// embedded membership service.
 struct EmbeddedHistory(confab_membership::history::History);
 
+/// A history refusal as the gateway forwards it.
+fn refusal(e: confab_membership::history::HistoryError) -> ErrorDetail {
+    confab_membership::api::ApiError::from(e).0
+}
+
 #[async_trait]
 impl confab_gateway::history::MessageCalls for EmbeddedHistory {
-    async fn call(&self, subject: &'static str, body: serde_json::Value) -> serde_json::Value {
-        let payload = serde_json::to_vec(&body).unwrap_or_default();
-        confab_membership::history::answer(&self.0, subject, &payload).await
+    async fn history(&self, request: &HistoryRequest) -> Result<HistoryPage, ErrorDetail> {
+        self.0.history(request).await.map_err(refusal)
+    }
+
+    async fn edit(&self, request: &EditRequest) -> Result<ChangeAck, ErrorDetail> {
+        self.0.edit(request).await.map_err(refusal)
+    }
+
+    async fn delete(&self, request: &DeleteRequest) -> Result<ChangeAck, ErrorDetail> {
+        self.0.delete(request).await.map_err(refusal)
     }
 }
 

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::ws::Utf8Bytes;
 use confab_events::RoomId;
+use confab_events::socket::RoomChange;
 use confab_protocol::socketio::{event_frame, event_frame_with_offset};
 use dashmap::DashMap;
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -56,11 +57,6 @@ struct Room {
     /// Sets up the subscription until it is handed to the dispatcher.
     setup: AbortHandle,
 }
-
-/// Control event in a user room: the user joined a room.
-pub const ROOM_JOINED: &str = "room:joined";
-/// Control event in a user room: the user left (or was removed from) a room.
-pub const ROOM_LEFT: &str = "room:left";
 
 /// Local rooms, their members, and their bus subscriptions.
 pub struct Hub {
@@ -232,19 +228,15 @@ impl Hub {
     /// Applies a membership change announced in a user room to every local
     /// socket of that user.
     async fn apply_membership(self: &Arc<Self>, user_room: &RoomId, msg: &BusMessage) {
-        let joined = match &*msg.event {
-            ROOM_JOINED => true,
-            ROOM_LEFT => false,
-            _ => return,
+        let change = match RoomChange::parse(&msg.event, &msg.args_json) {
+            None => return,
+            Some(Ok(change)) => change,
+            Some(Err(error)) => {
+                tracing::warn!(room = %user_room, event = &*msg.event, %error, "membership change without a valid room");
+                return;
+            }
         };
-        let target = serde_json::from_str::<serde_json::Value>(&msg.args_json)
-            .ok()
-            .and_then(|v| v.get(0)?.get("room")?.as_str().map(RoomId::parse))
-            .and_then(Result::ok);
-        let Some(target) = target else {
-            tracing::warn!(room = %user_room, event = &*msg.event, "membership change without a valid room");
-            return;
-        };
+        let (joined, target) = (change.joined(), change.room());
         if target.kind() == confab_events::RoomKind::User {
             return;
         }
@@ -255,11 +247,11 @@ impl Hub {
             .unwrap_or_default();
         for socket in sockets {
             if joined {
-                if let Err(e) = self.join(&target, &socket).await {
+                if let Err(e) = self.join(target, &socket).await {
                     tracing::warn!(%target, error = %e, "cannot join socket after membership change");
                 }
             } else {
-                self.leave(&target, socket.conn());
+                self.leave(target, socket.conn());
             }
         }
     }

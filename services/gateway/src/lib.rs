@@ -34,7 +34,6 @@ mod hub;
 mod identity;
 mod metrics;
 mod reply;
-mod service_client;
 
 pub use app::{App, AppError, AppHandle, Deps};
 pub use config::GatewayConfig;
@@ -55,7 +54,7 @@ pub mod presence {
 /// The message history port, for embedders that answer it in-process, and
 /// its adapter that refuses.
 pub mod history {
-    pub use crate::features::history::{MessageCalls, NoHistory, subjects};
+    pub use crate::features::history::{MessageCalls, NoHistory};
 }
 
 /// The session store of connection-state recovery ([`Deps::sessions`]).

@@ -96,16 +96,6 @@ impl Reply {
     pub(crate) fn refused(error: AckError) -> Self {
         Self(json!({ "error": error }))
     }
-
-    /// An answer already in ack shape (a service's reply, passed through).
-    pub(crate) fn from_value(value: Value) -> Self {
-        Self(value)
-    }
-
-    /// The ack's body.
-    pub(crate) fn into_value(self) -> Value {
-        self.0
-    }
 }
 
 impl From<Reply> for EventOutcome {
@@ -126,7 +116,7 @@ mod tests {
             error: AckError::new("forbidden", "no"),
         })
         .unwrap();
-        let reply = Reply::error(Code::Forbidden, "no").into_value().to_string();
+        let reply = Reply::error(Code::Forbidden, "no").0.to_string();
         assert_eq!(reply, typed);
         let typed = serde_json::to_string(&SendAck::Err {
             error: AckError {
@@ -135,12 +125,12 @@ mod tests {
             },
         })
         .unwrap();
-        let reply = Reply::retry_after("slow down", 5).into_value().to_string();
+        let reply = Reply::retry_after("slow down", 5).0.to_string();
         assert_eq!(reply, typed);
         assert_eq!(
             reply,
             r#"{"error":{"code":"rate_limited","message":"slow down","retryAfterMs":5}}"#
         );
-        assert_eq!(Reply::done().into_value().to_string(), r#"{"ok":true}"#);
+        assert_eq!(Reply::done().0.to_string(), r#"{"ok":true}"#);
     }
 }

@@ -1,41 +1,34 @@
-//! The NATS request/reply API: the same commands and queries as HTTP, as
-//! the NATS micro-service `confab-membership` (subjects and bodies in
-//! [`crate::api`]). Only the service token is accepted.
+//! The NATS request/reply API: every endpoint of the service, as one NATS
+//! micro-service `confab-membership` on [`confab_contracts::EndpointServer`]
+//! (bounded, traced, service token only, one error encoding).
+//!
+//! * the membership API ([`membership_routes`], subjects and bodies in
+//!   [`crate::api`]): the same commands and queries as HTTP;
+//! * the message history calls ([`message_routes`],
+//!   [`confab_contracts::messages`]);
+//! * the presence query ([`presence_routes`],
+//!   [`confab_contracts::presence`]; heartbeats are publishes, read by
+//!   [`PresenceTracker::serve_heartbeats`]).
+//!
+//! A new endpoint is one more `route` here, with its handler below.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use async_nats::HeaderMap;
-use async_nats::service::{Request, ServiceExt};
-use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::SelectAll;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use tokio::sync::Semaphore;
-use tracing::Instrument;
+use confab_contracts::{
+    EndpointServer, Routes, ServerSettings, ServiceToken, membership, messages, presence,
+    with_state,
+};
 
 use crate::api::{
-    AUTHORIZATION_HEADER, ApiError, EmitRequest, EmitResponse, ExecuteRequest, ExecuteResponse,
-    IsMemberRequest, IsMemberResponse, MayJoinRequest, MembersOfRequest, MembersOfResponse,
-    QUEUE_GROUP, RoomsOfRequest, RoomsOfResponse, SERVICE_NAME, SUBJECT_PREFIX,
+    ApiError, EmitRequest, EmitResponse, Execute, ExecuteRequest, ExecuteResponse, IsMemberRequest,
+    IsMemberResponse, JoinDecision, MayJoinRequest, MembersOfRequest, MembersOfResponse,
+    RoomsOfRequest, RoomsOfResponse, SERVICE_NAME,
 };
-use crate::auth::Authenticator;
 use crate::domain::Actor;
+use crate::history::{History, HistoryError};
+use crate::presence::PresenceTracker;
 use crate::service::MembershipService;
-
-/// Requests handled at once; more wait in the client's buffer.
-const MAX_IN_FLIGHT: usize = 256;
-
-/// The endpoints, by their last subject token.
-const ENDPOINTS: &[&str] = &[
-    "rooms_of",
-    "may_join",
-    "members_of",
-    "is_member",
-    "execute",
-    "emit",
-];
 
 /// A failure to start the NATS API.
 #[derive(Debug, thiserror::Error)]
@@ -44,191 +37,132 @@ pub struct NatsApiError(String);
 
 /// A running NATS API: registered with the server, serving until
 /// [`serve`](Self::serve)'s shutdown future completes.
+#[derive(Debug)]
 pub struct NatsApi {
-    service: async_nats::service::Service,
-    endpoints: SelectAll<futures::stream::BoxStream<'static, (&'static str, Request)>>,
-    membership: Arc<MembershipService>,
-    auth: Arc<Authenticator>,
+    server: EndpointServer,
 }
 
 impl NatsApi {
-    /// Registers the service and its endpoints on `client` (queue group
-    /// [`QUEUE_GROUP`], so several instances share the load).
+    /// Registers the service and the endpoints of `routes` on `client`
+    /// (queue group `q`, so several instances share the load); callers
+    /// must present `token`.
     pub async fn start(
         client: async_nats::Client,
-        membership: Arc<MembershipService>,
-        auth: Arc<Authenticator>,
+        routes: Routes,
+        token: ServiceToken,
     ) -> Result<Self, NatsApiError> {
-        let service = client
-            .service_builder()
-            .description("Confab membership: commands and queries")
-            .queue_group(QUEUE_GROUP)
-            .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+        let settings = ServerSettings::new(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+            .description("Confab membership: commands and queries");
+        let server = EndpointServer::start(client, settings, token, routes)
             .await
             .map_err(|e| NatsApiError(e.to_string()))?;
-        let group = service.group(SUBJECT_PREFIX);
-        let mut endpoints = SelectAll::new();
-        for name in ENDPOINTS {
-            let endpoint = group
-                .endpoint(*name)
-                .await
-                .map_err(|e| NatsApiError(format!("endpoint {name}: {e}")))?;
-            endpoints.push(endpoint.map(move |r| (*name, r)).boxed());
-        }
-        Ok(Self {
-            service,
-            endpoints,
-            membership,
-            auth,
-        })
+        Ok(Self { server })
     }
 
     /// Serves requests until `shutdown` completes, then stops the service
     /// (requests being handled finish).
-    pub async fn serve(mut self, shutdown: impl Future<Output = ()> + Send) {
-        let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let next = tokio::select! {
-                () = &mut shutdown => break,
-                next = self.endpoints.next() => next,
-            };
-            let Some((endpoint, request)) = next else {
-                tracing::warn!("NATS API endpoints closed");
-                break;
-            };
-            let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
-                break;
-            };
-            let membership = Arc::clone(&self.membership);
-            let auth = Arc::clone(&self.auth);
-            tokio::spawn(async move {
-                handle(endpoint, request, &membership, &auth).await;
-                drop(permit);
-            });
-        }
-        if let Err(e) = self.service.stop().await {
-            tracing::warn!(error = %e, "cannot stop the NATS service cleanly");
-        }
-        // Let requests in flight answer.
-        let _ = limit.acquire_many(MAX_IN_FLIGHT as u32).await;
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
+        self.server.serve(shutdown).await;
     }
 }
 
-fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
-    headers.and_then(|h| h.get(name)).map(|v| v.as_str())
+/// The membership API: `confab.membership.v1.*`.
+pub fn membership_routes(service: Arc<MembershipService>) -> Routes {
+    let s = || Arc::clone(&service);
+    Routes::new()
+        .route::<membership::RoomsOf>(with_state(s(), rooms_of))
+        .route::<membership::MayJoin>(with_state(s(), may_join))
+        .route::<membership::MembersOf>(with_state(s(), members_of))
+        .route::<membership::IsMember>(with_state(s(), is_member))
+        .route::<Execute>(with_state(s(), execute))
+        .route::<membership::Emit>(with_state(s(), emit))
 }
 
-async fn handle(
-    endpoint: &'static str,
-    request: Request,
-    membership: &MembershipService,
-    auth: &Authenticator,
-) {
-    let headers = request.message.headers.as_ref();
-    let span = tracing::info_span!(
-        "membership.nats",
-        otel.kind = "server",
-        endpoint,
-        error.code = tracing::field::Empty,
-    );
-    let trace: Vec<(String, String)> = ["traceparent", "tracestate"]
-        .iter()
-        .filter_map(|k| header(headers, k).map(|v| ((*k).to_owned(), v.to_owned())))
-        .collect();
-    confab_telemetry::set_parent_from(&span, &trace);
-    async {
-        let result = match auth.require_service(header(headers, AUTHORIZATION_HEADER)) {
-            Ok(()) => answer(endpoint, &request.message.payload, membership).await,
-            Err(e) => Err(e),
-        };
-        let (body, headers) = match result {
-            Ok(body) => (body, HeaderMap::new()),
-            Err(e) => {
-                tracing::Span::current().record("error.code", e.0.code.as_str());
-                let mut h = HeaderMap::new();
-                h.insert("Nats-Service-Error", header_safe(&e.0.message).as_str());
-                h.insert("Nats-Service-Error-Code", e.status().to_string().as_str());
-                (to_json(&e.body()), h)
-            }
-        };
-        if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
-            tracing::warn!(error = %e, "cannot send a NATS API reply");
-        }
-    }
-    .instrument(span)
-    .await
+/// The message history calls: `confab.messages.v1.*`.
+pub fn message_routes(history: History) -> Routes {
+    Routes::new()
+        .route::<messages::History>(with_state(history.clone(), |h: History, r| async move {
+            Ok(h.history(&r).await?)
+        }))
+        .route::<messages::Edit>(with_state(history.clone(), |h: History, r| async move {
+            Ok(h.edit(&r).await?)
+        }))
+        .route::<messages::Delete>(with_state(history, |h: History, r| async move {
+            Ok(h.delete(&r).await?)
+        }))
 }
 
-/// A header value: no control characters, at most 200 characters.
-fn header_safe(text: &str) -> String {
-    text.chars()
-        .take(200)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
-
-fn to_json<T: Serialize>(value: &T) -> Bytes {
-    serde_json::to_vec(value).map_or_else(|_| Bytes::from_static(b"{}"), Bytes::from)
-}
-
-fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(payload).map_err(|e| ApiError::invalid("body", e.to_string()))
-}
-
-async fn answer(
-    endpoint: &str,
-    payload: &[u8],
-    membership: &MembershipService,
-) -> Result<Bytes, ApiError> {
-    Ok(match endpoint {
-        "rooms_of" => {
-            let r: RoomsOfRequest = parse(payload)?;
-            let rooms = membership.rooms_of(&r.user).await?;
-            to_json(&RoomsOfResponse {
-                user: r.user,
-                rooms,
+/// The presence query: `confab.presence.v1.query`.
+pub fn presence_routes(tracker: Arc<PresenceTracker>) -> Routes {
+    Routes::new().route::<presence::Query>(with_state(
+        tracker,
+        |t: Arc<PresenceTracker>, r: presence::QueryRequest| async move {
+            Ok(presence::QueryResponse {
+                presence: t.query(&r.users).await,
             })
-        }
-        "may_join" => {
-            let r: MayJoinRequest = parse(payload)?;
-            to_json(&membership.may_join(&r.user, &r.room).await?)
-        }
-        "members_of" => {
-            let r: MembersOfRequest = parse(payload)?;
-            let members = membership.members_of(&r.room).await?;
-            to_json(&MembersOfResponse {
-                room: r.room,
-                members,
-            })
-        }
-        "is_member" => {
-            let r: IsMemberRequest = parse(payload)?;
-            let member = membership.is_member(&r.user, &r.room).await?;
-            to_json(&IsMemberResponse {
-                user: r.user,
-                room: r.room,
-                member,
-            })
-        }
-        "execute" => {
-            let r: ExecuteRequest = parse(payload)?;
-            let actor = Actor::Service {
-                on_behalf_of: r.actor,
-            };
-            let outcome = membership.execute(r.command, &actor).await?;
-            to_json(&ExecuteResponse::from(outcome))
-        }
-        "emit" => {
-            let r: EmitRequest = parse(payload)?;
-            let published = membership
-                .emit(&r.room, &r.event, &r.data, r.id.as_deref())
-                .await?;
-            to_json(&EmitResponse {
-                seq: published.seq,
-                duplicate: published.duplicate,
-            })
-        }
-        other => return Err(ApiError::new("not_found", format!("no endpoint {other}"))),
+        },
+    ))
+}
+
+async fn rooms_of(
+    s: Arc<MembershipService>,
+    r: RoomsOfRequest,
+) -> Result<RoomsOfResponse, ApiError> {
+    let rooms = s.rooms_of(&r.user).await?;
+    Ok(RoomsOfResponse {
+        user: r.user,
+        rooms,
     })
+}
+
+async fn may_join(s: Arc<MembershipService>, r: MayJoinRequest) -> Result<JoinDecision, ApiError> {
+    Ok(s.may_join(&r.user, &r.room).await?)
+}
+
+async fn members_of(
+    s: Arc<MembershipService>,
+    r: MembersOfRequest,
+) -> Result<MembersOfResponse, ApiError> {
+    let members = s.members_of(&r.room).await?;
+    Ok(MembersOfResponse {
+        room: r.room,
+        members,
+    })
+}
+
+async fn is_member(
+    s: Arc<MembershipService>,
+    r: IsMemberRequest,
+) -> Result<IsMemberResponse, ApiError> {
+    let member = s.is_member(&r.user, &r.room).await?;
+    Ok(IsMemberResponse {
+        user: r.user,
+        room: r.room,
+        member,
+    })
+}
+
+async fn execute(
+    s: Arc<MembershipService>,
+    r: ExecuteRequest,
+) -> Result<ExecuteResponse, ApiError> {
+    let actor = Actor::Service {
+        on_behalf_of: r.actor,
+    };
+    Ok(ExecuteResponse::from(s.execute(r.command, &actor).await?))
+}
+
+async fn emit(s: Arc<MembershipService>, r: EmitRequest) -> Result<EmitResponse, ApiError> {
+    let published = s.emit(&r.room, &r.event, &r.data, r.id.as_deref()).await?;
+    Ok(EmitResponse {
+        seq: published.seq,
+        duplicate: published.duplicate,
+    })
+}
+
+/// A history refusal as the history calls answer it: its code, its text.
+impl From<HistoryError> for ApiError {
+    fn from(e: HistoryError) -> Self {
+        ApiError::new(e.code(), e.to_string())
+    }
 }

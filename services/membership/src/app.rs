@@ -20,12 +20,13 @@ use std::time::Duration;
 use axum::Router;
 use confab_auth::Verifier;
 use confab_bus::{Bus, InProcessBus, NatsBus};
+use confab_contracts::Routes;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::api_http::{self, HttpSettings};
-use crate::api_nats::NatsApi;
+use crate::api_nats::{self, NatsApi};
 use crate::auth::Authenticator;
 use crate::config::MembershipConfig;
 use crate::history::{History, HistoryProjector};
@@ -207,6 +208,14 @@ impl MembershipCore {
         )
     }
 
+    /// Every NATS endpoint of the service: the membership API, the history
+    /// calls and the presence query.
+    fn nats_routes(&self) -> Routes {
+        api_nats::membership_routes(Arc::clone(&self.service))
+            .merge(api_nats::message_routes(self.history.clone()))
+            .merge(api_nats::presence_routes(Arc::clone(&self.presence)))
+    }
+
     /// Starts the projector, the notifier and (in NATS mode) the NATS API;
     /// they run until `shutdown` completes. When this returns, the notifier
     /// knows where it starts and the NATS API is registered, so the service
@@ -224,8 +233,8 @@ impl MembershipCore {
             Some(client) => Some(
                 NatsApi::start(
                     client.clone(),
-                    Arc::clone(&self.service),
-                    Arc::clone(&self.auth),
+                    self.nats_routes(),
+                    self.auth.service_token().clone(),
                 )
                 .await
                 .map_err(|e| AppError::Nats(e.to_string()))?,
@@ -261,10 +270,10 @@ impl MembershipCore {
             let (client, auth, token) = (client.clone(), Arc::clone(&self.auth), stop.clone());
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = presence
-                    .serve_nats(client, auth, token.cancelled_owned())
+                    .serve_heartbeats(client, auth, token.cancelled_owned())
                     .await
                 {
-                    tracing::error!(error = %e, "presence NATS subscriptions failed");
+                    tracing::error!(error = %e, "presence heartbeat subscription failed");
                 }
             }));
         }
@@ -273,19 +282,6 @@ impl MembershipCore {
         tasks.push(tokio::spawn(async move {
             history_projector.run(token.cancelled_owned()).await;
         }));
-        if let Some(client) = &self.nats {
-            let serve = crate::history::serve_nats(
-                client.clone(),
-                self.history.clone(),
-                Arc::clone(&self.auth),
-                stop.clone().cancelled_owned(),
-            );
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = serve.await {
-                    tracing::error!(error = %e, "history NATS API stopped");
-                }
-            }));
-        }
         Ok(CoreHandle { stop, tasks })
     }
 

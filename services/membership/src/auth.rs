@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use confab_auth::Verifier;
+use confab_contracts::{ServiceToken, bearer};
 use confab_events::UserId;
 
 use crate::api::ApiError;
@@ -71,17 +72,14 @@ impl Caller {
 /// Checks `Authorization` headers.
 #[derive(Clone, Default)]
 pub struct Authenticator {
-    service_token: Option<Arc<str>>,
+    service_token: ServiceToken,
     verifier: Option<Arc<Verifier>>,
 }
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
-            .field(
-                "service_token",
-                &self.service_token.as_ref().map(|_| "[redacted]"),
-            )
+            .field("service_token", &self.service_token)
             .field("jwt", &self.verifier.is_some())
             .finish()
     }
@@ -92,16 +90,20 @@ impl Authenticator {
     /// given).
     pub fn new(service_token: Option<String>, verifier: Option<Verifier>) -> Self {
         Self {
-            service_token: service_token.filter(|t| !t.is_empty()).map(Arc::from),
+            service_token: ServiceToken::new(service_token),
             verifier: verifier.map(Arc::new),
         }
     }
 
-    /// Whether `token` is the service token.
+    /// Whether `token` is the service token (compared in constant time).
     pub fn is_service_token(&self, token: &str) -> bool {
-        self.service_token
-            .as_deref()
-            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+        self.service_token.matches(token)
+    }
+
+    /// The service token, for the NATS endpoints (which accept nothing
+    /// else).
+    pub fn service_token(&self) -> &ServiceToken {
+        &self.service_token
     }
 
     /// The caller named by an `Authorization` header value.
@@ -131,36 +133,8 @@ impl Authenticator {
     /// Checks that the header carries the service token (the NATS API
     /// accepts nothing else).
     pub fn require_service(&self, authorization: Option<&str>) -> Result<(), ApiError> {
-        let token = bearer(authorization)?;
-        if self.is_service_token(token) {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized(
-                "the bearer token is not the service token",
-            ))
-        }
+        self.service_token.check(authorization)
     }
-}
-
-fn bearer(authorization: Option<&str>) -> Result<&str, ApiError> {
-    let value = authorization
-        .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <token>` header"))?;
-    let (scheme, token) = value.trim().split_once(' ').unwrap_or((value, ""));
-    let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-        return Err(ApiError::unauthorized(
-            "the Authorization header must be `Bearer <token>`",
-        ));
-    }
-    Ok(token)
-}
-
-/// Compares without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -204,8 +178,8 @@ mod tests {
                 on_behalf_of: Some(bob)
             }
         );
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(auth.is_service_token("s3cret-s3cret-s3cret-s3cret-0000"));
+        assert!(!auth.is_service_token("s3cret-s3cret-s3cret-s3cret-0001"));
+        assert!(!auth.is_service_token("s3cret"));
     }
 }

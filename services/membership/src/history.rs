@@ -24,7 +24,6 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::read_model::ReadModel;
@@ -93,64 +92,9 @@ impl From<DbErr> for HistoryError {
     }
 }
 
-/// Body of `confab.messages.v1.history`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryRequest {
-    /// Who asks.
-    pub user: String,
-    /// The room.
-    pub room: String,
-    /// Cursor: only messages before this one (a `nextCursor`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub before: Option<String>,
-    /// Page size, 1 to [`MAX_PAGE`] (default 50).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u64>,
-}
-
-/// One page of history, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HistoryPage {
-    /// Messages, newest first (deleted ones left out).
-    pub messages: Vec<Message>,
-    /// Pass as `before` for the next (older) page; absent on the last page.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
-/// Body of `confab.messages.v1.edit`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EditRequest {
-    /// Who edits.
-    pub user: String,
-    /// The message's room.
-    pub room: String,
-    /// The message id.
-    pub id: String,
-    /// The new text.
-    pub body: String,
-}
-
-/// Body of `confab.messages.v1.delete`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeleteRequest {
-    /// Who deletes.
-    pub user: String,
-    /// The message's room.
-    pub room: String,
-    /// The message id.
-    pub id: String,
-}
-
-/// Answer of an edit or delete, once its event is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChangeAck {
-    /// Always `true`.
-    pub ok: bool,
-    /// Bus log sequence of the `message:updated` / `message:deleted` event.
-    pub seq: u64,
-}
+pub use confab_contracts::messages::{
+    ChangeAck, DeleteRequest, EditRequest, HistoryPage, HistoryRequest, subjects,
+};
 
 /// Applies message events of the bus log to the `messages` table.
 /// Cheap to clone; clones share the progress signal.
@@ -672,94 +616,5 @@ impl History {
             BusMessage::new(names::MESSAGE_DELETED, &data).with_msg_id(format!("del:{}", row.id));
         let seq = self.publish(&room, msg).await?;
         Ok(ChangeAck { ok: true, seq })
-    }
-}
-
-/// The NATS subjects of the history calls (bodies: [`HistoryRequest`],
-/// [`EditRequest`], [`DeleteRequest`]; header `Authorization: Bearer
-/// <service token>`). Answers are the result or `{error: {code, message}}`.
-pub mod subjects {
-    /// A page of history ([`super::HistoryPage`]).
-    pub const HISTORY: &str = "confab.messages.v1.history";
-    /// Edit a message ([`super::ChangeAck`]).
-    pub const EDIT: &str = "confab.messages.v1.edit";
-    /// Delete a message ([`super::ChangeAck`]).
-    pub const DELETE: &str = "confab.messages.v1.delete";
-}
-
-/// The `{error: {code, message}}` body of a refused call.
-pub fn error_body(e: &HistoryError) -> serde_json::Value {
-    serde_json::json!({ "error": { "code": e.code(), "message": e.to_string() } })
-}
-
-/// Answers one history call (`endpoint` = a [`subjects`] value) from a JSON
-/// body, as JSON.
-pub async fn answer(history: &History, endpoint: &str, payload: &[u8]) -> serde_json::Value {
-    fn parse<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, HistoryError> {
-        serde_json::from_slice(payload).map_err(|e| HistoryError::Invalid(format!("body: {e}")))
-    }
-    let result =
-        async {
-            Ok::<_, HistoryError>(match endpoint {
-                subjects::HISTORY => serde_json::to_value(history.history(&parse(payload)?).await?)
-                    .unwrap_or_default(),
-                subjects::EDIT => {
-                    serde_json::to_value(history.edit(&parse(payload)?).await?).unwrap_or_default()
-                }
-                subjects::DELETE => serde_json::to_value(history.delete(&parse(payload)?).await?)
-                    .unwrap_or_default(),
-                other => return Err(HistoryError::Invalid(format!("no endpoint {other}"))),
-            })
-        }
-        .await;
-    result.unwrap_or_else(|e| error_body(&e))
-}
-
-/// Serves the [`subjects`] over NATS (queue group `q`, service token
-/// required) until `shutdown` completes.
-pub async fn serve_nats(
-    client: async_nats::Client,
-    history: History,
-    auth: Arc<crate::auth::Authenticator>,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), async_nats::SubscribeError> {
-    let mut subs = futures::stream::SelectAll::new();
-    for subject in [subjects::HISTORY, subjects::EDIT, subjects::DELETE] {
-        subs.push(
-            client
-                .queue_subscribe(subject, crate::api::QUEUE_GROUP.to_owned())
-                .await?,
-        );
-    }
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let message = tokio::select! {
-            () = &mut shutdown => return Ok(()),
-            m = subs.next() => m,
-        };
-        let Some(message) = message else {
-            return Ok(());
-        };
-        let Some(reply) = message.reply.clone() else {
-            continue;
-        };
-        let (client, history, auth) = (client.clone(), history.clone(), Arc::clone(&auth));
-        tokio::spawn(async move {
-            let authorization = message
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(crate::api::AUTHORIZATION_HEADER))
-                .map(|v| v.as_str());
-            let body = match auth.require_service(authorization) {
-                Ok(()) => answer(&history, message.subject.as_str(), &message.payload).await,
-                Err(e) => {
-                    serde_json::json!({ "error": { "code": e.0.code, "message": e.0.message } })
-                }
-            };
-            let bytes = serde_json::to_vec(&body).unwrap_or_default();
-            if let Err(e) = client.publish(reply, bytes.into()).await {
-                tracing::warn!(error = %e, "cannot answer a history call");
-            }
-        });
     }
 }

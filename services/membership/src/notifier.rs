@@ -36,10 +36,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use confab_bus::{Bus, BusError, BusMessage};
-use confab_events::RoomId;
 use confab_events::membership::{EventEnvelope, LeftBecause, MembershipEvent};
+use confab_events::socket::{
+    self, LeaveReason, MemberJoined, MemberLeft, RoomJoined, RoomLeft, ServerToClient,
+};
+use confab_events::{RoomId, UserId};
 use futures::StreamExt;
-use serde_json::json;
 use tokio::sync::watch;
 
 use crate::store::{EventStore, StoreError};
@@ -149,67 +151,69 @@ impl CheckpointStore for SqlCheckpoint {
 /// docs](self)), each with its `msg_id`.
 pub fn messages_for(envelope: &EventEnvelope) -> Vec<(RoomId, BusMessage)> {
     use MembershipEvent::*;
-    let mut out: Vec<(RoomId, &'static str, serde_json::Value)> = Vec::new();
-    let joined = |out: &mut Vec<_>, room: &RoomId, user: &confab_events::UserId| {
-        out.push((RoomId::user(user), "room:joined", json!({ "room": room })));
-    };
-    let member_joined = |out: &mut Vec<_>, room: &RoomId, user: &confab_events::UserId| {
-        out.push((
-            room.clone(),
-            "member:joined",
-            json!({ "room": room, "user": user }),
-        ));
-    };
-    let left = |out: &mut Vec<_>, room: &RoomId, user: &confab_events::UserId, reason: &str| {
-        out.push((
-            RoomId::user(user),
-            "room:left",
-            json!({ "room": room, "reason": reason }),
-        ));
-        out.push((
-            room.clone(),
-            "member:left",
-            json!({ "room": room, "user": user, "reason": reason }),
-        ));
-    };
     let room = envelope.event.aggregate();
+    let mut out: Vec<(RoomId, ServerToClient)> = Vec::new();
+    let joined = |out: &mut Vec<_>, user: &UserId| {
+        let event = RoomJoined { room: room.clone() };
+        out.push((RoomId::user(user), ServerToClient::RoomJoined(event)));
+    };
+    let member_joined = |out: &mut Vec<_>, user: &UserId| {
+        let event = MemberJoined {
+            room: room.clone(),
+            user: user.clone(),
+        };
+        out.push((room.clone(), ServerToClient::MemberJoined(event)));
+    };
+    let left = |out: &mut Vec<_>, user: &UserId, reason: LeaveReason| {
+        let event = RoomLeft {
+            room: room.clone(),
+            reason,
+        };
+        out.push((RoomId::user(user), ServerToClient::RoomLeft(event)));
+        let event = MemberLeft {
+            room: room.clone(),
+            user: user.clone(),
+            reason,
+        };
+        out.push((room.clone(), ServerToClient::MemberLeft(event)));
+    };
     match &envelope.event {
-        WorkspaceCreated { owner, .. } => joined(&mut out, &room, owner),
+        WorkspaceCreated { owner, .. } => joined(&mut out, owner),
         WorkspaceMemberAdded { user, .. }
         | ChannelMemberJoined { user, .. }
         | DmParticipantAdded { user, .. } => {
-            joined(&mut out, &room, user);
-            member_joined(&mut out, &room, user);
+            joined(&mut out, user);
+            member_joined(&mut out, user);
         }
         WorkspaceMemberRemoved { user, .. } => {
-            left(&mut out, &room, user, "removed_from_workspace");
+            left(&mut out, user, LeaveReason::RemovedFromWorkspace);
         }
-        ChannelCreated { created_by, .. } => joined(&mut out, &room, created_by),
+        ChannelCreated { created_by, .. } => joined(&mut out, created_by),
         ChannelMemberLeft { user, because, .. } => {
             let reason = match because {
-                LeftBecause::Left => "left",
-                LeftBecause::Kicked { .. } => "kicked",
-                LeftBecause::RemovedFromWorkspace => "removed_from_workspace",
+                LeftBecause::Left => LeaveReason::Left,
+                LeftBecause::Kicked { .. } => LeaveReason::Kicked,
+                LeftBecause::RemovedFromWorkspace => LeaveReason::RemovedFromWorkspace,
             };
-            left(&mut out, &room, user, reason);
+            left(&mut out, user, reason);
         }
         ChannelArchived { by, .. } => {
-            out.push((
-                room.clone(),
-                "channel:archived",
-                json!({ "room": room, "by": by }),
-            ));
+            let event = socket::ChannelArchived {
+                room: room.clone(),
+                by: by.clone(),
+            };
+            out.push((room.clone(), ServerToClient::ChannelArchived(event)));
         }
         DmOpened { participants, .. } => {
             for p in participants {
-                joined(&mut out, &room, p);
+                joined(&mut out, p);
             }
         }
     }
     out.into_iter()
-        .map(|(target, event, data)| {
-            let msg =
-                BusMessage::new(event, &data).with_msg_id(format!("{}:{target}", envelope.id));
+        .map(|(target, event)| {
+            let msg = BusMessage::new(event.name(), &event.data())
+                .with_msg_id(format!("{}:{target}", envelope.id));
             (target, msg)
         })
         .collect()

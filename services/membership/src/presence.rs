@@ -21,18 +21,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use confab_bus::BusMessage;
-use confab_events::presence::{
-    HEARTBEAT_SUBJECT, Heartbeat, QUERY_SUBJECT, QueryRequest, QueryResponse,
-};
+use confab_contracts::presence::{Heartbeat, Heartbeats};
+use confab_contracts::{AUTHORIZATION_HEADER, Topic};
 use confab_events::socket::{PresenceStatus, PresenceUpdate, names};
 use confab_events::{RoomKind, UserId};
 use futures::StreamExt;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::api::AUTHORIZATION_HEADER;
 use crate::auth::Authenticator;
 use crate::service::MembershipService;
 
@@ -240,58 +237,36 @@ impl PresenceTracker {
         }
     }
 
-    /// Serves heartbeats ([`HEARTBEAT_SUBJECT`], every instance) and
-    /// queries ([`QUERY_SUBJECT`], queue group) over NATS until `shutdown`
-    /// completes. Both need the service token.
-    pub async fn serve_nats(
+    /// Applies the heartbeats published on [`Heartbeats`]'s subject
+    /// (every instance reads them all; the service token is required)
+    /// until `shutdown` completes. Queries are an endpoint of
+    /// [`crate::api_nats`].
+    pub async fn serve_heartbeats(
         self: Arc<Self>,
         client: async_nats::Client,
         auth: Arc<Authenticator>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), async_nats::SubscribeError> {
-        let mut heartbeats = client.subscribe(HEARTBEAT_SUBJECT).await?;
-        let mut queries = client
-            .queue_subscribe(QUERY_SUBJECT, crate::api::QUEUE_GROUP.to_string())
-            .await?;
+        let mut heartbeats = client.subscribe(Heartbeats::SUBJECT).await?;
         let mut shutdown = std::pin::pin!(shutdown);
-        let authorized = |h: Option<&HeaderMap>| {
-            let value = h
+        loop {
+            let msg = tokio::select! {
+                () = &mut shutdown => break,
+                msg = heartbeats.next() => msg,
+            };
+            let Some(msg) = msg else { break };
+            let authorization = msg
+                .headers
+                .as_ref()
                 .and_then(|h| h.get(AUTHORIZATION_HEADER))
                 .map(|v| v.as_str());
-            auth.require_service(value).is_ok()
-        };
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                Some(msg) = heartbeats.next() => {
-                    if !authorized(msg.headers.as_ref()) {
-                        tracing::warn!("presence: heartbeat without a valid service token ignored");
-                        continue;
-                    }
-                    match serde_json::from_slice::<Heartbeat>(&msg.payload) {
-                        Ok(hb) => self.heartbeat(&hb).await,
-                        Err(e) => tracing::warn!(error = %e, "presence: bad heartbeat"),
-                    }
-                }
-                Some(msg) = queries.next() => {
-                    let Some(reply) = msg.reply.clone() else { continue };
-                    let body = if !authorized(msg.headers.as_ref()) {
-                        serde_json::json!({ "error": { "code": "unauthorized", "message": "a service token is required" } })
-                    } else {
-                        match serde_json::from_slice::<QueryRequest>(&msg.payload) {
-                            Ok(q) => serde_json::to_value(QueryResponse {
-                                presence: self.query(&q.users).await,
-                            })
-                            .unwrap_or_default(),
-                            Err(e) => serde_json::json!({ "error": { "code": "invalid_request", "message": e.to_string() } }),
-                        }
-                    };
-                    let bytes = serde_json::to_vec(&body).unwrap_or_default();
-                    if let Err(e) = client.publish(reply, bytes.into()).await {
-                        tracing::warn!(error = %e, "presence: cannot answer a query");
-                    }
-                }
-                else => break,
+            if auth.require_service(authorization).is_err() {
+                tracing::warn!("presence: heartbeat without a valid service token ignored");
+                continue;
+            }
+            match serde_json::from_slice::<Heartbeat>(&msg.payload) {
+                Ok(hb) => self.heartbeat(&hb).await,
+                Err(e) => tracing::warn!(error = %e, "presence: bad heartbeat"),
             }
         }
         Ok(())

@@ -21,15 +21,7 @@ pub enum QueryError {
     },
 }
 
-/// Whether a user may join a room, and why not.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct JoinDecision {
-    /// Allowed?
-    pub allowed: bool,
-    /// When refused: why, for a developer (`not a member of the private channel`, `channel archived`, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
+pub use confab_contracts::membership::JoinDecision;
 
 /// Queries over the membership projections.
 #[async_trait]

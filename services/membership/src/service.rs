@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use confab_bus::{Bus, BusError, BusMessage, Published};
 use confab_events::membership::{EventEnvelope, MembershipEvent, SCHEMA_VERSION};
+use confab_events::socket::names;
 use confab_events::{RoomId, RoomKind, UserId, WorkspaceId};
 use tracing::Instrument;
 
@@ -154,11 +155,11 @@ impl From<BusError> for ServiceError {
 /// Socket.IO event names the membership notifier emits; apps cannot emit
 /// them through [`MembershipService::emit`].
 pub const RESERVED_EVENTS: &[&str] = &[
-    "room:joined",
-    "room:left",
-    "member:joined",
-    "member:left",
-    "channel:archived",
+    names::ROOM_JOINED,
+    names::ROOM_LEFT,
+    names::MEMBER_JOINED,
+    names::MEMBER_LEFT,
+    names::CHANNEL_ARCHIVED,
 ];
 
 /// Longest event name accepted by [`MembershipService::emit`].

@@ -154,11 +154,15 @@ async fn history_pages_and_edit_delete_rules() {
         )
         .await;
     }
+    let routes = confab_membership::api_nats::message_routes(history);
     let call = |endpoint: &'static str, body: serde_json::Value| {
-        let history = history.clone();
+        let routes = routes.clone();
         async move {
             let payload = serde_json::to_vec(&body).unwrap();
-            confab_membership::history::answer(&history, endpoint, &payload).await
+            match routes.answer(endpoint, &payload).await {
+                Ok(answer) => serde_json::from_slice(&answer).unwrap(),
+                Err(e) => serde_json::to_value(e.body()).unwrap(),
+            }
         }
     };
     use confab_membership::history::subjects::{DELETE, EDIT, HISTORY};

@@ -10,7 +10,8 @@
 //! * `memory.rs`: the in-process adapter of the port (the all-in-one
 //!   process and tests);
 //! * `nats.rs`: the adapter that reaches a Confab service (through
-//!   `crate::service_client`: service token, trace context, timeout) or
+//!   `confab_contracts::ServiceClient`: service token, trace context,
+//!   timeout) or
 //!   NATS KV.
 //!
 //! A feature without a port of its own (messages, typing: they go through

@@ -1,79 +1,115 @@
 //! The message history port: `message:edit`, `message:delete` and
 //! `message:history` are answered by the membership service (which holds
 //! the messages projection). [`NatsHistory`] (`nats.rs`) asks it over NATS
-//! (`confab.messages.v1.*`, service token); the all-in-one process plugs in
-//! an in-process implementation; [`NoHistory`] refuses.
+//! ([`confab_contracts::messages`], service token); the all-in-one process
+//! plugs in an in-process implementation; [`NoHistory`] refuses.
 
 mod nats;
 
 use async_trait::async_trait;
-use serde_json::{Value, json};
+use confab_contracts::messages::{
+    ChangeAck, DeleteRequest, EditRequest, HistoryPage, HistoryRequest,
+};
+use confab_contracts::{ErrorBody, ErrorDetail, codes};
+use confab_events::UserId;
+use confab_events::socket;
+use serde::Serialize;
 
 pub(crate) use nats::NatsHistory;
 
-use crate::reply::{Code, Reply};
+use crate::reply::Reply;
 
-/// The NATS subject of each call.
-pub mod subjects {
-    /// A page of history.
-    pub const HISTORY: &str = "confab.messages.v1.history";
-    /// Edit a message.
-    pub const EDIT: &str = "confab.messages.v1.edit";
-    /// Delete a message.
-    pub const DELETE: &str = "confab.messages.v1.delete";
-}
-
-/// Answers history calls. `call` takes the subject (a [`subjects`] value)
-/// and the request body (`{user, room, ...}`) and returns the answer as
-/// the client gets it in its ack: the result, or `{error: {code,
-/// message}}`.
+/// Answers history calls: the result, or the refusal the client gets in
+/// its ack as `{error: {code, message}}`.
 #[async_trait]
 pub trait MessageCalls: Send + Sync + 'static {
-    /// Runs one call.
-    async fn call(&self, subject: &'static str, body: Value) -> Value;
+    /// A page of a room's history.
+    async fn history(&self, request: &HistoryRequest) -> Result<HistoryPage, ErrorDetail>;
+    /// Edits a message.
+    async fn edit(&self, request: &EditRequest) -> Result<ChangeAck, ErrorDetail>;
+    /// Deletes a message.
+    async fn delete(&self, request: &DeleteRequest) -> Result<ChangeAck, ErrorDetail>;
 }
 
-fn unavailable(message: impl Into<String>) -> Value {
-    Reply::error(Code::Unavailable, message).into_value()
+fn unavailable(message: impl Into<String>) -> ErrorDetail {
+    ErrorDetail::new(codes::UNAVAILABLE, message)
 }
 
 /// Refuses every call: no membership service behind this gateway.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoHistory;
 
+impl NoHistory {
+    fn refuse<T>() -> Result<T, ErrorDetail> {
+        Err(unavailable(
+            "message history needs the membership service (membership.kind = \"nats\")",
+        ))
+    }
+}
+
 #[async_trait]
 impl MessageCalls for NoHistory {
-    async fn call(&self, _subject: &'static str, _body: Value) -> Value {
-        unavailable("message history needs the membership service (membership.kind = \"nats\")")
+    async fn history(&self, _request: &HistoryRequest) -> Result<HistoryPage, ErrorDetail> {
+        Self::refuse()
+    }
+
+    async fn edit(&self, _request: &EditRequest) -> Result<ChangeAck, ErrorDetail> {
+        Self::refuse()
+    }
+
+    async fn delete(&self, _request: &DeleteRequest) -> Result<ChangeAck, ErrorDetail> {
+        Self::refuse()
+    }
+}
+
+/// The ack of a call: the result, or `{error: {code, message}}`.
+fn ack<T: Serialize>(result: Result<T, ErrorDetail>) -> Reply {
+    match result {
+        Ok(answer) => Reply::ok(&answer),
+        Err(error) => Reply::ok(&ErrorBody { error }),
     }
 }
 
 /// Answers `message:edit` for `user`.
 pub(crate) async fn edit(
     calls: &dyn MessageCalls,
-    user: &confab_events::UserId,
-    req: confab_events::socket::EditRequest,
+    user: &UserId,
+    req: socket::EditRequest,
 ) -> Reply {
-    let body = json!({ "user": user, "room": req.room, "id": req.id, "body": req.body });
-    Reply::from_value(calls.call(subjects::EDIT, body).await)
+    let request = EditRequest {
+        user: user.to_string(),
+        room: req.room,
+        id: req.id,
+        body: req.body,
+    };
+    ack(calls.edit(&request).await)
 }
 
 /// Answers `message:delete` for `user`.
 pub(crate) async fn delete(
     calls: &dyn MessageCalls,
-    user: &confab_events::UserId,
-    req: confab_events::socket::DeleteRequest,
+    user: &UserId,
+    req: socket::DeleteRequest,
 ) -> Reply {
-    let body = json!({ "user": user, "room": req.room, "id": req.id });
-    Reply::from_value(calls.call(subjects::DELETE, body).await)
+    let request = DeleteRequest {
+        user: user.to_string(),
+        room: req.room,
+        id: req.id,
+    };
+    ack(calls.delete(&request).await)
 }
 
 /// Answers `message:history` for `user`.
 pub(crate) async fn history(
     calls: &dyn MessageCalls,
-    user: &confab_events::UserId,
-    req: confab_events::socket::HistoryRequest,
+    user: &UserId,
+    req: socket::HistoryRequest,
 ) -> Reply {
-    let body = json!({ "user": user, "room": req.room, "before": req.before, "limit": req.limit });
-    Reply::from_value(calls.call(subjects::HISTORY, body).await)
+    let request = HistoryRequest {
+        user: user.to_string(),
+        room: req.room,
+        before: req.before,
+        limit: req.limit,
+    };
+    ack(calls.history(&request).await)
 }

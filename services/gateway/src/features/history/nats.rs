@@ -1,13 +1,15 @@
-//! The history port over NATS request/reply (`confab.messages.v1.*`,
+//! The history port over NATS request/reply ([`confab_contracts::messages`],
 //! service token).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value;
+use confab_contracts::messages::{
+    self, ChangeAck, DeleteRequest, EditRequest, HistoryPage, HistoryRequest,
+};
+use confab_contracts::{CallError, Endpoint, ErrorDetail, ServiceClient};
 
 use super::{MessageCalls, unavailable};
-use crate::service_client::{RequestError, ServiceClient};
 
 /// History calls over NATS request/reply.
 pub struct NatsHistory {
@@ -18,21 +20,36 @@ impl NatsHistory {
     /// A client on an existing NATS connection.
     pub fn new(client: async_nats::Client, service_token: String, timeout: Duration) -> Self {
         Self {
-            client: ServiceClient::new(client, service_token, timeout),
+            client: ServiceClient::new(client, &service_token, timeout),
         }
+    }
+
+    /// Calls `E`; the service's refusals pass through, the rest is
+    /// `unavailable`.
+    async fn call<E: Endpoint>(&self, request: &E::Request) -> Result<E::Response, ErrorDetail> {
+        let subject = E::SUBJECT;
+        self.client.call::<E>(request).await.map_err(|e| match e {
+            CallError::Refused(refusal) => refusal,
+            CallError::Timeout(t) => {
+                unavailable(format!("no answer on {subject} within {t:?}; retry"))
+            }
+            CallError::Unavailable(e) => unavailable(format!("{subject}: {e}")),
+            CallError::Decode(e) => unavailable(format!("{subject}: bad reply: {e}")),
+        })
     }
 }
 
 #[async_trait]
 impl MessageCalls for NatsHistory {
-    async fn call(&self, subject: &'static str, body: Value) -> Value {
-        match self.client.request(subject, &body).await {
-            Err(RequestError::Timeout(t)) => {
-                unavailable(format!("no answer on {subject} within {t:?}; retry"))
-            }
-            Err(RequestError::Failed(e)) => unavailable(format!("{subject}: {e}")),
-            Ok(payload) => serde_json::from_slice(&payload)
-                .unwrap_or_else(|e| unavailable(format!("{subject}: bad reply: {e}"))),
-        }
+    async fn history(&self, request: &HistoryRequest) -> Result<HistoryPage, ErrorDetail> {
+        self.call::<messages::History>(request).await
+    }
+
+    async fn edit(&self, request: &EditRequest) -> Result<ChangeAck, ErrorDetail> {
+        self.call::<messages::Edit>(request).await
+    }
+
+    async fn delete(&self, request: &DeleteRequest) -> Result<ChangeAck, ErrorDetail> {
+        self.call::<messages::Delete>(request).await
     }
 }

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use confab_contracts::presence::{Heartbeat, LocalPresence as UserPresence};
 use confab_events::UserId;
-use confab_events::presence::{Heartbeat, LocalPresence as UserPresence};
 use confab_events::socket::PresenceStatus;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;

@@ -1,22 +1,21 @@
-//! The presence port over NATS: heartbeats are core publishes, queries
-//! requests, both with the service token.
+//! The presence port over NATS: heartbeats are core publishes
+//! ([`Heartbeats`]), queries requests ([`Query`]), both with the service
+//! token.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use confab_contracts::presence::{Heartbeat, Heartbeats, Query, QueryRequest};
+use confab_contracts::{CallError, Endpoint, ServiceClient, Topic};
 use confab_events::UserId;
-use confab_events::presence::{
-    HEARTBEAT_SUBJECT, Heartbeat, QUERY_SUBJECT, QueryRequest, QueryResponse,
-};
 use confab_events::socket::PresenceStatus;
 
 use super::{Presence, PresenceError};
-use crate::service_client::{RequestError, ServiceClient};
 
-/// The tracker reached over NATS: heartbeats are core publishes on
-/// [`HEARTBEAT_SUBJECT`], queries requests on [`QUERY_SUBJECT`], both with
-/// the service token.
+/// The tracker reached over NATS: heartbeats are core publishes
+/// ([`Heartbeats`]), queries requests ([`Query`]), both with the service
+/// token.
 pub struct NatsPresence {
     client: ServiceClient,
 }
@@ -25,7 +24,7 @@ impl NatsPresence {
     /// A client on an existing NATS connection.
     pub fn new(client: async_nats::Client, service_token: String, timeout: Duration) -> Self {
         Self {
-            client: ServiceClient::new(client, service_token, timeout),
+            client: ServiceClient::new(client, &service_token, timeout),
         }
     }
 }
@@ -34,32 +33,27 @@ impl NatsPresence {
 impl Presence for NatsPresence {
     async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), PresenceError> {
         self.client
-            .publish(HEARTBEAT_SUBJECT, hb)
+            .publish::<Heartbeats>(hb)
             .await
-            .map_err(|e| PresenceError::Unavailable(format!("{HEARTBEAT_SUBJECT}: {e}")))
+            .map_err(|e| PresenceError::Unavailable(format!("{}: {e}", Heartbeats::SUBJECT)))
     }
 
     async fn query(
         &self,
         users: &[UserId],
     ) -> Result<BTreeMap<String, PresenceStatus>, PresenceError> {
-        let body = QueryRequest {
+        let request = QueryRequest {
             users: users.to_vec(),
         };
-        let payload = self
-            .client
-            .request(QUERY_SUBJECT, &body)
-            .await
-            .map_err(|e| {
-                PresenceError::Unavailable(match e {
-                    RequestError::Timeout(t) => {
-                        format!("no answer on {QUERY_SUBJECT} within {t:?}")
-                    }
-                    RequestError::Failed(e) => format!("{QUERY_SUBJECT}: {e}"),
-                })
-            })?;
-        serde_json::from_slice::<QueryResponse>(&payload)
-            .map(|r| r.presence)
-            .map_err(|e| PresenceError::Unavailable(format!("{QUERY_SUBJECT}: bad reply: {e}")))
+        let subject = Query::SUBJECT;
+        let answer = self.client.call::<Query>(&request).await.map_err(|e| {
+            PresenceError::Unavailable(match e {
+                CallError::Timeout(t) => format!("no answer on {subject} within {t:?}"),
+                CallError::Unavailable(e) => format!("{subject}: {e}"),
+                CallError::Refused(err) => format!("{subject}: {} ({})", err.message, err.code),
+                CallError::Decode(e) => format!("{subject}: bad reply: {e}"),
+            })
+        })?;
+        Ok(answer.presence)
     }
 }

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use base64::Engine as _;
 use confab_bus::{Bus, BusError, TailItem};
-use confab_events::socket::RecoveryFailed;
+use confab_events::socket::{RecoveryFailed, RoomChange};
 use confab_events::{RoomId, UserId};
 use confab_protocol::socketio::event_frame_with_offset;
 use serde::{Deserialize, Serialize};
@@ -42,7 +42,6 @@ pub(crate) use nats::NatsSessions;
 
 use crate::config::RecoverySettings;
 use crate::engine::DisconnectReason;
-use crate::hub::{ROOM_JOINED, ROOM_LEFT};
 use crate::identity::GatewayId;
 use crate::metrics::Metrics;
 
@@ -624,14 +623,8 @@ impl Recovery {
 }
 
 fn membership_target(item: &TailItem) -> Option<(RoomId, bool)> {
-    let joined = match &*item.msg.event {
-        ROOM_JOINED => true,
-        ROOM_LEFT => false,
-        _ => return None,
-    };
-    let v: Value = serde_json::from_str(&item.msg.args_json).ok()?;
-    let room = RoomId::parse(v.get(0)?.get("room")?.as_str()?).ok()?;
-    Some((room, joined))
+    let change = RoomChange::parse(&item.msg.event, &item.msg.args_json)?.ok()?;
+    Some((change.room().clone(), change.joined()))
 }
 
 /// Keeps the events a member would have received: everything of the user
@@ -678,6 +671,7 @@ fn filter_membership(
 mod tests {
     use super::*;
     use confab_bus::BusMessage;
+    use confab_events::socket::names;
     use serde_json::json;
 
     fn item(room: &str, seq: u64, event: &str, data: Value) -> TailItem {
@@ -776,9 +770,19 @@ mod tests {
             item("channel:stay", 1, "message:new", json!({"id": "s1"})),
             item("channel:gone", 2, "message:new", json!({"id": "g1"})),
             item("channel:new", 3, "message:new", json!({"id": "n1"})),
-            item("user:u1", 4, ROOM_LEFT, json!({"room": "channel:gone"})),
+            item(
+                "user:u1",
+                4,
+                names::ROOM_LEFT,
+                json!({"room": "channel:gone", "reason": "left"}),
+            ),
             item("channel:gone", 5, "message:new", json!({"id": "g2"})),
-            item("user:u1", 6, ROOM_JOINED, json!({"room": "channel:new"})),
+            item(
+                "user:u1",
+                6,
+                names::ROOM_JOINED,
+                json!({"room": "channel:new"}),
+            ),
             item("channel:new", 7, "message:new", json!({"id": "n2"})),
             item("channel:other", 8, "message:new", json!({"id": "o1"})),
         ];
