@@ -23,8 +23,9 @@
 //! the JetStream bus drops what it already stored (within its duplicate
 //! window). Delivery is at least once otherwise.
 //!
-//! The checkpoint is a [`CheckpointStore`]: [`SqlCheckpoint`](crate::sql::SqlCheckpoint) keeps it in
-//! the projections database (row `membership-notifier` of
+//! The checkpoint is a [`CheckpointStore`]:
+//! [`SqlCheckpoint`](crate::sql::SqlCheckpoint) keeps it in the projections
+//! database (row `membership-notifier` of
 //! `projection_checkpoints`), [`MemoryCheckpoint`] in memory only (a fresh
 //! process starts at the log's end: events appended while no notifier ran
 //! are not announced).

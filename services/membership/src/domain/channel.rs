@@ -53,7 +53,7 @@ impl Channel {
     }
 
     /// Applies one of the channel's events.
-    pub fn apply(&mut self, event: &MembershipEvent) {
+    pub(crate) fn apply(&mut self, event: &MembershipEvent) {
         match event {
             MembershipEvent::ChannelMemberJoined { user, .. } => {
                 self.members.insert(user.clone());

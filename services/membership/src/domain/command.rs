@@ -6,7 +6,7 @@ use confab_events::{ChannelId, DmId, RoomId, UserId, WorkspaceId};
 use serde::{Deserialize, Serialize};
 
 /// Longest workspace or channel name, in characters.
-pub const MAX_NAME_CHARS: usize = 80;
+const MAX_NAME_CHARS: usize = 80;
 
 /// Who issues a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,11 +14,11 @@ pub enum Actor {
     /// An end user, authenticated by their token: every rule applies.
     User(UserId),
     /// A user whose token carries `"admin": true`: may bootstrap workspaces
-    /// (see [`Actor::may_bootstrap`]); otherwise bound by the rules.
+    /// (see `Actor::may_bootstrap`); otherwise bound by the rules.
     Admin(UserId),
     /// The service credential (an app backend), acting on behalf of a
     /// user when it names one: may bootstrap workspaces and passes the
-    /// authority checks (see [`Actor::is_service`]).
+    /// authority checks (see `Actor::is_service`).
     Service {
         /// The user the backend acts for; required by commands that record
         /// a user (`join_channel`, `invite`, `create_channel`, ...).
@@ -38,7 +38,7 @@ impl Actor {
     /// Whether the caller may bootstrap workspaces: create them for any
     /// owner, and add or remove members without being a workspace admin.
     /// The service credential and admin tokens may.
-    pub fn may_bootstrap(&self) -> bool {
+    pub(crate) fn may_bootstrap(&self) -> bool {
         matches!(self, Actor::Admin(_) | Actor::Service { .. })
     }
 
@@ -46,7 +46,7 @@ impl Actor {
     /// authority checks of channels and DMs (an app backend applies its own
     /// permissions): invite without being a member, kick or archive without
     /// being an admin, add DM participants without being one.
-    pub fn is_service(&self) -> bool {
+    pub(crate) fn is_service(&self) -> bool {
         matches!(self, Actor::Service { .. })
     }
 

@@ -10,7 +10,7 @@ use super::command::{Actor, CommandError};
 use super::workspace::{Scope, require_member};
 
 /// Most participants of a (group) DM, opener included.
-pub const MAX_DM_PARTICIPANTS: usize = 32;
+const MAX_DM_PARTICIPANTS: usize = 32;
 
 /// A DM or group DM: its workspace and participants.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +47,7 @@ impl Dm {
     }
 
     /// Applies one of the DM's events.
-    pub fn apply(&mut self, event: &MembershipEvent) {
+    pub(crate) fn apply(&mut self, event: &MembershipEvent) {
         if let MembershipEvent::DmParticipantAdded { user, .. } = event {
             self.participants.insert(user.clone());
         }

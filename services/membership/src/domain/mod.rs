@@ -26,9 +26,9 @@
 //! | `add_dm_participant` | participants of a group DM (the service too) |
 //!
 //! *Bootstrappers* are the service credential (an app backend) and users
-//! whose token carries `"admin": true` ([`Actor::may_bootstrap`]). The
+//! whose token carries `"admin": true` (`Actor::may_bootstrap`). The
 //! service credential also passes the channel and DM authority checks
-//! ([`Actor::is_service`]): the app backend applies its own permissions.
+//! (`Actor::is_service`): the app backend applies its own permissions.
 //! Nobody passes the state rules (archived channels take no members,
 //! members must belong to the workspace, ...). Commands that record who did
 //! something (`created_by`, `by`, the joining user) need a user even from
@@ -51,8 +51,8 @@ use confab_events::membership::MembershipEvent;
 use confab_events::{UserId, WorkspaceId};
 
 pub use channel::Channel;
-pub use command::{Actor, Command, CommandError, MAX_NAME_CHARS};
-pub use dm::{Dm, MAX_DM_PARTICIPANTS};
+pub use command::{Actor, Command, CommandError};
+pub use dm::Dm;
 use workspace::Scope;
 pub use workspace::Workspace;
 
@@ -72,7 +72,7 @@ pub enum AggregateState {
 
 impl AggregateState {
     /// Folds a sequence of events.
-    pub fn fold<'a>(events: impl IntoIterator<Item = &'a MembershipEvent>) -> Self {
+    pub(crate) fn fold<'a>(events: impl IntoIterator<Item = &'a MembershipEvent>) -> Self {
         let mut state = AggregateState::Empty;
         for e in events {
             state.apply(e);
@@ -210,7 +210,7 @@ pub fn decide(
 
 /// The follow-up of a workspace removal for one channel: the event taking
 /// `user` out of the channel, or `None` when they are not in it (any more).
-pub fn decide_removed_from_workspace(
+pub(crate) fn decide_removed_from_workspace(
     channel: &AggregateState,
     user: &UserId,
 ) -> Option<MembershipEvent> {

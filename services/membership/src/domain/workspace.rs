@@ -24,7 +24,7 @@ pub struct Workspace {
 
 impl Workspace {
     /// The user's role, if they are a member.
-    pub fn role_of(&self, user: &UserId) -> Option<Role> {
+    pub(crate) fn role_of(&self, user: &UserId) -> Option<Role> {
         self.members.get(user).copied()
     }
 
@@ -34,7 +34,7 @@ impl Workspace {
     }
 
     /// Whether the user is an owner or admin.
-    pub fn is_admin(&self, user: &UserId) -> bool {
+    pub(crate) fn is_admin(&self, user: &UserId) -> bool {
         matches!(self.role_of(user), Some(Role::Owner | Role::Admin))
     }
 
@@ -57,7 +57,7 @@ impl Workspace {
     }
 
     /// Applies one of the workspace's events.
-    pub fn apply(&mut self, event: &MembershipEvent) {
+    pub(crate) fn apply(&mut self, event: &MembershipEvent) {
         match event {
             MembershipEvent::WorkspaceMemberAdded { user, role, .. } => {
                 self.members.insert(user.clone(), *role);
