@@ -28,6 +28,13 @@
 //! [`ExecuteResponse`]. Errors answer [`ErrorBody`](crate::api::ErrorBody) with the status of
 //! [`status_of`](crate::api::status_of); invalid input names the field.
 //! Bodies are limited to [`HttpSettings::max_body_bytes`].
+//!
+//! # Adding an endpoint
+//!
+//! One line in `routes` plus its function. A command endpoint is a
+//! `Build`: it reads its [`Command`] out of the `Call` (the caller
+//! already authenticated) and `command` runs and answers it; any other
+//! endpoint is an axum handler taking a `Call`.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -36,13 +43,14 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use confab_events::membership::{Role, Visibility};
 use confab_events::{ChannelId, DmId, IdError, RoomId, RoomKind, UserId, WorkspaceId};
-use http::{HeaderMap, StatusCode, header};
+use futures::future::BoxFuture;
+use http::{HeaderValue, StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use tracing::Instrument;
@@ -91,29 +99,43 @@ pub fn router(
         auth,
         history,
     };
-    Router::new()
-        .route("/v1/workspaces", post(create_workspace))
-        .route("/v1/workspaces/{id}/members", post(add_workspace_member))
-        .route(
-            "/v1/workspaces/{id}/members/{user}",
-            delete(remove_workspace_member),
-        )
-        .route("/v1/channels", post(create_channel))
-        .route("/v1/channels/{id}/{action}", post(channel_action))
-        .route("/v1/dms", post(open_dm))
-        .route("/v1/dms/{id}/participants", post(add_dm_participant))
-        .route("/v1/commands", post(execute))
-        .route("/v1/users/{id}/rooms", get(rooms_of))
-        .route("/v1/rooms/{room}/members", get(members_of))
-        .route("/v1/rooms/{room}/members/{user}", get(is_member))
-        .route("/v1/rooms/{room}/messages", get(message_history))
-        .route("/v1/emit", post(emit))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, endpoint)| {
+            router.route(path, endpoint)
+        })
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(axum::middleware::from_fn(trace_request))
         .with_state(state)
+}
+
+/// Every endpoint: its path and its method router.
+#[rustfmt::skip]
+fn routes() -> Vec<(&'static str, MethodRouter<HttpState>)> {
+    use StatusCode as S;
+    vec![
+        ("/v1/workspaces",                     post(command(S::CREATED, create_workspace))),
+        ("/v1/workspaces/{id}/members",        post(command(S::OK, add_workspace_member))),
+        ("/v1/workspaces/{id}/members/{user}", delete(command(S::OK, remove_workspace_member))),
+        ("/v1/channels",                       post(command(S::CREATED, create_channel))),
+        ("/v1/channels/{id}/join",             post(command(S::OK, join_channel))),
+        ("/v1/channels/{id}/leave",            post(command(S::OK, leave_channel))),
+        ("/v1/channels/{id}/invite",           post(command(S::OK, invite))),
+        ("/v1/channels/{id}/kick",             post(command(S::OK, kick))),
+        ("/v1/channels/{id}/archive",          post(command(S::OK, archive_channel))),
+        ("/v1/channels/{id}/{action}",         post(unknown_channel_action)),
+        ("/v1/dms",                            post(command(S::CREATED, open_dm))),
+        ("/v1/dms/{id}/participants",          post(command(S::OK, add_dm_participant))),
+        ("/v1/commands",                       post(command(S::OK, execute))),
+        ("/v1/users/{id}/rooms",               get(rooms_of)),
+        ("/v1/rooms/{room}/members",           get(members_of)),
+        ("/v1/rooms/{room}/members/{user}",    get(is_member)),
+        ("/v1/rooms/{room}/messages",          get(message_history)),
+        ("/v1/emit",                           post(emit)),
+        ("/healthz",                           get(healthz)),
+        ("/readyz",                            get(readyz)),
+    ]
 }
 
 /// An [`ApiError`] as an HTTP response.
@@ -172,6 +194,75 @@ async fn trace_request(req: Request, next: Next) -> Response {
     .await
 }
 
+/// One API request as the endpoints read it: the authenticated caller, the
+/// path parameters and query, and the body, parsed on demand so that
+/// errors come in the same order everywhere: authorization, path, body,
+/// fields.
+struct Call {
+    caller: Caller,
+    path: HashMap<String, String>,
+    query: HashMap<String, String>,
+    body: Result<Bytes, BytesRejection>,
+}
+
+impl FromRequest<HttpState> for Call {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &HttpState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let Path(path) = Path::<HashMap<String, String>>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Query(query) = Query::<HashMap<String, String>>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let authorization = parts.headers.get(header::AUTHORIZATION).cloned();
+        let body = Bytes::from_request(Request::from_parts(parts, body), state).await;
+        let caller = authenticate(state, authorization.as_ref())
+            .await
+            .map_err(|e| HttpError(e).into_response())?;
+        Ok(Self {
+            caller,
+            path,
+            query,
+            body,
+        })
+    }
+}
+
+impl Call {
+    /// The path parameter `name`, as an id; errors name `field`.
+    fn path<T: FromStr<Err = IdError>>(&self, name: &str, field: &str) -> Result<T, ApiError> {
+        path_id(field, self.path.get(name).map_or("", String::as_str))
+    }
+
+    /// The JSON body (read once).
+    fn take_body(&mut self) -> Result<Body, ApiError> {
+        Body::parse(std::mem::replace(&mut self.body, Ok(Bytes::new())))
+    }
+
+    /// The JSON body and the actor, from its `"actor"` field and the caller.
+    fn actor_and_body(&mut self) -> Result<(Actor, Body), ApiError> {
+        let mut body = self.take_body()?;
+        let actor = self.caller.actor(body.opt("actor")?)?;
+        Ok((actor, body))
+    }
+}
+
+async fn authenticate(
+    state: &HttpState,
+    authorization: Option<&HeaderValue>,
+) -> Result<Caller, ApiError> {
+    let value = match authorization {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::unauthorized("the Authorization header is not ASCII"))?,
+        ),
+    };
+    state.auth.authenticate(value).await
+}
+
 /// A JSON object body, read field by field so errors name the field.
 struct Body(Map<String, Value>);
 
@@ -222,36 +313,30 @@ fn path_id<T: FromStr<Err = IdError>>(field: &str, raw: &str) -> Result<T, ApiEr
         .map_err(|e: IdError| ApiError::invalid(field, e.to_string()))
 }
 
-async fn caller(state: &HttpState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let value = match headers.get(header::AUTHORIZATION) {
-        None => None,
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| ApiError::unauthorized("the Authorization header is not ASCII"))?,
-        ),
-    };
-    state.auth.authenticate(value).await
+/// A command endpoint: reads the command and its actor from the call.
+type Build = fn(Call) -> Built;
+
+/// What a [`Build`] answers: the command and its actor, or why not.
+type Built = Result<(Command, Actor), ApiError>;
+
+/// The handler of a command endpoint: `build` reads the command, the
+/// service runs it, the answer is an [`ExecuteResponse`] with `status`.
+fn command(
+    status: StatusCode,
+    build: Build,
+) -> impl Fn(State<HttpState>, Call) -> BoxFuture<'static, HttpResult> + Clone + Send + Sync + 'static
+{
+    move |State(state): State<HttpState>, call: Call| {
+        Box::pin(async move {
+            let (cmd, actor) = build(call)?;
+            let outcome = state.service.execute(cmd, &actor).await?;
+            Ok((status, axum::Json(ExecuteResponse::from(outcome))).into_response())
+        })
+    }
 }
 
-/// Runs a command and answers it.
-async fn run(state: &HttpState, cmd: Command, actor: &Actor, created: bool) -> HttpResult {
-    let outcome = state.service.execute(cmd, actor).await?;
-    let status = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, axum::Json(ExecuteResponse::from(outcome))).into_response())
-}
-
-async fn create_workspace(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> HttpResult {
-    let caller = caller(&state, &headers).await?;
-    let mut b = Body::parse(body)?;
-    let actor = caller.actor(b.opt("actor")?)?;
+fn create_workspace(mut call: Call) -> Built {
+    let (actor, mut b) = call.actor_and_body()?;
     let id: WorkspaceId = b.req("id")?;
     let name: String = b.req("name")?;
     let owner: Option<UserId> = b.opt("owner")?;
@@ -259,199 +344,130 @@ async fn create_workspace(
     let owner = owner
         .or_else(|| actor.user().cloned())
         .ok_or_else(|| ApiError::invalid("owner", "is required (or set \"actor\")"))?;
-    run(
-        &state,
-        Command::CreateWorkspace { id, name, owner },
-        &actor,
-        true,
-    )
-    .await
+    Ok((Command::CreateWorkspace { id, name, owner }, actor))
 }
 
-async fn add_workspace_member(
-    State(state): State<HttpState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> HttpResult {
-    let caller = caller(&state, &headers).await?;
-    let workspace: WorkspaceId = path_id("workspace", &id)?;
-    let mut b = Body::parse(body)?;
-    let actor = caller.actor(b.opt("actor")?)?;
+fn add_workspace_member(mut call: Call) -> Built {
+    let workspace: WorkspaceId = call.path("id", "workspace")?;
+    let (actor, mut b) = call.actor_and_body()?;
     let user: UserId = b.req("user")?;
     let role: Role = b.opt("role")?.unwrap_or(Role::Member);
     b.finish()?;
-    run(
-        &state,
-        Command::AddWorkspaceMember {
-            workspace,
-            user,
-            role,
-        },
-        &actor,
-        false,
-    )
-    .await
+    let cmd = Command::AddWorkspaceMember {
+        workspace,
+        user,
+        role,
+    };
+    Ok((cmd, actor))
 }
 
-async fn remove_workspace_member(
-    State(state): State<HttpState>,
-    Path((id, user)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> HttpResult {
-    let caller = caller(&state, &headers).await?;
-    let workspace: WorkspaceId = path_id("workspace", &id)?;
-    let user: UserId = path_id("user", &user)?;
-    let mut b = Body::parse(body)?;
+/// The actor may also come from `?actor=` (a DELETE often has no body).
+fn remove_workspace_member(mut call: Call) -> Built {
+    let workspace: WorkspaceId = call.path("id", "workspace")?;
+    let user: UserId = call.path("user", "user")?;
+    let mut b = call.take_body()?;
     let mut requested: Option<UserId> = b.opt("actor")?;
     b.finish()?;
     if requested.is_none()
-        && let Some(a) = query.get("actor")
+        && let Some(a) = call.query.get("actor")
     {
         requested = Some(path_id("actor", a)?);
     }
-    let actor = caller.actor(requested)?;
-    run(
-        &state,
-        Command::RemoveWorkspaceMember { workspace, user },
-        &actor,
-        false,
-    )
-    .await
+    let actor = call.caller.actor(requested)?;
+    Ok((Command::RemoveWorkspaceMember { workspace, user }, actor))
 }
 
-async fn create_channel(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> HttpResult {
-    let caller = caller(&state, &headers).await?;
-    let mut b = Body::parse(body)?;
-    let actor = caller.actor(b.opt("actor")?)?;
+fn create_channel(mut call: Call) -> Built {
+    let (actor, mut b) = call.actor_and_body()?;
     let channel: ChannelId = b.req("id")?;
     let workspace: WorkspaceId = b.req("workspace")?;
     let name: String = b.req("name")?;
     let visibility: Visibility = b.opt("visibility")?.unwrap_or(Visibility::Public);
     b.finish()?;
-    run(
-        &state,
-        Command::CreateChannel {
-            channel,
-            workspace,
-            name,
-            visibility,
-        },
-        &actor,
-        true,
-    )
-    .await
-}
-
-async fn channel_action(
-    State(state): State<HttpState>,
-    Path((id, action)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> HttpResult {
-    if !matches!(
-        action.as_str(),
-        "join" | "leave" | "invite" | "kick" | "archive"
-    ) {
-        return Ok(not_found().await);
-    }
-    let caller = caller(&state, &headers).await?;
-    let channel: ChannelId = path_id("channel", &id)?;
-    let mut b = Body::parse(body)?;
-    let actor = caller.actor(b.opt("actor")?)?;
-    let cmd = match action.as_str() {
-        "join" => Command::JoinChannel { channel },
-        "leave" => Command::LeaveChannel { channel },
-        "archive" => Command::ArchiveChannel { channel },
-        "invite" => Command::Invite {
-            channel,
-            user: b.req("user")?,
-        },
-        _ => Command::Kick {
-            channel,
-            user: b.req("user")?,
-        },
+    let cmd = Command::CreateChannel {
+        channel,
+        workspace,
+        name,
+        visibility,
     };
-    b.finish()?;
-    run(&state, cmd, &actor, false).await
+    Ok((cmd, actor))
 }
 
-async fn open_dm(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> HttpResult {
-    let caller = caller(&state, &headers).await?;
-    let mut b = Body::parse(body)?;
-    let actor = caller.actor(b.opt("actor")?)?;
+/// A `/v1/channels/{channel}/...` command: `make` builds it from the
+/// channel and the body's other fields.
+fn channel_command(
+    mut call: Call,
+    make: impl FnOnce(ChannelId, &mut Body) -> Result<Command, ApiError>,
+) -> Built {
+    let channel: ChannelId = call.path("id", "channel")?;
+    let (actor, mut b) = call.actor_and_body()?;
+    let cmd = make(channel, &mut b)?;
+    b.finish()?;
+    Ok((cmd, actor))
+}
+
+fn join_channel(call: Call) -> Built {
+    channel_command(call, |channel, _| Ok(Command::JoinChannel { channel }))
+}
+
+fn leave_channel(call: Call) -> Built {
+    channel_command(call, |channel, _| Ok(Command::LeaveChannel { channel }))
+}
+
+fn archive_channel(call: Call) -> Built {
+    channel_command(call, |channel, _| Ok(Command::ArchiveChannel { channel }))
+}
+
+fn invite(call: Call) -> Built {
+    channel_command(call, |channel, b| {
+        let user = b.req("user")?;
+        Ok(Command::Invite { channel, user })
+    })
+}
+
+fn kick(call: Call) -> Built {
+    channel_command(call, |channel, b| {
+        let user = b.req("user")?;
+        Ok(Command::Kick { channel, user })
+    })
+}
+
+fn open_dm(mut call: Call) -> Built {
+    let (actor, mut b) = call.actor_and_body()?;
     let dm: DmId = b.req("id")?;
     let workspace: WorkspaceId = b.req("workspace")?;
     let participants: Vec<UserId> = b.req("participants")?;
     b.finish()?;
-    run(
-        &state,
-        Command::OpenDm {
-            dm,
-            workspace,
-            participants,
-        },
-        &actor,
-        true,
-    )
-    .await
+    let cmd = Command::OpenDm {
+        dm,
+        workspace,
+        participants,
+    };
+    Ok((cmd, actor))
 }
 
-async fn add_dm_participant(
-    State(state): State<HttpState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> HttpResult {
-    let caller = caller(&state, &headers).await?;
-    let dm: DmId = path_id("dm", &id)?;
-    let mut b = Body::parse(body)?;
-    let actor = caller.actor(b.opt("actor")?)?;
+fn add_dm_participant(mut call: Call) -> Built {
+    let dm: DmId = call.path("id", "dm")?;
+    let (actor, mut b) = call.actor_and_body()?;
     let user: UserId = b.req("user")?;
     b.finish()?;
-    run(
-        &state,
-        Command::AddDmParticipant { dm, user },
-        &actor,
-        false,
-    )
-    .await
+    Ok((Command::AddDmParticipant { dm, user }, actor))
 }
 
-async fn execute(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> HttpResult {
-    let caller = caller(&state, &headers).await?;
-    let mut b = Body::parse(body)?;
+fn execute(mut call: Call) -> Built {
+    let mut b = call.take_body()?;
     let request = ExecuteRequest {
         actor: b.opt("actor")?,
         command: b.req("command")?,
     };
     b.finish()?;
-    let actor = caller.actor(request.actor)?;
-    run(&state, request.command, &actor, false).await
+    let actor = call.caller.actor(request.actor)?;
+    Ok((request.command, actor))
 }
 
-async fn rooms_of(
-    State(state): State<HttpState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> HttpResult {
-    let caller = caller(&state, &headers).await?;
-    let user: UserId = path_id("user", &id)?;
-    if !caller.is_trusted() && caller.user() != Some(&user) {
+async fn rooms_of(State(state): State<HttpState>, call: Call) -> HttpResult {
+    let user: UserId = call.path("id", "user")?;
+    if !call.caller.is_trusted() && call.caller.user() != Some(&user) {
         return Err(ApiError::forbidden("you may only list your own rooms").into());
     }
     let rooms = state.service.rooms_of(&user).await?;
@@ -479,28 +495,18 @@ async fn may_look(state: &HttpState, caller: &Caller, room: &RoomId) -> Result<(
     }
 }
 
-async fn members_of(
-    State(state): State<HttpState>,
-    Path(room): Path<String>,
-    headers: HeaderMap,
-) -> HttpResult {
-    let caller = caller(&state, &headers).await?;
-    let room: RoomId = path_id("room", &room)?;
-    may_look(&state, &caller, &room).await?;
+async fn members_of(State(state): State<HttpState>, call: Call) -> HttpResult {
+    let room: RoomId = call.path("room", "room")?;
+    may_look(&state, &call.caller, &room).await?;
     let members = state.service.members_of(&room).await?;
     Ok(axum::Json(MembersOfResponse { room, members }).into_response())
 }
 
-async fn is_member(
-    State(state): State<HttpState>,
-    Path((room, user)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> HttpResult {
-    let caller = caller(&state, &headers).await?;
-    let room: RoomId = path_id("room", &room)?;
-    let user: UserId = path_id("user", &user)?;
-    if caller.user() != Some(&user) {
-        may_look(&state, &caller, &room).await?;
+async fn is_member(State(state): State<HttpState>, call: Call) -> HttpResult {
+    let room: RoomId = call.path("room", "room")?;
+    let user: UserId = call.path("user", "user")?;
+    if call.caller.user() != Some(&user) {
+        may_look(&state, &call.caller, &room).await?;
     }
     let member = state.service.is_member(&user, &room).await?;
     Ok(axum::Json(IsMemberResponse { user, room, member }).into_response())
@@ -509,15 +515,10 @@ async fn is_member(
 /// `GET /v1/rooms/{room}/messages?before=&limit=`: a page of history,
 /// newest first, for a member. A user JWT reads as its user; the service
 /// token names the reading user with `?actor=`.
-async fn message_history(
-    State(state): State<HttpState>,
-    Path(room): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> HttpResult {
-    let caller = caller(&state, &headers).await?;
-    let room: RoomId = path_id("room", &room)?;
-    let user: UserId = match (caller.user(), query.get("actor")) {
+async fn message_history(State(state): State<HttpState>, call: Call) -> HttpResult {
+    let room: RoomId = call.path("room", "room")?;
+    let query = &call.query;
+    let user: UserId = match (call.caller.user(), query.get("actor")) {
         (Some(me), _) => me.clone(),
         (None, Some(actor)) => path_id("actor", actor)?,
         (None, None) => {
@@ -548,16 +549,11 @@ async fn message_history(
     Ok(axum::Json(page).into_response())
 }
 
-async fn emit(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> HttpResult {
-    let caller = caller(&state, &headers).await?;
-    if caller != Caller::Service {
+async fn emit(State(state): State<HttpState>, mut call: Call) -> HttpResult {
+    if call.caller != Caller::Service {
         return Err(ApiError::forbidden("emit needs the service token").into());
     }
-    let mut b = Body::parse(body)?;
+    let mut b = call.take_body()?;
     let room: RoomId = b.req("room")?;
     let event: String = b.req("event")?;
     let data: Value = b.opt("data")?.unwrap_or(Value::Null);
@@ -597,6 +593,12 @@ async fn readyz(State(state): State<HttpState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(body)).into_response()
+}
+
+/// `POST /v1/channels/{id}/{action}` for any other action: 404, before
+/// authentication (the path still has to be UTF-8).
+async fn unknown_channel_action(_: Path<(String, String)>) -> Response {
+    not_found().await
 }
 
 async fn not_found() -> Response {

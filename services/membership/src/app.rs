@@ -31,10 +31,10 @@ use crate::auth::Authenticator;
 use crate::config::MembershipConfig;
 use crate::history::{History, HistoryProjector};
 use crate::jetstream_store::JetStreamEventStore;
-use crate::notifier::{Notifier, SqlCheckpoint};
+use crate::notifier::Notifier;
 use crate::presence::PresenceTracker;
 use crate::service::{MembershipService, ServiceSettings};
-use crate::sql::{self, Projector, SqlEventStore, SqlReadModel};
+use crate::sql::{self, Projector, SqlCheckpoint, SqlEventStore, SqlReadModel};
 use crate::store::EventStore;
 
 /// A failure to start or run the membership service.

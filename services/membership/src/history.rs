@@ -10,27 +10,24 @@
 //! `projection_checkpoints(name = 'history')`, so a restart never applies
 //! an event twice. Other events have no effect; they only move the
 //! checkpoint along with the message events of their batch.
+//!
+//! The SQL (the table, its checkpoint row, the queries) lives in
+//! [`crate::sql`] (`sql/history.rs`).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use confab_bus::{Bus, BusError, BusMessage, BusTail, TailItem};
-use confab_events::socket::{Message, MessageDeleted, names};
+use confab_events::socket::{MessageDeleted, names};
 use confab_events::{RoomId, RoomKind, UserId};
 use futures::{FutureExt, StreamExt};
-use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
-};
+use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::watch;
 
 use crate::read_model::ReadModel;
-use crate::sql::entities::{channels, messages, projection_checkpoints, workspace_members};
-
-/// The row of `projection_checkpoints` the history projector owns.
-pub const HISTORY_PROJECTION: &str = "history";
+pub use crate::sql::HISTORY_PROJECTION;
+use crate::sql::{MessageTable, StoredMessage, is_message_event};
 
 /// Most messages in one history page.
 pub const MAX_PAGE: u64 = 100;
@@ -100,7 +97,7 @@ pub use confab_contracts::messages::{
 /// Cheap to clone; clones share the progress signal.
 #[derive(Clone)]
 pub struct HistoryProjector {
-    db: DatabaseConnection,
+    table: MessageTable,
     bus: Arc<dyn Bus>,
     progress: Arc<watch::Sender<u64>>,
 }
@@ -113,22 +110,11 @@ impl std::fmt::Debug for HistoryProjector {
     }
 }
 
-fn to_db(seq: u64) -> i64 {
-    i64::try_from(seq).unwrap_or(i64::MAX)
-}
-
-fn first_arg<T: serde::de::DeserializeOwned>(msg: &BusMessage) -> Option<T> {
-    serde_json::from_str::<Vec<T>>(&msg.args_json)
-        .ok()?
-        .into_iter()
-        .next()
-}
-
 impl HistoryProjector {
     /// A projector of `bus`'s log into `db` (schema up to date).
     pub fn new(db: DatabaseConnection, bus: Arc<dyn Bus>) -> Self {
         Self {
-            db,
+            table: MessageTable::new(db),
             bus,
             progress: Arc::new(watch::channel(0).0),
         }
@@ -141,13 +127,7 @@ impl HistoryProjector {
 
     /// The checkpoint as committed (0 before the first message event).
     pub async fn checkpoint(&self) -> Result<u64, DbErr> {
-        let seq: Option<i64> = projection_checkpoints::Entity::find_by_id(HISTORY_PROJECTION)
-            .select_only()
-            .column(projection_checkpoints::Column::LastSeq)
-            .into_tuple()
-            .one(&self.db)
-            .await?;
-        Ok(seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0))
+        self.table.checkpoint().await
     }
 
     /// Applies one stored message unless it is at or below the checkpoint
@@ -177,63 +157,7 @@ impl HistoryProjector {
             self.signal(highest);
             return Ok(0);
         }
-        let txn = self
-            .db
-            .begin_with_options(sea_orm::TransactionOptions {
-                isolation_level: None,
-                access_mode: None,
-                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
-            })
-            .await?;
-        projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
-            name: Set(HISTORY_PROJECTION.to_owned()),
-            last_seq: Set(0),
-        })
-        .on_conflict(
-            OnConflict::column(projection_checkpoints::Column::Name)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await?;
-        let committed: Option<i64> = projection_checkpoints::Entity::find_by_id(HISTORY_PROJECTION)
-            .select_only()
-            .column(projection_checkpoints::Column::LastSeq)
-            .lock_exclusive()
-            .into_tuple()
-            .one(&txn)
-            .await?;
-        let committed = committed.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
-        let mut checkpoint = committed;
-        let mut applied = 0;
-        for item in items {
-            let Some(seq) = item.msg.seq else {
-                continue;
-            };
-            if seq <= checkpoint {
-                continue;
-            }
-            checkpoint = seq;
-            let event = &*item.msg.event;
-            if is_message_event(event) {
-                apply_event(&txn, &item.room, event, &item.msg, seq).await?;
-                applied += 1;
-            }
-        }
-        if checkpoint == committed {
-            txn.rollback().await?;
-            self.signal(highest);
-            return Ok(0);
-        }
-        projection_checkpoints::Entity::update_many()
-            .col_expr(
-                projection_checkpoints::Column::LastSeq,
-                Expr::value(to_db(checkpoint)),
-            )
-            .filter(projection_checkpoints::Column::Name.eq(HISTORY_PROJECTION))
-            .exec(&txn)
-            .await?;
-        txn.commit().await?;
+        let applied = self.table.apply_batch(items).await?;
         self.signal(highest);
         Ok(applied)
     }
@@ -323,92 +247,6 @@ fn fill_batch(
     }
 }
 
-fn is_message_event(event: &str) -> bool {
-    [
-        names::MESSAGE_NEW,
-        names::MESSAGE_UPDATED,
-        names::MESSAGE_DELETED,
-    ]
-    .contains(&event)
-}
-
-/// Applies one message event's effect (not the checkpoint).
-async fn apply_event<C: ConnectionTrait>(
-    txn: &C,
-    room: &RoomId,
-    event: &str,
-    msg: &BusMessage,
-    seq: u64,
-) -> Result<(), DbErr> {
-    match event {
-        names::MESSAGE_NEW => {
-            let Some(m) = first_arg::<Message>(msg).filter(|m| m.room == room.as_str()) else {
-                tracing::warn!(seq, "skipping an unreadable message:new");
-                return Ok(());
-            };
-            messages::Entity::insert(messages::ActiveModel {
-                id: Set(m.id),
-                room: Set(m.room),
-                seq: Set(to_db(seq)),
-                author: Set(m.author_id),
-                body: Set(m.body),
-                thread_id: Set(m.thread_id),
-                created_at: Set(m.created_at),
-                updated_at: Set(m.updated_at),
-                deleted: Set(false),
-            })
-            .on_conflict(
-                OnConflict::column(messages::Column::Id)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await?;
-        }
-        names::MESSAGE_UPDATED => {
-            let Some(m) = first_arg::<Message>(msg).filter(|m| m.room == room.as_str()) else {
-                tracing::warn!(seq, "skipping an unreadable message:updated");
-                return Ok(());
-            };
-            messages::Entity::update_many()
-                .col_expr(messages::Column::Body, Expr::value(m.body))
-                .col_expr(messages::Column::UpdatedAt, Expr::value(m.updated_at))
-                .filter(messages::Column::Id.eq(m.id))
-                .filter(messages::Column::Room.eq(m.room))
-                .filter(messages::Column::Deleted.eq(false))
-                .exec(txn)
-                .await?;
-        }
-        _ => {
-            let Some(m) = first_arg::<MessageDeleted>(msg).filter(|m| m.room == room.as_str())
-            else {
-                tracing::warn!(seq, "skipping an unreadable message:deleted");
-                return Ok(());
-            };
-            messages::Entity::update_many()
-                .col_expr(messages::Column::Body, Expr::value(""))
-                .col_expr(messages::Column::Deleted, Expr::value(true))
-                .filter(messages::Column::Id.eq(m.id))
-                .filter(messages::Column::Room.eq(m.room))
-                .exec(txn)
-                .await?;
-        }
-    }
-    Ok(())
-}
-
-fn to_message(row: messages::Model) -> Message {
-    Message {
-        id: row.id,
-        room: row.room,
-        author_id: row.author,
-        body: row.body,
-        thread_id: row.thread_id,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-    }
-}
-
 fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
@@ -419,7 +257,7 @@ fn now_rfc3339() -> String {
 /// published to the room through the bus.
 #[derive(Clone)]
 pub struct History {
-    db: DatabaseConnection,
+    table: MessageTable,
     bus: Arc<dyn Bus>,
     read: Arc<dyn ReadModel>,
     progress: watch::Receiver<u64>,
@@ -435,7 +273,7 @@ impl History {
     /// Calls on `projector`'s table, with `read` for membership.
     pub fn new(projector: &HistoryProjector, read: Arc<dyn ReadModel>) -> Self {
         Self {
-            db: projector.db.clone(),
+            table: projector.table.clone(),
             bus: Arc::clone(&projector.bus),
             read,
             progress: projector.subscribe(),
@@ -482,17 +320,7 @@ impl History {
             })?),
         };
         self.member(&user, &room).await?;
-        let mut query = messages::Entity::find()
-            .filter(messages::Column::Room.eq(room.as_str()))
-            .filter(messages::Column::Deleted.eq(false));
-        if let Some(before) = before {
-            query = query.filter(messages::Column::Seq.lt(to_db(before)));
-        }
-        let mut rows = query
-            .order_by_desc(messages::Column::Seq)
-            .limit(limit + 1)
-            .all(&self.db)
-            .await?;
+        let mut rows = self.table.newest(&room, before, limit + 1).await?;
         let more = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
         let next_cursor = if more {
@@ -501,22 +329,19 @@ impl History {
             None
         };
         Ok(HistoryPage {
-            messages: rows.into_iter().map(to_message).collect(),
+            messages: rows.into_iter().map(|r| r.message).collect(),
             next_cursor,
         })
     }
 
     /// The projected message `id` of `room`, waiting a little for the
     /// projection when it is not there yet.
-    async fn lookup(&self, room: &RoomId, id: &str) -> Result<messages::Model, HistoryError> {
+    async fn lookup(&self, room: &RoomId, id: &str) -> Result<StoredMessage, HistoryError> {
         let mut progress = self.progress.clone();
         let deadline = tokio::time::Instant::now() + LOOKUP_WAIT;
         loop {
             progress.borrow_and_update();
-            let row = messages::Entity::find_by_id(id.to_owned())
-                .filter(messages::Column::Room.eq(room.as_str()))
-                .one(&self.db)
-                .await?;
+            let row = self.table.find(room, id).await?;
             match row {
                 Some(row) if row.deleted => return Err(HistoryError::NotFound(id.to_owned())),
                 Some(row) => return Ok(row),
@@ -535,19 +360,7 @@ impl History {
         if room.kind() != RoomKind::Channel {
             return Ok(false);
         }
-        let Some(channel) = channels::Entity::find_by_id(room.id().to_owned())
-            .one(&self.db)
-            .await?
-        else {
-            return Ok(false);
-        };
-        let role = workspace_members::Entity::find()
-            .filter(workspace_members::Column::WorkspaceId.eq(channel.workspace_id))
-            .filter(workspace_members::Column::UserId.eq(user.as_str()))
-            .one(&self.db)
-            .await?
-            .map(|m| m.role);
-        Ok(matches!(role.as_deref(), Some("owner" | "admin")))
+        Ok(self.table.is_workspace_admin_of(room.id(), user).await?)
     }
 
     async fn publish(&self, room: &RoomId, msg: BusMessage) -> Result<u64, HistoryError> {
@@ -575,12 +388,12 @@ impl History {
             )));
         }
         let row = self.lookup(&room, &req.id).await?;
-        if row.author != user.as_str() {
+        if row.message.author_id != user.as_str() {
             return Err(HistoryError::Forbidden(
                 "only the author may edit a message".into(),
             ));
         }
-        let mut message = to_message(row);
+        let mut message = row.message;
         message.body.clone_from(&req.body);
         message.updated_at = Some(now_rfc3339());
         let digest = {
@@ -602,18 +415,18 @@ impl History {
     pub async fn delete(&self, req: &DeleteRequest) -> Result<ChangeAck, HistoryError> {
         let (user, room) = Self::parse(&req.user, &req.room)?;
         let row = self.lookup(&room, &req.id).await?;
-        if row.author != user.as_str() && !self.is_channel_admin(&user, &room).await? {
+        if row.message.author_id != user.as_str() && !self.is_channel_admin(&user, &room).await? {
             return Err(HistoryError::Forbidden(
                 "only the author or a workspace owner or admin may delete a message".into(),
             ));
         }
         let data = serde_json::to_value(MessageDeleted {
-            id: row.id.clone(),
+            id: row.message.id.clone(),
             room: room.to_string(),
         })
         .unwrap_or_default();
-        let msg =
-            BusMessage::new(names::MESSAGE_DELETED, &data).with_msg_id(format!("del:{}", row.id));
+        let msg = BusMessage::new(names::MESSAGE_DELETED, &data)
+            .with_msg_id(format!("del:{}", row.message.id));
         let seq = self.publish(&room, msg).await?;
         Ok(ChangeAck { ok: true, seq })
     }

@@ -23,8 +23,9 @@
 //! the JetStream bus drops what it already stored (within its duplicate
 //! window). Delivery is at least once otherwise.
 //!
-//! The checkpoint is a [`CheckpointStore`]: [`SqlCheckpoint`] keeps it in
-//! the projections database (row `membership-notifier` of
+//! The checkpoint is a [`CheckpointStore`]:
+//! [`SqlCheckpoint`](crate::sql::SqlCheckpoint) keeps it in the projections
+//! database (row `membership-notifier` of
 //! `projection_checkpoints`), [`MemoryCheckpoint`] in memory only (a fresh
 //! process starts at the log's end: events appended while no notifier ran
 //! are not announced).
@@ -46,7 +47,8 @@ use tokio::sync::watch;
 
 use crate::store::{EventStore, StoreError};
 
-/// The checkpoint row name [`SqlCheckpoint`] uses by default.
+/// The checkpoint row name [`SqlCheckpoint`](crate::sql::SqlCheckpoint)
+/// uses by default.
 pub const NOTIFIER_CHECKPOINT: &str = "membership-notifier";
 
 /// Where the notifier remembers the last event it announced.
@@ -83,66 +85,6 @@ impl CheckpointStore for MemoryCheckpoint {
 
     async fn save(&self, seq: u64) -> Result<(), StoreError> {
         self.seq.fetch_max(seq, Ordering::SeqCst);
-        Ok(())
-    }
-}
-
-/// A checkpoint kept in the projections database, as a row of
-/// `projection_checkpoints` (owned by the [`crate::sql`] schema).
-#[derive(Debug, Clone)]
-pub struct SqlCheckpoint {
-    db: sea_orm::DatabaseConnection,
-    name: String,
-}
-
-impl SqlCheckpoint {
-    /// The row [`NOTIFIER_CHECKPOINT`] of `db` (migrated by
-    /// [`crate::sql::connect`]).
-    pub fn new(db: sea_orm::DatabaseConnection) -> Self {
-        Self::named(db, NOTIFIER_CHECKPOINT)
-    }
-
-    /// Another row, e.g. for a second notifier on the same database.
-    pub fn named(db: sea_orm::DatabaseConnection, name: &str) -> Self {
-        Self {
-            db,
-            name: name.to_owned(),
-        }
-    }
-}
-
-#[async_trait]
-impl CheckpointStore for SqlCheckpoint {
-    async fn load(&self) -> Result<Option<u64>, StoreError> {
-        use sea_orm::EntityTrait;
-        let row =
-            crate::sql::entities::projection_checkpoints::Entity::find_by_id(self.name.clone())
-                .one(&self.db)
-                .await
-                .map_err(|e| {
-                    StoreError::Unavailable(format!("cannot read the notifier checkpoint: {e}"))
-                })?;
-        Ok(row.map(|r| u64::try_from(r.last_seq).unwrap_or(0)))
-    }
-
-    async fn save(&self, seq: u64) -> Result<(), StoreError> {
-        use crate::sql::entities::projection_checkpoints::{ActiveModel, Column, Entity};
-        use sea_orm::sea_query::OnConflict;
-        use sea_orm::{ActiveValue::Set, EntityTrait};
-        Entity::insert(ActiveModel {
-            name: Set(self.name.clone()),
-            last_seq: Set(i64::try_from(seq).unwrap_or(i64::MAX)),
-        })
-        .on_conflict(
-            OnConflict::column(Column::Name)
-                .update_column(Column::LastSeq)
-                .to_owned(),
-        )
-        .exec_without_returning(&self.db)
-        .await
-        .map_err(|e| {
-            StoreError::Unavailable(format!("cannot save the notifier checkpoint: {e}"))
-        })?;
         Ok(())
     }
 }

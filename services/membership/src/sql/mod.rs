@@ -6,6 +6,10 @@
 //!   transaction per event together with its checkpoint;
 //! - [`SqlReadModel`]: answers [`ReadModel`](crate::read_model::ReadModel)
 //!   queries from those tables;
+//! - the `messages` table of [`crate::history`] (its projection in batches
+//!   and its queries), in `history.rs`;
+//! - [`SqlCheckpoint`]: the notifier's checkpoint; every consumer's
+//!   checkpoint is a row of `projection_checkpoints` (`checkpoint.rs`);
 //! - [`connect`]: opens a database and brings its schema up to date
 //!   (the schema lives in the `confab-migrations` crate).
 //!
@@ -40,12 +44,17 @@ use sea_orm::{
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
+mod checkpoint;
 pub mod entities;
 mod event_store;
+mod history;
 mod projector;
 mod read_model;
 
+pub use checkpoint::SqlCheckpoint;
 pub use event_store::SqlEventStore;
+pub use history::HISTORY_PROJECTION;
+pub(crate) use history::{MessageTable, StoredMessage, is_message_event};
 pub use projector::{PROJECTION_NAME, ProjectionError, Projector};
 pub use read_model::SqlReadModel;
 

@@ -9,15 +9,14 @@ use futures::StreamExt;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QuerySelect,
+    PaginatorTrait, QueryFilter,
 };
 use tokio::sync::{Mutex, watch};
 
 use super::entities::{
-    channel_members, channels, dm_participants, dms, projection_checkpoints, workspace_members,
-    workspaces,
+    channel_members, channels, dm_participants, dms, workspace_members, workspaces,
 };
-use super::{begin_write, from_db_seq, to_db_seq};
+use super::{begin_write, checkpoint, to_db_seq};
 use crate::store::{EventStore, StoreError, Stored};
 
 /// The row of `projection_checkpoints` this projector owns.
@@ -94,7 +93,7 @@ impl Projector {
 
     /// The last applied sequence, from the database (0 before the first).
     pub async fn checkpoint(&self) -> Result<u64, ProjectionError> {
-        Ok(read_checkpoint(&self.db).await?)
+        Ok(checkpoint::read(&self.db, PROJECTION_NAME).await?)
     }
 
     /// Applies one event unless its sequence is at or below the checkpoint.
@@ -102,13 +101,13 @@ impl Projector {
     pub async fn apply(&self, stored: &Stored) -> Result<bool, ProjectionError> {
         let _exclusive = self.exclusive.lock().await;
         let txn = begin_write(&self.db).await?;
-        let checkpoint = lock_checkpoint(&txn).await?;
+        let checkpoint = checkpoint::lock(&txn, PROJECTION_NAME).await?;
         if stored.seq <= checkpoint {
             txn.rollback().await?;
             return Ok(false);
         }
         apply_event(&txn, stored).await?;
-        write_checkpoint(&txn, stored.seq).await?;
+        checkpoint::write(&txn, PROJECTION_NAME, stored.seq).await?;
         txn.commit().await?;
         self.signal(stored.seq);
         Ok(true)
@@ -191,7 +190,7 @@ impl Projector {
             let history = read_history(store, last).await?;
             let txn = begin_write(&self.db).await?;
             // Locked from here on: no other projector can move it.
-            let current = lock_checkpoint(&txn).await?;
+            let current = checkpoint::lock(&txn, PROJECTION_NAME).await?;
             if current > last {
                 // Another process applied events appended after `last` was
                 // read: start again with a longer history rather than lose
@@ -212,7 +211,7 @@ impl Projector {
             }
             // The checkpoint row is updated in place, never deleted, so a
             // concurrent projector blocked on it re-reads the final value.
-            write_checkpoint(&txn, checkpoint).await?;
+            checkpoint::write(&txn, PROJECTION_NAME, checkpoint).await?;
             txn.commit().await?;
             self.signal(checkpoint);
             return Ok(checkpoint);
@@ -249,53 +248,6 @@ async fn read_history(store: &dyn EventStore, last: u64) -> Result<Vec<Stored>, 
         }
     }
     Ok(history)
-}
-
-/// The checkpoint as last committed, 0 when there is none.
-pub(super) async fn read_checkpoint<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
-    let seq: Option<i64> = projection_checkpoints::Entity::find_by_id(PROJECTION_NAME)
-        .select_only()
-        .column(projection_checkpoints::Column::LastSeq)
-        .into_tuple()
-        .one(db)
-        .await?;
-    Ok(seq.map(from_db_seq).unwrap_or(0))
-}
-
-/// Creates the checkpoint row when missing and locks it for the
-/// transaction; returns its value.
-async fn lock_checkpoint<C: ConnectionTrait>(txn: &C) -> Result<u64, DbErr> {
-    projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
-        name: Set(PROJECTION_NAME.to_owned()),
-        last_seq: Set(0),
-    })
-    .on_conflict(
-        OnConflict::column(projection_checkpoints::Column::Name)
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(txn)
-    .await?;
-    let seq: Option<i64> = projection_checkpoints::Entity::find_by_id(PROJECTION_NAME)
-        .select_only()
-        .column(projection_checkpoints::Column::LastSeq)
-        .lock_exclusive()
-        .into_tuple()
-        .one(txn)
-        .await?;
-    Ok(seq.map(from_db_seq).unwrap_or(0))
-}
-
-async fn write_checkpoint<C: ConnectionTrait>(txn: &C, seq: u64) -> Result<(), DbErr> {
-    projection_checkpoints::Entity::update_many()
-        .col_expr(
-            projection_checkpoints::Column::LastSeq,
-            Expr::value(to_db_seq(seq)),
-        )
-        .filter(projection_checkpoints::Column::Name.eq(PROJECTION_NAME))
-        .exec(txn)
-        .await?;
-    Ok(())
 }
 
 /// The stored text of a role.

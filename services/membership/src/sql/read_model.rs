@@ -11,10 +11,11 @@ use sea_orm::{
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::checkpoint;
 use super::entities::{
     channel_members, channels, dm_participants, dms, workspace_members, workspaces,
 };
-use super::projector::read_checkpoint;
+use super::projector::PROJECTION_NAME;
 use crate::read_model::{JoinDecision, QueryError, ReadModel};
 
 /// How often `wait_for` re-reads the checkpoint when nothing signals
@@ -227,7 +228,9 @@ impl ReadModel for SqlReadModel {
     }
 
     async fn checkpoint(&self) -> Result<u64, QueryError> {
-        read_checkpoint(&self.db).await.map_err(unavailable)
+        checkpoint::read(&self.db, PROJECTION_NAME)
+            .await
+            .map_err(unavailable)
     }
 
     async fn wait_for(&self, seq: u64, timeout: Duration) -> Result<(), QueryError> {

@@ -1,0 +1,276 @@
+//! What the APIs carry into the domain: the [`Command`], the [`Actor`]
+//! issuing it, and the [`CommandError`] of a refusal.
+
+use confab_events::membership::{Role, Visibility};
+use confab_events::{ChannelId, DmId, RoomId, UserId, WorkspaceId};
+use serde::{Deserialize, Serialize};
+
+/// Longest workspace or channel name, in characters.
+const MAX_NAME_CHARS: usize = 80;
+
+/// Who issues a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// An end user, authenticated by their token: every rule applies.
+    User(UserId),
+    /// A user whose token carries `"admin": true`: may bootstrap workspaces
+    /// (see `Actor::may_bootstrap`); otherwise bound by the rules.
+    Admin(UserId),
+    /// The service credential (an app backend), acting on behalf of a
+    /// user when it names one: may bootstrap workspaces and passes the
+    /// authority checks (see `Actor::is_service`).
+    Service {
+        /// The user the backend acts for; required by commands that record
+        /// a user (`join_channel`, `invite`, `create_channel`, ...).
+        on_behalf_of: Option<UserId>,
+    },
+}
+
+impl Actor {
+    /// The user the command is issued by or for, if any.
+    pub fn user(&self) -> Option<&UserId> {
+        match self {
+            Actor::User(u) | Actor::Admin(u) => Some(u),
+            Actor::Service { on_behalf_of } => on_behalf_of.as_ref(),
+        }
+    }
+
+    /// Whether the caller may bootstrap workspaces: create them for any
+    /// owner, and add or remove members without being a workspace admin.
+    /// The service credential and admin tokens may.
+    pub(crate) fn may_bootstrap(&self) -> bool {
+        matches!(self, Actor::Admin(_) | Actor::Service { .. })
+    }
+
+    /// Whether the caller is the service credential, which also passes the
+    /// authority checks of channels and DMs (an app backend applies its own
+    /// permissions): invite without being a member, kick or archive without
+    /// being an admin, add DM participants without being one.
+    pub(crate) fn is_service(&self) -> bool {
+        matches!(self, Actor::Service { .. })
+    }
+
+    /// The user, or an error naming the command that needs one.
+    pub(super) fn require_user(&self, command: &'static str) -> Result<&UserId, CommandError> {
+        self.user().ok_or_else(|| CommandError::Invalid {
+            field: "actor",
+            message: format!(
+                "{command} needs the user it acts for: with the service token, set \"actor\" to a user id"
+            ),
+        })
+    }
+}
+
+/// A membership command, as carried by the APIs: a JSON object tagged by
+/// `type`, e.g. `{"type": "join_channel", "channel": "42"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    /// Create a workspace; `owner` becomes its first member.
+    CreateWorkspace {
+        /// The new workspace's id.
+        id: WorkspaceId,
+        /// Display name.
+        name: String,
+        /// Its owner.
+        owner: UserId,
+    },
+    /// Add a user to a workspace.
+    AddWorkspaceMember {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// The new member.
+        user: UserId,
+        /// Their role (`admin` or `member`; a workspace has one owner).
+        role: Role,
+    },
+    /// Remove a user from a workspace (and from its channels).
+    RemoveWorkspaceMember {
+        /// The workspace.
+        workspace: WorkspaceId,
+        /// The member to remove.
+        user: UserId,
+    },
+    /// Create a channel in a workspace; the actor becomes a member.
+    CreateChannel {
+        /// The new channel's id.
+        channel: ChannelId,
+        /// Its workspace.
+        workspace: WorkspaceId,
+        /// Display name.
+        name: String,
+        /// Public or private.
+        visibility: Visibility,
+    },
+    /// The actor joins a public channel.
+    JoinChannel {
+        /// The channel.
+        channel: ChannelId,
+    },
+    /// The actor leaves a channel.
+    LeaveChannel {
+        /// The channel.
+        channel: ChannelId,
+    },
+    /// The actor, a channel member, adds another workspace member.
+    Invite {
+        /// The channel.
+        channel: ChannelId,
+        /// The invited user.
+        user: UserId,
+    },
+    /// A workspace admin removes a member from a channel.
+    Kick {
+        /// The channel.
+        channel: ChannelId,
+        /// The member to remove.
+        user: UserId,
+    },
+    /// Archive a channel: read-only, no new members.
+    ArchiveChannel {
+        /// The channel.
+        channel: ChannelId,
+    },
+    /// Open a DM (two participants) or group DM (three or more). The actor
+    /// is a participant whether listed or not.
+    OpenDm {
+        /// The new conversation's id.
+        dm: DmId,
+        /// Its workspace.
+        workspace: WorkspaceId,
+        /// The participants.
+        participants: Vec<UserId>,
+    },
+    /// Add a participant to a group DM.
+    AddDmParticipant {
+        /// The conversation.
+        dm: DmId,
+        /// The new participant.
+        user: UserId,
+    },
+}
+
+impl Command {
+    /// The aggregate the command changes (its event stream).
+    pub fn aggregate(&self) -> RoomId {
+        use Command::*;
+        match self {
+            CreateWorkspace { id, .. } => RoomId::workspace(id),
+            AddWorkspaceMember { workspace, .. } | RemoveWorkspaceMember { workspace, .. } => {
+                RoomId::workspace(workspace)
+            }
+            CreateChannel { channel, .. }
+            | JoinChannel { channel }
+            | LeaveChannel { channel }
+            | Invite { channel, .. }
+            | Kick { channel, .. }
+            | ArchiveChannel { channel } => RoomId::channel(channel),
+            OpenDm { dm, .. } | AddDmParticipant { dm, .. } => RoomId::dm(dm),
+        }
+    }
+
+    /// The workspace named by the command itself, when it targets another
+    /// aggregate (channel or DM creation). Other channel and DM commands
+    /// find their workspace in the target's state.
+    pub fn workspace_hint(&self) -> Option<&WorkspaceId> {
+        match self {
+            Command::CreateChannel { workspace, .. } | Command::OpenDm { workspace, .. } => {
+                Some(workspace)
+            }
+            _ => None,
+        }
+    }
+
+    /// The command's `type` tag, e.g. `join_channel`.
+    pub fn name(&self) -> &'static str {
+        use Command::*;
+        match self {
+            CreateWorkspace { .. } => "create_workspace",
+            AddWorkspaceMember { .. } => "add_workspace_member",
+            RemoveWorkspaceMember { .. } => "remove_workspace_member",
+            CreateChannel { .. } => "create_channel",
+            JoinChannel { .. } => "join_channel",
+            LeaveChannel { .. } => "leave_channel",
+            Invite { .. } => "invite",
+            Kick { .. } => "kick",
+            ArchiveChannel { .. } => "archive_channel",
+            OpenDm { .. } => "open_dm",
+            AddDmParticipant { .. } => "add_dm_participant",
+        }
+    }
+}
+
+/// Why a command was refused. [`CommandError::code`] is stable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The workspace, channel or DM does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing to create exists already, or the user is a member already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The actor may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The channel is archived.
+    #[error("{0}")]
+    Archived(String),
+    /// A user who must be a member (of the workspace, channel or DM) is not.
+    #[error("{0}")]
+    NotAMember(String),
+    /// The command itself is malformed.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl CommandError {
+    /// A stable machine code: `not_found`, `already_exists`, `forbidden`,
+    /// `archived`, `not_a_member` or `invalid`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CommandError::NotFound(_) => "not_found",
+            CommandError::AlreadyExists(_) => "already_exists",
+            CommandError::Forbidden(_) => "forbidden",
+            CommandError::Archived(_) => "archived",
+            CommandError::NotAMember(_) => "not_a_member",
+            CommandError::Invalid { .. } => "invalid",
+        }
+    }
+
+    /// The input field at fault, for `invalid`.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            CommandError::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// The name trimmed, or why it cannot name a workspace or channel.
+pub(super) fn check_name(name: &str) -> Result<String, CommandError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() {
+        return Err(CommandError::Invalid {
+            field: "name",
+            message: "must not be empty".into(),
+        });
+    }
+    if trimmed.chars().count() > MAX_NAME_CHARS {
+        return Err(CommandError::Invalid {
+            field: "name",
+            message: format!("must be at most {MAX_NAME_CHARS} characters"),
+        });
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(CommandError::Invalid {
+            field: "name",
+            message: "must not contain control characters".into(),
+        });
+    }
+    Ok(trimmed.to_owned())
+}
