@@ -17,6 +17,110 @@
 //! The window counts from the disconnect the holding gateway recorded, or,
 //! when that gateway died without recording it, from its last liveness
 //! heartbeat.
+//!
+//! # The whole flow
+//!
+//! A client that loses its connection and comes back within
+//! `recovery.window_ms` (two minutes by default), to any gateway, continues
+//! its session (this module, `hub/dispatch.rs`, `engine/socket.rs`):
+//!
+//! 1. **Offsets.** Every durable room event goes to sockets with its log
+//!    sequence (JetStream stream sequence of `ROOMS`, or the in-process log's)
+//!    as an extra last argument, a string: `42["message:new",{...},"1234"]`.
+//!    `socket.io-client` (4.6+) remembers the last one. Volatile events carry
+//!    none and are never stored, so never replayed.
+//! 2. **Sessions.** The CONNECT reply is `{sid, pid}`. Right after it the
+//!    gateway writes a record under `pid` in the NATS KV bucket
+//!    `CONFAB_SESSIONS`: `{sid, user, gateway, offset, rooms, joined, left,
+//!    disconnected_at_ms}` (`offset` = the log position the session started
+//!    at, for a client that received nothing: the highest sequence this
+//!    gateway has seen, from its own publishes and live events and refreshed
+//!    from the stream every heartbeat; live events at or below it are not
+//!    sent to the new socket, so nothing is both skipped and replayed). On a transport drop, ping
+//!    timeout, slow-consumer close or shutdown it records
+//!    `disconnected_at_ms`; a deliberate disconnect deletes the record. Writes
+//!    after the first are compare-and-set on the revision, so a gateway that
+//!    notices a drop late never overwrites a session already resumed
+//!    elsewhere. Records of live sockets are rewritten once they are half
+//!    `recovery.session_max_age_ms` old (at most 2,000 per heartbeat), so a
+//!    connection of any age stays recoverable. Every gateway also writes its
+//!    liveness to `CONFAB_GATEWAYS`
+//!    each `recovery.heartbeat_ms`: the sessions of a gateway that died
+//!    without recording their drops count from its last heartbeat.
+//! 3. **Resume.** The client reconnects with CONNECT `{token, pid, offset}`.
+//!    The gateway holds live events back for the socket (`SocketRef::hold`)
+//!    and, at the same time: reads the record (a KV get, no consumer) and
+//!    checks the user, the window (the old gateway's last heartbeat, when it
+//!    recorded no drop, is read once for all of its sessions) and the offset;
+//!    joins the user room, then asks the membership service for the user's
+//!    rooms (the user room first, so that no membership change slips in
+//!    between). It then joins the rooms (the membership service's answer now,
+//!    plus/minus the rooms the client joined/left itself), all at once, and
+//!    replays the events stored after `max(offset, record.offset)` in those
+//!    rooms and the record's rooms, in one `Bus::replay`. Membership changes
+//!    in the gap apply: a room's events count from its `room:joined` and stop
+//!    at its `room:left` (both are in the user room, so replayed too). The
+//!    reply carries the old `sid` and the same `pid`
+//!    (`socket.recovered === true`); the replayed events follow, then the held
+//!    live events above the last replayed sequence
+//!    (`SocketRef::release_waiting`: queued as the connection drains, so a
+//!    long recovery's backlog does not overflow the outbound queue), then
+//!    live traffic.
+//!
+//!    On NATS a replay creates no consumer (`libs/bus/src/direct_get.rs`). It
+//!    reads the log's first and last sequence (one stream info request that
+//!    started after the replay did, shared by all replays waiting for one),
+//!    refuses a start below the first retained sequence (`Trimmed`: a direct
+//!    get would silently skip to the first), then sends one batched direct get
+//!    per room at once (`$JS.API.DIRECT.GET.ROOMS` with `{seq, next_by_subj,
+//!    batch, max_bytes}`, nats-server 2.11+), asks again for rooms with more
+//!    than a batch, and merges the rooms by sequence, up to that last
+//!    sequence and at most `max_replay_events + 1` events. Every batch is
+//!    checked: each message names the previous one of its batch
+//!    (`Nats-Last-Sequence`) and the final `204 EOB` status the last one sent,
+//!    so a message dropped on the way is noticed. The replay reads through one
+//!    ordered consumer filtered on the rooms (deleted afterwards) instead when
+//!    the server is older than 2.11, stream `ROOMS` has more than one replica
+//!    (a replica may answer a direct get before it holds the newest messages),
+//!    `bus.nats.direct_replay` is off, or a batch came back incomplete;
+//!    `confab_gateway_replays_total{path}` counts both kinds.
+//! 4. **Failure.** Unknown, foreign, malformed or expired sessions, a replay
+//!    of more than `recovery.max_replay_events`, a log trimmed past the
+//!    offset, or an unreadable store: the client gets a fresh session and
+//!    `recovery:failed` `{reason, message}` right after CONNECT.
+//! 5. **Order.** The offset means "everything before it was delivered" only
+//!    if a socket receives events in log order across all its rooms. One
+//!    dispatcher task per gateway reads every room feed (`hub/dispatch.rs`):
+//!    it pulls everything that has arrived, from every woken feed, then sorts
+//!    by sequence; since NATS writes stored events to the connection in stream
+//!    order, that is log order. An event repaired after a NATS loss (slow
+//!    consumer, reconnect) arrives late by nature: it is sent with the
+//!    socket's current offset so the client's offset never moves back (no
+//!    duplicate on recovery).
+//! 6. **Rolling deploys.** SIGTERM turns readiness false and closes the
+//!    sockets at random moments within `shutdown_spread_ms` (close 1001, not a
+//!    Socket.IO DISCONNECT, so clients reconnect), recording each drop; they
+//!    reconnect to other gateways and recover.
+//!
+//! **The JetStream consumer bound.** Recovery replays normally hold no
+//! consumer at all (direct gets, above). Those that read through a consumer
+//! (the fallback) are the only per-client consumers, and each gateway runs at
+//! most `recovery.max_concurrent_replays` (default 16) of them at once (a
+//! semaphore in the NATS bus; later ones wait). A cluster of G gateways
+//! therefore never holds more than **G × `recovery.max_concurrent_replays`**
+//! recovery consumers however many clients reconnect at once (tested with 120
+//! simultaneous recoveries forced onto consumers and a bound of 2 per
+//! gateway, and with the same 120 on direct gets, all counted as direct).
+//! Direct-get replays are bounded separately: at most 64 at once per gateway
+//! (`MAX_DIRECT_REPLAYS`), each with at most a quarter of the NATS
+//! subscription buffer in flight, for memory, not consumers. Besides these:
+//! one ordered consumer per gap repair in progress, and the membership
+//! service's tails (a constant handful). Session reads and writes use KV
+//! direct gets and puts, no consumers.
+//!
+//! The all-in-one keeps sessions in memory (`MemorySessions`) and replays
+//! from its in-process log with the same semantics; a gateway on a shared bus
+//! refuses to start with in-memory sessions.
 
 mod memory;
 mod nats;
