@@ -8,7 +8,7 @@
 //! string (`"5000"`): the error says to add a unit, so that nobody has to
 //! guess whether it meant seconds or milliseconds.
 //!
-//! [`format`] writes the shortest form [`parse`] reads back, without days
+//! [`format()`] writes the shortest form [`parse`] reads back, without days
 //! (`"24h"`, `"1m30s"`, `"1s500ms"`, `"0s"`).
 //!
 //! Use it on a field with `#[serde(with = "confab_config::duration")]`.
@@ -97,7 +97,7 @@ pub fn format(d: Duration) -> String {
     out
 }
 
-/// Serializes a duration as its [`format`] string (for
+/// Serializes a duration as its [`format()`] string (for
 /// `#[serde(with = "confab_config::duration")]`).
 pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format(*d))
