@@ -5,7 +5,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
@@ -96,13 +95,9 @@ impl Deps {
                     .map_err(|e| AppError::Bus(e.to_string()))?;
                 nats_client = Some(bus.client().clone());
                 if r.enabled {
-                    let store = NatsSessions::open(
-                        bus.jetstream(),
-                        Duration::from_millis(r.window_ms),
-                        Duration::from_millis(r.session_max_age_ms),
-                    )
-                    .await
-                    .map_err(|e| AppError::Bus(e.to_string()))?;
+                    let store = NatsSessions::open(bus.jetstream(), r.window, r.session_max_age)
+                        .await
+                        .map_err(|e| AppError::Bus(e.to_string()))?;
                     sessions = Some(Arc::new(store));
                 }
                 Arc::new(bus)
@@ -112,8 +107,8 @@ impl Deps {
             Some(client) if config.membership.kind == MembershipKind::Nats => {
                 Arc::new(crate::history::NatsHistory::new(
                     client.clone(),
-                    config.membership.service_token.clone().unwrap_or_default(),
-                    Duration::from_millis(config.membership.request_timeout_ms),
+                    config.service_token_or_empty(),
+                    config.membership.request_timeout,
                 ))
             }
             _ => Arc::new(crate::history::NoHistory),
@@ -124,8 +119,8 @@ impl Deps {
                     (Arc::new(StaticMembership::new()), Arc::new(NoPresence))
                 }
                 (MembershipKind::Nats, Some(client)) => {
-                    let token = config.membership.service_token.clone().unwrap_or_default();
-                    let timeout = Duration::from_millis(config.membership.request_timeout_ms);
+                    let token = config.service_token_or_empty();
+                    let timeout = config.membership.request_timeout;
                     (
                         Arc::new(NatsMembership::new(client.clone(), token.clone(), timeout)),
                         Arc::new(NatsPresence::new(client, token, timeout)),
@@ -230,9 +225,7 @@ impl App {
                         "connection-state recovery needs a session store shared by every gateway (NATS KV) on a shared bus; keeping sessions in one gateway's memory would break recovery on another gateway".into(),
                     ));
                 }
-                None => Arc::new(MemorySessions::new(Duration::from_millis(
-                    r.session_max_age_ms,
-                ))),
+                None => Arc::new(MemorySessions::new(r.session_max_age)),
             };
             let gateway = format!("gw-{:016x}", rand::random::<u64>());
             Some(Recovery::new(
@@ -245,10 +238,7 @@ impl App {
         } else {
             None
         };
-        let presence = LocalPresence::new(
-            deps.presence,
-            Duration::from_millis(config.presence.heartbeat_ms),
-        );
+        let presence = LocalPresence::new(deps.presence, config.presence.heartbeat);
         let handler = Arc::new(
             ConfabHandler::new(
                 verifier,
@@ -270,7 +260,7 @@ impl App {
             None => handler,
         };
         let mut engine_config = config.engine.to_engine_config();
-        engine_config.shutdown_spread = Duration::from_millis(config.shutdown_spread_ms);
+        engine_config.shutdown_spread = config.shutdown_spread;
         let shutdown = CancellationToken::new();
         let engine = Engine::new(
             engine_config,
@@ -373,7 +363,7 @@ impl App {
         };
         let (served, (), ()) = tokio::join!(serve, state.presence.run(shutdown.clone()), liveness);
         served?;
-        let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+        let grace = state.config.shutdown_grace;
         if !state.engine.drain(grace).await {
             tracing::warn!(
                 remaining = state.engine.connections(),
@@ -446,7 +436,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "recovery": state.recovery.as_ref().map(|r| json!({
             "gateway": r.gateway(),
             "sessions": r.store_kind(),
-            "window_ms": state.config.recovery.window_ms,
+            "window_ms": u64::try_from(state.config.recovery.window.as_millis()).unwrap_or(u64::MAX),
         })),
     });
     let status = if ready {

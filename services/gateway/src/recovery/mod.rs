@@ -214,10 +214,10 @@ impl Recovery {
             bus,
             metrics,
             gateway,
-            window: Duration::from_millis(settings.window_ms),
-            heartbeat: Duration::from_millis(settings.heartbeat_ms),
+            window: settings.window,
+            heartbeat: settings.heartbeat,
             max_replay: settings.max_replay_events,
-            session_max_age: Duration::from_millis(settings.session_max_age_ms),
+            session_max_age: settings.session_max_age,
             live: Mutex::new(HashMap::new()),
             beats: Mutex::new(HashMap::new()),
         })
@@ -606,7 +606,7 @@ mod tests {
         let max_age = Duration::from_millis(300);
         let store = Arc::new(MemorySessions::new(max_age));
         let settings = RecoverySettings {
-            session_max_age_ms: 300,
+            session_max_age: Duration::from_millis(300),
             ..RecoverySettings::default()
         };
         let recovery = Recovery::new(
