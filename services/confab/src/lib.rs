@@ -14,8 +14,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use confab_auth::{DEV_SECRET, Verifier};
-use confab_config::{Loaded, Loader, redact_url};
 use confab_bus::{Bus, InProcessBus};
+use confab_config::{Loaded, Loader, redact_url};
 use confab_events::presence::Heartbeat;
 use confab_events::socket::PresenceStatus;
 use confab_events::{RoomId, UserId};
@@ -76,20 +76,21 @@ pub struct Config {
     pub dev_secret: bool,
 }
 
-/// The all-in-one defaults: port 3000 on loopback, in-process bus,
-/// embedded membership.
+/// The all-in-one's gateway defaults: port 3000 on loopback, in-process
+/// bus, embedded membership, and the public dev secret (only accepted on a
+/// loopback address, see [`load_config`]).
 pub fn default_config() -> GatewayConfig {
     let mut cfg = GatewayConfig::default();
     cfg.bus.kind = BusKind::InProcess;
     cfg.membership.kind = MembershipKind::Static;
+    cfg.auth.hs256_secret = Some(DEV_SECRET.into());
     cfg
 }
 
 /// Loads the configuration. When no key source is configured, the public
 /// dev secret is used, and then only on a loopback address.
 pub fn load_config(file: Option<&Path>) -> anyhow::Result<Loaded<Config>> {
-    let mut base = default_config();
-    base.auth.hs256_secret = Some(DEV_SECRET.into());
+    let base = default_config();
     let mut loader = Loader::new(file)?;
     let (mut cfg, embedded) = loader.load_with(&base, &EmbeddedConfig::default())?;
     cfg.validate()?;

@@ -261,7 +261,9 @@ mod tests {
         let shown = format!("{cfg:?}");
         assert!(shown.contains("\"postgres://***@h:5432/db\""), "{shown}");
         assert!(!shown.contains("pw"), "{shown}");
-        assert!(format!("{:?}", MembershipConfig::default()).contains("sqlite://confab-membership.db"));
+        assert!(
+            format!("{:?}", MembershipConfig::default()).contains("sqlite://confab-membership.db")
+        );
     }
 
     #[test]
