@@ -38,6 +38,10 @@ fuzz SECONDS="60":
 typescript:
     CONFAB_BLESS=1 cargo test -p confab-events typescript
 
+# Rewrite README.md's configuration tables from the typed configurations.
+config-table:
+    CONFAB_BLESS=1 cargo test -p confab --test config_table
+
 # Builds first, starts only what is not running, waits until all is ready;
 # DATABASE_URL=postgres://... keeps the membership projections in Postgres.
 # Start a local cluster: nats-server (JetStream), membership, two gateways.

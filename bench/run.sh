@@ -117,7 +117,7 @@ start_gateway() { # n port
     for v in $(compgen -e); do [[ "$v" == CONFAB_* ]] && unset "$v"; done
     export CONFAB_LISTEN="127.0.0.1:$port" CONFAB_BUS__KIND=nats \
       CONFAB_BUS__NATS__URL="nats://127.0.0.1:$NATS_PORT" CONFAB_BUS__NATS__NAME="gateway-$n" \
-      CONFAB_MEMBERSHIP__KIND=nats CONFAB_MEMBERSHIP__SERVICE_TOKEN="$(cat "$RUN/service-token")" \
+      CONFAB_MEMBERSHIP__KIND=nats CONFAB_SERVICE_TOKEN="$(cat "$RUN/service-token")" \
       CONFAB_AUTH__HS256_SECRET="$(cat "$RUN/jwt-secret")" CONFAB_CONFIG="$BENCH/gateway.toml" \
       RUST_LOG="${RUST_LOG:-warn}"
     exec "$CARGO_TARGET_DIR/release/confab-gateway"

@@ -25,8 +25,9 @@
 #   CONFAB_GATEWAY_CONFIG (a TOML file of gateway settings, e.g. the
 #   benchmark's raised rate limits, given to every gateway as CONFAB_CONFIG),
 #   CARGO_TARGET_DIR (where the release binaries are built).
-# Other CONFAB_* variables of your shell are NOT passed to the services (the
-# gateway refuses unknown keys, and these knobs share the prefix).
+# Other CONFAB_* variables of your shell are NOT passed to the services (they
+# would change the cluster's settings; these knobs share the prefix, and the
+# services warn about the ones that name none of their keys).
 set -euo pipefail
 shopt -s inherit_errexit 2>/dev/null || true # bash >= 4.4: errexit in $(...) too
 
@@ -99,11 +100,18 @@ validate_settings() {
   [ "${#GATEWAY_PORTS[@]}" -ge 1 ] || die "CONFAB_GATEWAY_PORTS names no port"
   case "$DB_URL" in
     sqlite:* | postgres://* | postgresql://*) ;;
-    *) die "DATABASE_URL must be a postgres:// URL (got '$(redact "$DB_URL")')" ;;
+    *) die "DATABASE_URL must be a postgres:// URL (got a '${DB_URL%%:*}:' URL)" ;;
   esac
 }
 
-redact() { sed -E 's#(://[^:/@]*):[^@]*@#\1:***@#' <<<"$1"; }
+# The database as messages show it: never the URL, which may hold a password
+# (the services log it through their one redactor, confab_config::redact_url).
+db_label() {
+  case "$DB_URL" in
+    sqlite:*) echo "SQLite ${DB_URL#sqlite://}" ;;
+    *) echo "Postgres (DATABASE_URL)" ;;
+  esac
+}
 
 service_names() {
   local i
@@ -349,7 +357,7 @@ up() {
       [ "$want_ports" = "$NATS_PORT $NATS_MONITOR_PORT $MEMBERSHIP_PORT ${GATEWAY_PORTS[*]}" ] ||
         warn "the cluster already runs on other ports ($NATS_PORT $NATS_MONITOR_PORT $MEMBERSHIP_PORT ${GATEWAY_PORTS[*]}); keeping them ('just down' first to change)"
       [ "$want_db" = "$DB_URL" ] ||
-        warn "membership already uses $(redact "$DB_URL"); keeping it ('just down' first to switch databases)"
+        warn "membership already uses $(db_label); keeping it ('just down' first to switch databases)"
     else
       NATS_PORT="${CONFAB_NATS_PORT:-4250}"
       NATS_MONITOR_PORT="${CONFAB_NATS_MONITOR_PORT:-8250}"
@@ -405,7 +413,7 @@ up() {
   else
     rm -f "$RUN/membership.pid"
     require_free "$MEMBERSHIP_PORT" "membership HTTP API"
-    say "starting membership on $MEMBERSHIP_PORT (projections: $(redact "$DB_URL"))"
+    say "starting membership on $MEMBERSHIP_PORT (projections: $(db_label))"
     start membership \
       "CONFAB_LISTEN=127.0.0.1:$MEMBERSHIP_PORT" \
       "CONFAB_DATABASE_URL=$DB_URL" \
@@ -436,7 +444,7 @@ up() {
       "CONFAB_BUS__NATS__URL=$nats_url" \
       "CONFAB_BUS__NATS__NAME=$name" \
       "CONFAB_MEMBERSHIP__KIND=nats" \
-      "CONFAB_MEMBERSHIP__SERVICE_TOKEN=$service_token" \
+      "CONFAB_SERVICE_TOKEN=$service_token" \
       "CONFAB_AUTH__HS256_SECRET=$jwt_secret" \
       -- "$BIN/confab-gateway"
     wait_ready "$name" "http://127.0.0.1:$port/readyz" "$GATEWAY_READY_SECS"
@@ -461,7 +469,7 @@ check_projections() { # readyz body
   checkpoint="$(sed -nE 's/.*"projection_checkpoint":([0-9]+).*/\1/p' <<<"$1")"
   last="$(sed -nE 's/.*"log_last_seq":([0-9]+).*/\1/p' <<<"$1")"
   if [ -n "$checkpoint" ] && [ -n "$last" ] && [ "$checkpoint" -gt "$last" ]; then
-    fail "the membership projections in $(redact "$DB_URL") are at event $checkpoint but the event log (.run/nats) ends at $last: that database belongs to another event log. Use an empty database (or drop its tables), or restore .run/nats"
+    fail "the membership projections in $(db_label) are at event $checkpoint but the event log (.run/nats) ends at $last: that database belongs to another event log. Use an empty database (or drop its tables), or restore .run/nats"
   fi
 }
 
@@ -582,7 +590,7 @@ urls() {
   load_state || true
   say ""
   say "NATS:        nats://127.0.0.1:$NATS_PORT (monitoring http://127.0.0.1:$NATS_MONITOR_PORT)"
-  say "Membership:  http://127.0.0.1:$MEMBERSHIP_PORT (service token in .run/service-token; projections in $(redact "$DB_URL"))"
+  say "Membership:  http://127.0.0.1:$MEMBERSHIP_PORT (service token in .run/service-token; projections in $(db_label))"
   local i=0 port
   for port in "${GATEWAY_PORTS[@]}"; do
     i=$((i + 1)); say "Gateway $i:   http://127.0.0.1:$port (Socket.IO at /socket.io/, WebSocket only)"

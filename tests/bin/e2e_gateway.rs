@@ -7,7 +7,7 @@ use confab_gateway::{App, Deps, GatewayConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cfg = GatewayConfig::load(GatewayConfig::default(), None)?;
+    let cfg = GatewayConfig::load(GatewayConfig::default(), None)?.config;
     let deps = Deps::connect(&cfg).await?;
     let app = App::build(cfg, deps).await?;
     println!("listening {}", app.local_addr());

@@ -42,7 +42,7 @@ impl Cluster {
         cfg.bus.kind = BusKind::Nats;
         cfg.bus.nats = confab_bus::NatsConfig::new(nats_url);
         cfg.membership.kind = MembershipKind::Nats;
-        cfg.membership.service_token = Some(SERVICE_TOKEN.into());
+        cfg.service_token = Some(SERVICE_TOKEN.into());
         cfg
     }
 
@@ -66,7 +66,7 @@ impl Cluster {
         };
         cfg.nats = Some(confab_bus::NatsConfig::new(nats.url()));
         if let Some((_, ttl)) = presence {
-            cfg.presence_ttl_ms = ttl;
+            cfg.presence_ttl = Duration::from_millis(ttl);
         }
         let app = confab_membership::app::App::build(cfg)
             .await
@@ -79,7 +79,7 @@ impl Cluster {
         for _ in 0..gateways {
             let mut cfg = Self::gateway_config(&nats.url());
             if let Some((heartbeat, _)) = presence {
-                cfg.presence.heartbeat_ms = heartbeat;
+                cfg.presence.heartbeat = Duration::from_millis(heartbeat);
             }
             tweak(&mut cfg);
             cfg.validate().unwrap();

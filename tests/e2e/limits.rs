@@ -122,7 +122,7 @@ async fn oversized_messages_close_with_1009_and_malformed_packets_with_1002() {
 async fn slow_consumers_are_disconnected_not_waited_for() {
     let gw = spawn_gateway(|c| {
         c.engine.outbound_queue = 8;
-        c.engine.write_timeout_ms = 500;
+        c.engine.write_timeout = Duration::from_millis(500);
     })
     .await;
     let auth = json!({ "token": token("slow") });

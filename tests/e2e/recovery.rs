@@ -299,7 +299,7 @@ impl GatewayProcess {
             .env("CONFAB_BUS__KIND", "nats")
             .env("CONFAB_BUS__NATS__URL", nats_url)
             .env("CONFAB_MEMBERSHIP__KIND", "nats")
-            .env("CONFAB_MEMBERSHIP__SERVICE_TOKEN", SERVICE_TOKEN)
+            .env("CONFAB_SERVICE_TOKEN", SERVICE_TOKEN)
             .env("CONFAB_AUTH__HS256_SECRET", SECRET)
             .env("CONFAB_AUTH__ISSUER", ISSUER)
             .env("CONFAB_AUTH__AUDIENCE", AUDIENCE)
@@ -353,8 +353,8 @@ async fn a_client_recovers_after_its_gateway_is_killed() {
 #[tokio::test]
 async fn after_the_window_the_client_gets_a_fresh_session_and_is_told() {
     let c = Cluster::start_tweaked(1, None, |cfg| {
-        cfg.recovery.window_ms = 1_000;
-        cfg.recovery.heartbeat_ms = 200;
+        cfg.recovery.window = Duration::from_secs(1);
+        cfg.recovery.heartbeat = Duration::from_millis(200);
     })
     .await;
     c.workspace_with_general(&["bob"]).await;
@@ -664,8 +664,8 @@ async fn mass_recovery(direct: bool) {
 async fn a_graceful_shutdown_hands_clients_over_spread_out() {
     const SESSIONS: usize = 20;
     let c = Cluster::start_tweaked(2, None, |cfg| {
-        cfg.shutdown_spread_ms = 1_500;
-        cfg.shutdown_grace_ms = 5_000;
+        cfg.shutdown_spread = Duration::from_millis(1_500);
+        cfg.shutdown_grace = Duration::from_secs(5);
     })
     .await;
     let node = NodeClient::spawn().await;

@@ -31,8 +31,8 @@ pub struct TestGateway {
 pub fn test_config() -> GatewayConfig {
     let mut cfg = GatewayConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        shutdown_grace_ms: 5_000,
-        shutdown_spread_ms: 200,
+        shutdown_grace: Duration::from_secs(5),
+        shutdown_spread: Duration::from_millis(200),
         ..GatewayConfig::default()
     };
     cfg.auth.hs256_secret = Some(SECRET.into());

@@ -36,7 +36,7 @@ impl Claims {
         config: &AuthConfig,
         now: u64,
     ) -> Result<Claims, AuthError> {
-        let leeway = config.leeway_secs;
+        let leeway = config.leeway.as_secs();
 
         let expires_at =
             numeric_date(&raw, "exp")?.ok_or(AuthError::MissingClaim { claim: "exp" })?;
@@ -165,7 +165,7 @@ mod tests {
 
     fn cfg() -> AuthConfig {
         AuthConfig {
-            leeway_secs: 10,
+            leeway: std::time::Duration::from_secs(10),
             issuer: Some("https://id.example".into()),
             audience: Some("confab".into()),
             ..AuthConfig::default()

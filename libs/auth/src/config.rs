@@ -3,19 +3,16 @@
 use std::fmt;
 use std::time::Duration;
 
+use confab_config::Secret;
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-use crate::mint::DEV_SECRET;
+use crate::hmac::{DEV_SECRET, MIN_SECRET_LEN};
 
-/// Shortest HMAC secret accepted, in bytes (RFC 7518 §3.2 asks for a key at
-/// least as long as the hash output: 256 bits for HS256).
-pub const MIN_SECRET_LEN: usize = 32;
-
-/// Largest clock-skew allowance accepted by [`AuthConfig::validate`], in
-/// seconds. Anything larger is almost certainly a unit mistake.
-pub const MAX_LEEWAY_SECS: u64 = 600;
+/// Largest clock-skew allowance accepted by [`AuthConfig::validate`] (ten
+/// minutes). Anything larger is almost certainly a unit mistake.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(600);
 
 /// Every algorithm name Confab understands, as written in a JWT header and in
 /// `auth.algorithms`. `none` is deliberately absent.
@@ -61,26 +58,27 @@ pub(crate) fn alg_from_header_name(name: &str) -> Option<Algorithm> {
 /// jwks_url = "https://id.example.com/.well-known/jwks.json"
 /// issuer = "https://id.example.com/"
 /// audience = "confab"
-/// leeway_secs = 30
-/// jwks_min_refetch = "30s"             # or a number of seconds: 30
+/// leeway = "30s"
+/// jwks_min_refetch = "30s"
 /// jwks_max_age = "15m"
 /// cookie_name = "session_jwt"
 /// ```
 ///
-/// Durations (`jwks_min_refetch`, `jwks_max_age`) accept a number of seconds
-/// (`30`, `0.5`) or a string of number+unit pairs: `"500ms"`, `"30s"`,
-/// `"5m"`, `"1h"`, `"1d"`, `"1m30s"`; a bare number string (`"30"`) means
-/// seconds. Algorithm names are matched case-insensitively in config
-/// (`"rs256"` works) but exactly in token headers.
+/// Durations (`leeway`, `jwks_min_refetch`, `jwks_max_age`) are written in
+/// Confab's one duration grammar ([`confab_config::duration`]): `"500ms"`,
+/// `"30s"`, `"5m"`, `"1h"`, `"1m30s"`; a bare number is refused. Algorithm
+/// names are matched case-insensitively in config (`"rs256"` works) but
+/// exactly in token headers.
 ///
-/// The `Debug` output never shows `hs256_secret`.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// The `Debug` output never shows `hs256_secret` (a [`Secret`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Shared secret for the HMAC algorithms (HS256/HS384/HS512), used as
     /// its raw UTF-8 bytes (not base64-decoded). At least
-    /// [`MIN_SECRET_LEN`] bytes. Required when an HS algorithm is allowed.
-    pub hs256_secret: Option<String>,
+    /// [`MIN_SECRET_LEN`](crate::MIN_SECRET_LEN) bytes. Required when an
+    /// HS algorithm is allowed.
+    pub hs256_secret: Option<Secret>,
     /// URL of the JSON Web Key Set that publishes the public keys for the
     /// asymmetric algorithms (RS*, PS*, ES256, ES384, EdDSA). Required when
     /// one of them is allowed. `http://` or `https://`.
@@ -95,26 +93,22 @@ pub struct AuthConfig {
     /// Required `aud` claim (a string, or an array that must contain it).
     /// `None`: not checked.
     pub audience: Option<String>,
-    /// Clock-skew allowance applied to `exp` and `nbf`, in seconds.
-    /// Default: 30; at most [`MAX_LEEWAY_SECS`].
-    pub leeway_secs: u64,
+    /// Clock-skew allowance applied to `exp` and `nbf`, counted in whole
+    /// seconds (a fraction is dropped). Default: 30 s; at most
+    /// [`MAX_LEEWAY`].
+    #[serde(with = "confab_config::duration")]
+    pub leeway: Duration,
     /// Least time between two fetches of the JWKS, whatever triggers them
     /// (unknown `kid`, age, failures). Bounds the load a flood of bogus key
     /// ids can put on the JWKS endpoint. `0` removes the bound (for tests;
     /// concurrent fetches are still shared). Default: 30 s.
-    #[serde(
-        deserialize_with = "deserialize_duration",
-        serialize_with = "serialize_duration"
-    )]
+    #[serde(with = "confab_config::duration")]
     pub jwks_min_refetch: Duration,
     /// Age after which the cached JWKS is refreshed in the background (keys
     /// removed upstream then stop verifying). The stale set keeps being used
     /// while the refresh runs or if it fails. `0` disables age-based
     /// refresh. Default: 15 min.
-    #[serde(
-        deserialize_with = "deserialize_duration",
-        serialize_with = "serialize_duration"
-    )]
+    #[serde(with = "confab_config::duration")]
     pub jwks_max_age: Duration,
     /// Name of a cookie that may carry the token (the last source tried).
     /// `None`: cookies are ignored.
@@ -129,30 +123,11 @@ impl Default for AuthConfig {
             algorithms: vec![Algorithm::HS256],
             issuer: None,
             audience: None,
-            leeway_secs: 30,
+            leeway: Duration::from_secs(30),
             jwks_min_refetch: Duration::from_secs(30),
             jwks_max_age: Duration::from_secs(15 * 60),
             cookie_name: None,
         }
-    }
-}
-
-impl fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field(
-                "hs256_secret",
-                &self.hs256_secret.as_ref().map(|_| "[redacted]"),
-            )
-            .field("jwks_url", &self.jwks_url)
-            .field("algorithms", &self.algorithms)
-            .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
-            .field("leeway_secs", &self.leeway_secs)
-            .field("jwks_min_refetch", &self.jwks_min_refetch)
-            .field("jwks_max_age", &self.jwks_max_age)
-            .field("cookie_name", &self.cookie_name)
-            .finish()
     }
 }
 
@@ -210,13 +185,15 @@ pub enum ConfigError {
         /// The configured name.
         name: String,
     },
-    /// `leeway_secs` is implausibly large.
+    /// `leeway` is implausibly large.
     #[error(
-        "auth.leeway_secs is {secs}; the clock-skew allowance is in seconds and at most {MAX_LEEWAY_SECS}"
+        "auth.leeway is {}; the clock-skew allowance is at most {}",
+        confab_config::duration::format(*leeway),
+        confab_config::duration::format(MAX_LEEWAY)
     )]
     LeewayTooLarge {
         /// The configured leeway.
-        secs: u64,
+        leeway: Duration,
     },
     /// The HTTP client for the JWKS could not be built.
     #[error("could not build the JWKS HTTP client: {0}")]
@@ -229,7 +206,7 @@ impl AuthConfig {
     /// tokens for it.
     pub fn dev() -> Self {
         Self {
-            hs256_secret: Some(DEV_SECRET.to_owned()),
+            hs256_secret: Some(DEV_SECRET.into()),
             ..Self::default()
         }
     }
@@ -273,9 +250,9 @@ impl AuthConfig {
         {
             return Err(ConfigError::InvalidCookieName { name: name.clone() });
         }
-        if self.leeway_secs > MAX_LEEWAY_SECS {
+        if self.leeway > MAX_LEEWAY {
             return Err(ConfigError::LeewayTooLarge {
-                secs: self.leeway_secs,
+                leeway: self.leeway,
             });
         }
         Ok(())
@@ -317,90 +294,6 @@ fn check_jwks_url(url: &str) -> Result<(), ConfigError> {
 /// RFC 6265 `token` characters (what a cookie name may contain).
 fn is_cookie_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// Parses a duration: a bare number of seconds, or number+unit pairs
-/// (`ms`, `s`, `m`, `h`, `d` and their long forms), e.g. `"1m30s"`.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let s = text.trim();
-    if s.is_empty() {
-        return Err("empty duration".to_owned());
-    }
-    if let Ok(secs) = s.parse::<f64>() {
-        return secs_to_duration(secs);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..num_end]
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}: expected a number at {rest:?}"))?;
-        rest = rest[num_end..].trim_start();
-        let unit_end = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_end];
-        let scale = match unit {
-            "ms" | "msec" | "millis" => 0.001,
-            "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
-            "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
-            "h" | "hr" | "hrs" | "hour" | "hours" => 3600.0,
-            "d" | "day" | "days" => 86400.0,
-            "" => {
-                return Err(format!(
-                    "invalid duration {text:?}: missing unit after {number} (use ms, s, m, h or d)"
-                ));
-            }
-            other => {
-                return Err(format!(
-                    "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m, h or d)"
-                ));
-            }
-        };
-        total += secs_to_duration(number * scale).map_err(|e| format!("{text:?}: {e}"))?;
-        rest = rest[unit_end..].trim_start();
-    }
-    Ok(total)
-}
-
-fn secs_to_duration(secs: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(secs).map_err(|_| {
-        format!("duration must be a finite, non-negative number of seconds, got {secs}")
-    })
-}
-
-/// Durations are written back as seconds, which [`deserialize_duration`]
-/// reads (layered configuration round-trips through serialization).
-fn serialize_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
-}
-
-fn deserialize_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    struct DurationVisitor;
-    impl Visitor<'_> for DurationVisitor {
-        type Value = Duration;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a number of seconds or a string such as \"30s\", \"5m\", \"500ms\"")
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-            Ok(Duration::from_secs(v))
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-            u64::try_from(v)
-                .map(Duration::from_secs)
-                .map_err(|_| E::custom(format!("duration must not be negative, got {v}")))
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-            secs_to_duration(v).map_err(E::custom)
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-            parse_duration(v).map_err(E::custom)
-        }
-    }
-    d.deserialize_any(DurationVisitor)
 }
 
 /// Parses one algorithm name from config (case-insensitive).
@@ -462,44 +355,58 @@ mod tests {
 
     fn hs_config() -> AuthConfig {
         AuthConfig {
-            hs256_secret: Some("x".repeat(32)),
+            hs256_secret: Some("x".repeat(32).into()),
             ..AuthConfig::default()
         }
     }
 
     #[test]
-    fn durations_parse_in_every_documented_form() {
+    fn durations_use_the_shared_grammar() {
         let cases = [
-            ("30", 30_000),
-            ("0.5", 500),
             ("500ms", 500),
             ("30s", 30_000),
             ("5m", 300_000),
             ("1h", 3_600_000),
             ("1d", 86_400_000),
             ("1m30s", 90_000),
-            (" 2 min 5 s ", 125_000),
-            ("0", 0),
+            ("0s", 0),
         ];
         for (text, ms) in cases {
-            assert_eq!(
-                parse_duration(text),
-                Ok(Duration::from_millis(ms)),
-                "{text}"
-            );
+            for key in ["leeway", "jwks_min_refetch", "jwks_max_age"] {
+                let cfg: AuthConfig = serde_json::from_value(json!({ key: text })).unwrap();
+                let got = match key {
+                    "leeway" => cfg.leeway,
+                    "jwks_min_refetch" => cfg.jwks_min_refetch,
+                    _ => cfg.jwks_max_age,
+                };
+                assert_eq!(got, Duration::from_millis(ms), "{key} = {text}");
+            }
         }
-        for bad in ["", "abc", "5x", "1m30", "-3s", "s"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        for bad in [
+            json!(30),
+            json!("30"),
+            json!(0.5),
+            json!("5x"),
+            json!("-3s"),
+        ] {
+            let err = serde_json::from_value::<AuthConfig>(json!({ "jwks_max_age": bad }))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("duration"), "{bad}: {err}");
         }
+        let err = serde_json::from_value::<AuthConfig>(json!({ "leeway": 30 }))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("add one, e.g. \"30ms\" or \"30s\""), "{err}");
     }
 
     #[test]
-    fn deserializes_with_defaults_and_both_duration_forms() {
+    fn deserializes_with_defaults() {
         let cfg: AuthConfig = serde_json::from_value(json!({
             "hs256_secret": "y".repeat(40),
             "algorithms": ["hs256", "RS256", "EdDSA", "RS256"],
             "jwks_url": "http://127.0.0.1:1/jwks",
-            "jwks_min_refetch": 5,
+            "jwks_min_refetch": "5s",
             "jwks_max_age": "10m",
         }))
         .unwrap();
@@ -509,7 +416,7 @@ mod tests {
         );
         assert_eq!(cfg.jwks_min_refetch, Duration::from_secs(5));
         assert_eq!(cfg.jwks_max_age, Duration::from_secs(600));
-        assert_eq!(cfg.leeway_secs, 30);
+        assert_eq!(cfg.leeway, Duration::from_secs(30));
         assert!(cfg.validate().is_ok());
 
         let cfg: AuthConfig = serde_json::from_value(json!({})).unwrap();
@@ -595,10 +502,12 @@ mod tests {
         ));
         cfg.cookie_name = Some("session_jwt".into());
 
-        cfg.leeway_secs = 30_000;
+        cfg.leeway = Duration::from_secs(30_000);
         assert_eq!(
             cfg.validate(),
-            Err(ConfigError::LeewayTooLarge { secs: 30_000 })
+            Err(ConfigError::LeewayTooLarge {
+                leeway: Duration::from_secs(30_000)
+            })
         );
     }
 

@@ -30,7 +30,7 @@
 //! 3. **Signature**, with the chosen key (by `kid`; without a `kid`, every
 //!    fitting JWKS key is tried).
 //! 4. **Claims**: `exp` required and in the future; `nbf` in the past if
-//!    present (both with `leeway_secs`); `iss` and `aud` when configured;
+//!    present (both with `leeway`); `iss` and `aud` when configured;
 //!    `sub` must be a valid [`confab_events::UserId`].
 //!
 //! # JWKS cache
@@ -64,17 +64,19 @@ mod claims;
 mod config;
 mod error;
 mod extract;
+mod hmac;
 mod jwks;
 mod mint;
 mod verifier;
 
 pub use claims::Claims;
-pub use config::{AuthConfig, ConfigError, MAX_LEEWAY_SECS, MIN_SECRET_LEN};
+pub use config::{AuthConfig, ConfigError, MAX_LEEWAY};
 pub use error::{AuthError, ERROR_CODES};
 pub use extract::{TokenSource, extract_token, extract_token_with_source};
+pub use hmac::{DEV_SECRET, MIN_SECRET_LEN};
 /// The JWT algorithm type used in [`AuthConfig::algorithms`] (re-exported
 /// from `jsonwebtoken` so callers need not depend on it).
 pub use jsonwebtoken::Algorithm;
 pub use jwks::{JWKS_FETCH_TIMEOUT, MAX_JWKS_BYTES};
-pub use mint::{DEV_SECRET, MintError, mint_hs256, mint_hs256_with_claims};
+pub use mint::{MintError, mint_hs256, mint_hs256_with_claims};
 pub use verifier::{MAX_TOKEN_BYTES, Verifier};

@@ -6,14 +6,7 @@ use confab_events::{IdError, UserId};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value};
 
-use crate::config::MIN_SECRET_LEN;
-
-/// **DEVELOPMENT ONLY.** The HS256 secret of the all-in-one dev setup
-/// ([`AuthConfig::dev`](crate::AuthConfig::dev)). It is public (it is in
-/// this source file), so anyone can mint tokens for it: a production
-/// deployment must configure its own secret or a JWKS. The verifier logs a
-/// warning when it is configured.
-pub const DEV_SECRET: &str = "confab-dev-secret-change-me-0123456789abcdef";
+use crate::hmac::MIN_SECRET_LEN;
 
 /// Why a dev token could not be minted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -15,8 +15,8 @@ use crate::claims::Claims;
 use crate::config::{AuthConfig, ConfigError, alg_from_header_name, alg_name};
 use crate::error::{AuthError, quoted};
 use crate::extract::{TokenSource, extract_token_with_source};
+use crate::hmac::DEV_SECRET;
 use crate::jwks::JwksCache;
-use crate::mint::DEV_SECRET;
 
 /// Longest token accepted, in bytes. Real JWTs are well under 4 KiB; the
 /// bound keeps base64/JSON work on hostile input small.
@@ -56,12 +56,12 @@ impl Verifier {
         config.validate()?;
         let hmac = match (&config.hs256_secret, config.uses_secret()) {
             (Some(secret), true) => {
-                if secret == DEV_SECRET {
+                if secret.expose() == DEV_SECRET {
                     tracing::warn!(
                         "auth uses the public development secret (DEV_SECRET): anyone can mint tokens; never use it in production"
                     );
                 }
-                Some(DecodingKey::from_secret(secret.as_bytes()))
+                Some(DecodingKey::from_secret(secret.expose().as_bytes()))
             }
             (Some(_), false) => {
                 tracing::warn!(

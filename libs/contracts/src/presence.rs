@@ -2,7 +2,7 @@
 //! the membership service): heartbeats and queries.
 //!
 //! Every gateway publishes a [`Heartbeat`] with its full local state every
-//! `presence.heartbeat_ms` and at once on a change, on [`HEARTBEAT_SUBJECT`]
+//! `presence.heartbeat` and at once on a change, on [`HEARTBEAT_SUBJECT`]
 //! ([`Heartbeats`]: core NATS, every tracker instance reads it, carrying
 //! the service token). Presence queries go to [`QUERY_SUBJECT`]
 //! ([`Query`]: request/reply, service token) as a [`QueryRequest`] and are

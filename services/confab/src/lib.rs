@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use async_trait::async_trait;
 use confab_auth::{DEV_SECRET, Verifier};
 use confab_bus::{Bus, InProcessBus};
+use confab_config::{Loaded, Loader, redact_url};
 use confab_contracts::ErrorDetail;
 use confab_contracts::messages::{
     ChangeAck, DeleteRequest, EditRequest, HistoryPage, HistoryRequest,
@@ -31,60 +32,78 @@ use confab_membership::auth::Authenticator;
 use confab_membership::config::MembershipConfig;
 use confab_membership::presence::PresenceTracker;
 use confab_membership::service::{MembershipService, ServiceSettings};
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 
-/// `CONFAB_*` variables the all-in-one reads itself (not gateway keys).
-pub const OWN_KEYS: &[&str] = &["database_url", "api_listen"];
-
-/// Settings of the embedded membership service.
-#[derive(Debug, Clone)]
-pub struct Embedded {
+/// The all-in-one's own keys, beside every gateway key: the embedded
+/// membership service.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedConfig {
     /// Event log and projections: `sqlite://...` (default
     /// `sqlite://confab.db?mode=rwc`) or `postgres://...`.
     pub database_url: String,
     /// Where the membership HTTP API (commands, queries, emit) listens.
+    /// Default `127.0.0.1:3100`.
     pub api_listen: SocketAddr,
 }
 
-impl Embedded {
-    /// From `CONFAB_DATABASE_URL` and `CONFAB_API_LISTEN`, with defaults.
-    pub fn from_env() -> anyhow::Result<Self> {
-        let database_url = std::env::var("CONFAB_DATABASE_URL")
-            .unwrap_or_else(|_| "sqlite://confab.db?mode=rwc".into());
-        let api_listen = std::env::var("CONFAB_API_LISTEN")
-            .unwrap_or_else(|_| "127.0.0.1:3100".into())
-            .parse()
-            .context("CONFAB_API_LISTEN must be an address such as 127.0.0.1:3100")?;
-        Ok(Self {
-            database_url,
-            api_listen,
-        })
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://confab.db?mode=rwc".into(),
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 3100)),
+        }
     }
 }
 
-/// The all-in-one defaults: port 3000 on loopback, in-process bus,
-/// embedded membership.
+impl std::fmt::Debug for EmbeddedConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedConfig")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("api_listen", &self.api_listen)
+            .finish()
+    }
+}
+
+/// The all-in-one's configuration: every gateway key (with the all-in-one's
+/// defaults: in-process bus, embedded membership) and its own keys, in one
+/// key space (`listen`, `database_url`, `CONFAB_API_LISTEN`, ...).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The gateway.
+    pub gateway: GatewayConfig,
+    /// The embedded membership service.
+    pub embedded: EmbeddedConfig,
+    /// Whether tokens are checked with the public dev secret.
+    pub dev_secret: bool,
+}
+
+/// The all-in-one's gateway defaults: port 3000 on loopback, in-process
+/// bus, embedded membership, and the public dev secret (only accepted on a
+/// loopback address, see [`load_config`]).
 pub fn default_config() -> GatewayConfig {
     let mut cfg = GatewayConfig::default();
     cfg.bus.kind = BusKind::InProcess;
     cfg.membership.kind = MembershipKind::Static;
+    cfg.auth.hs256_secret = Some(DEV_SECRET.into());
     cfg
 }
 
 /// Loads the configuration. When no key source is configured, the public
-/// dev secret is used, and then only on a loopback address. Returns the
-/// configuration and whether it uses the dev secret.
-pub fn load_config(file: Option<&Path>) -> anyhow::Result<(GatewayConfig, bool)> {
-    let mut base = default_config();
-    base.auth.hs256_secret = Some(DEV_SECRET.into());
-    let mut cfg = GatewayConfig::load_ignoring(base, file, OWN_KEYS)?;
+/// dev secret is used, and then only on a loopback address.
+pub fn load_config(file: Option<&Path>) -> anyhow::Result<Loaded<Config>> {
+    let base = default_config();
+    let mut loader = Loader::new(file)?;
+    let (mut cfg, embedded) = loader.load_with(&base, &EmbeddedConfig::default())?;
+    cfg.validate()?;
     if cfg.bus.kind != BusKind::InProcess {
         bail!(
             "the all-in-one process runs on its in-process bus; for a NATS cluster run confab-gateway and confab-membership (see `just up`)"
         );
     }
-    let mut dev = cfg.auth.hs256_secret.as_deref() == Some(DEV_SECRET);
+    let mut dev = cfg.auth.hs256_secret.as_ref().map(|s| s.expose()) == Some(DEV_SECRET);
     if dev && cfg.auth.jwks_url.is_some() {
         // A JWKS is configured: the dev secret must not ride along.
         cfg.auth.hs256_secret = None;
@@ -98,7 +117,14 @@ pub fn load_config(file: Option<&Path>) -> anyhow::Result<(GatewayConfig, bool)>
             cfg.listen
         );
     }
-    Ok((cfg, dev))
+    Ok(Loaded {
+        config: Config {
+            gateway: cfg,
+            embedded,
+            dev_secret: dev,
+        },
+        ignored: loader.ignored(),
+    })
 }
 
 /// Mints a token for `user` with the configured HS256 secret.
@@ -107,8 +133,9 @@ pub fn dev_token(cfg: &GatewayConfig, user: &str, ttl: Duration) -> anyhow::Resu
     let secret = cfg
         .auth
         .hs256_secret
-        .as_deref()
-        .context("no HS256 secret configured; tokens come from your identity provider")?;
+        .as_ref()
+        .context("no HS256 secret configured; tokens come from your identity provider")?
+        .expose();
     confab_auth::mint_hs256(
         secret,
         user,
@@ -233,10 +260,10 @@ impl AllInOne {
 
 /// Builds the all-in-one process: embedded membership on `embedded`'s
 /// database, the gateway on the in-process bus.
-pub async fn build(cfg: GatewayConfig, embedded: &Embedded) -> anyhow::Result<AllInOne> {
+pub async fn build(cfg: GatewayConfig, embedded: &EmbeddedConfig) -> anyhow::Result<AllInOne> {
     let bus: Arc<dyn Bus> = Arc::new(InProcessBus::default());
-    let service_token = match &cfg.membership.service_token {
-        Some(t) => t.clone(),
+    let service_token = match &cfg.service_token {
+        Some(t) => t.expose().to_owned(),
         None => {
             let bytes: [u8; 24] = rand::random();
             bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -251,14 +278,14 @@ pub async fn build(cfg: GatewayConfig, embedded: &Embedded) -> anyhow::Result<Al
         ServiceSettings::default(),
     )
     .await
-    .with_context(|| format!("membership database {}", embedded.database_url))?;
+    .with_context(|| format!("membership database {}", redact_url(&embedded.database_url)))?;
     let service = Arc::clone(core.service());
     let presence = Arc::clone(core.presence());
     let history = EmbeddedHistory(core.history().clone());
     let mcfg = MembershipConfig {
         listen: embedded.api_listen,
         database_url: embedded.database_url.clone(),
-        service_token: Some(service_token.clone()),
+        service_token: Some(service_token.as_str().into()),
         ..MembershipConfig::default()
     };
     let membership = MembershipApp::with_core(&mcfg, core).await?;

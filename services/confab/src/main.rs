@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use confab_config::{Loaded, redact_url};
 
 #[derive(Parser)]
 #[command(
@@ -39,31 +40,32 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let (cfg, dev) = confab::load_config(cli.config.as_deref())?;
+    let loaded = confab::load_config(cli.config.as_deref())?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Token { user, ttl } => {
             println!(
                 "{}",
-                confab::dev_token(&cfg, &user, Duration::from_secs(ttl))?
+                confab::dev_token(&loaded.config.gateway, &user, Duration::from_secs(ttl))?
             );
             Ok(())
         }
         Command::Serve => {
-            let embedded = confab::Embedded::from_env()?;
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(serve(cfg, embedded, dev))
+            rt.block_on(serve(loaded))
         }
     }
 }
 
-async fn serve(
-    cfg: confab_gateway::GatewayConfig,
-    embedded: confab::Embedded,
-    dev: bool,
-) -> anyhow::Result<()> {
-    let _telemetry = confab_telemetry::init("confab", cfg.log.format)?;
+async fn serve(loaded: Loaded<confab::Config>) -> anyhow::Result<()> {
+    let _telemetry = confab_telemetry::init("confab", loaded.config.gateway.log.format)?;
+    loaded.warn_ignored();
+    let confab::Config {
+        gateway: cfg,
+        embedded,
+        dev_secret: dev,
+    } = loaded.config;
     let path = cfg.path.clone();
-    let configured_token = cfg.membership.service_token.is_some();
+    let configured_token = cfg.service_token.is_some();
     let app = confab::build(cfg, &embedded).await?;
     tracing::warn!(
         "all-in-one mode: in-process bus and embedded membership; this process cannot share rooms with other gateways"
@@ -80,11 +82,11 @@ async fn serve(
     println!(
         "Membership API on http://{} (database {})",
         app.api_addr(),
-        embedded.database_url
+        redact_url(&embedded.database_url)
     );
     if !configured_token {
         println!(
-            "Membership API service token for this run: {} (set CONFAB_MEMBERSHIP__SERVICE_TOKEN to fix one)",
+            "Membership API service token for this run: {} (set CONFAB_SERVICE_TOKEN to fix one)",
             app.service_token
         );
     }

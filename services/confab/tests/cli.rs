@@ -48,12 +48,12 @@ fn refuses_the_dev_secret_beyond_loopback() {
 #[test]
 fn bad_config_is_a_clear_error() {
     let out = confab()
-        .env("CONFAB_ENGINE__PING_INTERVAL_MS", "0")
+        .env("CONFAB_ENGINE__PING_INTERVAL", "0s")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("engine.ping_interval_ms"), "{err}");
+    assert!(err.contains("engine.ping_interval"), "{err}");
 }
 
 #[tokio::test]

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
@@ -97,13 +96,9 @@ impl Deps {
                     .map_err(|e| AppError::Bus(e.to_string()))?;
                 nats_client = Some(bus.client().clone());
                 if r.enabled {
-                    let store = NatsSessions::open(
-                        bus.jetstream(),
-                        Duration::from_millis(r.window_ms),
-                        Duration::from_millis(r.session_max_age_ms),
-                    )
-                    .await
-                    .map_err(|e| AppError::Bus(e.to_string()))?;
+                    let store = NatsSessions::open(bus.jetstream(), r.window, r.session_max_age)
+                        .await
+                        .map_err(|e| AppError::Bus(e.to_string()))?;
                     sessions = Some(Arc::new(store));
                 }
                 Arc::new(bus)
@@ -113,8 +108,8 @@ impl Deps {
             Some(client) if config.membership.kind == MembershipKind::Nats => {
                 Arc::new(NatsHistory::new(
                     client.clone(),
-                    config.membership.service_token.clone().unwrap_or_default(),
-                    Duration::from_millis(config.membership.request_timeout_ms),
+                    config.service_token_or_empty(),
+                    config.membership.request_timeout,
                 ))
             }
             _ => Arc::new(NoHistory),
@@ -125,8 +120,8 @@ impl Deps {
                     (Arc::new(StaticMembership::new()), Arc::new(NoPresence))
                 }
                 (MembershipKind::Nats, Some(client)) => {
-                    let token = config.membership.service_token.clone().unwrap_or_default();
-                    let timeout = Duration::from_millis(config.membership.request_timeout_ms);
+                    let token = config.service_token_or_empty();
+                    let timeout = config.membership.request_timeout;
                     (
                         Arc::new(NatsMembership::new(client.clone(), token.clone(), timeout)),
                         Arc::new(NatsPresence::new(client, token, timeout)),
@@ -239,9 +234,7 @@ impl App {
                         "connection-state recovery needs a session store shared by every gateway (NATS KV) on a shared bus; keeping sessions in one gateway's memory would break recovery on another gateway".into(),
                     ));
                 }
-                None => Arc::new(MemorySessions::new(Duration::from_millis(
-                    r.session_max_age_ms,
-                ))),
+                None => Arc::new(MemorySessions::new(r.session_max_age)),
             };
             Some(Recovery::new(
                 r,
@@ -253,11 +246,8 @@ impl App {
         } else {
             None
         };
-        let presence = LocalPresence::new(
-            deps.presence,
-            Duration::from_millis(config.presence.heartbeat_ms),
-            gateway.clone(),
-        );
+        let presence =
+            LocalPresence::new(deps.presence, config.presence.heartbeat, gateway.clone());
         let handler = Arc::new(ConfabHandler::new(HandlerDeps {
             verifier,
             cors: config.cors.clone(),
@@ -270,7 +260,7 @@ impl App {
             recovery: recovery.clone(),
         }));
         let mut engine_config = config.engine.to_engine_config();
-        engine_config.shutdown_spread = Duration::from_millis(config.shutdown_spread_ms);
+        engine_config.shutdown_spread = config.shutdown_spread;
         let shutdown = CancellationToken::new();
         let engine = Engine::new(
             engine_config,
@@ -383,7 +373,7 @@ impl App {
         };
         let (served, (), ()) = tokio::join!(serve, state.presence.run(shutdown.clone()), liveness);
         served?;
-        let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+        let grace = state.config.shutdown_grace;
         if !state.engine.drain(grace).await {
             tracing::warn!(
                 remaining = state.engine.connections(),
@@ -460,7 +450,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "recovery": state.recovery.as_ref().map(|r| json!({
             "gateway": r.gateway().as_str(),
             "sessions": r.store_kind(),
-            "window_ms": state.config.recovery.window_ms,
+            "window_ms": u64::try_from(state.config.recovery.window.as_millis()).unwrap_or(u64::MAX),
         })),
     });
     let status = if ready {

@@ -1,5 +1,6 @@
-//! Typed, layered configuration: defaults, then an optional TOML file, then
-//! `CONFAB_*` environment variables (`__` separates sections, e.g.
+//! Typed configuration of the gateway, loaded by [`confab_config::Loader`]:
+//! defaults, then an optional TOML file, then the `CONFAB_*` variables that
+//! name one of its keys (`__` separates sections, e.g.
 //! `CONFAB_AUTH__HS256_SECRET`). Validated at start with clear errors.
 
 use std::net::SocketAddr;
@@ -7,15 +8,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use confab_auth::AuthConfig;
-use confab_telemetry::LogFormat;
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use confab_config::{Loaded, Loader, Secret};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::EngineConfig;
 
-/// Environment variable naming a config file.
-pub const CONFIG_FILE_ENV: &str = "CONFAB_CONFIG";
+pub use confab_config::{ConfigError, LogConfig};
 
 /// The gateway's configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,12 +31,18 @@ pub struct GatewayConfig {
     pub cors: CorsConfig,
     /// Logging.
     pub log: LogConfig,
-    /// How long shutdown waits for sockets to close, in milliseconds.
-    pub shutdown_grace_ms: u64,
-    /// On shutdown, sockets are closed at random moments within this many
-    /// milliseconds, so that their clients reconnect (elsewhere) spread out
-    /// instead of all at once. Must be below `shutdown_grace_ms`.
-    pub shutdown_spread_ms: u64,
+    /// How long shutdown waits for sockets to close.
+    #[serde(with = "confab_config::duration")]
+    pub shutdown_grace: Duration,
+    /// On shutdown, sockets are closed at random moments within this, so
+    /// that their clients reconnect (elsewhere) spread out instead of all
+    /// at once. Must be below `shutdown_grace`.
+    #[serde(with = "confab_config::duration")]
+    pub shutdown_spread: Duration,
+    /// The token Confab services present to the membership service
+    /// (`CONFAB_SERVICE_TOKEN`, the same key the membership service reads).
+    /// Required with `membership.kind = "nats"`.
+    pub service_token: Option<Secret>,
     /// Where room events travel.
     pub bus: BusSettings,
     /// Who answers membership questions.
@@ -58,9 +62,10 @@ pub struct GatewayConfig {
 pub struct RecoverySettings {
     /// Offer recovery (offsets on durable events, `pid` in CONNECT replies).
     pub enabled: bool,
-    /// How long after a disconnect a session can be recovered, ms. Default
-    /// 120 000 (two minutes); at most `bus.nats.rooms_max_age`.
-    pub window_ms: u64,
+    /// How long after a disconnect a session can be recovered. Default two
+    /// minutes; at most `bus.nats.rooms_max_age`.
+    #[serde(with = "confab_config::duration")]
+    pub window: Duration,
     /// Most events one recovery replays; a client that missed more gets a
     /// fresh session and `recovery:failed` (`too_many_missed`).
     pub max_replay_events: usize,
@@ -72,23 +77,25 @@ pub struct RecoverySettings {
     /// `bus.nats.direct_replay = false`, or when a batch came back
     /// incomplete (`confab_gateway_replays_total{path}` counts both).
     pub max_concurrent_replays: usize,
-    /// How often the gateway records that it is alive (NATS KV), ms: the
+    /// How often the gateway records that it is alive (NATS KV): the
     /// sessions of a gateway that died count from its last record.
-    pub heartbeat_ms: u64,
-    /// How long a session record is kept after its last write, ms (default
+    #[serde(with = "confab_config::duration")]
+    pub heartbeat: Duration,
+    /// How long a session record is kept after its last write (default
     /// 24 h). The records of live sockets are rewritten when half as old.
-    pub session_max_age_ms: u64,
+    #[serde(with = "confab_config::duration")]
+    pub session_max_age: Duration,
 }
 
 impl Default for RecoverySettings {
     fn default() -> Self {
         Self {
             enabled: true,
-            window_ms: 120_000,
+            window: Duration::from_secs(120),
             max_replay_events: 10_000,
             max_concurrent_replays: 16,
-            heartbeat_ms: 5_000,
-            session_max_age_ms: 24 * 3600 * 1000,
+            heartbeat: Duration::from_secs(5),
+            session_max_age: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -97,16 +104,17 @@ impl Default for RecoverySettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PresenceSettings {
-    /// How often the gateway reports its local presence state, ms (also at
-    /// once on a change). Default 5000; keep it well below the tracker's
-    /// `presence_ttl_ms` (default 15 000, 3 heartbeats).
-    pub heartbeat_ms: u64,
+    /// How often the gateway reports its local presence state (also at
+    /// once on a change). Default 5 s; keep it well below the tracker's
+    /// `presence_ttl` (default 15 s, 3 heartbeats).
+    #[serde(with = "confab_config::duration")]
+    pub heartbeat: Duration,
 }
 
 impl Default for PresenceSettings {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 5_000,
+            heartbeat: Duration::from_secs(5),
         }
     }
 }
@@ -180,36 +188,21 @@ pub enum MembershipKind {
 }
 
 /// Membership settings.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MembershipSettings {
     /// `nats` (default) or `static`.
     pub kind: MembershipKind,
-    /// The token the membership service expects from services.
-    pub service_token: Option<String>,
-    /// How long to wait for an answer, ms.
-    pub request_timeout_ms: u64,
-}
-
-impl std::fmt::Debug for MembershipSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MembershipSettings")
-            .field("kind", &self.kind)
-            .field(
-                "service_token",
-                &self.service_token.as_ref().map(|_| "[redacted]"),
-            )
-            .field("request_timeout_ms", &self.request_timeout_ms)
-            .finish()
-    }
+    /// How long to wait for an answer.
+    #[serde(with = "confab_config::duration")]
+    pub request_timeout: Duration,
 }
 
 impl Default for MembershipSettings {
     fn default() -> Self {
         Self {
             kind: MembershipKind::Nats,
-            service_token: None,
-            request_timeout_ms: 2_000,
+            request_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -223,8 +216,9 @@ impl Default for GatewayConfig {
             auth: AuthConfig::default(),
             cors: CorsConfig::default(),
             log: LogConfig::default(),
-            shutdown_grace_ms: 10_000,
-            shutdown_spread_ms: 5_000,
+            shutdown_grace: Duration::from_secs(10),
+            shutdown_spread: Duration::from_secs(5),
+            service_token: None,
             bus: BusSettings::default(),
             membership: MembershipSettings::default(),
             messages: MessageSettings::default(),
@@ -238,12 +232,15 @@ impl Default for GatewayConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineSettings {
-    /// Server ping interval, ms.
-    pub ping_interval_ms: u64,
-    /// Time allowed for the client's pong, ms.
-    pub ping_timeout_ms: u64,
-    /// Time allowed between WebSocket open and Socket.IO CONNECT, ms.
-    pub connect_timeout_ms: u64,
+    /// Server ping interval.
+    #[serde(with = "confab_config::duration")]
+    pub ping_interval: Duration,
+    /// Time allowed for the client's pong.
+    #[serde(with = "confab_config::duration")]
+    pub ping_timeout: Duration,
+    /// Time allowed between WebSocket open and Socket.IO CONNECT.
+    #[serde(with = "confab_config::duration")]
+    pub connect_timeout: Duration,
     /// Largest message a client may send, bytes (Engine.IO `maxPayload`).
     pub max_payload: usize,
     /// Most binary attachments per packet.
@@ -254,23 +251,24 @@ pub struct EngineSettings {
     pub ws_read_buffer: usize,
     /// WebSocket write buffer per connection, bytes.
     pub ws_write_buffer: usize,
-    /// Longest a write to a client may block, ms.
-    pub write_timeout_ms: u64,
+    /// Longest a write to a client may block.
+    #[serde(with = "confab_config::duration")]
+    pub write_timeout: Duration,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
         let d = EngineConfig::default();
         Self {
-            ping_interval_ms: d.ping_interval.as_millis() as u64,
-            ping_timeout_ms: d.ping_timeout.as_millis() as u64,
-            connect_timeout_ms: d.connect_timeout.as_millis() as u64,
+            ping_interval: d.ping_interval,
+            ping_timeout: d.ping_timeout,
+            connect_timeout: d.connect_timeout,
             max_payload: d.max_payload,
             max_attachments: d.max_attachments,
             outbound_queue: d.outbound_queue,
             ws_read_buffer: d.ws_read_buffer,
             ws_write_buffer: d.ws_write_buffer,
-            write_timeout_ms: d.write_timeout.as_millis() as u64,
+            write_timeout: d.write_timeout,
         }
     }
 }
@@ -279,15 +277,15 @@ impl EngineSettings {
     /// The engine configuration these settings describe.
     pub fn to_engine_config(&self) -> EngineConfig {
         EngineConfig {
-            ping_interval: Duration::from_millis(self.ping_interval_ms),
-            ping_timeout: Duration::from_millis(self.ping_timeout_ms),
-            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            ping_interval: self.ping_interval,
+            ping_timeout: self.ping_timeout,
+            connect_timeout: self.connect_timeout,
             max_payload: self.max_payload,
             max_attachments: self.max_attachments,
             outbound_queue: self.outbound_queue,
             ws_read_buffer: self.ws_read_buffer,
             ws_write_buffer: self.ws_write_buffer,
-            write_timeout: Duration::from_millis(self.write_timeout_ms),
+            write_timeout: self.write_timeout,
             shutdown_spread: Duration::ZERO,
         }
     }
@@ -325,91 +323,41 @@ impl CorsConfig {
     }
 }
 
-/// Logging settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// `pretty` or `json`.
-    pub format: LogFormat,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            format: LogFormat::Pretty,
-        }
-    }
-}
-
-/// A configuration that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A file or variable could not be read or parsed.
-    #[error("configuration: {0}")]
-    Load(String),
-    /// A value is out of range or inconsistent.
-    #[error("configuration: {field}: {problem}")]
-    Invalid {
-        /// The offending key.
-        field: &'static str,
-        /// What is wrong.
-        problem: String,
-    },
-}
-
 impl GatewayConfig {
     /// Loads defaults (`base`), then `file` (or the file named by
-    /// `CONFAB_CONFIG`), then `CONFAB_*` variables, and validates.
-    pub fn load(base: GatewayConfig, file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_ignoring(base, file, &[])
+    /// `CONFAB_CONFIG`), then the `CONFAB_*` variables naming a key, and
+    /// validates.
+    pub fn load(base: GatewayConfig, file: Option<&Path>) -> Result<Loaded<Self>, ConfigError> {
+        let mut loader = Loader::new(file)?;
+        let config = loader.load(&base)?;
+        config.validate()?;
+        Ok(Loaded {
+            config,
+            ignored: loader.ignored(),
+        })
     }
 
-    /// Like [`GatewayConfig::load`], ignoring the `CONFAB_*` variables
-    /// named in `foreign` (lowercase, without the prefix): settings that a
-    /// process embedding the gateway reads itself.
-    pub fn load_ignoring(
-        base: GatewayConfig,
-        file: Option<&Path>,
-        foreign: &[&str],
-    ) -> Result<Self, ConfigError> {
-        let mut ignored = vec!["config"];
-        ignored.extend_from_slice(foreign);
-        let mut fig = Figment::from(Serialized::defaults(base));
-        let env_file = std::env::var_os(CONFIG_FILE_ENV);
-        if let Some(path) = file.map(Path::to_path_buf).or(env_file.map(Into::into)) {
-            if !path.exists() {
-                return Err(ConfigError::Load(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
-            }
-            fig = fig.merge(Toml::file(path));
-        }
-        fig = fig.merge(Env::prefixed("CONFAB_").ignore(&ignored).split("__"));
-        let cfg: GatewayConfig = fig
-            .extract()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
-        cfg.validate()?;
-        Ok(cfg)
+    /// The service token as the membership clients send it (empty when
+    /// none is set: validation requires one where it is used).
+    pub fn service_token_or_empty(&self) -> String {
+        self.service_token
+            .as_ref()
+            .map(|t| t.expose().to_owned())
+            .unwrap_or_default()
     }
 
     /// Checks ranges and consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let e = &self.engine;
-        let invalid = |field, problem: &str| {
-            Err(ConfigError::Invalid {
-                field,
-                problem: problem.into(),
-            })
-        };
-        if e.ping_interval_ms == 0 {
-            return invalid("engine.ping_interval_ms", "must be greater than 0");
+        let invalid = |key: &str, problem: &str| Err(ConfigError::invalid(key, problem));
+        if e.ping_interval.is_zero() {
+            return invalid("engine.ping_interval", "must be greater than 0");
         }
-        if e.ping_timeout_ms == 0 {
-            return invalid("engine.ping_timeout_ms", "must be greater than 0");
+        if e.ping_timeout.is_zero() {
+            return invalid("engine.ping_timeout", "must be greater than 0");
         }
-        if e.connect_timeout_ms == 0 {
-            return invalid("engine.connect_timeout_ms", "must be greater than 0");
+        if e.connect_timeout.is_zero() {
+            return invalid("engine.connect_timeout", "must be greater than 0");
         }
         if !(1024..=64 * 1024 * 1024).contains(&e.max_payload) {
             return invalid("engine.max_payload", "must be between 1 KiB and 64 MiB");
@@ -445,16 +393,10 @@ impl GatewayConfig {
                     "\"nats\" needs bus.kind = \"nats\" (the membership service is reached over NATS)",
                 );
             }
-            if self
-                .membership
-                .service_token
-                .as_deref()
-                .unwrap_or("")
-                .is_empty()
-            {
+            if self.service_token.as_ref().is_none_or(Secret::is_empty) {
                 return invalid(
-                    "membership.service_token",
-                    "required with membership.kind = \"nats\" (CONFAB_MEMBERSHIP__SERVICE_TOKEN)",
+                    "service_token",
+                    "required with membership.kind = \"nats\" (CONFAB_SERVICE_TOKEN)",
                 );
             }
         }
@@ -474,28 +416,26 @@ impl GatewayConfig {
                 "rates and bursts must be greater than 0",
             );
         }
-        if !(50..=60_000).contains(&self.presence.heartbeat_ms) {
-            return invalid("presence.heartbeat_ms", "must be between 50 and 60000");
+        if !(MS * 50..=SEC * 60).contains(&self.presence.heartbeat) {
+            return invalid("presence.heartbeat", "must be between 50ms and 60s");
         }
-        if self.membership.request_timeout_ms == 0 {
-            return invalid("membership.request_timeout_ms", "must be greater than 0");
+        if self.membership.request_timeout.is_zero() {
+            return invalid("membership.request_timeout", "must be greater than 0");
         }
-        if self.shutdown_spread_ms >= self.shutdown_grace_ms {
+        if self.shutdown_spread >= self.shutdown_grace {
             return invalid(
-                "shutdown_spread_ms",
-                "must be below shutdown_grace_ms (sockets close within the spread, then shutdown waits for them)",
+                "shutdown_spread",
+                "must be below shutdown_grace (sockets close within the spread, then shutdown waits for them)",
             );
         }
         let r = &self.recovery;
         if r.enabled {
-            if !(1_000..=24 * 3600 * 1000).contains(&r.window_ms) {
-                return invalid("recovery.window_ms", "must be between 1000 and 86400000");
+            if !(SEC..=SEC * 24 * 3600).contains(&r.window) {
+                return invalid("recovery.window", "must be between 1s and 24h");
             }
-            if self.bus.kind == BusKind::Nats
-                && Duration::from_millis(r.window_ms) > self.bus.nats.rooms_max_age
-            {
+            if self.bus.kind == BusKind::Nats && r.window > self.bus.nats.rooms_max_age {
                 return invalid(
-                    "recovery.window_ms",
+                    "recovery.window",
                     "must not exceed bus.nats.rooms_max_age (missed events must still be stored)",
                 );
             }
@@ -511,36 +451,39 @@ impl GatewayConfig {
                     "must be between 1 and 1024",
                 );
             }
-            if r.heartbeat_ms < 50 || r.heartbeat_ms * 3 > r.window_ms {
+            if r.heartbeat < MS * 50 || r.heartbeat * 3 > r.window {
                 return invalid(
-                    "recovery.heartbeat_ms",
-                    "must be at least 50 and at most a third of recovery.window_ms",
+                    "recovery.heartbeat",
+                    "must be at least 50ms and at most a third of recovery.window",
                 );
             }
-            if r.session_max_age_ms < r.window_ms {
+            if r.session_max_age < r.window {
                 return invalid(
-                    "recovery.session_max_age_ms",
-                    "must be at least recovery.window_ms",
+                    "recovery.session_max_age",
+                    "must be at least recovery.window",
                 );
             }
         }
         if let Err(e) = self.bus.nats.validate() {
-            return Err(ConfigError::Invalid {
-                field: "bus.nats",
-                problem: e.to_string(),
-            });
+            return invalid("bus.nats", &e.to_string());
         }
-        self.auth.validate().map_err(|err| ConfigError::Invalid {
-            field: "auth",
-            problem: err.to_string(),
-        })?;
+        self.auth
+            .validate()
+            .map_err(|err| ConfigError::invalid("auth", err.to_string()))?;
         Ok(())
     }
 }
 
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load(file: &Path) -> Result<GatewayConfig, ConfigError> {
+        GatewayConfig::load(GatewayConfig::default(), Some(file)).map(|l| l.config)
+    }
 
     #[test]
     fn file_then_env_layering_and_validation() {
@@ -548,50 +491,84 @@ mod tests {
         let file = dir.path().join("gw.toml");
         std::fs::write(
             &file,
-            "listen = \"127.0.0.1:4100\"\n[engine]\nping_interval_ms = 1000\n[auth]\nhs256_secret = \"0123456789abcdef0123456789abcdef\"\n[bus]\nkind = \"in-process\"\n[membership]\nkind = \"static\"\n",
+            "listen = \"127.0.0.1:4100\"\n[engine]\nping_interval = \"1s\"\n[auth]\nhs256_secret = \"0123456789abcdef0123456789abcdef\"\n[bus]\nkind = \"in-process\"\n[membership]\nkind = \"static\"\n",
         )
         .unwrap();
-        let cfg = GatewayConfig::load(GatewayConfig::default(), Some(&file)).unwrap();
+        let cfg = load(&file).unwrap();
         assert_eq!(cfg.listen.port(), 4100);
-        assert_eq!(cfg.engine.ping_interval_ms, 1000);
+        assert_eq!(cfg.engine.ping_interval, Duration::from_millis(1000));
 
-        std::fs::write(&file, "[engine]\nping_interval_ms = 0\n").unwrap();
-        let err = GatewayConfig::load(GatewayConfig::default(), Some(&file)).unwrap_err();
-        assert!(err.to_string().contains("engine.ping_interval_ms"), "{err}");
+        std::fs::write(&file, "[engine]\nping_interval = \"0s\"\n").unwrap();
+        let err = load(&file).unwrap_err();
+        assert!(err.to_string().contains("engine.ping_interval"), "{err}");
 
-        std::fs::write(&file, "[engine]\nping_intervall_ms = 5\n").unwrap();
-        let err = GatewayConfig::load(GatewayConfig::default(), Some(&file)).unwrap_err();
-        assert!(err.to_string().contains("ping_intervall_ms"), "{err}");
+        std::fs::write(&file, "[engine]\nping_intervall = \"5ms\"\n").unwrap();
+        let err = load(&file).unwrap_err();
+        assert!(err.to_string().contains("ping_intervall"), "{err}");
+
+        std::fs::write(&file, "[engine]\nping_interval = 1000\n").unwrap();
+        let err = load(&file).unwrap_err();
+        assert!(err.to_string().contains("engine.ping_interval"), "{err}");
+        assert!(err.to_string().contains("\"1000ms\""), "{err}");
 
         std::fs::write(
             &file,
             "[auth]\nhs256_secret = \"0123456789abcdef0123456789abcdef\"\n",
         )
         .unwrap();
-        let err = GatewayConfig::load(GatewayConfig::default(), Some(&file)).unwrap_err();
-        assert!(
-            err.to_string().contains("membership.service_token"),
-            "{err}"
-        );
+        let err = load(&file).unwrap_err();
+        assert!(err.to_string().contains("service_token"), "{err}");
+        assert!(err.to_string().contains("CONFAB_SERVICE_TOKEN"), "{err}");
 
         let missing = dir.path().join("nope.toml");
-        let err = GatewayConfig::load(GatewayConfig::default(), Some(&missing)).unwrap_err();
+        let err = load(&missing).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
     }
 
     #[test]
-    fn the_deploy_config_is_valid() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/gateway.toml");
-        let mut cfg: GatewayConfig = Figment::from(Serialized::defaults(GatewayConfig::default()))
-            .merge(Toml::file(&path))
-            .extract()
-            .unwrap();
+    fn the_service_token_is_one_top_level_key() {
+        let vars = [
+            ("CONFAB_SERVICE_TOKEN", "0123456789"),
+            (
+                "CONFAB_AUTH__HS256_SECRET",
+                "0123456789abcdef0123456789abcdef",
+            ),
+            ("CONFAB_MEMBERSHIP__SERVICE_TOKEN", "the-old-name"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let mut loader = Loader::with_vars(None, vars).unwrap();
+        let cfg = loader.load(&GatewayConfig::default()).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(
+            cfg.service_token.as_ref().map(Secret::expose),
+            Some("0123456789")
+        );
+        assert_eq!(loader.ignored(), ["CONFAB_MEMBERSHIP__SERVICE_TOKEN"]);
+        assert!(
+            !format!("{cfg:?}").contains("0123456789"),
+            "Debug shows no secret"
+        );
+    }
+
+    #[test]
+    fn the_deploy_and_bench_configs_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut loader =
+            Loader::with_vars(Some(&root.join("deploy/config/gateway.toml")), []).unwrap();
+        let mut cfg = loader.load(&GatewayConfig::default()).unwrap();
         // Secrets come from the environment in production.
-        cfg.membership.service_token = Some("from-the-environment".into());
+        cfg.service_token = Some("from-the-environment".into());
         cfg.validate().unwrap();
         assert!(cfg.recovery.enabled);
-        assert_eq!(cfg.recovery.window_ms, 120_000);
-        assert_eq!(cfg.shutdown_spread_ms, 5_000);
+        assert_eq!(cfg.recovery.window, Duration::from_secs(120));
+        assert_eq!(cfg.shutdown_spread, Duration::from_secs(5));
+
+        let mut loader = Loader::with_vars(Some(&root.join("bench/gateway.toml")), []).unwrap();
+        let mut cfg = loader.load(&GatewayConfig::default()).unwrap();
+        cfg.service_token = Some("from-the-environment".into());
+        cfg.auth.hs256_secret = Some("0123456789abcdef0123456789abcdef".into());
+        cfg.validate().unwrap();
+        assert_eq!(cfg.messages.conn_burst, 1_000_000);
     }
 
     #[test]
@@ -603,21 +580,20 @@ mod tests {
         cfg.validate().unwrap();
         for (field, change) in [
             (
-                "recovery.window_ms",
-                (|c: &mut GatewayConfig| c.recovery.window_ms = 10) as fn(&mut GatewayConfig),
+                "recovery.window",
+                (|c: &mut GatewayConfig| c.recovery.window = Duration::from_millis(10))
+                    as fn(&mut GatewayConfig),
             ),
             ("recovery.max_concurrent_replays", |c| {
                 c.recovery.max_concurrent_replays = 0
             }),
-            ("recovery.heartbeat_ms", |c| {
-                c.recovery.heartbeat_ms = 60_000
+            ("recovery.heartbeat", |c| {
+                c.recovery.heartbeat = Duration::from_secs(60)
             }),
             ("recovery.max_replay_events", |c| {
                 c.recovery.max_replay_events = 0
             }),
-            ("shutdown_spread_ms", |c| {
-                c.shutdown_spread_ms = c.shutdown_grace_ms
-            }),
+            ("shutdown_spread", |c| c.shutdown_spread = c.shutdown_grace),
         ] {
             let mut bad = cfg.clone();
             change(&mut bad);
@@ -627,7 +603,7 @@ mod tests {
         let mut nats = cfg.clone();
         nats.bus.kind = BusKind::Nats;
         nats.bus.nats.rooms_max_age = Duration::from_secs(120);
-        nats.recovery.window_ms = 180_000;
+        nats.recovery.window = Duration::from_secs(180);
         let err = nats.validate().unwrap_err().to_string();
         assert!(err.contains("rooms_max_age"), "{err}");
     }

@@ -368,7 +368,7 @@ impl App {
                 )
             }
         };
-        let core = core.with_presence_ttl(Duration::from_millis(config.presence_ttl_ms));
+        let core = core.with_presence_ttl(config.presence_ttl);
         Self::with_core(&config, core).await
     }
 
@@ -391,7 +391,7 @@ impl App {
             listener,
             http_addr,
             router,
-            grace: Duration::from_millis(config.shutdown_grace_ms),
+            grace: config.shutdown_grace,
         })
     }
 
@@ -459,12 +459,9 @@ impl App {
 pub fn authenticator(config: &MembershipConfig) -> Result<Authenticator, AppError> {
     let verifier = match &config.auth {
         Some(auth) => Some(Verifier::new(auth.clone()).map_err(|e| {
-            AppError::Config(crate::config::ConfigError::Invalid {
-                field: "auth",
-                problem: e.to_string(),
-            })
+            AppError::Config(crate::config::ConfigError::invalid("auth", e.to_string()))
         })?),
         None => None,
     };
-    Ok(Authenticator::new(config.service_token.clone(), verifier))
+    Ok(Authenticator::new(config.service_token_text(), verifier))
 }

@@ -1,12 +1,13 @@
-//! [`MembershipConfig`]: defaults, then a TOML file (`CONFAB_CONFIG` or an
-//! explicit path), then `CONFAB_*` environment variables (`__` separates
-//! sections: `CONFAB_NATS__URL`, `CONFAB_AUTH__HS256_SECRET`). Validated at
-//! start with messages naming the key to fix.
+//! [`MembershipConfig`], loaded by [`confab_config::Loader`]: defaults, then
+//! a TOML file (`CONFAB_CONFIG` or an explicit path), then the `CONFAB_*`
+//! variables that name one of its keys (`__` separates sections:
+//! `CONFAB_NATS__URL`, `CONFAB_AUTH__HS256_SECRET`). Validated at start with
+//! messages naming the key to fix.
 //!
 //! ```toml
 //! listen = "0.0.0.0:3100"
 //! database_url = "postgres://confab@db/confab"
-//! service_token = "…at least 32 characters…"
+//! service_token = "…at least 32 characters…"   # better: CONFAB_SERVICE_TOKEN
 //!
 //! [nats]                      # absent: embedded mode (SQL log, in-process bus)
 //! url = "nats://nats:4222"
@@ -15,10 +16,10 @@
 //! hs256_secret = "…"
 //! ```
 //!
-//! Only the keys above are taken from the environment, so variables meant
-//! for other Confab services (`CONFAB_ENGINE__…`) are ignored rather than
-//! refused. `CONFAB_SERVICE_TOKEN` is read verbatim (never parsed as a
-//! number).
+//! Variables meant for other Confab binaries (`CONFAB_ENGINE__…`) name no
+//! key here: they are ignored, with a warning at start. `CONFAB_SERVICE_TOKEN`
+//! is the same key the gateway reads, and is taken as written (a token of
+//! digits stays text).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -26,37 +27,19 @@ use std::time::Duration;
 
 use confab_auth::AuthConfig;
 use confab_bus::NatsConfig;
-use confab_telemetry::LogFormat;
-use figment::Figment;
-use figment::providers::{Env, Format, Toml};
-use serde::Deserialize;
+use confab_config::{Loaded, Loader, Secret, redact_url};
+use serde::{Deserialize, Serialize};
 
 use crate::api_http::HttpSettings;
 use crate::service::ServiceSettings;
 
-/// Environment variable naming a config file.
-pub const CONFIG_FILE_ENV: &str = "CONFAB_CONFIG";
-
-/// Environment variable holding the service token, read verbatim.
-pub const SERVICE_TOKEN_ENV: &str = "CONFAB_SERVICE_TOKEN";
+pub use confab_config::{ConfigError, LogConfig};
 
 /// Shortest service token accepted.
 pub const MIN_SERVICE_TOKEN_LEN: usize = 32;
 
-/// Top-level keys read from `CONFAB_*` variables.
-const ENV_KEYS: &[&str] = &[
-    "listen",
-    "database_url",
-    "nats",
-    "auth",
-    "log",
-    "max_body_bytes",
-    "read_your_writes_ms",
-    "shutdown_grace_ms",
-];
-
 /// The membership service's configuration.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MembershipConfig {
     /// HTTP API address; port 0 picks a free port. Default `127.0.0.1:3100`.
@@ -70,8 +53,8 @@ pub struct MembershipConfig {
     pub nats: Option<NatsConfig>,
     /// The credential of app backends and Confab services (`Authorization:
     /// Bearer …`), at least [`MIN_SERVICE_TOKEN_LEN`] characters. Required
-    /// with NATS.
-    pub service_token: Option<String>,
+    /// with NATS. `CONFAB_SERVICE_TOKEN`, as for the gateway.
+    pub service_token: Option<Secret>,
     /// JWT verification for user callers of the HTTP API. Absent: users
     /// cannot call it.
     pub auth: Option<AuthConfig>,
@@ -79,15 +62,18 @@ pub struct MembershipConfig {
     pub log: LogConfig,
     /// Largest HTTP request body, bytes. Default 256 KiB.
     pub max_body_bytes: usize,
-    /// How long a command waits for the projections (read-your-writes),
-    /// ms. Default 5000.
-    pub read_your_writes_ms: u64,
-    /// How long shutdown waits for requests in flight, ms. Default 10 000.
-    pub shutdown_grace_ms: u64,
-    /// How long a gateway's presence report lives, ms: a gateway silent
-    /// this long (plus the sweep interval) has its users marked offline.
-    /// Default 15 000 (3 default gateway heartbeats).
-    pub presence_ttl_ms: u64,
+    /// How long a command waits for the projections (read-your-writes).
+    /// Default 5 s.
+    #[serde(with = "confab_config::duration")]
+    pub read_your_writes: Duration,
+    /// How long shutdown waits for requests in flight. Default 10 s.
+    #[serde(with = "confab_config::duration")]
+    pub shutdown_grace: Duration,
+    /// How long a gateway's presence report lives: a gateway silent this
+    /// long (plus the sweep interval) has its users marked offline.
+    /// Default 15 s (3 default gateway heartbeats).
+    #[serde(with = "confab_config::duration")]
+    pub presence_ttl: Duration,
 }
 
 impl Default for MembershipConfig {
@@ -100,9 +86,9 @@ impl Default for MembershipConfig {
             auth: None,
             log: LogConfig::default(),
             max_body_bytes: HttpSettings::default().max_body_bytes,
-            read_your_writes_ms: 5000,
-            shutdown_grace_ms: 10_000,
-            presence_ttl_ms: 15_000,
+            read_your_writes: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(10),
+            presence_ttl: Duration::from_secs(15),
         }
     }
 }
@@ -113,78 +99,38 @@ impl std::fmt::Debug for MembershipConfig {
             .field("listen", &self.listen)
             .field("database_url", &redact_url(&self.database_url))
             .field("nats", &self.nats)
-            .field(
-                "service_token",
-                &self.service_token.as_ref().map(|_| "[redacted]"),
-            )
+            .field("service_token", &self.service_token)
             .field("auth", &self.auth)
             .field("log", &self.log)
             .field("max_body_bytes", &self.max_body_bytes)
-            .field("read_your_writes_ms", &self.read_your_writes_ms)
-            .field("shutdown_grace_ms", &self.shutdown_grace_ms)
-            .field("presence_ttl_ms", &self.presence_ttl_ms)
+            .field("read_your_writes", &self.read_your_writes)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("presence_ttl", &self.presence_ttl)
             .finish()
     }
 }
 
-/// Logging settings.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    /// `pretty` or `json`.
-    pub format: LogFormat,
-}
-
-/// A configuration that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A file or variable could not be read or parsed.
-    #[error("configuration: {0}")]
-    Load(String),
-    /// A value is out of range or inconsistent.
-    #[error("configuration: {field}: {problem}")]
-    Invalid {
-        /// The offending key.
-        field: &'static str,
-        /// What is wrong.
-        problem: String,
-    },
-}
-
 impl MembershipConfig {
     /// Loads defaults, then `file` (or the file named by `CONFAB_CONFIG`),
-    /// then `CONFAB_*` variables, and validates.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut fig = Figment::new();
-        let env_file = std::env::var_os(CONFIG_FILE_ENV);
-        if let Some(path) = file.map(Path::to_path_buf).or(env_file.map(Into::into)) {
-            if !path.exists() {
-                return Err(ConfigError::Load(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
-            }
-            fig = fig.merge(Toml::file(path));
-        }
-        fig = fig.merge(Env::prefixed("CONFAB_").split("__").filter(|key| {
-            let key = key.as_str().to_ascii_lowercase();
-            ENV_KEYS
-                .iter()
-                .any(|k| key == *k || key.starts_with(&format!("{k}.")))
-        }));
-        let mut cfg: MembershipConfig = fig
-            .extract()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
-        if let Ok(token) = std::env::var(SERVICE_TOKEN_ENV) {
-            cfg.service_token = Some(token);
-        }
-        cfg.validate()?;
-        Ok(cfg)
+    /// then the `CONFAB_*` variables naming a key, and validates.
+    pub fn load(file: Option<&Path>) -> Result<Loaded<Self>, ConfigError> {
+        let mut loader = Loader::new(file)?;
+        let config = loader.load(&Self::default())?;
+        config.validate()?;
+        Ok(Loaded {
+            config,
+            ignored: loader.ignored(),
+        })
+    }
+
+    /// The service token as the authenticator takes it.
+    pub fn service_token_text(&self) -> Option<String> {
+        self.service_token.as_ref().map(|t| t.expose().to_owned())
     }
 
     /// Checks ranges and consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, problem: String| Err(ConfigError::Invalid { field, problem });
+        let invalid = |key: &str, problem: String| Err(ConfigError::invalid(key, problem));
         let url = self.database_url.trim();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")
@@ -210,10 +156,8 @@ impl MembershipConfig {
             );
         }
         if let Some(nats) = &self.nats {
-            nats.validate().map_err(|e| ConfigError::Invalid {
-                field: "nats",
-                problem: e.to_string(),
-            })?;
+            nats.validate()
+                .map_err(|e| ConfigError::invalid("nats", e.to_string()))?;
             if self.service_token.is_none() {
                 return invalid(
                     "service_token",
@@ -230,19 +174,18 @@ impl MembershipConfig {
             );
         }
         if let Some(auth) = &self.auth {
-            auth.validate().map_err(|e| ConfigError::Invalid {
-                field: "auth",
-                problem: e.to_string(),
-            })?;
+            auth.validate()
+                .map_err(|e| ConfigError::invalid("auth", e.to_string()))?;
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
             return invalid("max_body_bytes", "must be between 1 KiB and 16 MiB".into());
         }
-        if !(1..=60_000).contains(&self.read_your_writes_ms) {
-            return invalid("read_your_writes_ms", "must be between 1 and 60000".into());
+        let ms = Duration::from_millis;
+        if !(ms(1)..=ms(60_000)).contains(&self.read_your_writes) {
+            return invalid("read_your_writes", "must be between 1ms and 60s".into());
         }
-        if !(100..=600_000).contains(&self.presence_ttl_ms) {
-            return invalid("presence_ttl_ms", "must be between 100 and 600000".into());
+        if !(ms(100)..=ms(600_000)).contains(&self.presence_ttl) {
+            return invalid("presence_ttl", "must be between 100ms and 10m".into());
         }
         Ok(())
     }
@@ -250,7 +193,7 @@ impl MembershipConfig {
     /// The service settings this configuration describes.
     pub fn service_settings(&self) -> ServiceSettings {
         ServiceSettings {
-            read_your_writes: Duration::from_millis(self.read_your_writes_ms),
+            read_your_writes: self.read_your_writes,
             ..ServiceSettings::default()
         }
     }
@@ -260,22 +203,6 @@ impl MembershipConfig {
         HttpSettings {
             max_body_bytes: self.max_body_bytes,
         }
-    }
-}
-
-/// Hides a password in a URL (`postgres://u:secret@h/db` → `postgres://u:***@h/db`).
-fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let Some(at) = rest.find('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &rest[..at];
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &rest[at..]),
-        None => url.to_owned(),
     }
 }
 
@@ -296,7 +223,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let cfg = MembershipConfig::load(Some(&file)).unwrap();
+        let cfg = MembershipConfig::load(Some(&file)).unwrap().config;
         assert_eq!(cfg.listen.port(), 0);
         assert_eq!(cfg.nats.as_ref().unwrap().url, "nats://127.0.0.1:4999");
         assert!(!format!("{cfg:?}").contains(TOKEN));
@@ -327,10 +254,37 @@ mod tests {
 
     #[test]
     fn urls_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://u:pw@h:5432/db"),
-            "postgres://u:***@h:5432/db"
+        let cfg = MembershipConfig {
+            database_url: "postgres://u:pw@h:5432/db".into(),
+            ..MembershipConfig::default()
+        };
+        let shown = format!("{cfg:?}");
+        assert!(shown.contains("\"postgres://***@h:5432/db\""), "{shown}");
+        assert!(!shown.contains("pw"), "{shown}");
+        assert!(
+            format!("{:?}", MembershipConfig::default()).contains("sqlite://confab-membership.db")
         );
-        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn environment_keys_are_the_gateways_names() {
+        let vars = [
+            ("CONFAB_SERVICE_TOKEN", "01234567890123456789012345678901"),
+            ("CONFAB_NATS__URL", "nats://n:4222"),
+            ("CONFAB_PRESENCE_TTL", "20s"),
+            ("CONFAB_ENGINE__PING_INTERVAL", "5s"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let mut loader = Loader::with_vars(None, vars).unwrap();
+        let cfg = loader.load(&MembershipConfig::default()).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(
+            cfg.service_token_text().as_deref(),
+            Some("01234567890123456789012345678901"),
+            "a token of digits is read as written"
+        );
+        assert_eq!(cfg.nats.unwrap().url, "nats://n:4222");
+        assert_eq!(cfg.presence_ttl, Duration::from_secs(20));
+        assert_eq!(loader.ignored(), ["CONFAB_ENGINE__PING_INTERVAL"]);
     }
 }

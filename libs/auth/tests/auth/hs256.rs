@@ -14,8 +14,8 @@ use crate::common::*;
 
 fn config() -> AuthConfig {
     AuthConfig {
-        hs256_secret: Some(SECRET.to_owned()),
-        leeway_secs: 5,
+        hs256_secret: Some(SECRET.into()),
+        leeway: Duration::from_secs(5),
         ..AuthConfig::default()
     }
 }
@@ -351,7 +351,7 @@ fn verifier_refuses_bad_configs() {
     );
     assert_eq!(
         Verifier::new(AuthConfig {
-            hs256_secret: Some("x".repeat(31)),
+            hs256_secret: Some("x".repeat(31).into()),
             ..config()
         })
         .unwrap_err(),

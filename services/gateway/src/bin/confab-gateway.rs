@@ -3,15 +3,17 @@
 //! Configuration comes from `CONFAB_CONFIG` (a TOML file) and `CONFAB_*`
 //! variables. By default it joins a cluster: the NATS bus
 //! (`CONFAB_BUS__NATS__URL`) and the membership service over NATS
-//! (`CONFAB_MEMBERSHIP__SERVICE_TOKEN`). There is no dev secret: configure
+//! (`CONFAB_SERVICE_TOKEN`). There is no dev secret: configure
 //! `auth.hs256_secret` or `auth.jwks_url`.
 
 use confab_gateway::{App, Deps, GatewayConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cfg = GatewayConfig::load(GatewayConfig::default(), None)?;
-    let _telemetry = confab_telemetry::init("confab-gateway", cfg.log.format)?;
+    let loaded = GatewayConfig::load(GatewayConfig::default(), None)?;
+    let _telemetry = confab_telemetry::init("confab-gateway", loaded.config.log.format)?;
+    loaded.warn_ignored();
+    let cfg = loaded.config;
     let deps = Deps::connect(&cfg).await?;
     let status = deps.bus.status();
     if !status.shared {

@@ -10,8 +10,10 @@ use confab_membership::config::MembershipConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = MembershipConfig::load(None)?;
-    let _telemetry = confab_telemetry::init("confab-membership", config.log.format)?;
+    let loaded = MembershipConfig::load(None)?;
+    let _telemetry = confab_telemetry::init("confab-membership", loaded.config.log.format)?;
+    loaded.warn_ignored();
+    let config = loaded.config;
     tracing::info!(?config, "starting");
     let app = App::build(config).await?;
     tracing::info!(addr = %app.http_addr(), "confab-membership listening");

@@ -3,7 +3,7 @@
 //!
 //! [`LocalPresence`] keeps, per user, the local sockets and whether each is
 //! away. [`LocalPresence::run`] (driven by [`crate::App::run`]) sends the
-//! full local state as a [`Heartbeat`] every `presence.heartbeat_ms` and at
+//! full local state as a [`Heartbeat`] every `presence.heartbeat` and at
 //! once when a user's local status changes (first socket, last socket,
 //! online ↔ away). The tracker (membership service) expires a gateway's
 //! entries when its heartbeats stop, so a dead gateway's users go offline

@@ -21,7 +21,7 @@
 //! # The whole flow
 //!
 //! A client that loses its connection and comes back within
-//! `recovery.window_ms` (two minutes by default), to any gateway, continues
+//! `recovery.window` (two minutes by default), to any gateway, continues
 //! its session (this module, `hub/dispatch.rs`, `engine/socket.rs`):
 //!
 //! 1. **Offsets.** Every durable room event goes to sockets with its log
@@ -42,10 +42,10 @@
 //!    after the first are compare-and-set on the revision, so a gateway that
 //!    notices a drop late never overwrites a session already resumed
 //!    elsewhere. Records of live sockets are rewritten once they are half
-//!    `recovery.session_max_age_ms` old (at most 2,000 per heartbeat), so a
+//!    `recovery.session_max_age` old (at most 2,000 per heartbeat), so a
 //!    connection of any age stays recoverable. Every gateway also writes its
 //!    liveness to `CONFAB_GATEWAYS`
-//!    each `recovery.heartbeat_ms`: the sessions of a gateway that died
+//!    each `recovery.heartbeat`: the sessions of a gateway that died
 //!    without recording their drops count from its last heartbeat.
 //! 3. **Resume.** The client reconnects with CONNECT `{token, pid, offset}`.
 //!    The gateway holds live events back for the socket (`SocketRef::hold`)
@@ -98,7 +98,7 @@
 //!    socket's current offset so the client's offset never moves back (no
 //!    duplicate on recovery).
 //! 6. **Rolling deploys.** SIGTERM turns readiness false and closes the
-//!    sockets at random moments within `shutdown_spread_ms` (close 1001, not a
+//!    sockets at random moments within `shutdown_spread` (close 1001, not a
 //!    Socket.IO DISCONNECT, so clients reconnect), recording each drop; they
 //!    reconnect to other gateways and recover.
 //!
@@ -383,10 +383,10 @@ impl Recovery {
             bus,
             metrics,
             gateway,
-            window: Duration::from_millis(settings.window_ms),
-            heartbeat: Duration::from_millis(settings.heartbeat_ms),
+            window: settings.window,
+            heartbeat: settings.heartbeat,
             max_replay: settings.max_replay_events,
-            session_max_age: Duration::from_millis(settings.session_max_age_ms),
+            session_max_age: settings.session_max_age,
             live: Mutex::new(HashMap::new()),
             beats: Mutex::new(HashMap::new()),
         })
@@ -792,7 +792,7 @@ mod tests {
         let max_age = Duration::from_millis(300);
         let store = Arc::new(MemorySessions::new(max_age));
         let settings = RecoverySettings {
-            session_max_age_ms: 300,
+            session_max_age: Duration::from_millis(300),
             ..RecoverySettings::default()
         };
         let recovery = Recovery::new(

@@ -1,8 +1,8 @@
 //! Sessions in NATS KV, shared by every gateway of a cluster.
 //!
 //! Two buckets: `CONFAB_SESSIONS` (one entry per pid, history 1, entries
-//! expire after `recovery.session_max_age_ms`) and `CONFAB_GATEWAYS` (one
-//! liveness entry per gateway, written every `recovery.heartbeat_ms`,
+//! expire after `recovery.session_max_age`) and `CONFAB_GATEWAYS` (one
+//! liveness entry per gateway, written every `recovery.heartbeat`,
 //! expiring `window + 1 min` after the last write). Reads are direct gets:
 //! no consumers.
 
