@@ -1,5 +1,6 @@
 //! [`NatsConfig`]: the NATS bus settings as found in a service's config
-//! file, their duration grammar and the URL redactor.
+//! file (durations in the shared grammar of [`confab_config::duration`],
+//! URLs shown through [`confab_config::redact_url`]).
 //!
 //! Kept apart from the bus so that the settings can be read, validated and
 //! shown (without credentials) before anything connects.
@@ -7,7 +8,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use confab_config::redact_url;
+use serde::{Deserialize, Serialize};
 
 use crate::BusError;
 
@@ -17,10 +19,9 @@ pub const RECOVERY_WINDOW: Duration = Duration::from_secs(120);
 
 /// Settings of the NATS bus, as found in a service's config file.
 ///
-/// Durations are given either as a number of seconds (`120`) or as a string
-/// with a unit: `"500ms"`, `"90s"`, `"2m"`, `"24h"`, `"7d"` (a bare number in
-/// a string is seconds too); they are written back as whole seconds (or
-/// `"Nms"`). Every field has a default; unknown fields are refused.
+/// Durations are strings with units, as everywhere in Confab's
+/// configuration: `"500ms"`, `"90s"`, `"2m"`, `"24h"`, `"1m30s"`. Every
+/// field has a default; unknown fields are refused.
 ///
 /// ```toml
 /// [bus.nats]
@@ -38,12 +39,12 @@ pub struct NatsConfig {
     pub url: String,
     /// How long stream `ROOMS` keeps room events. At least
     /// [`RECOVERY_WINDOW`] (2 minutes). Default 24 hours.
-    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[serde(with = "confab_config::duration")]
     pub rooms_max_age: Duration,
     /// JetStream de-duplication window of both streams: a second publish with
     /// the same `msg_id` within it is dropped. At most `rooms_max_age`.
     /// Default 2 minutes.
-    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    #[serde(with = "confab_config::duration")]
     pub duplicate_window: Duration,
     /// Client connection name, shown by the server's monitoring
     /// (`/connz`). Default `confab`.
@@ -152,90 +153,14 @@ impl NatsConfig {
     }
 }
 
-/// Parses a duration: seconds as a number, or a string like `"90s"`.
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Secs(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Secs(s) => Ok(Duration::from_secs(s)),
-        Raw::Text(t) => parse_duration(&t).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "invalid duration {t:?}: use seconds (120) or a number with ms, s, m, h or d (\"2m\")"
-            ))
-        }),
-    }
-}
-
-/// Writes a duration so that [`de_duration`] reads it back.
-fn ser_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    if d.subsec_nanos() == 0 {
-        s.serialize_u64(d.as_secs())
-    } else {
-        s.serialize_str(&format!("{}ms", d.as_millis()))
-    }
-}
-
-fn parse_duration(text: &str) -> Option<Duration> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let secs = |mul: u64| n.checked_mul(mul).map(Duration::from_secs);
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(n)),
-        "" | "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86_400),
-        _ => None,
-    }
-}
-
-/// `nats://user:pass@host:4222` -> `nats://***@host:4222`, for every URL of
-/// a comma-separated list.
-pub(crate) fn redact_url(url: &str) -> String {
-    url.split(',')
-        .map(|u| {
-            let u = u.trim();
-            let (scheme, rest) = match u.find("://") {
-                Some(i) => u.split_at(i + 3),
-                None => ("", u),
-            };
-            match rest.rfind('@') {
-                Some(at) => format!("{scheme}***{}", &rest[at..]),
-                None => u.to_owned(),
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2 m"), Some(Duration::from_secs(120)));
-        for bad in ["", "m", "2w", "-1s", "1.5h"] {
-            assert_eq!(parse_duration(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
     fn config_deserializes_with_defaults() {
         let cfg: NatsConfig = serde_json::from_str(
-            r#"{"url":"nats://h:4222","rooms_max_age":"48h","duplicate_window":60}"#,
+            r#"{"url":"nats://h:4222","rooms_max_age":"48h","duplicate_window":"60s"}"#,
         )
         .unwrap();
         assert_eq!(cfg.url, "nats://h:4222");
@@ -263,8 +188,8 @@ mod tests {
             ..NatsConfig::new("nats://u:p@h:1")
         };
         let text = serde_json::to_string(&cfg).unwrap();
-        assert!(text.contains(r#""rooms_max_age":86400"#), "{text}");
-        assert!(text.contains(r#""duplicate_window":"1500ms""#), "{text}");
+        assert!(text.contains(r#""rooms_max_age":"24h""#), "{text}");
+        assert!(text.contains(r#""duplicate_window":"1s500ms""#), "{text}");
         let back: NatsConfig = serde_json::from_str(&text).unwrap();
         assert_eq!(back.url, cfg.url);
         assert_eq!(back.rooms_max_age, cfg.rooms_max_age);

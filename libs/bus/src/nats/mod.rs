@@ -113,7 +113,7 @@ impl NatsBus {
     /// reconnects on its own for ever.
     pub async fn connect(cfg: NatsConfig) -> Result<NatsBus, BusError> {
         cfg.validate()?;
-        let url = config::redact_url(&cfg.url);
+        let url = confab_config::redact_url(&cfg.url);
         let (client, recheck) = connection::connect(&cfg, &url).await?;
         let jetstream = jetstream::new(client.clone());
         let bus = NatsBus {
