@@ -1,0 +1,352 @@
+//! One long-polling session's state: the packets waiting for a GET, the
+//! POSTed packets on their way to the connection task, and the upgrade
+//! phase.
+//!
+//! The connection task writes through [`PollSession::push`] and reads what
+//! [`PollSession::post`] forwarded; HTTP requests (or, later, a forwarder
+//! acting for another gateway) call [`PollSession::poll`] and
+//! [`PollSession::post`]. Nothing here knows HTTP.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::extract::ws::Message;
+use base64::Engine as _;
+use confab_protocol::engineio::{self, PAYLOAD_SEPARATOR};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::PollError;
+
+/// Where the session is in its (optional) upgrade to WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Plain long-polling.
+    Polling,
+    /// A WebSocket for this sid is open and has not sent `2probe` yet.
+    Probing,
+    /// `3probe` was sent: GETs get `6` (noop) and packets wait for the
+    /// WebSocket.
+    Upgrading,
+    /// The WebSocket carries the session; HTTP requests for it get 400.
+    Upgraded,
+}
+
+struct State {
+    /// Packets waiting for a GET (WebSocket messages, encoded on the way out).
+    out: VecDeque<Message>,
+    /// Whether a GET is being held.
+    polling: bool,
+    phase: Phase,
+    /// What a held GET answers once the session ended: `1` when the server
+    /// closed it, `6` when the client did.
+    last_word: &'static str,
+}
+
+/// The shared state of one polling session.
+pub(crate) struct PollSession {
+    sid: Arc<str>,
+    state: Mutex<State>,
+    /// Wakes a held GET: packets were flushed, the phase changed or the
+    /// session ended.
+    ready: Notify,
+    /// Wakes the connection task waiting for room in `out`.
+    room: Notify,
+    /// Cancelled when the session ends, for whatever reason.
+    gone: CancellationToken,
+    inbound: mpsc::Sender<Message>,
+    /// Serialises POSTs (their packets keep their order) and the switch
+    /// to WebSocket (no POST is half-forwarded when it happens).
+    posting: tokio::sync::Mutex<()>,
+    /// Most packets waiting for a GET (the outbound queue's capacity).
+    capacity: usize,
+    /// Most bytes of one GET response and of one POST body.
+    max_payload: usize,
+}
+
+/// Clears the "a GET is held" flag when the GET ends, answered or cancelled.
+struct Held<'a>(&'a PollSession);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.lock().polling = false;
+    }
+}
+
+impl PollSession {
+    /// A new session and the receiving end of its POSTed packets.
+    pub(crate) fn new(
+        sid: Arc<str>,
+        capacity: usize,
+        max_payload: usize,
+    ) -> (Arc<Self>, mpsc::Receiver<Message>) {
+        let (inbound, rx) = mpsc::channel(capacity.max(16));
+        let session = Arc::new(Self {
+            sid,
+            state: Mutex::new(State {
+                out: VecDeque::new(),
+                polling: false,
+                phase: Phase::Polling,
+                last_word: "1",
+            }),
+            ready: Notify::new(),
+            room: Notify::new(),
+            gone: CancellationToken::new(),
+            inbound,
+            posting: tokio::sync::Mutex::new(()),
+            capacity: capacity.max(1),
+            max_payload,
+        });
+        (session, rx)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The session id.
+    pub(crate) fn sid(&self) -> &Arc<str> {
+        &self.sid
+    }
+
+    /// The upgrade phase.
+    pub(crate) fn phase(&self) -> Phase {
+        self.lock().phase
+    }
+
+    /// Whether the session ended.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.is_cancelled()
+    }
+
+    /// Resolves when the session ends.
+    pub(crate) async fn ended(&self) {
+        self.gone.cancelled().await
+    }
+
+    /// Ends the session: a held GET answers what is queued and
+    /// `last_word`; the connection task's reads end.
+    pub(crate) fn end(&self, last_word: &'static str) {
+        let mut st = self.lock();
+        if !self.gone.is_cancelled() {
+            // A client's close (`6`, set by `post`) is not overridden by
+            // the server closing in answer to it.
+            if st.last_word != "6" {
+                st.last_word = last_word;
+            }
+            self.gone.cancel();
+        }
+        drop(st);
+        self.ready.notify_waiters();
+        self.room.notify_waiters();
+    }
+
+    /// The receive side of a GET: waits until packets are ready (or the
+    /// upgrade needs a noop, or the session ends) and returns the payload.
+    /// A second GET while one is held ends the session (the held one gets
+    /// `1`) and fails with [`PollError::Overlap`]. Cancelling the future
+    /// releases the session for the next GET; nothing is taken off the
+    /// queue before the future returns.
+    pub(crate) async fn poll(&self) -> Result<String, PollError> {
+        {
+            let mut st = self.lock();
+            if st.phase == Phase::Upgraded {
+                return Err(PollError::BadRequest);
+            }
+            if self.gone.is_cancelled() {
+                return Err(PollError::UnknownSid);
+            }
+            if st.polling {
+                drop(st);
+                self.end("1");
+                return Err(PollError::Overlap);
+            }
+            st.polling = true;
+        }
+        let _held = Held(self);
+        loop {
+            let ready = self.ready.notified();
+            let mut ready = std::pin::pin!(ready);
+            ready.as_mut().enable();
+            if let Some(payload) = self.take() {
+                return Ok(payload);
+            }
+            ready.await;
+        }
+    }
+
+    /// What a GET answers now, if anything.
+    fn take(&self) -> Option<String> {
+        let mut st = self.lock();
+        let ended = self.gone.is_cancelled();
+        match st.phase {
+            Phase::Upgraded => return Some("6".into()),
+            Phase::Upgrading if !ended => return Some("6".into()),
+            _ if st.out.is_empty() && !ended => return None,
+            _ => {}
+        }
+        let mut payload = String::new();
+        while let Some(m) = st.out.front() {
+            let len = encoded_len(m);
+            if !payload.is_empty() && payload.len() + 1 + len > self.max_payload {
+                break;
+            }
+            let Some(m) = st.out.pop_front() else { break };
+            if !payload.is_empty() {
+                payload.push(PAYLOAD_SEPARATOR);
+            }
+            encode_into(&mut payload, m);
+        }
+        if ended && st.out.is_empty() {
+            if !payload.is_empty() {
+                payload.push(PAYLOAD_SEPARATOR);
+            }
+            payload.push_str(st.last_word);
+        }
+        drop(st);
+        self.room.notify_waiters();
+        Some(payload)
+    }
+
+    /// The send side of a POST: checks and decodes the payload and hands
+    /// its packets to the connection task, in order. A malformed payload
+    /// ends the session.
+    pub(crate) async fn post(&self, body: &[u8]) -> Result<(), PollError> {
+        if body.len() > self.max_payload {
+            return Err(PollError::TooLarge);
+        }
+        let _posting = self.posting.lock().await;
+        match self.phase() {
+            Phase::Upgraded => return Err(PollError::BadRequest),
+            _ if self.gone.is_cancelled() => return Err(PollError::UnknownSid),
+            _ => {}
+        }
+        let messages = match decode(body) {
+            Ok(m) => m,
+            Err(()) => {
+                self.end("1");
+                return Err(PollError::Malformed);
+            }
+        };
+        for m in messages {
+            if matches!(&m, Message::Text(t) if t.as_str() == "1") {
+                // The client closes: a held GET ends with a noop, as the
+                // reference server answers it.
+                self.lock().last_word = "6";
+            }
+            if self.inbound.send(m).await.is_err() {
+                return Err(PollError::UnknownSid);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues a packet for the next GET, waiting while `capacity` packets
+    /// already wait (the connection's write then times out like a stalled
+    /// WebSocket's). Fails once the session ended.
+    pub(crate) async fn push(&self, msg: Message) -> Result<(), axum::Error> {
+        let mut msg = Some(msg);
+        loop {
+            let room = self.room.notified();
+            let mut room = std::pin::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if self.gone.is_cancelled() {
+                    return Err(axum::Error::new(PollError::UnknownSid));
+                }
+                if st.out.len() < self.capacity {
+                    if let Some(m) = msg.take() {
+                        st.out.push_back(m);
+                    }
+                    return Ok(());
+                }
+            }
+            // Full: let a held GET take what is there.
+            self.ready.notify_waiters();
+            room.await;
+        }
+    }
+
+    /// Wakes a held GET: pushed packets are ready to go.
+    pub(crate) fn flush(&self) {
+        self.ready.notify_waiters();
+    }
+
+    /// A WebSocket for this sid opened: refuses a second one and an
+    /// upgrade after the upgrade.
+    pub(crate) fn begin_probe(&self) -> Result<(), PollError> {
+        let mut st = self.lock();
+        if st.phase != Phase::Polling || self.gone.is_cancelled() {
+            return Err(PollError::BadRequest);
+        }
+        st.phase = Phase::Probing;
+        Ok(())
+    }
+
+    /// `3probe` was sent: packets wait for the WebSocket, a held GET gets
+    /// a noop.
+    pub(crate) fn probed(&self) {
+        self.lock().phase = Phase::Upgrading;
+        self.ready.notify_waiters();
+    }
+
+    /// The probe failed or timed out: back to plain polling.
+    pub(crate) fn abort_upgrade(&self) {
+        let mut st = self.lock();
+        if matches!(st.phase, Phase::Probing | Phase::Upgrading) {
+            st.phase = Phase::Polling;
+        }
+        drop(st);
+        self.ready.notify_waiters();
+    }
+
+    /// `5` arrived: after any POST in progress, HTTP requests for the sid
+    /// are refused and GETs take nothing more (see [`PollSession::take_all`]).
+    pub(crate) async fn complete_upgrade(&self) {
+        let _posting = self.posting.lock().await;
+        self.lock().phase = Phase::Upgraded;
+        self.ready.notify_waiters();
+    }
+
+    /// Everything still waiting for a GET, taken once the WebSocket carries
+    /// the session: it goes out there first, in order.
+    pub(crate) fn take_all(&self) -> VecDeque<Message> {
+        let out = std::mem::take(&mut self.lock().out);
+        self.room.notify_waiters();
+        out
+    }
+}
+
+/// Splits a POST body into WebSocket-shaped messages: text packets as
+/// they are, `b<base64>` as binary. Fails on any invalid packet and on a
+/// body that is not UTF-8.
+fn decode(body: &[u8]) -> Result<Vec<Message>, ()> {
+    let text = std::str::from_utf8(body).map_err(|_| ())?;
+    text.split(PAYLOAD_SEPARATOR)
+        .map(|part| match engineio::Packet::decode_text(part) {
+            Ok(engineio::Packet::Binary(b)) => Ok(Message::Binary(b)),
+            Ok(engineio::Packet::Open(_)) | Err(_) => Err(()),
+            Ok(_) => Ok(Message::Text(part.into())),
+        })
+        .collect()
+}
+
+fn encoded_len(m: &Message) -> usize {
+    match m {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) => 1 + b.len().div_ceil(3) * 4,
+        _ => 0,
+    }
+}
+
+fn encode_into(out: &mut String, m: Message) {
+    match m {
+        Message::Text(t) => out.push_str(t.as_str()),
+        Message::Binary(b) => {
+            out.push('b');
+            base64::engine::general_purpose::STANDARD.encode_string(&b, out);
+        }
+        _ => {}
+    }
+}
