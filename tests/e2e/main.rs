@@ -8,6 +8,7 @@ mod gateway;
 mod history;
 mod limits;
 mod messages;
+mod polling;
 mod presence;
 mod recovery;
 mod support;
