@@ -9,6 +9,7 @@ mod history;
 mod limits;
 mod messages;
 mod polling;
+mod polling_client;
 mod presence;
 mod recovery;
 mod support;
