@@ -158,7 +158,7 @@ async fn echo_request(state: AppState, req: Request) -> Response {
                 let (sid, transport) = sessions.open();
                 let packet = open_packet(&cfg, &sid, true);
                 tokio::spawn(echo(transport, cfg, None));
-                Ok(packet)
+                packet
             };
             let sid = handshake.sid.as_deref();
             polling::handle(&state.echo, &parts.method, sid, &parts.headers, body, open).await

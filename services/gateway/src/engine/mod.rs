@@ -352,7 +352,7 @@ impl<H: Handler> Engine<H> {
                 }
             }
             (Transport::Polling, sid) => {
-                let open = || Ok(self.open_polling(headers, remote));
+                let open = || self.open_polling(headers, remote);
                 polling::handle(
                     &self.polling,
                     &parts.method,

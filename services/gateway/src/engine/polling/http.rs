@@ -15,23 +15,20 @@ const TEXT: &str = "text/plain; charset=UTF-8";
 
 /// Answers a polling request. `sid` is the query's; without one the
 /// request is a handshake, and `open` makes the session and returns the
-/// open packet to answer with (or the refusal).
+/// open packet to answer with.
 pub(crate) async fn handle(
     sessions: &Arc<PollingSessions>,
     method: &Method,
     sid: Option<&str>,
     headers: &HeaderMap,
     body: Body,
-    open: impl FnOnce() -> Result<String, Response>,
+    open: impl FnOnce() -> String,
 ) -> Response {
     let Some(sid) = sid else {
         if method != Method::GET {
             return error(HandshakeError::BadHandshakeMethod);
         }
-        return match open() {
-            Ok(packet) => text(packet),
-            Err(refusal) => refusal,
-        };
+        return text(open());
     };
     match *method {
         Method::GET => match sessions.poll(sid).await {
