@@ -10,6 +10,7 @@ mod limits;
 mod messages;
 mod polling;
 mod polling_client;
+mod polling_gateway;
 mod presence;
 mod recovery;
 mod support;

@@ -13,41 +13,45 @@ use crate::support::{RawWs, Seen};
 const PING_INTERVAL: Duration = Duration::from_millis(300);
 const PING_TIMEOUT: Duration = Duration::from_millis(200);
 
-struct Suite {
+/// A raw long-polling client of one Engine.IO endpoint.
+pub struct Suite {
     addr: SocketAddr,
-    http: Client,
+    path: &'static str,
+    pub http: Client,
 }
 
 impl Suite {
+    /// The conformance server's `/engine.io/` echo.
     async fn start() -> Suite {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(confab_gateway::conformance::serve(
-            listener,
-            std::future::pending(),
-        ));
+        let addr = conformance_server().await;
+        Suite::on(addr, "/engine.io/")
+    }
+
+    /// The endpoint at `path` of the server at `addr`.
+    pub fn on(addr: SocketAddr, path: &'static str) -> Suite {
         Suite {
             addr,
+            path,
             http: Client::new(),
         }
     }
 
-    fn url(&self, query: &str) -> String {
-        format!("http://{}/engine.io/?{query}", self.addr)
+    pub fn url(&self, query: &str) -> String {
+        format!("http://{}{}?{query}", self.addr, self.path)
     }
 
-    fn polling(&self, sid: &str) -> String {
+    pub fn polling(&self, sid: &str) -> String {
         self.url(&format!("EIO=4&transport=polling&sid={sid}"))
     }
 
     fn ws(&self, sid: &str) -> String {
         format!(
-            "ws://{}/engine.io/?EIO=4&transport=websocket&sid={sid}",
-            self.addr
+            "ws://{}{}?EIO=4&transport=websocket&sid={sid}",
+            self.addr, self.path
         )
     }
 
-    async fn request(&self, method: Method, url: &str, body: &str) -> (StatusCode, String) {
+    pub async fn request(&self, method: Method, url: &str, body: &str) -> (StatusCode, String) {
         let r = self
             .http
             .request(method, url)
@@ -60,23 +64,34 @@ impl Suite {
         (status, r.text().await.unwrap())
     }
 
-    async fn get(&self, url: impl reqwest::IntoUrl) -> (StatusCode, String) {
+    pub async fn get(&self, url: impl reqwest::IntoUrl) -> (StatusCode, String) {
         let r = self.http.get(url).send().await.unwrap();
         let status = r.status();
         (status, r.text().await.unwrap())
     }
 
-    async fn post(&self, sid: &str, body: &str) -> (StatusCode, String) {
+    pub async fn post(&self, sid: &str, body: &str) -> (StatusCode, String) {
         self.request(Method::POST, &self.polling(sid), body).await
     }
 
     /// The suite's `initLongPollingSession`: a handshake, its sid.
-    async fn session(&self) -> String {
+    pub async fn session(&self) -> String {
         let (status, body) = self.get(&self.url("EIO=4&transport=polling")).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let open: Value = serde_json::from_str(&body[1..]).unwrap();
         open["sid"].as_str().unwrap().to_owned()
     }
+}
+
+/// The conformance server on a free port.
+pub async fn conformance_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(confab_gateway::conformance::serve(
+        listener,
+        std::future::pending(),
+    ));
+    addr
 }
 
 // handshake
