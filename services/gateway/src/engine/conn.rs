@@ -45,9 +45,6 @@ enum Flow {
 struct Conn<H: Handler, T> {
     engine: Arc<Engine<H>>,
     ws: T,
-    /// The open packet still to write (a polling session's went out as the
-    /// handshake's answer).
-    open: Option<String>,
     shared: Arc<ConnShared>,
     /// Frames taken from the queue and not yet written (reused buffer).
     batch: Vec<Outbound>,
@@ -107,7 +104,6 @@ pub(super) async fn run<H: Handler, T: Transport>(
     let mut conn = Conn {
         engine: Arc::clone(&engine),
         ws,
-        open,
         shared,
         batch: Vec::new(),
         decoder: Decoder::new(cfg.max_attachments),
@@ -119,7 +115,18 @@ pub(super) async fn run<H: Handler, T: Transport>(
         connect_deadline: Some(now + cfg.connect_timeout),
         closing_at: None,
     };
-    let reason = conn.serve().await;
+    // Written here, not kept in `Conn`: the connection's state stays as
+    // small as it was (a polling session's open packet went out as the
+    // handshake's answer).
+    let opened = match open {
+        Some(open) => conn.write(vec![Message::Text(open.into())]).await.is_ok(),
+        None => true,
+    };
+    let reason = if opened {
+        conn.serve().await
+    } else {
+        DisconnectReason::TransportClose
+    };
     conn.shared.queue.close();
     conn.finish(reason).await;
     engine.hooks.connection_closed();
@@ -127,11 +134,6 @@ pub(super) async fn run<H: Handler, T: Transport>(
 
 impl<H: Handler, T: Transport> Conn<H, T> {
     async fn serve(&mut self) -> DisconnectReason {
-        if let Some(open) = self.open.take()
-            && self.write(vec![Message::Text(open.into())]).await.is_err()
-        {
-            return DisconnectReason::TransportClose;
-        }
         tracing::debug!(conn = %self.shared.conn, remote = ?self.remote, "engine.io session opened");
 
         // Long-lived futures, polled again on every turn of the loop rather

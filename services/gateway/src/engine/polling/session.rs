@@ -350,3 +350,81 @@ fn encode_into(out: &mut String, m: Message) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn session(capacity: usize, max_payload: usize) -> (Arc<PollSession>, mpsc::Receiver<Message>) {
+        PollSession::new("s".into(), capacity, max_payload)
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_get_releases_the_session_and_takes_nothing() {
+        let (s, _rx) = session(8, 1000);
+        let held = tokio::time::timeout(Duration::from_millis(20), s.poll()).await;
+        assert!(held.is_err(), "nothing to answer yet");
+        s.push(Message::Text("4a".into())).await.unwrap();
+        s.flush();
+        assert_eq!(s.poll().await.unwrap(), "4a", "no overlap, nothing lost");
+    }
+
+    #[tokio::test]
+    async fn a_get_answers_at_most_max_payload_and_the_rest_waits() {
+        let (s, _rx) = session(8, 10);
+        for m in ["4aaaa", "4bbbb", "4cccc"] {
+            s.push(Message::Text(m.into())).await.unwrap();
+        }
+        assert_eq!(
+            s.poll().await.unwrap(),
+            "4aaaa",
+            "4bbbb would exceed 10 bytes"
+        );
+        assert_eq!(s.poll().await.unwrap(), "4bbbb");
+        assert_eq!(s.poll().await.unwrap(), "4cccc");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_holds_the_writer_until_a_get_takes() {
+        let (s, _rx) = session(2, 1000);
+        s.push(Message::Text("41".into())).await.unwrap();
+        s.push(Message::Text("42".into())).await.unwrap();
+        let third = s.push(Message::Text("43".into()));
+        let mut third = std::pin::pin!(third);
+        assert!(futures::poll!(third.as_mut()).is_pending());
+        assert_eq!(s.poll().await.unwrap(), "41\u{1e}42");
+        third.await.unwrap();
+        assert_eq!(s.poll().await.unwrap(), "43");
+    }
+
+    #[tokio::test]
+    async fn an_ended_session_answers_what_was_queued_then_its_last_word() {
+        let (s, _rx) = session(8, 1000);
+        s.push(Message::Text("4bye".into())).await.unwrap();
+        s.end("1");
+        assert_eq!(s.poll().await, Err(PollError::UnknownSid));
+        let (s, _rx) = session(8, 1000);
+        let held = s.poll();
+        let mut held = std::pin::pin!(held);
+        assert!(futures::poll!(held.as_mut()).is_pending());
+        s.push(Message::Text("4bye".into())).await.unwrap();
+        s.end("1");
+        assert_eq!(held.await.unwrap(), "4bye\u{1e}1");
+    }
+
+    #[tokio::test]
+    async fn posts_decode_text_and_base64_in_order() {
+        let (s, mut rx) = session(8, 1000);
+        s.post(b"4a\x1ebAQI=\x1e3").await.unwrap();
+        assert_eq!(rx.recv().await, Some(Message::Text("4a".into())));
+        assert_eq!(
+            rx.recv().await,
+            Some(Message::Binary(bytes::Bytes::from_static(&[1, 2])))
+        );
+        assert_eq!(rx.recv().await, Some(Message::Text("3".into())));
+        assert_eq!(s.post(b"4\xff").await, Err(PollError::Malformed));
+        assert!(s.is_gone());
+    }
+}
