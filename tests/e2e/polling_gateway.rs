@@ -128,3 +128,53 @@ async fn the_gateway_echoes_configured_origins_and_refuses_others() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_polling_client_that_stops_polling_is_dropped_as_a_slow_consumer() {
+    let gw = spawn_gateway(|c| {
+        c.engine.outbound_queue = 8;
+        c.engine.write_timeout_ms = 500;
+    })
+    .await;
+    let s = Suite::on(gw.addr, "/socket.io/");
+    let sid = s.session().await;
+    let connect = format!(r#"40{{"token":"{}"}}"#, token("slow"));
+    assert_eq!(s.post(&sid, &connect).await.0, StatusCode::OK);
+    poll_until(&s, &sid, "40{").await;
+    let room = confab_events::RoomId::parse("user:slow").unwrap();
+    eventually("joined", Duration::from_secs(5), || {
+        gw.handle.members(&room) == 1
+    })
+    .await;
+    // No more GETs: the session's queue and the connection's fill up.
+    let big = serde_json::json!("y".repeat(64 * 1024));
+    for _ in 0..400 {
+        gw.handle.emit(&room, "bulk", &big).await.unwrap();
+        if gw.handle.members(&room) == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    eventually("slow consumer dropped", Duration::from_secs(10), || {
+        gw.handle.members(&room) == 0
+    })
+    .await;
+    // The session is gone: what was queued never grows without bound.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = s.get(s.polling(&sid)).await;
+        if status == StatusCode::BAD_REQUEST {
+            break;
+        }
+        assert!(
+            status == StatusCode::OK && body.len() <= 1_000_000 + 64 * 1024,
+            "a GET answers at most about maxPayload: {status} {}",
+            body.len()
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "session still alive"
+        );
+    }
+    gw.stop().await;
+}
