@@ -261,9 +261,9 @@ pub struct Engine<H: Handler> {
 
 /// Observers for metrics; all methods default to no-ops.
 pub trait EngineHooks: Send + Sync + 'static {
-    /// A WebSocket connection opened.
+    /// A connection (a WebSocket, or a polling session) opened.
     fn connection_opened(&self) {}
-    /// A WebSocket connection closed.
+    /// A connection (a WebSocket, or a polling session) closed.
     fn connection_closed(&self) {}
     /// A packet arrived from a client.
     fn packet_in(&self) {}
