@@ -4,10 +4,12 @@
 //! A session is made by the handshake `GET ?EIO=4&transport=polling`; its
 //! connection task (the same as a WebSocket's) runs on a
 //! [`PollingTransport`]. GETs and POSTs name it by `sid`, and reach it
-//! through [`PollingSessions::poll`] and [`PollingSessions::post`], which
-//! know nothing of HTTP: a gateway that receives a request for a session it
-//! does not own can forward it to the owner (named by the sid, see
-//! [`sid_owner`]) and have the owner call these two.
+//! through [`PollingSessions::poll`] (or [`PollingSessions::poll_with`],
+//! which puts the packets back when a forwarded answer is lost) and
+//! [`PollingSessions::post`], which know nothing of HTTP: a gateway that
+//! receives a request for a session it does not own can forward it to the
+//! owner (named by the sid, see [`sid_owner`]) and have the owner call
+//! these.
 //!
 //! Rules, as the reference server has them: one GET at a time (a second
 //! ends the session: the held one gets `1`, the second 400); POSTs are
@@ -148,8 +150,25 @@ impl PollingSessions {
     /// Dropping the future releases the session for the next GET and takes
     /// nothing off its queue.
     pub async fn poll(&self, sid: &str) -> Result<String, PollError> {
+        let mut answer = String::new();
+        self.poll_with(sid, |payload| {
+            answer = payload;
+            async { true }
+        })
+        .await?;
+        Ok(answer)
+    }
+
+    /// A GET for a forwarder: like [`PollingSessions::poll`], but the
+    /// packets go back to the session's queue (in order, for the next GET)
+    /// when `deliver` reports that its reply did not arrive or is dropped.
+    pub async fn poll_with<F, Fut>(&self, sid: &str, deliver: F) -> Result<(), PollError>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
         let session = self.get(sid).ok_or(PollError::UnknownSid)?;
-        let result = session.poll().await;
+        let result = session.poll_with(deliver).await;
         if session.is_gone() {
             self.remove(sid);
         }

@@ -4,7 +4,7 @@
 //!
 //! The connection task writes through [`PollSession::push`] and reads what
 //! [`PollSession::post`] forwarded; HTTP requests (or, later, a forwarder
-//! acting for another gateway) call [`PollSession::poll`] and
+//! acting for another gateway) call [`PollSession::poll_with`] and
 //! [`PollSession::post`]. Nothing here knows HTTP.
 
 use std::collections::VecDeque;
@@ -62,6 +62,20 @@ pub(crate) struct PollSession {
     capacity: usize,
     /// Most bytes of one GET response and of one POST body.
     max_payload: usize,
+}
+
+/// Puts taken packets back unless disarmed (`taken` emptied).
+struct PutBack<'a> {
+    session: &'a PollSession,
+    taken: Option<Vec<Message>>,
+}
+
+impl Drop for PutBack<'_> {
+    fn drop(&mut self) {
+        if let Some(taken) = self.taken.take() {
+            self.session.put_back(taken);
+        }
+    }
 }
 
 /// Clears the "a GET is held" flag when the GET ends, answered or cancelled.
@@ -142,50 +156,78 @@ impl PollSession {
     }
 
     /// The receive side of a GET: waits until packets are ready (or the
-    /// upgrade needs a noop, or the session ends) and returns the payload.
-    /// A second GET while one is held ends the session (the held one gets
-    /// `1`) and fails with [`PollError::Overlap`]. Cancelling the future
-    /// releases the session for the next GET; nothing is taken off the
-    /// queue before the future returns.
-    pub(crate) async fn poll(&self) -> Result<String, PollError> {
-        {
-            let mut st = self.lock();
-            if st.phase == Phase::Upgraded {
-                return Err(PollError::BadRequest);
-            }
-            if self.gone.is_cancelled() {
-                return Err(PollError::UnknownSid);
-            }
-            if st.polling {
-                drop(st);
-                self.end("1");
-                return Err(PollError::Overlap);
-            }
-            st.polling = true;
+    /// upgrade needs a noop, or the session ends), then `deliver` gets the
+    /// payload and says whether it arrived (an HTTP answer always does; a
+    /// forwarder's reply may not). A second GET while one is held ends the
+    /// session (the held one gets `1`) and fails with
+    /// [`PollError::Overlap`]. Cancelling the future while it waits
+    /// releases the session for the next GET and takes nothing.
+    ///
+    /// If the payload did not arrive, or `deliver`'s future is dropped, the
+    /// packets go back to the front of the queue, in order, for the next GET
+    /// (after an upgrade they cannot: the session then ends, and the client
+    /// recovers). The session stays held for GETs until `deliver` is done,
+    /// so no later GET overtakes.
+    pub(crate) async fn poll_with<F, Fut>(&self, deliver: F) -> Result<(), PollError>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let _held = self.hold()?;
+        let (payload, taken) = self.wait_take().await;
+        let mut guard = PutBack {
+            session: self,
+            taken: Some(taken),
+        };
+        if deliver(payload).await {
+            guard.taken = None;
         }
-        let _held = Held(self);
+        Ok(())
+    }
+
+    /// Marks a GET as held, or refuses it.
+    fn hold(&self) -> Result<Held<'_>, PollError> {
+        let mut st = self.lock();
+        if st.phase == Phase::Upgraded {
+            return Err(PollError::BadRequest);
+        }
+        if self.gone.is_cancelled() {
+            return Err(PollError::UnknownSid);
+        }
+        if st.polling {
+            drop(st);
+            self.end("1");
+            return Err(PollError::Overlap);
+        }
+        st.polling = true;
+        Ok(Held(self))
+    }
+
+    /// Waits for an answer; returns it with the packets it took.
+    async fn wait_take(&self) -> (String, Vec<Message>) {
         loop {
             let ready = self.ready.notified();
             let mut ready = std::pin::pin!(ready);
             ready.as_mut().enable();
-            if let Some(payload) = self.take() {
-                return Ok(payload);
+            if let Some(answer) = self.take() {
+                return answer;
             }
             ready.await;
         }
     }
 
-    /// What a GET answers now, if anything.
-    fn take(&self) -> Option<String> {
+    /// What a GET answers now, if anything, and the packets it took.
+    fn take(&self) -> Option<(String, Vec<Message>)> {
         let mut st = self.lock();
         let ended = self.gone.is_cancelled();
         match st.phase {
-            Phase::Upgraded => return Some("6".into()),
-            Phase::Upgrading if !ended => return Some("6".into()),
+            Phase::Upgraded => return Some(("6".into(), Vec::new())),
+            Phase::Upgrading if !ended => return Some(("6".into(), Vec::new())),
             _ if st.out.is_empty() && !ended => return None,
             _ => {}
         }
         let mut payload = String::new();
+        let mut taken = Vec::new();
         while let Some(m) = st.out.front() {
             let len = encoded_len(m);
             if !payload.is_empty() && payload.len() + 1 + len > self.max_payload {
@@ -195,7 +237,8 @@ impl PollSession {
             if !payload.is_empty() {
                 payload.push(PAYLOAD_SEPARATOR);
             }
-            encode_into(&mut payload, m);
+            encode_into(&mut payload, m.clone());
+            taken.push(m);
         }
         if ended && st.out.is_empty() {
             if !payload.is_empty() {
@@ -205,7 +248,27 @@ impl PollSession {
         }
         drop(st);
         self.room.notify_waiters();
-        Some(payload)
+        Some((payload, taken))
+    }
+
+    /// Puts packets a GET took back at the front of the queue.
+    fn put_back(&self, taken: Vec<Message>) {
+        if taken.is_empty() {
+            return;
+        }
+        let mut st = self.lock();
+        if st.phase == Phase::Upgraded {
+            // The WebSocket may have sent later packets already: ending
+            // the session (the client recovers) is the only order-safe way.
+            drop(st);
+            self.end("1");
+            return;
+        }
+        for m in taken.into_iter().rev() {
+            st.out.push_front(m);
+        }
+        drop(st);
+        self.ready.notify_waiters();
     }
 
     /// The send side of a POST: checks and decodes the payload and hands
@@ -357,6 +420,16 @@ mod tests {
 
     use super::*;
 
+    async fn poll(s: &PollSession) -> Result<String, PollError> {
+        let mut answer = String::new();
+        s.poll_with(|p| {
+            answer = p;
+            async { true }
+        })
+        .await?;
+        Ok(answer)
+    }
+
     fn session(capacity: usize, max_payload: usize) -> (Arc<PollSession>, mpsc::Receiver<Message>) {
         PollSession::new("s".into(), capacity, max_payload)
     }
@@ -364,11 +437,11 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_get_releases_the_session_and_takes_nothing() {
         let (s, _rx) = session(8, 1000);
-        let held = tokio::time::timeout(Duration::from_millis(20), s.poll()).await;
+        let held = tokio::time::timeout(Duration::from_millis(20), poll(&s)).await;
         assert!(held.is_err(), "nothing to answer yet");
         s.push(Message::Text("4a".into())).await.unwrap();
         s.flush();
-        assert_eq!(s.poll().await.unwrap(), "4a", "no overlap, nothing lost");
+        assert_eq!(poll(&s).await.unwrap(), "4a", "no overlap, nothing lost");
     }
 
     #[tokio::test]
@@ -378,12 +451,12 @@ mod tests {
             s.push(Message::Text(m.into())).await.unwrap();
         }
         assert_eq!(
-            s.poll().await.unwrap(),
+            poll(&s).await.unwrap(),
             "4aaaa",
             "4bbbb would exceed 10 bytes"
         );
-        assert_eq!(s.poll().await.unwrap(), "4bbbb");
-        assert_eq!(s.poll().await.unwrap(), "4cccc");
+        assert_eq!(poll(&s).await.unwrap(), "4bbbb");
+        assert_eq!(poll(&s).await.unwrap(), "4cccc");
     }
 
     #[tokio::test]
@@ -394,9 +467,9 @@ mod tests {
         let third = s.push(Message::Text("43".into()));
         let mut third = std::pin::pin!(third);
         assert!(futures::poll!(third.as_mut()).is_pending());
-        assert_eq!(s.poll().await.unwrap(), "41\u{1e}42");
+        assert_eq!(poll(&s).await.unwrap(), "41\u{1e}42");
         third.await.unwrap();
-        assert_eq!(s.poll().await.unwrap(), "43");
+        assert_eq!(poll(&s).await.unwrap(), "43");
     }
 
     #[tokio::test]
@@ -404,14 +477,44 @@ mod tests {
         let (s, _rx) = session(8, 1000);
         s.push(Message::Text("4bye".into())).await.unwrap();
         s.end("1");
-        assert_eq!(s.poll().await, Err(PollError::UnknownSid));
+        assert_eq!(poll(&s).await, Err(PollError::UnknownSid));
         let (s, _rx) = session(8, 1000);
-        let held = s.poll();
+        let held = poll(&s);
         let mut held = std::pin::pin!(held);
         assert!(futures::poll!(held.as_mut()).is_pending());
         s.push(Message::Text("4bye".into())).await.unwrap();
         s.end("1");
         assert_eq!(held.await.unwrap(), "4bye\u{1e}1");
+    }
+
+    #[tokio::test]
+    async fn a_forwarded_get_that_did_not_arrive_puts_its_packets_back_in_order() {
+        let (s, _rx) = session(8, 1000);
+        for m in ["41", "42"] {
+            s.push(Message::Text(m.into())).await.unwrap();
+        }
+        s.poll_with(|p| async move {
+            assert_eq!(p, "41\u{1e}42");
+            false
+        })
+        .await
+        .unwrap();
+        s.push(Message::Text("43".into())).await.unwrap();
+        // A dropped delivery puts them back too.
+        let dropped = s.poll_with(|_| std::future::pending::<bool>());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), dropped)
+                .await
+                .is_err()
+        );
+        s.poll_with(|p| async move {
+            assert_eq!(p, "41\u{1e}42\u{1e}43");
+            true
+        })
+        .await
+        .unwrap();
+        s.push(Message::Text("44".into())).await.unwrap();
+        assert_eq!(poll(&s).await.unwrap(), "44", "delivered ones are gone");
     }
 
     #[tokio::test]
