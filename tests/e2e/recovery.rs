@@ -254,6 +254,36 @@ async fn recover_through(target: usize) {
 }
 
 #[tokio::test]
+async fn a_polling_only_client_recovers_missed_events_once_and_in_order() {
+    let c = Cluster::start(1).await;
+    c.workspace_with_general(&["bob"]).await;
+    let node = NodeClient::spawn().await;
+    let proxy = Proxy::start(c.gateways[0].0).await;
+    let mut polling = reconnecting(&token("bob"));
+    polling["transports"] = json!(["polling"]);
+    node.connect("bob", &proxy.url(), polling).await;
+    let hello = node.expect("bob", is_type("connect"), T).await;
+    node.connect("alice", &c.gateway_url(0), opts(&token("alice")))
+        .await;
+    node.expect("alice", is_type("connect"), T).await;
+    send(&node, "alice", 0).await;
+    let (body, m0) = next_message(&node, "bob").await;
+    assert_eq!(body, "m0");
+    drop_bob(&node, &proxy).await;
+    for i in 1..=5 {
+        send(&node, "alice", i).await;
+    }
+    proxy.point_to(Some(c.gateways[0].0));
+    expect_recovered(&node, "bob", hello["id"].as_str().unwrap()).await;
+    let last = receive_in_order(&node, "bob", &bodies(1..=5), m0).await;
+    send(&node, "alice", 6).await;
+    receive_in_order(&node, "bob", &bodies(6..=6), last).await;
+    node.expect_none("bob", is_event("message:new"), Duration::from_millis(300))
+        .await;
+    assert_eq!(node.state("bob").await["transport"], "polling");
+}
+
+#[tokio::test]
 async fn a_dropped_client_recovers_missed_events_once_and_in_order() {
     recover_through(0).await;
 }

@@ -15,7 +15,7 @@
 //   {"cmd":"disconnect","socket":"a"}       socket.disconnect()
 //   {"cmd":"connect_again","socket":"a"}    socket.connect()
 //   {"cmd":"drop","socket":"a"}             socket.io.engine.close(): transport lost, auto-reconnects
-//   {"cmd":"state","socket":"a","req":N}    -> {"type":"state","socket":"a","req":N,"exists","id","connected","active","recovered"}
+//   {"cmd":"state","socket":"a","req":N}    -> {"type":"state","socket":"a","req":N,"exists","id","connected","active","recovered","transport"}
 //   {"cmd":"exit"}
 //
 // Reports (all carry "at", the driver's clock in Unix ms, and "socket" except ready/exit; error
@@ -197,6 +197,7 @@ function state(cmd) {
     connected: Boolean(socket?.connected),
     active: Boolean(socket?.active),
     recovered: Boolean(socket?.recovered),
+    transport: socket?.io?.engine?.transport?.name ?? null,
   });
 }
 

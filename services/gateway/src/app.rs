@@ -7,21 +7,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::serve::ListenerExt as _;
 use confab_auth::Verifier;
 use confab_events::RoomId;
 use confab_protocol::engineio::HandshakeError;
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, Method, StatusCode, header};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::{BusKind, GatewayConfig, MembershipKind};
+use crate::cors;
 use crate::engine::{Engine, EngineHooks};
 use crate::features::history::{MessageCalls, NatsHistory, NoHistory};
 use crate::features::membership::{Membership, NatsMembership, StaticMembership};
@@ -262,11 +262,13 @@ impl App {
         let mut engine_config = config.engine.to_engine_config();
         engine_config.shutdown_spread = config.shutdown_spread;
         let shutdown = CancellationToken::new();
-        let engine = Engine::new(
+        // Polling sids name this gateway: a later forwarder finds the owner.
+        let engine = Engine::new_owned(
             engine_config,
             handler,
             shutdown.clone(),
             Arc::clone(&metrics) as Arc<dyn EngineHooks>,
+            gateway.as_str(),
         );
         let state = AppState {
             gateway,
@@ -388,35 +390,31 @@ impl App {
 async fn socket_io(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    req: Request,
 ) -> Response {
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let allowed = origin
-            .to_str()
-            .map(|o| state.config.cors.allows(o))
-            .unwrap_or(false);
-        if !allowed {
-            state.metrics.handshake_failed("origin_not_allowed");
-            let e = HandshakeError::Forbidden;
-            return (
-                StatusCode::FORBIDDEN,
-                [(header::CONTENT_TYPE, "application/json")],
-                e.to_json(),
-            )
-                .into_response();
-        }
-    }
-    // The connection task starts inside the gateway's span.
-    state.span.in_scope(|| {
-        state.engine.handle_request(
-            query.as_deref(),
-            connect_headers(&headers),
-            Some(remote),
-            upgrade.ok(),
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    if !cors::permitted(&state.config.cors, origin.as_ref()) {
+        state.metrics.handshake_failed("origin_not_allowed");
+        let e = HandshakeError::Forbidden;
+        return (
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "application/json")],
+            e.to_json(),
         )
-    })
+            .into_response();
+    }
+    if req.method() == Method::OPTIONS {
+        return cors::preflight(origin.as_ref(), req.headers());
+    }
+    let kept = connect_headers(req.headers());
+    // The connection task starts inside the gateway's span.
+    let mut response = state
+        .engine
+        .serve(req, kept, Some(remote))
+        .instrument(state.span.clone())
+        .await;
+    cors::allow(origin.as_ref(), response.headers_mut());
+    response
 }
 
 /// The upgrade request's headers that CONNECT handling reads (the origin,
@@ -446,6 +444,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "shutting_down": shutting_down,
         "bus": bus,
         "connections": state.engine.connections(),
+        "polling_sessions": state.engine.polling().len(),
         "rooms": state.hub.room_count(),
         "recovery": state.recovery.as_ref().map(|r| json!({
             "gateway": r.gateway().as_str(),

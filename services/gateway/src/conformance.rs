@@ -1,6 +1,6 @@
 //! A server for the official Socket.IO v5 and Engine.IO v4 protocol test
-//! suites (their WebSocket cases), built on the gateway's engine with no
-//! authentication.
+//! suites (WebSocket and long-polling), built on the gateway's engine with
+//! no authentication.
 //!
 //! Configured as the suites' READMEs prescribe for a server under test:
 //! port 3000 (or `PORT`), ping interval 300 ms, ping timeout 200 ms,
@@ -11,30 +11,30 @@
 //!   `message-back` and acks `message-with-ack` with its arguments.
 //! * `/engine.io/`: bare Engine.IO; every message is echoed.
 //!
-//! Run: `cargo run -p confab-gateway --example conformance`, then point the
-//! suites at `http://localhost:3000`. Long-polling cases fail by design:
-//! the gateway serves WebSocket only. The e2e tests run the suites'
-//! WebSocket cases against [`serve`].
+//! Both accept any origin (CORS `*`: the origin echoed) and answer
+//! preflights. Run: `cargo run -p confab-gateway --example conformance`,
+//! then point the suites at `http://localhost:3000`. The e2e tests run the
+//! suites' cases against [`serve`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cors;
+use crate::engine::transport::Transport;
 use crate::engine::{
     Accepted, Ack, ConnectRefusal, ConnectRequest, DisconnectReason, Engine, EngineConfig,
-    EventOutcome, Handler, IncomingEvent, NoHooks, SocketRef,
+    EventOutcome, Handler, IncomingEvent, NoHooks, PollingSessions, SocketRef, open_packet,
+    polling,
 };
 use async_trait::async_trait;
 use axum::Router;
-use axum::extract::ws::{
-    Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
-};
-use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::response::{IntoResponse, Response};
+use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::response::Response;
 use axum::routing::any;
-use confab_protocol::engineio::{self, OpenPacket, Transport};
+use confab_protocol::engineio::{self, Transport as EngineTransport};
 use confab_protocol::socketio::Packet;
-use http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
@@ -97,57 +97,81 @@ impl Handler for SuiteHandler {
 #[derive(Clone)]
 struct AppState {
     engine: Arc<Engine<SuiteHandler>>,
+    /// The bare Engine.IO echo's polling sessions.
+    echo: Arc<PollingSessions>,
 }
 
 async fn socket_io(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    req: Request,
 ) -> Response {
-    state
-        .engine
-        .handle_request(query.as_deref(), headers, Some(remote), upgrade.ok())
+    with_cors(req, |req| async move {
+        let kept = req.headers().clone();
+        state.engine.serve(req, kept, Some(remote)).await
+    })
+    .await
 }
 
-async fn engine_io(
-    State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Response {
-    let error = |e: engineio::HandshakeError| {
-        (
-            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST),
-            e.to_json(),
-        )
-            .into_response()
-    };
-    match engineio::parse_handshake(query.as_deref()) {
-        Ok(h) if h.transport == Transport::WebSocket && h.sid.is_none() => {}
-        Ok(_) => return error(engineio::HandshakeError::UnknownTransport),
-        Err(e) => return error(e),
+async fn engine_io(State(state): State<AppState>, req: Request) -> Response {
+    with_cors(req, |req| echo_request(state, req)).await
+}
+
+/// The suites' CORS (`*`): every origin allowed, preflights answered.
+async fn with_cors<F>(req: Request, serve: impl FnOnce(Request) -> F) -> Response
+where
+    F: std::future::Future<Output = Response>,
+{
+    let origin = req.headers().get(http::header::ORIGIN).cloned();
+    if req.method() == http::Method::OPTIONS {
+        return cors::preflight(origin.as_ref(), req.headers());
     }
-    let Ok(upgrade) = upgrade else {
-        return error(engineio::HandshakeError::BadRequest);
+    let mut response = serve(req).await;
+    cors::allow(origin.as_ref(), response.headers_mut());
+    response
+}
+
+async fn echo_request(state: AppState, req: Request) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let handshake = match engineio::parse_handshake(parts.uri.query()) {
+        Ok(h) => h,
+        Err(e) => return polling::error(e),
     };
     let cfg = state.engine.config().clone();
-    upgrade.on_upgrade(move |ws| echo(ws, cfg))
+    match handshake.transport {
+        EngineTransport::WebSocket => {
+            let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
+                .await
+                .ok();
+            if let Some(sid) = handshake.sid {
+                return polling::upgrade(&state.echo, &sid, upgrade, |u| u);
+            }
+            let Some(upgrade) = upgrade else {
+                return polling::error(engineio::HandshakeError::BadRequest);
+            };
+            let open = open_packet(&cfg, &format!("{:x}", rand_id()), false);
+            upgrade.on_upgrade(move |ws| echo(ws, cfg, Some(open)))
+        }
+        EngineTransport::Polling => {
+            let sessions = Arc::clone(&state.echo);
+            let open = || {
+                let (sid, transport) = sessions.open();
+                let packet = open_packet(&cfg, &sid, true);
+                tokio::spawn(echo(transport, cfg, None));
+                packet
+            };
+            let sid = handshake.sid.as_deref();
+            polling::handle(&state.echo, &parts.method, sid, &parts.headers, body, open).await
+        }
+    }
 }
 
-/// Bare Engine.IO over WebSocket: heartbeat, and every message echoed.
-async fn echo(mut ws: WebSocket, cfg: EngineConfig) {
-    let open = engineio::Packet::Open(OpenPacket {
-        sid: format!("{:x}", rand_id()),
-        upgrades: vec![],
-        ping_interval: cfg.ping_interval.as_millis() as u64,
-        ping_timeout: cfg.ping_timeout.as_millis() as u64,
-        max_payload: cfg.max_payload as u64,
-    });
-    if ws
-        .send(Message::Text(open.encode_text().unwrap_or_default().into()))
-        .await
-        .is_err()
+/// Bare Engine.IO: heartbeat, and every message echoed. `open` is the open
+/// packet to send first (a polling session's went out as the handshake's
+/// answer).
+async fn echo<T: Transport>(mut ws: T, cfg: EngineConfig, open: Option<String>) {
+    if let Some(open) = open
+        && ws.send(Message::Text(open.into())).await.is_err()
     {
         return;
     }
@@ -222,10 +246,12 @@ pub async fn serve(
         token.clone(),
         Arc::new(NoHooks),
     );
+    let cfg = suite_config();
+    let echo = PollingSessions::new("", cfg.outbound_queue, cfg.max_payload);
     let app = Router::new()
         .route("/socket.io/", any(socket_io))
         .route("/engine.io/", any(engine_io))
-        .with_state(AppState { engine });
+        .with_state(AppState { engine, echo });
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -27,6 +27,7 @@
 pub mod app;
 pub mod config;
 pub mod conformance;
+mod cors;
 mod engine;
 mod features;
 mod handler;

@@ -1,5 +1,7 @@
-//! One WebSocket connection: Engine.IO framing and heartbeat, Socket.IO
-//! namespaces, and the outbound queue, all driven by a single task.
+//! One connection: Engine.IO framing and heartbeat, Socket.IO namespaces,
+//! and the outbound queue, all driven by a single task. Generic over its
+//! [`Transport`]: a WebSocket, or a long-polling session (which may move to
+//! a WebSocket on the way).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -7,11 +9,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use base64::Engine as _;
-use confab_protocol::engineio::{self, OpenPacket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use confab_protocol::engineio;
 use confab_protocol::socketio::{Decoder, Packet, PacketType};
-use futures::SinkExt;
 use http::HeaderMap;
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until};
@@ -21,6 +21,7 @@ use tracing::Instrument;
 use super::gate::Gate;
 use super::queue::{OutQueue, Outbound};
 use super::socket::ConnShared;
+use super::transport::Transport;
 use super::{
     Ack, CloseReason, ConnId, ConnectRequest, DisconnectReason, Engine, Handler, IncomingEvent,
     SocketRef,
@@ -41,9 +42,9 @@ enum Flow {
     Stop(DisconnectReason),
 }
 
-struct Conn<H: Handler> {
+struct Conn<H: Handler, T> {
     engine: Arc<Engine<H>>,
-    ws: WebSocket,
+    ws: T,
     shared: Arc<ConnShared>,
     /// Frames taken from the queue and not yet written (reused buffer).
     batch: Vec<Outbound>,
@@ -61,9 +62,8 @@ struct Conn<H: Handler> {
     closing_at: Option<Instant>,
 }
 
-fn new_sid() -> String {
-    let bytes: [u8; 15] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+pub(super) fn new_sid() -> String {
+    super::polling::new_sid("")
 }
 
 fn close_frame(reason: &CloseReason) -> Message {
@@ -81,10 +81,12 @@ fn close_frame(reason: &CloseReason) -> Message {
     }))
 }
 
-/// Runs a connection to completion.
-pub(super) async fn run<H: Handler>(
+/// Runs a connection to completion; `open` is the Engine.IO open packet
+/// to write first, if it was not sent already.
+pub(super) async fn run<H: Handler, T: Transport>(
     engine: Arc<Engine<H>>,
-    ws: WebSocket,
+    ws: T,
+    open: Option<String>,
     headers: HeaderMap,
     remote: Option<SocketAddr>,
 ) {
@@ -113,26 +115,25 @@ pub(super) async fn run<H: Handler>(
         connect_deadline: Some(now + cfg.connect_timeout),
         closing_at: None,
     };
-    let reason = conn.serve().await;
+    // Written here, not kept in `Conn`: the connection's state stays as
+    // small as it was (a polling session's open packet went out as the
+    // handshake's answer).
+    let opened = match open {
+        Some(open) => conn.write(vec![Message::Text(open.into())]).await.is_ok(),
+        None => true,
+    };
+    let reason = if opened {
+        conn.serve().await
+    } else {
+        DisconnectReason::TransportClose
+    };
     conn.shared.queue.close();
     conn.finish(reason).await;
     engine.hooks.connection_closed();
 }
 
-impl<H: Handler> Conn<H> {
+impl<H: Handler, T: Transport> Conn<H, T> {
     async fn serve(&mut self) -> DisconnectReason {
-        let cfg = &self.engine.config;
-        let open = engineio::Packet::Open(OpenPacket {
-            sid: new_sid(),
-            upgrades: Vec::new(),
-            ping_interval: cfg.ping_interval.as_millis() as u64,
-            ping_timeout: cfg.ping_timeout.as_millis() as u64,
-            max_payload: cfg.max_payload as u64,
-        });
-        let open = open.encode_text().unwrap_or_default();
-        if self.write(vec![Message::Text(open.into())]).await.is_err() {
-            return DisconnectReason::TransportClose;
-        }
         tracing::debug!(conn = %self.shared.conn, remote = ?self.remote, "engine.io session opened");
 
         // Long-lived futures, polled again on every turn of the loop rather

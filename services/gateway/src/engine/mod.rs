@@ -1,4 +1,5 @@
-//! A Socket.IO v5 server over Engine.IO v4, WebSocket transport.
+//! A Socket.IO v5 server over Engine.IO v4: WebSocket, and HTTP
+//! long-polling with the upgrade to WebSocket ([`polling`]).
 //!
 //! The engine knows the protocols and nothing about Confab: authentication,
 //! rooms and events are the [`Handler`]'s business. One tokio task runs each
@@ -14,18 +15,22 @@
 
 mod conn;
 mod gate;
+pub mod polling;
 mod queue;
 mod socket;
+pub(crate) mod transport;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::body::Body;
+use axum::extract::FromRequestParts;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use confab_protocol::engineio::{self, HandshakeError, Transport};
+use confab_protocol::engineio::{self, HandshakeError, OpenPacket, Transport};
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -33,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+pub use polling::PollingSessions;
 pub use socket::{CloseReason, ConnId, SendError, SocketRef};
 
 /// Protocol limits and timings of the engine.
@@ -86,7 +92,7 @@ pub struct ConnectRequest<'a> {
     /// The CONNECT packet's payload (`auth` option of the client).
     pub auth: Option<&'a Value>,
     /// The headers of the WebSocket upgrade request that were handed to
-    /// [`Engine::handle_request`] (the connection keeps them for its life,
+    /// [`Engine::serve`] (the connection keeps them for its life,
     /// so callers pass only those CONNECT handling needs).
     pub headers: &'a HeaderMap,
 }
@@ -250,13 +256,14 @@ pub struct Engine<H: Handler> {
     tasks: TaskTracker,
     shutdown: CancellationToken,
     hooks: Arc<dyn EngineHooks>,
+    polling: Arc<PollingSessions>,
 }
 
 /// Observers for metrics; all methods default to no-ops.
 pub trait EngineHooks: Send + Sync + 'static {
-    /// A WebSocket connection opened.
+    /// A connection (a WebSocket, or a polling session) opened.
     fn connection_opened(&self) {}
-    /// A WebSocket connection closed.
+    /// A connection (a WebSocket, or a polling session) closed.
     fn connection_closed(&self) {}
     /// A packet arrived from a client.
     fn packet_in(&self) {}
@@ -280,12 +287,27 @@ impl<H: Handler> Engine<H> {
         shutdown: CancellationToken,
         hooks: Arc<dyn EngineHooks>,
     ) -> Arc<Self> {
+        Self::new_owned(config, handler, shutdown, hooks, "")
+    }
+
+    /// Builds an engine whose polling sids name `owner` (see
+    /// [`polling::sid_owner`]), so that another node can tell where a
+    /// session lives.
+    pub fn new_owned(
+        config: EngineConfig,
+        handler: Arc<H>,
+        shutdown: CancellationToken,
+        hooks: Arc<dyn EngineHooks>,
+        owner: &str,
+    ) -> Arc<Self> {
+        let polling = PollingSessions::new(owner, config.outbound_queue, config.max_payload);
         Arc::new(Self {
             config,
             handler,
             tasks: TaskTracker::new(),
             shutdown,
             hooks,
+            polling,
         })
     }
 
@@ -294,48 +316,95 @@ impl<H: Handler> Engine<H> {
         &self.config
     }
 
-    /// Answers a request to the Engine.IO endpoint: validates the handshake
-    /// query and upgrades to WebSocket. Long-polling is not offered: such a
-    /// handshake gets the protocol's "Transport unknown" error.
-    pub fn handle_request(
+    /// The polling sessions this engine owns.
+    pub fn polling(&self) -> &Arc<PollingSessions> {
+        &self.polling
+    }
+
+    /// Answers a request to the Engine.IO endpoint: a WebSocket (new, or
+    /// the upgrade of a polling session), or a long-polling handshake, GET
+    /// or POST. `headers` are those the connection keeps for CONNECT
+    /// handling.
+    pub async fn serve(
         self: &Arc<Self>,
-        query: Option<&str>,
+        req: http::Request<Body>,
         headers: HeaderMap,
         remote: Option<SocketAddr>,
-        upgrade: Option<WebSocketUpgrade>,
     ) -> Response {
-        let handshake = match engineio::parse_handshake(query) {
+        let (mut parts, body) = req.into_parts();
+        let handshake = match engineio::parse_handshake(parts.uri.query()) {
             Ok(h) => h,
             Err(e) => return self.handshake_error(e),
         };
-        if handshake.transport != Transport::WebSocket {
-            // Long-polling is not available (yet): say so, never hang.
-            return self.handshake_error(HandshakeError::UnknownTransport);
-        }
-        if handshake.sid.is_some() {
-            // An upgrade from a polling session we never created.
-            return self.handshake_error(HandshakeError::UnknownSid);
-        }
-        let Some(upgrade) = upgrade else {
-            return self.handshake_error(HandshakeError::BadRequest);
-        };
-        if self.shutdown.is_cancelled() {
+        if handshake.sid.is_none() && self.shutdown.is_cancelled() {
             return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
         }
+        match (handshake.transport, handshake.sid) {
+            (Transport::WebSocket, sid) => {
+                let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
+                    .await
+                    .ok();
+                match sid {
+                    Some(sid) => {
+                        polling::upgrade(&self.polling, &sid, upgrade, |u| self.configure(u))
+                    }
+                    None => self.websocket(headers, remote, upgrade),
+                }
+            }
+            (Transport::Polling, sid) => {
+                let open = || self.open_polling(headers, remote);
+                polling::handle(
+                    &self.polling,
+                    &parts.method,
+                    sid.as_deref(),
+                    &parts.headers,
+                    body,
+                    open,
+                )
+                .await
+            }
+        }
+    }
+
+    /// The engine's WebSocket limits.
+    fn configure(&self, upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
         let cfg = &self.config;
-        let engine = Arc::clone(self);
-        // The connection task logs inside the caller's span (the gateway's).
-        let span = tracing::Span::current();
         upgrade
             .read_buffer_size(cfg.ws_read_buffer)
             .write_buffer_size(cfg.ws_write_buffer)
             .max_write_buffer_size(cfg.ws_write_buffer + cfg.max_payload * 2 + 64 * 1024)
             .max_message_size(cfg.max_payload)
             .max_frame_size(cfg.max_payload)
-            .on_upgrade(move |ws| {
-                let tasks = engine.tasks.clone();
-                tasks.track_future(conn::run(engine, ws, headers, remote).instrument(span))
-            })
+    }
+
+    /// A new WebSocket connection.
+    fn websocket(
+        self: &Arc<Self>,
+        headers: HeaderMap,
+        remote: Option<SocketAddr>,
+        upgrade: Option<WebSocketUpgrade>,
+    ) -> Response {
+        let Some(upgrade) = upgrade else {
+            return self.handshake_error(HandshakeError::BadRequest);
+        };
+        let engine = Arc::clone(self);
+        let open = open_packet(&self.config, &conn::new_sid(), false);
+        // The connection task logs inside the caller's span (the gateway's).
+        let span = tracing::Span::current();
+        self.configure(upgrade).on_upgrade(move |ws| {
+            let tasks = engine.tasks.clone();
+            tasks.track_future(conn::run(engine, ws, Some(open), headers, remote).instrument(span))
+        })
+    }
+
+    /// A new polling session: starts its connection task and returns the
+    /// open packet, the handshake's answer.
+    fn open_polling(self: &Arc<Self>, headers: HeaderMap, remote: Option<SocketAddr>) -> String {
+        let (sid, transport) = self.polling.open();
+        let span = tracing::Span::current();
+        let run = conn::run(Arc::clone(self), transport, None, headers, remote);
+        self.tasks.spawn(run.instrument(span));
+        open_packet(&self.config, &sid, true)
     }
 
     fn handshake_error(&self, e: HandshakeError) -> Response {
@@ -345,13 +414,7 @@ impl<H: Handler> Engine<H> {
             HandshakeError::UnknownSid => "unknown_sid",
             _ => "bad_request",
         });
-        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-        (
-            status,
-            [(http::header::CONTENT_TYPE, "application/json")],
-            e.to_json(),
-        )
-            .into_response()
+        polling::error(e)
     }
 
     /// Number of live connection tasks.
@@ -365,4 +428,23 @@ impl<H: Handler> Engine<H> {
         self.tasks.close();
         tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
     }
+}
+
+/// The encoded open packet of a new session; a polling session may upgrade
+/// to WebSocket.
+pub(crate) fn open_packet(cfg: &EngineConfig, sid: &str, polling: bool) -> String {
+    let upgrades = if polling {
+        vec!["websocket".to_owned()]
+    } else {
+        Vec::new()
+    };
+    engineio::Packet::Open(OpenPacket {
+        sid: sid.to_owned(),
+        upgrades,
+        ping_interval: cfg.ping_interval.as_millis() as u64,
+        ping_timeout: cfg.ping_timeout.as_millis() as u64,
+        max_payload: cfg.max_payload as u64,
+    })
+    .encode_text()
+    .unwrap_or_default()
 }
