@@ -15,7 +15,7 @@ use confab_events::membership::{EventEnvelope, MembershipEvent, Role, SCHEMA_VER
 use confab_events::{RoomId, UserId, WorkspaceId};
 use confab_membership::jetstream_store::{JetStreamEventStore, stream_config};
 use confab_membership::store::{EventStore, StoreError, Stored};
-use confab_test_support::NatsServer;
+use confab_test_support::{NatsServer, stream_messages};
 use futures::StreamExt;
 
 fn env(id: &str, event: MembershipEvent) -> EventEnvelope {
@@ -44,21 +44,23 @@ fn added(ws: &str, user: &str) -> MembershipEvent {
     }
 }
 
+/// The stream of workspace `ws`.
+fn aggregate(ws: &str) -> RoomId {
+    RoomId::parse(&format!("workspace:{ws}")).unwrap()
+}
+
+/// A server and a store on it.
+async fn started() -> (NatsServer, JetStreamEventStore) {
+    let server = NatsServer::start();
+    let store = store(&server).await;
+    (server, store)
+}
+
 async fn store(server: &NatsServer) -> JetStreamEventStore {
     let client = async_nats::connect(server.url()).await.unwrap();
     JetStreamEventStore::connect(client, stream_config(&NatsConfig::default()))
         .await
         .unwrap()
-}
-
-async fn stored_messages(bus: &NatsBus, stream: &str) -> u64 {
-    bus.jetstream()
-        .get_stream(stream)
-        .await
-        .expect("stream exists")
-        .cached_info()
-        .state
-        .messages
 }
 
 #[tokio::test]
@@ -134,16 +136,15 @@ async fn membership_subjects_land_in_the_membership_stream() {
     }
     .await;
     assert!(stale.is_err(), "a stale expected sequence must be refused");
-    assert_eq!(stored_messages(&bus, MEMBERSHIP_STREAM).await, 1);
-    assert_eq!(stored_messages(&bus, ROOMS_STREAM).await, 0);
+    assert_eq!(stream_messages(bus.jetstream(), MEMBERSHIP_STREAM).await, 1);
+    assert_eq!(stream_messages(bus.jetstream(), ROOMS_STREAM).await, 0);
 }
 
 #[tokio::test]
 async fn append_checks_the_aggregate_version() {
-    let server = NatsServer::start();
-    let store = store(&server).await;
-    let a = RoomId::parse("workspace:a").unwrap();
-    let b = RoomId::parse("workspace:b").unwrap();
+    let (_server, store) = started().await;
+    let a = aggregate("a");
+    let b = aggregate("b");
 
     assert_eq!(store.last_seq().await.unwrap(), 0);
     assert_eq!(store.version(&a).await.unwrap(), 0);
@@ -200,9 +201,8 @@ async fn append_checks_the_aggregate_version() {
 
 #[tokio::test]
 async fn a_retried_append_is_answered_with_the_first_sequence() {
-    let server = NatsServer::start();
-    let store = store(&server).await;
-    let a = RoomId::parse("workspace:a").unwrap();
+    let (_server, store) = started().await;
+    let a = aggregate("a");
     let e = env("same-id", created("a"));
     let first = store.append(&a, 0, &e).await.unwrap();
     // The retry carries the same expected version, which is stale by now:
@@ -237,10 +237,9 @@ async fn a_retried_append_is_answered_with_the_first_sequence() {
 
 #[tokio::test]
 async fn load_returns_one_aggregate_in_order() {
-    let server = NatsServer::start();
-    let store = store(&server).await;
-    let a = RoomId::parse("workspace:a").unwrap();
-    let b = RoomId::parse("workspace:b").unwrap();
+    let (server, store) = started().await;
+    let a = aggregate("a");
+    let b = aggregate("b");
     assert!(store.load(&a).await.unwrap().is_empty());
     let mut va = 0;
     let mut vb = 0;
@@ -302,10 +301,9 @@ type EventTail = futures::stream::BoxStream<'static, Result<Stored, StoreError>>
 
 #[tokio::test]
 async fn tail_replays_then_follows() {
-    let server = NatsServer::start();
-    let store = store(&server).await;
-    let a = RoomId::parse("workspace:a").unwrap();
-    let b = RoomId::parse("workspace:b").unwrap();
+    let (_server, store) = started().await;
+    let a = aggregate("a");
+    let b = aggregate("b");
     let s1 = store.append(&a, 0, &env("e1", created("a"))).await.unwrap();
     store.append(&b, 0, &env("e2", created("b"))).await.unwrap();
     store
@@ -340,7 +338,7 @@ async fn tail_replays_then_follows() {
 #[tokio::test]
 async fn events_survive_a_server_restart() {
     let mut server = NatsServer::start();
-    let a = RoomId::parse("workspace:a").unwrap();
+    let a = aggregate("a");
     {
         let store = store(&server).await;
         store.append(&a, 0, &env("e1", created("a"))).await.unwrap();

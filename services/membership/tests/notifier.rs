@@ -74,15 +74,7 @@ async fn commands_announce_joins_and_departures() {
     next(&mut channel).await;
 
     // Removal from the workspace: the channels first or last, the workspace too.
-    svc.execute(
-        Command::Invite {
-            channel: c("priv"),
-            user: u("bob"),
-        },
-        &user("adm"),
-    )
-    .await
-    .unwrap();
+    invite(svc, "priv", "bob", "adm").await;
     assert_eq!(
         args(&next(&mut bob).await),
         serde_json::json!([{"room": "channel:priv"}])

@@ -62,15 +62,7 @@ async fn removing_a_workspace_member_takes_them_out_of_its_channels() {
     let (running, _bus) = embedded().await;
     let svc = &running.service;
     bootstrap(svc).await;
-    svc.execute(
-        Command::Invite {
-            channel: c("priv"),
-            user: u("bob"),
-        },
-        &user("adm"),
-    )
-    .await
-    .unwrap();
+    invite(svc, "priv", "bob", "adm").await;
     svc.execute(
         Command::OpenDm {
             dm: d("d1"),
@@ -156,15 +148,7 @@ async fn instances_sharing_a_log_see_each_others_changes() {
         .unwrap();
     // a's cached state of `channel:new` is now stale: its next command
     // conflicts, reloads and succeeds.
-    a.execute(
-        Command::Invite {
-            channel: c("new"),
-            user: u("adm"),
-        },
-        &user("bob"),
-    )
-    .await
-    .unwrap();
+    invite(a, "new", "adm", "bob").await;
     let (state, _) = b.state(&room("channel:new")).await.unwrap();
     let AggregateState::Channel(ch) = state else {
         panic!("not a channel")

@@ -151,6 +151,15 @@ pub async fn bootstrap(service: &MembershipService) {
     .await;
 }
 
+/// `by` invites `who` to channel `channel`; the command must succeed.
+pub async fn invite(service: &MembershipService, channel: &str, who: &str, by: &str) {
+    let command = Command::Invite {
+        channel: c(channel),
+        user: u(who),
+    };
+    service.execute(command, &user(by)).await.unwrap();
+}
+
 /// The next message of a subscription, within 5 s.
 pub async fn next(sub: &mut BusSubscription) -> BusMessage {
     tokio::time::timeout(Duration::from_secs(5), sub.next())
