@@ -171,7 +171,7 @@ async fn connected(
         .await;
     let hello = node.expect("bob", is_type("connect"), T).await;
     assert_eq!(hello["recovered"], false);
-    connect_as(&node, "alice", "alice", &c.gateway_url(alice_gw)).await;
+    connect_as(node, "alice", "alice", &c.gateway_url(alice_gw)).await;
     send(node, "alice", 0).await;
     let (body, offset) = next_message(node, "bob").await;
     assert_eq!(body, "m0");

@@ -44,6 +44,18 @@ fn added(ws: &str, user: &str) -> MembershipEvent {
     }
 }
 
+/// Asserts `result` is a conflict: expected `expected`, found `actual`.
+fn assert_conflict(result: Result<u64, StoreError>, expected: u64, actual: u64) {
+    match result.unwrap_err() {
+        StoreError::Conflict {
+            expected: e,
+            actual: a,
+            ..
+        } => assert_eq!((e, a), (expected, Some(actual))),
+        err => panic!("not a conflict: {err:?}"),
+    }
+}
+
 /// The stream of workspace `ws`.
 fn aggregate(ws: &str) -> RoomId {
     RoomId::parse(&format!("workspace:{ws}")).unwrap()
@@ -153,21 +165,8 @@ async fn append_checks_the_aggregate_version() {
 
     // Expected 0 on an aggregate that has an event: refused (nats-server
     // 2.10+ treats 0 as "no message on the subject yet").
-    let err = store
-        .append(&a, 0, &env("e2", created("a")))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Conflict {
-                expected: 0,
-                actual: Some(1),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let refused = store.append(&a, 0, &env("e2", created("a"))).await;
+    assert_conflict(refused, 0, 1);
 
     // Other aggregates have their own versions.
     let s2 = store.append(&b, 0, &env("e3", created("b"))).await.unwrap();
@@ -179,21 +178,8 @@ async fn append_checks_the_aggregate_version() {
     assert_eq!(s3, 3);
 
     // A stale version is a conflict naming the actual one.
-    let err = store
-        .append(&a, s1, &env("e5", added("a", "y")))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Conflict {
-                expected: 1,
-                actual: Some(3),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let refused = store.append(&a, s1, &env("e5", added("a", "y"))).await;
+    assert_conflict(refused, 1, 3);
     assert_eq!(store.version(&a).await.unwrap(), 3);
     assert_eq!(store.version(&b).await.unwrap(), 2);
     assert_eq!(store.last_seq().await.unwrap(), 3);

@@ -114,16 +114,7 @@ async fn commands_announce_joins_and_departures() {
 
     // A DM is announced to every participant.
     let mut adm = bus.subscribe(&room("user:adm")).await.unwrap();
-    svc.execute(
-        Command::OpenDm {
-            dm: d("d1"),
-            workspace: w("w"),
-            participants: vec![u("adm")],
-        },
-        &user("carol"),
-    )
-    .await
-    .unwrap();
+    open_dm(svc, "d1", &["adm"], "carol").await;
     assert_eq!(
         args(&next(&mut adm).await),
         serde_json::json!([{"room": "dm:d1"}])

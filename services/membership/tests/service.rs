@@ -63,16 +63,7 @@ async fn removing_a_workspace_member_takes_them_out_of_its_channels() {
     let svc = &running.service;
     bootstrap(svc).await;
     invite(svc, "priv", "bob", "adm").await;
-    svc.execute(
-        Command::OpenDm {
-            dm: d("d1"),
-            workspace: w("w"),
-            participants: vec![u("carol")],
-        },
-        &user("bob"),
-    )
-    .await
-    .unwrap();
+    open_dm(svc, "d1", &["carol"], "bob").await;
     let before = svc.store().last_seq().await.unwrap();
 
     let out = svc

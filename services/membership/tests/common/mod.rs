@@ -160,6 +160,17 @@ pub async fn invite(service: &MembershipService, channel: &str, who: &str, by: &
     service.execute(command, &user(by)).await.unwrap();
 }
 
+/// `by` opens DM `dm` in workspace `w` with `participants`; the command
+/// must succeed.
+pub async fn open_dm(service: &MembershipService, dm: &str, participants: &[&str], by: &str) {
+    let command = Command::OpenDm {
+        dm: d(dm),
+        workspace: w("w"),
+        participants: participants.iter().map(|p| u(p)).collect(),
+    };
+    service.execute(command, &user(by)).await.unwrap();
+}
+
 /// The next message of a subscription, within 5 s.
 pub async fn next(sub: &mut BusSubscription) -> BusMessage {
     tokio::time::timeout(Duration::from_secs(5), sub.next())
