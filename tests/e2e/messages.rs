@@ -23,13 +23,20 @@ async fn send_general(node: &NodeClient, socket: &str, body: &str, id: &str) -> 
         .unwrap()
 }
 
-#[tokio::test]
-async fn sends_are_acked_after_storage_and_delivered_in_order_everywhere() {
-    let c = Cluster::start(2).await;
+/// A cluster of `gateways` with `w1`'s `#general` (alice and bob), alice
+/// connected to the first gateway and bob to gateway `bobs`.
+async fn alice_and_bob(gateways: usize, bobs: usize) -> (Cluster, NodeClient) {
+    let c = Cluster::start(gateways).await;
     c.workspace_with_general(&["bob"]).await;
     let node = NodeClient::spawn().await;
     connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
-    connect_as(&node, "bob", "bob", &c.gateway_url(1)).await;
+    connect_as(&node, "bob", "bob", &c.gateway_url(bobs)).await;
+    (c, node)
+}
+
+#[tokio::test]
+async fn sends_are_acked_after_storage_and_delivered_in_order_everywhere() {
+    let (_c, node) = alice_and_bob(2, 1).await;
 
     let mut acks = Vec::new();
     for i in 0..20 {
@@ -60,11 +67,7 @@ async fn sends_are_acked_after_storage_and_delivered_in_order_everywhere() {
 
 #[tokio::test]
 async fn a_retry_with_the_same_client_msg_id_creates_nothing_new() {
-    let c = Cluster::start(1).await;
-    c.workspace_with_general(&["bob"]).await;
-    let node = NodeClient::spawn().await;
-    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
-    connect_as(&node, "bob", "bob", &c.gateway_url(0)).await;
+    let (_c, node) = alice_and_bob(1, 0).await;
 
     let first = send_general(&node, "alice", "once", "same").await;
     let again = send_general(&node, "alice", "once", "same").await;
@@ -182,11 +185,7 @@ fn stored(c: &Cluster) -> u64 {
 
 #[tokio::test]
 async fn typing_reaches_others_across_gateways_and_is_never_stored() {
-    let c = Cluster::start(2).await;
-    c.workspace_with_general(&["bob"]).await;
-    let node = NodeClient::spawn().await;
-    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
-    connect_as(&node, "bob", "bob", &c.gateway_url(1)).await;
+    let (c, node) = alice_and_bob(2, 1).await;
     // Let the membership notifications settle before counting.
     let mut before = stored(&c);
     loop {

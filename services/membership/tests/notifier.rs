@@ -79,15 +79,7 @@ async fn commands_announce_joins_and_departures() {
         args(&next(&mut bob).await),
         serde_json::json!([{"room": "channel:priv"}])
     );
-    svc.execute(
-        Command::RemoveWorkspaceMember {
-            workspace: w("w"),
-            user: u("bob"),
-        },
-        &user("adm"),
-    )
-    .await
-    .unwrap();
+    remove_member(svc, "bob", "adm").await;
     let mut got = Vec::new();
     for _ in 0..2 {
         got.push(args(&next(&mut bob).await));

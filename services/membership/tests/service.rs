@@ -66,16 +66,7 @@ async fn removing_a_workspace_member_takes_them_out_of_its_channels() {
     open_dm(svc, "d1", &["carol"], "bob").await;
     let before = svc.store().last_seq().await.unwrap();
 
-    let out = svc
-        .execute(
-            Command::RemoveWorkspaceMember {
-                workspace: w("w"),
-                user: u("bob"),
-            },
-            &user("adm"),
-        )
-        .await
-        .unwrap();
+    let out = remove_member(svc, "bob", "adm").await;
     assert!(out.projected);
     // Queries already show the cascade.
     assert_eq!(svc.rooms_of(&u("bob")).await.unwrap(), vec![room("dm:d1")]);
@@ -211,16 +202,7 @@ impl EventStore for RaceStore {
             && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
             let other = self.other.get().unwrap();
-            other
-                .execute(
-                    Command::RemoveWorkspaceMember {
-                        workspace: w("w"),
-                        user: u("carol"),
-                    },
-                    &user("adm"),
-                )
-                .await
-                .unwrap();
+            remove_member(other, "carol", "adm").await;
         }
         self.inner.append(aggregate, expected, event).await
     }
