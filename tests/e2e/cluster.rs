@@ -186,13 +186,9 @@ async fn membership_changes_reach_sockets_on_every_gateway() {
 
     let node = NodeClient::spawn().await;
     // Alice on gateway A is in general from the start (rooms at connect).
-    node.connect("alice", &c.gateway_url(0), opts(&token("alice")))
-        .await;
-    node.expect("alice", is_type("connect"), T).await;
+    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
     // Bob on gateway B is in the workspace, not yet in general.
-    node.connect("bob", &c.gateway_url(1), opts(&token("bob")))
-        .await;
-    node.expect("bob", is_type("connect"), T).await;
+    connect_as(&node, "bob", "bob", &c.gateway_url(1)).await;
 
     let general = RoomId::parse("channel:general").unwrap();
     let gw_a = &c.gateways[0].1;
@@ -298,9 +294,7 @@ async fn subject_injection_through_the_apis_is_refused() {
     }
     // Through a socket too.
     let node = NodeClient::spawn().await;
-    node.connect("a", &c.gateway_url(0), opts(&token("alice")))
-        .await;
-    node.expect("a", is_type("connect"), T).await;
+    connect_as(&node, "a", "alice", &c.gateway_url(0)).await;
     for room in ["channel:a.b", "workspace:*", "dm:>", "channel:a\tb"] {
         let ack = node
             .emit_with_ack("a", "room:join", vec![json!(room)], T)

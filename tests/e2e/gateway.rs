@@ -161,8 +161,7 @@ async fn room_join_and_leave_are_acked_and_authorized() {
     let general = RoomId::parse("channel:general").unwrap();
     gw.membership.grant(&alice, &general);
     let node = NodeClient::spawn().await;
-    node.connect("a", &gw.url(), opts(&token("alice"))).await;
-    node.expect("a", is_type("connect"), T).await;
+    connect_as(&node, "a", "alice", &gw.url()).await;
     // Rooms from membership are joined at connect.
     eventually("joined general", T, || gw.handle.members(&general) == 1).await;
 
@@ -346,8 +345,7 @@ async fn graceful_shutdown_closes_every_socket() {
     let gw = spawn_gateway(|_| {}).await;
     let node = NodeClient::spawn().await;
     for s in ["a", "b", "c"] {
-        node.connect(s, &gw.url(), opts(&token(s))).await;
-        node.expect(s, is_type("connect"), T).await;
+        connect_as(&node, s, s, &gw.url()).await;
     }
     let url = gw.url();
     gw.stop().await;
@@ -369,8 +367,7 @@ async fn membership_changes_move_every_socket_of_the_user() {
     let node = NodeClient::spawn().await;
     // Two tabs of alice, one of bob.
     for (s, u) in [("a1", "alice"), ("a2", "alice"), ("b", "bob")] {
-        node.connect(s, &gw.url(), opts(&token(u))).await;
-        node.expect(s, is_type("connect"), T).await;
+        connect_as(&node, s, u, &gw.url()).await;
     }
     let alice = RoomId::parse("user:alice").unwrap();
     let general = RoomId::parse("channel:general").unwrap();

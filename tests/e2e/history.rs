@@ -55,9 +55,7 @@ async fn history_pages_edits_and_deletes() {
         .into_iter()
         .enumerate()
     {
-        node.connect(who, &c.gateway_url(i % 2), opts(&token(who)))
-            .await;
-        node.expect(who, is_type("connect"), T).await;
+        connect_as(&node, who, who, &c.gateway_url(i % 2)).await;
     }
     let mut sent = Vec::new();
     for i in 0..25 {

@@ -14,33 +14,33 @@ fn send(room: &str, body: &str, id: &str) -> Value {
     json!({ "room": room, "body": body, "clientMsgId": id })
 }
 
-#[tokio::test]
-async fn sends_are_acked_after_storage_and_delivered_in_order_everywhere() {
-    let c = Cluster::start(2).await;
+/// `message:send` of `body` with the client id `id` to `channel:general`
+/// from `socket`; answers the ack.
+async fn send_general(node: &NodeClient, socket: &str, body: &str, id: &str) -> Vec<Value> {
+    let request = send("channel:general", body, id);
+    node.emit_with_ack(socket, "message:send", vec![request], T)
+        .await
+        .unwrap()
+}
+
+/// A cluster of `gateways` with `w1`'s `#general` (alice and bob), alice
+/// connected to the first gateway and bob to gateway `bobs`.
+async fn alice_and_bob(gateways: usize, bobs: usize) -> (Cluster, NodeClient) {
+    let c = Cluster::start(gateways).await;
     c.workspace_with_general(&["bob"]).await;
     let node = NodeClient::spawn().await;
-    node.connect("alice", &c.gateway_url(0), opts(&token("alice")))
-        .await;
-    node.connect("bob", &c.gateway_url(1), opts(&token("bob")))
-        .await;
-    node.expect("alice", is_type("connect"), T).await;
-    node.expect("bob", is_type("connect"), T).await;
+    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
+    connect_as(&node, "bob", "bob", &c.gateway_url(bobs)).await;
+    (c, node)
+}
+
+#[tokio::test]
+async fn sends_are_acked_after_storage_and_delivered_in_order_everywhere() {
+    let (_c, node) = alice_and_bob(2, 1).await;
 
     let mut acks = Vec::new();
     for i in 0..20 {
-        let ack = node
-            .emit_with_ack(
-                "alice",
-                "message:send",
-                vec![send(
-                    "channel:general",
-                    &format!("hello {i}"),
-                    &format!("c{i}"),
-                )],
-                T,
-            )
-            .await
-            .unwrap();
+        let ack = send_general(&node, "alice", &format!("hello {i}"), &format!("c{i}")).await;
         let a = &ack[0];
         assert!(
             a["id"].is_string() && a["seq"].is_u64() && a["createdAt"].is_string(),
@@ -67,48 +67,16 @@ async fn sends_are_acked_after_storage_and_delivered_in_order_everywhere() {
 
 #[tokio::test]
 async fn a_retry_with_the_same_client_msg_id_creates_nothing_new() {
-    let c = Cluster::start(1).await;
-    c.workspace_with_general(&["bob"]).await;
-    let node = NodeClient::spawn().await;
-    node.connect("alice", &c.gateway_url(0), opts(&token("alice")))
-        .await;
-    node.connect("bob", &c.gateway_url(0), opts(&token("bob")))
-        .await;
-    node.expect("alice", is_type("connect"), T).await;
-    node.expect("bob", is_type("connect"), T).await;
+    let (_c, node) = alice_and_bob(1, 0).await;
 
-    let first = node
-        .emit_with_ack(
-            "alice",
-            "message:send",
-            vec![send("channel:general", "once", "same")],
-            T,
-        )
-        .await
-        .unwrap();
-    let again = node
-        .emit_with_ack(
-            "alice",
-            "message:send",
-            vec![send("channel:general", "once", "same")],
-            T,
-        )
-        .await
-        .unwrap();
+    let first = send_general(&node, "alice", "once", "same").await;
+    let again = send_general(&node, "alice", "once", "same").await;
     assert_eq!(first, again, "the retry gets the first ack");
     node.expect("bob", is_event("message:new"), T).await;
     node.expect_none("bob", is_event("message:new"), Duration::from_millis(500))
         .await;
     // Another user's identical clientMsgId is another message.
-    let bobs = node
-        .emit_with_ack(
-            "bob",
-            "message:send",
-            vec![send("channel:general", "mine", "same")],
-            T,
-        )
-        .await
-        .unwrap();
+    let bobs = send_general(&node, "bob", "mine", "same").await;
     assert_ne!(bobs[0]["id"], first[0]["id"]);
 }
 
@@ -128,12 +96,8 @@ async fn invalid_sends_are_refused_with_a_reason_and_store_nothing() {
         json!({ "type": "add_workspace_member", "workspace": "w1", "user": "mallory", "role": "member" }),
     )
     .await;
-    node.connect("m", &c.gateway_url(0), opts(&token("mallory")))
-        .await;
-    node.expect("m", is_type("connect"), T).await;
-    node.connect("a", &c.gateway_url(0), opts(&token("alice")))
-        .await;
-    node.expect("a", is_type("connect"), T).await;
+    connect_as(&node, "m", "mallory", &c.gateway_url(0)).await;
+    connect_as(&node, "a", "alice", &c.gateway_url(0)).await;
 
     let cases = [
         (
@@ -192,21 +156,11 @@ async fn sending_too_fast_is_rate_limited_with_a_retry_hint() {
     let c = Cluster::start(1).await;
     c.workspace_with_general(&[]).await;
     let node = NodeClient::spawn().await;
-    node.connect("a", &c.gateway_url(0), opts(&token("alice")))
-        .await;
-    node.expect("a", is_type("connect"), T).await;
+    connect_as(&node, "a", "alice", &c.gateway_url(0)).await;
     // The default connection burst is 20.
     let mut limited = None;
     for i in 0..40 {
-        let ack = node
-            .emit_with_ack(
-                "a",
-                "message:send",
-                vec![send("channel:general", "spam", &format!("s{i}"))],
-                T,
-            )
-            .await
-            .unwrap();
+        let ack = send_general(&node, "a", "spam", &format!("s{i}")).await;
         if ack[0]["error"]["code"] == "rate_limited" {
             limited = Some((i, ack[0].clone()));
             break;
@@ -231,15 +185,7 @@ fn stored(c: &Cluster) -> u64 {
 
 #[tokio::test]
 async fn typing_reaches_others_across_gateways_and_is_never_stored() {
-    let c = Cluster::start(2).await;
-    c.workspace_with_general(&["bob"]).await;
-    let node = NodeClient::spawn().await;
-    node.connect("alice", &c.gateway_url(0), opts(&token("alice")))
-        .await;
-    node.connect("bob", &c.gateway_url(1), opts(&token("bob")))
-        .await;
-    node.expect("alice", is_type("connect"), T).await;
-    node.expect("bob", is_type("connect"), T).await;
+    let (c, node) = alice_and_bob(2, 1).await;
     // Let the membership notifications settle before counting.
     let mut before = stored(&c);
     loop {

@@ -31,30 +31,25 @@ fn update_of(user: &'static str) -> impl Fn(&Value) -> bool {
     }
 }
 
-async fn connect(node: &NodeClient, id: &str, user: &str, url: &str) {
-    node.connect(id, url, opts(&token(user))).await;
-    node.expect(id, is_type("connect"), T).await;
-}
-
 #[tokio::test]
 async fn presence_follows_tabs_away_and_disconnects() {
     let c = Cluster::start(2).await;
     workspace(&c, &["bob", "carol"]).await;
     let node = NodeClient::spawn().await;
-    connect(&node, "bob", "bob", &c.gateway_url(1)).await;
+    connect_as(&node, "bob", "bob", &c.gateway_url(1)).await;
 
     // Alice's first tab: online.
-    connect(&node, "tab1", "alice", &c.gateway_url(0)).await;
+    connect_as(&node, "tab1", "alice", &c.gateway_url(0)).await;
     let u = node.expect("bob", update_of("alice"), T).await;
     assert_eq!(u["args"][0]["status"], "online", "{u}");
     // A second tab, then the first closes: still online, no update.
-    connect(&node, "tab2", "alice", &c.gateway_url(0)).await;
+    connect_as(&node, "tab2", "alice", &c.gateway_url(0)).await;
     node.disconnect("tab1").await;
     node.expect_none("bob", update_of("alice"), Duration::from_millis(800))
         .await;
 
     // Reopen a tab; both away → away.
-    connect(&node, "tab3", "alice", &c.gateway_url(0)).await;
+    connect_as(&node, "tab3", "alice", &c.gateway_url(0)).await;
     for tab in ["tab2", "tab3"] {
         let ack = node
             .emit_with_ack(tab, "presence:set", vec![json!({ "status": "away" })], T)
@@ -94,8 +89,8 @@ async fn a_dead_gateway_s_users_go_offline_within_ttl_plus_sweep() {
     let c = Cluster::start_with(2, Some((200, 1_000))).await;
     workspace(&c, &["bob"]).await;
     let node = NodeClient::spawn().await;
-    connect(&node, "bob", "bob", &c.gateway_url(1)).await;
-    connect(&node, "alice", "alice", &c.gateway_url(0)).await;
+    connect_as(&node, "bob", "bob", &c.gateway_url(1)).await;
+    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
     let u = node.expect("bob", update_of("alice"), T).await;
     assert_eq!(u["args"][0]["status"], "online", "{u}");
 

@@ -171,9 +171,7 @@ async fn connected(
         .await;
     let hello = node.expect("bob", is_type("connect"), T).await;
     assert_eq!(hello["recovered"], false);
-    node.connect("alice", &c.gateway_url(alice_gw), opts(&token("alice")))
-        .await;
-    node.expect("alice", is_type("connect"), T).await;
+    connect_as(node, "alice", "alice", &c.gateway_url(alice_gw)).await;
     send(node, "alice", 0).await;
     let (body, offset) = next_message(node, "bob").await;
     assert_eq!(body, "m0");
@@ -302,9 +300,7 @@ async fn a_client_that_received_nothing_recovers_too() {
     node.connect("bob", &proxy.url(), reconnecting(&token("bob")))
         .await;
     let hello = node.expect("bob", is_type("connect"), T).await;
-    node.connect("alice", &c.gateway_url(1), opts(&token("alice")))
-        .await;
-    node.expect("alice", is_type("connect"), T).await;
+    connect_as(&node, "alice", "alice", &c.gateway_url(1)).await;
     drop_bob(&node, &proxy).await;
     for i in 1..=3 {
         send(&node, "alice", i).await;

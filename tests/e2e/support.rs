@@ -8,6 +8,7 @@ use confab_bus::InProcessBus;
 use confab_gateway::config::{BusKind, MembershipKind};
 use confab_gateway::membership::StaticMembership;
 use confab_gateway::{App, AppError, AppHandle, Deps, GatewayConfig};
+use confab_test_support::NodeClient;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -104,6 +105,14 @@ pub fn opts(token: &str) -> Value {
         "forceNew": true,
         "reconnection": false,
     })
+}
+
+/// Connects socket `socket` of `user` (with a fresh token) to `url` and
+/// waits (up to 15 s) for its CONNECT, which it returns.
+pub async fn connect_as(node: &NodeClient, socket: &str, user: &str, url: &str) -> Value {
+    node.connect(socket, url, opts(&token(user))).await;
+    node.expect(socket, is_type("connect"), Duration::from_secs(15))
+        .await
 }
 
 pub fn is_type(t: &'static str) -> impl Fn(&Value) -> bool {

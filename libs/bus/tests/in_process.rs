@@ -10,24 +10,14 @@ use confab_bus::{
 };
 use confab_events::RoomId;
 use futures::StreamExt;
-use serde_json::json;
 
 mod common;
-use common::replay;
+use common::{assert_fetch_checks_the_room, assert_nothing_to_find, number_of, numbered, replay};
 
 const WAIT: Duration = Duration::from_secs(5);
 
 fn room(name: &str) -> RoomId {
     RoomId::parse(name).unwrap()
-}
-
-fn numbered(i: usize) -> BusMessage {
-    BusMessage::new("message:new", &json!({ "n": i }))
-}
-
-fn number_of(m: &BusMessage) -> usize {
-    let args: serde_json::Value = serde_json::from_str(&m.args_json).unwrap();
-    args[0]["n"].as_u64().unwrap() as usize
 }
 
 async fn next(sub: &mut BusSubscription) -> BusMessage {
@@ -235,16 +225,7 @@ async fn fetch_checks_the_room_and_the_sequence() {
         ),
         ("message:new", 1, Some(sa), Some("x-1"), false)
     );
-    assert_eq!(number_of(&bus.fetch(&b, sb).await.unwrap().unwrap()), 2);
-    assert!(
-        bus.fetch(&a, sb).await.unwrap().is_none(),
-        "another room's seq"
-    );
-    assert!(
-        bus.fetch(&b, sa).await.unwrap().is_none(),
-        "another room's seq"
-    );
-    assert!(bus.fetch(&a, 0).await.unwrap().is_none());
+    assert_fetch_checks_the_room(&bus, (&a, sa), (&b, sb)).await;
     assert!(bus.fetch(&a, 99).await.unwrap().is_none());
     assert!(bus.fetch(&a, u64::MAX).await.unwrap().is_none());
 }
@@ -279,19 +260,7 @@ async fn replay_returns_the_rooms_messages_from_a_sequence_in_order() {
         seqs(replay(&bus, &[c.clone(), c.clone()], 1, 100).await.unwrap()),
         vec![3, 6, 9]
     );
-    assert!(
-        replay(&bus, std::slice::from_ref(&empty), 0, 100)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(replay(&bus, &[], 0, 100).await.unwrap().is_empty());
-    assert!(
-        replay(&bus, std::slice::from_ref(&a), 0, 0)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_nothing_to_find(&bus, &a, &empty).await;
     assert!(
         replay(&bus, std::slice::from_ref(&a), 10, 100)
             .await

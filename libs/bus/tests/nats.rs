@@ -15,12 +15,12 @@ use confab_bus::{
     Bus, BusError, BusMessage, BusSubscription, NatsBus, NatsConfig, Published, RECOVERY_WINDOW,
 };
 use confab_events::RoomId;
-use confab_test_support::NatsServer;
+use confab_test_support::{NatsServer, stream_messages};
 use futures::StreamExt;
 use serde_json::json;
 
 mod common;
-use common::replay;
+use common::{assert_fetch_checks_the_room, assert_nothing_to_find, number_of, numbered, replay};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -52,16 +52,6 @@ async fn assert_quiet(sub: &mut BusSubscription, wait: Duration) {
     }
 }
 
-async fn stored_messages(bus: &NatsBus, stream: &str) -> u64 {
-    bus.jetstream()
-        .get_stream(stream)
-        .await
-        .expect("stream exists")
-        .cached_info()
-        .state
-        .messages
-}
-
 /// A stream on the membership subjects, as the membership service sets up
 /// (the bus itself never creates it).
 async fn membership_stream(bus: &NatsBus) {
@@ -82,15 +72,6 @@ async fn round_trip(bus: &NatsBus) {
         Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {}
         other => panic!("expected no responders, got {other:?}"),
     }
-}
-
-fn numbered(i: usize) -> BusMessage {
-    BusMessage::new("message:new", &json!({ "n": i }))
-}
-
-fn number_of(m: &BusMessage) -> usize {
-    let args: serde_json::Value = serde_json::from_str(&m.args_json).unwrap();
-    args[0]["n"].as_u64().unwrap() as usize
 }
 
 #[tokio::test]
@@ -350,7 +331,7 @@ async fn duplicate_msg_ids_are_stored_and_delivered_once() {
             duplicate: true
         }
     );
-    assert_eq!(stored_messages(&bus, ROOMS_STREAM).await, 1);
+    assert_eq!(stream_messages(bus.jetstream(), ROOMS_STREAM).await, 1);
 
     let got = next(&mut sub).await;
     assert_eq!(got.seq, first.seq);
@@ -365,7 +346,7 @@ async fn volatile_messages_are_delivered_but_not_stored() {
     let mut sub = bus.subscribe(&r).await.unwrap();
     bus.publish(&r, numbered(0)).await.unwrap();
     assert_eq!(next(&mut sub).await.seq, Some(1));
-    let before = stored_messages(&bus, ROOMS_STREAM).await;
+    let before = stream_messages(bus.jetstream(), ROOMS_STREAM).await;
 
     let published = bus
         .publish(
@@ -380,7 +361,7 @@ async fn volatile_messages_are_delivered_but_not_stored() {
     assert_eq!(&*got.args_json, r#"[{"user":"u1"}]"#);
     assert_eq!(got.seq, None);
     assert!(got.volatile);
-    assert_eq!(stored_messages(&bus, ROOMS_STREAM).await, before);
+    assert_eq!(stream_messages(bus.jetstream(), ROOMS_STREAM).await, before);
 
     // A volatile message does not disturb gap tracking.
     let p = bus.publish(&r, numbered(2)).await.unwrap();
@@ -570,7 +551,10 @@ async fn keeps_delivering_after_a_server_restart() {
     }
     assert!(gateway.status().connected);
     // The streams survived (file storage).
-    assert_eq!(stored_messages(&publisher, ROOMS_STREAM).await, 6);
+    assert_eq!(
+        stream_messages(publisher.jetstream(), ROOMS_STREAM).await,
+        6
+    );
     assert_quiet(&mut sub, Duration::from_millis(300)).await;
 }
 
@@ -638,7 +622,7 @@ async fn refuses_what_cannot_travel_in_headers() {
         let err = bus.publish(&r, msg).await.unwrap_err();
         assert!(matches!(err, BusError::Rejected(_)), "{err}");
     }
-    assert_eq!(stored_messages(&bus, ROOMS_STREAM).await, 0);
+    assert_eq!(stream_messages(bus.jetstream(), ROOMS_STREAM).await, 0);
 }
 
 /// The Debian nats-server 2.9 lacks what the bus needs: connecting says so.
@@ -776,16 +760,7 @@ async fn fetch_returns_a_stored_message_of_the_right_room_only() {
         m.headers
     );
 
-    assert_eq!(number_of(&bus.fetch(&b, sb).await.unwrap().unwrap()), 2);
-    assert!(
-        bus.fetch(&a, sb).await.unwrap().is_none(),
-        "another room's seq"
-    );
-    assert!(
-        bus.fetch(&b, sa).await.unwrap().is_none(),
-        "another room's seq"
-    );
-    assert!(bus.fetch(&a, 0).await.unwrap().is_none());
+    assert_fetch_checks_the_room(&bus, (&a, sa), (&b, sb)).await;
     assert!(
         bus.fetch(&a, sb + 100).await.unwrap().is_none(),
         "unknown seq"
@@ -844,19 +819,7 @@ async fn replay_returns_the_rooms_messages_from_a_sequence_in_order() {
     let got = replay(&bus, &[c.clone(), c.clone()], 1, 100).await.unwrap();
     assert_eq!(numbers(&got), vec![2, 5, 8, 11]);
     // Nothing to find.
-    assert!(
-        replay(&bus, std::slice::from_ref(&empty), 0, 100)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(replay(&bus, &[], 0, 100).await.unwrap().is_empty());
-    assert!(
-        replay(&bus, std::slice::from_ref(&a), 0, 0)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_nothing_to_find(&bus, &a, &empty).await;
     let after = seqs[11] + 1;
     assert!(
         replay(&bus, &[a.clone(), b.clone()], after, 100)

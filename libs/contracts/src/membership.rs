@@ -7,18 +7,21 @@
 //! | `confab.membership.v1.may_join` | [`MayJoin`] | [`MayJoinRequest`] | [`JoinDecision`] |
 //! | `confab.membership.v1.members_of` | [`MembersOf`] | [`MembersOfRequest`] | [`MembersOfResponse`] |
 //! | `confab.membership.v1.is_member` | [`IsMember`] | [`IsMemberRequest`] | [`IsMemberResponse`] |
-//! | `confab.membership.v1.execute` | `confab_membership::api::Execute` | `ExecuteRequest` | [`ExecuteResponse`] |
+//! | `confab.membership.v1.execute` | [`Execute`] | [`ExecuteRequest`] | [`ExecuteResponse`] |
 //! | `confab.membership.v1.emit` | [`Emit`] | [`EmitRequest`] | [`EmitResponse`] |
 //!
-//! `execute` carries the membership domain's `Command`, so its endpoint
-//! type lives with the domain in `confab-membership`; its subject and
-//! response are here.
+//! `execute` carries a [`Command`]; the rules deciding it live with the
+//! domain in `confab-membership`.
 
 use confab_events::membership::EventEnvelope;
 use confab_events::{RoomId, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::endpoint::Endpoint;
+
+mod command;
+
+pub use command::Command;
 
 /// The NATS micro-service name of the membership service (`$SRV.PING`,
 /// `$SRV.INFO`, `$SRV.STATS` answer under it).
@@ -157,6 +160,29 @@ pub struct IsMemberResponse {
     pub room: RoomId,
     /// Whether the user is a member now.
     pub member: bool,
+}
+
+/// `execute`: run a command.
+#[derive(Debug, Clone, Copy)]
+pub struct Execute;
+
+impl Endpoint for Execute {
+    const SUBJECT: &'static str = subjects::EXECUTE;
+    type Request = ExecuteRequest;
+    type Response = ExecuteResponse;
+}
+
+/// `execute` request: a command, and the user the service acts for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteRequest {
+    /// The user the caller acts for; required by commands that record a
+    /// user (everything but workspace creation and membership).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<UserId>,
+    /// The command, tagged by `type`, e.g.
+    /// `{"type":"join_channel","channel":"42"}`.
+    pub command: Command,
 }
 
 /// A command's answer (`execute`, and every HTTP command endpoint).

@@ -6,6 +6,7 @@
 //! * [`NodeClient`]: a Node.js process (`tests/js/driver.mjs`) driving real
 //!   `socket.io-client` sockets, remote-controlled over JSON lines. Its npm
 //!   dependencies are installed once with `npm ci` ([`node_modules`]).
+//! * [`stream_messages`]: what a JetStream stream holds.
 //!
 //! Provisioned tools live under `<workspace>/target/tools/` and are shared by
 //! every test process; concurrent first uses are serialised with file locks.
@@ -14,9 +15,11 @@ use std::fs::{File, OpenOptions};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+mod jetstream;
 mod nats;
 mod node;
 
+pub use jetstream::stream_messages;
 pub use nats::{NATS_SERVER_VERSION, NatsServer, nats_server_binary};
 pub use node::{NodeClient, js_dir, node_modules};
 

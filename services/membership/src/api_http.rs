@@ -21,12 +21,12 @@
 //! | `GET /v1/users/{id}/rooms` | | [`RoomsOfResponse`] (the user themselves, or trusted) |
 //! | `GET /v1/rooms/{room}/members` | | [`MembersOfResponse`] (members of the room, or trusted) |
 //! | `GET /v1/rooms/{room}/members/{user}` | | [`IsMemberResponse`] (the user, members, or trusted) |
-//! | `POST /v1/emit` | [`EmitRequest`](crate::api::EmitRequest) | [`EmitResponse`] (service token only) |
+//! | `POST /v1/emit` | [`EmitRequest`](confab_contracts::membership::EmitRequest) | [`EmitResponse`] (service token only) |
 //! | `GET /healthz`, `GET /readyz` | | liveness, readiness |
 //!
 //! Command bodies may carry `"actor"` (service token only). Commands answer
-//! [`ExecuteResponse`]. Errors answer [`ErrorBody`](crate::api::ErrorBody) with the status of
-//! [`status_of`](crate::api::status_of); invalid input names the field.
+//! [`ExecuteResponse`]. Errors answer [`ErrorBody`](confab_contracts::ErrorBody) with the status of
+//! [`status_of`](confab_contracts::status_of); invalid input names the field.
 //! Bodies are limited to [`HttpSettings::max_body_bytes`].
 //!
 //! # Adding an endpoint
@@ -55,14 +55,15 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use tracing::Instrument;
 
-use crate::api::{
-    ApiError, EmitResponse, ExecuteRequest, ExecuteResponse, IsMemberResponse, MembersOfResponse,
-    RoomsOfResponse,
-};
 use crate::auth::{Authenticator, Caller};
-use crate::domain::{Actor, Command};
+use crate::domain::Actor;
 use crate::history::{History, HistoryError, HistoryRequest};
 use crate::service::MembershipService;
+use confab_contracts::ApiError;
+use confab_contracts::membership::{
+    Command, EmitResponse, ExecuteRequest, ExecuteResponse, IsMemberResponse, MembersOfResponse,
+    RoomsOfResponse,
+};
 
 /// HTTP limits.
 #[derive(Debug, Clone)]

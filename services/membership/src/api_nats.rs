@@ -3,7 +3,7 @@
 //! (bounded, traced, service token only, one error encoding).
 //!
 //! * the membership API ([`membership_routes`], subjects and bodies in
-//!   [`crate::api`]): the same commands and queries as HTTP;
+//!   [`confab_contracts::membership`]): the same commands and queries as HTTP;
 //! * the message history calls ([`message_routes`],
 //!   [`confab_contracts::messages`]);
 //! * the presence query ([`presence_routes`],
@@ -20,15 +20,16 @@ use confab_contracts::{
     with_state,
 };
 
-use crate::api::{
-    ApiError, EmitRequest, EmitResponse, Execute, ExecuteRequest, ExecuteResponse, IsMemberRequest,
-    IsMemberResponse, JoinDecision, MayJoinRequest, MembersOfRequest, MembersOfResponse,
-    RoomsOfRequest, RoomsOfResponse, SERVICE_NAME,
-};
 use crate::domain::Actor;
 use crate::history::{History, HistoryError};
 use crate::presence::PresenceTracker;
 use crate::service::MembershipService;
+use confab_contracts::ApiError;
+use confab_contracts::membership::{
+    EmitRequest, EmitResponse, ExecuteRequest, ExecuteResponse, IsMemberRequest, IsMemberResponse,
+    JoinDecision, MayJoinRequest, MembersOfRequest, MembersOfResponse, RoomsOfRequest,
+    RoomsOfResponse, SERVICE_NAME,
+};
 
 /// A failure to start the NATS API.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +75,7 @@ pub fn membership_routes(service: Arc<MembershipService>) -> Routes {
         .route::<membership::MayJoin>(with_state(s(), may_join))
         .route::<membership::MembersOf>(with_state(s(), members_of))
         .route::<membership::IsMember>(with_state(s(), is_member))
-        .route::<Execute>(with_state(s(), execute))
+        .route::<membership::Execute>(with_state(s(), execute))
         .route::<membership::Emit>(with_state(s(), emit))
 }
 

@@ -14,8 +14,8 @@ use confab_auth::Verifier;
 use confab_contracts::{ServiceToken, bearer};
 use confab_events::UserId;
 
-use crate::api::ApiError;
 use crate::domain::Actor;
+use confab_contracts::ApiError;
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use common::*;
+use confab_bus::NatsBus;
 use confab_events::UserId;
 use confab_events::membership::{MembershipEvent, Role};
 use confab_membership::domain::{AggregateState, Command};
@@ -44,32 +45,47 @@ fn replay_checked(events: &[confab_membership::store::Stored]) -> BTreeSet<UserI
     members
 }
 
+/// A started NATS-mode core on `server`, bootstrapped, and its bus.
+async fn bootstrapped(server: &NatsServer) -> (NatsBus, Running) {
+    let bus = nats_bus(&server.url()).await;
+    let running = start(nats_core(bus.clone()).await).await;
+    bootstrap(&running.service).await;
+    (bus, running)
+}
+
+/// Adds `n` members `{prefix}0`, `{prefix}1`, ... to workspace `w`;
+/// returns their names.
+async fn add_members(service: &MembershipService, prefix: &str, n: usize) -> Vec<String> {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    for name in &names {
+        let add = Command::AddWorkspaceMember {
+            workspace: w("w"),
+            user: u(name),
+            role: Role::Member,
+        };
+        service.execute(add, &system()).await.unwrap();
+    }
+    names
+}
+
+/// Another instance of `a`'s service: same log (on `bus`), same
+/// projections, its own cache.
+async fn another_instance(bus: &NatsBus, a: &MembershipService) -> MembershipService {
+    MembershipService::new(
+        Arc::new(JetStreamEventStore::from_bus(bus).await.unwrap()),
+        Arc::clone(a.read_model()),
+        Arc::clone(a.bus()),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_joins_and_kicks_stay_consistent() {
     let server = NatsServer::start();
-    let bus = nats_bus(&server.url()).await;
-    let running = start(nats_core(bus.clone()).await).await;
+    let (bus, running) = bootstrapped(&server).await;
     let a = Arc::clone(&running.service);
-    bootstrap(&a).await;
-    let users: Vec<String> = (0..10).map(|i| format!("u{i}")).collect();
-    for name in &users {
-        a.execute(
-            Command::AddWorkspaceMember {
-                workspace: w("w"),
-                user: u(name),
-                role: Role::Member,
-            },
-            &system(),
-        )
-        .await
-        .unwrap();
-    }
+    let users = add_members(&a, "u", 10).await;
     // A second instance: same log, same projections, its own cache.
-    let b = Arc::new(MembershipService::new(
-        Arc::new(JetStreamEventStore::from_bus(&bus).await.unwrap()),
-        Arc::clone(a.read_model()),
-        Arc::clone(a.bus()),
-    ));
+    let b = Arc::new(another_instance(&bus, &a).await);
 
     // 20 commands at once on channel `pub`: every user joins, and the admin
     // kicks every user; half through each instance.
@@ -167,28 +183,10 @@ async fn concurrent_joins_and_kicks_stay_consistent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_joins_all_land() {
     let server = NatsServer::start();
-    let bus = nats_bus(&server.url()).await;
-    let running = start(nats_core(bus.clone()).await).await;
+    let (bus, running) = bootstrapped(&server).await;
     let a = Arc::clone(&running.service);
-    bootstrap(&a).await;
-    let b = Arc::new(MembershipService::new(
-        Arc::new(JetStreamEventStore::from_bus(&bus).await.unwrap()),
-        Arc::clone(a.read_model()),
-        Arc::clone(a.bus()),
-    ));
-    let names: Vec<String> = (0..20).map(|i| format!("j{i}")).collect();
-    for name in &names {
-        a.execute(
-            Command::AddWorkspaceMember {
-                workspace: w("w"),
-                user: u(name),
-                role: Role::Member,
-            },
-            &system(),
-        )
-        .await
-        .unwrap();
-    }
+    let b = Arc::new(another_instance(&bus, &a).await);
+    let names = add_members(&a, "j", 20).await;
     let tasks: Vec<_> = names
         .iter()
         .enumerate()
@@ -230,37 +228,20 @@ async fn without_retries_one_wins_and_the_rest_hear_conflict() {
 /// `max_attempts` times; returns how many joined.
 async fn race(max_attempts: u32) -> usize {
     let server = NatsServer::start();
-    let bus = nats_bus(&server.url()).await;
-    let running = start(nats_core(bus.clone()).await).await;
+    let (bus, running) = bootstrapped(&server).await;
     let a = Arc::clone(&running.service);
-    bootstrap(&a).await;
-    let names: Vec<String> = (0..20).map(|i| format!("r{i}")).collect();
-    for name in &names {
-        a.execute(
-            Command::AddWorkspaceMember {
-                workspace: w("w"),
-                user: u(name),
-                role: Role::Member,
-            },
-            &system(),
-        )
-        .await
-        .unwrap();
-    }
+    let names = add_members(&a, "r", 20).await;
     // Twenty instances, each with the channel cached at the same version:
     // every append but one conflicts in the first round.
     let mut instances = Vec::new();
     for _ in 0..20 {
         let svc = Arc::new(
-            MembershipService::new(
-                Arc::new(JetStreamEventStore::from_bus(&bus).await.unwrap()),
-                Arc::clone(a.read_model()),
-                Arc::clone(a.bus()),
-            )
-            .with_settings(ServiceSettings {
-                max_attempts,
-                ..ServiceSettings::default()
-            }),
+            another_instance(&bus, &a)
+                .await
+                .with_settings(ServiceSettings {
+                    max_attempts,
+                    ..ServiceSettings::default()
+                }),
         );
         svc.state(&room("channel:pub")).await.unwrap();
         instances.push(svc);

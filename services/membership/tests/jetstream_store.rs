@@ -15,7 +15,7 @@ use confab_events::membership::{EventEnvelope, MembershipEvent, Role, SCHEMA_VER
 use confab_events::{RoomId, UserId, WorkspaceId};
 use confab_membership::jetstream_store::{JetStreamEventStore, stream_config};
 use confab_membership::store::{EventStore, StoreError, Stored};
-use confab_test_support::NatsServer;
+use confab_test_support::{NatsServer, stream_messages};
 use futures::StreamExt;
 
 fn env(id: &str, event: MembershipEvent) -> EventEnvelope {
@@ -44,21 +44,35 @@ fn added(ws: &str, user: &str) -> MembershipEvent {
     }
 }
 
+/// Asserts `result` is a conflict: expected `expected`, found `actual`.
+fn assert_conflict(result: Result<u64, StoreError>, expected: u64, actual: u64) {
+    match result.unwrap_err() {
+        StoreError::Conflict {
+            expected: e,
+            actual: a,
+            ..
+        } => assert_eq!((e, a), (expected, Some(actual))),
+        err => panic!("not a conflict: {err:?}"),
+    }
+}
+
+/// The stream of workspace `ws`.
+fn aggregate(ws: &str) -> RoomId {
+    RoomId::parse(&format!("workspace:{ws}")).unwrap()
+}
+
+/// A server and a store on it.
+async fn started() -> (NatsServer, JetStreamEventStore) {
+    let server = NatsServer::start();
+    let store = store(&server).await;
+    (server, store)
+}
+
 async fn store(server: &NatsServer) -> JetStreamEventStore {
     let client = async_nats::connect(server.url()).await.unwrap();
     JetStreamEventStore::connect(client, stream_config(&NatsConfig::default()))
         .await
         .unwrap()
-}
-
-async fn stored_messages(bus: &NatsBus, stream: &str) -> u64 {
-    bus.jetstream()
-        .get_stream(stream)
-        .await
-        .expect("stream exists")
-        .cached_info()
-        .state
-        .messages
 }
 
 #[tokio::test]
@@ -134,16 +148,15 @@ async fn membership_subjects_land_in_the_membership_stream() {
     }
     .await;
     assert!(stale.is_err(), "a stale expected sequence must be refused");
-    assert_eq!(stored_messages(&bus, MEMBERSHIP_STREAM).await, 1);
-    assert_eq!(stored_messages(&bus, ROOMS_STREAM).await, 0);
+    assert_eq!(stream_messages(bus.jetstream(), MEMBERSHIP_STREAM).await, 1);
+    assert_eq!(stream_messages(bus.jetstream(), ROOMS_STREAM).await, 0);
 }
 
 #[tokio::test]
 async fn append_checks_the_aggregate_version() {
-    let server = NatsServer::start();
-    let store = store(&server).await;
-    let a = RoomId::parse("workspace:a").unwrap();
-    let b = RoomId::parse("workspace:b").unwrap();
+    let (_server, store) = started().await;
+    let a = aggregate("a");
+    let b = aggregate("b");
 
     assert_eq!(store.last_seq().await.unwrap(), 0);
     assert_eq!(store.version(&a).await.unwrap(), 0);
@@ -152,21 +165,8 @@ async fn append_checks_the_aggregate_version() {
 
     // Expected 0 on an aggregate that has an event: refused (nats-server
     // 2.10+ treats 0 as "no message on the subject yet").
-    let err = store
-        .append(&a, 0, &env("e2", created("a")))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Conflict {
-                expected: 0,
-                actual: Some(1),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let refused = store.append(&a, 0, &env("e2", created("a"))).await;
+    assert_conflict(refused, 0, 1);
 
     // Other aggregates have their own versions.
     let s2 = store.append(&b, 0, &env("e3", created("b"))).await.unwrap();
@@ -178,21 +178,8 @@ async fn append_checks_the_aggregate_version() {
     assert_eq!(s3, 3);
 
     // A stale version is a conflict naming the actual one.
-    let err = store
-        .append(&a, s1, &env("e5", added("a", "y")))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Conflict {
-                expected: 1,
-                actual: Some(3),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    let refused = store.append(&a, s1, &env("e5", added("a", "y"))).await;
+    assert_conflict(refused, 1, 3);
     assert_eq!(store.version(&a).await.unwrap(), 3);
     assert_eq!(store.version(&b).await.unwrap(), 2);
     assert_eq!(store.last_seq().await.unwrap(), 3);
@@ -200,9 +187,8 @@ async fn append_checks_the_aggregate_version() {
 
 #[tokio::test]
 async fn a_retried_append_is_answered_with_the_first_sequence() {
-    let server = NatsServer::start();
-    let store = store(&server).await;
-    let a = RoomId::parse("workspace:a").unwrap();
+    let (_server, store) = started().await;
+    let a = aggregate("a");
     let e = env("same-id", created("a"));
     let first = store.append(&a, 0, &e).await.unwrap();
     // The retry carries the same expected version, which is stale by now:
@@ -237,10 +223,9 @@ async fn a_retried_append_is_answered_with_the_first_sequence() {
 
 #[tokio::test]
 async fn load_returns_one_aggregate_in_order() {
-    let server = NatsServer::start();
-    let store = store(&server).await;
-    let a = RoomId::parse("workspace:a").unwrap();
-    let b = RoomId::parse("workspace:b").unwrap();
+    let (server, store) = started().await;
+    let a = aggregate("a");
+    let b = aggregate("b");
     assert!(store.load(&a).await.unwrap().is_empty());
     let mut va = 0;
     let mut vb = 0;
@@ -302,10 +287,9 @@ type EventTail = futures::stream::BoxStream<'static, Result<Stored, StoreError>>
 
 #[tokio::test]
 async fn tail_replays_then_follows() {
-    let server = NatsServer::start();
-    let store = store(&server).await;
-    let a = RoomId::parse("workspace:a").unwrap();
-    let b = RoomId::parse("workspace:b").unwrap();
+    let (_server, store) = started().await;
+    let a = aggregate("a");
+    let b = aggregate("b");
     let s1 = store.append(&a, 0, &env("e1", created("a"))).await.unwrap();
     store.append(&b, 0, &env("e2", created("b"))).await.unwrap();
     store
@@ -340,7 +324,7 @@ async fn tail_replays_then_follows() {
 #[tokio::test]
 async fn events_survive_a_server_restart() {
     let mut server = NatsServer::start();
-    let a = RoomId::parse("workspace:a").unwrap();
+    let a = aggregate("a");
     {
         let store = store(&server).await;
         store.append(&a, 0, &env("e1", created("a"))).await.unwrap();

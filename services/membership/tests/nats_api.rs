@@ -9,16 +9,21 @@ use std::time::Duration;
 use common::*;
 use confab_bus::async_nats;
 use confab_bus::{Bus, NatsConfig};
+use confab_contracts::membership::{
+    Command, Emit, EmitRequest, EmitResponse, Execute, ExecuteRequest, ExecuteResponse, IsMember,
+    IsMemberRequest, JoinDecision, MayJoin, MayJoinRequest, MembersOf, MembersOfRequest, RoomsOf,
+    RoomsOfRequest, subjects,
+};
+use confab_contracts::{AUTHORIZATION_HEADER, CallError, ServiceClient};
+use confab_events::UserId;
 use confab_events::membership::Role;
-use confab_membership::api::{self, ClientError, EmitRequest, MembershipClient, subjects};
 use confab_membership::app::App;
 use confab_membership::config::MembershipConfig;
-use confab_membership::domain::Command;
 use confab_test_support::NatsServer;
 use serde_json::{Value, json};
 
 struct Setup {
-    client: MembershipClient,
+    client: ServiceClient,
     nats: async_nats::Client,
     _stop: tokio_util::sync::CancellationToken,
     _server: NatsServer,
@@ -37,7 +42,7 @@ async fn setup() -> Setup {
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(app.run(stop.clone().cancelled_owned()));
     let nats = async_nats::connect(server.url()).await.unwrap();
-    let client = MembershipClient::new(nats.clone(), TOKEN).with_timeout(Duration::from_secs(10));
+    let client = ServiceClient::new(nats.clone(), TOKEN, Duration::from_secs(10));
     // The service registers its endpoints while starting: wait for it.
     for _ in 0..100 {
         if nats
@@ -65,7 +70,7 @@ async fn raw(
 ) -> (Value, Option<String>) {
     let mut headers = async_nats::HeaderMap::new();
     if let Some(a) = auth {
-        headers.insert(api::AUTHORIZATION_HEADER, a);
+        headers.insert(AUTHORIZATION_HEADER, a);
     }
     headers.insert(
         "traceparent",
@@ -102,10 +107,13 @@ async fn only_the_service_token_is_accepted() {
     assert_eq!(reply, json!({"user": "bob", "rooms": []}));
     assert_eq!(status, None);
     // A client with the wrong token hears the refusal.
-    let wrong = MembershipClient::new(s.nats.clone(), "nope");
-    let err = wrong.rooms_of(&u("bob")).await.unwrap_err();
+    let wrong = ServiceClient::new(s.nats.clone(), "nope", Duration::from_secs(5));
+    let err = wrong
+        .call::<RoomsOf>(&RoomsOfRequest { user: u("bob") })
+        .await
+        .unwrap_err();
     assert!(
-        matches!(err, ClientError::Refused(ref d) if d.code == "unauthorized"),
+        matches!(err, CallError::Refused(ref d) if d.code == "unauthorized"),
         "{err:?}"
     );
 }
@@ -114,7 +122,8 @@ async fn only_the_service_token_is_accepted() {
 async fn commands_and_queries() {
     let s = setup().await;
     let m = &s.client;
-    m.execute(
+    execute(
+        m,
         None,
         Command::CreateWorkspace {
             id: w("w"),
@@ -124,7 +133,8 @@ async fn commands_and_queries() {
     )
     .await
     .unwrap();
-    m.execute(
+    execute(
+        m,
         None,
         Command::AddWorkspaceMember {
             workspace: w("w"),
@@ -134,59 +144,70 @@ async fn commands_and_queries() {
     )
     .await
     .unwrap();
-    let out = m
-        .execute(
-            Some(&u("bob")),
-            Command::CreateChannel {
-                channel: c("pub"),
-                workspace: w("w"),
-                name: "general".into(),
-                visibility: confab_events::membership::Visibility::Public,
-            },
-        )
-        .await
-        .unwrap();
+    let out = execute(
+        m,
+        Some(u("bob")),
+        Command::CreateChannel {
+            channel: c("pub"),
+            workspace: w("w"),
+            name: "general".into(),
+            visibility: confab_events::membership::Visibility::Public,
+        },
+    )
+    .await
+    .unwrap();
     assert!(out.projected);
     assert_eq!(out.event.actor, Some(u("bob")));
 
     // What the gateway asks.
     assert_eq!(
-        m.rooms_of(&u("bob")).await.unwrap(),
+        m.call::<RoomsOf>(&RoomsOfRequest { user: u("bob") })
+            .await
+            .unwrap()
+            .rooms,
         vec![room("channel:pub"), room("workspace:w")]
     );
-    let yes = m.may_join(&u("bob"), &room("channel:pub")).await.unwrap();
+    let yes = may_join(m, "bob", "channel:pub").await;
     assert!(yes.allowed && yes.reason.is_none());
-    let own = m.may_join(&u("bob"), &room("user:bob")).await.unwrap();
+    let own = may_join(m, "bob", "user:bob").await;
     assert!(own.allowed);
-    let no = m.may_join(&u("owner"), &room("channel:pub")).await.unwrap();
+    let no = may_join(m, "owner", "channel:pub").await;
     assert!(!no.allowed);
     assert!(no.reason.unwrap().contains("not a member"));
-    let none = m.may_join(&u("bob"), &room("channel:nope")).await.unwrap();
+    let none = may_join(m, "bob", "channel:nope").await;
     assert_eq!(none.reason.as_deref(), Some("no such room"));
     assert_eq!(
-        m.members_of(&room("workspace:w")).await.unwrap(),
+        m.call::<MembersOf>(&MembersOfRequest {
+            room: room("workspace:w")
+        })
+        .await
+        .unwrap()
+        .members,
         vec![u("bob"), u("owner")]
     );
-    assert!(m.is_member(&u("bob"), &room("channel:pub")).await.unwrap());
+    let request = IsMemberRequest {
+        user: u("bob"),
+        room: room("channel:pub"),
+    };
+    assert!(m.call::<IsMember>(&request).await.unwrap().member);
 
     // Refusals keep their codes.
-    let err = m
-        .execute(
-            Some(&u("stranger")),
-            Command::JoinChannel { channel: c("pub") },
-        )
-        .await
-        .unwrap_err();
+    let err = execute(
+        m,
+        Some(u("stranger")),
+        Command::JoinChannel { channel: c("pub") },
+    )
+    .await
+    .unwrap_err();
     assert!(
-        matches!(err, ClientError::Refused(ref d) if d.code == "not_a_member"),
+        matches!(err, CallError::Refused(ref d) if d.code == "not_a_member"),
         "{err:?}"
     );
-    let err = m
-        .execute(None, Command::JoinChannel { channel: c("pub") })
+    let err = execute(m, None, Command::JoinChannel { channel: c("pub") })
         .await
         .unwrap_err();
     assert!(
-        matches!(err, ClientError::Refused(ref d) if d.code == "invalid" && d.field.as_deref() == Some("actor")),
+        matches!(err, CallError::Refused(ref d) if d.code == "invalid" && d.field.as_deref() == Some("actor")),
         "{err:?}"
     );
     let bearer = format!("Bearer {TOKEN}");
@@ -205,29 +226,41 @@ async fn commands_and_queries() {
     // Emit through the NATS bus.
     let bus = nats_bus(&s.nats_url()).await;
     let mut sub = bus.subscribe(&room("channel:pub")).await.unwrap();
-    let first = m
-        .emit(&EmitRequest {
-            room: room("channel:pub"),
-            event: "message:new".into(),
-            data: json!({"id": "m1"}),
-            id: Some("m1".into()),
-        })
-        .await
-        .unwrap();
+    let first = emit_m1(m).await;
     assert!(first.seq.is_some() && !first.duplicate);
     let msg = next(&mut sub).await;
     assert_eq!(&*msg.event, "message:new");
-    let again = m
-        .emit(&EmitRequest {
-            room: room("channel:pub"),
-            event: "message:new".into(),
-            data: json!({"id": "m1"}),
-            id: Some("m1".into()),
-        })
-        .await
-        .unwrap();
+    let again = emit_m1(m).await;
     assert!(again.duplicate);
     assert_eq!(again.seq, first.seq);
+}
+
+/// Runs `command` for `actor` through `execute`.
+async fn execute(
+    m: &ServiceClient,
+    actor: Option<UserId>,
+    command: Command,
+) -> Result<ExecuteResponse, CallError> {
+    m.call::<Execute>(&ExecuteRequest { actor, command }).await
+}
+
+async fn may_join(m: &ServiceClient, user: &str, to: &str) -> JoinDecision {
+    let request = MayJoinRequest {
+        user: u(user),
+        room: room(to),
+    };
+    m.call::<MayJoin>(&request).await.unwrap()
+}
+
+/// Emits `message:new` `{"id":"m1"}` to `channel:pub` with the id `m1`.
+async fn emit_m1(m: &ServiceClient) -> EmitResponse {
+    let request = EmitRequest {
+        room: room("channel:pub"),
+        event: "message:new".into(),
+        data: json!({"id": "m1"}),
+        id: Some("m1".into()),
+    };
+    m.call::<Emit>(&request).await.unwrap()
 }
 
 impl Setup {

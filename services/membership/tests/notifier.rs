@@ -74,28 +74,12 @@ async fn commands_announce_joins_and_departures() {
     next(&mut channel).await;
 
     // Removal from the workspace: the channels first or last, the workspace too.
-    svc.execute(
-        Command::Invite {
-            channel: c("priv"),
-            user: u("bob"),
-        },
-        &user("adm"),
-    )
-    .await
-    .unwrap();
+    invite(svc, "priv", "bob", "adm").await;
     assert_eq!(
         args(&next(&mut bob).await),
         serde_json::json!([{"room": "channel:priv"}])
     );
-    svc.execute(
-        Command::RemoveWorkspaceMember {
-            workspace: w("w"),
-            user: u("bob"),
-        },
-        &user("adm"),
-    )
-    .await
-    .unwrap();
+    remove_member(svc, "bob", "adm").await;
     let mut got = Vec::new();
     for _ in 0..2 {
         got.push(args(&next(&mut bob).await));
@@ -122,16 +106,7 @@ async fn commands_announce_joins_and_departures() {
 
     // A DM is announced to every participant.
     let mut adm = bus.subscribe(&room("user:adm")).await.unwrap();
-    svc.execute(
-        Command::OpenDm {
-            dm: d("d1"),
-            workspace: w("w"),
-            participants: vec![u("adm")],
-        },
-        &user("carol"),
-    )
-    .await
-    .unwrap();
+    open_dm(svc, "d1", &["adm"], "carol").await;
     assert_eq!(
         args(&next(&mut adm).await),
         serde_json::json!([{"room": "dm:d1"}])

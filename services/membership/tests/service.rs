@@ -62,37 +62,11 @@ async fn removing_a_workspace_member_takes_them_out_of_its_channels() {
     let (running, _bus) = embedded().await;
     let svc = &running.service;
     bootstrap(svc).await;
-    svc.execute(
-        Command::Invite {
-            channel: c("priv"),
-            user: u("bob"),
-        },
-        &user("adm"),
-    )
-    .await
-    .unwrap();
-    svc.execute(
-        Command::OpenDm {
-            dm: d("d1"),
-            workspace: w("w"),
-            participants: vec![u("carol")],
-        },
-        &user("bob"),
-    )
-    .await
-    .unwrap();
+    invite(svc, "priv", "bob", "adm").await;
+    open_dm(svc, "d1", &["carol"], "bob").await;
     let before = svc.store().last_seq().await.unwrap();
 
-    let out = svc
-        .execute(
-            Command::RemoveWorkspaceMember {
-                workspace: w("w"),
-                user: u("bob"),
-            },
-            &user("adm"),
-        )
-        .await
-        .unwrap();
+    let out = remove_member(svc, "bob", "adm").await;
     assert!(out.projected);
     // Queries already show the cascade.
     assert_eq!(svc.rooms_of(&u("bob")).await.unwrap(), vec![room("dm:d1")]);
@@ -156,15 +130,7 @@ async fn instances_sharing_a_log_see_each_others_changes() {
         .unwrap();
     // a's cached state of `channel:new` is now stale: its next command
     // conflicts, reloads and succeeds.
-    a.execute(
-        Command::Invite {
-            channel: c("new"),
-            user: u("adm"),
-        },
-        &user("bob"),
-    )
-    .await
-    .unwrap();
+    invite(a, "new", "adm", "bob").await;
     let (state, _) = b.state(&room("channel:new")).await.unwrap();
     let AggregateState::Channel(ch) = state else {
         panic!("not a channel")
@@ -236,16 +202,7 @@ impl EventStore for RaceStore {
             && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
             let other = self.other.get().unwrap();
-            other
-                .execute(
-                    Command::RemoveWorkspaceMember {
-                        workspace: w("w"),
-                        user: u("carol"),
-                    },
-                    &user("adm"),
-                )
-                .await
-                .unwrap();
+            remove_member(other, "carol", "adm").await;
         }
         self.inner.append(aggregate, expected, event).await
     }

@@ -36,11 +36,12 @@
 //!
 //! # Layout
 //!
-//! `command.rs` holds what the APIs carry in ([`Command`], [`Actor`],
-//! [`CommandError`]); `workspace.rs`, `channel.rs` and `dm.rs` each hold one
-//! aggregate's state and the rules of its commands; this module folds events
-//! into an [`AggregateState`] and dispatches a command to its rule
-//! ([`decide`]).
+//! The [`Command`] itself is part of the wire contract
+//! (`confab_contracts::membership`); `command.rs` holds the rest of what the
+//! APIs carry in ([`Actor`], [`CommandError`]); `workspace.rs`, `channel.rs`
+//! and `dm.rs` each hold one aggregate's state and the rules of its
+//! commands; this module folds events into an [`AggregateState`] and
+//! dispatches a command to its rule ([`decide`]).
 
 mod channel;
 mod command;
@@ -51,7 +52,8 @@ use confab_events::membership::MembershipEvent;
 use confab_events::{UserId, WorkspaceId};
 
 pub use channel::Channel;
-pub use command::{Actor, Command, CommandError};
+pub use command::{Actor, CommandError};
+pub use confab_contracts::membership::Command;
 pub use dm::Dm;
 use workspace::Scope;
 pub use workspace::Workspace;

@@ -5,8 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use confab_events::{RoomId, RoomKind, UserId};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -67,85 +66,111 @@ impl SqlReadModel {
         let count = match room.kind() {
             RoomKind::User => return Ok(true),
             RoomKind::Workspace => {
-                workspaces::Entity::find()
-                    .filter(workspaces::Column::Id.eq(id))
-                    .count(&self.db)
-                    .await?
+                count::<workspaces::Entity>(&self.db, [(workspaces::Column::Id, id)]).await?
             }
             RoomKind::Channel => {
-                channels::Entity::find()
-                    .filter(channels::Column::Id.eq(id))
-                    .count(&self.db)
-                    .await?
+                count::<channels::Entity>(&self.db, [(channels::Column::Id, id)]).await?
             }
-            RoomKind::Dm => {
-                dms::Entity::find()
-                    .filter(dms::Column::Id.eq(id))
-                    .count(&self.db)
-                    .await?
-            }
+            RoomKind::Dm => count::<dms::Entity>(&self.db, [(dms::Column::Id, id)]).await?,
         };
         Ok(count > 0)
     }
 
     async fn member(&self, user: &UserId, room: &RoomId) -> Result<bool, DbErr> {
-        let (id, user_id) = (room.id(), user.as_str());
-        let count = match room.kind() {
-            RoomKind::User => return Ok(id == user_id),
-            RoomKind::Workspace => {
-                workspace_members::Entity::find()
-                    .filter(workspace_members::Column::WorkspaceId.eq(id))
-                    .filter(workspace_members::Column::UserId.eq(user_id))
-                    .count(&self.db)
-                    .await?
-            }
-            RoomKind::Channel => {
-                channel_members::Entity::find()
-                    .filter(channel_members::Column::ChannelId.eq(id))
-                    .filter(channel_members::Column::UserId.eq(user_id))
-                    .count(&self.db)
-                    .await?
-            }
-            RoomKind::Dm => {
-                dm_participants::Entity::find()
-                    .filter(dm_participants::Column::DmId.eq(id))
-                    .filter(dm_participants::Column::UserId.eq(user_id))
-                    .count(&self.db)
-                    .await?
-            }
-        };
-        Ok(count > 0)
+        let (id, user) = (room.id(), user.as_str());
+        match room.kind() {
+            RoomKind::User => Ok(id == user),
+            RoomKind::Workspace => is_in::<workspace_members::Entity>(&self.db, id, user).await,
+            RoomKind::Channel => is_in::<channel_members::Entity>(&self.db, id, user).await,
+            RoomKind::Dm => is_in::<dm_participants::Entity>(&self.db, id, user).await,
+        }
     }
+}
+
+/// A table of who belongs to which room of one kind.
+trait MemberTable: EntityTrait<Model: Sync> {
+    /// The column naming the room (without its kind).
+    const ROOM: Self::Column;
+    /// The column naming the member.
+    const USER: Self::Column;
+}
+
+impl MemberTable for workspace_members::Entity {
+    const ROOM: Self::Column = workspace_members::Column::WorkspaceId;
+    const USER: Self::Column = workspace_members::Column::UserId;
+}
+
+impl MemberTable for channel_members::Entity {
+    const ROOM: Self::Column = channel_members::Column::ChannelId;
+    const USER: Self::Column = channel_members::Column::UserId;
+}
+
+impl MemberTable for dm_participants::Entity {
+    const ROOM: Self::Column = dm_participants::Column::DmId;
+    const USER: Self::Column = dm_participants::Column::UserId;
+}
+
+/// How many rows of `E` match every `(column, value)` of `filters`.
+async fn count<E: EntityTrait<Model: Sync>>(
+    db: &DatabaseConnection,
+    filters: impl IntoIterator<Item = (E::Column, &str)>,
+) -> Result<u64, DbErr> {
+    let mut query = E::find();
+    for (column, value) in filters {
+        query = query.filter(column.eq(value));
+    }
+    query.count(db).await
+}
+
+/// Whether `user` is in room `room` of `T`.
+async fn is_in<T: MemberTable>(
+    db: &DatabaseConnection,
+    room: &str,
+    user: &str,
+) -> Result<bool, DbErr> {
+    Ok(count::<T>(db, [(T::ROOM, room), (T::USER, user)]).await? > 0)
+}
+
+/// The `select` column of the rows of `T` whose `by` column is `value`.
+async fn column_where<T: MemberTable>(
+    db: &DatabaseConnection,
+    select: T::Column,
+    by: T::Column,
+    value: &str,
+) -> Result<Vec<String>, QueryError> {
+    T::find()
+        .select_only()
+        .column(select)
+        .filter(by.eq(value))
+        .into_tuple()
+        .all(db)
+        .await
+        .map_err(unavailable)
+}
+
+/// The rooms of `T` that `user` is in.
+async fn rooms_in<T: MemberTable>(
+    db: &DatabaseConnection,
+    user: &str,
+) -> Result<Vec<String>, QueryError> {
+    column_where::<T>(db, T::ROOM, T::USER, user).await
+}
+
+/// The members of room `room` of `T`.
+async fn members_in<T: MemberTable>(
+    db: &DatabaseConnection,
+    room: &str,
+) -> Result<Vec<String>, QueryError> {
+    column_where::<T>(db, T::USER, T::ROOM, room).await
 }
 
 #[async_trait]
 impl ReadModel for SqlReadModel {
     async fn rooms_of(&self, user: &UserId) -> Result<Vec<RoomId>, QueryError> {
         let uid = user.as_str();
-        let workspace_ids: Vec<String> = workspace_members::Entity::find()
-            .select_only()
-            .column(workspace_members::Column::WorkspaceId)
-            .filter(workspace_members::Column::UserId.eq(uid))
-            .into_tuple()
-            .all(&self.db)
-            .await
-            .map_err(unavailable)?;
-        let channel_ids: Vec<String> = channel_members::Entity::find()
-            .select_only()
-            .column(channel_members::Column::ChannelId)
-            .filter(channel_members::Column::UserId.eq(uid))
-            .into_tuple()
-            .all(&self.db)
-            .await
-            .map_err(unavailable)?;
-        let dm_ids: Vec<String> = dm_participants::Entity::find()
-            .select_only()
-            .column(dm_participants::Column::DmId)
-            .filter(dm_participants::Column::UserId.eq(uid))
-            .into_tuple()
-            .all(&self.db)
-            .await
-            .map_err(unavailable)?;
+        let workspace_ids = rooms_in::<workspace_members::Entity>(&self.db, uid).await?;
+        let channel_ids = rooms_in::<channel_members::Entity>(&self.db, uid).await?;
+        let dm_ids = rooms_in::<dm_participants::Entity>(&self.db, uid).await?;
         let mut rooms = Vec::with_capacity(workspace_ids.len() + channel_ids.len() + dm_ids.len());
         for (kind, ids) in [
             (RoomKind::Workspace, workspace_ids),
@@ -164,33 +189,9 @@ impl ReadModel for SqlReadModel {
         let id = room.id();
         let users: Vec<String> = match room.kind() {
             RoomKind::User => vec![id.to_owned()],
-            RoomKind::Workspace => workspace_members::Entity::find()
-                .select_only()
-                .column(workspace_members::Column::UserId)
-                .filter(workspace_members::Column::WorkspaceId.eq(id))
-                .order_by_asc(workspace_members::Column::UserId)
-                .into_tuple()
-                .all(&self.db)
-                .await
-                .map_err(unavailable)?,
-            RoomKind::Channel => channel_members::Entity::find()
-                .select_only()
-                .column(channel_members::Column::UserId)
-                .filter(channel_members::Column::ChannelId.eq(id))
-                .order_by_asc(channel_members::Column::UserId)
-                .into_tuple()
-                .all(&self.db)
-                .await
-                .map_err(unavailable)?,
-            RoomKind::Dm => dm_participants::Entity::find()
-                .select_only()
-                .column(dm_participants::Column::UserId)
-                .filter(dm_participants::Column::DmId.eq(id))
-                .order_by_asc(dm_participants::Column::UserId)
-                .into_tuple()
-                .all(&self.db)
-                .await
-                .map_err(unavailable)?,
+            RoomKind::Workspace => members_in::<workspace_members::Entity>(&self.db, id).await?,
+            RoomKind::Channel => members_in::<channel_members::Entity>(&self.db, id).await?,
+            RoomKind::Dm => members_in::<dm_participants::Entity>(&self.db, id).await?,
         };
         let mut users = users
             .iter()

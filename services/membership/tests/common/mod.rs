@@ -10,7 +10,7 @@ use confab_events::{ChannelId, DmId, RoomId, UserId, WorkspaceId};
 use confab_membership::app::MembershipCore;
 use confab_membership::auth::Authenticator;
 use confab_membership::domain::{Actor, Command};
-use confab_membership::service::{MembershipService, ServiceSettings};
+use confab_membership::service::{MembershipService, Outcome, ServiceSettings};
 use confab_membership::sql;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -149,6 +149,35 @@ pub async fn bootstrap(service: &MembershipService) {
         user("adm"),
     )
     .await;
+}
+
+/// `by` invites `who` to channel `channel`; the command must succeed.
+pub async fn invite(service: &MembershipService, channel: &str, who: &str, by: &str) {
+    let command = Command::Invite {
+        channel: c(channel),
+        user: u(who),
+    };
+    service.execute(command, &user(by)).await.unwrap();
+}
+
+/// `by` opens DM `dm` in workspace `w` with `participants`; the command
+/// must succeed.
+pub async fn open_dm(service: &MembershipService, dm: &str, participants: &[&str], by: &str) {
+    let command = Command::OpenDm {
+        dm: d(dm),
+        workspace: w("w"),
+        participants: participants.iter().map(|p| u(p)).collect(),
+    };
+    service.execute(command, &user(by)).await.unwrap();
+}
+
+/// `by` removes `who` from workspace `w`; the command must succeed.
+pub async fn remove_member(service: &MembershipService, who: &str, by: &str) -> Outcome {
+    let command = Command::RemoveWorkspaceMember {
+        workspace: w("w"),
+        user: u(who),
+    };
+    service.execute(command, &user(by)).await.unwrap()
 }
 
 /// The next message of a subscription, within 5 s.

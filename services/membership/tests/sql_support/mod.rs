@@ -356,47 +356,40 @@ pub struct Dump {
     pub checkpoints: Vec<entities::projection_checkpoints::Model>,
 }
 
+/// Every row of `E`, ordered by `order`.
+async fn all_by<E: EntityTrait>(
+    db: &DatabaseConnection,
+    order: impl IntoIterator<Item = E::Column>,
+) -> Vec<E::Model> {
+    let mut query = E::find();
+    for column in order {
+        query = query.order_by_asc(column);
+    }
+    query.all(db).await.unwrap()
+}
+
 /// Dumps every projection table.
 pub async fn dump(db: &DatabaseConnection) -> Dump {
     use entities::*;
     Dump {
-        workspaces: workspaces::Entity::find()
-            .order_by_asc(workspaces::Column::Id)
-            .all(db)
-            .await
-            .unwrap(),
-        workspace_members: workspace_members::Entity::find()
-            .order_by_asc(workspace_members::Column::WorkspaceId)
-            .order_by_asc(workspace_members::Column::UserId)
-            .all(db)
-            .await
-            .unwrap(),
-        channels: channels::Entity::find()
-            .order_by_asc(channels::Column::Id)
-            .all(db)
-            .await
-            .unwrap(),
-        channel_members: channel_members::Entity::find()
-            .order_by_asc(channel_members::Column::ChannelId)
-            .order_by_asc(channel_members::Column::UserId)
-            .all(db)
-            .await
-            .unwrap(),
-        dms: dms::Entity::find()
-            .order_by_asc(dms::Column::Id)
-            .all(db)
-            .await
-            .unwrap(),
-        dm_participants: dm_participants::Entity::find()
-            .order_by_asc(dm_participants::Column::DmId)
-            .order_by_asc(dm_participants::Column::UserId)
-            .all(db)
-            .await
-            .unwrap(),
-        checkpoints: projection_checkpoints::Entity::find()
-            .order_by_asc(projection_checkpoints::Column::Name)
-            .all(db)
-            .await
-            .unwrap(),
+        workspaces: all_by::<workspaces::Entity>(db, [workspaces::Column::Id]).await,
+        workspace_members: {
+            use workspace_members::{Column, Entity};
+            all_by::<Entity>(db, [Column::WorkspaceId, Column::UserId]).await
+        },
+        channels: all_by::<channels::Entity>(db, [channels::Column::Id]).await,
+        channel_members: {
+            use channel_members::{Column, Entity};
+            all_by::<Entity>(db, [Column::ChannelId, Column::UserId]).await
+        },
+        dms: all_by::<dms::Entity>(db, [dms::Column::Id]).await,
+        dm_participants: {
+            use dm_participants::{Column, Entity};
+            all_by::<Entity>(db, [Column::DmId, Column::UserId]).await
+        },
+        checkpoints: {
+            use projection_checkpoints::{Column, Entity};
+            all_by::<Entity>(db, [Column::Name]).await
+        },
     }
 }
