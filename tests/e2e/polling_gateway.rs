@@ -133,7 +133,7 @@ async fn the_gateway_echoes_configured_origins_and_refuses_others() {
 async fn a_polling_client_that_stops_polling_is_dropped_as_a_slow_consumer() {
     let gw = spawn_gateway(|c| {
         c.engine.outbound_queue = 8;
-        c.engine.write_timeout_ms = 500;
+        c.engine.write_timeout = std::time::Duration::from_millis(500);
     })
     .await;
     let s = Suite::on(gw.addr, "/socket.io/");
