@@ -223,3 +223,28 @@ impl RawWs {
         self.text().await
     }
 }
+
+/// Checks an Engine.IO open packet as the official suites do, with the
+/// conformance server's settings (ping 300 ms / timeout 200 ms, maxPayload
+/// 1e6) and the given `upgrades`.
+pub fn assert_open(frame: &str, upgrades: &[&str]) {
+    assert!(frame.starts_with('0'), "{frame}");
+    let v: Value = serde_json::from_str(&frame[1..]).unwrap();
+    let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "maxPayload",
+            "pingInterval",
+            "pingTimeout",
+            "sid",
+            "upgrades"
+        ]
+    );
+    assert!(v["sid"].is_string());
+    assert_eq!(v["upgrades"], json!(upgrades));
+    assert_eq!(v["pingInterval"], 300);
+    assert_eq!(v["pingTimeout"], 200);
+    assert_eq!(v["maxPayload"], 1_000_000);
+}
