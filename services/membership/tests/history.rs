@@ -415,6 +415,7 @@ async fn a_batch_straddling_the_checkpoint_applies_only_the_newer_part(backend: 
     projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
         name: Set("history".into()),
         last_seq: Set(2),
+        log_id: Set(None),
     })
     .exec_without_returning(&test.db)
     .await
