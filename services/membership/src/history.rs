@@ -530,6 +530,12 @@ impl History {
         Ok(self.table.is_workspace_admin_of(room.id(), user).await?)
     }
 
+    /// Waits (at most [`LOOKUP_WAIT`]) until the projection got past `seq`.
+    async fn projected(&self, seq: u64) {
+        let mut progress = self.progress.clone();
+        let _ = tokio::time::timeout(LOOKUP_WAIT, progress.wait_for(|p| *p >= seq)).await;
+    }
+
     async fn publish(&self, room: &RoomId, msg: BusMessage) -> Result<u64, HistoryError> {
         let published = self
             .bus
@@ -542,7 +548,7 @@ impl History {
     }
 
     /// Edits a message: only its author, with a valid body. Publishes
-    /// `message:updated` to the room and answers once it is stored.
+    /// `message:updated` to the room and answers once it is stored and projected (or stored, after two seconds).
     pub async fn edit(&self, req: &EditRequest) -> Result<ChangeAck, HistoryError> {
         let (user, room) = Self::parse(&req.user, &req.room)?;
         if req.body.trim().is_empty() {
@@ -560,19 +566,28 @@ impl History {
                 "only the author may edit a message".into(),
             ));
         }
-        let mut message = row.message;
-        message.body.clone_from(&req.body);
-        message.updated_at = Some(now_rfc3339());
+        // The de-duplication id names this change of this version of the
+        // message (its text and edit time as projected, and the new text):
+        // a retry of the same edit is a duplicate, an edit back to an
+        // earlier text is not, since the version it edits moved on.
         let digest = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
+            row.message.body.hash(&mut h);
+            row.message.updated_at.hash(&mut h);
             req.body.hash(&mut h);
             h.finish()
         };
+        let mut message = row.message;
+        message.body.clone_from(&req.body);
+        message.updated_at = Some(now_rfc3339());
         let data = serde_json::to_value(&message).unwrap_or_default();
         let msg = BusMessage::new(names::MESSAGE_UPDATED, &data)
             .with_msg_id(format!("edit:{}:{digest:016x}", message.id));
         let seq = self.publish(&room, msg).await?;
+        // Read-your-writes: the next edit of this author starts from this
+        // version, so it never collides with this one's id.
+        self.projected(seq).await;
         Ok(ChangeAck { ok: true, seq })
     }
 
