@@ -167,6 +167,9 @@ async fn every_message_acked_before_and_after_a_restart_is_in_history() {
 
     let second = start(&db).await;
     connect(&node, "b", &second).await;
+    // A retry from before the restart is still a duplicate: answered with
+    // the first attempt's id and sequence, stored once.
+    assert_eq!(send(&node, "b", 4..5).await, acked[4..5]);
     acked.extend(send(&node, "b", 5..15).await);
     let seqs: Vec<u64> = acked.iter().map(|(_, seq)| *seq).collect();
     assert!(
