@@ -14,6 +14,7 @@ use sea_orm_migration::prelude::*;
 
 pub mod m20260101_000001_membership;
 pub mod m20260201_000001_messages;
+pub mod m20260301_000001_bus_log;
 
 /// Every migration of the Confab schema, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20260101_000001_membership::Migration),
             Box::new(m20260201_000001_messages::Migration),
+            Box::new(m20260301_000001_bus_log::Migration),
         ]
     }
 }

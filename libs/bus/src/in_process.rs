@@ -1,5 +1,20 @@
 //! The in-process bus: an in-memory log of room events plus one broadcast
 //! channel per room, inside this process.
+//!
+//! **Surviving restarts.** Built with [`InProcessBus::persistent`], every
+//! durable message is written to a [`LogStore`] before it is delivered or
+//! acknowledged, and a start loads the retained window (within `max_age`
+//! and `max_messages`), the de-duplication ids still within their window,
+//! and continues the sequence where the last run stopped. The log keeps one
+//! identity ([`LogInfo::id`]) for its life, so a projection can tell its
+//! checkpoint belongs to this log. A persisted log was chosen over a log
+//! epoch carried by every checkpoint and offset: offsets stay plain
+//! sequences (the wire format of connection-state recovery does not
+//! change), a client's offset from before a restart stays meaningful, and
+//! the semantics are those of stream `ROOMS` on NATS, which also survives
+//! restarts. Durable publishes are written one at a time (one SQL write
+//! each), which bounds the all-in-one's message rate by the database's, in
+//! exchange for never acking what a restart would lose.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -9,7 +24,13 @@ use async_trait::async_trait;
 use confab_events::RoomId;
 use tokio::sync::{broadcast, watch};
 
-use crate::{Bus, BusError, BusMessage, BusStatus, BusSubscription, BusTail, Published, TailItem};
+use crate::{
+    Bus, BusError, BusMessage, BusStatus, BusSubscription, BusTail, LogInfo, LogRecord, LogStore,
+    Published, TailItem,
+};
+
+/// A persistent log trims its store every this many durable publishes.
+const STORE_TRIM_EVERY: u64 = 1024;
 
 /// How many stored messages a lagged subscription takes from the log at a
 /// time while it repairs.
@@ -75,6 +96,17 @@ struct State {
 }
 
 impl State {
+    /// An empty log whose next message gets `next_seq`.
+    fn empty(next_seq: u64) -> Self {
+        Self {
+            next_seq,
+            log: VecDeque::new(),
+            ids: HashMap::new(),
+            id_order: VecDeque::new(),
+            rooms: HashMap::new(),
+        }
+    }
+
     /// Sequence of the oldest stored message (or `next_seq` when empty).
     fn first_seq(&self) -> u64 {
         self.next_seq - self.log.len() as u64
@@ -101,6 +133,16 @@ impl State {
                 self.ids.remove(&id);
             }
         }
+    }
+
+    /// The answer to a durable publish whose `msg_id` was already published
+    /// within the duplicate window.
+    fn duplicate_of(&self, msg: &BusMessage) -> Option<Published> {
+        let (seq, _) = self.ids.get(msg.msg_id.as_ref()?)?;
+        Some(Published {
+            seq: Some(*seq),
+            duplicate: true,
+        })
     }
 
     /// The stored message with sequence `seq`, if still retained.
@@ -134,9 +176,20 @@ impl State {
     }
 }
 
+/// The durable side of a persistent log.
+struct Persist {
+    store: Arc<dyn LogStore>,
+    /// Held across a durable publish's write, so that sequences are stored
+    /// in order; counts the publishes since the store was last trimmed.
+    writer: tokio::sync::Mutex<u64>,
+}
+
 struct Shared {
     state: Mutex<State>,
     limits: InProcessLimits,
+    /// [`LogInfo::id`].
+    log_id: String,
+    persist: Option<Persist>,
     /// The sequence of the last stored message, for [`Bus::tail`] feeds.
     stored: watch::Sender<u64>,
 }
@@ -191,24 +244,99 @@ impl InProcessBus {
     }
 
     /// A bus with the given limits (values below the minimum are raised to
-    /// it).
+    /// it), its log kept in memory only: a restart starts a new log (with a
+    /// new [`LogInfo::id`]) at sequence 1.
     pub fn with_limits(limits: InProcessLimits) -> Self {
-        let limits = InProcessLimits {
+        Self::assemble(limits, memory_log_id(), None, State::empty(1))
+    }
+
+    /// A bus with the given limits whose log lives in `store`: the retained
+    /// window is loaded and the sequence continues after the last stored
+    /// message; every durable publish is stored before it is delivered (a
+    /// failed write fails the publish with [`BusError::Unavailable`]).
+    pub async fn persistent(
+        limits: InProcessLimits,
+        store: Arc<dyn LogStore>,
+    ) -> Result<Self, BusError> {
+        let limits = Self::raised(limits);
+        let now_ms = unix_ms();
+        let since_ms = if limits.max_age.is_zero() {
+            0
+        } else {
+            now_ms.saturating_sub(u64::try_from(limits.max_age.as_millis()).unwrap_or(u64::MAX))
+        };
+        let loaded = store.open(since_ms, limits.max_messages).await?;
+        let mut state = State::empty(loaded.last_seq + 1);
+        let now = Instant::now();
+        for record in loaded.records {
+            let age = Duration::from_millis(now_ms.saturating_sub(record.stored_at_ms));
+            let timestamp = now.checked_sub(age).unwrap_or(now);
+            let msg = BusMessage {
+                event: record.event.into(),
+                args_json: record.args_json.into(),
+                seq: Some(record.seq),
+                headers: record.headers.into(),
+                msg_id: record.msg_id.map(Into::into),
+                volatile: false,
+            };
+            if let Some(id) = &msg.msg_id
+                && age < limits.duplicate_window
+            {
+                state.ids.insert(Arc::clone(id), (record.seq, timestamp));
+                state.id_order.push_back((timestamp, Arc::clone(id)));
+            }
+            state.log.push_back(Stored {
+                room: record.room,
+                timestamp,
+                msg,
+            });
+        }
+        // Keep the invariant of consecutive sequences ending at next_seq - 1
+        // even if the store handed back a broken window.
+        if state
+            .log
+            .iter()
+            .zip(state.first_seq()..)
+            .any(|(s, seq)| s.msg.seq != Some(seq))
+        {
+            return Err(BusError::Unsupported(format!(
+                "the stored log {} is not a window of consecutive sequences ending at {}",
+                loaded.log_id, loaded.last_seq
+            )));
+        }
+        tracing::info!(
+            log = %loaded.log_id, last_seq = loaded.last_seq, retained = state.log.len(),
+            "in-process log loaded"
+        );
+        let persist = Persist {
+            store,
+            writer: tokio::sync::Mutex::new(0),
+        };
+        Ok(Self::assemble(limits, loaded.log_id, Some(persist), state))
+    }
+
+    fn raised(limits: InProcessLimits) -> InProcessLimits {
+        InProcessLimits {
             max_messages: limits.max_messages.max(1),
             capacity: limits.capacity.max(1),
             ..limits
-        };
+        }
+    }
+
+    fn assemble(
+        limits: InProcessLimits,
+        log_id: String,
+        persist: Option<Persist>,
+        state: State,
+    ) -> Self {
+        let last = state.next_seq - 1;
         Self {
             shared: Arc::new(Shared {
-                state: Mutex::new(State {
-                    next_seq: 1,
-                    log: VecDeque::new(),
-                    ids: HashMap::new(),
-                    id_order: VecDeque::new(),
-                    rooms: HashMap::new(),
-                }),
-                limits,
-                stored: watch::channel(0).0,
+                state: Mutex::new(state),
+                limits: Self::raised(limits),
+                log_id,
+                persist,
+                stored: watch::channel(last).0,
             }),
             lagged: Arc::new(|_| {}),
         }
@@ -232,6 +360,27 @@ impl InProcessBus {
     }
 }
 
+/// Now, Unix milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A fresh identity for a log kept in memory only: unique per start.
+fn memory_log_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "memory:{}:{nanos}:{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 impl Default for InProcessBus {
     fn default() -> Self {
         Self::with_limits(InProcessLimits::default())
@@ -249,47 +398,79 @@ impl std::fmt::Debug for InProcessBus {
 #[async_trait]
 impl Bus for InProcessBus {
     async fn publish(&self, room: &RoomId, mut msg: BusMessage) -> Result<Published, BusError> {
+        // Durable publishes of a persistent log are written one at a time,
+        // so `next_seq` cannot move between the write and the append below.
+        let mut writer = match &self.shared.persist {
+            Some(p) if !msg.volatile => Some((p, p.writer.lock().await)),
+            _ => None,
+        };
         let limits = &self.shared.limits;
         let now = Instant::now();
-        let mut state = self.shared.lock();
-        state.trim(limits, now);
-        let seq = if msg.volatile {
-            msg.seq = None;
-            None
-        } else {
-            if let Some(id) = &msg.msg_id
-                && let Some((seq, _)) = state.ids.get(id)
-            {
-                return Ok(Published {
-                    seq: Some(*seq),
-                    duplicate: true,
+        if let Some((persist, _)) = &writer {
+            let record = {
+                let mut state = self.shared.lock();
+                state.trim(limits, now);
+                if let Some(duplicate) = state.duplicate_of(&msg) {
+                    return Ok(duplicate);
+                }
+                LogRecord {
+                    seq: state.next_seq,
+                    room: room.clone(),
+                    event: msg.event.to_string(),
+                    args_json: msg.args_json.to_string(),
+                    headers: msg.headers.to_vec(),
+                    msg_id: msg.msg_id.as_deref().map(str::to_owned),
+                    stored_at_ms: unix_ms(),
+                }
+            };
+            persist.store.append(&record).await?;
+        }
+        let (seq, first_seq) = {
+            let mut state = self.shared.lock();
+            state.trim(limits, now);
+            let seq = if msg.volatile {
+                msg.seq = None;
+                None
+            } else {
+                if let Some(duplicate) = state.duplicate_of(&msg) {
+                    return Ok(duplicate);
+                }
+                let seq = state.next_seq;
+                state.next_seq += 1;
+                msg.seq = Some(seq);
+                if let Some(id) = &msg.msg_id
+                    && !limits.duplicate_window.is_zero()
+                {
+                    state.ids.insert(Arc::clone(id), (seq, now));
+                    state.id_order.push_back((now, Arc::clone(id)));
+                }
+                state.log.push_back(Stored {
+                    room: room.clone(),
+                    timestamp: now,
+                    msg: msg.clone(),
                 });
-            }
-            let seq = state.next_seq;
-            state.next_seq += 1;
-            msg.seq = Some(seq);
-            if let Some(id) = &msg.msg_id
-                && !limits.duplicate_window.is_zero()
+                while state.log.len() > limits.max_messages {
+                    state.log.pop_front();
+                }
+                self.shared.stored.send_replace(seq);
+                Some(seq)
+            };
+            if let Some(tx) = state.rooms.get(room)
+                && tx.send(msg).is_err()
             {
-                state.ids.insert(Arc::clone(id), (seq, now));
-                state.id_order.push_back((now, Arc::clone(id)));
+                // Nobody listens any more.
+                state.rooms.remove(room);
             }
-            state.log.push_back(Stored {
-                room: room.clone(),
-                timestamp: now,
-                msg: msg.clone(),
-            });
-            while state.log.len() > limits.max_messages {
-                state.log.pop_front();
-            }
-            self.shared.stored.send_replace(seq);
-            Some(seq)
+            (seq, state.first_seq())
         };
-        if let Some(tx) = state.rooms.get(room)
-            && tx.send(msg).is_err()
-        {
-            // Nobody listens any more.
-            state.rooms.remove(room);
+        if let Some((persist, since_trim)) = &mut writer {
+            **since_trim += 1;
+            if **since_trim >= STORE_TRIM_EVERY {
+                **since_trim = 0;
+                if let Err(e) = persist.store.trim(first_seq).await {
+                    tracing::warn!(error = %e, "cannot trim the stored in-process log; retrying later");
+                }
+            }
         }
         Ok(Published {
             seq,
@@ -362,14 +543,28 @@ impl Bus for InProcessBus {
         Ok(Box::pin(futures::stream::unfold(tail, Tail::next)))
     }
 
+    async fn log_info(&self) -> Result<LogInfo, BusError> {
+        let state = self.shared.lock_trimmed();
+        Ok(LogInfo {
+            id: self.shared.log_id.clone(),
+            first_seq: state.first_seq(),
+            last_seq: state.next_seq - 1,
+        })
+    }
+
     fn status(&self) -> BusStatus {
         BusStatus {
             kind: "in-process",
             connected: true,
             shared: false,
-            detail: "single-process bus with an in-memory log: serves this process only \
-                     (all-in-one mode)"
-                .into(),
+            detail: if self.shared.persist.is_some() {
+                "single-process bus with its log kept in the database: serves this process \
+                 only (all-in-one mode)"
+            } else {
+                "single-process bus with an in-memory log: serves this process only \
+                 (all-in-one mode)"
+            }
+            .into(),
         }
     }
 }

@@ -13,6 +13,7 @@
 mod fresh;
 mod gap;
 mod in_process;
+mod log_store;
 mod nats;
 pub mod subjects;
 
@@ -26,6 +27,7 @@ use serde::Serialize;
 
 pub use gap::{GapDecision, GapTracker};
 pub use in_process::{InProcessBus, InProcessLimits};
+pub use log_store::{LoadedLog, LogRecord, LogStore};
 pub use nats::{
     MAX_DIRECT_REPLAYS, MAX_REPAIR_MESSAGES, NatsBus, NatsBusStats, NatsConfig, RECOVERY_WINDOW,
     parse_server_version,
@@ -184,6 +186,21 @@ pub enum BusError {
     Trimmed(String),
 }
 
+/// Which durable log a bus reads and how far it reaches: what a projection
+/// checks its checkpoint against before it tails ([`Bus::log_info`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogInfo {
+    /// The log's identity, stable for the log's life and different for a
+    /// new log (NATS: stream `ROOMS`'s creation time; in-process: the id the
+    /// [`LogStore`] keeps, or a fresh one for a log kept in memory only). A
+    /// checkpoint taken on another log is meaningless on this one.
+    pub id: String,
+    /// The first sequence still retained (`last + 1` when none is).
+    pub first_seq: u64,
+    /// The last sequence stored (0 when nothing ever was).
+    pub last_seq: u64,
+}
+
 /// What readiness reports about the bus.
 #[derive(Debug, Clone, Serialize)]
 pub struct BusStatus {
@@ -254,6 +271,11 @@ pub trait Bus: Send + Sync + 'static {
         Err(BusError::Unsupported(
             "this bus keeps no log to tail".into(),
         ))
+    }
+    /// The identity and bounds of the durable log (one request to the
+    /// broker). Buses without a log answer [`BusError::Unsupported`].
+    async fn log_info(&self) -> Result<LogInfo, BusError> {
+        Err(BusError::Unsupported("this bus keeps no log".into()))
     }
     /// Current state, for readiness.
     fn status(&self) -> BusStatus;

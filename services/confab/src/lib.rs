@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use confab_auth::{DEV_SECRET, Verifier};
-use confab_bus::{Bus, InProcessBus};
+use confab_bus::Bus;
 use confab_config::{Loaded, Loader, redact_url};
 use confab_contracts::ErrorDetail;
 use confab_contracts::messages::{
@@ -248,7 +248,17 @@ impl AllInOne {
             signal.await;
             trigger.cancel();
         });
-        let membership = tokio::spawn(self.membership.run(stop.clone().cancelled_owned()));
+        let membership = tokio::spawn({
+            let stop = stop.clone();
+            let run = self.membership.run(stop.clone().cancelled_owned());
+            async move {
+                let result = run.await;
+                // A membership service that stopped (e.g. refused to start)
+                // takes the gateway down with it.
+                stop.cancel();
+                result
+            }
+        });
         let gateway = self.gateway.run(stop.clone().cancelled_owned()).await;
         stop.cancel();
         let membership = membership.await.context("membership task")?;
@@ -261,7 +271,16 @@ impl AllInOne {
 /// Builds the all-in-one process: embedded membership on `embedded`'s
 /// database, the gateway on the in-process bus.
 pub async fn build(cfg: GatewayConfig, embedded: &EmbeddedConfig) -> anyhow::Result<AllInOne> {
-    let bus: Arc<dyn Bus> = Arc::new(InProcessBus::default());
+    let db = confab_membership::sql::connect(&embedded.database_url)
+        .await
+        .with_context(|| format!("membership database {}", redact_url(&embedded.database_url)))?;
+    // The log lives in the same database as the history checkpoint, so the
+    // two survive restarts together.
+    let bus: Arc<dyn Bus> = Arc::new(
+        confab_membership::app::persistent_bus(&db)
+            .await
+            .with_context(|| format!("room event log in {}", redact_url(&embedded.database_url)))?,
+    );
     let service_token = match &cfg.service_token {
         Some(t) => t.expose().to_owned(),
         None => {
@@ -271,14 +290,7 @@ pub async fn build(cfg: GatewayConfig, embedded: &EmbeddedConfig) -> anyhow::Res
     };
     let verifier = Verifier::new(cfg.auth.clone()).map_err(|e| anyhow::anyhow!("auth: {e}"))?;
     let auth = Authenticator::new(Some(service_token.clone()), Some(verifier));
-    let core = MembershipCore::embedded_url(
-        &embedded.database_url,
-        Arc::clone(&bus),
-        auth,
-        ServiceSettings::default(),
-    )
-    .await
-    .with_context(|| format!("membership database {}", redact_url(&embedded.database_url)))?;
+    let core = MembershipCore::embedded(db, Arc::clone(&bus), auth, ServiceSettings::default());
     let service = Arc::clone(core.service());
     let presence = Arc::clone(core.presence());
     let history = EmbeddedHistory(core.history().clone());

@@ -22,7 +22,8 @@
 //! | `GET /v1/rooms/{room}/members` | | [`MembersOfResponse`] (members of the room, or trusted) |
 //! | `GET /v1/rooms/{room}/members/{user}` | | [`IsMemberResponse`] (the user, members, or trusted) |
 //! | `POST /v1/emit` | [`EmitRequest`](confab_contracts::membership::EmitRequest) | [`EmitResponse`] (service token only) |
-//! | `GET /healthz`, `GET /readyz` | | liveness, readiness |
+//! | `GET /healthz`, `GET /readyz` | | liveness, readiness (red while a projection fails or stopped, named under `projections`) |
+//! | `GET /metrics` | | Prometheus text: `confab_membership_projection_up{projection}`, `confab_membership_history_trimmed_total` |
 //!
 //! Command bodies may carry `"actor"` (service token only). Commands answer
 //! [`ExecuteResponse`]. Errors answer [`ErrorBody`](confab_contracts::ErrorBody) with the status of
@@ -136,6 +137,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<HttpState>)> {
         ("/v1/emit",                           post(emit)),
         ("/healthz",                           get(healthz)),
         ("/readyz",                            get(readyz)),
+        ("/metrics",                           get(metrics)),
     ]
 }
 
@@ -571,6 +573,14 @@ async fn emit(State(state): State<HttpState>, mut call: Call) -> HttpResult {
     .into_response())
 }
 
+async fn metrics(State(state): State<HttpState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.service.health().metrics(),
+    )
+        .into_response()
+}
+
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -579,10 +589,12 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     let bus = state.service.bus().status();
     let checkpoint = state.service.read_model().checkpoint().await;
     let last = state.service.store().last_seq().await;
-    let ready = bus.connected && checkpoint.is_ok() && last.is_ok();
+    let health = state.service.health();
+    let ready = bus.connected && checkpoint.is_ok() && last.is_ok() && health.all_running();
     let body = json!({
         "ready": ready,
         "bus": bus,
+        "projections": health.states(),
         "projection_checkpoint": checkpoint.as_ref().ok(),
         "projection_error": checkpoint.as_ref().err().map(ToString::to_string),
         "log_last_seq": last.as_ref().ok(),

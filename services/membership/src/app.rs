@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use axum::Router;
 use confab_auth::Verifier;
-use confab_bus::{Bus, InProcessBus, NatsBus};
+use confab_bus::{Bus, InProcessBus, InProcessLimits, NatsBus};
 use confab_contracts::Routes;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
@@ -29,12 +29,15 @@ use crate::api_http::{self, HttpSettings};
 use crate::api_nats::{self, NatsApi};
 use crate::auth::Authenticator;
 use crate::config::MembershipConfig;
-use crate::history::{History, HistoryProjector};
+use crate::health::ProjectionState;
+use crate::history::{CheckError, History, HistoryProjector};
 use crate::jetstream_store::JetStreamEventStore;
 use crate::notifier::Notifier;
 use crate::presence::PresenceTracker;
 use crate::service::{MembershipService, ServiceSettings};
-use crate::sql::{self, Projector, SqlCheckpoint, SqlEventStore, SqlReadModel};
+use crate::sql::{
+    self, PROJECTION_NAME, Projector, SqlCheckpoint, SqlEventStore, SqlLogStore, SqlReadModel,
+};
 use crate::store::EventStore;
 
 /// A failure to start or run the membership service.
@@ -60,6 +63,10 @@ pub enum AppError {
     /// Serving failed.
     #[error("server: {0}")]
     Serve(#[from] std::io::Error),
+    /// A projection refuses to start (e.g. its checkpoint belongs to
+    /// another log); the message says what the operator does.
+    #[error("projection: {0}")]
+    Projection(String),
 }
 
 /// The membership service with its background work (projector, notifier,
@@ -158,6 +165,7 @@ impl MembershipCore {
         );
         let service =
             Arc::new(MembershipService::new(Arc::clone(&store), read, bus).with_settings(settings));
+        let history_projector = history_projector.with_health(service.health().clone());
         let presence = Arc::new(PresenceTracker::new(
             Arc::clone(&service),
             crate::presence::DEFAULT_TTL,
@@ -229,6 +237,15 @@ impl MembershipCore {
             .prepare()
             .await
             .map_err(|e| AppError::Database(format!("notifier checkpoint: {e}")))?;
+        match self.history_projector.check_log().await {
+            Ok(_) => {}
+            Err(CheckError::Mismatch(e)) => {
+                tracing::error!(error = %e, "history projection refuses to start");
+                return Err(AppError::Projection(e.to_string()));
+            }
+            // Retried by the projector, and reported by readiness meanwhile.
+            Err(e) => tracing::warn!(error = %e, "history projection cannot start yet"),
+        }
         let nats_api = match &self.nats {
             Some(client) => Some(
                 NatsApi::start(
@@ -251,9 +268,16 @@ impl MembershipCore {
         let projector = self.projector.clone();
         let store = Arc::clone(&self.store);
         let token = stop.clone();
+        let health = self.service.health().clone();
+        health.set(PROJECTION_NAME, ProjectionState::Running);
         tasks.push(tokio::spawn(async move {
             if let Err(e) = projector.run(store, token.cancelled_owned()).await {
                 tracing::error!(error = %e, "membership projector stopped");
+                let reason = format!(
+                    "the membership projector stopped: {e}; the read model is frozen at its \
+                     checkpoint. Repair or remove the event, then restart the service"
+                );
+                health.set(PROJECTION_NAME, ProjectionState::Stopped { reason });
             }
         }));
         tasks.push(tokio::spawn(
@@ -360,12 +384,10 @@ impl App {
                     "embedded mode: SQL event log and in-process bus; notifications reach no gateway \
                      outside this process (configure [nats] for a cluster)"
                 );
-                MembershipCore::embedded(
-                    db,
-                    Arc::new(InProcessBus::default()),
-                    auth,
-                    config.service_settings(),
-                )
+                let bus = persistent_bus(&db)
+                    .await
+                    .map_err(|e| AppError::Database(e.to_string()))?;
+                MembershipCore::embedded(db, Arc::new(bus), auth, config.service_settings())
             }
         };
         let core = core.with_presence_ttl(config.presence_ttl);
@@ -453,6 +475,16 @@ impl App {
         tracing::info!("membership stopped");
         Ok(())
     }
+}
+
+/// The in-process bus of embedded mode, its log stored in `db` (see
+/// [`SqlLogStore`]) so that it survives restarts with its sequence.
+pub async fn persistent_bus(db: &DatabaseConnection) -> Result<InProcessBus, confab_bus::BusError> {
+    InProcessBus::persistent(
+        InProcessLimits::default(),
+        Arc::new(SqlLogStore::new(db.clone())),
+    )
+    .await
 }
 
 /// The authenticator a configuration describes.

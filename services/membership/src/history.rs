@@ -13,18 +13,28 @@
 //!
 //! The SQL (the table, its checkpoint row, the queries) lives in
 //! [`crate::sql`] (`sql/history.rs`).
+//!
+//! **Log identity.** A checkpoint is a sequence of one log. The checkpoint
+//! row records which ([`LogInfo::id`]: stream `ROOMS`'s creation time on
+//! NATS, the stored log's id in the all-in-one), and before every tail
+//! [`HistoryProjector::check_log`] refuses a checkpoint of another log (a
+//! NATS store wiped under a kept read model) or one ahead of the log's last
+//! sequence ([`LogMismatch`]): tailing from it would take new messages for
+//! already projected ones and drop them. The operator rebuilds the
+//! projection (see [`LogMismatch`]).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use confab_bus::{Bus, BusError, BusMessage, BusTail, TailItem};
+use confab_bus::{Bus, BusError, BusMessage, BusTail, LogInfo, TailItem};
 use confab_events::socket::{MessageDeleted, names};
 use confab_events::{RoomId, RoomKind, UserId};
 use futures::{FutureExt, StreamExt};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::watch;
 
+use crate::health::{Health, ProjectionState};
 use crate::read_model::ReadModel;
 pub use crate::sql::HISTORY_PROJECTION;
 use crate::sql::{MessageTable, StoredMessage, is_message_event};
@@ -89,6 +99,96 @@ impl From<DbErr> for HistoryError {
     }
 }
 
+/// What an operator does about a [`LogMismatch`].
+const REBUILD: &str = "rebuild the history projection: stop the membership service, delete \
+     every row of table `messages` and the row `history` of `projection_checkpoints`, and \
+     start it again (it projects the log from its first retained message)";
+
+/// Why the history projection refuses to tail the bus log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogMismatch {
+    /// The checkpoint counts sequences of another log.
+    #[error(
+        "the history projection's checkpoint (row `history` of projection_checkpoints, at \
+         {checkpoint}) belongs to log {checkpoint_log}, but the bus log is {log}: {REBUILD}"
+    )]
+    OtherLog {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// The log it belongs to.
+        checkpoint_log: String,
+        /// The bus's log.
+        log: String,
+    },
+    /// The checkpoint is past the log's last sequence.
+    #[error(
+        "the history projection's checkpoint (row `history` of projection_checkpoints, at \
+         {checkpoint}) is ahead of the bus log {log}, whose last sequence is {last}; the log was \
+         reset or replaced: {REBUILD}"
+    )]
+    Ahead {
+        /// The checkpoint.
+        checkpoint: u64,
+        /// The bus's log.
+        log: String,
+        /// The log's last sequence.
+        last: u64,
+    },
+}
+
+impl LogMismatch {
+    /// Checks checkpoint `checkpoint` of log `checkpoint_log` (`None`: not
+    /// bound yet) against `log`.
+    pub fn check(
+        checkpoint: u64,
+        checkpoint_log: Option<&str>,
+        log: &LogInfo,
+    ) -> Result<(), LogMismatch> {
+        if let Some(other) = checkpoint_log.filter(|id| *id != log.id) {
+            return Err(LogMismatch::OtherLog {
+                checkpoint,
+                checkpoint_log: other.to_owned(),
+                log: log.id.clone(),
+            });
+        }
+        if checkpoint > log.last_seq {
+            return Err(LogMismatch::Ahead {
+                checkpoint,
+                log: log.id.clone(),
+                last: log.last_seq,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why [`HistoryProjector::check_log`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CheckError {
+    /// The checkpoint does not belong to the bus log: the projection must
+    /// not run until rebuilt.
+    #[error(transparent)]
+    Mismatch(#[from] LogMismatch),
+    /// The log no longer holds messages after the checkpoint: they were
+    /// dropped by retention before they were projected.
+    #[error("{0}")]
+    Trimmed(String),
+    /// The database or the bus could not be read; retrying may work.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The reason of a [`CheckError::Trimmed`]: what was lost, and what the
+/// operator does.
+fn trimmed_reason(checkpoint: u64, what: &str) -> String {
+    format!(
+        "the history projection (checkpoint `history` at {checkpoint}) cannot resume: {what}; \
+         those messages are missing from history. Restore the log from a backup, or accept the \
+         loss: set the `history` row of projection_checkpoints to the log's first sequence - 1 \
+         (see README, \"Operations\")"
+    )
+}
+
 pub use confab_contracts::messages::{
     ChangeAck, DeleteRequest, EditRequest, HistoryPage, HistoryRequest, subjects,
 };
@@ -100,6 +200,7 @@ pub struct HistoryProjector {
     table: MessageTable,
     bus: Arc<dyn Bus>,
     progress: Arc<watch::Sender<u64>>,
+    health: Health,
 }
 
 impl std::fmt::Debug for HistoryProjector {
@@ -117,7 +218,14 @@ impl HistoryProjector {
             table: MessageTable::new(db),
             bus,
             progress: Arc::new(watch::channel(0).0),
+            health: Health::default(),
         }
+    }
+
+    /// Reports the projector's state ([`HISTORY_PROJECTION`]) to `health`.
+    pub fn with_health(mut self, health: Health) -> Self {
+        self.health = health;
+        self
     }
 
     /// The last bus sequence this projector has seen (applied or skipped).
@@ -128,6 +236,40 @@ impl HistoryProjector {
     /// The checkpoint as committed (0 before the first message event).
     pub async fn checkpoint(&self) -> Result<u64, DbErr> {
         self.table.checkpoint().await
+    }
+
+    /// Checks that the checkpoint belongs to the bus's log and is not ahead
+    /// of it ([`LogMismatch`]), binding a checkpoint not yet bound to the
+    /// log. Returns the checkpoint. Buses without a log are not checked.
+    pub async fn check_log(&self) -> Result<u64, CheckError> {
+        let unavailable = |e: &dyn std::fmt::Display| CheckError::Unavailable(e.to_string());
+        let (checkpoint, bound) = self.table.binding().await.map_err(|e| unavailable(&e))?;
+        let log = match self.bus.log_info().await {
+            Ok(log) => log,
+            Err(BusError::Unsupported(_)) => return Ok(checkpoint),
+            Err(e) => return Err(unavailable(&e)),
+        };
+        LogMismatch::check(checkpoint, bound.as_deref(), &log)?;
+        if checkpoint + 1 < log.first_seq && checkpoint < log.last_seq {
+            return Err(CheckError::Trimmed(trimmed_reason(
+                checkpoint,
+                &format!(
+                    "the bus log {} starts at {}: messages {} to {} were dropped by retention",
+                    log.id,
+                    log.first_seq,
+                    checkpoint + 1,
+                    log.first_seq - 1
+                ),
+            )));
+        }
+        if bound.is_none() {
+            self.table
+                .bind(&log.id)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            tracing::info!(log = %log.id, checkpoint, "history projection bound to the bus log");
+        }
+        Ok(checkpoint)
     }
 
     /// Applies one stored message unless it is at or below the checkpoint
@@ -185,8 +327,13 @@ impl HistoryProjector {
         let mut batch = Vec::with_capacity(MAX_BATCH_ITEMS);
         loop {
             let result = async {
-                let from = self.checkpoint().await.map_err(|e| e.to_string())? + 1;
-                let mut tail = self.bus.tail(from).await.map_err(|e| e.to_string())?;
+                let from = self.check_log().await? + 1;
+                let mut tail = self.bus.tail(from).await.map_err(|e| match e {
+                    BusError::Trimmed(what) => CheckError::Trimmed(trimmed_reason(from - 1, &what)),
+                    e => CheckError::Unavailable(e.to_string()),
+                })?;
+                self.health
+                    .set(HISTORY_PROJECTION, ProjectionState::Running);
                 loop {
                     let item = tokio::select! {
                         () = shutdown.as_mut() => return Ok(()),
@@ -195,10 +342,14 @@ impl HistoryProjector {
                     let end = fill_batch(&mut tail, item, &mut batch);
                     // Not raced against shutdown: a batch is applied whole.
                     // Items received before a tail failure are applied first.
-                    self.apply_batch(&batch).await.map_err(|e| e.to_string())?;
+                    self.apply_batch(&batch)
+                        .await
+                        .map_err(|e| CheckError::Unavailable(e.to_string()))?;
                     if let Some(error) = end {
-                        return Err(error);
+                        return Err(CheckError::Unavailable(error));
                     }
+                    self.health
+                        .set(HISTORY_PROJECTION, ProjectionState::Running);
                     retry = RETRY_MIN;
                 }
             }
@@ -206,7 +357,23 @@ impl HistoryProjector {
             match result {
                 Ok(()) => return,
                 Err(error) => {
-                    tracing::warn!(%error, retry_in = ?retry, "history projector failed; retrying");
+                    let reason = error.to_string();
+                    let state = match error {
+                        CheckError::Mismatch(_) => {
+                            tracing::error!(%error, "history projection refuses to run");
+                            ProjectionState::Stopped { reason }
+                        }
+                        CheckError::Trimmed(_) => {
+                            tracing::error!(%error, "history projection cannot resume");
+                            self.health.count_trimmed();
+                            ProjectionState::Stopped { reason }
+                        }
+                        CheckError::Unavailable(_) => {
+                            tracing::warn!(%error, retry_in = ?retry, "history projector failed; retrying");
+                            ProjectionState::Failing { reason }
+                        }
+                    };
+                    self.health.set(HISTORY_PROJECTION, state);
                 }
             }
             tokio::select! {
@@ -363,6 +530,12 @@ impl History {
         Ok(self.table.is_workspace_admin_of(room.id(), user).await?)
     }
 
+    /// Waits (at most [`LOOKUP_WAIT`]) until the projection got past `seq`.
+    async fn projected(&self, seq: u64) {
+        let mut progress = self.progress.clone();
+        let _ = tokio::time::timeout(LOOKUP_WAIT, progress.wait_for(|p| *p >= seq)).await;
+    }
+
     async fn publish(&self, room: &RoomId, msg: BusMessage) -> Result<u64, HistoryError> {
         let published = self
             .bus
@@ -375,7 +548,7 @@ impl History {
     }
 
     /// Edits a message: only its author, with a valid body. Publishes
-    /// `message:updated` to the room and answers once it is stored.
+    /// `message:updated` to the room and answers once it is stored and projected (or stored, after two seconds).
     pub async fn edit(&self, req: &EditRequest) -> Result<ChangeAck, HistoryError> {
         let (user, room) = Self::parse(&req.user, &req.room)?;
         if req.body.trim().is_empty() {
@@ -393,19 +566,28 @@ impl History {
                 "only the author may edit a message".into(),
             ));
         }
-        let mut message = row.message;
-        message.body.clone_from(&req.body);
-        message.updated_at = Some(now_rfc3339());
+        // The de-duplication id names this change of this version of the
+        // message (its text and edit time as projected, and the new text):
+        // a retry of the same edit is a duplicate, an edit back to an
+        // earlier text is not, since the version it edits moved on.
         let digest = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
+            row.message.body.hash(&mut h);
+            row.message.updated_at.hash(&mut h);
             req.body.hash(&mut h);
             h.finish()
         };
+        let mut message = row.message;
+        message.body.clone_from(&req.body);
+        message.updated_at = Some(now_rfc3339());
         let data = serde_json::to_value(&message).unwrap_or_default();
         let msg = BusMessage::new(names::MESSAGE_UPDATED, &data)
             .with_msg_id(format!("edit:{}:{digest:016x}", message.id));
         let seq = self.publish(&room, msg).await?;
+        // Read-your-writes: the next edit of this author starts from this
+        // version, so it never collides with this one's id.
+        self.projected(seq).await;
         Ok(ChangeAck { ok: true, seq })
     }
 

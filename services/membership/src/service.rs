@@ -41,6 +41,7 @@ use tracing::Instrument;
 use crate::domain::{
     Actor, AggregateState, Command, CommandError, Facts, decide, decide_removed_from_workspace,
 };
+use crate::health::Health;
 use crate::read_model::{JoinDecision, QueryError, ReadModel};
 use crate::store::{EventStore, StoreError, Stored};
 
@@ -183,6 +184,7 @@ pub struct MembershipService {
     locks: Mutex<HashMap<RoomId, Weak<tokio::sync::Mutex<()>>>>,
     settings: ServiceSettings,
     conflicts: AtomicU64,
+    health: Health,
 }
 
 impl std::fmt::Debug for MembershipService {
@@ -212,7 +214,14 @@ impl MembershipService {
             locks: Mutex::new(HashMap::new()),
             settings: ServiceSettings::default(),
             conflicts: AtomicU64::new(0),
+            health: Health::default(),
         }
+    }
+
+    /// The states of the projections behind this service's answers, for
+    /// readiness and metrics.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// Replaces the settings.

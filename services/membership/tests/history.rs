@@ -415,6 +415,7 @@ async fn a_batch_straddling_the_checkpoint_applies_only_the_newer_part(backend: 
     projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
         name: Set("history".into()),
         last_seq: Set(2),
+        log_id: Set(None),
     })
     .exec_without_returning(&test.db)
     .await
@@ -566,4 +567,56 @@ async fn run_retries_a_failed_batch_from_the_checkpoint(backend: Backend) {
             ("m3", 3, "three", None, false),
         ]
     );
+}
+
+/// Editing back to an earlier text is a new edit, not a duplicate of the
+/// earlier one: every acked edit is stored, delivered and applied.
+#[tokio::test]
+async fn an_edit_back_to_an_earlier_text_applies() {
+    let bus = Arc::new(InProcessBus::default());
+    let core = common::embedded_core(bus.clone()).await;
+    let history: History = core.history().clone();
+    let running = common::start(core).await;
+    common::bootstrap(&running.service).await;
+    let room = RoomId::parse("channel:pub").unwrap();
+    let mut live = bus.subscribe(&room).await.unwrap();
+    send(&*bus, &message("m1", "channel:pub", "bob", "A")).await;
+    let edit = |body: &str| confab_membership::history::EditRequest {
+        user: "bob".into(),
+        room: "channel:pub".into(),
+        id: "m1".into(),
+        body: body.into(),
+    };
+    let mut seqs = Vec::new();
+    let bodies = ["B", "A", "B", "A"];
+    for body in bodies {
+        let ack = history.edit(&edit(body)).await.unwrap();
+        seqs.push(ack.seq);
+    }
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "every edit stored anew: {seqs:?}"
+    );
+    let mut delivered = Vec::new();
+    while delivered.len() < bodies.len() {
+        let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(2), live.next()).await else {
+            break;
+        };
+        if &*msg.event == names::MESSAGE_UPDATED {
+            let m: Vec<Message> = serde_json::from_str(&msg.args_json).unwrap();
+            delivered.push(m[0].body.clone());
+        }
+    }
+    assert_eq!(delivered, bodies);
+    let page = history
+        .history(&confab_membership::history::HistoryRequest {
+            user: "bob".into(),
+            room: "channel:pub".into(),
+            before: None,
+            limit: Some(10),
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.messages[0].body, "A");
+    assert!(page.messages[0].updated_at.is_some());
 }

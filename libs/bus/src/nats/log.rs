@@ -36,6 +36,9 @@ pub(super) struct LogState {
     pub(super) last: u64,
     /// Replicas of the stream.
     pub(super) replicas: usize,
+    /// When the stream was created (Unix ns): a stream deleted and created
+    /// again is another log.
+    pub(super) created_ns: i128,
 }
 
 /// The room log's first and last sequences and its replicas, from one
@@ -50,6 +53,7 @@ pub(super) async fn read_log_state(js: &jetstream::Context) -> Result<LogState, 
         first: info.state.first_sequence,
         last: info.state.last_sequence,
         replicas: info.config.num_replicas,
+        created_ns: info.created.unix_timestamp_nanos(),
     })
 }
 

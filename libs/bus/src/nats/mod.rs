@@ -57,7 +57,8 @@ use tokio::sync::Semaphore;
 use crate::fresh::Fresh;
 use crate::subjects::{ROOMS_LIVE_PREFIX, ROOMS_STREAM};
 use crate::{
-    Bus, BusError, BusMessage, BusStatus, BusSubscription, BusTail, Published, ReplayPath, TailItem,
+    Bus, BusError, BusMessage, BusStatus, BusSubscription, BusTail, LogInfo, Published, ReplayPath,
+    TailItem,
 };
 use shared_feed::SharedFeed;
 use state::Inner;
@@ -225,6 +226,18 @@ impl Bus for NatsBus {
 
     async fn tail(&self, from_seq: u64) -> Result<BusTail, BusError> {
         tail::tail(Arc::clone(&self.inner), from_seq).await
+    }
+
+    /// The id is stream `ROOMS`'s creation time: a store wiped (or the
+    /// stream deleted) and created again is a new log, whatever its
+    /// sequences say.
+    async fn log_info(&self) -> Result<LogInfo, BusError> {
+        let state = self.inner.log_state().await?;
+        Ok(LogInfo {
+            id: format!("nats:{ROOMS_STREAM}:{}", state.created_ns),
+            first_seq: state.first,
+            last_seq: state.last,
+        })
     }
 
     fn status(&self) -> BusStatus {

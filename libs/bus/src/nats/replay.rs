@@ -72,6 +72,7 @@ pub(super) async fn replay(
         first,
         last,
         replicas,
+        ..
     } = inner.log_state().await?;
     let start = from_seq.max(1);
     let unusable = direct_unusable(inner, replicas);

@@ -3,8 +3,14 @@
 //! then new ones as they are stored.
 //!
 //! The feed ends at its first error so that the caller (e.g. the message
-//! history projection) resumes from its own checkpoint. Messages outside the room subjects or without a valid event are skipped
-//! (and counted, see [`codec`](super::codec)).
+//! history projection) resumes from its own checkpoint. Messages outside
+//! the room subjects or without a valid event are skipped (and counted, see
+//! [`codec`](super::codec)).
+//!
+//! A start below the first retained sequence, with messages stored since,
+//! is [`BusError::Trimmed`]: those messages were dropped by retention
+//! (`rooms_max_age`) before the caller read them, and an ordered consumer
+//! would silently start at the first retained one.
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,11 +27,21 @@ use crate::{BusError, BusTail};
 pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, BusError> {
     let unavailable =
         |e: &dyn fmt::Display| BusError::Unavailable(format!("cannot tail room events: {e}"));
+    let from_seq = from_seq.max(1);
+    let state = log::read_log_state(&inner.jetstream).await?;
+    if from_seq < state.first && from_seq <= state.last {
+        return Err(BusError::Trimmed(format!(
+            "the room log (stream ROOMS) starts at sequence {}; messages {from_seq} to {} were \
+             dropped by retention before they were read",
+            state.first,
+            state.first - 1
+        )));
+    }
     let max_batch = log::batch_size(inner.config.subscription_capacity, usize::MAX);
     let (_, consumer) = log::ordered_consumer(
         &inner.jetstream,
         Filter::One(ROOMS_PUBLISH_WILDCARD.to_owned()),
-        from_seq.max(1),
+        from_seq,
         max_batch,
     )
     .await

@@ -6,8 +6,8 @@
 use async_trait::async_trait;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QuerySelect,
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QuerySelect,
 };
 
 use super::entities::projection_checkpoints::{ActiveModel, Column, Entity};
@@ -31,12 +31,51 @@ pub(super) async fn read<C: ConnectionTrait>(db: &C, name: &str) -> Result<u64, 
     Ok(find(db, name).await?.unwrap_or(0))
 }
 
+/// Row `name`'s value and the log it belongs to (`None` before it was
+/// bound), `None` when there is no row.
+pub(super) async fn find_bound<C: ConnectionTrait>(
+    db: &C,
+    name: &str,
+) -> Result<Option<(u64, Option<String>)>, DbErr> {
+    let row: Option<(i64, Option<String>)> = Entity::find_by_id(name.to_owned())
+        .select_only()
+        .column(Column::LastSeq)
+        .column(Column::LogId)
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(row.map(|(seq, log)| (from_db_seq(seq), log)))
+}
+
+/// Records that row `name` counts sequences of log `log_id`, creating the
+/// row (at 0) when missing.
+pub(super) async fn bind<C: ConnectionTrait>(
+    db: &C,
+    name: &str,
+    log_id: &str,
+) -> Result<(), DbErr> {
+    Entity::insert(ActiveModel {
+        name: Set(name.to_owned()),
+        last_seq: Set(0),
+        log_id: Set(Some(log_id.to_owned())),
+    })
+    .on_conflict(
+        OnConflict::column(Column::Name)
+            .update_column(Column::LogId)
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(())
+}
+
 /// Creates row `name` when missing and locks it for the transaction;
 /// returns its value.
 pub(super) async fn lock<C: ConnectionTrait>(txn: &C, name: &str) -> Result<u64, DbErr> {
     Entity::insert(ActiveModel {
         name: Set(name.to_owned()),
         last_seq: Set(0),
+        log_id: NotSet,
     })
     .on_conflict(OnConflict::column(Column::Name).do_nothing().to_owned())
     .exec_without_returning(txn)
@@ -66,6 +105,7 @@ async fn upsert<C: ConnectionTrait>(db: &C, name: &str, seq: u64) -> Result<(), 
     Entity::insert(ActiveModel {
         name: Set(name.to_owned()),
         last_seq: Set(to_db_seq(seq)),
+        log_id: NotSet,
     })
     .on_conflict(
         OnConflict::column(Column::Name)

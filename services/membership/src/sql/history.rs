@@ -75,6 +75,19 @@ impl MessageTable {
         checkpoint::read(&self.db, HISTORY_PROJECTION).await
     }
 
+    /// The checkpoint and the log it belongs to (`None` before it was
+    /// bound to one).
+    pub(crate) async fn binding(&self) -> Result<(u64, Option<String>), DbErr> {
+        Ok(checkpoint::find_bound(&self.db, HISTORY_PROJECTION)
+            .await?
+            .unwrap_or((0, None)))
+    }
+
+    /// Records that the checkpoint counts sequences of log `log_id`.
+    pub(crate) async fn bind(&self, log_id: &str) -> Result<(), DbErr> {
+        checkpoint::bind(&self.db, HISTORY_PROJECTION, log_id).await
+    }
+
     /// Applies stored messages, in order, in one transaction with one read
     /// and one write of the checkpoint: items at or below the checkpoint
     /// (or below an earlier item of the batch) are skipped, message events

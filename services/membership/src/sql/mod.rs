@@ -8,6 +8,8 @@
 //!   queries from those tables;
 //! - the `messages` table of [`crate::history`] (its projection in batches
 //!   and its queries), in `history.rs`;
+//! - [`SqlLogStore`]: the all-in-one's room event log (the in-process bus's
+//!   [`LogStore`](confab_bus::LogStore)), in `bus_log.rs`;
 //! - [`SqlCheckpoint`]: the notifier's checkpoint; every consumer's
 //!   checkpoint is a row of `projection_checkpoints` (`checkpoint.rs`);
 //! - [`connect`]: opens a database and brings its schema up to date
@@ -44,6 +46,7 @@ use sea_orm::{
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
+mod bus_log;
 mod checkpoint;
 pub mod entities;
 mod event_store;
@@ -51,6 +54,7 @@ mod history;
 mod projector;
 mod read_model;
 
+pub use bus_log::SqlLogStore;
 pub use checkpoint::SqlCheckpoint;
 pub use event_store::SqlEventStore;
 pub use history::HISTORY_PROJECTION;

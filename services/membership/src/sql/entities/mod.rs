@@ -3,6 +3,8 @@
 //! The schema itself lives in the `migrations/` crate; these entities only
 //! mirror it. Ids are stored as text, enums as their snake_case names.
 
+pub mod bus_log;
+pub mod bus_log_messages;
 pub mod channel_members;
 pub mod channels;
 pub mod dm_participants;

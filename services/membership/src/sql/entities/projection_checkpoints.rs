@@ -11,6 +11,10 @@ pub struct Model {
     pub name: String,
     /// Last applied event sequence.
     pub last_seq: i64,
+    /// The log the sequence belongs to ([`confab_bus::LogInfo::id`]), for
+    /// projections of the bus log; `None` for the others and before the
+    /// first check.
+    pub log_id: Option<String>,
 }
 
 /// No relations are declared: the projections carry no foreign keys.
