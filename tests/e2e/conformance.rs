@@ -7,17 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::polling::conformance_server;
 use crate::support::{RawWs, Seen, assert_open};
-
-async fn server() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(confab_gateway::conformance::serve(
-        listener,
-        std::future::pending(),
-    ));
-    addr
-}
 
 fn sio(addr: SocketAddr) -> String {
     format!("ws://{addr}/socket.io/?EIO=4&transport=websocket")
@@ -37,7 +28,7 @@ async fn sio_connected(addr: SocketAddr) -> RawWs {
 
 #[tokio::test]
 async fn engine_io_handshake_heartbeat_close() {
-    let addr = server().await;
+    let addr = conformance_server().await;
     for base in [sio(addr), eio(addr)] {
         // Successful open.
         let mut ws = RawWs::connect(&base).await;
@@ -75,7 +66,7 @@ async fn engine_io_handshake_heartbeat_close() {
 
 #[tokio::test]
 async fn engine_io_messages() {
-    let addr = server().await;
+    let addr = conformance_server().await;
     let mut ws = RawWs::connect(&eio(addr)).await;
     assert_open(&ws.text().await, &[]);
     ws.send("4hello").await;
@@ -91,7 +82,7 @@ async fn engine_io_messages() {
 
 #[tokio::test]
 async fn socket_io_connect() {
-    let addr = server().await;
+    let addr = conformance_server().await;
     let cases = [
         ("40", "40", r#"42["auth",{}]"#),
         (
@@ -152,7 +143,7 @@ async fn socket_io_connect() {
 
 #[tokio::test]
 async fn socket_io_disconnect() {
-    let addr = server().await;
+    let addr = conformance_server().await;
     let mut ws = sio_connected(addr).await;
     ws.send("41").await;
     // The Engine.IO session stays: the next frame is a ping.
@@ -176,7 +167,7 @@ async fn socket_io_disconnect() {
 
 #[tokio::test]
 async fn socket_io_messages() {
-    let addr = server().await;
+    let addr = conformance_server().await;
     let mut ws = sio_connected(addr).await;
     ws.send(r#"42["message",1,"2",{"3":[true]}]"#).await;
     assert_eq!(ws.text().await, r#"42["message-back",1,"2",{"3":[true]}]"#);

@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
 use confab_test_support::NodeClient;
 use serde_json::json;
 
@@ -136,23 +138,7 @@ async fn serves_with_no_flags_and_accepts_its_dev_tokens() {
             json!({ "type": "create_channel", "channel": "general", "workspace": "w1", "name": "general", "visibility": "public" }),
         ),
     ] {
-        let mut body = json!({ "command": command });
-        if let Some(a) = actor {
-            body["actor"] = json!(a);
-        }
-        let resp = http
-            .post(format!("{api}/v1/commands"))
-            .bearer_auth(&service_token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            resp.status().as_u16(),
-            200,
-            "{}",
-            resp.text().await.unwrap()
-        );
+        common::command(&api, &service_token, actor, command).await;
     }
     let joined = node
         .expect(

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+mod common;
+
 use confab_auth::DEV_SECRET;
 use confab_test_support::NodeClient;
 use serde_json::{Value, json};
@@ -63,23 +65,8 @@ async fn start(db: &Path) -> Running {
 }
 
 async fn command(run: &Running, actor: Option<&str>, command: Value) {
-    let mut body = json!({ "command": command });
-    if let Some(a) = actor {
-        body["actor"] = json!(a);
-    }
-    let resp = reqwest::Client::new()
-        .post(format!("http://{}/v1/commands", run.api))
-        .bearer_auth(&run.service_token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        resp.status().as_u16(),
-        200,
-        "{}",
-        resp.text().await.unwrap()
-    );
+    let api = format!("http://{}", run.api);
+    common::command(&api, &run.service_token, actor, command).await;
 }
 
 /// Connects socket `name` as alice and waits until it is in the channel.
