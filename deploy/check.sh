@@ -84,4 +84,18 @@ else
   say "deploy/k8s: ${#files[@]} manifest files valid (Kubernetes $KUBERNETES_VERSION, strict; kubectl absent: overlays not rendered)"
 fi
 
+# --- the systemd units ------------------------------------------------------
+
+if command -v systemd-analyze >/dev/null 2>&1; then
+  # The binaries are not installed here: that one complaint is expected.
+  out="$(systemd-analyze verify "$ROOT"/deploy/systemd/*.service 2>&1 | grep -v 'is not executable: No such file or directory' || true)"
+  if [ -n "$out" ]; then
+    printf '%s\n' "$out" >&2
+    die "systemd-analyze verify reported findings in deploy/systemd/"
+  fi
+  say "deploy/systemd: units verified (systemd-analyze)"
+else
+  say "deploy/systemd: systemd-analyze absent, units not verified"
+fi
+
 say "deploy check: ok"
