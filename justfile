@@ -25,6 +25,10 @@ fmt:
 lint:
     cargo clippy --workspace --all-targets -- -D warnings
 
+# Lint the Containerfile, validate the Kubernetes manifests and systemd units.
+deploy-check:
+    bash deploy/check.sh
+
 # Start the protocol conformance server on port 3000 for the official
 # Socket.IO / Engine.IO test suites.
 conformance:
