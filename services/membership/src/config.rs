@@ -253,6 +253,19 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_config_is_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let file = root.join("deploy/config/membership.toml");
+        let mut loader = Loader::with_vars(Some(&file), []).unwrap();
+        let mut cfg = loader.load(&MembershipConfig::default()).unwrap();
+        // Secrets come from the environment in production.
+        cfg.service_token = Some(TOKEN.into());
+        cfg.validate().unwrap();
+        assert_eq!(cfg.nats.as_ref().unwrap().replicas, 3);
+        assert_eq!(cfg.presence_ttl, Duration::from_secs(15));
+    }
+
+    #[test]
     fn urls_are_redacted() {
         let cfg = MembershipConfig {
             database_url: "postgres://u:pw@h:5432/db".into(),
