@@ -62,7 +62,9 @@ impl MessageCalls for NoHistory {
     }
 }
 
-/// The ack of a call: the result, or `{error: {code, message}}`.
+/// The ack of a call: the result, or `{error: {code, message}}`. The
+/// service's refusal already has the ack's error shape ([`ErrorBody`]), so
+/// it passes through as it came.
 fn ack<T: Serialize>(result: Result<T, ErrorDetail>) -> Reply {
     match result {
         Ok(answer) => Reply::ok(&answer),
