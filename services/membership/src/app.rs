@@ -107,20 +107,6 @@ impl MembershipCore {
         Self::assemble(db, store, bus, auth, settings, None)
     }
 
-    /// [`embedded`](Self::embedded) on the database at `database_url`
-    /// (opened and migrated by [`sql::connect`]).
-    pub async fn embedded_url(
-        database_url: &str,
-        bus: Arc<dyn Bus>,
-        auth: Authenticator,
-        settings: ServiceSettings,
-    ) -> Result<Self, AppError> {
-        let db = sql::connect(database_url)
-            .await
-            .map_err(|e| AppError::Database(e.to_string()))?;
-        Ok(Self::embedded(db, bus, auth, settings))
-    }
-
     /// NATS mode: the event log in stream `MEMBERSHIP` (created or updated
     /// here to `bus`'s settings), notifications and the request/reply API on
     /// `bus`'s connection, projections in `db`.
