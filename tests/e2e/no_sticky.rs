@@ -1,0 +1,149 @@
+//! Long-polling without sticky sessions: two gateways on one NATS, behind
+//! a [`RoundRobin`] balancer that sends every request to the next gateway.
+//! A request for a session another gateway owns is forwarded there.
+
+use std::time::Duration;
+
+use confab_test_support::NodeClient;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::cluster::Cluster;
+use crate::polling::Suite;
+use crate::polling_client::{exchange, polling_only, seed};
+use crate::round_robin::RoundRobin;
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(15);
+
+async fn balanced() -> (Cluster, RoundRobin) {
+    let c = Cluster::start(2).await;
+    c.workspace_with_general(&["bob"]).await;
+    let lb = RoundRobin::start(c.gateways.iter().map(|(a, _)| *a).collect()).await;
+    (c, lb)
+}
+
+#[tokio::test]
+async fn polling_only_clients_behind_a_round_robin_balancer_message_and_get_acks() {
+    let (_c, lb) = balanced().await;
+    let node = NodeClient::spawn().await;
+    node.connect("alice", &lb.url(), polling_only(&token("alice")))
+        .await;
+    node.connect("bob", &lb.url(), polling_only(&token("bob")))
+        .await;
+    node.expect("alice", is_type("connect"), T).await;
+    node.expect("bob", is_type("connect"), T).await;
+    exchange(&node, 0..20, &["bob", "alice"]).await;
+    let ack = node
+        .emit_with_ack("alice", "typing:start", vec![json!("channel:general")], T)
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["ok"], true, "{ack:?}");
+    let ev = node.expect("bob", is_event("typing"), T).await;
+    assert_eq!(ev["args"][0]["userId"], "alice", "{ev}");
+    node.expect_none("bob", is_type("disconnect"), Duration::ZERO)
+        .await;
+    // Both gateways answered requests of the same sessions.
+    assert!(
+        lb.requests.load(std::sync::atomic::Ordering::SeqCst) > 20,
+        "the balancer carried the traffic"
+    );
+}
+
+#[tokio::test]
+async fn the_seed_options_behind_a_round_robin_balancer_connect_and_exchange_events() {
+    let (_c, lb) = balanced().await;
+    let node = NodeClient::spawn().await;
+    node.connect("alice", &lb.url(), seed(&token("alice")))
+        .await;
+    node.connect("bob", &lb.url(), seed(&token("bob"))).await;
+    node.expect("alice", is_type("connect"), T).await;
+    node.expect("bob", is_type("connect"), T).await;
+    exchange(&node, 0..5, &["bob", "alice"]).await;
+    // Whether an upgrade landed on the owner (WebSocket) or elsewhere
+    // (refused: the client stays on polling), events keep flowing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    exchange(&node, 5..10, &["bob", "alice"]).await;
+    node.expect_none("bob", is_type("disconnect"), Duration::ZERO)
+        .await;
+    node.expect_none("alice", is_type("disconnect"), Duration::ZERO)
+        .await;
+}
+
+fn gateway(c: &Cluster, i: usize) -> Suite {
+    Suite::on(c.gateways[i].0, "/socket.io/")
+}
+
+fn connect_packet(user: &str) -> String {
+    format!("40{}", json!({ "token": token(user) }))
+}
+
+#[tokio::test]
+async fn a_session_opened_on_one_gateway_is_served_by_the_other() {
+    let c = Cluster::start(2).await;
+    let (owner, other) = (gateway(&c, 0), gateway(&c, 1));
+    let sid = owner.session().await;
+    assert_eq!(
+        other.post(&sid, &connect_packet("alice")).await,
+        (StatusCode::OK, "ok".into())
+    );
+    let (status, body) = other.get(other.polling(&sid)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.starts_with("40{"), "{body}");
+}
+
+#[tokio::test]
+async fn a_dropped_forwarded_get_releases_the_owners_hold() {
+    let c = Cluster::start(2).await;
+    let (owner, other) = (gateway(&c, 0), gateway(&c, 1));
+    let sid = owner.session().await;
+    // A GET through the other gateway, given up by its client.
+    let held = other.http.get(other.polling(&sid)).send();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), held)
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The owner's hold is gone: the next GET is not an overlap.
+    let next = tokio::spawn({
+        let url = owner.polling(&sid);
+        let http = owner.http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        owner.post(&sid, &connect_packet("alice")).await,
+        (StatusCode::OK, "ok".into())
+    );
+    let (status, body) = tokio::time::timeout(T, next).await.unwrap().unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.starts_with("40{"), "{body}");
+}
+
+#[tokio::test]
+async fn a_session_of_a_gone_gateway_is_unknown_at_once() {
+    let c = Cluster::start(2).await;
+    let (owner, other) = (gateway(&c, 0), gateway(&c, 1));
+    let sid = owner.session().await;
+    c.gateways[0].1.shutdown();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = tokio::time::Instant::now();
+    let (status, body) = other.get(other.polling(&sid)).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let error: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(error, json!({ "code": 1, "message": "Session ID unknown" }));
+    // A sid naming no gateway at all, or one unfit for a subject.
+    for sid in ["gw-0000000000000000.x", "a*b.x", "x"] {
+        let (status, body) = other.get(other.polling(sid)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{sid}: {body}");
+    }
+}
