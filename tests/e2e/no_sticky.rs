@@ -147,3 +147,45 @@ async fn a_session_of_a_gone_gateway_is_unknown_at_once() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{sid}: {body}");
     }
 }
+
+#[tokio::test]
+async fn a_forwarded_answer_never_acknowledged_goes_back_to_the_session() {
+    use confab_contracts::gateway::{GatewayName, PollAnswer, PollRequest};
+    let c = Cluster::start(1).await;
+    let owner = gateway(&c, 0);
+    let sid = owner.session().await;
+    assert_eq!(
+        owner.post(&sid, &connect_packet("alice")).await,
+        (StatusCode::OK, "ok".into())
+    );
+    // A forwarder that gets the answer and dies before its ack.
+    let nats = async_nats::connect(c.nats.url()).await.unwrap();
+    let name = GatewayName::parse(sid.split_once('.').unwrap().0).unwrap();
+    let request = PollRequest {
+        sid: sid.clone(),
+        control: nats.new_inbox(),
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        confab_contracts::AUTHORIZATION_HEADER,
+        format!("Bearer {}", crate::cluster::SERVICE_TOKEN).as_str(),
+    );
+    let reply = nats
+        .request_with_headers(
+            name.poll_subject(),
+            headers,
+            serde_json::to_vec(&request).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let answer: PollAnswer = serde_json::from_slice(&reply.payload).unwrap();
+    let PollAnswer::Payload(lost) = answer else {
+        panic!("{answer:?}");
+    };
+    assert!(lost.starts_with("40{"), "{lost}");
+    drop(nats);
+    // The owner put the packets back: the next GET gets them.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (status, body) = owner.get(owner.polling(&sid)).await;
+    assert_eq!((status, body), (StatusCode::OK, lost));
+}
