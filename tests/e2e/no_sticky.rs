@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::cluster::Cluster;
 use crate::polling::Suite;
 use crate::polling_client::{exchange, polling_only, seed};
+use crate::recovery::{GatewayProcess, bodies, receive_in_order, send};
 use crate::round_robin::RoundRobin;
 use crate::support::*;
 
@@ -188,4 +189,39 @@ async fn a_forwarded_answer_never_acknowledged_goes_back_to_the_session() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let (status, body) = owner.get(owner.polling(&sid)).await;
     assert_eq!((status, body), (StatusCode::OK, lost));
+}
+
+#[tokio::test]
+async fn a_forwarding_gateway_killed_mid_get_loses_nothing_acked() {
+    let c = Cluster::start(1).await;
+    c.workspace_with_general(&["bob"]).await;
+    let mut doomed = GatewayProcess::start(&c.nats.url()).await;
+    let lb = RoundRobin::start(vec![c.gateways[0].0, doomed.addr]).await;
+    let node = NodeClient::spawn().await;
+    let bob = json!({
+        "transports": ["polling"],
+        "auth": { "token": token("bob") },
+        "forceNew": true,
+        "reconnectionDelay": 100,
+        "reconnectionDelayMax": 200,
+        "randomizationFactor": 0,
+    });
+    node.connect("bob", &lb.url(), bob).await;
+    node.expect("bob", is_type("connect"), T).await;
+    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
+    for i in 0..=2 {
+        send(&node, "alice", i).await;
+    }
+    let last = receive_in_order(&node, "bob", &bodies(0..=2), 0).await;
+    // Bob's GETs alternate between the gateways: one is likely held by
+    // the doomed one now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    doomed.kill().await;
+    lb.set_targets(vec![c.gateways[0].0]);
+    for i in 3..=6 {
+        send(&node, "alice", i).await;
+    }
+    // Whether bob's session lived on the killed gateway (he recovers) or
+    // only a forwarded GET did, every acked message reaches him, in order.
+    receive_in_order(&node, "bob", &bodies(3..=6), last).await;
 }

@@ -4,8 +4,8 @@
 //! so a client's next request is a new connection, hence the next gateway.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -15,6 +15,7 @@ pub struct RoundRobin {
     addr: SocketAddr,
     /// How many requests went through.
     pub requests: Arc<AtomicUsize>,
+    targets: Arc<Mutex<Vec<SocketAddr>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -24,12 +25,14 @@ impl RoundRobin {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&requests);
+        let targets = Arc::new(Mutex::new(targets));
+        let shared = Arc::clone(&targets);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
-                let targets = targets.clone();
+                let targets = shared.lock().unwrap().clone();
                 let counter = Arc::clone(&counter);
                 tokio::spawn(async move {
                     let _ = relay(client, &targets, &counter).await;
@@ -39,8 +42,14 @@ impl RoundRobin {
         RoundRobin {
             addr,
             requests,
+            targets,
             task,
         }
+    }
+
+    /// Where the next requests go.
+    pub fn set_targets(&self, targets: Vec<SocketAddr>) {
+        *self.targets.lock().unwrap() = targets;
     }
 
     pub fn url(&self) -> String {
