@@ -14,7 +14,7 @@ const T: Duration = Duration::from_secs(15);
 
 /// The seed app's options, untouched, plus the token and an independent
 /// Manager per socket.
-fn seed(token: &str) -> Value {
+pub fn seed(token: &str) -> Value {
     json!({
         "withCredentials": true,
         "reconnectionAttempts": 10,
@@ -48,7 +48,7 @@ async fn transport(node: &NodeClient, socket: &str) -> String {
 
 /// Alice sends messages numbered `range` to #general; every socket in `to`
 /// gets them all, in order.
-async fn exchange(node: &NodeClient, range: std::ops::Range<usize>, to: &[&str]) {
+pub async fn exchange(node: &NodeClient, range: std::ops::Range<usize>, to: &[&str]) {
     let mut ids = Vec::new();
     let from = range.start;
     for i in range {

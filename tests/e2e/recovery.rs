@@ -112,7 +112,7 @@ fn general() -> RoomId {
     RoomId::parse("channel:general").unwrap()
 }
 
-async fn send(node: &NodeClient, socket: &str, n: usize) {
+pub async fn send(node: &NodeClient, socket: &str, n: usize) {
     let ack = node
         .emit_with_ack(
             socket,
@@ -126,7 +126,7 @@ async fn send(node: &NodeClient, socket: &str, n: usize) {
 }
 
 /// The next `message:new` of `socket`: (body, offset).
-async fn next_message(node: &NodeClient, socket: &str) -> (String, u64) {
+pub async fn next_message(node: &NodeClient, socket: &str) -> (String, u64) {
     let e = node.expect(socket, is_event("message:new"), T).await;
     let args = e["args"].as_array().unwrap();
     let body = args[0]["body"]
@@ -144,7 +144,12 @@ async fn next_message(node: &NodeClient, socket: &str) -> (String, u64) {
 
 /// Receives `bodies` in this order, offsets strictly increasing from
 /// `after`; returns the last offset.
-async fn receive_in_order(node: &NodeClient, socket: &str, bodies: &[String], after: u64) -> u64 {
+pub async fn receive_in_order(
+    node: &NodeClient,
+    socket: &str,
+    bodies: &[String],
+    after: u64,
+) -> u64 {
     let mut last = after;
     for want in bodies {
         let (body, offset) = next_message(node, socket).await;
@@ -155,7 +160,7 @@ async fn receive_in_order(node: &NodeClient, socket: &str, bodies: &[String], af
     last
 }
 
-fn bodies(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
+pub fn bodies(range: std::ops::RangeInclusive<usize>) -> Vec<String> {
     range.map(|i| format!("m{i}")).collect()
 }
 
@@ -214,7 +219,7 @@ async fn bob_away() -> Away {
     }
 }
 
-async fn expect_recovered(node: &NodeClient, socket: &str, id: &str) {
+pub async fn expect_recovered(node: &NodeClient, socket: &str, id: &str) {
     let again = node.expect(socket, is_type("connect"), T).await;
     assert_eq!(again["recovered"], true, "{again}");
     assert_eq!(again["id"], id, "a recovered session keeps its id");
@@ -313,13 +318,13 @@ async fn a_client_that_received_nothing_recovers_too() {
 }
 
 /// A gateway in its own process, so that it can be SIGKILLed.
-struct GatewayProcess {
+pub struct GatewayProcess {
     child: tokio::process::Child,
-    addr: SocketAddr,
+    pub addr: SocketAddr,
 }
 
 impl GatewayProcess {
-    async fn start(nats_url: &str) -> GatewayProcess {
+    pub async fn start(nats_url: &str) -> GatewayProcess {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_confab-e2e-gateway"))
             .env("CONFAB_LISTEN", "127.0.0.1:0")
             .env("CONFAB_BUS__KIND", "nats")
@@ -349,7 +354,7 @@ impl GatewayProcess {
     }
 
     /// SIGKILL: nothing runs after it, nothing is written on the way out.
-    async fn kill(&mut self) {
+    pub async fn kill(&mut self) {
         self.child.kill().await.unwrap();
     }
 }

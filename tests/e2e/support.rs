@@ -56,6 +56,7 @@ pub async fn spawn_gateway(tweak: impl FnOnce(&mut GatewayConfig)) -> TestGatewa
         presence: Arc::new(confab_gateway::presence::NoPresence),
         history: Arc::new(confab_gateway::history::NoHistory),
         sessions: None,
+        forwarding: None,
     };
     let app = App::build(cfg, deps).await.expect("gateway builds");
     let addr = app.local_addr();

@@ -4,6 +4,8 @@
 //! * [`membership`], [`messages`], [`presence`]: every service endpoint —
 //!   its subject and its typed request and response — as an [`Endpoint`]
 //!   (and the presence heartbeats as a [`Topic`]).
+//! * [`gateway`]: polling requests forwarded to the gateway owning the
+//!   session, on subjects of its id.
 //! * [`ErrorBody`] `{"error":{"code","message","field"?}}`, the one error
 //!   body, with its stable [`codes`] and their statuses ([`status_of`]).
 //! * [`ServiceClient`]: the typed client (`call::<E>(&request)`): service
@@ -27,6 +29,7 @@
 mod client;
 mod endpoint;
 mod error;
+pub mod gateway;
 pub mod membership;
 pub mod messages;
 pub mod presence;

@@ -309,6 +309,7 @@ pub async fn build(cfg: GatewayConfig, embedded: &EmbeddedConfig) -> anyhow::Res
             presence: Arc::new(EmbeddedPresence(presence)),
             history: Arc::new(history),
             sessions: None,
+            forwarding: None,
         },
     )
     .await?;

@@ -27,6 +27,7 @@ use crate::features::history::{MessageCalls, NatsHistory, NoHistory};
 use crate::features::membership::{Membership, NatsMembership, StaticMembership};
 use crate::features::presence::{LocalPresence, NatsPresence, NoPresence, Presence};
 use crate::features::recovery::{MemorySessions, NatsSessions, Recovery, SessionStore};
+use crate::forwarding::{self, NatsForwarder};
 use crate::handler::{ConfabHandler, HandlerDeps};
 use crate::hub::Hub;
 use crate::identity::GatewayId;
@@ -72,6 +73,10 @@ pub struct Deps {
     /// which is refused on a bus shared by several gateways (a client that
     /// reconnects elsewhere must find its session).
     pub sessions: Option<Arc<dyn SessionStore>>,
+    /// Where polling requests for another gateway's session are forwarded
+    /// and this gateway's are answered (no sticky sessions needed). `None`:
+    /// this gateway answers only its own sessions (one process).
+    pub forwarding: Option<async_nats::Client>,
 }
 
 impl Deps {
@@ -80,6 +85,7 @@ impl Deps {
     /// silent fallback to the in-process bus.
     pub async fn connect(config: &GatewayConfig) -> Result<Deps, AppError> {
         let mut nats_client = None;
+        let mut forwarding = None;
         let mut sessions: Option<Arc<dyn SessionStore>> = None;
         let bus: Arc<dyn Bus> = match config.bus.kind {
             BusKind::InProcess => Arc::new(InProcessBus::default()),
@@ -95,6 +101,7 @@ impl Deps {
                     .await
                     .map_err(|e| AppError::Bus(e.to_string()))?;
                 nats_client = Some(bus.client().clone());
+                forwarding = nats_client.clone();
                 if r.enabled {
                     let store = NatsSessions::open(bus.jetstream(), r.window, r.session_max_age)
                         .await
@@ -139,6 +146,7 @@ impl Deps {
             presence,
             history,
             sessions,
+            forwarding,
         })
     }
 }
@@ -270,6 +278,26 @@ impl App {
             Arc::clone(&metrics) as Arc<dyn EngineHooks>,
             gateway.as_str(),
         );
+        if let Some(client) = deps.forwarding {
+            let token = config.service_token_or_empty();
+            let ping = engine.config().ping_interval;
+            let forwarder =
+                NatsForwarder::new(client.clone(), &token, forwarding::hold_limit(ping));
+            engine.polling().set_forwarder(Arc::new(forwarder));
+            let sessions = Arc::clone(engine.polling());
+            let served = forwarding::serve(
+                client,
+                gateway.as_str(),
+                &token,
+                sessions,
+                ping,
+                shutdown.clone(),
+            );
+            served
+                .instrument(span.clone())
+                .await
+                .map_err(|e| AppError::Bus(e.to_string()))?;
+        }
         let state = AppState {
             gateway,
             span,

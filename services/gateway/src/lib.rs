@@ -30,6 +30,7 @@ pub mod conformance;
 mod cors;
 mod engine;
 mod features;
+mod forwarding;
 mod handler;
 mod hub;
 mod identity;

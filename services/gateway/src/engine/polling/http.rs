@@ -31,7 +31,7 @@ pub(crate) async fn handle(
         return text(open());
     };
     match *method {
-        Method::GET => match sessions.poll(sid).await {
+        Method::GET => match sessions.get_request(sid).await {
             Ok(payload) => text(payload),
             Err(e) => refused(e),
         },
@@ -67,7 +67,7 @@ async fn post(
         Ok(b) => b,
         Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
     };
-    match sessions.post(sid, &body).await {
+    match sessions.post_request(sid, &body).await {
         Ok(()) => ([(header::CONTENT_TYPE, "text/html")], "ok").into_response(),
         Err(e) => refused(e),
     }

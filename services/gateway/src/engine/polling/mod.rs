@@ -16,19 +16,27 @@
 //! handled one after the other and answered once their packets were handed
 //! to the connection task; a malformed POST ends the session; a GET waits
 //! with no time limit (the heartbeat's ping ends it within `pingInterval`).
+//!
+//! Without sticky sessions, a request for a sid this gateway does not hold
+//! but another gateway's id names goes through the [`Forwarder`] set with
+//! [`PollingSessions::set_forwarder`] (see `crate::forwarding`). A
+//! WebSocket upgrade that lands on another gateway is refused (Engine.IO
+//! error 1): socket.io-client then keeps the session on polling.
 
+mod forward;
 mod http;
 mod session;
 mod transport;
 mod upgrade;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::extract::ws::WebSocket;
 use base64::Engine as _;
 use tokio::sync::mpsc;
 
+pub(crate) use forward::Forwarder;
 pub(crate) use http::{error, handle};
 pub(crate) use transport::PollingTransport;
 pub(crate) use upgrade::upgrade;
@@ -87,6 +95,15 @@ pub struct PollingSessions {
     capacity: usize,
     max_payload: usize,
     sessions: Mutex<HashMap<Arc<str>, Entry>>,
+    forwarder: OnceLock<Arc<dyn Forwarder>>,
+}
+
+/// Where a request for a sid goes.
+enum Route<'a> {
+    /// This gateway holds the session.
+    Here,
+    /// Another gateway, named by the sid, may.
+    Owner(&'a Arc<dyn Forwarder>, &'a str),
 }
 
 impl PollingSessions {
@@ -99,7 +116,52 @@ impl PollingSessions {
             capacity,
             max_payload,
             sessions: Mutex::new(HashMap::new()),
+            forwarder: OnceLock::new(),
         })
+    }
+
+    /// Forwards requests for other gateways' sessions through `forwarder`
+    /// from now on (once; a second call is ignored).
+    pub(crate) fn set_forwarder(&self, forwarder: Arc<dyn Forwarder>) {
+        let _ = self.forwarder.set(forwarder);
+    }
+
+    /// Where a request for `sid` goes: here, to the gateway the sid names
+    /// (when a forwarder is set and it is not this one), or nowhere.
+    fn route<'a>(&'a self, sid: &'a str) -> Result<Route<'a>, PollError> {
+        if self.lock().contains_key(sid) {
+            return Ok(Route::Here);
+        }
+        match (self.forwarder.get(), sid_owner(sid)) {
+            (Some(f), Some(owner)) if !owner.is_empty() && owner != self.owner => {
+                Ok(Route::Owner(f, owner))
+            }
+            _ => {
+                tracing::debug!(sid, "polling request for an unknown session");
+                Err(PollError::UnknownSid)
+            }
+        }
+    }
+
+    /// A GET as HTTP answers it: this gateway's session, or forwarded to
+    /// its owner.
+    pub(crate) async fn get_request(&self, sid: &str) -> Result<String, PollError> {
+        match self.route(sid)? {
+            Route::Here => self.poll(sid).await,
+            Route::Owner(f, owner) => f.poll(owner, sid).await,
+        }
+    }
+
+    /// A POST as HTTP answers it: this gateway's session, or forwarded to
+    /// its owner (a body that is not UTF-8 cannot be a v4 payload).
+    pub(crate) async fn post_request(&self, sid: &str, body: &[u8]) -> Result<(), PollError> {
+        match self.route(sid)? {
+            Route::Here => self.post(sid, body).await,
+            Route::Owner(f, owner) => {
+                let body = std::str::from_utf8(body).map_err(|_| PollError::BadRequest)?;
+                f.post(owner, sid, body).await
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Entry>> {
@@ -123,12 +185,7 @@ impl PollingSessions {
     }
 
     fn get(&self, sid: &str) -> Option<Arc<PollSession>> {
-        let found = self.lock().get(sid).map(|e| Arc::clone(&e.session));
-        if found.is_none() {
-            // Without sticky sessions this is where a forwarder steps in.
-            tracing::debug!(sid, owner = ?sid_owner(sid), "polling request for an unknown session");
-        }
-        found
+        self.lock().get(sid).map(|e| Arc::clone(&e.session))
     }
 
     fn get_for_upgrade(&self, sid: &str) -> Option<(Arc<PollSession>, mpsc::Sender<WebSocket>)> {

@@ -1,0 +1,350 @@
+//! Polling without sticky sessions, over NATS request/reply: the
+//! [`Forwarder`] that carries a GET or POST to the gateway owning its
+//! session, and the owner's side that answers on its own subjects
+//! (`confab_contracts::gateway`).
+//!
+//! Delivery of a forwarded GET is confirmed: the owner answers through
+//! [`PollingSessions::poll_with`] and counts the packets delivered only
+//! when the forwarder publishes `ack` on the request's control subject
+//! within [`ACK_WAIT`]; otherwise (the reply or the ack was lost, the
+//! forwarder died, its client went away and it published `cancel`) the
+//! packets go back to the session's queue, in order, for the next GET.
+//! What is left: a forwarder that dies after its ack but before its HTTP
+//! response is written loses that response, as a single gateway whose
+//! connection breaks mid-write does.
+//!
+//! A client that drops a held, forwarded GET makes the forwarder publish
+//! `cancel`, which releases the owner's hold at once (so the client's
+//! next GET is not an overlap). A `cancel` published before the owner
+//! subscribed is lost; the owner's hold then ends with the next ping.
+//!
+//! No gateway answering on the owner's subject (it is gone) is Engine.IO
+//! error 1, "Session ID unknown", at once (NATS no-responders), so the
+//! client reconnects. Both waits are bounded by [`hold_limit`]: one ping
+//! interval plus a margin, longer than any held GET.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::{Client, HeaderMap, Message, Subscriber};
+use bytes::Bytes;
+use confab_contracts::gateway::{
+    ACK, CANCEL, GatewayName, PollAnswer, PollRequest, PostRequest, Refusal, valid_control,
+};
+use confab_contracts::{AUTHORIZATION_HEADER, ServiceToken};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::PollingSessions;
+use crate::engine::polling::{Forwarder, PollError};
+
+/// How long an owner waits for the forwarder's `ack` of a GET's payload.
+pub(crate) const ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// The longest wait for a forwarded request: a held GET ends within one
+/// ping interval (the ping answers it); the margin covers the hops.
+pub(crate) fn hold_limit(ping_interval: Duration) -> Duration {
+    ping_interval + Duration::from_secs(10)
+}
+
+/// Forwards over NATS.
+pub(crate) struct NatsForwarder {
+    client: Client,
+    authorization: Option<String>,
+    timeout: Duration,
+}
+
+impl NatsForwarder {
+    /// Forwards on `client`, with the service token (when configured),
+    /// waiting at most `timeout` for an owner's answer.
+    pub(crate) fn new(client: Client, token: &str, timeout: Duration) -> Self {
+        Self {
+            client,
+            authorization: (!token.is_empty()).then(|| format!("Bearer {token}")),
+            timeout,
+        }
+    }
+
+    fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(a) = &self.authorization {
+            headers.insert(AUTHORIZATION_HEADER, a.as_str());
+        }
+        headers
+    }
+
+    async fn request(&self, subject: String, body: Vec<u8>) -> Result<PollAnswer, PollError> {
+        let request = async_nats::Request::new()
+            .payload(body.into())
+            .headers(self.headers())
+            .timeout(Some(self.timeout));
+        let reply = self
+            .client
+            .send_request(subject, request)
+            .await
+            .map_err(|e| {
+                // No responders: the owner is gone, the session with it.
+                tracing::debug!(error = %e, "forwarded polling request failed");
+                PollError::UnknownSid
+            })?;
+        serde_json::from_slice(&reply.payload).map_err(|_| PollError::UnknownSid)
+    }
+}
+
+/// Publishes `cancel` on the control subject unless disarmed: the
+/// forwarded GET was dropped (its client went away) or failed.
+struct CancelOnDrop {
+    client: Client,
+    control: Option<String>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(control) = self.control.take() {
+            let client = self.client.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = client.publish(control, Bytes::from_static(CANCEL)).await;
+                });
+            }
+        }
+    }
+}
+
+impl Forwarder for NatsForwarder {
+    fn poll<'a>(
+        &'a self,
+        owner: &'a str,
+        sid: &'a str,
+    ) -> BoxFuture<'a, Result<String, PollError>> {
+        Box::pin(async move {
+            let owner = GatewayName::parse(owner).ok_or(PollError::UnknownSid)?;
+            let control = self.client.new_inbox();
+            let mut guard = CancelOnDrop {
+                client: self.client.clone(),
+                control: Some(control.clone()),
+            };
+            let body = encode(&PollRequest {
+                sid: sid.to_owned(),
+                control: control.clone(),
+            });
+            match self.request(owner.poll_subject(), body).await? {
+                PollAnswer::Payload(payload) => {
+                    guard.control = None;
+                    // Lost ack: the owner puts the packets back and the
+                    // client may see them twice, never zero times.
+                    let _ = self.client.publish(control, Bytes::from_static(ACK)).await;
+                    Ok(payload)
+                }
+                PollAnswer::Refused(r) => Err(from_refusal(r)),
+                PollAnswer::Ok => Err(PollError::BadRequest),
+            }
+        })
+    }
+
+    fn post<'a>(
+        &'a self,
+        owner: &'a str,
+        sid: &'a str,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<(), PollError>> {
+        Box::pin(async move {
+            let owner = GatewayName::parse(owner).ok_or(PollError::UnknownSid)?;
+            let body = encode(&PostRequest {
+                sid: sid.to_owned(),
+                body: body.to_owned(),
+            });
+            match self.request(owner.post_subject(), body).await? {
+                PollAnswer::Ok => Ok(()),
+                PollAnswer::Refused(r) => Err(from_refusal(r)),
+                PollAnswer::Payload(_) => Err(PollError::BadRequest),
+            }
+        })
+    }
+}
+
+/// Answers forwarded requests for `sessions` on `gateway`'s subjects until
+/// `shutdown`. Each request runs in its own task.
+pub(crate) async fn serve(
+    client: Client,
+    gateway: &str,
+    token: &str,
+    sessions: Arc<PollingSessions>,
+    ping_interval: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), async_nats::SubscribeError> {
+    let Some(name) = GatewayName::parse(gateway) else {
+        tracing::warn!(gateway, "gateway id is not a subject token: no forwarding");
+        return Ok(());
+    };
+    let polls = client.subscribe(name.poll_subject()).await?;
+    let posts = client.subscribe(name.post_subject()).await?;
+    let token = (!token.is_empty()).then(|| ServiceToken::new(Some(token.to_owned())));
+    let owner = Arc::new(Owner {
+        client,
+        token,
+        sessions,
+        hold: hold_limit(ping_interval),
+    });
+    let mut requests = futures::stream::select(polls.map(|m| (true, m)), posts.map(|m| (false, m)));
+    let span = tracing::Span::current();
+    tokio::spawn(async move {
+        loop {
+            let (poll, msg) = tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = requests.next() => match next {
+                    Some(m) => m,
+                    None => break,
+                },
+            };
+            let owner = Arc::clone(&owner);
+            let run = async move {
+                if poll {
+                    owner.poll(msg).await;
+                } else {
+                    owner.post(msg).await;
+                }
+            };
+            tokio::spawn(tracing::Instrument::instrument(run, span.clone()));
+        }
+    });
+    Ok(())
+}
+
+/// The owner's side.
+struct Owner {
+    client: Client,
+    /// `None`: no service token configured.
+    token: Option<ServiceToken>,
+    sessions: Arc<PollingSessions>,
+    hold: Duration,
+}
+
+impl Owner {
+    /// Whether the request carries the service token (when one is
+    /// configured; without one, NATS permissions guard the subjects).
+    fn authorized(&self, msg: &Message) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let auth = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(AUTHORIZATION_HEADER))
+            .map(|v| v.as_str());
+        token.check(auth).is_ok()
+    }
+
+    async fn answer(&self, msg: &Message, answer: &PollAnswer) {
+        if let Some(reply) = &msg.reply {
+            let _ = self
+                .client
+                .publish(reply.clone(), encode(answer).into())
+                .await;
+        }
+    }
+
+    async fn post(&self, msg: Message) {
+        if !self.authorized(&msg) {
+            return self
+                .answer(&msg, &PollAnswer::Refused(Refusal::Unauthorized))
+                .await;
+        }
+        let Ok(req) = serde_json::from_slice::<PostRequest>(&msg.payload) else {
+            return self
+                .answer(&msg, &PollAnswer::Refused(Refusal::BadRequest))
+                .await;
+        };
+        let answer = match self.sessions.post(&req.sid, req.body.as_bytes()).await {
+            Ok(()) => PollAnswer::Ok,
+            Err(e) => PollAnswer::Refused(to_refusal(e)),
+        };
+        self.answer(&msg, &answer).await;
+    }
+
+    async fn poll(&self, msg: Message) {
+        if !self.authorized(&msg) {
+            return self
+                .answer(&msg, &PollAnswer::Refused(Refusal::Unauthorized))
+                .await;
+        }
+        let req = match serde_json::from_slice::<PollRequest>(&msg.payload) {
+            Ok(r) if valid_control(&r.control) => r,
+            _ => {
+                return self
+                    .answer(&msg, &PollAnswer::Refused(Refusal::BadRequest))
+                    .await;
+            }
+        };
+        let Some(reply) = msg.reply.clone() else {
+            return;
+        };
+        let control = match self.client.subscribe(req.control).await {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let (signal, signals) = tokio::sync::watch::channel(None::<bool>);
+        let mut cancelled = signals.clone();
+        let deliver = |payload: String| {
+            let mut signals = signals.clone();
+            let client = self.client.clone();
+            async move {
+                let body = encode(&PollAnswer::Payload(payload));
+                if client.publish(reply, body.into()).await.is_err() {
+                    return false;
+                }
+                let acked = async { signals.wait_for(Option::is_some).await.map(|v| *v) };
+                matches!(
+                    tokio::time::timeout(ACK_WAIT, acked).await,
+                    Ok(Ok(Some(true)))
+                )
+            }
+        };
+        tokio::select! {
+            result = self.sessions.poll_with(&req.sid, deliver) => {
+                if let Err(e) = result {
+                    self.answer(&msg, &PollAnswer::Refused(to_refusal(e))).await;
+                }
+            }
+            // Dropping the poll releases the hold (or puts the answered
+            // packets back).
+            _ = async { cancelled.wait_for(|v| *v == Some(false)).await.map(|_| ()) } => {}
+            () = listen(control, signal) => {}
+            () = tokio::time::sleep(self.hold + ACK_WAIT) => {}
+        }
+    }
+}
+
+/// Turns the control subject's messages into signals: `ack` is true,
+/// anything else false. Never returns before the subscription ends.
+async fn listen(mut control: Subscriber, signal: tokio::sync::watch::Sender<Option<bool>>) {
+    while let Some(m) = control.next().await {
+        signal.send_replace(Some(m.payload.as_ref() == ACK));
+    }
+    std::future::pending::<()>().await;
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn to_refusal(e: PollError) -> Refusal {
+    match e {
+        PollError::UnknownSid => Refusal::UnknownSid,
+        PollError::BadRequest => Refusal::BadRequest,
+        PollError::Overlap => Refusal::Overlap,
+        PollError::TooLarge => Refusal::TooLarge,
+        PollError::Malformed => Refusal::Malformed,
+    }
+}
+
+fn from_refusal(r: Refusal) -> PollError {
+    match r {
+        Refusal::UnknownSid | Refusal::Unauthorized => PollError::UnknownSid,
+        Refusal::BadRequest => PollError::BadRequest,
+        Refusal::Overlap => PollError::Overlap,
+        Refusal::TooLarge => PollError::TooLarge,
+        Refusal::Malformed => PollError::Malformed,
+    }
+}
