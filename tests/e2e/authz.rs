@@ -1,0 +1,83 @@
+//! Authorization across the stack (issue #12): who may still read and
+//! send after a membership change.
+
+use std::time::Duration;
+
+use confab_test_support::NodeClient;
+use serde_json::{Value, json};
+
+use crate::cluster::Cluster;
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(15);
+
+/// `message:send` of `body` to `room` from `socket`; answers the ack.
+async fn send_to(node: &NodeClient, socket: &str, room: &str, body: &str, id: &str) -> Value {
+    let request = json!({ "room": room, "body": body, "clientMsgId": id });
+    let ack = node
+        .emit_with_ack(socket, "message:send", vec![request], T)
+        .await
+        .unwrap();
+    ack[0].clone()
+}
+
+#[tokio::test]
+async fn the_removed_member_of_a_group_dm_stops_receiving_and_cannot_send() {
+    let c = Cluster::start(2).await;
+    c.workspace_with_general(&["bob", "carol"]).await;
+    c.ok(
+        Some("alice"),
+        json!({ "type": "open_dm", "dm": "g1", "workspace": "w1", "participants": ["bob", "carol"] }),
+    )
+    .await;
+    let node = NodeClient::spawn().await;
+    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
+    connect_as(&node, "bob", "bob", &c.gateway_url(1)).await;
+    connect_as(&node, "carol", "carol", &c.gateway_url(0)).await;
+
+    // Before: bob is a full participant.
+    let ack = send_to(&node, "bob", "dm:g1", "hi all", "b1").await;
+    assert!(ack["id"].is_string(), "{ack}");
+    for who in ["alice", "carol"] {
+        let m = node.expect(who, is_event("message:new"), T).await;
+        assert_eq!(m["args"][0]["body"], "hi all");
+    }
+    node.expect("bob", is_event("message:new"), T).await;
+
+    c.ok(
+        Some("alice"),
+        json!({ "type": "remove_workspace_member", "workspace": "w1", "user": "bob" }),
+    )
+    .await;
+    let left = node
+        .expect(
+            "bob",
+            |v: &Value| v["event"] == "room:left" && v["args"][0]["room"] == "dm:g1",
+            T,
+        )
+        .await;
+    assert_eq!(left["args"][0]["reason"], "removed_from_workspace");
+    let gone = node
+        .expect(
+            "carol",
+            |v: &Value| v["event"] == "member:left" && v["args"][0]["room"] == "dm:g1",
+            T,
+        )
+        .await;
+    assert_eq!(gone["args"][0]["user"], "bob");
+
+    // After: the others still talk, bob hears nothing and cannot send.
+    let ack = send_to(&node, "alice", "dm:g1", "without bob", "a1").await;
+    assert!(ack["id"].is_string(), "{ack}");
+    let m = node.expect("carol", is_event("message:new"), T).await;
+    assert_eq!(m["args"][0]["body"], "without bob");
+    node.expect_none("bob", is_event("message:new"), Duration::from_millis(500))
+        .await;
+    let ack = send_to(&node, "bob", "dm:g1", "still here?", "b2").await;
+    assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+    let ack = node
+        .emit_with_ack("bob", "room:join", vec![json!("dm:g1")], T)
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["error"]["code"], "forbidden", "{ack:?}");
+}
