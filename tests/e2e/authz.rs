@@ -81,3 +81,73 @@ async fn the_removed_member_of_a_group_dm_stops_receiving_and_cannot_send() {
         .unwrap();
     assert_eq!(ack[0]["error"]["code"], "forbidden", "{ack:?}");
 }
+
+#[tokio::test]
+async fn archived_channels_refuse_sends_edits_and_deletes() {
+    let c = Cluster::start(2).await;
+    c.workspace_with_general(&["bob"]).await;
+    let node = NodeClient::spawn().await;
+    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
+    connect_as(&node, "bob", "bob", &c.gateway_url(1)).await;
+    let sent = send_to(&node, "bob", "channel:general", "before", "b1").await;
+    let id = sent["id"]
+        .as_str()
+        .expect("sent before the archive")
+        .to_owned();
+    for who in ["alice", "bob"] {
+        node.expect(who, is_event("message:new"), T).await;
+    }
+
+    c.ok(
+        Some("alice"),
+        json!({ "type": "archive_channel", "channel": "general" }),
+    )
+    .await;
+    node.expect("bob", is_event("channel:archived"), T).await;
+    for (who, n) in [("bob", "b2"), ("alice", "a1")] {
+        let ack = send_to(&node, who, "channel:general", "after", n).await;
+        assert_eq!(ack["error"]["code"], "archived", "{who}: {ack}");
+        let message = ack["error"]["message"].as_str().unwrap();
+        assert!(message.contains("read-only"), "{message}");
+    }
+    let call = |who: &'static str, event: &'static str, arg: Value| {
+        let node = &node;
+        async move { node.emit_with_ack(who, event, vec![arg], T).await.unwrap()[0].clone() }
+    };
+    let edit = json!({ "room": "channel:general", "id": id, "body": "edited" });
+    let ack = call("bob", "message:edit", edit).await;
+    assert_eq!(ack["error"]["code"], "archived", "{ack}");
+    let delete = json!({ "room": "channel:general", "id": id });
+    for who in ["bob", "alice"] {
+        let ack = call(who, "message:delete", delete.clone()).await;
+        assert_eq!(ack["error"]["code"], "archived", "{who}: {ack}");
+    }
+    node.expect_none("bob", is_event("message:new"), Duration::from_millis(300))
+        .await;
+    // Still readable.
+    let page = call(
+        "bob",
+        "message:history",
+        json!({ "room": "channel:general" }),
+    )
+    .await;
+    assert_eq!(page["messages"][0]["body"], "before", "{page}");
+}
+
+#[tokio::test]
+async fn a_send_is_authorized_by_the_authority_not_the_sockets_rooms() {
+    let gw = spawn_gateway(|_| {}).await;
+    let bob = confab_events::UserId::parse("bob").unwrap();
+    let general = confab_events::RoomId::parse("channel:general").unwrap();
+    gw.membership.grant(&bob, &general);
+    let node = NodeClient::spawn().await;
+    connect_as(&node, "bob", "bob", &gw.url()).await;
+    let ack = send_to(&node, "bob", "channel:general", "in", "b1").await;
+    assert!(ack["id"].is_string(), "{ack}");
+    // The authority drops bob, and no room:left reaches the gateway (a
+    // lost or late notification): his socket is still in the room.
+    gw.membership.revoke(&bob, &general);
+    let ack = send_to(&node, "bob", "channel:general", "out", "b2").await;
+    assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+    gw.stop().await;
+}

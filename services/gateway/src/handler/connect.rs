@@ -250,7 +250,7 @@ impl ConfabHandler {
         )
         .await;
         for (room, access) in wanted.into_iter().zip(checks) {
-            if matches!(access, Ok(Access::Allowed)) {
+            if access.as_ref().is_ok_and(Access::may_read) {
                 rooms.push(room);
             }
         }

@@ -117,8 +117,8 @@ impl ConfabHandler {
         Self {
             verifier,
             cors,
+            messenger: Messenger::new(Arc::clone(&hub), Arc::clone(&membership), messages),
             membership,
-            messenger: Messenger::new(Arc::clone(&hub), messages),
             hub,
             metrics,
             presence,
