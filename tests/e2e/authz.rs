@@ -151,3 +151,77 @@ async fn a_send_is_authorized_by_the_authority_not_the_sockets_rooms() {
     assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
     gw.stop().await;
 }
+
+/// `presence:query` of `users` from `socket`; answers the ack.
+async fn query(node: &NodeClient, socket: &str, users: &[&str]) -> Value {
+    let ack = node
+        .emit_with_ack(socket, "presence:query", vec![json!({ "users": users })], T)
+        .await
+        .unwrap();
+    ack[0].clone()
+}
+
+#[tokio::test]
+async fn a_stranger_s_presence_is_not_revealed() {
+    let c = Cluster::start(2).await;
+    c.workspace_with_general(&["bob"]).await;
+    c.ok(
+        None,
+        json!({ "type": "create_workspace", "id": "w2", "name": "Other", "owner": "eve" }),
+    )
+    .await;
+    let node = NodeClient::spawn().await;
+    connect_as(&node, "eve", "eve", &c.gateway_url(0)).await;
+    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
+    connect_as(&node, "bob", "bob", &c.gateway_url(1)).await;
+
+    // Wait until the tracker has gateway A's heartbeat (alice and eve).
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let ack = query(&node, "bob", &["alice"]).await;
+        if ack["presence"]["alice"] == "online" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{ack}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Eve, online on the same gateway, shares no workspace with bob.
+    let ack = query(&node, "bob", &["alice", "bob", "eve"]).await;
+    assert_eq!(
+        ack["presence"],
+        json!({ "alice": "online", "bob": "online", "eve": "offline" }),
+        "{ack}"
+    );
+    let ack = query(&node, "eve", &["alice", "bob", "eve"]).await;
+    assert_eq!(
+        ack["presence"],
+        json!({ "alice": "offline", "bob": "offline", "eve": "online" }),
+        "{ack}"
+    );
+}
+
+#[tokio::test]
+async fn presence_queries_are_rate_limited_per_socket() {
+    let c = Cluster::start(1).await;
+    c.workspace_with_general(&["bob"]).await;
+    let node = NodeClient::spawn().await;
+    connect_as(&node, "flood", "alice", &c.gateway_url(0)).await;
+    connect_as(&node, "calm", "alice", &c.gateway_url(0)).await;
+    let mut answered = 0;
+    let mut limited = None;
+    for _ in 0..40 {
+        let ack = query(&node, "flood", &["bob"]).await;
+        if ack["error"]["code"] == "rate_limited" {
+            limited = Some(ack);
+            break;
+        }
+        assert!(ack["presence"].is_object(), "{ack}");
+        answered += 1;
+    }
+    let err = limited.expect("rate limited within 40 queries");
+    assert!((10..20).contains(&answered), "limited after {answered}");
+    assert!(err["error"]["retryAfterMs"].as_u64().unwrap() > 0, "{err}");
+    // Another socket has its own budget.
+    let ack = query(&node, "calm", &["bob"]).await;
+    assert!(ack["presence"].is_object(), "{ack}");
+}

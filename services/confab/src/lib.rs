@@ -206,9 +206,10 @@ impl Presence for EmbeddedPresence {
 
     async fn query(
         &self,
+        asker: &UserId,
         users: &[UserId],
     ) -> Result<BTreeMap<String, PresenceStatus>, PresenceError> {
-        Ok(self.0.query(users).await)
+        Ok(self.0.query(asker, users).await)
     }
 }
 

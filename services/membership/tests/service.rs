@@ -329,3 +329,48 @@ async fn a_join_racing_a_workspace_removal_is_undone() {
             .unwrap()
     );
 }
+
+#[tokio::test]
+async fn presence_queries_reveal_only_workspace_co_members() {
+    use confab_contracts::presence::{Heartbeat, LocalPresence};
+    use confab_events::socket::PresenceStatus;
+    use confab_membership::presence::PresenceTracker;
+    let (running, _bus) = embedded().await;
+    let svc = &running.service;
+    bootstrap(svc).await;
+    let other = Command::CreateWorkspace {
+        id: w("x"),
+        name: "X".into(),
+        owner: u("eve"),
+    };
+    svc.execute(other, &system()).await.unwrap();
+    let tracker = PresenceTracker::new(Arc::clone(svc), std::time::Duration::from_secs(30));
+    let online = |name: &str| LocalPresence {
+        user: u(name),
+        status: PresenceStatus::Online,
+    };
+    let hb = Heartbeat {
+        gateway: "gw".into(),
+        users: vec![online("bob"), online("carol"), online("eve")],
+    };
+    tracker.heartbeat(&hb).await;
+    let asked = [u("carol"), u("eve")];
+    let seen = |answer: std::collections::BTreeMap<String, PresenceStatus>| {
+        answer.into_values().collect::<Vec<_>>()
+    };
+    use PresenceStatus::{Offline, Online};
+    assert_eq!(
+        seen(tracker.query(&u("bob"), &asked).await),
+        [Online, Offline]
+    );
+    assert_eq!(
+        seen(tracker.query(&u("eve"), &asked).await),
+        [Offline, Online]
+    );
+    // Removed from the workspace: a stranger now.
+    remove_member(svc, "bob", "adm").await;
+    assert_eq!(
+        seen(tracker.query(&u("bob"), &asked).await),
+        [Offline, Offline]
+    );
+}

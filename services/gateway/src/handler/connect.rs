@@ -101,6 +101,7 @@ impl ConfabHandler {
                 user,
                 expires_at: claims.expires_at,
                 send_bucket: self.messenger.connection_bucket(),
+                query_bucket: crate::features::presence::query_bucket(),
                 typing: TypingState::default(),
                 recovery: None,
                 after_connect,
