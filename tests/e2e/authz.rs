@@ -225,3 +225,40 @@ async fn presence_queries_are_rate_limited_per_socket() {
     let ack = query(&node, "calm", &["bob"]).await;
     assert!(ack["presence"].is_object(), "{ack}");
 }
+
+#[tokio::test]
+async fn kicked_user_s_send_refused_on_both_gateways() {
+    let c = Cluster::start(2).await;
+    c.workspace_with_general(&["bob"]).await;
+    let node = NodeClient::spawn().await;
+    connect_as(&node, "bob0", "bob", &c.gateway_url(0)).await;
+    connect_as(&node, "bob1", "bob", &c.gateway_url(1)).await;
+    let sent = send_to(&node, "bob0", "channel:general", "mine", "b0").await;
+    let id = sent["id"]
+        .as_str()
+        .expect("sent before the kick")
+        .to_owned();
+
+    c.ok(
+        Some("alice"),
+        json!({ "type": "kick", "channel": "general", "user": "bob" }),
+    )
+    .await;
+    // At once, without waiting for room:left: the authority decides.
+    for (socket, n) in [("bob0", "k0"), ("bob1", "k1")] {
+        let ack = send_to(&node, socket, "channel:general", "after", n).await;
+        assert_eq!(ack["error"]["code"], "forbidden", "{socket}: {ack}");
+    }
+    let edit = json!({ "room": "channel:general", "id": id, "body": "edited" });
+    let ack = node
+        .emit_with_ack("bob1", "message:edit", vec![edit], T)
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["error"]["code"], "forbidden", "{ack:?}");
+    let delete = json!({ "room": "channel:general", "id": id });
+    let ack = node
+        .emit_with_ack("bob0", "message:delete", vec![delete], T)
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["error"]["code"], "forbidden", "{ack:?}");
+}
