@@ -102,6 +102,11 @@ pub struct JoinDecision {
     /// When refused: why, for a developer (`not a member of the private channel`, `channel archived`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When allowed: the room is read-only (an archived channel). Members
+    /// may still read it; sends, edits and deletes are refused. Absent on
+    /// the wire when false, so older peers see the same bytes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// `members_of`: the members of a room.

@@ -68,6 +68,9 @@ pub struct Heartbeat {
 /// A presence query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryRequest {
+    /// Who asks: only users sharing a workspace with them are revealed,
+    /// everyone else is answered `offline`.
+    pub asker: UserId,
     /// The users asked about.
     pub users: Vec<UserId>,
 }

@@ -161,6 +161,17 @@ pub enum MembershipEvent {
         /// Who added them.
         by: UserId,
     },
+    /// A participant stopped being part of a DM or group DM (today only
+    /// because they were removed from the DM's workspace).
+    #[serde(rename = "dm.participant_removed")]
+    DmParticipantRemoved {
+        /// Conversation id.
+        dm: DmId,
+        /// The former participant.
+        user: UserId,
+        /// Why.
+        because: LeftBecause,
+    },
 }
 
 impl MembershipEvent {
@@ -178,7 +189,9 @@ impl MembershipEvent {
             | ChannelMemberJoined { channel, .. }
             | ChannelMemberLeft { channel, .. }
             | ChannelArchived { channel, .. } => RoomId::channel(channel),
-            DmOpened { dm, .. } | DmParticipantAdded { dm, .. } => RoomId::dm(dm),
+            DmOpened { dm, .. }
+            | DmParticipantAdded { dm, .. }
+            | DmParticipantRemoved { dm, .. } => RoomId::dm(dm),
         }
     }
 
@@ -195,6 +208,7 @@ impl MembershipEvent {
             ChannelArchived { .. } => "channel.archived",
             DmOpened { .. } => "dm.opened",
             DmParticipantAdded { .. } => "dm.participant_added",
+            DmParticipantRemoved { .. } => "dm.participant_removed",
         }
     }
 }

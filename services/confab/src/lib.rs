@@ -189,7 +189,7 @@ impl Membership for EmbeddedMembership {
             .may_join(user, room)
             .await
             .map_err(|e| MembershipError::Unavailable(e.to_string()))?;
-        Ok(Access::from_decision(d.allowed, d.reason, user, room))
+        Ok(Access::from_decision(d.allowed, d.reason, user, room).read_only_if(d.read_only, room))
     }
 }
 
@@ -206,9 +206,10 @@ impl Presence for EmbeddedPresence {
 
     async fn query(
         &self,
+        asker: &UserId,
         users: &[UserId],
     ) -> Result<BTreeMap<String, PresenceStatus>, PresenceError> {
-        Ok(self.0.query(users).await)
+        Ok(self.0.query(asker, users).await)
     }
 }
 

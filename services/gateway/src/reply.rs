@@ -40,6 +40,8 @@ pub(crate) enum Code {
     WrongUser,
     /// Something the gateway stored cannot be read back.
     Internal,
+    /// The room is an archived channel: read-only.
+    Archived,
 }
 
 impl Code {
@@ -57,6 +59,7 @@ impl Code {
             Code::InvalidThreadId => "invalid_thread_id",
             Code::WrongUser => "wrong_user",
             Code::Internal => "internal",
+            Code::Archived => "archived",
         }
     }
 }

@@ -99,7 +99,7 @@ pub fn presence_routes(tracker: Arc<PresenceTracker>) -> Routes {
         tracker,
         |t: Arc<PresenceTracker>, r: presence::QueryRequest| async move {
             Ok(presence::QueryResponse {
-                presence: t.query(&r.users).await,
+                presence: t.query(&r.asker, &r.users).await,
             })
         },
     ))

@@ -75,6 +75,9 @@ pub enum HistoryError {
     /// The request is malformed (room, cursor, limit).
     #[error("{0}")]
     Invalid(String),
+    /// The room is an archived channel: read-only.
+    #[error("{0} is archived: it is read-only (no sends, edits or deletes)")]
+    Archived(String),
     /// The database, read model or bus failed; retrying later may work.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -88,6 +91,7 @@ impl HistoryError {
             Self::Forbidden(_) => "forbidden",
             Self::InvalidBody(_) => "invalid_body",
             Self::Invalid(_) => "invalid_request",
+            Self::Archived(_) => "archived",
             Self::Unavailable(_) => "unavailable",
         }
     }
@@ -521,6 +525,14 @@ impl History {
         }
     }
 
+    /// Refuses a change in an archived channel: the archive is read-only.
+    async fn writable(&self, room: &RoomId) -> Result<(), HistoryError> {
+        if room.kind() == RoomKind::Channel && self.table.is_archived_channel(room.id()).await? {
+            return Err(HistoryError::Archived(room.to_string()));
+        }
+        Ok(())
+    }
+
     /// Whether `user` is an owner or admin of the workspace of channel
     /// `room`.
     async fn is_channel_admin(&self, user: &UserId, room: &RoomId) -> Result<bool, HistoryError> {
@@ -560,12 +572,15 @@ impl History {
                 req.body.len()
             )));
         }
+        self.writable(&room).await?;
         let row = self.lookup(&room, &req.id).await?;
         if row.message.author_id != user.as_str() {
             return Err(HistoryError::Forbidden(
                 "only the author may edit a message".into(),
             ));
         }
+        // An author who left (or was kicked) no longer speaks in the room.
+        self.member(&user, &room).await?;
         // The de-duplication id names this change of this version of the
         // message (its text and edit time as projected, and the new text):
         // a retry of the same edit is a duplicate, an edit back to an
@@ -596,11 +611,16 @@ impl History {
     /// answers once it is stored.
     pub async fn delete(&self, req: &DeleteRequest) -> Result<ChangeAck, HistoryError> {
         let (user, room) = Self::parse(&req.user, &req.room)?;
+        self.writable(&room).await?;
         let row = self.lookup(&room, &req.id).await?;
-        if row.message.author_id != user.as_str() && !self.is_channel_admin(&user, &room).await? {
-            return Err(HistoryError::Forbidden(
-                "only the author or a workspace owner or admin may delete a message".into(),
-            ));
+        if !self.is_channel_admin(&user, &room).await? {
+            if row.message.author_id != user.as_str() {
+                return Err(HistoryError::Forbidden(
+                    "only the author or a workspace owner or admin may delete a message".into(),
+                ));
+            }
+            // An author who left (or was kicked) no longer speaks in the room.
+            self.member(&user, &room).await?;
         }
         let data = serde_json::to_value(MessageDeleted {
             id: row.message.id.clone(),

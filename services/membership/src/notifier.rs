@@ -131,7 +131,7 @@ pub fn messages_for(envelope: &EventEnvelope) -> Vec<(RoomId, BusMessage)> {
             left(&mut out, user, LeaveReason::RemovedFromWorkspace);
         }
         ChannelCreated { created_by, .. } => joined(&mut out, created_by),
-        ChannelMemberLeft { user, because, .. } => {
+        ChannelMemberLeft { user, because, .. } | DmParticipantRemoved { user, because, .. } => {
             let reason = match because {
                 LeftBecause::Left => LeaveReason::Left,
                 LeftBecause::Kicked { .. } => LeaveReason::Kicked,
@@ -379,6 +379,40 @@ mod tests {
                     "member:left".into(),
                     r#"[{"room":"channel:42","user":"bob","reason":"kicked"}]"#.into(),
                     "e1:channel:42".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn dm_removals_announce_to_the_user_and_the_dm() {
+        let env = EventEnvelope {
+            v: SCHEMA_VERSION,
+            id: "e2".into(),
+            at: 1,
+            actor: None,
+            event: MembershipEvent::DmParticipantRemoved {
+                dm: confab_events::DmId::parse("g1").unwrap(),
+                user: UserId::parse("bob").unwrap(),
+                because: LeftBecause::RemovedFromWorkspace,
+            },
+        };
+        let shown: Vec<(String, String, String)> = messages_for(&env)
+            .iter()
+            .map(|(r, m)| (r.to_string(), m.event.to_string(), m.args_json.to_string()))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                (
+                    "user:bob".into(),
+                    "room:left".into(),
+                    r#"[{"room":"dm:g1","reason":"removed_from_workspace"}]"#.into(),
+                ),
+                (
+                    "dm:g1".into(),
+                    "member:left".into(),
+                    r#"[{"room":"dm:g1","user":"bob","reason":"removed_from_workspace"}]"#.into(),
                 ),
             ]
         );

@@ -190,14 +190,50 @@ impl PresenceTracker {
         self.publish(changes).await;
     }
 
-    /// The presence of `users`, by user id.
-    pub async fn query(&self, users: &[UserId]) -> BTreeMap<String, PresenceStatus> {
+    /// The presence of `users`, by user id, as `asker` may see it: users
+    /// who share no workspace with the asker are answered `offline`, like
+    /// anyone offline, so a query reveals nothing about strangers.
+    pub async fn query(
+        &self,
+        asker: &UserId,
+        users: &[UserId],
+    ) -> BTreeMap<String, PresenceStatus> {
+        let visible = self.visible_to(asker).await;
         let now = Instant::now();
         let state = self.state.lock().await;
         users
             .iter()
-            .map(|u| (u.to_string(), state.presence(u, now)))
+            .map(|u| {
+                let status = if visible.contains(u) {
+                    state.presence(u, now)
+                } else {
+                    PresenceStatus::Offline
+                };
+                (u.to_string(), status)
+            })
             .collect()
+    }
+
+    /// The asker and everyone sharing a workspace with them. A failed
+    /// lookup hides (fails closed) rather than reveals.
+    async fn visible_to(&self, asker: &UserId) -> HashSet<UserId> {
+        let mut visible = HashSet::from([asker.clone()]);
+        let rooms = match self.service.rooms_of(asker).await {
+            Ok(rooms) => rooms,
+            Err(e) => {
+                tracing::warn!(%asker, error = %e, "presence: cannot look up the asker's workspaces");
+                return visible;
+            }
+        };
+        for ws in rooms.iter().filter(|r| r.kind() == RoomKind::Workspace) {
+            match self.service.members_of(ws).await {
+                Ok(members) => visible.extend(members),
+                Err(e) => {
+                    tracing::warn!(workspace = %ws, error = %e, "presence: cannot list a workspace");
+                }
+            }
+        }
+        visible
     }
 
     async fn publish(&self, changes: Vec<(UserId, PresenceStatus)>) {

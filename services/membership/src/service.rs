@@ -481,7 +481,8 @@ impl MembershipService {
         }
     }
 
-    /// Takes a removed workspace member out of the workspace's channels.
+    /// Takes a removed workspace member out of the workspace's channels,
+    /// DMs and group DMs.
     /// Returns the last sequence appended (or `after`). Failures are logged:
     /// the removal itself stands.
     async fn cascade_removal(
@@ -508,7 +509,8 @@ impl MembershipService {
                 return last;
             }
         };
-        for room in rooms.into_iter().filter(|r| r.kind() == RoomKind::Channel) {
+        let scoped = |r: &RoomId| matches!(r.kind(), RoomKind::Channel | RoomKind::Dm);
+        for room in rooms.into_iter().filter(scoped) {
             if let Some(seq) = self
                 .remove_from_channel(&room, workspace, user, actor)
                 .await
@@ -519,8 +521,9 @@ impl MembershipService {
         last
     }
 
-    /// Appends `channel.member_left {removed_from_workspace}` when `user`
-    /// is in `channel` of `workspace`. Returns its sequence.
+    /// Appends `channel.member_left {removed_from_workspace}` (or
+    /// `dm.participant_removed`) when `user` is in `channel` (a channel or
+    /// DM) of `workspace`. Returns its sequence.
     async fn remove_from_channel(
         &self,
         channel: &RoomId,
@@ -531,7 +534,9 @@ impl MembershipService {
         let id = new_event_id();
         let step = self
             .step(channel, &id, actor, None, |facts| match facts.target {
-                AggregateState::Channel(c) if &c.workspace == workspace => {
+                AggregateState::Channel(_) | AggregateState::Dm(_)
+                    if facts.target.workspace_id() == Some(workspace) =>
+                {
                     // Still a workspace member (re-added meanwhile)? Keep them.
                     if facts.workspace.is_some_and(|w| w.is_member(user)) {
                         return Ok(None);

@@ -620,3 +620,70 @@ async fn an_edit_back_to_an_earlier_text_applies() {
     assert_eq!(page.messages[0].body, "A");
     assert!(page.messages[0].updated_at.is_some());
 }
+
+#[tokio::test]
+async fn former_members_and_archived_channels_cannot_change_messages() {
+    use confab_membership::domain::Command;
+    use confab_membership::history::{DeleteRequest, EditRequest};
+    let bus = Arc::new(InProcessBus::default());
+    let core = common::embedded_core(bus.clone()).await;
+    let history: History = core.history().clone();
+    let running = common::start(core).await;
+    let svc = &running.service;
+    common::bootstrap(svc).await;
+    for id in ["m1", "m2", "m3"] {
+        send(&*bus, &message(id, "channel:pub", "bob", "hi")).await;
+    }
+    let edit = |user: &str, id: &str| EditRequest {
+        user: user.into(),
+        room: "channel:pub".into(),
+        id: id.into(),
+        body: "changed".into(),
+    };
+    let delete = |user: &str, id: &str| DeleteRequest {
+        user: user.into(),
+        room: "channel:pub".into(),
+        id: id.into(),
+    };
+    history.edit(&edit("bob", "m1")).await.unwrap();
+
+    // Kicked: bob's own messages are out of his reach.
+    let kick = Command::Kick {
+        channel: common::c("pub"),
+        user: common::u("bob"),
+    };
+    svc.execute(kick, &common::user("adm")).await.unwrap();
+    let err = history.edit(&edit("bob", "m1")).await.unwrap_err();
+    assert_eq!(err.code(), "forbidden", "{err}");
+    let err = history.delete(&delete("bob", "m1")).await.unwrap_err();
+    assert_eq!(err.code(), "forbidden", "{err}");
+
+    // Archived: read-only for everyone, members and admins alike.
+    let join = Command::JoinChannel {
+        channel: common::c("pub"),
+    };
+    svc.execute(join, &common::user("bob")).await.unwrap();
+    let archive = Command::ArchiveChannel {
+        channel: common::c("pub"),
+    };
+    svc.execute(archive, &common::user("adm")).await.unwrap();
+    let err = history.edit(&edit("bob", "m2")).await.unwrap_err();
+    assert_eq!(err.code(), "archived", "{err}");
+    assert!(err.to_string().contains("read-only"), "{err}");
+    let err = history.delete(&delete("bob", "m2")).await.unwrap_err();
+    assert_eq!(err.code(), "archived", "{err}");
+    let err = history.delete(&delete("adm", "m3")).await.unwrap_err();
+    assert_eq!(err.code(), "archived", "{err}");
+    // Reading still works.
+    let page = history
+        .history(&confab_membership::history::HistoryRequest {
+            user: "bob".into(),
+            room: "channel:pub".into(),
+            before: None,
+            limit: Some(10),
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.messages.len(), 3);
+    running.stop.cancel();
+}

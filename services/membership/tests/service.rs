@@ -68,8 +68,8 @@ async fn removing_a_workspace_member_takes_them_out_of_its_channels() {
 
     let out = remove_member(svc, "bob", "adm").await;
     assert!(out.projected);
-    // Queries already show the cascade.
-    assert_eq!(svc.rooms_of(&u("bob")).await.unwrap(), vec![room("dm:d1")]);
+    // Queries already show the cascade (issue #12: DMs included).
+    assert_eq!(svc.rooms_of(&u("bob")).await.unwrap(), vec![]);
     for ch in ["pub", "priv"] {
         let events = svc
             .store()
@@ -91,6 +91,60 @@ async fn removing_a_workspace_member_takes_them_out_of_its_channels() {
     // Bob cannot come back in without being re-added to the workspace.
     let err = svc
         .execute(Command::JoinChannel { channel: c("pub") }, &user("bob"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "not_a_member");
+}
+
+#[tokio::test]
+async fn removing_a_workspace_member_takes_them_out_of_its_dms() {
+    let (running, _bus) = embedded().await;
+    let svc = &running.service;
+    bootstrap(svc).await;
+    open_dm(svc, "d1", &["carol"], "bob").await;
+    open_dm(svc, "g1", &["carol", "adm"], "bob").await;
+    open_dm(svc, "g2", &["carol", "adm"], "carol").await;
+    let before = svc.store().last_seq().await.unwrap();
+
+    let out = remove_member(svc, "bob", "adm").await;
+    assert!(out.projected);
+    assert!(svc.rooms_of(&u("bob")).await.unwrap().is_empty());
+    for dm in ["d1", "g1"] {
+        let dm_room = room(&format!("dm:{dm}"));
+        let events = svc.store().load(&dm_room).await.unwrap();
+        let last = events.last().unwrap();
+        assert!(last.seq > before);
+        assert_eq!(
+            last.envelope.event,
+            MembershipEvent::DmParticipantRemoved {
+                dm: d(dm),
+                user: u("bob"),
+                because: LeftBecause::RemovedFromWorkspace,
+            }
+        );
+        assert_eq!(last.envelope.actor, Some(u("adm")));
+        assert!(!svc.is_member(&u("bob"), &dm_room).await.unwrap());
+        let AggregateState::Dm(state) = svc.state(&dm_room).await.unwrap().0 else {
+            panic!("{dm} is a DM");
+        };
+        assert!(!state.participants.contains(&u("bob")));
+    }
+    assert_eq!(
+        svc.members_of(&room("dm:g1")).await.unwrap(),
+        vec![u("adm"), u("carol")]
+    );
+    // A DM bob was never in is untouched.
+    let g2 = svc.store().load(&room("dm:g2")).await.unwrap();
+    assert!(g2.last().unwrap().seq <= before);
+    // Nobody can bring him back into the group while he is out.
+    let err = svc
+        .execute(
+            Command::AddDmParticipant {
+                dm: d("g1"),
+                user: u("bob"),
+            },
+            &user("carol"),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), "not_a_member");
@@ -273,5 +327,50 @@ async fn a_join_racing_a_workspace_removal_is_undone() {
         !a.is_member(&u("carol"), &room("channel:pub"))
             .await
             .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn presence_queries_reveal_only_workspace_co_members() {
+    use confab_contracts::presence::{Heartbeat, LocalPresence};
+    use confab_events::socket::PresenceStatus;
+    use confab_membership::presence::PresenceTracker;
+    let (running, _bus) = embedded().await;
+    let svc = &running.service;
+    bootstrap(svc).await;
+    let other = Command::CreateWorkspace {
+        id: w("x"),
+        name: "X".into(),
+        owner: u("eve"),
+    };
+    svc.execute(other, &system()).await.unwrap();
+    let tracker = PresenceTracker::new(Arc::clone(svc), std::time::Duration::from_secs(30));
+    let online = |name: &str| LocalPresence {
+        user: u(name),
+        status: PresenceStatus::Online,
+    };
+    let hb = Heartbeat {
+        gateway: "gw".into(),
+        users: vec![online("bob"), online("carol"), online("eve")],
+    };
+    tracker.heartbeat(&hb).await;
+    let asked = [u("carol"), u("eve")];
+    let seen = |answer: std::collections::BTreeMap<String, PresenceStatus>| {
+        answer.into_values().collect::<Vec<_>>()
+    };
+    use PresenceStatus::{Offline, Online};
+    assert_eq!(
+        seen(tracker.query(&u("bob"), &asked).await),
+        [Online, Offline]
+    );
+    assert_eq!(
+        seen(tracker.query(&u("eve"), &asked).await),
+        [Offline, Online]
+    );
+    // Removed from the workspace: a stranger now.
+    remove_member(svc, "bob", "adm").await;
+    assert_eq!(
+        seen(tracker.query(&u("bob"), &asked).await),
+        [Offline, Offline]
     );
 }

@@ -76,6 +76,15 @@ fn allowed() -> JoinDecision {
     JoinDecision {
         allowed: true,
         reason: None,
+        read_only: false,
+    }
+}
+
+/// Allowed into an archived channel, to read only.
+fn read_only() -> JoinDecision {
+    JoinDecision {
+        read_only: true,
+        ..allowed()
     }
 }
 
@@ -83,6 +92,7 @@ fn refused(reason: &str) -> JoinDecision {
     JoinDecision {
         allowed: false,
         reason: Some(reason.to_owned()),
+        read_only: false,
     }
 }
 
@@ -173,7 +183,7 @@ async fn assert_scripted_state(rm: &SqlReadModel, t: &TestDb) {
     for (who, r, decision) in [
         ("alice", "user:alice", allowed()),
         ("alice", "user:bob", refused("not a member of user:bob")),
-        ("carol", "channel:secret", allowed()),
+        ("carol", "channel:secret", read_only()),
         (
             "bob",
             "channel:secret",

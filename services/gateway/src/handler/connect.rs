@@ -101,6 +101,7 @@ impl ConfabHandler {
                 user,
                 expires_at: claims.expires_at,
                 send_bucket: self.messenger.connection_bucket(),
+                query_bucket: crate::features::presence::query_bucket(),
                 typing: TypingState::default(),
                 recovery: None,
                 after_connect,
@@ -250,7 +251,7 @@ impl ConfabHandler {
         )
         .await;
         for (room, access) in wanted.into_iter().zip(checks) {
-            if matches!(access, Ok(Access::Allowed)) {
+            if access.as_ref().is_ok_and(Access::may_read) {
                 rooms.push(room);
             }
         }

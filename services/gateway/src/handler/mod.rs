@@ -44,6 +44,8 @@ pub(crate) struct Session {
     expires_at: u64,
     /// This connection's send rate limit.
     send_bucket: Bucket,
+    /// This connection's `presence:query` rate limit.
+    query_bucket: Bucket,
     /// Rooms this socket is typing in.
     typing: TypingState,
     /// The recoverable session record (recovery on).
@@ -117,8 +119,8 @@ impl ConfabHandler {
         Self {
             verifier,
             cors,
+            messenger: Messenger::new(Arc::clone(&hub), Arc::clone(&membership), messages),
             membership,
-            messenger: Messenger::new(Arc::clone(&hub), messages),
             hub,
             metrics,
             presence,
@@ -214,7 +216,9 @@ impl ConfabHandler {
             ClientToServer::PresenceSet(req) => {
                 presence::on_set(&self.presence, socket, user, &req)
             }
-            ClientToServer::PresenceQuery(req) => presence::on_query(&self.presence, &req).await,
+            ClientToServer::PresenceQuery(req) => {
+                presence::on_query(&self.presence, user, &mut session.query_bucket, &req).await
+            }
             ClientToServer::MessageEdit(req) => history::edit(&*self.history, user, req).await,
             ClientToServer::MessageDelete(req) => history::delete(&*self.history, user, req).await,
             ClientToServer::MessageHistory(req) => {

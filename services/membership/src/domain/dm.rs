@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use confab_events::membership::MembershipEvent;
+use confab_events::membership::{LeftBecause, MembershipEvent};
 use confab_events::{DmId, UserId, WorkspaceId};
 
 use super::command::{Actor, CommandError};
@@ -48,9 +48,28 @@ impl Dm {
 
     /// Applies one of the DM's events.
     pub(crate) fn apply(&mut self, event: &MembershipEvent) {
-        if let MembershipEvent::DmParticipantAdded { user, .. } = event {
-            self.participants.insert(user.clone());
+        match event {
+            MembershipEvent::DmParticipantAdded { user, .. } => {
+                self.participants.insert(user.clone());
+            }
+            MembershipEvent::DmParticipantRemoved { user, .. } => {
+                self.participants.remove(user);
+            }
+            _ => {}
         }
+    }
+
+    /// The follow-up of a workspace removal: the event taking `user` out
+    /// of the DM, or `None` when they are not in it (any more). A DM whose
+    /// participant left the workspace must not stay a private line into it.
+    pub(super) fn removed_from_workspace(&self, user: &UserId) -> Option<MembershipEvent> {
+        self.participants
+            .contains(user)
+            .then(|| MembershipEvent::DmParticipantRemoved {
+                dm: self.id.clone(),
+                user: user.clone(),
+                because: LeftBecause::RemovedFromWorkspace,
+            })
     }
 }
 

@@ -210,14 +210,15 @@ pub fn decide(
     }
 }
 
-/// The follow-up of a workspace removal for one channel: the event taking
-/// `user` out of the channel, or `None` when they are not in it (any more).
+/// The follow-up of a workspace removal for one channel or DM: the event
+/// taking `user` out of it, or `None` when they are not in it (any more).
 pub(crate) fn decide_removed_from_workspace(
     channel: &AggregateState,
     user: &UserId,
 ) -> Option<MembershipEvent> {
     match channel {
         AggregateState::Channel(ch) => ch.removed_from_workspace(user),
+        AggregateState::Dm(dm) => dm.removed_from_workspace(user),
         _ => None,
     }
 }

@@ -9,7 +9,7 @@ use confab_events::{RoomId, UserId};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
 use super::entities::{channels, messages, workspace_members};
@@ -155,6 +155,16 @@ impl MessageTable {
             .one(&self.db)
             .await?;
         Ok(row.map(StoredMessage::from))
+    }
+
+    /// Whether `channel` is an archived (read-only) channel.
+    pub(crate) async fn is_archived_channel(&self, channel: &str) -> Result<bool, DbErr> {
+        let found = channels::Entity::find()
+            .filter(channels::Column::Id.eq(channel))
+            .filter(channels::Column::Archived.eq(true))
+            .count(&self.db)
+            .await?;
+        Ok(found > 0)
     }
 
     /// Whether `user` is an owner or admin of the workspace of channel

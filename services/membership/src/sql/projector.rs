@@ -398,6 +398,14 @@ async fn apply_event<C: ConnectionTrait>(txn: &C, stored: &Stored) -> Result<(),
             }
             Ok(())
         }
+        DmParticipantRemoved { dm, user, .. } => {
+            dm_participants::Entity::delete_many()
+                .filter(dm_participants::Column::DmId.eq(dm.as_str()))
+                .filter(dm_participants::Column::UserId.eq(user.as_str()))
+                .exec(txn)
+                .await?;
+            Ok(())
+        }
     }
 }
 

@@ -76,6 +76,19 @@ impl SqlReadModel {
         Ok(count > 0)
     }
 
+    /// Whether `room` is an archived (read-only) channel.
+    async fn archived(&self, room: &RoomId) -> Result<bool, DbErr> {
+        if room.kind() != RoomKind::Channel {
+            return Ok(false);
+        }
+        let found = channels::Entity::find()
+            .filter(channels::Column::Id.eq(room.id()))
+            .filter(channels::Column::Archived.eq(true))
+            .count(&self.db)
+            .await?;
+        Ok(found > 0)
+    }
+
     async fn member(&self, user: &UserId, room: &RoomId) -> Result<bool, DbErr> {
         let (id, user) = (room.id(), user.as_str());
         match room.kind() {
@@ -215,6 +228,7 @@ impl ReadModel for SqlReadModel {
             return Ok(JoinDecision {
                 allowed: true,
                 reason: None,
+                read_only: self.archived(room).await.map_err(unavailable)?,
             });
         }
         let reason = if self.exists(room).await.map_err(unavailable)? {
@@ -225,6 +239,7 @@ impl ReadModel for SqlReadModel {
         Ok(JoinDecision {
             allowed: false,
             reason: Some(reason),
+            read_only: false,
         })
     }
 

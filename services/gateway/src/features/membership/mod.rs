@@ -38,6 +38,9 @@ pub enum Access {
     Allowed,
     /// No; the reason is for the developer (`not a member of channel:42`).
     Refused(String),
+    /// Yes, to read only: the room is an archived channel, where sends,
+    /// edits and deletes are refused. The text says so for the developer.
+    ReadOnly(String),
 }
 
 impl Access {
@@ -53,6 +56,22 @@ impl Access {
         } else {
             Access::Refused(reason.unwrap_or_else(|| format!("{user} is not a member of {room}")))
         }
+    }
+
+    /// Marks an allowed room read-only when the authority says so (the
+    /// membership service's `read_only` flag of an archived channel).
+    pub fn read_only_if(self, read_only: bool, room: &RoomId) -> Self {
+        match self {
+            Access::Allowed if read_only => Access::ReadOnly(format!(
+                "{room} is archived: it is read-only (no sends, edits or deletes)"
+            )),
+            other => other,
+        }
+    }
+
+    /// Whether a socket may be in the room (to read at least).
+    pub fn may_read(&self) -> bool {
+        matches!(self, Access::Allowed | Access::ReadOnly(_))
     }
 }
 
@@ -91,7 +110,7 @@ pub(crate) async fn join(
 ) -> Result<RoomId, Reply> {
     let room = parse_room(req)?;
     match membership.may_join(user, &room).await {
-        Ok(Access::Allowed) => {}
+        Ok(Access::Allowed | Access::ReadOnly(_)) => {}
         Ok(Access::Refused(reason)) => return Err(Reply::error(Code::Forbidden, reason)),
         Err(e) => return Err(Reply::error(Code::Unavailable, e.to_string())),
     }

@@ -58,6 +58,6 @@ impl Membership for NatsMembership {
             room: room.clone(),
         };
         let d = self.call::<MayJoin>(&request).await?;
-        Ok(Access::from_decision(d.allowed, d.reason, user, room))
+        Ok(Access::from_decision(d.allowed, d.reason, user, room).read_only_if(d.read_only, room))
     }
 }

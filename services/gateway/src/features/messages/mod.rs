@@ -1,4 +1,11 @@
-//! `message:send`: validated, rate-limited, durably appended, idempotent.
+//! `message:send`: validated, rate-limited, authorized, durably appended,
+//! idempotent.
+//!
+//! Authorized twice: the socket must be in the room (local state, cheap),
+//! and the membership authority must still count the author as a member of
+//! a writable room (asked per send, after the rate limits, so a kick, a
+//! workspace removal or an archive applies at once on every gateway, even
+//! when a `room:left` notification is late or lost).
 //!
 //! The ack (`{id, seq, createdAt}`) is sent only after the bus stored the
 //! `message:new` event (JetStream PubAck, or the all-in-one's in-process
@@ -21,6 +28,7 @@ pub(crate) use ratelimit::Bucket;
 
 use crate::config::MessageSettings;
 use crate::engine::SocketRef;
+use crate::features::membership::{Access, Membership};
 use crate::hub::Hub;
 use crate::reply::{Code, Reply};
 
@@ -30,6 +38,7 @@ const MAX_CLIENT_MSG_ID: usize = 64;
 /// Sends chat messages for the sockets of this gateway.
 pub(crate) struct Messenger {
     hub: Arc<Hub>,
+    membership: Arc<dyn Membership>,
     settings: MessageSettings,
     users: DashMap<UserId, Bucket>,
 }
@@ -56,10 +65,15 @@ fn new_message_id() -> String {
 }
 
 impl Messenger {
-    /// A messenger over the hub's bus.
-    pub(crate) fn new(hub: Arc<Hub>, settings: MessageSettings) -> Self {
+    /// A messenger over the hub's bus, authorizing with `membership`.
+    pub(crate) fn new(
+        hub: Arc<Hub>,
+        membership: Arc<dyn Membership>,
+        settings: MessageSettings,
+    ) -> Self {
         Self {
             hub,
+            membership,
             settings,
             users: DashMap::new(),
         }
@@ -122,6 +136,19 @@ impl Messenger {
         Ok(room)
     }
 
+    /// Asks the authority whether `author` may still write in `room`.
+    async fn authorize(&self, author: &UserId, room: &RoomId) -> Result<(), Reply> {
+        match self.membership.may_join(author, room).await {
+            Ok(Access::Allowed) => Ok(()),
+            Ok(Access::ReadOnly(reason)) => Err(Reply::error(Code::Archived, reason)),
+            Ok(Access::Refused(reason)) => Err(Reply::error(Code::Forbidden, reason)),
+            Err(e) => Err(Reply::error(
+                Code::Unavailable,
+                format!("{e}; the message was not stored, retry with the same clientMsgId"),
+            )),
+        }
+    }
+
     fn rate_limit(&self, user: &UserId, conn: &mut Bucket) -> Result<(), Reply> {
         let now = Instant::now();
         let limited = |wait: std::time::Duration, scope: &str| {
@@ -155,6 +182,9 @@ impl Messenger {
             Err(ack) => return ack,
         };
         if let Err(ack) = self.rate_limit(author, conn) {
+            return ack;
+        }
+        if let Err(ack) = self.authorize(author, &room).await {
             return ack;
         }
         let message = Message {

@@ -13,7 +13,7 @@ mod nats;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use confab_contracts::presence::{Heartbeat, LocalPresence as UserPresence};
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use nats::NatsPresence;
 
 use crate::engine::{ConnId, SocketRef};
+use crate::features::messages::Bucket;
 use crate::identity::GatewayId;
 use crate::reply::{Code, Reply};
 use confab_events::socket::{MAX_PRESENCE_QUERY, PresenceQuery, PresenceQueryAck, PresenceSet};
@@ -42,9 +43,11 @@ pub enum PresenceError {
 pub trait Presence: Send + Sync + 'static {
     /// Reports this gateway's full local state.
     async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), PresenceError>;
-    /// The presence of `users`, by user id.
+    /// The presence of `users`, by user id, as `asker` may see it (the
+    /// tracker reveals only users sharing a workspace with the asker).
     async fn query(
         &self,
+        asker: &UserId,
         users: &[UserId],
     ) -> Result<BTreeMap<String, PresenceStatus>, PresenceError>;
 }
@@ -61,6 +64,7 @@ impl Presence for NoPresence {
 
     async fn query(
         &self,
+        _asker: &UserId,
         _users: &[UserId],
     ) -> Result<BTreeMap<String, PresenceStatus>, PresenceError> {
         Err(PresenceError::Unavailable(
@@ -205,8 +209,31 @@ pub(crate) fn on_set(
     Reply::done()
 }
 
-/// Handles `presence:query`: asks the tracker.
-pub(crate) async fn on_query(presence: &LocalPresence, req: &PresenceQuery) -> Reply {
+/// `presence:query`s a socket may make per second, sustained.
+const QUERY_RATE_PER_SEC: f64 = 2.0;
+/// `presence:query`s a socket may make at once.
+const QUERY_BURST: u32 = 10;
+
+/// A fresh per-socket `presence:query` budget.
+pub(crate) fn query_bucket() -> Bucket {
+    Bucket::new(QUERY_RATE_PER_SEC, QUERY_BURST)
+}
+
+/// Handles `presence:query` of `asker`: rate-limited per socket by
+/// `bucket`, then asks the tracker.
+pub(crate) async fn on_query(
+    presence: &LocalPresence,
+    asker: &UserId,
+    bucket: &mut Bucket,
+    req: &PresenceQuery,
+) -> Reply {
+    if let Err(wait) = bucket.take(Instant::now()) {
+        let ms = wait.as_millis().max(1) as u64;
+        return Reply::retry_after(
+            format!("too many presence queries from this connection; retry in {ms} ms"),
+            ms,
+        );
+    }
     if req.users.len() > MAX_PRESENCE_QUERY {
         return Reply::error(
             Code::InvalidRequest,
@@ -222,7 +249,7 @@ pub(crate) async fn on_query(presence: &LocalPresence, req: &PresenceQuery) -> R
             }
         }
     }
-    match presence.port.query(&users).await {
+    match presence.port.query(asker, &users).await {
         Ok(map) => Reply::ok(&PresenceQueryAck::Ok { presence: map }),
         Err(e) => Reply::error(Code::Unavailable, e.to_string()),
     }

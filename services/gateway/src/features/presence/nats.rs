@@ -40,9 +40,11 @@ impl Presence for NatsPresence {
 
     async fn query(
         &self,
+        asker: &UserId,
         users: &[UserId],
     ) -> Result<BTreeMap<String, PresenceStatus>, PresenceError> {
         let request = QueryRequest {
+            asker: asker.clone(),
             users: users.to_vec(),
         };
         let subject = Query::SUBJECT;

@@ -1,0 +1,264 @@
+//! Authorization across the stack (issue #12): who may still read and
+//! send after a membership change.
+
+use std::time::Duration;
+
+use confab_test_support::NodeClient;
+use serde_json::{Value, json};
+
+use crate::cluster::Cluster;
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(15);
+
+/// `message:send` of `body` to `room` from `socket`; answers the ack.
+async fn send_to(node: &NodeClient, socket: &str, room: &str, body: &str, id: &str) -> Value {
+    let request = json!({ "room": room, "body": body, "clientMsgId": id });
+    let ack = node
+        .emit_with_ack(socket, "message:send", vec![request], T)
+        .await
+        .unwrap();
+    ack[0].clone()
+}
+
+#[tokio::test]
+async fn the_removed_member_of_a_group_dm_stops_receiving_and_cannot_send() {
+    let c = Cluster::start(2).await;
+    c.workspace_with_general(&["bob", "carol"]).await;
+    c.ok(
+        Some("alice"),
+        json!({ "type": "open_dm", "dm": "g1", "workspace": "w1", "participants": ["bob", "carol"] }),
+    )
+    .await;
+    let node = NodeClient::spawn().await;
+    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
+    connect_as(&node, "bob", "bob", &c.gateway_url(1)).await;
+    connect_as(&node, "carol", "carol", &c.gateway_url(0)).await;
+
+    // Before: bob is a full participant.
+    let ack = send_to(&node, "bob", "dm:g1", "hi all", "b1").await;
+    assert!(ack["id"].is_string(), "{ack}");
+    for who in ["alice", "carol"] {
+        let m = node.expect(who, is_event("message:new"), T).await;
+        assert_eq!(m["args"][0]["body"], "hi all");
+    }
+    node.expect("bob", is_event("message:new"), T).await;
+
+    c.ok(
+        Some("alice"),
+        json!({ "type": "remove_workspace_member", "workspace": "w1", "user": "bob" }),
+    )
+    .await;
+    let left = node
+        .expect(
+            "bob",
+            |v: &Value| v["event"] == "room:left" && v["args"][0]["room"] == "dm:g1",
+            T,
+        )
+        .await;
+    assert_eq!(left["args"][0]["reason"], "removed_from_workspace");
+    let gone = node
+        .expect(
+            "carol",
+            |v: &Value| v["event"] == "member:left" && v["args"][0]["room"] == "dm:g1",
+            T,
+        )
+        .await;
+    assert_eq!(gone["args"][0]["user"], "bob");
+
+    // After: the others still talk, bob hears nothing and cannot send.
+    let ack = send_to(&node, "alice", "dm:g1", "without bob", "a1").await;
+    assert!(ack["id"].is_string(), "{ack}");
+    let m = node.expect("carol", is_event("message:new"), T).await;
+    assert_eq!(m["args"][0]["body"], "without bob");
+    node.expect_none("bob", is_event("message:new"), Duration::from_millis(500))
+        .await;
+    let ack = send_to(&node, "bob", "dm:g1", "still here?", "b2").await;
+    assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+    let ack = node
+        .emit_with_ack("bob", "room:join", vec![json!("dm:g1")], T)
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["error"]["code"], "forbidden", "{ack:?}");
+}
+
+#[tokio::test]
+async fn archived_channels_refuse_sends_edits_and_deletes() {
+    let c = Cluster::start(2).await;
+    c.workspace_with_general(&["bob"]).await;
+    let node = NodeClient::spawn().await;
+    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
+    connect_as(&node, "bob", "bob", &c.gateway_url(1)).await;
+    let sent = send_to(&node, "bob", "channel:general", "before", "b1").await;
+    let id = sent["id"]
+        .as_str()
+        .expect("sent before the archive")
+        .to_owned();
+    for who in ["alice", "bob"] {
+        node.expect(who, is_event("message:new"), T).await;
+    }
+
+    c.ok(
+        Some("alice"),
+        json!({ "type": "archive_channel", "channel": "general" }),
+    )
+    .await;
+    node.expect("bob", is_event("channel:archived"), T).await;
+    for (who, n) in [("bob", "b2"), ("alice", "a1")] {
+        let ack = send_to(&node, who, "channel:general", "after", n).await;
+        assert_eq!(ack["error"]["code"], "archived", "{who}: {ack}");
+        let message = ack["error"]["message"].as_str().unwrap();
+        assert!(message.contains("read-only"), "{message}");
+    }
+    let call = |who: &'static str, event: &'static str, arg: Value| {
+        let node = &node;
+        async move { node.emit_with_ack(who, event, vec![arg], T).await.unwrap()[0].clone() }
+    };
+    let edit = json!({ "room": "channel:general", "id": id, "body": "edited" });
+    let ack = call("bob", "message:edit", edit).await;
+    assert_eq!(ack["error"]["code"], "archived", "{ack}");
+    let delete = json!({ "room": "channel:general", "id": id });
+    for who in ["bob", "alice"] {
+        let ack = call(who, "message:delete", delete.clone()).await;
+        assert_eq!(ack["error"]["code"], "archived", "{who}: {ack}");
+    }
+    node.expect_none("bob", is_event("message:new"), Duration::from_millis(300))
+        .await;
+    // Still readable.
+    let page = call(
+        "bob",
+        "message:history",
+        json!({ "room": "channel:general" }),
+    )
+    .await;
+    assert_eq!(page["messages"][0]["body"], "before", "{page}");
+}
+
+#[tokio::test]
+async fn a_send_is_authorized_by_the_authority_not_the_sockets_rooms() {
+    let gw = spawn_gateway(|_| {}).await;
+    let bob = confab_events::UserId::parse("bob").unwrap();
+    let general = confab_events::RoomId::parse("channel:general").unwrap();
+    gw.membership.grant(&bob, &general);
+    let node = NodeClient::spawn().await;
+    connect_as(&node, "bob", "bob", &gw.url()).await;
+    let ack = send_to(&node, "bob", "channel:general", "in", "b1").await;
+    assert!(ack["id"].is_string(), "{ack}");
+    // The authority drops bob, and no room:left reaches the gateway (a
+    // lost or late notification): his socket is still in the room.
+    gw.membership.revoke(&bob, &general);
+    let ack = send_to(&node, "bob", "channel:general", "out", "b2").await;
+    assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+    gw.stop().await;
+}
+
+/// `presence:query` of `users` from `socket`; answers the ack.
+async fn query(node: &NodeClient, socket: &str, users: &[&str]) -> Value {
+    let ack = node
+        .emit_with_ack(socket, "presence:query", vec![json!({ "users": users })], T)
+        .await
+        .unwrap();
+    ack[0].clone()
+}
+
+#[tokio::test]
+async fn a_stranger_s_presence_is_not_revealed() {
+    let c = Cluster::start(2).await;
+    c.workspace_with_general(&["bob"]).await;
+    c.ok(
+        None,
+        json!({ "type": "create_workspace", "id": "w2", "name": "Other", "owner": "eve" }),
+    )
+    .await;
+    let node = NodeClient::spawn().await;
+    connect_as(&node, "eve", "eve", &c.gateway_url(0)).await;
+    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
+    connect_as(&node, "bob", "bob", &c.gateway_url(1)).await;
+
+    // Wait until the tracker has gateway A's heartbeat (alice and eve).
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let ack = query(&node, "bob", &["alice"]).await;
+        if ack["presence"]["alice"] == "online" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{ack}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Eve, online on the same gateway, shares no workspace with bob.
+    let ack = query(&node, "bob", &["alice", "bob", "eve"]).await;
+    assert_eq!(
+        ack["presence"],
+        json!({ "alice": "online", "bob": "online", "eve": "offline" }),
+        "{ack}"
+    );
+    let ack = query(&node, "eve", &["alice", "bob", "eve"]).await;
+    assert_eq!(
+        ack["presence"],
+        json!({ "alice": "offline", "bob": "offline", "eve": "online" }),
+        "{ack}"
+    );
+}
+
+#[tokio::test]
+async fn presence_queries_are_rate_limited_per_socket() {
+    let c = Cluster::start(1).await;
+    c.workspace_with_general(&["bob"]).await;
+    let node = NodeClient::spawn().await;
+    connect_as(&node, "flood", "alice", &c.gateway_url(0)).await;
+    connect_as(&node, "calm", "alice", &c.gateway_url(0)).await;
+    let mut answered = 0;
+    let mut limited = None;
+    for _ in 0..40 {
+        let ack = query(&node, "flood", &["bob"]).await;
+        if ack["error"]["code"] == "rate_limited" {
+            limited = Some(ack);
+            break;
+        }
+        assert!(ack["presence"].is_object(), "{ack}");
+        answered += 1;
+    }
+    let err = limited.expect("rate limited within 40 queries");
+    assert!((10..20).contains(&answered), "limited after {answered}");
+    assert!(err["error"]["retryAfterMs"].as_u64().unwrap() > 0, "{err}");
+    // Another socket has its own budget.
+    let ack = query(&node, "calm", &["bob"]).await;
+    assert!(ack["presence"].is_object(), "{ack}");
+}
+
+#[tokio::test]
+async fn kicked_user_s_send_refused_on_both_gateways() {
+    let c = Cluster::start(2).await;
+    c.workspace_with_general(&["bob"]).await;
+    let node = NodeClient::spawn().await;
+    connect_as(&node, "bob0", "bob", &c.gateway_url(0)).await;
+    connect_as(&node, "bob1", "bob", &c.gateway_url(1)).await;
+    let sent = send_to(&node, "bob0", "channel:general", "mine", "b0").await;
+    let id = sent["id"]
+        .as_str()
+        .expect("sent before the kick")
+        .to_owned();
+
+    c.ok(
+        Some("alice"),
+        json!({ "type": "kick", "channel": "general", "user": "bob" }),
+    )
+    .await;
+    // At once, without waiting for room:left: the authority decides.
+    for (socket, n) in [("bob0", "k0"), ("bob1", "k1")] {
+        let ack = send_to(&node, socket, "channel:general", "after", n).await;
+        assert_eq!(ack["error"]["code"], "forbidden", "{socket}: {ack}");
+    }
+    let edit = json!({ "room": "channel:general", "id": id, "body": "edited" });
+    let ack = node
+        .emit_with_ack("bob1", "message:edit", vec![edit], T)
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["error"]["code"], "forbidden", "{ack:?}");
+    let delete = json!({ "room": "channel:general", "id": id });
+    let ack = node
+        .emit_with_ack("bob0", "message:delete", vec![delete], T)
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["error"]["code"], "forbidden", "{ack:?}");
+}
