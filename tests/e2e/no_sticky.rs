@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::Cluster;
 use crate::polling::Suite;
-use crate::polling_client::{exchange, polling_only, seed};
+use crate::polling_client::{alice_types_to_bob, exchange, polling_only, seed};
 use crate::recovery::{GatewayProcess, bodies, receive_in_order, send};
 use crate::round_robin::RoundRobin;
 use crate::support::*;
@@ -35,13 +35,7 @@ async fn polling_only_clients_behind_a_round_robin_balancer_message_and_get_acks
     node.expect("alice", is_type("connect"), T).await;
     node.expect("bob", is_type("connect"), T).await;
     exchange(&node, 0..20, &["bob", "alice"]).await;
-    let ack = node
-        .emit_with_ack("alice", "typing:start", vec![json!("channel:general")], T)
-        .await
-        .unwrap();
-    assert_eq!(ack[0]["ok"], true, "{ack:?}");
-    let ev = node.expect("bob", is_event("typing"), T).await;
-    assert_eq!(ev["args"][0]["userId"], "alice", "{ev}");
+    alice_types_to_bob(&node).await;
     node.expect_none("bob", is_type("disconnect"), Duration::ZERO)
         .await;
     // Both gateways answered requests of the same sessions.

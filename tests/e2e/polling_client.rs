@@ -103,6 +103,19 @@ async fn the_seed_options_connect_upgrade_and_exchange_events() {
         .await;
 }
 
+/// alice starts typing in `channel:general`: her ack is `ok` and bob gets
+/// the `typing` event, which is returned.
+pub async fn alice_types_to_bob(node: &NodeClient) -> Value {
+    let ack = node
+        .emit_with_ack("alice", "typing:start", vec![json!("channel:general")], T)
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["ok"], true, "{ack:?}");
+    let ev = node.expect("bob", is_event("typing"), T).await;
+    assert_eq!(ev["args"][0]["userId"], "alice", "{ev}");
+    ev
+}
+
 #[tokio::test]
 async fn a_polling_only_client_sends_receives_types_and_gets_acks() {
     let c = Cluster::start(1).await;
@@ -117,13 +130,7 @@ async fn a_polling_only_client_sends_receives_types_and_gets_acks() {
     assert_eq!(transport(&node, "alice").await, "polling");
     exchange(&node, 0..20, &["bob", "alice"]).await;
     // Volatile events too.
-    let ack = node
-        .emit_with_ack("alice", "typing:start", vec![json!("channel:general")], T)
-        .await
-        .unwrap();
-    assert_eq!(ack[0]["ok"], true, "{ack:?}");
-    let ev = node.expect("bob", is_event("typing"), T).await;
-    assert_eq!(ev["args"][0]["userId"], "alice", "{ev}");
+    let ev = alice_types_to_bob(&node).await;
     assert_eq!(ev["args"][0]["typing"], true);
     // Still polling, never upgraded.
     assert_eq!(transport(&node, "bob").await, "polling");

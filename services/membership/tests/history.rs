@@ -571,6 +571,19 @@ async fn run_retries_a_failed_batch_from_the_checkpoint(backend: Backend) {
 
 /// Editing back to an earlier text is a new edit, not a duplicate of the
 /// earlier one: every acked edit is stored, delivered and applied.
+/// The newest ten messages of `channel:pub` as bob reads them.
+async fn bobs_page(history: &History) -> confab_membership::history::HistoryPage {
+    history
+        .history(&confab_membership::history::HistoryRequest {
+            user: "bob".into(),
+            room: "channel:pub".into(),
+            before: None,
+            limit: Some(10),
+        })
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn an_edit_back_to_an_earlier_text_applies() {
     let bus = Arc::new(InProcessBus::default());
@@ -608,15 +621,7 @@ async fn an_edit_back_to_an_earlier_text_applies() {
         }
     }
     assert_eq!(delivered, bodies);
-    let page = history
-        .history(&confab_membership::history::HistoryRequest {
-            user: "bob".into(),
-            room: "channel:pub".into(),
-            before: None,
-            limit: Some(10),
-        })
-        .await
-        .unwrap();
+    let page = bobs_page(&history).await;
     assert_eq!(page.messages[0].body, "A");
     assert!(page.messages[0].updated_at.is_some());
 }
@@ -675,15 +680,7 @@ async fn former_members_and_archived_channels_cannot_change_messages() {
     let err = history.delete(&delete("adm", "m3")).await.unwrap_err();
     assert_eq!(err.code(), "archived", "{err}");
     // Reading still works.
-    let page = history
-        .history(&confab_membership::history::HistoryRequest {
-            user: "bob".into(),
-            room: "channel:pub".into(),
-            before: None,
-            limit: Some(10),
-        })
-        .await
-        .unwrap();
+    let page = bobs_page(&history).await;
     assert_eq!(page.messages.len(), 3);
     running.stop.cancel();
 }
