@@ -19,9 +19,6 @@ pub struct Claims {
     /// A display name: the `name` claim, else `preferred_username`, if
     /// either is a string.
     pub name: Option<String>,
-    /// Whether the token has the claim `"admin": true` (the JSON boolean;
-    /// any other value means `false`).
-    pub admin: bool,
     /// Every claim of the token, as sent.
     pub raw: Map<String, Value>,
 }
@@ -109,14 +106,12 @@ impl Claims {
             .iter()
             .find_map(|k| raw.get(*k).and_then(Value::as_str))
             .map(str::to_owned);
-        let admin = raw.get("admin") == Some(&Value::Bool(true));
 
         Ok(Claims {
             user,
             expires_at,
             issued_at,
             name,
-            admin,
             raw,
         })
     }
@@ -203,11 +198,10 @@ mod tests {
 
     #[test]
     fn extracts_the_documented_fields() {
-        let claims = check(with("admin", json!(true))).unwrap();
+        let claims = check(good()).unwrap();
         assert_eq!(claims.user.as_str(), "alice");
         assert_eq!(claims.expires_at, NOW + 60);
         assert_eq!(claims.issued_at, Some(NOW));
-        assert!(claims.admin);
         assert_eq!(claims.name, None);
         assert_eq!(claims.raw["aud"], "confab");
 
@@ -216,10 +210,6 @@ mod tests {
         let mut v = with("preferred_username", json!("Al"));
         v["name"] = json!("Alice A.");
         assert_eq!(check(v).unwrap().name.as_deref(), Some("Alice A."));
-
-        for not_admin in [json!("true"), json!(1), json!(false), json!(null)] {
-            assert!(!check(with("admin", not_admin)).unwrap().admin);
-        }
     }
 
     #[test]

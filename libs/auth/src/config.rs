@@ -1,9 +1,10 @@
 //! [`AuthConfig`]: what the gateway accepts, and its validation.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use confab_config::Secret;
+use confab_config::{ConfigError as KeyError, Secret};
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -208,6 +209,62 @@ impl AuthConfig {
         Self {
             hs256_secret: Some(DEV_SECRET.into()),
             ..Self::default()
+        }
+    }
+
+    /// Whether tokens are checked with the public [`DEV_SECRET`].
+    pub fn uses_dev_secret(&self) -> bool {
+        self.hs256_secret.as_ref().map(Secret::expose) == Some(DEV_SECRET)
+    }
+
+    /// What a deployment needs beyond [`validate`](Self::validate) (every
+    /// binary except the all-in-one on its dev secret): the issuer and
+    /// audience set, so that a token the same key signed for another
+    /// service or by another issuer is refused. Errors name the key
+    /// (`auth.issuer`, `auth.audience`).
+    pub fn require_deployment_scope(&self) -> Result<(), KeyError> {
+        for (key, env, value, claim) in [
+            ("auth.issuer", "CONFAB_AUTH__ISSUER", &self.issuer, "iss"),
+            (
+                "auth.audience",
+                "CONFAB_AUTH__AUDIENCE",
+                &self.audience,
+                "aud",
+            ),
+        ] {
+            if value.is_none() {
+                return Err(KeyError::invalid(
+                    key,
+                    format!(
+                        "is required for JWT auth: set it ({env}) to the `{claim}` your identity \
+                         provider puts in Confab's tokens; unset, a token signed with the same key \
+                         for another service would be accepted"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses the public [`DEV_SECRET`] when any of `listeners` (key and
+    /// address) is reachable beyond this machine.
+    pub fn refuse_dev_secret_beyond_loopback(
+        &self,
+        listeners: &[(&str, SocketAddr)],
+    ) -> Result<(), KeyError> {
+        if !self.uses_dev_secret() {
+            return Ok(());
+        }
+        match listeners.iter().find(|(_, addr)| !addr.ip().is_loopback()) {
+            None => Ok(()),
+            Some((key, addr)) => Err(KeyError::invalid(
+                *key,
+                format!(
+                    "refusing to listen on {addr} with the public dev secret: set \
+                     CONFAB_AUTH__HS256_SECRET (or auth.jwks_url) before exposing Confab beyond \
+                     this machine"
+                ),
+            )),
         }
     }
 

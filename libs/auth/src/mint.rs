@@ -48,8 +48,7 @@ pub fn mint_hs256(
     mint_hs256_with_claims(secret, user, ttl, issuer, audience, &Map::new())
 }
 
-/// Like [`mint_hs256`], with extra claims (e.g. `{"name": "Alice",
-/// "admin": true}`). The standard claims (`sub`, `iat`, `exp`, and `iss` /
+/// Like [`mint_hs256`], with extra claims (e.g. `{"name": "Alice"}`). The standard claims (`sub`, `iat`, `exp`, and `iss` /
 /// `aud` when given) take precedence over same-named extra claims.
 pub fn mint_hs256_with_claims(
     secret: &str,

@@ -5,8 +5,10 @@
 //! service token (compared in constant time) the caller is
 //! [`Caller::Service`] and may name the user it acts for (`"actor"`);
 //! otherwise the token is verified as a JWT by [`confab_auth::Verifier`] and
-//! the caller is that user, trusted like the service for workspace
-//! bootstrap when the token carries `"admin": true`.
+//! the caller is that user, with exactly the rights the membership
+//! authority gives that user in each workspace (its role there). No claim
+//! of a JWT makes a user trusted across workspaces: a token's `"admin"`
+//! claim is ignored.
 
 use std::sync::Arc;
 
@@ -26,8 +28,6 @@ pub enum Caller {
     User {
         /// The token's subject.
         user: UserId,
-        /// Whether the token carries `"admin": true`.
-        admin: bool,
     },
 }
 
@@ -40,31 +40,28 @@ impl Caller {
             Caller::Service => Ok(Actor::Service {
                 on_behalf_of: requested,
             }),
-            Caller::User { user, admin } => {
+            Caller::User { user } => {
                 if let Some(other) = requested.filter(|r| r != user) {
                     return Err(ApiError::forbidden(format!(
                         "\"actor\" ({other}) can only be set with the service token; you are {user}"
                     )));
                 }
-                Ok(if *admin {
-                    Actor::Admin(user.clone())
-                } else {
-                    Actor::User(user.clone())
-                })
+                Ok(Actor::User(user.clone()))
             }
         }
     }
 
-    /// Whether the caller is the service or an admin user.
+    /// Whether the caller is the service (an app backend), which may look
+    /// at any user's rooms and any room's members. Users never are.
     pub fn is_trusted(&self) -> bool {
-        matches!(self, Caller::Service | Caller::User { admin: true, .. })
+        matches!(self, Caller::Service)
     }
 
     /// The calling user, for JWT callers.
     pub fn user(&self) -> Option<&UserId> {
         match self {
             Caller::Service => None,
-            Caller::User { user, .. } => Some(user),
+            Caller::User { user } => Some(user),
         }
     }
 }
@@ -118,10 +115,7 @@ impl Authenticator {
             ));
         };
         match verifier.verify(token).await {
-            Ok(claims) => Ok(Caller::User {
-                user: claims.user,
-                admin: claims.admin,
-            }),
+            Ok(claims) => Ok(Caller::User { user: claims.user }),
             Err(e) if e.is_server_error() => {
                 tracing::error!(error = %e, "cannot verify a token");
                 Err(ApiError::new("unavailable", e.public_message()))
@@ -164,7 +158,6 @@ mod tests {
         let bob = UserId::parse("bob").unwrap();
         let user = Caller::User {
             user: alice.clone(),
-            admin: false,
         };
         assert_eq!(user.actor(None).unwrap(), Actor::User(alice.clone()));
         assert_eq!(user.actor(Some(alice.clone())).unwrap(), Actor::User(alice));

@@ -123,9 +123,6 @@ fn run(
 fn user(s: &str) -> Actor {
     Actor::User(u(s))
 }
-fn admin(s: &str) -> Actor {
-    Actor::Admin(u(s))
-}
 fn service(s: Option<&str>) -> Actor {
     Actor::Service {
         on_behalf_of: s.map(u),
@@ -179,7 +176,7 @@ fn the_rules_table() {
 
     // (actor, command, expected event type or error code)
     let cases: Vec<(Actor, Command, &str)> = vec![
-        // Workspaces: ids unique; users create their own; trusted callers bootstrap.
+        // Workspaces: ids unique; users create their own; the service bootstraps.
         (
             user("alice"),
             create_ws("new", "alice"),
@@ -187,7 +184,6 @@ fn the_rules_table() {
         ),
         (user("alice"), create_ws("new", "bob"), "forbidden"),
         (service(None), create_ws("new", "bob"), "workspace.created"),
-        (admin("alice"), create_ws("new", "bob"), "workspace.created"),
         (user("owner"), create_ws("w", "owner"), "already_exists"),
         (service(None), create_ws("w", "owner"), "already_exists"),
         (
@@ -208,7 +204,7 @@ fn the_rules_table() {
             },
             "invalid",
         ),
-        // Members: owners and admins (and trusted callers) add and remove.
+        // Members: owners and admins (and the service) add and remove.
         (
             user("adm"),
             add("out", Role::Member),
@@ -223,11 +219,6 @@ fn the_rules_table() {
         (user("out"), add("out", Role::Member), "forbidden"),
         (
             service(None),
-            add("out", Role::Member),
-            "workspace.member_added",
-        ),
-        (
-            admin("zed"),
             add("out", Role::Member),
             "workspace.member_added",
         ),

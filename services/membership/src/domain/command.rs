@@ -12,9 +12,6 @@ const MAX_NAME_CHARS: usize = 80;
 pub enum Actor {
     /// An end user, authenticated by their token: every rule applies.
     User(UserId),
-    /// A user whose token carries `"admin": true`: may bootstrap workspaces
-    /// (see `Actor::may_bootstrap`); otherwise bound by the rules.
-    Admin(UserId),
     /// The service credential (an app backend), acting on behalf of a
     /// user when it names one: may bootstrap workspaces and passes the
     /// authority checks (see `Actor::is_service`).
@@ -29,16 +26,18 @@ impl Actor {
     /// The user the command is issued by or for, if any.
     pub fn user(&self) -> Option<&UserId> {
         match self {
-            Actor::User(u) | Actor::Admin(u) => Some(u),
+            Actor::User(u) => Some(u),
             Actor::Service { on_behalf_of } => on_behalf_of.as_ref(),
         }
     }
 
     /// Whether the caller may bootstrap workspaces: create them for any
     /// owner, and add or remove members without being a workspace admin.
-    /// The service credential and admin tokens may.
+    /// Only the service credential may: no user token is trusted beyond
+    /// the roles the membership authority gives it in each workspace (a
+    /// JWT's `"admin": true` claim means nothing to Confab).
     pub(crate) fn may_bootstrap(&self) -> bool {
-        matches!(self, Actor::Admin(_) | Actor::Service { .. })
+        self.is_service()
     }
 
     /// Whether the caller is the service credential, which also passes the

@@ -25,10 +25,12 @@
 //! | `open_dm` | workspace members, with workspace members; 2 participants = DM, 3+ = group DM |
 //! | `add_dm_participant` | participants of a group DM (the service too) |
 //!
-//! *Bootstrappers* are the service credential (an app backend) and users
-//! whose token carries `"admin": true` (`Actor::may_bootstrap`). The
-//! service credential also passes the channel and DM authority checks
-//! (`Actor::is_service`): the app backend applies its own permissions.
+//! *Bootstrappers* are the service credential (an app backend) only
+//! (`Actor::may_bootstrap`): no user token is trusted across workspaces;
+//! a user's rights are their role in each workspace, as the log records
+//! it. The service credential also passes the channel and DM authority
+//! checks (`Actor::is_service`): the app backend applies its own
+//! permissions.
 //! Nobody passes the state rules (archived channels take no members,
 //! members must belong to the workspace, ...). Commands that record who did
 //! something (`created_by`, `by`, the joining user) need a user even from
