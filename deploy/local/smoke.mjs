@@ -12,8 +12,9 @@
 //    carol, who belongs to nothing, to gateway 1;
 // 3. bob joins the channel over the API; waits until his gateway announces
 //    `room:joined` for it;
-// 4. POST /v1/emit `message:new` to the channel; alice and bob must get it
-//    exactly once, carol not at all.
+// 4. POST /v1/emit `app:smoke` to the channel; alice and bob must get it
+//    exactly once, carol not at all; a forged `message:new` through the
+//    same API is refused (400 `invalid`).
 //
 // Reads the ports from .run/cluster.env and the secrets from .run/. Prints
 // PASS or FAIL; exits 0 or 1. Bounded by SMOKE_TIMEOUT_MS (default 20000).
@@ -99,6 +100,9 @@ function token(user, secret) {
   if (!existsSync(bin)) throw new Error(`${bin} is missing: run \`just up\` first`);
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("CONFAB_")));
   env.CONFAB_AUTH__HS256_SECRET = secret;
+  // The cluster's services require the tokens' issuer and audience.
+  env.CONFAB_AUTH__ISSUER = "confab-local";
+  env.CONFAB_AUTH__AUDIENCE = "confab-local";
   return execFileSync(bin, ["token", user, "--ttl", "600"], { env, encoding: "utf8" }).trim();
 }
 
@@ -208,14 +212,24 @@ async function main() {
   await joined;
   log(`bob's gateway moved him into ${room}`);
 
-  step = "emitting message:new to the channel";
+  step = "forging message:new through the emit API";
+  const forged = await api("/v1/emit", { room, event: "message:new", data: { id: "forged" } }).then(
+    () => null,
+    (e) => e.message,
+  );
+  if (!forged?.includes("HTTP 400") || !forged.includes("reserved")) {
+    throw new Error(`a forged message:new was not refused: ${forged ?? "accepted"}`);
+  }
+  log("a forged message:new through the emit API is refused");
+
+  step = "emitting app:smoke to the channel";
   const msgId = `m-${run}`;
-  const isOurs = (event, args) => event === "message:new" && args[0]?.id === msgId;
-  const gotAlice = alice.waitFor(`message:new ${msgId}`, isOurs);
-  const gotBob = bob.waitFor(`message:new ${msgId}`, isOurs);
+  const isOurs = (event, args) => event === "app:smoke" && args[0]?.id === msgId;
+  const gotAlice = alice.waitFor(`app:smoke ${msgId}`, isOurs);
+  const gotBob = bob.waitFor(`app:smoke ${msgId}`, isOurs);
   const emitted = await api("/v1/emit", {
     room,
-    event: "message:new",
+    event: "app:smoke",
     data: { id: msgId, room, from: "smoke", text: `hello from the smoke test ${run}` },
     id: msgId,
   });
@@ -233,7 +247,7 @@ async function main() {
     const n = c.events.filter((e) => isOurs(e.event, e.args)).length;
     if (n !== 1) throw new Error(`${c.user} got the message ${n} times`);
   }
-  const leaked = carol.events.filter((e) => e.event === "message:new");
+  const leaked = carol.events.filter((e) => e.event === "app:smoke" || e.event === "message:new");
   if (leaked.length) throw new Error(`carol, not a member, got ${JSON.stringify(leaked)}`);
   log("alice and bob got it once each; carol (not a member) got nothing");
 }

@@ -286,7 +286,7 @@ async fn subject_injection_through_the_apis_is_refused() {
         let resp = http
             .post(format!("http://{}/v1/emit", c.membership))
             .bearer_auth(SERVICE_TOKEN)
-            .json(&json!({ "room": room, "event": "message:new", "data": {} }))
+            .json(&json!({ "room": room, "event": "app:note", "data": {} }))
             .send()
             .await
             .unwrap();

@@ -71,6 +71,27 @@ pub mod names {
     pub const MEMBER_LEFT: &str = "member:left";
     /// Server tells a channel it was archived (read-only, no new members).
     pub const CHANNEL_ARCHIVED: &str = "channel:archived";
+
+    /// Every event Confab's own servers send to sockets. Each has an owner
+    /// (the gateway for `message:new` and `typing`, the membership service
+    /// for edits, deletes, presence and the control events, a gateway for
+    /// its own sockets' `session:expired` / `recovery:failed`): apps may
+    /// not emit them through the emit API, so nobody can forge chat
+    /// history or move sockets between rooms.
+    pub const SERVER_EVENTS: &[&str] = &[
+        MESSAGE_NEW,
+        MESSAGE_UPDATED,
+        MESSAGE_DELETED,
+        TYPING,
+        PRESENCE_UPDATE,
+        ROOM_JOINED,
+        ROOM_LEFT,
+        MEMBER_JOINED,
+        MEMBER_LEFT,
+        CHANNEL_ARCHIVED,
+        SESSION_EXPIRED,
+        RECOVERY_FAILED,
+    ];
 }
 
 /// Argument of `room:join` / `room:leave`: a room name such as

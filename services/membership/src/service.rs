@@ -153,15 +153,10 @@ impl From<BusError> for ServiceError {
     }
 }
 
-/// Socket.IO event names the membership notifier emits; apps cannot emit
-/// them through [`MembershipService::emit`].
-pub const RESERVED_EVENTS: &[&str] = &[
-    names::ROOM_JOINED,
-    names::ROOM_LEFT,
-    names::MEMBER_JOINED,
-    names::MEMBER_LEFT,
-    names::CHANNEL_ARCHIVED,
-];
+/// Socket.IO event names Confab's servers emit (chat history, typing,
+/// presence, room moves, session notices); apps cannot emit them through
+/// [`MembershipService::emit`], so an app backend cannot forge them.
+pub const RESERVED_EVENTS: &[&str] = names::SERVER_EVENTS;
 
 /// Longest event name accepted by [`MembershipService::emit`].
 pub const MAX_EVENT_NAME: usize = 64;
@@ -699,7 +694,10 @@ fn check_event_name(event: &str) -> Result<(), ServiceError> {
         ));
     }
     if RESERVED_EVENTS.contains(&event) {
-        return invalid(format!("{event} is reserved for the membership service"));
+        return invalid(format!(
+            "{event} is reserved: only Confab's own services emit it (apps cannot forge chat \
+             history, presence or room changes); emit an event name of your own, e.g. \"app:{event}\""
+        ));
     }
     Ok(())
 }
@@ -735,7 +733,16 @@ mod tests {
 
     #[test]
     fn event_names_are_checked() {
-        assert!(check_event_name("message:new").is_ok());
+        assert!(check_event_name("app:message:new").is_ok());
+        for reserved in [
+            "message:new",
+            "message:updated",
+            "message:deleted",
+            "typing",
+        ] {
+            let e = check_event_name(reserved).unwrap_err();
+            assert!(e.to_string().contains("reserved"), "{e}");
+        }
         assert!(check_event_name("").is_err());
         assert!(check_event_name("a b").is_err());
         assert!(check_event_name("room:joined").is_err());

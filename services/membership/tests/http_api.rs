@@ -251,7 +251,7 @@ async fn the_happy_path() {
         .post(
             "/v1/emit",
             TOKEN,
-            json!({"room": "channel:pub", "event": "message:new", "data": {"id": "m1"}}),
+            json!({"room": "channel:pub", "event": "app:poll", "data": {"id": "m1"}}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
@@ -259,9 +259,43 @@ async fn the_happy_path() {
     assert!(b["seq"].as_u64().is_some_and(|s| s > 0), "{b}");
     assert_eq!(b["duplicate"], json!(false), "{b}");
     let m = next(&mut sub).await;
-    assert_eq!(
-        (&*m.event, &*m.args_json),
-        ("message:new", r#"[{"id":"m1"}]"#)
+    assert_eq!((&*m.event, &*m.args_json), ("app:poll", r#"[{"id":"m1"}]"#));
+}
+
+/// The emit API cannot forge chat history, presence, or room moves: every
+/// event Confab's servers emit is refused, naming the field and what to
+/// do, and nothing reaches the room's log.
+#[tokio::test]
+async fn the_emit_api_refuses_forged_server_events() {
+    let api = api().await;
+    setup(&api).await;
+    for event in confab_events::socket::names::SERVER_EVENTS {
+        let (s, b) = api
+            .post(
+                "/v1/emit",
+                TOKEN,
+                json!({"room": "channel:pub", "event": event,
+                       "data": {"id": "forged", "author": "owner", "body": "pay me"}}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{event}: {b}");
+        assert_eq!(code(&b), "invalid", "{event}: {b}");
+        assert_eq!(b["error"]["field"], "event", "{event}: {b}");
+        let message = b["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("{event} is reserved")),
+            "{event}: {message}"
+        );
+    }
+    let stored = api
+        .bus
+        .replay(&[room("channel:pub")], 1, 1000)
+        .await
+        .unwrap();
+    assert!(
+        stored.iter().all(|i| !i.msg.args_json.contains("forged")),
+        "nothing forged stored: {:?}",
+        stored.iter().map(|i| &i.msg.event).collect::<Vec<_>>()
     );
 }
 
@@ -494,14 +528,15 @@ async fn errors_map_to_statuses_and_name_the_field() {
             "not_a_member",
             None,
         ),
-        // An admin token bootstraps like the service; users create their own.
+        // Only the service bootstraps (an `admin` claim counts for
+        // nothing); users create their own.
         (
             Method::POST,
             "/v1/workspaces",
             root.clone(),
             Some(json!({"id": "w3", "name": "W3", "owner": "carol"})),
-            StatusCode::CREATED,
-            "",
+            StatusCode::FORBIDDEN,
+            "forbidden",
             None,
         ),
         (
@@ -548,4 +583,68 @@ async fn errors_map_to_statuses_and_name_the_field() {
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     let b: Value = res.json().await.unwrap();
     assert_eq!(b["error"]["field"], "body");
+}
+
+/// A token with `"admin": true` of a user who administers workspace `w`
+/// has no rights in workspace `wb`: the claim is not a superuser, a
+/// user's rights are their role in each workspace.
+#[tokio::test]
+async fn an_admin_token_of_one_workspace_cannot_act_on_another() {
+    let api = api().await;
+    setup(&api).await;
+    let (s, b) = api
+        .post(
+            "/v1/workspaces",
+            TOKEN,
+            json!({"id": "wb", "name": "B", "owner": "bowner"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b) = api
+        .post("/v1/workspaces/wb/members", TOKEN, json!({"user": "bmem"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = api
+        .post(
+            "/v1/channels",
+            TOKEN,
+            json!({"id": "bsecret", "workspace": "wb", "name": "s", "visibility": "private", "actor": "bmem"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
+    let adm = jwt("adm", true);
+    let attempts = [
+        (
+            Method::POST,
+            "/v1/workspaces/wb/members",
+            Some(json!({"user": "adm", "role": "admin"})),
+        ),
+        (Method::DELETE, "/v1/workspaces/wb/members/bmem", None),
+        (
+            Method::POST,
+            "/v1/workspaces",
+            Some(json!({"id": "w9", "name": "Nine", "owner": "bowner"})),
+        ),
+        (Method::GET, "/v1/users/bmem/rooms", None),
+        (Method::GET, "/v1/rooms/channel:bsecret/members", None),
+        (Method::GET, "/v1/rooms/channel:bsecret/members/bmem", None),
+    ];
+    for (method, path, body) in attempts {
+        let (s, b) = api.call(method.clone(), path, Some(&adm), body).await;
+        assert_eq!(
+            (s, code(&b)),
+            (StatusCode::FORBIDDEN, "forbidden"),
+            "{method} {path}: {b}"
+        );
+    }
+    let (s, b) = api.get("/v1/rooms/workspace:wb/members", TOKEN).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["members"], json!(["bmem", "bowner"]), "{b}");
+
+    // In the workspace the authority says they administer, they may.
+    let (s, b) = api
+        .post("/v1/workspaces/w/members", &adm, json!({"user": "dave"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
 }

@@ -229,10 +229,33 @@ async fn commands_and_queries() {
     let first = emit_m1(m).await;
     assert!(first.seq.is_some() && !first.duplicate);
     let msg = next(&mut sub).await;
-    assert_eq!(&*msg.event, "message:new");
+    assert_eq!(&*msg.event, "app:poll");
     let again = emit_m1(m).await;
     assert!(again.duplicate);
     assert_eq!(again.seq, first.seq);
+
+    // A forged `message:new` (or any event Confab's servers emit) is
+    // refused, naming the field and why.
+    for event in [
+        "message:new",
+        "message:updated",
+        "message:deleted",
+        "room:joined",
+    ] {
+        let forged = EmitRequest {
+            room: room("channel:pub"),
+            event: event.into(),
+            data: json!({"id": "forged", "author": "owner", "body": "pay me"}),
+            id: None,
+        };
+        let err = m.call::<Emit>(&forged).await.unwrap_err();
+        assert!(
+            matches!(&err, CallError::Refused(d) if d.code == "invalid"
+                && d.field.as_deref() == Some("event")
+                && d.message.contains(&format!("{event} is reserved"))),
+            "{event}: {err}"
+        );
+    }
 }
 
 /// Runs `command` for `actor` through `execute`.
@@ -252,11 +275,11 @@ async fn may_join(m: &ServiceClient, user: &str, to: &str) -> JoinDecision {
     m.call::<MayJoin>(&request).await.unwrap()
 }
 
-/// Emits `message:new` `{"id":"m1"}` to `channel:pub` with the id `m1`.
+/// Emits `app:poll` `{"id":"m1"}` to `channel:pub` with the id `m1`.
 async fn emit_m1(m: &ServiceClient) -> EmitResponse {
     let request = EmitRequest {
         room: room("channel:pub"),
-        event: "message:new".into(),
+        event: "app:poll".into(),
         data: json!({"id": "m1"}),
         id: Some("m1".into()),
     };
@@ -267,4 +290,170 @@ impl Setup {
     fn nats_url(&self) -> String {
         self._server.url()
     }
+}
+
+const GATEWAY_PASSWORD: &str = "gw-pass-5f2a9c1e7b3d";
+const MEMBERSHIP_PASSWORD: &str = "membership-pass-8e4b2a6c0d1f";
+const APP_PASSWORD: &str = "app-pass-3c7e1a9b5d2f";
+
+/// A nats-server running with the users and permissions of
+/// `deploy/config/nats-authorization.conf` (the passwords put in).
+fn server_with_the_deployment_permissions(dir: &std::path::Path) -> NatsServer {
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/config/nats-authorization.conf"
+    ))
+    .unwrap();
+    let conf = template
+        .replace(
+            "$CONFAB_NATS_GATEWAY_PASSWORD",
+            &format!("\"{GATEWAY_PASSWORD}\""),
+        )
+        .replace(
+            "$CONFAB_NATS_MEMBERSHIP_PASSWORD",
+            &format!("\"{MEMBERSHIP_PASSWORD}\""),
+        )
+        .replace("$CONFAB_NATS_APP_PASSWORD", &format!("\"{APP_PASSWORD}\""));
+    let path = dir.join("nats.conf");
+    std::fs::write(&path, conf).unwrap();
+    NatsServer::start_with_args(&[std::ffi::OsString::from("-c"), path.into_os_string()])
+}
+
+/// A NATS connection as `user`, with the server's asynchronous errors
+/// (permission violations) collected.
+async fn connect_as(
+    server: &NatsServer,
+    user: &str,
+    password: &str,
+) -> (
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::new()
+        .user_and_password(user.into(), password.into())
+        .event_callback(move |event| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(event.to_string());
+            }
+        })
+        .connect(server.url())
+        .await
+        .unwrap();
+    (client, rx)
+}
+
+/// Waits for the server's error about `what` (e.g. `Publish to
+/// "in.rooms.channel.pub"`).
+async fn violation(errors: &mut tokio::sync::mpsc::UnboundedReceiver<String>, what: &str) {
+    let wanted = format!("permissions violation for {what}").to_lowercase();
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = errors.recv().await {
+            if e.to_lowercase().contains(&wanted) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "no server error about {what}");
+}
+
+/// With the deployment's NATS permissions, the membership service runs
+/// as `confab-membership`, and an app backend (`confab-app`, holding the
+/// service token) can use the membership API, emit included, but cannot
+/// publish into the subjects whose events the gateways and the history
+/// projector trust (room log, live rooms, membership log, JetStream API,
+/// the message and presence APIs) nor read rooms; a gateway cannot write
+/// the membership log. Nothing forged reaches the room log.
+#[tokio::test]
+async fn nats_permissions_keep_app_backends_out_of_the_owners_subjects() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_the_deployment_permissions(dir.path());
+    let as_membership = NatsConfig {
+        user: Some("confab-membership".into()),
+        password: Some(MEMBERSHIP_PASSWORD.into()),
+        ..NatsConfig::new(server.url())
+    };
+    // Nobody gets in without credentials.
+    assert!(async_nats::connect(server.url()).await.is_err());
+    let config = MembershipConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: "sqlite::memory:".into(),
+        nats: Some(as_membership.clone()),
+        service_token: Some(TOKEN.into()),
+        ..MembershipConfig::default()
+    };
+    let app = App::build(config).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(app.run(stop.clone().cancelled_owned()));
+
+    let (backend, mut errors) = connect_as(&server, "confab-app", APP_PASSWORD).await;
+    let m = ServiceClient::new(backend.clone(), TOKEN, Duration::from_secs(10));
+    let mut answered = false;
+    for _ in 0..100 {
+        if m.call::<RoomsOf>(&RoomsOfRequest { user: u("bob") })
+            .await
+            .is_ok()
+        {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(answered, "the membership API answers the app backend");
+    let emitted = emit_m1(&m).await;
+    assert!(emitted.seq.is_some());
+    let forged = EmitRequest {
+        room: room("channel:pub"),
+        event: "message:new".into(),
+        data: json!({"id": "forged"}),
+        id: None,
+    };
+    let err = m.call::<Emit>(&forged).await.unwrap_err();
+    assert!(
+        matches!(&err, CallError::Refused(d) if d.code == "invalid"),
+        "{err}"
+    );
+
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Confab-Event", "message:new");
+    let body = r#"[{"id":"forged","author":"owner","body":"pay me"}]"#;
+    for subject in [
+        "in.rooms.channel.pub",
+        "rooms.channel.pub",
+        "membership.events.workspace.w",
+        "$JS.API.STREAM.DELETE.ROOMS",
+        "confab.messages.v1.delete",
+        "confab.presence.v1.heartbeat",
+    ] {
+        backend
+            .publish_with_headers(subject, headers.clone(), body.into())
+            .await
+            .unwrap();
+        backend.flush().await.unwrap();
+        violation(&mut errors, &format!("publish to \"{subject}\"")).await;
+    }
+    let _sub = backend.subscribe("rooms.>").await.unwrap();
+    violation(&mut errors, "subscription to \"rooms.>\"").await;
+
+    let (gateway, mut gateway_errors) =
+        connect_as(&server, "confab-gateway", GATEWAY_PASSWORD).await;
+    gateway
+        .publish_with_headers("membership.events.workspace.w", headers, body.into())
+        .await
+        .unwrap();
+    gateway.flush().await.unwrap();
+    violation(
+        &mut gateway_errors,
+        "publish to \"membership.events.workspace.w\"",
+    )
+    .await;
+
+    // The room log holds the app's own event only.
+    let bus = confab_bus::NatsBus::connect(as_membership).await.unwrap();
+    let stored = bus.replay(&[room("channel:pub")], 1, 100).await.unwrap();
+    let events: Vec<&str> = stored.iter().map(|i| &*i.msg.event).collect();
+    assert_eq!(events, ["app:poll"]);
+    stop.cancel();
 }
