@@ -45,7 +45,9 @@ pub use server::{
     DEFAULT_MAX_IN_FLIGHT, EndpointServer, SERVICE_ERROR_CODE_HEADER, SERVICE_ERROR_HEADER,
     ServerError, ServerSettings, encode,
 };
-pub use token::{AUTHORIZATION_HEADER, ServiceToken, bearer};
+pub use token::{
+    AUTHORIZATION_HEADER, MIN_SERVICE_TOKEN_LEN, ServiceToken, bearer, service_token_problem,
+};
 
 /// The queue group every service instance serves its endpoints in, so
 /// requests are load-balanced across instances.

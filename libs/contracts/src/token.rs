@@ -5,6 +5,21 @@ use std::sync::Arc;
 
 use crate::error::ApiError;
 
+/// Shortest service token any Confab binary accepts (characters): the
+/// token lets a caller act for any user, so it must not be guessable.
+pub const MIN_SERVICE_TOKEN_LEN: usize = 32;
+
+/// Why a configured service token is refused (too short), naming the
+/// minimum and how to make one; `None` when it is long enough.
+pub fn service_token_problem(token: &str) -> Option<String> {
+    (token.len() < MIN_SERVICE_TOKEN_LEN).then(|| {
+        format!(
+            "is {} characters; use at least {MIN_SERVICE_TOKEN_LEN} (e.g. `openssl rand -hex 32`)",
+            token.len()
+        )
+    })
+}
+
 /// The header carrying `Bearer <token>`.
 pub const AUTHORIZATION_HEADER: &str = "Authorization";
 

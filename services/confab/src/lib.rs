@@ -103,19 +103,22 @@ pub fn load_config(file: Option<&Path>) -> anyhow::Result<Loaded<Config>> {
             "the all-in-one process runs on its in-process bus; for a NATS cluster run confab-gateway and confab-membership (see `just up`)"
         );
     }
-    let mut dev = cfg.auth.hs256_secret.as_ref().map(|s| s.expose()) == Some(DEV_SECRET);
+    let mut dev = cfg.auth.uses_dev_secret();
     if dev && cfg.auth.jwks_url.is_some() {
         // A JWKS is configured: the dev secret must not ride along.
         cfg.auth.hs256_secret = None;
         dev = false;
         cfg.validate()?;
     }
-    if dev && !cfg.listen.ip().is_loopback() {
-        bail!(
-            "refusing to listen on {} with the public dev secret: set CONFAB_AUTH__HS256_SECRET \
-             (or auth.jwks_url) before exposing Confab beyond this machine",
-            cfg.listen
-        );
+    // Every listener counts: the membership API takes user tokens too.
+    cfg.auth.refuse_dev_secret_beyond_loopback(&[
+        ("listen", cfg.listen),
+        ("api_listen", embedded.api_listen),
+    ])?;
+    if !dev {
+        // Only the dev setup (dev secret, loopback) may leave the token
+        // scope unchecked.
+        cfg.auth.require_deployment_scope()?;
     }
     Ok(Loaded {
         config: Config {

@@ -84,10 +84,16 @@ async fn serve(loaded: Loaded<confab::Config>) -> anyhow::Result<()> {
         app.api_addr(),
         redact_url(&embedded.database_url)
     );
-    if !configured_token {
+    if !configured_token && dev {
+        // Dev setup only (every listener on loopback): a generated secret
+        // is shown to the developer, never to a deployment's logs.
         println!(
             "Membership API service token for this run: {} (set CONFAB_SERVICE_TOKEN to fix one)",
             app.service_token
+        );
+    } else if !configured_token {
+        println!(
+            "Membership API: user tokens only (set CONFAB_SERVICE_TOKEN, at least 32 characters, for app backends)"
         );
     }
     app.run(confab_gateway::app::shutdown_signal()).await

@@ -47,6 +47,67 @@ fn refuses_the_dev_secret_beyond_loopback() {
     assert!(err.contains("dev secret"), "{err}");
 }
 
+/// Runs the all-in-one with `vars` (ports picked freely, a throwaway
+/// database) and expects it to refuse to start: answers its stderr. A
+/// process still running after 20 s (it accepted the config) fails.
+fn refused_to_start(vars: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = confab();
+    cmd.env("CONFAB_LISTEN", "127.0.0.1:0")
+        .env("CONFAB_API_LISTEN", "127.0.0.1:0")
+        .env(
+            "CONFAB_DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display()),
+        )
+        .envs(vars.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("confab started with {vars:?}; it must refuse");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn refuses_the_dev_secret_on_a_public_membership_api() {
+    let err = refused_to_start(&[("CONFAB_API_LISTEN", "0.0.0.0:0")]);
+    assert!(
+        err.contains("api_listen") && err.contains("dev secret"),
+        "{err}"
+    );
+}
+
+#[test]
+fn its_own_secret_needs_issuer_and_audience() {
+    let secret = (
+        "CONFAB_AUTH__HS256_SECRET",
+        "fedcba9876543210fedcba9876543210",
+    );
+    let err = refused_to_start(&[secret]);
+    assert!(err.contains("auth.issuer"), "{err}");
+    let err = refused_to_start(&[secret, ("CONFAB_AUTH__ISSUER", "https://id.example")]);
+    assert!(err.contains("auth.audience"), "{err}");
+}
+
+#[test]
+fn a_short_service_token_is_refused() {
+    let err = refused_to_start(&[("CONFAB_SERVICE_TOKEN", "hunter2-hunter2")]);
+    assert!(
+        err.contains("service_token") && err.contains("at least 32"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "the token is never shown: {err}");
+}
+
 #[test]
 fn bad_config_is_a_clear_error() {
     let out = confab()
@@ -155,7 +216,7 @@ async fn serves_with_no_flags_and_accepts_its_dev_tokens() {
     let resp = http
         .post(format!("{api}/v1/emit"))
         .bearer_auth(&service_token)
-        .json(&json!({ "room": "channel:general", "event": "message:new", "data": { "id": "m1" } }))
+        .json(&json!({ "room": "channel:general", "event": "app:announcement", "data": { "id": "m1" } }))
         .send()
         .await
         .unwrap();
@@ -163,7 +224,7 @@ async fn serves_with_no_flags_and_accepts_its_dev_tokens() {
     let m = node
         .expect(
             "a",
-            |m| m["type"] == "event" && m["event"] == "message:new",
+            |m| m["type"] == "event" && m["event"] == "app:announcement",
             Duration::from_secs(10),
         )
         .await;
@@ -204,7 +265,7 @@ async fn serves_with_no_flags_and_accepts_its_dev_tokens() {
     // Without the token the API refuses.
     let resp = http
         .post(format!("{api}/v1/emit"))
-        .json(&json!({ "room": "channel:general", "event": "message:new", "data": {} }))
+        .json(&json!({ "room": "channel:general", "event": "app:announcement", "data": {} }))
         .send()
         .await
         .unwrap();

@@ -326,11 +326,16 @@ impl CorsConfig {
 impl GatewayConfig {
     /// Loads defaults (`base`), then `file` (or the file named by
     /// `CONFAB_CONFIG`), then the `CONFAB_*` variables naming a key, and
-    /// validates.
+    /// validates, as the `confab-gateway` binary runs: JWT issuer and
+    /// audience required, the dev secret refused beyond loopback.
     pub fn load(base: GatewayConfig, file: Option<&Path>) -> Result<Loaded<Self>, ConfigError> {
         let mut loader = Loader::new(file)?;
         let config = loader.load(&base)?;
         config.validate()?;
+        config
+            .auth
+            .refuse_dev_secret_beyond_loopback(&[("listen", config.listen)])?;
+        config.auth.require_deployment_scope()?;
         Ok(Loaded {
             config,
             ignored: loader.ignored(),
@@ -385,6 +390,13 @@ impl GatewayConfig {
                 "cors.allowed_origins",
                 "must not be empty (use [\"*\"] to allow any origin)",
             );
+        }
+        if let Some(problem) = self
+            .service_token
+            .as_ref()
+            .and_then(|t| confab_contracts::service_token_problem(t.expose()))
+        {
+            return invalid("service_token", &problem);
         }
         if self.membership.kind == MembershipKind::Nats {
             if self.bus.kind != BusKind::Nats {
@@ -491,7 +503,7 @@ mod tests {
         let file = dir.path().join("gw.toml");
         std::fs::write(
             &file,
-            "listen = \"127.0.0.1:4100\"\n[engine]\nping_interval = \"1s\"\n[auth]\nhs256_secret = \"0123456789abcdef0123456789abcdef\"\n[bus]\nkind = \"in-process\"\n[membership]\nkind = \"static\"\n",
+            "listen = \"127.0.0.1:4100\"\n[engine]\nping_interval = \"1s\"\n[auth]\nhs256_secret = \"0123456789abcdef0123456789abcdef\"\nissuer = \"https://id.example\"\naudience = \"confab\"\n[bus]\nkind = \"in-process\"\n[membership]\nkind = \"static\"\n",
         )
         .unwrap();
         let cfg = load(&file).unwrap();
@@ -526,9 +538,54 @@ mod tests {
     }
 
     #[test]
+    fn a_deployment_needs_token_scope_a_long_service_token_and_no_public_dev_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gw.toml");
+        let load_with = |listen: &str, secret: &str, extra: &str| {
+            std::fs::write(
+                &file,
+                format!(
+                    "listen = \"{listen}\"\n{extra}[auth]\nhs256_secret = \"{secret}\"\n[bus]\nkind = \"in-process\"\n[membership]\nkind = \"static\"\n"
+                ),
+            )
+            .unwrap();
+            load(&file)
+        };
+        let own = "fedcba9876543210fedcba9876543210";
+        let err = load_with("0.0.0.0:3000", own, "").unwrap_err();
+        assert_eq!(err.key(), Some("auth.issuer"), "{err}");
+        assert!(err.to_string().contains("CONFAB_AUTH__ISSUER"), "{err}");
+        // Keys of [auth] go below it: append them to the secret's line.
+        let scoped =
+            |s: &str| format!("{s}\"\nissuer = \"https://id.example\"\naudience = \"confab");
+        let err = load_with(
+            "0.0.0.0:3000",
+            &format!("{own}\"\nissuer = \"https://id.example"),
+            "",
+        )
+        .unwrap_err();
+        assert_eq!(err.key(), Some("auth.audience"), "{err}");
+        assert!(load_with("0.0.0.0:3000", &scoped(own), "").is_ok());
+
+        let err = load_with("0.0.0.0:3000", &scoped(confab_auth::DEV_SECRET), "").unwrap_err();
+        assert_eq!(err.key(), Some("listen"), "{err}");
+        assert!(err.to_string().contains("dev secret"), "{err}");
+        assert!(load_with("127.0.0.1:3000", &scoped(confab_auth::DEV_SECRET), "").is_ok());
+
+        let err = load_with(
+            "127.0.0.1:3000",
+            &scoped(own),
+            "service_token = \"short\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.key(), Some("service_token"), "{err}");
+        assert!(err.to_string().contains("at least 32"), "{err}");
+    }
+
+    #[test]
     fn the_service_token_is_one_top_level_key() {
         let vars = [
-            ("CONFAB_SERVICE_TOKEN", "0123456789"),
+            ("CONFAB_SERVICE_TOKEN", "0123456789abcdef0123456789abcdef"),
             (
                 "CONFAB_AUTH__HS256_SECRET",
                 "0123456789abcdef0123456789abcdef",
@@ -541,11 +598,11 @@ mod tests {
         cfg.validate().unwrap();
         assert_eq!(
             cfg.service_token.as_ref().map(Secret::expose),
-            Some("0123456789")
+            Some("0123456789abcdef0123456789abcdef")
         );
         assert_eq!(loader.ignored(), ["CONFAB_MEMBERSHIP__SERVICE_TOKEN"]);
         assert!(
-            !format!("{cfg:?}").contains("0123456789"),
+            !format!("{cfg:?}").contains("0123456789abcdef"),
             "Debug shows no secret"
         );
     }
@@ -557,7 +614,7 @@ mod tests {
             Loader::with_vars(Some(&root.join("deploy/config/gateway.toml")), []).unwrap();
         let mut cfg = loader.load(&GatewayConfig::default()).unwrap();
         // Secrets come from the environment in production.
-        cfg.service_token = Some("from-the-environment".into());
+        cfg.service_token = Some("from-the-environment-0123456789abcdef".into());
         cfg.validate().unwrap();
         assert!(cfg.recovery.enabled);
         assert_eq!(cfg.recovery.window, Duration::from_secs(120));
@@ -565,7 +622,7 @@ mod tests {
 
         let mut loader = Loader::with_vars(Some(&root.join("bench/gateway.toml")), []).unwrap();
         let mut cfg = loader.load(&GatewayConfig::default()).unwrap();
-        cfg.service_token = Some("from-the-environment".into());
+        cfg.service_token = Some("from-the-environment-0123456789abcdef".into());
         cfg.auth.hs256_secret = Some("0123456789abcdef0123456789abcdef".into());
         cfg.validate().unwrap();
         assert_eq!(cfg.messages.conn_burst, 1_000_000);

@@ -35,8 +35,9 @@ use crate::service::ServiceSettings;
 
 pub use confab_config::{ConfigError, LogConfig};
 
-/// Shortest service token accepted.
-pub const MIN_SERVICE_TOKEN_LEN: usize = 32;
+/// Shortest service token accepted (the one rule of every binary).
+pub use confab_contracts::MIN_SERVICE_TOKEN_LEN;
+use confab_contracts::service_token_problem;
 
 /// The membership service's configuration.
 #[derive(Clone, Serialize, Deserialize)]
@@ -112,11 +113,17 @@ impl std::fmt::Debug for MembershipConfig {
 
 impl MembershipConfig {
     /// Loads defaults, then `file` (or the file named by `CONFAB_CONFIG`),
-    /// then the `CONFAB_*` variables naming a key, and validates.
+    /// then the `CONFAB_*` variables naming a key, and validates, as the
+    /// `confab-membership` binary runs: with `[auth]`, JWT issuer and
+    /// audience required and the dev secret refused beyond loopback.
     pub fn load(file: Option<&Path>) -> Result<Loaded<Self>, ConfigError> {
         let mut loader = Loader::new(file)?;
         let config = loader.load(&Self::default())?;
         config.validate()?;
+        if let Some(auth) = &config.auth {
+            auth.refuse_dev_secret_beyond_loopback(&[("listen", config.listen)])?;
+            auth.require_deployment_scope()?;
+        }
         Ok(Loaded {
             config,
             ignored: loader.ignored(),
@@ -144,16 +151,12 @@ impl MembershipConfig {
                 ),
             );
         }
-        if let Some(token) = &self.service_token
-            && token.len() < MIN_SERVICE_TOKEN_LEN
+        if let Some(problem) = self
+            .service_token
+            .as_ref()
+            .and_then(|t| service_token_problem(t.expose()))
         {
-            return invalid(
-                "service_token",
-                format!(
-                    "is {} characters; use at least {MIN_SERVICE_TOKEN_LEN} (e.g. `openssl rand -hex 32`)",
-                    token.len()
-                ),
-            );
+            return invalid("service_token", problem);
         }
         if let Some(nats) = &self.nats {
             nats.validate()
@@ -250,6 +253,35 @@ mod tests {
 
         let missing = dir.path().join("nope.toml");
         assert!(MembershipConfig::load(Some(&missing)).is_err());
+    }
+
+    #[test]
+    fn jwt_auth_needs_issuer_and_audience_and_no_public_dev_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.toml");
+        let load = |listen: &str, secret: &str, scope: &str| {
+            std::fs::write(
+                &file,
+                format!(
+                    "listen = \"{listen}\"\nservice_token = \"{TOKEN}\"\n[auth]\nhs256_secret = \"{secret}\"\n{scope}"
+                ),
+            )
+            .unwrap();
+            MembershipConfig::load(Some(&file))
+        };
+        let own = "fedcba9876543210fedcba9876543210";
+        let both = "issuer = \"https://id.example\"\naudience = \"confab\"\n";
+        let err = load("0.0.0.0:3100", own, "").unwrap_err();
+        assert_eq!(err.key(), Some("auth.issuer"), "{err}");
+        assert!(err.to_string().contains("CONFAB_AUTH__ISSUER"), "{err}");
+        let err = load("0.0.0.0:3100", own, "issuer = \"https://id.example\"\n").unwrap_err();
+        assert_eq!(err.key(), Some("auth.audience"), "{err}");
+        assert!(load("0.0.0.0:3100", own, both).is_ok());
+
+        let err = load("0.0.0.0:3100", confab_auth::DEV_SECRET, both).unwrap_err();
+        assert_eq!(err.key(), Some("listen"), "{err}");
+        assert!(err.to_string().contains("dev secret"), "{err}");
+        assert!(load("127.0.0.1:3100", confab_auth::DEV_SECRET, both).is_ok());
     }
 
     #[test]
