@@ -64,7 +64,9 @@ say "memory profile: $IDLE idle connections to a gateway under heaptrack"
   export CONFAB_LISTEN="127.0.0.1:$HEAP_PORT" CONFAB_BUS__KIND=nats \
     CONFAB_BUS__NATS__URL="nats://127.0.0.1:$NATS_PORT" CONFAB_BUS__NATS__NAME=gateway-heap \
     CONFAB_MEMBERSHIP__KIND=nats CONFAB_SERVICE_TOKEN="$(cat "$RUN/service-token")" \
-    CONFAB_AUTH__HS256_SECRET="$(cat "$RUN/jwt-secret")" CONFAB_CONFIG="$BENCH/gateway.toml" RUST_LOG=warn
+    CONFAB_AUTH__HS256_SECRET="$(cat "$RUN/jwt-secret")" CONFAB_CONFIG="$BENCH/gateway.toml" \
+    CONFAB_AUTH__ISSUER=confab-local CONFAB_AUTH__AUDIENCE=confab-local \
+    CONFAB_BUS__NATS__USER=confab-gateway CONFAB_BUS__NATS__PASSWORD="$(cat "$RUN/nats-gateway-password")" RUST_LOG=warn
   exec heaptrack -o "$OUT/heaptrack-gateway" "$CARGO_TARGET_DIR/release/confab-gateway"
 ) >>"$OUT/profile.log" 2>&1 &
 HEAP_PID=$!

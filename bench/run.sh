@@ -119,6 +119,8 @@ start_gateway() { # n port
       CONFAB_BUS__NATS__URL="nats://127.0.0.1:$NATS_PORT" CONFAB_BUS__NATS__NAME="gateway-$n" \
       CONFAB_MEMBERSHIP__KIND=nats CONFAB_SERVICE_TOKEN="$(cat "$RUN/service-token")" \
       CONFAB_AUTH__HS256_SECRET="$(cat "$RUN/jwt-secret")" CONFAB_CONFIG="$BENCH/gateway.toml" \
+      CONFAB_AUTH__ISSUER=confab-local CONFAB_AUTH__AUDIENCE=confab-local \
+      CONFAB_BUS__NATS__USER=confab-gateway CONFAB_BUS__NATS__PASSWORD="$(cat "$RUN/nats-gateway-password")" \
       RUST_LOG="${RUST_LOG:-warn}"
     exec "$CARGO_TARGET_DIR/release/confab-gateway"
   ) </dev/null >>"$OUT/logs/gateway-$n.log" 2>&1 &

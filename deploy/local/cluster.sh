@@ -13,8 +13,12 @@
 # State lives in .run/ at the repository root: pid files, logs/, the NATS
 # store (nats/: the JetStream streams, i.e. the membership event log and the
 # room events), the SQLite projections (unless DATABASE_URL is set: then
-# Postgres), the generated secrets (jwt-secret, service-token) and
-# cluster.env (the ports and database of the running cluster).
+# Postgres), the generated secrets (jwt-secret, service-token, the NATS
+# users' nats-*-password) and cluster.env (the ports and database of the
+# running cluster). .run/ is 0700 and its secrets 0600. nats-server runs
+# with deploy/config/nats-authorization.conf: only the cluster's users
+# connect (gateways as confab-gateway, membership as confab-membership, an
+# app backend as confab-app), each with its permissions.
 #
 # Knobs (read by `up`; later commands use what `up` recorded):
 #   CONFAB_NATS_PORT (4250), CONFAB_NATS_MONITOR_PORT (8250),
@@ -24,7 +28,8 @@
 #   projections), RUST_LOG, CONFAB_LOG__FORMAT (pretty|json),
 #   CONFAB_GATEWAY_CONFIG (a TOML file of gateway settings, e.g. the
 #   benchmark's raised rate limits, given to every gateway as CONFAB_CONFIG),
-#   CARGO_TARGET_DIR (where the release binaries are built).
+#   CARGO_TARGET_DIR (where the release binaries are built),
+#   CONFAB_RUN_DIR (the state directory instead of .run/).
 # Other CONFAB_* variables of your shell are NOT passed to the services (they
 # would change the cluster's settings; these knobs share the prefix, and the
 # services warn about the ones that name none of their keys).
@@ -32,7 +37,8 @@ set -euo pipefail
 shopt -s inherit_errexit 2>/dev/null || true # bash >= 4.4: errexit in $(...) too
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-RUN="$ROOT/.run"
+RUN="${CONFAB_RUN_DIR:-$ROOT/.run}"
+case "$RUN" in /*) ;; *) RUN="$PWD/$RUN" ;; esac
 LOGS="$RUN/logs"
 STATE="$RUN/cluster.env"
 # Where cargo puts the release binaries (honours CARGO_TARGET_DIR).
@@ -62,6 +68,12 @@ MEMBERSHIP_PORT="${CONFAB_MEMBERSHIP_PORT:-3100}"
 read -r -a GATEWAY_PORTS <<<"${CONFAB_GATEWAY_PORTS:-3001 3002}"
 DB_URL="${DATABASE_URL:-sqlite://$RUN/membership.db?mode=rwc}"
 NATS_BIN=""
+# The `iss` / `aud` of the cluster's tokens (the services require both).
+TOKEN_ISSUER="confab-local"
+TOKEN_AUDIENCE="confab-local"
+# The NATS users and permissions of a deployment (passwords generated into
+# .run/ by `up`; see the file).
+NATS_AUTH_CONF="$ROOT/deploy/config/nats-authorization.conf"
 
 # What a previous `up` recorded (cluster.env), when the cluster may still run.
 load_state() {
@@ -295,9 +307,21 @@ stop_group() { # names...
   done
 }
 
+# .run/ holds the cluster's secrets: private to its user, 0700, and each
+# secret 0600 (also when an older run made them with looser modes).
+private_run() {
+  (umask 077 && mkdir -p "$RUN" "$LOGS")
+  chmod 700 "$RUN"
+  local f
+  for f in "$RUN"/jwt-secret "$RUN"/service-token "$RUN"/nats-*-password; do
+    [ -e "$f" ] && chmod 600 "$f"
+  done
+  return 0
+}
+
 # One `up` or `down` at a time.
 lock_run() {
-  mkdir -p "$RUN" "$LOGS"
+  private_run
   if have flock; then
     exec 9>"$RUN/.lock"
     flock -n 9 || die "another 'cluster.sh up/down' is running (lock $RUN/.lock)"
@@ -391,6 +415,10 @@ up() {
   local nats_url="nats://127.0.0.1:$NATS_PORT"
   local service_token; service_token="$(secret service-token)"
   local jwt_secret; jwt_secret="$(secret jwt-secret)"
+  local nats_gateway nats_membership nats_app
+  nats_gateway="$(secret nats-gateway-password)"
+  nats_membership="$(secret nats-membership-password)"
+  nats_app="$(secret nats-app-password)"
   save_state
 
   if alive nats; then
@@ -401,8 +429,13 @@ up() {
     require_free "$NATS_MONITOR_PORT" "NATS monitoring"
     mkdir -p "$RUN/nats"
     say "starting nats-server on $NATS_PORT"
-    start nats -- "$NATS_BIN" -js -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" \
-      -sd "$RUN/nats" -n confab-local
+    # Only the cluster's users get in, each with its permissions.
+    start nats \
+      "CONFAB_NATS_GATEWAY_PASSWORD=$nats_gateway" \
+      "CONFAB_NATS_MEMBERSHIP_PASSWORD=$nats_membership" \
+      "CONFAB_NATS_APP_PASSWORD=$nats_app" \
+      -- "$NATS_BIN" -c "$NATS_AUTH_CONF" -js -a 127.0.0.1 -p "$NATS_PORT" \
+      -m "$NATS_MONITOR_PORT" -sd "$RUN/nats" -n confab-local
     # /healthz answers 200 once JetStream is up.
     wait_ready nats "http://127.0.0.1:$NATS_MONITOR_PORT/healthz" "$NATS_READY_SECS"
   fi
@@ -419,8 +452,12 @@ up() {
       "CONFAB_DATABASE_URL=$DB_URL" \
       "CONFAB_NATS__URL=$nats_url" \
       "CONFAB_NATS__NAME=membership" \
+      "CONFAB_NATS__USER=confab-membership" \
+      "CONFAB_NATS__PASSWORD=$nats_membership" \
       "CONFAB_SERVICE_TOKEN=$service_token" \
       "CONFAB_AUTH__HS256_SECRET=$jwt_secret" \
+      "CONFAB_AUTH__ISSUER=$TOKEN_ISSUER" \
+      "CONFAB_AUTH__AUDIENCE=$TOKEN_AUDIENCE" \
       -- "$BIN/confab-membership"
     wait_ready membership "http://127.0.0.1:$MEMBERSHIP_PORT/readyz" "$MEMBERSHIP_READY_SECS"
     check_projections "$READY_BODY"
@@ -443,9 +480,13 @@ up() {
       "CONFAB_BUS__KIND=nats" \
       "CONFAB_BUS__NATS__URL=$nats_url" \
       "CONFAB_BUS__NATS__NAME=$name" \
+      "CONFAB_BUS__NATS__USER=confab-gateway" \
+      "CONFAB_BUS__NATS__PASSWORD=$nats_gateway" \
       "CONFAB_MEMBERSHIP__KIND=nats" \
       "CONFAB_SERVICE_TOKEN=$service_token" \
       "CONFAB_AUTH__HS256_SECRET=$jwt_secret" \
+      "CONFAB_AUTH__ISSUER=$TOKEN_ISSUER" \
+      "CONFAB_AUTH__AUDIENCE=$TOKEN_AUDIENCE" \
       -- "$BIN/confab-gateway"
     wait_ready "$name" "http://127.0.0.1:$port/readyz" "$GATEWAY_READY_SECS"
   done
@@ -490,9 +531,10 @@ check_postgres() {
   fi
 }
 
-secret() { # name -> a random secret generated once per cluster
+secret() { # name -> a random secret generated once per cluster, mode 0600
   local f="$RUN/$1"
   [ -s "$f" ] || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$f")
+  chmod 600 "$f"
   cat "$f"
 }
 
@@ -581,7 +623,8 @@ token() {
   (
     [ "${#scrub[@]}" -gt 0 ] && unset "${scrub[@]}"
     CONFAB_AUTH__HS256_SECRET="$(cat "$RUN/jwt-secret")"
-    export CONFAB_AUTH__HS256_SECRET
+    CONFAB_AUTH__ISSUER="$TOKEN_ISSUER" CONFAB_AUTH__AUDIENCE="$TOKEN_AUDIENCE"
+    export CONFAB_AUTH__HS256_SECRET CONFAB_AUTH__ISSUER CONFAB_AUTH__AUDIENCE
     exec "$BIN/confab" token "$@"
   )
 }
@@ -589,7 +632,7 @@ token() {
 urls() {
   load_state || true
   say ""
-  say "NATS:        nats://127.0.0.1:$NATS_PORT (monitoring http://127.0.0.1:$NATS_MONITOR_PORT)"
+  say "NATS:        nats://127.0.0.1:$NATS_PORT (monitoring http://127.0.0.1:$NATS_MONITOR_PORT; users confab-gateway, confab-membership, confab-app, passwords in .run/nats-*-password)"
   say "Membership:  http://127.0.0.1:$MEMBERSHIP_PORT (service token in .run/service-token; projections in $(db_label))"
   local i=0 port
   for port in "${GATEWAY_PORTS[@]}"; do

@@ -8,6 +8,7 @@ mod conformance;
 mod gateway;
 mod history;
 mod limits;
+mod local_cluster;
 mod messages;
 mod no_sticky;
 mod polling;

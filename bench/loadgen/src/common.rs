@@ -81,12 +81,14 @@ impl Plan {
     /// both systems) and the rooms to join (read by the baseline; Confab
     /// asks its membership service instead).
     pub fn auth(&self, user: &str, rooms: &[String]) -> Result<String> {
+        // The local cluster's issuer and audience (deploy/local/cluster.sh):
+        // Confab's services require them; the baseline ignores them.
         let token = confab_auth::mint_hs256(
             &self.secret,
             user,
             Duration::from_secs(6 * 3600),
-            None,
-            None,
+            Some("confab-local"),
+            Some("confab-local"),
         )?;
         let rooms = serde_json::to_string(rooms)?;
         Ok(format!("{{\"token\":\"{token}\",\"rooms\":{rooms}}}"))
