@@ -29,8 +29,7 @@ async fn works(cfg: NatsConfig) {
 async fn refused(cfg: NatsConfig) -> String {
     let err = NatsBus::connect(cfg)
         .await
-        .err()
-        .expect("the connection must be refused");
+        .expect_err("the connection must be refused");
     err.to_string()
 }
 
