@@ -84,6 +84,20 @@ else
   say "deploy/k8s: ${#files[@]} manifest files valid (Kubernetes $KUBERNETES_VERSION, strict; kubectl absent: overlays not rendered)"
 fi
 
+# --- the NATS users ---------------------------------------------------------
+
+# The NATS ConfigMap carries a copy of deploy/config/nats-authorization.conf
+# (kustomize reads no file outside its directory): it must be the same.
+"$PY" - "$K8S/base/nats.yaml" "$ROOT/deploy/config/nats-authorization.conf" <<'PY' ||
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "nats-config")
+if config["data"]["nats-authorization.conf"] != open(sys.argv[2]).read():
+    sys.exit(1)
+PY
+  die "deploy/k8s/base/nats.yaml's nats-authorization.conf differs from deploy/config/nats-authorization.conf: copy the file into the ConfigMap"
+say "deploy/k8s/base/nats.yaml: the NATS users and permissions are deploy/config/nats-authorization.conf's"
+
 # --- the systemd units ------------------------------------------------------
 
 if command -v systemd-analyze >/dev/null 2>&1; then
