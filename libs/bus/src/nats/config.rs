@@ -212,7 +212,7 @@ impl NatsConfig {
             self.credentials_file.is_some(),
             self.user.is_some(),
             self.token.is_some(),
-            redact_url(&self.url) != self.url,
+            self.url_has_credentials(),
         ];
         if ways.iter().filter(|w| **w).count() > 1 {
             return Err(BusError::Config(
@@ -228,6 +228,17 @@ impl NatsConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Whether a server URL carries user info (`nats://user:pass@host`,
+    /// `nats://token@host`).
+    fn url_has_credentials(&self) -> bool {
+        self.url.split(',').any(|url| {
+            let url = url.trim();
+            let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+            let authority = rest.find(['/', '?']).map_or(rest, |end| &rest[..end]);
+            authority.contains('@')
+        })
     }
 
     /// Whether the connection must use TLS (a CA or client certificate is
@@ -342,6 +353,14 @@ mod tests {
                 c.token = Some("t".into());
             })
             .is_err()
+        );
+        assert!(
+            with(&|c| {
+                c.url = "nats://a:4222, nats://b:4222".into();
+                c.token = Some("t".into());
+            })
+            .is_ok(),
+            "a server list without user info is no credential"
         );
         assert!(with(&|c| c.tls_cert_file = Some("/c.pem".into())).is_err());
         assert!(
