@@ -15,7 +15,9 @@
 //! * `hub`: local rooms, fan-out, routing by interest over the bus
 //!   (`confab_bus`).
 //! * `identity`: the gateway's one id (recovery, presence, logs, readiness).
-//! * [`app`]: HTTP wiring, health, readiness, metrics, shutdown.
+//! * `limits`: counted limits (connections per address and per user).
+//! * [`app`]: HTTP wiring, health, readiness, metrics, shutdown; `serve`:
+//!   the HTTP listener (header read timeout, graceful shutdown).
 //! * [`config`]: typed configuration.
 //! * [`conformance`]: the protocol test suites' server under test.
 //!
@@ -34,8 +36,10 @@ mod forwarding;
 mod handler;
 mod hub;
 mod identity;
+mod limits;
 mod metrics;
 mod reply;
+mod serve;
 
 pub use app::{App, AppError, AppHandle, Deps};
 pub use config::GatewayConfig;
