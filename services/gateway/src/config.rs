@@ -485,7 +485,7 @@ impl GatewayConfig {
             );
         }
         let l = &self.limits;
-        if !(l.event_rate_per_sec > 0.0) || l.event_burst == 0 {
+        if !l.event_rate_per_sec.is_finite() || l.event_rate_per_sec <= 0.0 || l.event_burst == 0 {
             return invalid(
                 "limits.event_rate_per_sec/event_burst",
                 "rate and burst must be greater than 0",
@@ -678,6 +678,20 @@ mod tests {
                 c.recovery.max_replay_events = 0
             }),
             ("shutdown_spread", |c| c.shutdown_spread = c.shutdown_grace),
+            ("recovery.max_attempts", |c| c.recovery.max_attempts = 0),
+            ("limits.event_rate_per_sec", |c| {
+                c.limits.event_rate_per_sec = f64::NAN
+            }),
+            ("limits.event_rate_per_sec", |c| c.limits.event_burst = 0),
+            ("limits.max_rooms_per_socket", |c| {
+                c.limits.max_rooms_per_socket = 0
+            }),
+            ("limits.header_read_timeout", |c| {
+                c.limits.header_read_timeout = Duration::ZERO
+            }),
+            ("engine.max_connect_payload", |c| {
+                c.engine.max_connect_payload = c.engine.max_payload + 1
+            }),
         ] {
             let mut bad = cfg.clone();
             change(&mut bad);
