@@ -31,7 +31,6 @@ use crate::handler::{ConfabHandler, HandlerDeps};
 use crate::hub::Hub;
 use crate::identity::GatewayId;
 use crate::metrics::Metrics;
-use crate::serve;
 use confab_bus::{Bus, BusError, BusMessage, InProcessBus, NatsBus};
 
 /// A failure to start or run the gateway.
@@ -376,7 +375,7 @@ impl App {
         });
         let flag = Arc::clone(&state.shutting_down);
         let stop = shutdown.clone();
-        let serve = serve::serve(
+        let serve = confab_http::serve(
             listener,
             router,
             state.config.limits.header_read_timeout,

@@ -301,8 +301,9 @@ pub struct EngineSettings {
     /// Most binary attachments per packet.
     pub max_attachments: usize,
     /// Largest message a client may send before its Socket.IO CONNECT was
-    /// accepted, bytes (a CONNECT and its auth payload); a larger one, or
-    /// any binary data, closes the connection.
+    /// accepted, bytes (a CONNECT and its auth payload; at most
+    /// `max_payload`); a larger one, or any binary data, closes the
+    /// connection.
     pub max_connect_payload: usize,
     /// Outbound queue per connection, frames.
     pub outbound_queue: usize,
@@ -342,7 +343,8 @@ impl EngineSettings {
             connect_timeout: self.connect_timeout,
             max_payload: self.max_payload,
             max_attachments: self.max_attachments,
-            max_connect_payload: self.max_connect_payload,
+            // Never above what any message may be.
+            max_connect_payload: self.max_connect_payload.min(self.max_payload),
             outbound_queue: self.outbound_queue,
             ws_read_buffer: self.ws_read_buffer,
             ws_write_buffer: self.ws_write_buffer,
@@ -478,11 +480,8 @@ impl GatewayConfig {
                 "rates and bursts must be greater than 0",
             );
         }
-        if e.max_connect_payload < 256 || e.max_connect_payload > e.max_payload {
-            return invalid(
-                "engine.max_connect_payload",
-                "must be between 256 bytes and engine.max_payload",
-            );
+        if e.max_connect_payload < 256 {
+            return invalid("engine.max_connect_payload", "must be at least 256 bytes");
         }
         let l = &self.limits;
         if !l.event_rate_per_sec.is_finite() || l.event_rate_per_sec <= 0.0 || l.event_burst == 0 {
@@ -690,7 +689,7 @@ mod tests {
                 c.limits.header_read_timeout = Duration::ZERO
             }),
             ("engine.max_connect_payload", |c| {
-                c.engine.max_connect_payload = c.engine.max_payload + 1
+                c.engine.max_connect_payload = 100
             }),
         ] {
             let mut bad = cfg.clone();

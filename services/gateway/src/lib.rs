@@ -16,8 +16,8 @@
 //!   (`confab_bus`).
 //! * `identity`: the gateway's one id (recovery, presence, logs, readiness).
 //! * `limits`: counted limits (connections per address and per user).
-//! * [`app`]: HTTP wiring, health, readiness, metrics, shutdown; `serve`:
-//!   the HTTP listener (header read timeout, graceful shutdown).
+//! * [`app`]: HTTP wiring, health, readiness, metrics, shutdown (served by
+//!   `confab_http`: header read timeout, graceful shutdown).
 //! * [`config`]: typed configuration.
 //! * [`conformance`]: the protocol test suites' server under test.
 //!
@@ -39,7 +39,6 @@ mod identity;
 mod limits;
 mod metrics;
 mod reply;
-mod serve;
 
 pub use app::{App, AppError, AppHandle, Deps};
 pub use config::GatewayConfig;

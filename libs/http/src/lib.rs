@@ -1,8 +1,9 @@
-//! The gateway's HTTP listener: the router on hyper's HTTP/1.1 with a
-//! header read timeout, so that a client dribbling its request headers
-//! (slowloris), or sending none, is closed after
-//! `limits.header_read_timeout` instead of holding a connection forever
-//! (`axum::serve` configures no timer, so hyper's timeout never fires).
+//! The HTTP listener of every Confab binary (the gateway, the membership
+//! API): an axum router on hyper's HTTP/1.1 with a header read timeout, so
+//! that a client dribbling its request headers (slowloris), or sending
+//! none, is closed after the timeout instead of holding a connection
+//! forever (`axum::serve` configures no timer, so hyper's timeout never
+//! fires).
 //!
 //! Otherwise it serves as `axum::serve` does: `ConnectInfo<SocketAddr>` on
 //! every request, upgrades (WebSocket), and a graceful shutdown that stops
@@ -24,7 +25,7 @@ use tower::ServiceExt as _;
 
 /// Serves `router` on `listener` until `stop` resolves, then shuts down
 /// gracefully (see the module docs).
-pub(crate) async fn serve(
+pub async fn serve(
     listener: TcpListener,
     router: Router,
     header_read_timeout: Duration,
