@@ -85,7 +85,11 @@ pub struct LimitSettings {
     /// `too_many_connections`. 0: no limit.
     pub connections_per_user: usize,
     /// Longest a client may take to send a request's headers (slowloris);
-    /// the connection is closed after it.
+    /// the connection is closed after it. It also closes a keep-alive
+    /// connection idle this long: keep it above `engine.ping_interval`, so
+    /// that a polling client's connection, idle between two pongs, is
+    /// reused rather than closed under it (a client may send on a
+    /// connection the server is closing).
     #[serde(with = "confab_config::duration")]
     pub header_read_timeout: Duration,
 }
@@ -98,7 +102,7 @@ impl Default for LimitSettings {
             max_rooms_per_socket: 1000,
             connections_per_ip: 1000,
             connections_per_user: 100,
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -70,7 +70,8 @@ pub struct MembershipConfig {
     #[serde(with = "confab_config::duration")]
     pub shutdown_grace: Duration,
     /// Longest a client may take to send a request's headers (slowloris);
-    /// the connection is closed after it. Default 10 s.
+    /// the connection is closed after it (a keep-alive connection idle
+    /// this long too). Default 30 s.
     #[serde(with = "confab_config::duration")]
     pub header_read_timeout: Duration,
     /// How long a gateway's presence report lives: a gateway silent this
@@ -92,7 +93,7 @@ impl Default for MembershipConfig {
             max_body_bytes: HttpSettings::default().max_body_bytes,
             read_your_writes: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
             presence_ttl: Duration::from_secs(15),
         }
     }
