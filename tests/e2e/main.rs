@@ -3,6 +3,7 @@
 //! clients for protocol edge cases.
 
 mod authz;
+mod bounds;
 mod cluster;
 mod conformance;
 mod gateway;

@@ -155,6 +155,12 @@ impl RawWs {
         RawWs { ws }
     }
 
+    /// Connects, or `None` if the server refused the handshake.
+    pub async fn try_connect(url: &str) -> Option<RawWs> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.ok()?;
+        Some(RawWs { ws })
+    }
+
     /// Connects and fails the test if the server accepts.
     pub async fn connect_err(url: &str) -> String {
         match tokio_tungstenite::connect_async(url).await {

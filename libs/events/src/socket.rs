@@ -267,7 +267,8 @@ pub struct SessionExpired {
 pub struct RecoveryFailed {
     /// Stable machine code: `expired` (the window passed), `unknown_session`,
     /// `foreign_session` (another user's), `invalid_session` (malformed pid
-    /// or offset), `too_many_missed`, `unavailable` (the session store or
+    /// or offset), `too_many_missed`, `rate_limited` (asked to recover too
+    /// often), `unavailable` (the session store or
     /// the log could not be read).
     pub reason: String,
     /// What happened; the app should refetch what it shows.

@@ -128,7 +128,8 @@ export type RecoveryFailed = {
 /**
  * Stable machine code: `expired` (the window passed), `unknown_session`,
  * `foreign_session` (another user's), `invalid_session` (malformed pid
- * or offset), `too_many_missed`, `unavailable` (the session store or
+ * or offset), `too_many_missed`, `rate_limited` (asked to recover too
+ * often), `unavailable` (the session store or
  * the log could not be read).
  */
 reason: string, 

@@ -10,7 +10,6 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::serve::ListenerExt as _;
 use confab_auth::Verifier;
 use confab_events::RoomId;
 use confab_protocol::engineio::HandshakeError;
@@ -266,9 +265,11 @@ impl App {
             presence: Arc::clone(&presence),
             history: deps.history,
             recovery: recovery.clone(),
+            limits: config.limits.clone(),
         }));
         let mut engine_config = config.engine.to_engine_config();
         engine_config.shutdown_spread = config.shutdown_spread;
+        engine_config.connections_per_ip = config.limits.connections_per_ip;
         let shutdown = CancellationToken::new();
         // Polling sids name this gateway: a later forwarder finds the owner.
         let engine = Engine::new_owned(
@@ -374,22 +375,16 @@ impl App {
         });
         let flag = Arc::clone(&state.shutting_down);
         let stop = shutdown.clone();
-        // Chat frames are small and latency-bound: no Nagle delay behind a
-        // client's delayed ACK.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
-        });
-        let serve = axum::serve(
+        let serve = confab_http::serve(
             listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            stop.cancelled().await;
-            flag.store(true, Ordering::SeqCst);
-            tracing::info!("shutting down: closing sockets");
-        });
+            router,
+            state.config.limits.header_read_timeout,
+            async move {
+                stop.cancelled().await;
+                flag.store(true, Ordering::SeqCst);
+                tracing::info!("shutting down: closing sockets");
+            },
+        );
         // Heartbeats run inside this future: a gateway whose `run` is gone
         // stops reporting, and the tracker expires its users.
         let liveness = {
@@ -401,8 +396,7 @@ impl App {
                 }
             }
         };
-        let (served, (), ()) = tokio::join!(serve, state.presence.run(shutdown.clone()), liveness);
-        served?;
+        tokio::join!(serve, state.presence.run(shutdown.clone()), liveness);
         let grace = state.config.shutdown_grace;
         if !state.engine.drain(grace).await {
             tracing::warn!(

@@ -53,6 +53,58 @@ pub struct GatewayConfig {
     pub presence: PresenceSettings,
     /// Connection-state recovery.
     pub recovery: RecoverySettings,
+    /// What one client may cost: its event budget, rooms, connections.
+    pub limits: LimitSettings,
+}
+
+/// What one client may cost the gateway (issue #12). Defaults are generous
+/// for people and load generators alike; lower them for a public service.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Sustained client events per second per socket: one budget shared by
+    /// every client event except `message:send` (which has `messages.*`), so
+    /// typing and presence flips, room joins, history pages, edits and
+    /// queries cannot flood. Past it an event with an ack gets
+    /// `{error: {code: "rate_limited", retryAfterMs}}`, one without is
+    /// dropped (`confab_gateway_events_rate_limited_total`).
+    pub event_rate_per_sec: f64,
+    /// Client events a socket may burst before `event_rate_per_sec` applies.
+    pub event_burst: u32,
+    /// Most rooms a socket may be in (its user room not counted): a
+    /// `room:join` past it is refused (`too_many_rooms`). Rooms the
+    /// membership service gives at CONNECT are all joined even past it
+    /// (the user belongs there), and count.
+    pub max_rooms_per_socket: usize,
+    /// Most open connections (WebSockets and polling sessions) from one IP
+    /// address; more get HTTP 429 `too_many_connections`. 0: no limit.
+    /// Behind a proxy every client has the proxy's address: raise it or set
+    /// 0 there.
+    pub connections_per_ip: usize,
+    /// Most sockets of one user on this gateway; more get CONNECT_ERROR
+    /// `too_many_connections`. 0: no limit.
+    pub connections_per_user: usize,
+    /// Longest a client may take to send a request's headers (slowloris);
+    /// the connection is closed after it. It also closes a keep-alive
+    /// connection idle this long: keep it above `engine.ping_interval`, so
+    /// that a polling client's connection, idle between two pongs, is
+    /// reused rather than closed under it (a client may send on a
+    /// connection the server is closing).
+    #[serde(with = "confab_config::duration")]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            event_rate_per_sec: 20.0,
+            event_burst: 50,
+            max_rooms_per_socket: 1000,
+            connections_per_ip: 1000,
+            connections_per_user: 100,
+            header_read_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Connection-state recovery: a client that reconnects within the window,
@@ -85,6 +137,11 @@ pub struct RecoverySettings {
     /// 24 h). The records of live sockets are rewritten when half as old.
     #[serde(with = "confab_config::duration")]
     pub session_max_age: Duration,
+    /// Most recovery attempts of one session (`pid`) per `window` on this
+    /// gateway; more fail with `rate_limited` without reading the log. A
+    /// session whose recovery failed for good (`too_many_missed`,
+    /// `expired`) is forgotten: a retry reads nothing either.
+    pub max_attempts: u32,
 }
 
 impl Default for RecoverySettings {
@@ -96,6 +153,7 @@ impl Default for RecoverySettings {
             max_concurrent_replays: 16,
             heartbeat: Duration::from_secs(5),
             session_max_age: Duration::from_secs(24 * 3600),
+            max_attempts: 10,
         }
     }
 }
@@ -224,6 +282,7 @@ impl Default for GatewayConfig {
             messages: MessageSettings::default(),
             presence: PresenceSettings::default(),
             recovery: RecoverySettings::default(),
+            limits: LimitSettings::default(),
         }
     }
 }
@@ -245,6 +304,11 @@ pub struct EngineSettings {
     pub max_payload: usize,
     /// Most binary attachments per packet.
     pub max_attachments: usize,
+    /// Largest message a client may send before its Socket.IO CONNECT was
+    /// accepted, bytes (a CONNECT and its auth payload; at most
+    /// `max_payload`); a larger one, or any binary data, closes the
+    /// connection.
+    pub max_connect_payload: usize,
     /// Outbound queue per connection, frames.
     pub outbound_queue: usize,
     /// WebSocket read buffer per connection, bytes.
@@ -265,6 +329,7 @@ impl Default for EngineSettings {
             connect_timeout: d.connect_timeout,
             max_payload: d.max_payload,
             max_attachments: d.max_attachments,
+            max_connect_payload: d.max_connect_payload,
             outbound_queue: d.outbound_queue,
             ws_read_buffer: d.ws_read_buffer,
             ws_write_buffer: d.ws_write_buffer,
@@ -282,11 +347,14 @@ impl EngineSettings {
             connect_timeout: self.connect_timeout,
             max_payload: self.max_payload,
             max_attachments: self.max_attachments,
+            // Never above what any message may be.
+            max_connect_payload: self.max_connect_payload.min(self.max_payload),
             outbound_queue: self.outbound_queue,
             ws_read_buffer: self.ws_read_buffer,
             ws_write_buffer: self.ws_write_buffer,
             write_timeout: self.write_timeout,
             shutdown_spread: Duration::ZERO,
+            connections_per_ip: 0,
         }
     }
 }
@@ -428,6 +496,22 @@ impl GatewayConfig {
                 "rates and bursts must be greater than 0",
             );
         }
+        if e.max_connect_payload < 256 {
+            return invalid("engine.max_connect_payload", "must be at least 256 bytes");
+        }
+        let l = &self.limits;
+        if !l.event_rate_per_sec.is_finite() || l.event_rate_per_sec <= 0.0 || l.event_burst == 0 {
+            return invalid(
+                "limits.event_rate_per_sec/event_burst",
+                "rate and burst must be greater than 0",
+            );
+        }
+        if l.max_rooms_per_socket == 0 {
+            return invalid("limits.max_rooms_per_socket", "must be greater than 0");
+        }
+        if l.header_read_timeout < MS * 100 {
+            return invalid("limits.header_read_timeout", "must be at least 100ms");
+        }
         if !(MS * 50..=SEC * 60).contains(&self.presence.heartbeat) {
             return invalid("presence.heartbeat", "must be between 50ms and 60s");
         }
@@ -468,6 +552,9 @@ impl GatewayConfig {
                     "recovery.heartbeat",
                     "must be at least 50ms and at most a third of recovery.window",
                 );
+            }
+            if r.max_attempts == 0 {
+                return invalid("recovery.max_attempts", "must be greater than 0");
             }
             if r.session_max_age < r.window {
                 return invalid(
@@ -651,6 +738,20 @@ mod tests {
                 c.recovery.max_replay_events = 0
             }),
             ("shutdown_spread", |c| c.shutdown_spread = c.shutdown_grace),
+            ("recovery.max_attempts", |c| c.recovery.max_attempts = 0),
+            ("limits.event_rate_per_sec", |c| {
+                c.limits.event_rate_per_sec = f64::NAN
+            }),
+            ("limits.event_rate_per_sec", |c| c.limits.event_burst = 0),
+            ("limits.max_rooms_per_socket", |c| {
+                c.limits.max_rooms_per_socket = 0
+            }),
+            ("limits.header_read_timeout", |c| {
+                c.limits.header_read_timeout = Duration::ZERO
+            }),
+            ("engine.max_connect_payload", |c| {
+                c.engine.max_connect_payload = 100
+            }),
         ] {
             let mut bad = cfg.clone();
             change(&mut bad);

@@ -120,6 +120,11 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// How many rooms a connection is in (its user room included).
+    pub fn room_count_of(&self, conn: ConnId) -> usize {
+        self.conns.get(&conn).map_or(0, |r| r.len())
+    }
+
     /// Whether a connection is in a room.
     pub fn is_in(&self, conn: ConnId, room: &RoomId) -> bool {
         self.conns.get(&conn).is_some_and(|r| r.contains(room))

@@ -15,7 +15,9 @@
 //! * `hub`: local rooms, fan-out, routing by interest over the bus
 //!   (`confab_bus`).
 //! * `identity`: the gateway's one id (recovery, presence, logs, readiness).
-//! * [`app`]: HTTP wiring, health, readiness, metrics, shutdown.
+//! * `limits`: counted limits (connections per address and per user).
+//! * [`app`]: HTTP wiring, health, readiness, metrics, shutdown (served by
+//!   `confab_http`: header read timeout, graceful shutdown).
 //! * [`config`]: typed configuration.
 //! * [`conformance`]: the protocol test suites' server under test.
 //!
@@ -34,6 +36,7 @@ mod forwarding;
 mod handler;
 mod hub;
 mod identity;
+mod limits;
 mod metrics;
 mod reply;
 

@@ -45,6 +45,21 @@ pub struct Metrics {
     /// gets, no consumer; `consumer`: a JetStream consumer; `log`: the
     /// in-process log).
     pub replays: Family<PathLabel, Counter>,
+    /// Client events refused by their socket's event budget.
+    pub rate_limited: Family<RefusedLabel, Counter>,
+    /// Events the recovery replays read from the log (whether or not the
+    /// recovery then succeeded).
+    pub replay_reads: Counter,
+}
+
+/// The labels of a client event refused by the socket's event budget.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabel {
+    /// The event's name (`other` for names the gateway does not serve).
+    pub event: String,
+    /// `answered` (the client asked for an ack and got `rate_limited`) or
+    /// `dropped` (no ack asked: the event was dropped).
+    pub outcome: String,
 }
 
 /// A `path` label.
@@ -75,6 +90,18 @@ impl Metrics {
         let replayed = Counter::default();
         let replays_running = Gauge::default();
         let replays = Family::<PathLabel, Counter>::default();
+        let rate_limited = Family::<RefusedLabel, Counter>::default();
+        let replay_reads = Counter::default();
+        registry.register(
+            "events_rate_limited",
+            "Client events refused by their socket's event budget, by event and outcome (answered, dropped)",
+            rate_limited.clone(),
+        );
+        registry.register(
+            "replay_read_events",
+            "Events read from the log by recovery replays",
+            replay_reads.clone(),
+        );
         registry.register(
             "recoveries",
             "Connection-state recovery attempts, by outcome",
@@ -131,7 +158,19 @@ impl Metrics {
             replayed,
             replays_running,
             replays,
+            rate_limited,
+            replay_reads,
         }
+    }
+
+    /// Counts a client event refused by its socket's budget.
+    pub fn rate_limited(&self, event: &str, answered: bool) {
+        self.rate_limited
+            .get_or_create(&RefusedLabel {
+                event: event.into(),
+                outcome: if answered { "answered" } else { "dropped" }.into(),
+            })
+            .inc();
     }
 
     /// Counts a recovery replay by how it read the log.

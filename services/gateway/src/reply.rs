@@ -42,6 +42,8 @@ pub(crate) enum Code {
     Internal,
     /// The room is an archived channel: read-only.
     Archived,
+    /// The socket is in as many rooms as it may be.
+    TooManyRooms,
 }
 
 impl Code {
@@ -60,6 +62,7 @@ impl Code {
             Code::WrongUser => "wrong_user",
             Code::Internal => "internal",
             Code::Archived => "archived",
+            Code::TooManyRooms => "too_many_rooms",
         }
     }
 }

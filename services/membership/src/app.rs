@@ -338,6 +338,7 @@ pub struct App {
     http_addr: SocketAddr,
     router: Router,
     grace: Duration,
+    header_read_timeout: Duration,
 }
 
 impl std::fmt::Debug for App {
@@ -400,6 +401,7 @@ impl App {
             http_addr,
             router,
             grace: config.shutdown_grace,
+            header_read_timeout: config.header_read_timeout,
         })
     }
 
@@ -430,13 +432,18 @@ impl App {
             listener,
             router,
             grace,
+            header_read_timeout,
             ..
         } = self;
         let background = core.start(stop.clone().cancelled_owned()).await?;
         let http_stop = stop.clone();
-        let server = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await });
-        let mut served = tokio::spawn(async move { server.await });
+        let server = confab_http::serve(listener, router, header_read_timeout, async move {
+            http_stop.cancelled().await;
+        });
+        let mut served = tokio::spawn(async move {
+            server.await;
+            Ok::<(), std::io::Error>(())
+        });
         tokio::select! {
             () = stop.cancelled() => {}
             r = &mut served => {

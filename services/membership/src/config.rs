@@ -70,6 +70,11 @@ pub struct MembershipConfig {
     /// How long shutdown waits for requests in flight. Default 10 s.
     #[serde(with = "confab_config::duration")]
     pub shutdown_grace: Duration,
+    /// Longest a client may take to send a request's headers (slowloris);
+    /// the connection is closed after it (a keep-alive connection idle
+    /// this long too). Default 30 s.
+    #[serde(with = "confab_config::duration")]
+    pub header_read_timeout: Duration,
     /// How long a gateway's presence report lives: a gateway silent this
     /// long (plus the sweep interval) has its users marked offline.
     /// Default 15 s (3 default gateway heartbeats).
@@ -89,6 +94,7 @@ impl Default for MembershipConfig {
             max_body_bytes: HttpSettings::default().max_body_bytes,
             read_your_writes: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
             presence_ttl: Duration::from_secs(15),
         }
     }
@@ -106,6 +112,7 @@ impl std::fmt::Debug for MembershipConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("read_your_writes", &self.read_your_writes)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("header_read_timeout", &self.header_read_timeout)
             .field("presence_ttl", &self.presence_ttl)
             .finish()
     }
@@ -138,6 +145,9 @@ impl MembershipConfig {
     /// Checks ranges and consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, problem: String| Err(ConfigError::invalid(key, problem));
+        if self.header_read_timeout < Duration::from_millis(100) {
+            return invalid("header_read_timeout", "must be at least 100ms".into());
+        }
         let url = self.database_url.trim();
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")

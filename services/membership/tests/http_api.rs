@@ -647,4 +647,45 @@ async fn an_admin_token_of_one_workspace_cannot_act_on_another() {
         .post("/v1/workspaces/w/members", &adm, json!({"user": "dave"}))
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
+/// A client that sends its request headers a line at a time is cut off
+/// after `header_read_timeout` (the listener is `confab_http`'s).
+#[tokio::test]
+async fn slow_request_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bus: Arc<dyn Bus> = Arc::new(InProcessBus::default());
+    let config = MembershipConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        service_token: Some(TOKEN.into()),
+        header_read_timeout: Duration::from_millis(300),
+        ..MembershipConfig::default()
+    };
+    let app = App::with_core(&config, embedded_core(bus).await)
+        .await
+        .unwrap();
+    let addr = app.http_addr();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(app.run(stop.clone().cancelled_owned()));
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    let start = std::time::Instant::now();
+    let mut cut = false;
+    while start.elapsed() < Duration::from_secs(6) {
+        if tcp.write_all(b"X-Slow: a\r\n").await.is_err() {
+            cut = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        if tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf))
+            .await
+            .is_ok()
+        {
+            cut = true;
+            break;
+        }
+    }
+    assert!(
+        cut,
+        "the membership API kept a connection dribbling headers for 6 s"
+    );
+    stop.cancel();
 }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 
@@ -26,6 +26,7 @@ use super::{
     Ack, CloseReason, ConnId, ConnectRequest, DisconnectReason, Engine, Handler, IncomingEvent,
     SocketRef,
 };
+use crate::limits::Held;
 
 /// Frames written per wake-up before flushing, so one busy socket cannot
 /// starve its own reads.
@@ -82,14 +83,17 @@ fn close_frame(reason: &CloseReason) -> Message {
 }
 
 /// Runs a connection to completion; `open` is the Engine.IO open packet
-/// to write first, if it was not sent already.
+/// to write first, if it was not sent already. `held` is the connection's
+/// place in its address's limit, given back when it ends.
 pub(super) async fn run<H: Handler, T: Transport>(
     engine: Arc<Engine<H>>,
     ws: T,
     open: Option<String>,
     headers: HeaderMap,
     remote: Option<SocketAddr>,
+    held: Option<Held<IpAddr>>,
 ) {
+    let _held = held;
     engine.hooks.connection_opened();
     let cfg = engine.config.clone();
     let shared = Arc::new(ConnShared {
@@ -336,7 +340,46 @@ impl<H: Handler, T: Transport> Conn<H, T> {
         Flow::Stop(DisconnectReason::Server("protocol error".into()))
     }
 
+    /// Whether no Socket.IO CONNECT of this connection succeeded yet.
+    fn unauthenticated(&self) -> bool {
+        self.sockets.is_empty()
+    }
+
+    /// Before a successful CONNECT only small text messages are read (a
+    /// CONNECT and its auth payload): anything else closes the connection
+    /// at once, so nothing is buffered for a client that has not
+    /// authenticated.
+    async fn refuse_unauthenticated(&mut self, what: String) -> Flow {
+        tracing::debug!(conn = %self.shared.conn, %what, "closing before CONNECT");
+        self.engine.hooks.closed_for("unauthenticated_payload");
+        self.close(CloseReason {
+            code: 1008,
+            reason: what,
+        })
+        .await;
+        Flow::Stop(DisconnectReason::Server("payload before CONNECT".into()))
+    }
+
     async fn on_message(&mut self, msg: Message) -> Flow {
+        if self.unauthenticated() {
+            let limit = self.engine.config.max_connect_payload;
+            match &msg {
+                Message::Binary(_) => {
+                    return self
+                        .refuse_unauthenticated("binary data before a Socket.IO CONNECT".into())
+                        .await;
+                }
+                Message::Text(t) if t.len() > limit => {
+                    let len = t.len();
+                    return self
+                        .refuse_unauthenticated(format!(
+                            "{len} bytes before a Socket.IO CONNECT; at most {limit} until connected"
+                        ))
+                        .await;
+                }
+                _ => {}
+            }
+        }
         match msg {
             Message::Text(text) => {
                 let packet = match engineio::Packet::decode_text(text.as_str()) {
@@ -350,6 +393,14 @@ impl<H: Handler, T: Transport> Conn<H, T> {
                 match packet {
                     engineio::Packet::Message(body) => {
                         let decoded = self.decoder.push_text(&body);
+                        if self.unauthenticated() && matches!(decoded, Ok(None)) {
+                            // A packet waiting for attachments.
+                            return self
+                                .refuse_unauthenticated(
+                                    "binary packet before a Socket.IO CONNECT".into(),
+                                )
+                                .await;
+                        }
                         self.on_decoded(decoded).await
                     }
                     engineio::Packet::Pong(_) => {

@@ -20,7 +20,7 @@ mod queue;
 mod socket;
 pub(crate) mod transport;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +38,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::limits::{Counter, Held};
+
 pub use polling::PollingSessions;
 pub use socket::{CloseReason, ConnId, SendError, SocketRef};
 
@@ -54,6 +56,11 @@ pub struct EngineConfig {
     pub max_payload: usize,
     /// Most binary attachments one packet may carry.
     pub max_attachments: usize,
+    /// Largest message accepted before the connection's first Socket.IO
+    /// CONNECT succeeded (a CONNECT and its auth payload); a larger one, or
+    /// binary data (attachments), closes the connection: nothing is
+    /// buffered for a client that has not authenticated.
+    pub max_connect_payload: usize,
     /// Capacity of each connection's outbound queue, in frames. When it is
     /// full the connection is closed as a slow consumer.
     pub outbound_queue: usize,
@@ -67,6 +74,9 @@ pub struct EngineConfig {
     /// On shutdown, each connection closes after a random delay below this,
     /// so that its clients reconnect elsewhere spread out, not all at once.
     pub shutdown_spread: Duration,
+    /// Most open connections (WebSockets and polling sessions) from one IP
+    /// address; 0: no limit.
+    pub connections_per_ip: usize,
 }
 
 impl Default for EngineConfig {
@@ -77,11 +87,13 @@ impl Default for EngineConfig {
             connect_timeout: Duration::from_millis(45_000),
             max_payload: 1_000_000,
             max_attachments: 10,
+            max_connect_payload: 16 * 1024,
             outbound_queue: 256,
             ws_read_buffer: 1024,
             ws_write_buffer: 8 * 1024,
             write_timeout: Duration::from_secs(10),
             shutdown_spread: Duration::ZERO,
+            connections_per_ip: 0,
         }
     }
 }
@@ -257,6 +269,8 @@ pub struct Engine<H: Handler> {
     shutdown: CancellationToken,
     hooks: Arc<dyn EngineHooks>,
     polling: Arc<PollingSessions>,
+    /// Open connections per client address.
+    per_ip: Arc<Counter<IpAddr>>,
 }
 
 /// Observers for metrics; all methods default to no-ops.
@@ -301,7 +315,9 @@ impl<H: Handler> Engine<H> {
         owner: &str,
     ) -> Arc<Self> {
         let polling = PollingSessions::new(owner, config.outbound_queue, config.max_payload);
+        let per_ip = Counter::new(config.connections_per_ip);
         Arc::new(Self {
+            per_ip,
             config,
             handler,
             tasks: TaskTracker::new(),
@@ -339,6 +355,14 @@ impl<H: Handler> Engine<H> {
         if handshake.sid.is_none() && self.shutdown.is_cancelled() {
             return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
         }
+        // A new session takes a place of its address for its whole life.
+        let held = match (&handshake.sid, remote) {
+            (None, Some(remote)) => match self.per_ip.acquire(remote.ip()) {
+                Some(held) => Some(held),
+                None => return self.too_many_connections(),
+            },
+            _ => None,
+        };
         match (handshake.transport, handshake.sid) {
             (Transport::WebSocket, sid) => {
                 let upgrade = WebSocketUpgrade::from_request_parts(&mut parts, &())
@@ -348,11 +372,11 @@ impl<H: Handler> Engine<H> {
                     Some(sid) => {
                         polling::upgrade(&self.polling, &sid, upgrade, |u| self.configure(u))
                     }
-                    None => self.websocket(headers, remote, upgrade),
+                    None => self.websocket(headers, remote, upgrade, held),
                 }
             }
             (Transport::Polling, sid) => {
-                let open = || self.open_polling(headers, remote);
+                let open = || self.open_polling(headers, remote, held);
                 polling::handle(
                     &self.polling,
                     &parts.method,
@@ -364,6 +388,24 @@ impl<H: Handler> Engine<H> {
                 .await
             }
         }
+    }
+
+    /// The refusal of a handshake from an address at its connection limit.
+    fn too_many_connections(&self) -> Response {
+        self.hooks.handshake_failed("too_many_connections");
+        let body = serde_json::json!({ "error": {
+            "code": "too_many_connections",
+            "message": format!(
+                "this address already has {} open connections to this gateway (limits.connections_per_ip); close one or retry later",
+                self.per_ip.limit()
+            ),
+        }});
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
     }
 
     /// The engine's WebSocket limits.
@@ -383,6 +425,7 @@ impl<H: Handler> Engine<H> {
         headers: HeaderMap,
         remote: Option<SocketAddr>,
         upgrade: Option<WebSocketUpgrade>,
+        held: Option<Held<IpAddr>>,
     ) -> Response {
         let Some(upgrade) = upgrade else {
             return self.handshake_error(HandshakeError::BadRequest);
@@ -393,16 +436,22 @@ impl<H: Handler> Engine<H> {
         let span = tracing::Span::current();
         self.configure(upgrade).on_upgrade(move |ws| {
             let tasks = engine.tasks.clone();
-            tasks.track_future(conn::run(engine, ws, Some(open), headers, remote).instrument(span))
+            let run = conn::run(engine, ws, Some(open), headers, remote, held);
+            tasks.track_future(run.instrument(span))
         })
     }
 
     /// A new polling session: starts its connection task and returns the
     /// open packet, the handshake's answer.
-    fn open_polling(self: &Arc<Self>, headers: HeaderMap, remote: Option<SocketAddr>) -> String {
+    fn open_polling(
+        self: &Arc<Self>,
+        headers: HeaderMap,
+        remote: Option<SocketAddr>,
+        held: Option<Held<IpAddr>>,
+    ) -> String {
         let (sid, transport) = self.polling.open();
         let span = tracing::Span::current();
-        let run = conn::run(Arc::clone(self), transport, None, headers, remote);
+        let run = conn::run(Arc::clone(self), transport, None, headers, remote, held);
         self.tasks.spawn(run.instrument(span));
         open_packet(&self.config, &sid, true)
     }

@@ -21,7 +21,7 @@ use confab_events::{RoomId, RoomKind, UserId};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use super::{ConfabHandler, Session, TypingState, expiry_instant};
+use super::{Bucket, ConfabHandler, Session, TypingState, expiry_instant};
 use crate::engine::{Accepted, ConnectRefusal, ConnectRequest, EngineHooks, SocketRef};
 use crate::features::membership::Access;
 use crate::features::recovery::{
@@ -74,6 +74,15 @@ impl ConfabHandler {
     ) -> Result<Accepted<Session>, ConnectRefusal> {
         let claims = self.authenticate(&req).await?;
         let user = claims.user.clone();
+        let place = self.per_user.acquire(user.clone()).ok_or_else(|| {
+            self.refuse(
+                "too_many_connections",
+                format!(
+                    "{user} already has {} sockets on this gateway (limits.connections_per_user); close one first",
+                    self.per_user.limit()
+                ),
+            )
+        })?;
         let mut request = self.resume_request(socket, req.auth);
         // Read before the socket joins any room, as the position a fresh
         // session starts at (no request unless the gateway just started).
@@ -102,6 +111,8 @@ impl ConfabHandler {
                 expires_at: claims.expires_at,
                 send_bucket: self.messenger.connection_bucket(),
                 query_bucket: crate::features::presence::query_bucket(),
+                budget: Bucket::new(self.limits.event_rate_per_sec, self.limits.event_burst),
+                _place: place,
                 typing: TypingState::default(),
                 recovery: None,
                 after_connect,

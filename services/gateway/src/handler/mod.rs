@@ -20,7 +20,7 @@ use confab_events::{RoomId, UserId};
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::config::{CorsConfig, MessageSettings};
+use crate::config::{CorsConfig, LimitSettings, MessageSettings};
 use crate::engine::{
     Accepted, ConnectRefusal, ConnectRequest, DisconnectReason, EngineHooks, EventOutcome, Handler,
     IncomingEvent, SocketRef,
@@ -32,6 +32,7 @@ use crate::features::presence::{self, LocalPresence};
 use crate::features::recovery::{Recovery, Tracked};
 use crate::features::typing::{self, TypingState};
 use crate::hub::Hub;
+use crate::limits::{Counter, Held};
 use crate::metrics::Metrics;
 use crate::reply::{Code, Reply};
 
@@ -46,6 +47,11 @@ pub(crate) struct Session {
     send_bucket: Bucket,
     /// This connection's `presence:query` rate limit.
     query_bucket: Bucket,
+    /// This connection's budget for every client event but `message:send`.
+    budget: Bucket,
+    /// The socket's place in its user's connection limit, given back when
+    /// the session is dropped.
+    _place: Held<UserId>,
     /// Rooms this socket is typing in.
     typing: TypingState,
     /// The recoverable session record (recovery on).
@@ -75,6 +81,8 @@ pub(crate) struct HandlerDeps {
     pub(crate) history: Arc<dyn MessageCalls>,
     /// Connection-state recovery, when on.
     pub(crate) recovery: Option<Arc<Recovery>>,
+    /// What one client may cost.
+    pub(crate) limits: LimitSettings,
 }
 
 /// The gateway's [`Handler`].
@@ -88,7 +96,26 @@ pub(crate) struct ConfabHandler {
     presence: Arc<LocalPresence>,
     history: Arc<dyn MessageCalls>,
     recovery: Option<Arc<Recovery>>,
+    limits: LimitSettings,
+    /// Sockets per user on this gateway.
+    per_user: Arc<Counter<UserId>>,
 }
+
+/// The client events that have a name the gateway serves (anything else
+/// counts as `other` in the metrics, so that clients cannot mint labels).
+const CLIENT_EVENTS: [&str; 11] = [
+    names::ROOM_JOIN,
+    names::ROOM_LEAVE,
+    names::AUTH_REFRESH,
+    names::MESSAGE_SEND,
+    names::TYPING_START,
+    names::TYPING_STOP,
+    names::MESSAGE_EDIT,
+    names::MESSAGE_DELETE,
+    names::MESSAGE_HISTORY,
+    names::PRESENCE_SET,
+    names::PRESENCE_QUERY,
+];
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -115,8 +142,11 @@ impl ConfabHandler {
             presence,
             history,
             recovery,
+            limits,
         } = deps;
         Self {
+            per_user: Counter::new(limits.connections_per_user),
+            limits,
             verifier,
             cors,
             messenger: Messenger::new(Arc::clone(&hub), Arc::clone(&membership), messages),
@@ -148,9 +178,62 @@ impl ConfabHandler {
     }
 
     async fn join(&self, socket: &SocketRef, session: &Session, req: &RoomRequest) -> Reply {
+        if let Err(reply) = self.room_for_one_more(socket, &session.user, req) {
+            return reply;
+        }
         let joined =
             membership::join(&*self.membership, &self.hub, socket, &session.user, req).await;
         self.room_changed(session, joined, true).await
+    }
+
+    /// Whether the socket may join one more room: at most
+    /// `limits.max_rooms_per_socket` besides its user room (a room it is
+    /// already in is not one more).
+    fn room_for_one_more(
+        &self,
+        socket: &SocketRef,
+        user: &UserId,
+        req: &RoomRequest,
+    ) -> Result<(), Reply> {
+        let max = self.limits.max_rooms_per_socket;
+        let rooms = self.hub.room_count_of(socket.conn()).saturating_sub(1);
+        if rooms < max {
+            return Ok(());
+        }
+        let already = RoomId::parse(req.room())
+            .is_ok_and(|room| room != RoomId::user(user) && self.hub.is_in(socket.conn(), &room));
+        if already {
+            return Ok(());
+        }
+        Err(Reply::error(
+            Code::TooManyRooms,
+            format!(
+                "this socket is in {rooms} rooms, the most it may be in (limits.max_rooms_per_socket = {max}); leave one first"
+            ),
+        ))
+    }
+
+    /// An event past the socket's budget: refused with `retryAfterMs` if
+    /// the client asked for an ack, dropped otherwise; counted either way.
+    fn over_budget(&self, event: &IncomingEvent, wait: Duration) -> EventOutcome {
+        let name = CLIENT_EVENTS
+            .iter()
+            .find(|n| **n == event.name)
+            .copied()
+            .unwrap_or("other");
+        self.metrics.rate_limited(name, event.wants_ack);
+        if !event.wants_ack {
+            return EventOutcome::default();
+        }
+        let retry_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        Reply::retry_after(
+            format!(
+                "too many events from this socket (limits.event_rate_per_sec = {}, burst {}); retry in {retry_ms} ms",
+                self.limits.event_rate_per_sec, self.limits.event_burst
+            ),
+            retry_ms,
+        )
+        .into()
     }
 
     async fn leave(&self, socket: &SocketRef, session: &Session, req: &RoomRequest) -> Reply {
@@ -255,6 +338,13 @@ impl Handler for ConfabHandler {
         session: &mut Session,
         event: IncomingEvent,
     ) -> EventOutcome {
+        // One budget for every event but sends, which have their own
+        // limits (so typing never costs a message its place).
+        if event.name != names::MESSAGE_SEND
+            && let Err(wait) = session.budget.take(std::time::Instant::now())
+        {
+            return self.over_budget(&event, wait);
+        }
         match ClientToServer::parse(&event.name, &event.args) {
             Ok(parsed) => self.route(socket, session, &event.name, parsed).await,
             Err(error) => Reply::refused(error).into(),

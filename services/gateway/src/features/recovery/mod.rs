@@ -87,7 +87,12 @@
 //! 4. **Failure.** Unknown, foreign, malformed or expired sessions, a replay
 //!    of more than `recovery.max_replay_events`, a log trimmed past the
 //!    offset, or an unreadable store: the client gets a fresh session and
-//!    `recovery:failed` `{reason, message}` right after CONNECT.
+//!    `recovery:failed` `{reason, message}` right after CONNECT. A session
+//!    that missed too much or expired is deleted (asking again reads
+//!    nothing), and one session may be asked for at most
+//!    `recovery.max_attempts` times per window on a gateway (`rate_limited`,
+//!    `attempts.rs`): a client resuming from offset 0 in a loop does not
+//!    make the gateway read the log each time.
 //! 5. **Order.** The offset means "everything before it was delivered" only
 //!    if a socket receives events in log order across all its rooms. One
 //!    dispatcher task per gateway reads every room feed (`hub/dispatch.rs`):
@@ -122,6 +127,7 @@
 //! from its in-process log with the same semantics; a gateway on a shared bus
 //! refuses to start with in-memory sessions.
 
+mod attempts;
 mod memory;
 mod nats;
 
@@ -361,6 +367,8 @@ pub struct Recovery {
     /// a gateway dies, all its sessions come back at once and need the same
     /// answer, read once.
     beats: Mutex<HashMap<String, (Instant, Beat)>>,
+    /// Recovery attempts per session lately.
+    attempts: attempts::Attempts,
 }
 
 /// A gateway's last heartbeat, once read (`None`: unknown).
@@ -389,6 +397,7 @@ impl Recovery {
             session_max_age: settings.session_max_age,
             live: Mutex::new(HashMap::new()),
             beats: Mutex::new(HashMap::new()),
+            attempts: attempts::Attempts::new(settings.max_attempts, settings.window),
         })
     }
 
@@ -447,6 +456,15 @@ impl Recovery {
                 "the session belongs to another user",
             )));
         }
+        if !self.attempts.allow(&resume.pid, Instant::now()) {
+            return Err(self.fail(Failure::new(
+                "rate_limited",
+                format!(
+                    "this session was asked to be recovered too often (recovery.max_attempts per {} s); it stays as it is, this connection has a fresh one",
+                    self.window.as_secs()
+                ),
+            )));
+        }
         let now = unix_ms();
         let dropped_at = match record.disconnected_at_ms {
             Some(t) => t,
@@ -463,6 +481,7 @@ impl Recovery {
         };
         let away = Duration::from_millis(now.saturating_sub(dropped_at));
         if away > self.window {
+            self.forget(&resume.pid).await;
             return Err(self.fail(Failure::new(
                 "expired",
                 format!(
@@ -539,9 +558,13 @@ impl Recovery {
                 .replay_via(&rooms, found.from + 1, self.max_replay + 1)
                 .await;
             self.metrics.replays_running.dec();
+            if let Err(BusError::Trimmed(_)) = &result {
+                self.forget(&found.pid).await;
+            }
             result
                 .map(|(items, path)| {
                     self.metrics.replay_path(path.as_str());
+                    self.metrics.replay_reads.inc_by(items.len() as u64);
                     items
                 })
                 .map_err(|e| match e {
@@ -559,6 +582,7 @@ impl Recovery {
                 })?
         };
         if items.len() > self.max_replay {
+            self.forget(&found.pid).await;
             return Err(self.fail(Failure::new(
                 "too_many_missed",
                 format!(
@@ -583,6 +607,15 @@ impl Recovery {
         self.metrics.recovery("recovered");
         self.metrics.replayed.inc_by(frames.len() as u64);
         Ok(Replay { frames, floor })
+    }
+
+    /// Deletes a session whose recovery failed for good (missed too much,
+    /// expired): asking for it again reads nothing.
+    async fn forget(&self, pid: &str) {
+        self.attempts.forget(pid);
+        if let Err(error) = self.store.delete(pid).await {
+            tracing::debug!(%error, "cannot delete a session that cannot be recovered");
+        }
     }
 
     /// Records a (new or resumed) session; the returned [`Tracked`] goes
@@ -722,6 +755,7 @@ impl Recovery {
                 tracing::debug!(%error, "cannot refresh the log position");
             }
             self.refresh_old(REFRESH_PER_BEAT).await;
+            self.attempts.prune(Instant::now());
         }
     }
 }
@@ -772,129 +806,4 @@ fn filter_membership(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use confab_bus::BusMessage;
-    use confab_events::socket::names;
-    use serde_json::json;
-
-    fn item(room: &str, seq: u64, event: &str, data: Value) -> TailItem {
-        let mut msg = BusMessage::new(event, &data);
-        msg.seq = Some(seq);
-        TailItem {
-            room: RoomId::parse(room).unwrap(),
-            msg,
-        }
-    }
-
-    #[tokio::test]
-    async fn long_lived_sessions_are_rewritten_before_they_expire() {
-        let max_age = Duration::from_millis(300);
-        let store = Arc::new(MemorySessions::new(max_age));
-        let settings = RecoverySettings {
-            session_max_age: Duration::from_millis(300),
-            ..RecoverySettings::default()
-        };
-        let recovery = Recovery::new(
-            &settings,
-            Arc::clone(&store) as Arc<dyn SessionStore>,
-            Arc::new(confab_bus::InProcessBus::default()),
-            Arc::new(Metrics::new()),
-            "g1".into(),
-        );
-        let record = SessionRecord {
-            v: 1,
-            sid: "s".into(),
-            user: "u1".into(),
-            gateway: "g1".into(),
-            offset: 0,
-            rooms: vec![],
-            joined: vec![],
-            left: vec![],
-            disconnected_at_ms: None,
-        };
-        let tracked = recovery.started("p1".into(), record).await;
-        assert_eq!(recovery.refresh_old(10).await, 0, "not due yet");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(recovery.refresh_old(10).await, 1);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        // 400 ms after the first write, older than the store keeps records.
-        assert!(store.get("p1").await.unwrap().is_some());
-        // An ended session is no longer refreshed.
-        recovery
-            .ended(tracked, &DisconnectReason::ClientDisconnect)
-            .await;
-        assert!(store.get("p1").await.unwrap().is_none());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(recovery.refresh_old(10).await, 0);
-    }
-
-    #[test]
-    fn parses_resume_requests() {
-        assert_eq!(parse_resume(None), Ok(None));
-        assert_eq!(parse_resume(Some(&json!({"token": "t"}))), Ok(None));
-        assert_eq!(
-            parse_resume(Some(&json!({"token": "t", "pid": "abc_-1"}))),
-            Ok(Some(Resume {
-                pid: "abc_-1".into(),
-                offset: None
-            }))
-        );
-        assert_eq!(
-            parse_resume(Some(&json!({"pid": "abc", "offset": "42"}))),
-            Ok(Some(Resume {
-                pid: "abc".into(),
-                offset: Some(42)
-            }))
-        );
-        for bad in [
-            json!({"pid": "a.b"}),
-            json!({"pid": "a b"}),
-            json!({"pid": ""}),
-            json!({"pid": 5}),
-            json!({"pid": "x".repeat(65)}),
-            json!({"pid": "abc", "offset": "-1"}),
-            json!({"pid": "abc", "offset": "1e3"}),
-            json!({"pid": "abc", "offset": 5}),
-            json!({"pid": "abc", "offset": "99999999999999999999999"}),
-        ] {
-            let err = parse_resume(Some(&bad)).unwrap_err();
-            assert_eq!(err.reason, "invalid_session", "{bad}");
-        }
-    }
-
-    #[test]
-    fn replay_follows_membership_changes_in_the_gap() {
-        let me = RoomId::parse("user:u1").unwrap();
-        let now: HashSet<RoomId> = ["channel:stay", "channel:new"]
-            .iter()
-            .map(|r| RoomId::parse(r).unwrap())
-            .collect();
-        let items = vec![
-            item("channel:stay", 1, "message:new", json!({"id": "s1"})),
-            item("channel:gone", 2, "message:new", json!({"id": "g1"})),
-            item("channel:new", 3, "message:new", json!({"id": "n1"})),
-            item(
-                "user:u1",
-                4,
-                names::ROOM_LEFT,
-                json!({"room": "channel:gone", "reason": "left"}),
-            ),
-            item("channel:gone", 5, "message:new", json!({"id": "g2"})),
-            item(
-                "user:u1",
-                6,
-                names::ROOM_JOINED,
-                json!({"room": "channel:new"}),
-            ),
-            item("channel:new", 7, "message:new", json!({"id": "n2"})),
-            item("channel:other", 8, "message:new", json!({"id": "o1"})),
-        ];
-        let kept: Vec<u64> = filter_membership(&me, &now, items)
-            .iter()
-            .map(|i| i.msg.seq.unwrap())
-            .collect();
-        // g1 before the removal, n2 after the join; not g2, n1, o1.
-        assert_eq!(kept, vec![1, 2, 4, 6, 7]);
-    }
-}
+mod tests;
