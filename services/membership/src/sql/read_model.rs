@@ -15,7 +15,7 @@ use super::entities::{
     channel_members, channels, dm_participants, dms, workspace_members, workspaces,
 };
 use super::projector::PROJECTION_NAME;
-use crate::read_model::{JoinDecision, QueryError, ReadModel};
+use crate::read_model::{Created, JoinDecision, QueryError, ReadModel};
 
 /// How often `wait_for` re-reads the checkpoint when nothing signals
 /// progress (no projector in this process).
@@ -240,6 +240,23 @@ impl ReadModel for SqlReadModel {
             allowed: false,
             reason: Some(reason),
             read_only: false,
+        })
+    }
+
+    async fn created_by(&self, user: &UserId) -> Result<Created, QueryError> {
+        let workspaces = workspaces::Entity::find()
+            .filter(workspaces::Column::Owner.eq(user.as_str()))
+            .count(&self.db)
+            .await
+            .map_err(unavailable)?;
+        let channels = channels::Entity::find()
+            .filter(channels::Column::CreatedBy.eq(user.as_str()))
+            .count(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(Created {
+            workspaces,
+            channels,
         })
     }
 
