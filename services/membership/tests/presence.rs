@@ -46,9 +46,9 @@ async fn tracker(ttl: Duration) -> (Running, Arc<PresenceTracker>, Arc<dyn Bus>)
 
 /// The next `presence:update` on `sub`, as (user, status).
 async fn update(sub: &mut BusSubscription) -> (String, String) {
-    let m: BusMessage = tokio::time::timeout(Duration::from_secs(5), sub.next())
+    let m: BusMessage = tokio::time::timeout(Duration::from_secs(60), sub.next())
         .await
-        .expect("a presence:update within 5 s")
+        .expect("a presence:update within 60 s")
         .unwrap();
     assert_eq!(&*m.event, "presence:update");
     let v: serde_json::Value = serde_json::from_str(&m.args_json).unwrap();
@@ -67,10 +67,8 @@ async fn a_change_costs_its_users_not_the_gateway_s() {
     let (_running, tracker, bus) = tracker(Duration::from_secs(30)).await;
     let mut ws = bus.subscribe(&room("workspace:w")).await.unwrap();
     // A gateway with 5,001 users (bob among them), in three sync parts.
-    let mut everyone: Vec<LocalPresence> = (0..5_000)
-        .map(|n| listed(&format!("idle{n}"), Online))
-        .collect();
-    everyone.push(listed("bob", Online));
+    let mut everyone = vec![listed("bob", Online)];
+    everyone.extend((0..5_000).map(|n| listed(&format!("idle{n}"), Online)));
     let parts: Vec<_> = everyone.chunks(2_000).collect();
     for (i, part) in parts.iter().enumerate() {
         let hb = sync("gw", 1 + i as u64, i as u32, 3, part.to_vec());
