@@ -352,7 +352,7 @@ async fn a_dm_opened_or_a_participant_added_racing_a_workspace_removal_is_undone
             let open = Command::OpenDm {
                 dm: confab_events::DmId::parse("d1").unwrap(),
                 workspace: w("w"),
-                participants: vec![u("bob"), u("adm")],
+                participants: vec![u("bob"), u("adm"), u("owner")],
             };
             a.execute(open, &user("bob")).await.unwrap();
         }
