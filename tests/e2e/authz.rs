@@ -233,7 +233,7 @@ async fn a_join_overtaken_by_a_kick_leaves_no_socket_in_the_room() {
     });
     authority.inner.grant(&alice, &general);
     let bus = Arc::new(confab_bus::InProcessBus::default());
-    let mut cfg = test_config();
+    let cfg = test_config();
     cfg.validate().unwrap();
     let deps = confab_gateway::Deps {
         bus: Arc::clone(&bus) as _,
