@@ -21,7 +21,8 @@
 //!
 //! Changes are computed under the state lock (no I/O there) and handed, in
 //! order, to one publisher task through a bounded queue; the publisher
-//! looks up the user's workspaces and publishes the volatile
+//! takes them in batches, looks up the batch's workspaces in one query and
+//! publishes, in order, the volatile
 //! `presence:update` `{userId, status}` to each `workspace:{id}` room.
 //!
 //! With several membership instances each tracks every heartbeat (no queue
@@ -36,7 +37,7 @@ use confab_bus::BusMessage;
 use confab_contracts::presence::{Heartbeat, HeartbeatKind, Heartbeats};
 use confab_contracts::{AUTHORIZATION_HEADER, Topic};
 use confab_events::socket::{PresenceStatus, PresenceUpdate, names};
-use confab_events::{RoomKind, UserId};
+use confab_events::{RoomId, RoomKind, UserId};
 use futures::StreamExt;
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
@@ -50,6 +51,8 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
 /// Presence changes waiting for the publisher; when full, heartbeat
 /// handling waits (nothing is dropped).
 const PUBLISH_QUEUE: usize = 16 * 1024;
+/// Most updates published per workspace lookup (one query per batch).
+const PUBLISH_BATCH: usize = 512;
 
 /// One gateway as the tracker knows it.
 struct Gateway {
@@ -361,21 +364,28 @@ impl PresenceTracker {
         visible
     }
 
-    async fn publish(&self, user: UserId, status: PresenceStatus) {
-        {
-            let rooms = match self.service.rooms_of(&user).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(%user, error = %e, "presence: cannot look up workspaces");
-                    return;
-                }
-            };
+    /// Publishes a batch of updates, in order, looking up the users'
+    /// workspaces in one query.
+    async fn publish(&self, batch: &[(UserId, PresenceStatus)]) {
+        let users: Vec<UserId> = batch.iter().map(|(u, _)| u.clone()).collect();
+        let pairs = match self.service.workspaces_of(&users).await {
+            Ok(pairs) => pairs,
+            Err(e) => {
+                tracing::warn!(users = users.len(), error = %e, "presence: cannot look up workspaces; updates dropped");
+                return;
+            }
+        };
+        let mut workspaces: HashMap<&UserId, Vec<&RoomId>> = HashMap::new();
+        for (user, ws) in &pairs {
+            workspaces.entry(user).or_default().push(ws);
+        }
+        for (user, status) in batch {
             let payload = PresenceUpdate {
                 user_id: user.to_string(),
-                status,
+                status: *status,
             };
             let data = serde_json::to_value(&payload).unwrap_or_default();
-            for room in rooms.iter().filter(|r| r.kind() == RoomKind::Workspace) {
+            for room in workspaces.get(user).into_iter().flatten() {
                 let msg = BusMessage::new(names::PRESENCE_UPDATE, &data).into_volatile();
                 if let Err(e) = self.service.bus().publish(room, msg).await {
                     tracing::warn!(%room, error = %e, "presence: cannot publish an update");
@@ -392,8 +402,10 @@ impl PresenceTracker {
             let tracker = Arc::clone(&self);
             async move {
                 let Some(mut queue) = queue else { return };
-                while let Some((user, status)) = queue.recv().await {
-                    tracker.publish(user, status).await;
+                let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+                while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+                    tracker.publish(&batch).await;
+                    batch.clear();
                 }
             }
         };

@@ -48,6 +48,9 @@ pub trait ReadModel: Send + Sync + 'static {
     /// member is a command (`join`, `invite`, ...), not a socket event.
     /// When refused, `reason` says why (`no such room`, `not a member`).
     async fn may_join(&self, user: &UserId, room: &RoomId) -> Result<JoinDecision, QueryError>;
+    /// The workspaces of each of `users`, as (user, workspace) pairs, in
+    /// one query (the presence publisher's batch).
+    async fn workspaces_of(&self, users: &[UserId]) -> Result<Vec<(UserId, RoomId)>, QueryError>;
     /// How many workspaces `user` owns and how many channels they created
     /// (archived ones included): what the creation quotas count.
     async fn created_by(&self, user: &UserId) -> Result<Created, QueryError>;

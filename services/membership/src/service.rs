@@ -389,6 +389,15 @@ impl MembershipService {
         Ok(self.read.rooms_of(user).await?)
     }
 
+    /// The workspaces of each of `users`, as (user, `workspace:` room)
+    /// pairs, in one query (read model).
+    pub async fn workspaces_of(
+        &self,
+        users: &[UserId],
+    ) -> Result<Vec<(UserId, RoomId)>, ServiceError> {
+        Ok(self.read.workspaces_of(users).await?)
+    }
+
     /// Members of a room (read model).
     pub async fn members_of(&self, room: &RoomId) -> Result<Vec<UserId>, ServiceError> {
         Ok(self.read.members_of(room).await?)

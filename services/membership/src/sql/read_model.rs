@@ -243,6 +243,26 @@ impl ReadModel for SqlReadModel {
         })
     }
 
+    async fn workspaces_of(&self, users: &[UserId]) -> Result<Vec<(UserId, RoomId)>, QueryError> {
+        let ids: Vec<&str> = users.iter().map(UserId::as_str).collect();
+        let rows: Vec<(String, String)> = workspace_members::Entity::find()
+            .select_only()
+            .column(workspace_members::Column::UserId)
+            .column(workspace_members::Column::WorkspaceId)
+            .filter(workspace_members::Column::UserId.is_in(ids))
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(unavailable)?;
+        rows.into_iter()
+            .map(|(user, ws)| {
+                let user = UserId::parse(&user)
+                    .map_err(|e| QueryError::Unavailable(format!("bad user id {user:?}: {e}")))?;
+                Ok((user, room(RoomKind::Workspace, &ws)?))
+            })
+            .collect()
+    }
+
     async fn created_by(&self, user: &UserId) -> Result<Created, QueryError> {
         let workspaces = workspaces::Entity::find()
             .filter(workspaces::Column::Owner.eq(user.as_str()))
