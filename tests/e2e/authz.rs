@@ -1,6 +1,7 @@
 //! Authorization across the stack (issue #12): who may still read and
 //! send after a membership change.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use confab_test_support::NodeClient;
@@ -136,7 +137,8 @@ async fn archived_channels_refuse_sends_edits_and_deletes() {
 
 #[tokio::test]
 async fn a_send_is_authorized_by_the_authority_not_the_sockets_rooms() {
-    let gw = spawn_gateway(|_| {}).await;
+    // Cached answers live 300 ms without a membership event.
+    let gw = spawn_gateway(|cfg| cfg.membership.cache_ttl = Duration::from_millis(300)).await;
     let bob = confab_events::UserId::parse("bob").unwrap();
     let general = confab_events::RoomId::parse("channel:general").unwrap();
     gw.membership.grant(&bob, &general);
@@ -145,11 +147,149 @@ async fn a_send_is_authorized_by_the_authority_not_the_sockets_rooms() {
     let ack = send_to(&node, "bob", "channel:general", "in", "b1").await;
     assert!(ack["id"].is_string(), "{ack}");
     // The authority drops bob, and no room:left reaches the gateway (a
-    // lost or late notification): his socket is still in the room.
+    // notification that never came): his socket is still in the room, and
+    // the cached answer is asked again once it is older than the TTL.
     gw.membership.revoke(&bob, &general);
+    tokio::time::sleep(Duration::from_millis(400)).await;
     let ack = send_to(&node, "bob", "channel:general", "out", "b2").await;
     assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
     gw.stop().await;
+}
+
+#[tokio::test]
+async fn cached_members_still_send_while_the_membership_service_is_down() {
+    let c = Cluster::start(2).await;
+    c.workspace_with_general(&["bob", "carol"]).await;
+    let node = NodeClient::spawn().await;
+    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
+    connect_as(&node, "bob", "bob", &c.gateway_url(1)).await;
+    connect_as(&node, "carol", "carol", &c.gateway_url(1)).await;
+    let ack = send_to(&node, "bob", "channel:general", "before", "b0").await;
+    assert!(ack["id"].is_string(), "{ack}");
+    node.expect("alice", is_event("message:new"), T).await;
+
+    c.stop_membership().await;
+    // Bob's write access is cached on his gateway: acked and delivered.
+    for n in 1..=3 {
+        let body = format!("while down {n}");
+        let ack = send_to(&node, "bob", "channel:general", &body, &format!("b{n}")).await;
+        assert!(ack["id"].is_string(), "send {n}: {ack}");
+        let m = node.expect("alice", is_event("message:new"), T).await;
+        assert_eq!(m["args"][0]["body"], body.as_str());
+    }
+    // Carol never wrote there: nothing cached, the authority is needed.
+    let ack = send_to(&node, "carol", "channel:general", "me too", "c1").await;
+    assert_eq!(ack["error"]["code"], "unavailable", "{ack}");
+}
+
+/// A membership authority that, when armed, holds its next `may_join`
+/// answer until released: the answer of a `room:join` that a kick
+/// overtakes.
+struct HeldAuthority {
+    inner: confab_gateway::membership::StaticMembership,
+    armed: std::sync::atomic::AtomicBool,
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl confab_gateway::membership::Membership for HeldAuthority {
+    async fn rooms_of(
+        &self,
+        user: &confab_events::UserId,
+    ) -> Result<Vec<confab_events::RoomId>, confab_gateway::membership::MembershipError> {
+        self.inner.rooms_of(user).await
+    }
+
+    async fn may_join(
+        &self,
+        user: &confab_events::UserId,
+        room: &confab_events::RoomId,
+    ) -> Result<confab_gateway::membership::Access, confab_gateway::membership::MembershipError>
+    {
+        let answer = self.inner.may_join(user, room).await;
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.release.notified().await;
+        }
+        answer
+    }
+}
+
+#[tokio::test]
+async fn a_join_overtaken_by_a_kick_leaves_no_socket_in_the_room() {
+    use confab_events::socket::{LeaveReason, RoomLeft, ServerToClient};
+    use confab_events::{RoomId, UserId};
+    let (alice, bob) = (
+        UserId::parse("alice").unwrap(),
+        UserId::parse("bob").unwrap(),
+    );
+    let general = RoomId::parse("channel:general").unwrap();
+    let authority = Arc::new(HeldAuthority {
+        inner: confab_gateway::membership::StaticMembership::new(),
+        armed: false.into(),
+        entered: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    authority.inner.grant(&alice, &general);
+    let bus = Arc::new(confab_bus::InProcessBus::default());
+    let cfg = test_config();
+    cfg.validate().unwrap();
+    let deps = confab_gateway::Deps {
+        bus: Arc::clone(&bus) as _,
+        membership: Arc::clone(&authority) as _,
+        presence: Arc::new(confab_gateway::presence::NoPresence),
+        history: Arc::new(confab_gateway::history::NoHistory),
+        sessions: None,
+        forwarding: None,
+    };
+    let app = confab_gateway::App::build(cfg, deps).await.unwrap();
+    let url = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run(std::future::pending()));
+    let node = NodeClient::spawn().await;
+    connect_as(&node, "alice", "alice", &url).await;
+    connect_as(&node, "bob", "bob", &url).await;
+
+    // Bob may join; his join is asked, and its answer held.
+    authority.inner.grant(&bob, &general);
+    authority
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let joining = {
+        let node = &node;
+        async move {
+            node.emit_with_ack("bob", "room:join", vec![json!("channel:general")], T)
+                .await
+                .unwrap()[0]
+                .clone()
+        }
+    };
+    let kick = async {
+        authority.entered.notified().await;
+        // The kick: the authority drops bob and announces it (as the
+        // notifier does) before the held answer arrives.
+        authority.inner.revoke(&bob, &general);
+        let left = ServerToClient::RoomLeft(RoomLeft {
+            room: general.clone(),
+            reason: LeaveReason::Kicked,
+        });
+        let msg = confab_bus::BusMessage::new(left.name(), &left.data());
+        confab_bus::Bus::publish(&*bus, &RoomId::user(&bob), msg)
+            .await
+            .unwrap();
+        // The gateway applies it within moments (the driver is busy
+        // waiting for the join's ack, so it cannot be asked).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        authority.release.notify_one();
+    };
+    let (ack, ()) = tokio::join!(joining, kick);
+    assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+    node.expect("bob", is_event("room:left"), T).await;
+    // Bob's socket is not in the room: alice's message does not reach him.
+    let ack = send_to(&node, "alice", "channel:general", "after the kick", "a1").await;
+    assert!(ack["id"].is_string(), "{ack}");
+    node.expect_none("bob", is_event("message:new"), Duration::from_millis(500))
+        .await;
 }
 
 /// `presence:query` of `users` from `socket`; answers the ack.

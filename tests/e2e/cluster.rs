@@ -23,6 +23,9 @@ pub struct Cluster {
     pub gateways: Vec<(SocketAddr, AppHandle)>,
     /// The gateways' `run` tasks: aborting one is a dead gateway.
     pub tasks: Vec<tokio::task::JoinHandle<Result<(), confab_gateway::AppError>>>,
+    /// Stops the membership service (its `run` task).
+    membership_stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    membership_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     _db: tempfile::TempDir,
 }
 
@@ -72,7 +75,14 @@ impl Cluster {
             .await
             .expect("membership builds");
         let membership = app.http_addr();
-        tokio::spawn(app.run(std::future::pending()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let membership_task = tokio::spawn(async move {
+            let _ = app
+                .run(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
 
         let mut gws = Vec::new();
         let mut tasks = Vec::new();
@@ -95,7 +105,21 @@ impl Cluster {
             membership,
             gateways: gws,
             tasks,
+            membership_stop: std::sync::Mutex::new(Some(stop)),
+            membership_task: std::sync::Mutex::new(Some(membership_task)),
             _db: db,
+        }
+    }
+
+    /// Stops the membership service (HTTP API, NATS endpoints, projections,
+    /// notifier) and waits until it stopped; gateways keep running.
+    pub async fn stop_membership(&self) {
+        if let Some(stop) = self.membership_stop.lock().unwrap().take() {
+            let _ = stop.send(());
+        }
+        let task = self.membership_task.lock().unwrap().take();
+        if let Some(task) = task {
+            task.await.unwrap();
         }
     }
 

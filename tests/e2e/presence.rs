@@ -110,3 +110,55 @@ async fn a_dead_gateway_s_users_go_offline_within_ttl_plus_sweep() {
         killed.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_presence_flip_reports_only_that_user() {
+    let c = Cluster::start_with(1, Some((300, 5_000))).await;
+    workspace(&c, &["bob"]).await;
+    let nats = async_nats::connect(c.nats.url()).await.unwrap();
+    let mut heartbeats = nats
+        .subscribe(confab_contracts::presence::HEARTBEAT_SUBJECT)
+        .await
+        .unwrap();
+    let node = NodeClient::spawn().await;
+    connect_as(&node, "bob", "bob", &c.gateway_url(0)).await;
+    for n in 0..20 {
+        let name = format!("idle{n}");
+        connect_as(&node, &name, &name, &c.gateway_url(0)).await;
+    }
+    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
+    node.expect("bob", update_of("alice"), T).await;
+
+    let ack = node
+        .emit_with_ack(
+            "alice",
+            "presence:set",
+            vec![json!({ "status": "away" })],
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ack[0]["ok"], true, "{ack:?}");
+    // The first heartbeat that carries alice's new status carries nothing
+    // else: 22 users are connected, one changed.
+    let deadline = tokio::time::Instant::now() + T;
+    let report = loop {
+        let msg = tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut heartbeats))
+            .await
+            .expect("a heartbeat with alice away")
+            .unwrap();
+        let hb: Value = serde_json::from_slice(&msg.payload).unwrap();
+        let users = hb["users"].as_array().unwrap();
+        if users
+            .iter()
+            .any(|u| u["user"] == "alice" && u["status"] == "away")
+        {
+            break (hb, msg.payload.len());
+        }
+    };
+    let (hb, bytes) = report;
+    assert_eq!(hb["users"].as_array().unwrap().len(), 1, "{hb}");
+    eprintln!("heartbeat with the flip: {bytes} bytes");
+    let u = node.expect("bob", update_of("alice"), T).await;
+    assert_eq!(u["args"][0]["status"], "away", "{u}");
+}

@@ -27,6 +27,9 @@ pub mod codes {
     pub const NOT_A_MEMBER: &str = "not_a_member";
     /// A concurrent change won; retry (409).
     pub const CONFLICT: &str = "conflict";
+    /// The user already created as many workspaces or channels as their
+    /// quota allows (403).
+    pub const QUOTA_EXCEEDED: &str = "quota_exceeded";
     /// The body is larger than allowed (413).
     pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
     /// A dependency is down; retrying later may work (503).
@@ -41,7 +44,7 @@ pub fn status_of(code: &str) -> u16 {
     match code {
         codes::INVALID | codes::INVALID_REQUEST | codes::INVALID_BODY => 400,
         codes::UNAUTHORIZED => 401,
-        codes::FORBIDDEN => 403,
+        codes::FORBIDDEN | codes::QUOTA_EXCEEDED => 403,
         codes::NOT_FOUND => 404,
         codes::ALREADY_EXISTS | codes::ARCHIVED | codes::NOT_A_MEMBER | codes::CONFLICT => 409,
         codes::PAYLOAD_TOO_LARGE => 413,

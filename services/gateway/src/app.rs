@@ -23,7 +23,7 @@ use crate::config::{BusKind, GatewayConfig, MembershipKind};
 use crate::cors;
 use crate::engine::{Engine, EngineHooks};
 use crate::features::history::{MessageCalls, NatsHistory, NoHistory};
-use crate::features::membership::{Membership, NatsMembership, StaticMembership};
+use crate::features::membership::{CacheLimits, Membership, NatsMembership, StaticMembership};
 use crate::features::presence::{LocalPresence, NatsPresence, NoPresence, Presence};
 use crate::features::recovery::{MemorySessions, NatsSessions, Recovery, SessionStore};
 use crate::forwarding::{self, NatsForwarder};
@@ -253,12 +253,21 @@ impl App {
         } else {
             None
         };
-        let presence =
-            LocalPresence::new(deps.presence, config.presence.heartbeat, gateway.clone());
+        let presence = LocalPresence::new(
+            deps.presence,
+            config.presence.heartbeat,
+            config.presence.full_sync_every,
+            gateway.clone(),
+        );
         let handler = Arc::new(ConfabHandler::new(HandlerDeps {
             verifier,
             cors: config.cors.clone(),
             membership: deps.membership,
+            access: CacheLimits {
+                ttl: config.membership.cache_ttl,
+                rooms_per_user: config.membership.cache_rooms_per_user,
+                max_users: config.membership.cache_users,
+            },
             hub: Arc::clone(&hub),
             metrics: Arc::clone(&metrics),
             messages: config.messages.clone(),

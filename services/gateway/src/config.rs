@@ -162,17 +162,23 @@ impl Default for RecoverySettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PresenceSettings {
-    /// How often the gateway reports its local presence state (also at
-    /// once on a change). Default 5 s; keep it well below the tracker's
-    /// `presence_ttl` (default 15 s, 3 heartbeats).
+    /// How often the gateway shows the tracker it is alive (a heartbeat
+    /// without changes; changes go at once). Default 5 s; keep it well
+    /// below the tracker's `presence_ttl` (default 15 s, 3 heartbeats).
     #[serde(with = "confab_config::duration")]
     pub heartbeat: Duration,
+    /// How often the gateway sends its whole local state (in parts of at
+    /// most 2,000 users), which repairs a tracker that missed changes or
+    /// restarted. Default 1 min.
+    #[serde(with = "confab_config::duration")]
+    pub full_sync_every: Duration,
 }
 
 impl Default for PresenceSettings {
     fn default() -> Self {
         Self {
             heartbeat: Duration::from_secs(5),
+            full_sync_every: Duration::from_secs(60),
         }
     }
 }
@@ -254,6 +260,18 @@ pub struct MembershipSettings {
     /// How long to wait for an answer.
     #[serde(with = "confab_config::duration")]
     pub request_timeout: Duration,
+    /// How long a cached answer of the authority ("may this user write in
+    /// this room?") is used before it is asked again. Membership events
+    /// keep the cache current; this only bounds how long an answer lives
+    /// without one. While the authority is unreachable an older answer is
+    /// still used.
+    #[serde(with = "confab_config::duration")]
+    pub cache_ttl: Duration,
+    /// Most rooms cached per user (the oldest answer goes first).
+    pub cache_rooms_per_user: usize,
+    /// Most users cached per gateway (only users with a socket here are
+    /// cached; beyond this, sends ask the authority each time).
+    pub cache_users: usize,
 }
 
 impl Default for MembershipSettings {
@@ -261,6 +279,9 @@ impl Default for MembershipSettings {
         Self {
             kind: MembershipKind::Nats,
             request_timeout: Duration::from_secs(2),
+            cache_ttl: Duration::from_secs(60),
+            cache_rooms_per_user: 256,
+            cache_users: 200_000,
         }
     }
 }
@@ -515,8 +536,20 @@ impl GatewayConfig {
         if !(MS * 50..=SEC * 60).contains(&self.presence.heartbeat) {
             return invalid("presence.heartbeat", "must be between 50ms and 60s");
         }
+        if self.presence.full_sync_every < self.presence.heartbeat {
+            return invalid(
+                "presence.full_sync_every",
+                "must be at least presence.heartbeat (a full sync is the rare repair)",
+            );
+        }
         if self.membership.request_timeout.is_zero() {
             return invalid("membership.request_timeout", "must be greater than 0");
+        }
+        if self.membership.cache_rooms_per_user == 0 {
+            return invalid(
+                "membership.cache_rooms_per_user",
+                "must be at least 1 (every send then asks the membership service)",
+            );
         }
         if self.shutdown_spread >= self.shutdown_grace {
             return invalid(

@@ -17,17 +17,19 @@
 //! Membership changes arrive as control events in the user's own room
 //! (`room:joined` / `room:left` in `user:{id}`, published by the membership
 //! service): every local socket of that user joins or leaves the room
-//! before the event is forwarded to it, on every gateway at once.
+//! before the event is forwarded to it, on every gateway at once. A
+//! [`ChangeObserver`] (the gateway's membership cache) hears of each change,
+//! and of `channel:archived`, before any socket moves.
 
 mod dispatch;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
-use confab_events::RoomId;
-use confab_events::socket::RoomChange;
+use confab_events::socket::{RoomChange, names};
+use confab_events::{RoomId, RoomKind, UserId};
 use confab_protocol::socketio::{event_frame, event_frame_with_offset};
 use dashmap::DashMap;
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -48,6 +50,16 @@ enum Feed {
 }
 
 type Ready = Shared<BoxFuture<'static, Result<(), String>>>;
+
+/// Hears of the membership changes the hub applies, before any socket
+/// moves: what keeps a cached view of the authority current.
+pub(crate) trait ChangeObserver: Send + Sync + 'static {
+    /// `user` joined (`joined`) or left `room` (`room:joined` /
+    /// `room:left` in the user's room).
+    fn room_change(&self, user: &UserId, room: &RoomId, joined: bool);
+    /// `room` (a channel) was archived: it is read-only from now on.
+    fn archived(&self, room: &RoomId);
+}
 
 struct Room {
     members: HashMap<ConnId, SocketRef>,
@@ -73,6 +85,8 @@ pub struct Hub {
     /// Hands room feeds to (and takes them from) the dispatcher.
     feeds: mpsc::UnboundedSender<Feed>,
     next_key: AtomicU64,
+    /// Told of membership changes first (set once).
+    observer: OnceLock<Arc<dyn ChangeObserver>>,
 }
 
 impl Hub {
@@ -88,9 +102,16 @@ impl Hub {
             offsets,
             feeds,
             next_key: AtomicU64::new(1),
+            observer: OnceLock::new(),
         });
         tokio::spawn(dispatch::run(Arc::downgrade(&hub), rx).in_current_span());
         hub
+    }
+
+    /// Sets the observer told of every membership change and archive this
+    /// hub sees (once; later calls are ignored).
+    pub(crate) fn observe(&self, observer: Arc<dyn ChangeObserver>) {
+        let _ = self.observer.set(observer);
     }
 
     /// The bus the hub routes through.
@@ -200,8 +221,13 @@ impl Hub {
         );
         confab_telemetry::set_parent_from(&span, &msg.headers[..]);
         async {
-            if room.kind() == confab_events::RoomKind::User {
+            if room.kind() == RoomKind::User {
                 self.apply_membership(room, msg).await;
+            } else if &*msg.event == names::CHANNEL_ARCHIVED
+                && room.kind() == RoomKind::Channel
+                && let Some(observer) = self.observer.get()
+            {
+                observer.archived(room);
             }
             self.deliver(room, msg);
         }
@@ -242,8 +268,11 @@ impl Hub {
             }
         };
         let (joined, target) = (change.joined(), change.room());
-        if target.kind() == confab_events::RoomKind::User {
+        if target.kind() == RoomKind::User {
             return;
+        }
+        if let (Some(observer), Ok(user)) = (self.observer.get(), UserId::parse(user_room.id())) {
+            observer.room_change(&user, target, joined);
         }
         let sockets: Vec<SocketRef> = self
             .rooms

@@ -19,7 +19,8 @@
 //! # Error codes
 //!
 //! [`ErrorDetail::code`](confab_contracts::ErrorDetail::code) is one of:
-//! `invalid` (400), `unauthorized` (401), `forbidden` (403), `not_found`
+//! `invalid` (400), `unauthorized` (401), `forbidden`, `quota_exceeded`
+//! (403), `not_found`
 //! (404), `already_exists`, `archived`, `not_a_member`, `conflict` (409),
 //! `payload_too_large` (413), `unavailable` (503), `internal` (500).
 //! [`status_of`](confab_contracts::status_of) maps them.

@@ -148,9 +148,13 @@ impl MembershipCore {
             Arc::clone(&store),
             Arc::clone(&bus),
             Arc::new(SqlCheckpoint::new(db)),
+        )
+        .after_projection(Arc::clone(&read) as _);
+        let service = Arc::new(
+            MembershipService::new(Arc::clone(&store), read, bus)
+                .with_settings(settings)
+                .with_announced(notifier.subscribe()),
         );
-        let service =
-            Arc::new(MembershipService::new(Arc::clone(&store), read, bus).with_settings(settings));
         let history_projector = history_projector.with_health(service.health().clone());
         let presence = Arc::new(PresenceTracker::new(
             Arc::clone(&service),

@@ -31,7 +31,7 @@ use confab_config::{Loaded, Loader, Secret, redact_url};
 use serde::{Deserialize, Serialize};
 
 use crate::api_http::HttpSettings;
-use crate::service::ServiceSettings;
+use crate::service::{Quotas, ServiceSettings};
 
 pub use confab_config::{ConfigError, LogConfig};
 
@@ -80,6 +80,8 @@ pub struct MembershipConfig {
     /// Default 15 s (3 default gateway heartbeats).
     #[serde(with = "confab_config::duration")]
     pub presence_ttl: Duration,
+    /// How many workspaces and channels one user may create.
+    pub quotas: Quotas,
 }
 
 impl Default for MembershipConfig {
@@ -96,6 +98,7 @@ impl Default for MembershipConfig {
             shutdown_grace: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             presence_ttl: Duration::from_secs(15),
+            quotas: Quotas::default(),
         }
     }
 }
@@ -114,6 +117,7 @@ impl std::fmt::Debug for MembershipConfig {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("presence_ttl", &self.presence_ttl)
+            .field("quotas", &self.quotas)
             .finish()
     }
 }
@@ -200,6 +204,12 @@ impl MembershipConfig {
         if !(ms(100)..=ms(600_000)).contains(&self.presence_ttl) {
             return invalid("presence_ttl", "must be between 100ms and 10m".into());
         }
+        if self.quotas.workspaces_per_user == 0 {
+            return invalid("quotas.workspaces_per_user", "must be at least 1".into());
+        }
+        if self.quotas.channels_per_user == 0 {
+            return invalid("quotas.channels_per_user", "must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -207,6 +217,7 @@ impl MembershipConfig {
     pub fn service_settings(&self) -> ServiceSettings {
         ServiceSettings {
             read_your_writes: self.read_your_writes,
+            quotas: self.quotas,
             ..ServiceSettings::default()
         }
     }

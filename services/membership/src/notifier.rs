@@ -18,6 +18,11 @@
 //! | `dm.participant_added` | `user:{u}` | `room:joined` | `{"room":"dm:7"}` |
 //! | | `dm:7` | `member:joined` | `{"room":"dm:7","user":"u"}` |
 //!
+//! An event is announced only once the read model applied it (when the
+//! notifier has one, [`Notifier::after_projection`]): a gateway that hears
+//! `room:left` and then asks `may_join` gets the new answer, never the one
+//! from before the change.
+//!
 //! Every message carries `msg_id = "{event id}:{target room}"`: after a
 //! restart the notifier re-publishes from its last saved checkpoint, and
 //! the JetStream bus drops what it already stored (within its duplicate
@@ -45,7 +50,13 @@ use confab_events::{RoomId, UserId};
 use futures::StreamExt;
 use tokio::sync::watch;
 
+use crate::read_model::ReadModel;
 use crate::store::{EventStore, StoreError};
+
+/// Longest wait for the read model before an event is announced anyway (a
+/// stopped projection must not silence membership changes; readiness
+/// reports it).
+const PROJECTION_WAIT: Duration = Duration::from_secs(5);
 
 /// The checkpoint row name [`SqlCheckpoint`](crate::sql::SqlCheckpoint)
 /// uses by default.
@@ -170,6 +181,8 @@ pub struct Notifier {
     progress: watch::Sender<u64>,
     /// The last sequence already announced, once known.
     start: Option<u64>,
+    /// Announces an event only after this read model applied it.
+    projected: Option<Arc<dyn ReadModel>>,
 }
 
 impl Notifier {
@@ -187,7 +200,14 @@ impl Notifier {
             save_every: Duration::from_secs(1),
             progress: watch::channel(0).0,
             start: None,
+            projected: None,
         }
+    }
+
+    /// Announces each event only after `read` applied it (bounded wait).
+    pub fn after_projection(mut self, read: Arc<dyn ReadModel>) -> Self {
+        self.projected = Some(read);
+        self
     }
 
     /// Fixes where announcing starts: after the saved checkpoint, or, on
@@ -209,6 +229,7 @@ impl Notifier {
             }
         };
         self.start = Some(seq);
+        self.progress.send_replace(seq);
         Ok(seq)
     }
 
@@ -262,6 +283,11 @@ impl Notifier {
             };
         }
         let from = last.unwrap_or(0) + 1;
+        self.progress.send_if_modified(|p| {
+            let behind = *p < from - 1;
+            *p = (*p).max(from - 1);
+            behind
+        });
         tracing::info!(from, "membership notifier following the event log");
         let mut events = self.store.tail(from).await?;
         let mut tick = tokio::time::interval(self.save_every);
@@ -283,6 +309,11 @@ impl Notifier {
             };
             match item {
                 Some(Ok(stored)) => {
+                    if let Some(read) = &self.projected
+                        && let Err(e) = read.wait_for(stored.seq, PROJECTION_WAIT).await
+                    {
+                        tracing::warn!(seq = stored.seq, error = %e, "announcing a membership event the read model has not applied");
+                    }
                     for (room, msg) in messages_for(&stored.envelope) {
                         if !self.publish(&room, msg, shutdown).await {
                             return Ok(());

@@ -1,17 +1,29 @@
 //! The presence tracker: who is online, away or offline, from the
 //! gateways' heartbeats.
 //!
-//! Every gateway reports its full local state ([`Heartbeat`]) every few
-//! seconds and at once on a change. The tracker keeps one entry per
-//! (gateway, user) with an expiry of now + `ttl`. A user is `online` if any
-//! live entry is online, `away` if every live entry is away, `offline`
-//! otherwise. A user a gateway stops listing loses that entry at once; a
-//! gateway that stops reporting (crashed, partitioned) loses its entries
-//! when the sweeper finds them expired, so its users go offline at most
-//! `ttl` + [`PresenceTracker::sweep_interval`] after its last heartbeat.
+//! Gateways report changes (`changes` heartbeats: the users whose local
+//! status changed), an empty report as a sign of life every few seconds,
+//! and, rarely, their whole local state in parts (`sync`). The tracker
+//! keeps, per gateway, the users it listed with their status and when it
+//! was last heard from; per user, the gateways listing them. A user is
+//! `online` if any gateway lists them online, `away` if every gateway
+//! listing them says away, `offline` otherwise.
 //!
-//! On a change the tracker publishes the volatile `presence:update`
-//! `{userId, status}` to each `workspace:{id}` room of the user.
+//! The work of a heartbeat is proportional to the users it lists, never to
+//! the number of users a gateway has: a change touches only its users; a
+//! sign of life touches the gateway's clock; a completed sync drops the
+//! users the gateway no longer listed. A gateway that stops reporting
+//! (crashed, partitioned) loses its users when the sweeper (which looks at
+//! gateways, not users) finds it silent for `ttl`, so its users go offline
+//! at most `ttl` + [`PresenceTracker::sweep_interval`] after its last
+//! heartbeat. A gap in a gateway's `seq` (a lost report) is repaired by its
+//! next sync.
+//!
+//! Changes are computed under the state lock (no I/O there) and handed, in
+//! order, to one publisher task through a bounded queue; the publisher
+//! takes them in batches, looks up the batch's workspaces in one query and
+//! publishes, in order, the volatile
+//! `presence:update` `{userId, status}` to each `workspace:{id}` room.
 //!
 //! With several membership instances each tracks every heartbeat (no queue
 //! group), so clients may see an update once per instance.
@@ -22,12 +34,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use confab_bus::BusMessage;
-use confab_contracts::presence::{Heartbeat, Heartbeats};
+use confab_contracts::presence::{Heartbeat, HeartbeatKind, Heartbeats};
 use confab_contracts::{AUTHORIZATION_HEADER, Topic};
 use confab_events::socket::{PresenceStatus, PresenceUpdate, names};
-use confab_events::{RoomKind, UserId};
+use confab_events::{RoomId, RoomKind, UserId};
 use futures::StreamExt;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 
 use crate::auth::Authenticator;
@@ -36,23 +48,40 @@ use crate::service::MembershipService;
 /// Default time-to-live of a gateway's report: 3 default heartbeats.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
 
+/// Presence changes waiting for the publisher; when full, heartbeat
+/// handling waits (nothing is dropped).
+const PUBLISH_QUEUE: usize = 16 * 1024;
+/// Most updates published per workspace lookup (one query per batch).
+const PUBLISH_BATCH: usize = 512;
+
+/// One gateway as the tracker knows it.
+struct Gateway {
+    /// Its users and their status there.
+    users: HashMap<UserId, PresenceStatus>,
+    /// When it was last heard from.
+    seen: Instant,
+    /// Its last `seq`.
+    seq: u64,
+    /// The sync being received: its id, the next part expected, and the
+    /// users listed so far.
+    sync: Option<(u64, u32, HashSet<UserId>)>,
+}
+
 #[derive(Default)]
 struct State {
-    /// User → gateway → (status, expiry).
-    entries: HashMap<UserId, HashMap<String, (PresenceStatus, Instant)>>,
-    /// Gateway → users it listed last.
-    by_gateway: HashMap<String, HashSet<UserId>>,
+    gateways: HashMap<String, Gateway>,
+    /// User → gateways listing them (with the status there).
+    entries: HashMap<UserId, HashMap<String, PresenceStatus>>,
     /// Last published presence; absent = offline.
     published: HashMap<UserId, PresenceStatus>,
+    /// How many users heartbeats listed (work done), for tests and metrics.
+    listed: u64,
 }
 
 impl State {
-    fn presence(&self, user: &UserId, now: Instant) -> PresenceStatus {
+    fn presence(&self, user: &UserId) -> PresenceStatus {
         let mut status = PresenceStatus::Offline;
-        for (s, expiry) in self.entries.get(user).into_iter().flat_map(|e| e.values()) {
-            if *expiry <= now {
-                continue;
-            }
+        for s in self.entries.get(user).into_iter().flat_map(|e| e.values()) {
             match s {
                 PresenceStatus::Online => return PresenceStatus::Online,
                 PresenceStatus::Away => status = PresenceStatus::Away,
@@ -62,15 +91,55 @@ impl State {
         status
     }
 
+    /// Sets `user`'s status on `gateway` (`offline`: not listed there).
+    fn set(&mut self, gateway: &str, user: &UserId, status: PresenceStatus) {
+        let listed = self.gateways.get_mut(gateway).map(|g| &mut g.users);
+        if status == PresenceStatus::Offline {
+            if let Some(users) = listed {
+                users.remove(user);
+            }
+            if let Some(e) = self.entries.get_mut(user) {
+                e.remove(gateway);
+                if e.is_empty() {
+                    self.entries.remove(user);
+                }
+            }
+        } else {
+            if let Some(users) = listed {
+                users.insert(user.clone(), status);
+            }
+            self.entries
+                .entry(user.clone())
+                .or_default()
+                .insert(gateway.to_owned(), status);
+        }
+    }
+
+    /// Drops a gateway and every user it listed; returns those users.
+    fn drop_gateway(&mut self, gateway: &str) -> Vec<UserId> {
+        let Some(g) = self.gateways.remove(gateway) else {
+            return Vec::new();
+        };
+        let users: Vec<UserId> = g.users.into_keys().collect();
+        for user in &users {
+            if let Some(e) = self.entries.get_mut(user) {
+                e.remove(gateway);
+                if e.is_empty() {
+                    self.entries.remove(user);
+                }
+            }
+        }
+        users
+    }
+
     /// Users among `affected` whose presence changed, with the new one.
     fn changes(
         &mut self,
         affected: impl IntoIterator<Item = UserId>,
-        now: Instant,
     ) -> Vec<(UserId, PresenceStatus)> {
         let mut out = Vec::new();
         for user in affected {
-            let now_status = self.presence(&user, now);
+            let now_status = self.presence(&user);
             let before = self
                 .published
                 .get(&user)
@@ -87,6 +156,77 @@ impl State {
         }
         out
     }
+
+    /// Applies one heartbeat; returns the users it may have changed.
+    fn apply(&mut self, hb: &Heartbeat, now: Instant) -> Vec<UserId> {
+        self.listed += hb.users.len() as u64;
+        let gateway = self
+            .gateways
+            .entry(hb.gateway.clone())
+            .or_insert_with(|| Gateway {
+                users: HashMap::new(),
+                seen: now,
+                seq: hb.seq.saturating_sub(1),
+                sync: None,
+            });
+        gateway.seen = now;
+        if hb.seq != gateway.seq + 1 {
+            tracing::debug!(gateway = %hb.gateway, expected = gateway.seq + 1, got = hb.seq, "presence: heartbeats missed; the next sync repairs them");
+        }
+        gateway.seq = hb.seq;
+        let mut affected: Vec<UserId> = hb.users.iter().map(|u| u.user.clone()).collect();
+        for u in &hb.users {
+            self.set(&hb.gateway, &u.user, u.status);
+        }
+        if hb.kind == HeartbeatKind::Sync {
+            affected.extend(self.sync_part(hb));
+        }
+        affected
+    }
+
+    /// Follows a sync; when its last part arrived, drops the gateway's
+    /// users it did not list and returns them.
+    fn sync_part(&mut self, hb: &Heartbeat) -> Vec<UserId> {
+        let (Some(part), Some(gateway)) = (hb.sync, self.gateways.get_mut(&hb.gateway)) else {
+            return Vec::new();
+        };
+        let listed = hb.users.iter().map(|u| u.user.clone());
+        match &mut gateway.sync {
+            Some((id, next, seen)) if *id == part.id && *next == part.part => {
+                seen.extend(listed);
+                *next += 1;
+            }
+            // A part was missed (or this is a new sync): start over here.
+            _ if part.part == 0 => gateway.sync = Some((part.id, 1, listed.collect())),
+            _ => {
+                gateway.sync = None;
+                return Vec::new();
+            }
+        }
+        if part.part + 1 < part.parts {
+            return Vec::new();
+        }
+        let Some((_, _, seen)) = gateway.sync.take() else {
+            return Vec::new();
+        };
+        let gone: Vec<UserId> = gateway
+            .users
+            .keys()
+            .filter(|u| !seen.contains(*u))
+            .cloned()
+            .collect();
+        for user in &gone {
+            self.set(&hb.gateway, user, PresenceStatus::Offline);
+        }
+        if self
+            .gateways
+            .get(&hb.gateway)
+            .is_some_and(|g| g.users.is_empty())
+        {
+            self.gateways.remove(&hb.gateway);
+        }
+        gone
+    }
 }
 
 /// Presence per user, fed by gateway heartbeats.
@@ -94,6 +234,9 @@ pub struct PresenceTracker {
     state: Mutex<State>,
     ttl: Duration,
     service: Arc<MembershipService>,
+    updates: mpsc::Sender<(UserId, PresenceStatus)>,
+    /// Taken by [`run_sweeper`](Self::run_sweeper), which publishes.
+    queue: std::sync::Mutex<Option<mpsc::Receiver<(UserId, PresenceStatus)>>>,
 }
 
 impl std::fmt::Debug for PresenceTracker {
@@ -105,13 +248,17 @@ impl std::fmt::Debug for PresenceTracker {
 }
 
 impl PresenceTracker {
-    /// A tracker whose entries live `ttl` after each heartbeat; updates go
-    /// to the workspace rooms `service` knows, on its bus.
+    /// A tracker whose gateways live `ttl` after each heartbeat; updates go
+    /// to the workspace rooms `service` knows, on its bus, once
+    /// [`run_sweeper`](Self::run_sweeper) runs.
     pub fn new(service: Arc<MembershipService>, ttl: Duration) -> Self {
+        let (updates, queue) = mpsc::channel(PUBLISH_QUEUE);
         Self {
             state: Mutex::new(State::default()),
             ttl,
             service,
+            updates,
+            queue: std::sync::Mutex::new(Some(queue)),
         }
     }
 
@@ -120,74 +267,56 @@ impl PresenceTracker {
         self.ttl
     }
 
-    /// How often expired entries are swept: a fifth of the TTL, between
+    /// How many users heartbeats listed so far: the tracker's work.
+    pub async fn users_listed(&self) -> u64 {
+        self.state.lock().await.listed
+    }
+
+    /// How often silent gateways are swept: a fifth of the TTL, between
     /// 50 ms and 1 s.
     pub fn sweep_interval(&self) -> Duration {
         (self.ttl / 5).clamp(Duration::from_millis(50), Duration::from_secs(1))
     }
 
-    /// Applies a gateway's full local state.
+    /// Applies a gateway's heartbeat.
     pub async fn heartbeat(&self, hb: &Heartbeat) {
-        let now = Instant::now();
-        let expiry = now + self.ttl;
         let mut state = self.state.lock().await;
-        let listed: HashSet<UserId> = hb.users.iter().map(|u| u.user.clone()).collect();
-        let before = state
-            .by_gateway
-            .insert(hb.gateway.clone(), listed.clone())
-            .unwrap_or_default();
-        for gone in before.difference(&listed) {
-            if let Some(e) = state.entries.get_mut(gone) {
-                e.remove(&hb.gateway);
-                if e.is_empty() {
-                    state.entries.remove(gone);
-                }
-            }
-        }
-        if listed.is_empty() {
-            state.by_gateway.remove(&hb.gateway);
-        }
-        for u in &hb.users {
-            state
-                .entries
-                .entry(u.user.clone())
-                .or_default()
-                .insert(hb.gateway.clone(), (u.status, expiry));
-        }
-        let affected: Vec<UserId> = before.union(&listed).cloned().collect();
-        let changes = state.changes(affected, now);
-        // Published under the lock: updates of one user keep their order.
-        self.publish(changes).await;
+        let affected = state.apply(hb, Instant::now());
+        let changes = state.changes(affected);
+        // Queued under the lock: updates of one user keep their order.
+        self.queue_updates(changes).await;
     }
 
-    /// Drops expired entries and announces the users who went offline.
+    /// Drops the gateways silent for longer than the TTL and announces
+    /// their users who went offline.
     pub async fn sweep(&self) {
         let now = Instant::now();
         let mut state = self.state.lock().await;
-        let mut affected = Vec::new();
-        let State {
-            entries,
-            by_gateway,
-            ..
-        } = &mut *state;
-        entries.retain(|user, gateways| {
-            gateways.retain(|gateway, (_, expiry)| {
-                let live = *expiry > now;
-                if !live {
-                    affected.push(user.clone());
-                    if let Some(users) = by_gateway.get_mut(gateway) {
-                        users.remove(user);
-                        if users.is_empty() {
-                            by_gateway.remove(gateway);
-                        }
-                    }
-                }
-                live
-            });
-            !gateways.is_empty()
-        });
-        let changes = state.changes(affected, now);
-        self.publish(changes).await;
+        let changes = {
+            let silent: Vec<String> = state
+                .gateways
+                .iter()
+                .filter(|(_, g)| now.duration_since(g.seen) >= self.ttl)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let mut affected = Vec::new();
+            for gateway in silent {
+                tracing::info!(%gateway, "presence: gateway silent; its users go offline");
+                affected.extend(state.drop_gateway(&gateway));
+            }
+            state.changes(affected)
+        };
+        self.queue_updates(changes).await;
+    }
+
+    /// Hands changes to the publisher, in order (callers hold the state
+    /// lock); waits while the queue is full.
+    async fn queue_updates(&self, changes: Vec<(UserId, PresenceStatus)>) {
+        for change in changes {
+            if self.updates.send(change).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// The presence of `users`, by user id, as `asker` may see it: users
@@ -199,13 +328,12 @@ impl PresenceTracker {
         users: &[UserId],
     ) -> BTreeMap<String, PresenceStatus> {
         let visible = self.visible_to(asker).await;
-        let now = Instant::now();
         let state = self.state.lock().await;
         users
             .iter()
             .map(|u| {
                 let status = if visible.contains(u) {
-                    state.presence(u, now)
+                    state.presence(u)
                 } else {
                     PresenceStatus::Offline
                 };
@@ -236,21 +364,28 @@ impl PresenceTracker {
         visible
     }
 
-    async fn publish(&self, changes: Vec<(UserId, PresenceStatus)>) {
-        for (user, status) in changes {
-            let rooms = match self.service.rooms_of(&user).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(%user, error = %e, "presence: cannot look up workspaces");
-                    continue;
-                }
-            };
+    /// Publishes a batch of updates, in order, looking up the users'
+    /// workspaces in one query.
+    async fn publish(&self, batch: &[(UserId, PresenceStatus)]) {
+        let users: Vec<UserId> = batch.iter().map(|(u, _)| u.clone()).collect();
+        let pairs = match self.service.workspaces_of(&users).await {
+            Ok(pairs) => pairs,
+            Err(e) => {
+                tracing::warn!(users = users.len(), error = %e, "presence: cannot look up workspaces; updates dropped");
+                return;
+            }
+        };
+        let mut workspaces: HashMap<&UserId, Vec<&RoomId>> = HashMap::new();
+        for (user, ws) in &pairs {
+            workspaces.entry(user).or_default().push(ws);
+        }
+        for (user, status) in batch {
             let payload = PresenceUpdate {
                 user_id: user.to_string(),
-                status,
+                status: *status,
             };
             let data = serde_json::to_value(&payload).unwrap_or_default();
-            for room in rooms.iter().filter(|r| r.kind() == RoomKind::Workspace) {
+            for room in workspaces.get(user).into_iter().flatten() {
                 let msg = BusMessage::new(names::PRESENCE_UPDATE, &data).into_volatile();
                 if let Err(e) = self.service.bus().publish(room, msg).await {
                     tracing::warn!(%room, error = %e, "presence: cannot publish an update");
@@ -259,17 +394,33 @@ impl PresenceTracker {
         }
     }
 
-    /// Sweeps every [`sweep_interval`](Self::sweep_interval) until
-    /// `shutdown` completes.
+    /// Sweeps every [`sweep_interval`](Self::sweep_interval) and publishes
+    /// the queued presence updates until `shutdown` completes.
     pub async fn run_sweeper(self: Arc<Self>, shutdown: impl Future<Output = ()> + Send) {
-        let mut shutdown = std::pin::pin!(shutdown);
-        let mut tick = tokio::time::interval(self.sweep_interval());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                _ = tick.tick() => self.sweep().await,
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let publisher = {
+            let tracker = Arc::clone(&self);
+            async move {
+                let Some(mut queue) = queue else { return };
+                let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+                while queue.recv_many(&mut batch, PUBLISH_BATCH).await > 0 {
+                    tracker.publish(&batch).await;
+                    batch.clear();
+                }
             }
+        };
+        let sweeper = async {
+            let mut tick = tokio::time::interval(self.sweep_interval());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                self.sweep().await;
+            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = publisher => {}
+            () = sweeper => {}
         }
     }
 

@@ -23,6 +23,15 @@ pub enum QueryError {
 
 pub use confab_contracts::membership::JoinDecision;
 
+/// What a user created so far ([`ReadModel::created_by`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Created {
+    /// Workspaces they own.
+    pub workspaces: u64,
+    /// Channels they created.
+    pub channels: u64,
+}
+
 /// Queries over the membership projections.
 #[async_trait]
 pub trait ReadModel: Send + Sync + 'static {
@@ -39,6 +48,12 @@ pub trait ReadModel: Send + Sync + 'static {
     /// member is a command (`join`, `invite`, ...), not a socket event.
     /// When refused, `reason` says why (`no such room`, `not a member`).
     async fn may_join(&self, user: &UserId, room: &RoomId) -> Result<JoinDecision, QueryError>;
+    /// The workspaces of each of `users`, as (user, workspace) pairs, in
+    /// one query (the presence publisher's batch).
+    async fn workspaces_of(&self, users: &[UserId]) -> Result<Vec<(UserId, RoomId)>, QueryError>;
+    /// How many workspaces `user` owns and how many channels they created
+    /// (archived ones included): what the creation quotas count.
+    async fn created_by(&self, user: &UserId) -> Result<Created, QueryError>;
     /// The last event sequence the projections applied.
     async fn checkpoint(&self) -> Result<u64, QueryError>;
     /// Waits until the projections applied `seq` (read-your-writes after a

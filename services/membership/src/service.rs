@@ -19,13 +19,18 @@
 //!    pause; then [`ServiceError::Conflict`].
 //! 4. The answer waits until the read model has applied the event
 //!    (read-your-writes), up to [`ServiceSettings::read_your_writes`];
-//!    [`Outcome::projected`] says whether it did.
+//!    [`Outcome::projected`] says whether it did. With a notifier
+//!    ([`MembershipService::with_announced`]) it also waits, within the
+//!    same bound, until the event's room events (`room:left`, ...) are
+//!    stored on the bus: once a kick answers, every gateway's feed has the
+//!    `room:left` that refuses the kicked user's sends.
 //!
 //! Removing a workspace member also takes them out of the workspace's
-//! channels: one `channel.member_left {because: removed_from_workspace}`
-//! per channel, each its own append. A join or invite that raced with such
-//! a removal (decided before it, appended after it) is undone the same way
-//! right after its append.
+//! channels, DMs and group DMs: one `channel.member_left {because:
+//! removed_from_workspace}` (`dm.participant_removed`) per room, each its
+//! own append. A join, invite, channel creation, DM opening or added DM
+//! participant that raced with such a removal (decided before it, appended
+//! after it) is undone the same way right after its append.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +50,18 @@ use crate::health::Health;
 use crate::read_model::{JoinDecision, QueryError, ReadModel};
 use crate::store::{EventStore, StoreError, Stored};
 
+/// The users an event brings into a channel or DM: what a concurrent
+/// workspace removal may have to undo.
+fn joined_by(event: &MembershipEvent) -> Vec<&UserId> {
+    match event {
+        MembershipEvent::ChannelMemberJoined { user, .. }
+        | MembershipEvent::DmParticipantAdded { user, .. } => vec![user],
+        MembershipEvent::ChannelCreated { created_by, .. } => vec![created_by],
+        MembershipEvent::DmOpened { participants, .. } => participants.iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Tunables of [`MembershipService`].
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
@@ -54,6 +71,28 @@ pub struct ServiceSettings {
     pub read_your_writes: Duration,
     /// Aggregates kept in the state cache; beyond it, the cache is cleared.
     pub cache_capacity: usize,
+    /// How many workspaces and channels one user may create.
+    pub quotas: Quotas,
+}
+
+/// How many workspaces and channels one user may create (`[quotas]` of the
+/// membership configuration). Refused beyond with `quota_exceeded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Quotas {
+    /// Workspaces a user may own (`create_workspace` names the owner).
+    pub workspaces_per_user: u64,
+    /// Channels a user may create, archived ones included.
+    pub channels_per_user: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            workspaces_per_user: 100,
+            channels_per_user: 1_000,
+        }
+    }
 }
 
 impl Default for ServiceSettings {
@@ -62,6 +101,7 @@ impl Default for ServiceSettings {
             max_attempts: 8,
             read_your_writes: Duration::from_secs(5),
             cache_capacity: 50_000,
+            quotas: Quotas::default(),
         }
     }
 }
@@ -97,6 +137,19 @@ pub enum ServiceError {
     /// The event store, read model or bus failed; retrying later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// The user already created as many workspaces or channels as the
+    /// quota allows.
+    #[error(
+        "{user} already has {limit} {what}, the most one user may create; archive or remove one, or ask an operator to raise quotas.{what}_per_user"
+    )]
+    QuotaExceeded {
+        /// The user the quota counts for.
+        user: UserId,
+        /// `workspaces` or `channels`.
+        what: &'static str,
+        /// The quota.
+        limit: u64,
+    },
     /// Input outside the command rules (an emit's event name, ...).
     #[error("{field}: {message}")]
     Invalid {
@@ -109,12 +162,13 @@ pub enum ServiceError {
 
 impl ServiceError {
     /// The stable code: a [`CommandError::code`], `conflict`,
-    /// `unavailable` or `invalid`.
+    /// `unavailable`, `quota_exceeded` or `invalid`.
     pub fn code(&self) -> &'static str {
         match self {
             ServiceError::Rejected(e) => e.code(),
             ServiceError::Conflict { .. } => "conflict",
             ServiceError::Unavailable(_) => "unavailable",
+            ServiceError::QuotaExceeded { .. } => "quota_exceeded",
             ServiceError::Invalid { .. } => "invalid",
         }
     }
@@ -180,6 +234,9 @@ pub struct MembershipService {
     settings: ServiceSettings,
     conflicts: AtomicU64,
     health: Health,
+    /// The notifier's progress: the last sequence whose room events are on
+    /// the bus.
+    announced: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl std::fmt::Debug for MembershipService {
@@ -210,6 +267,7 @@ impl MembershipService {
             settings: ServiceSettings::default(),
             conflicts: AtomicU64::new(0),
             health: Health::default(),
+            announced: None,
         }
     }
 
@@ -222,6 +280,13 @@ impl MembershipService {
     /// Replaces the settings.
     pub fn with_settings(mut self, settings: ServiceSettings) -> Self {
         self.settings = settings;
+        self
+    }
+
+    /// Commands also wait (within [`ServiceSettings::read_your_writes`])
+    /// until the notifier whose progress this is announced their events.
+    pub fn with_announced(mut self, announced: tokio::sync::watch::Receiver<u64>) -> Self {
+        self.announced = Some(announced);
         self
     }
 
@@ -255,6 +320,16 @@ impl MembershipService {
             seq = tracing::field::Empty,
         );
         async {
+            // Creations by one user take turns, so the count stays exact.
+            let creator = self.creator(&cmd, actor);
+            let lock = creator.map(|(user, _)| self.lock_for(&RoomId::user(user)));
+            let _turn = match &lock {
+                Some(lock) => Some(lock.lock().await),
+                None => None,
+            };
+            if let Some((user, what)) = creator {
+                self.check_quota(user, what).await?;
+            }
             let id = new_event_id();
             let step = self
                 .step(&aggregate, &id, actor, cmd.workspace_hint(), |facts| {
@@ -276,21 +351,21 @@ impl MembershipService {
                             .await,
                     );
                 }
-                (
-                    Command::JoinChannel { .. } | Command::Invite { .. },
-                    MembershipEvent::ChannelMemberJoined { user, .. },
-                ) => {
-                    if let Some((ws, version)) = decided_on
-                        && let Some(seq) = self
-                            .undo_raced_join(&aggregate, &ws, version, user, actor)
-                            .await
-                    {
-                        last = last.max(seq);
+                (_, event) => {
+                    if let Some((ws, version)) = decided_on {
+                        for user in joined_by(event) {
+                            if let Some(seq) = self
+                                .undo_raced_join(&aggregate, &ws, version, user, actor)
+                                .await
+                            {
+                                last = last.max(seq);
+                            }
+                        }
                     }
                 }
-                _ => {}
             }
             outcome.projected = self.wait_projected(last).await;
+            self.wait_announced(last).await;
             Ok(outcome)
         }
         .instrument(span)
@@ -307,6 +382,15 @@ impl MembershipService {
     /// Rooms the user belongs to (read model).
     pub async fn rooms_of(&self, user: &UserId) -> Result<Vec<RoomId>, ServiceError> {
         Ok(self.read.rooms_of(user).await?)
+    }
+
+    /// The workspaces of each of `users`, as (user, `workspace:` room)
+    /// pairs, in one query (read model).
+    pub async fn workspaces_of(
+        &self,
+        users: &[UserId],
+    ) -> Result<Vec<(UserId, RoomId)>, ServiceError> {
+        Ok(self.read.workspaces_of(users).await?)
     }
 
     /// Members of a room (read model).
@@ -573,6 +657,57 @@ impl MembershipService {
             Err(e) => {
                 tracing::warn!(%channel, error = %e, "cannot re-check the workspace after a join");
                 None
+            }
+        }
+    }
+
+    /// The user a creation counts for, and what it creates.
+    fn creator<'a>(
+        &self,
+        cmd: &'a Command,
+        actor: &'a Actor,
+    ) -> Option<(&'a UserId, &'static str)> {
+        match cmd {
+            Command::CreateWorkspace { owner, .. } => Some((owner, "workspaces")),
+            Command::CreateChannel { .. } => actor.user().map(|u| (u, "channels")),
+            _ => None,
+        }
+    }
+
+    /// Refuses a creation beyond the user's quota (counted on the read
+    /// model, which the previous creation of this user waited for).
+    async fn check_quota(&self, user: &UserId, what: &'static str) -> Result<(), ServiceError> {
+        let created = self.read.created_by(user).await?;
+        let quotas = self.settings.quotas;
+        let (count, limit) = match what {
+            "workspaces" => (created.workspaces, quotas.workspaces_per_user),
+            _ => (created.channels, quotas.channels_per_user),
+        };
+        if count >= limit {
+            return Err(ServiceError::QuotaExceeded {
+                user: user.clone(),
+                what,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits until the notifier announced `seq` (bounded; logged when it
+    /// did not: the command stands, gateways hear of it later).
+    async fn wait_announced(&self, seq: u64) {
+        let Some(mut announced) = self.announced.clone() else {
+            return;
+        };
+        let wait = announced.wait_for(|at| *at >= seq);
+        match tokio::time::timeout(self.settings.read_your_writes, wait).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => {}
+            Err(_) => {
+                tracing::warn!(
+                    seq,
+                    "answering before the notifier announced the change to gateways"
+                );
             }
         }
     }

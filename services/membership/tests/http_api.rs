@@ -30,8 +30,20 @@ fn jwt(user: &str, admin: bool) -> String {
 }
 
 async fn api() -> Api {
+    api_with(confab_membership::service::ServiceSettings::default()).await
+}
+
+async fn api_with(settings: confab_membership::service::ServiceSettings) -> Api {
     let bus = Arc::new(InProcessBus::default());
-    let core = embedded_core(bus.clone()).await;
+    let db = confab_membership::sql::connect("sqlite::memory:")
+        .await
+        .unwrap();
+    let core = confab_membership::app::MembershipCore::embedded(
+        db,
+        bus.clone(),
+        authenticator(),
+        settings,
+    );
     let mut auth = confab_auth::AuthConfig::dev();
     auth.hs256_secret = Some(SECRET.into());
     let config = MembershipConfig {
@@ -688,4 +700,70 @@ async fn slow_request_headers_are_cut_off() {
         "the membership API kept a connection dribbling headers for 6 s"
     );
     stop.cancel();
+#[tokio::test]
+async fn creations_beyond_a_users_quota_are_refused() {
+    use confab_membership::service::{Quotas, ServiceSettings};
+    let settings = ServiceSettings {
+        quotas: Quotas {
+            workspaces_per_user: 2,
+            channels_per_user: 2,
+        },
+        ..ServiceSettings::default()
+    };
+    let api = api_with(settings).await;
+    let workspace = |id: &str, owner: &str| json!({"id": id, "name": id, "owner": owner});
+    for id in ["w1", "w2"] {
+        let (s, b) = api
+            .post("/v1/workspaces", TOKEN, workspace(id, "alice"))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    let (s, b) = api
+        .post("/v1/workspaces", TOKEN, workspace("w3", "alice"))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(code(&b), "quota_exceeded", "{b}");
+    let message = b["error"]["message"].as_str().unwrap();
+    assert!(message.contains("quotas.workspaces_per_user"), "{message}");
+    // The quota is per user.
+    let (s, b) = api
+        .post("/v1/workspaces", TOKEN, workspace("w3", "bob"))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
+    let channel = |id: &str, ws: &str| json!({"id": id, "workspace": ws, "name": id});
+    let alice = jwt("alice", false);
+    for (id, ws) in [("c1", "w1"), ("c2", "w2")] {
+        let (s, b) = api.post("/v1/channels", &alice, channel(id, ws)).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    // Archived channels still count.
+    let (s, b) = api.post("/v1/channels/c1/archive", &alice, json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = api.post("/v1/channels", &alice, channel("c3", "w1")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert_eq!(code(&b), "quota_exceeded", "{b}");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("quotas.channels_per_user"),
+        "{b}"
+    );
+    let (s, b) = api
+        .post("/v1/channels", &jwt("bob", false), channel("c3", "w3"))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    // Nothing of alice's refused creations exists.
+    let (s, b) = api.get("/v1/users/alice/rooms", TOKEN).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let rooms = b.to_string();
+    assert!(
+        rooms.contains("workspace:w1") && rooms.contains("workspace:w2"),
+        "{b}"
+    );
+    assert!(
+        !rooms.contains("workspace:w3") && !rooms.contains("channel:c3"),
+        "{b}"
+    );
 }

@@ -234,8 +234,8 @@ async fn emit_publishes_through_the_bus() {
     }
 }
 
-/// An event store that, right before the first `channel.member_joined` of
-/// `carol` is appended, removes her from the workspace through another
+/// An event store that, right before the first event bringing `carol`
+/// into a channel or DM is appended, removes her from the workspace through another
 /// instance: the join was decided while she was a member.
 struct RaceStore {
     inner: Arc<dyn EventStore>,
@@ -251,10 +251,14 @@ impl EventStore for RaceStore {
         expected: u64,
         event: &confab_events::membership::EventEnvelope,
     ) -> Result<u64, confab_membership::store::StoreError> {
-        if let MembershipEvent::ChannelMemberJoined { user: joining, .. } = &event.event
-            && joining.as_str() == "carol"
-            && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
+        let carol = u("carol");
+        let brings_carol = match &event.event {
+            MembershipEvent::ChannelMemberJoined { user, .. }
+            | MembershipEvent::DmParticipantAdded { user, .. } => *user == carol,
+            MembershipEvent::DmOpened { participants, .. } => participants.contains(&carol),
+            _ => false,
+        };
+        if brings_carol && !self.fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
             let other = self.other.get().unwrap();
             remove_member(other, "carol", "adm").await;
         }
@@ -294,17 +298,7 @@ async fn a_join_racing_a_workspace_removal_is_undone() {
     let (running, _bus) = embedded().await;
     let a = &running.service;
     bootstrap(a).await;
-    let race = Arc::new(RaceStore {
-        inner: Arc::clone(a.store()),
-        other: std::sync::OnceLock::new(),
-        fired: false.into(),
-    });
-    race.other.set(Arc::clone(a)).unwrap();
-    let b = MembershipService::new(
-        race.clone(),
-        Arc::clone(a.read_model()),
-        Arc::clone(a.bus()),
-    );
+    let (b, race) = racing(a);
     // b decides the join while carol is a workspace member; the removal
     // lands before the join's append.
     let out = b
@@ -330,6 +324,75 @@ async fn a_join_racing_a_workspace_removal_is_undone() {
     );
 }
 
+/// Service `b`, whose store removes carol from the workspace (through
+/// `a`) right before b appends the first event that brings her into a
+/// channel or DM; and that store.
+fn racing(a: &Arc<MembershipService>) -> (MembershipService, Arc<RaceStore>) {
+    let race = Arc::new(RaceStore {
+        inner: Arc::clone(a.store()),
+        other: std::sync::OnceLock::new(),
+        fired: false.into(),
+    });
+    race.other.set(Arc::clone(a)).unwrap();
+    let b = MembershipService::new(
+        race.clone(),
+        Arc::clone(a.read_model()),
+        Arc::clone(a.bus()),
+    );
+    (b, race)
+}
+
+#[tokio::test]
+async fn a_dm_opened_or_a_participant_added_racing_a_workspace_removal_is_undone() {
+    for add in [false, true] {
+        let (running, _bus) = embedded().await;
+        let a = &running.service;
+        bootstrap(a).await;
+        if add {
+            let open = Command::OpenDm {
+                dm: confab_events::DmId::parse("d1").unwrap(),
+                workspace: w("w"),
+                participants: vec![u("bob"), u("adm"), u("owner")],
+            };
+            a.execute(open, &user("bob")).await.unwrap();
+        }
+        let (b, race) = racing(a);
+        let command = if add {
+            Command::AddDmParticipant {
+                dm: confab_events::DmId::parse("d1").unwrap(),
+                user: u("carol"),
+            }
+        } else {
+            Command::OpenDm {
+                dm: confab_events::DmId::parse("d1").unwrap(),
+                workspace: w("w"),
+                participants: vec![u("bob"), u("carol")],
+            }
+        };
+        // b decides while carol is a workspace member; the removal lands
+        // before b's append.
+        let out = b.execute(command, &user("bob")).await.unwrap();
+        assert!(race.fired.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(out.projected);
+        let events = a.store().load(&room("dm:d1")).await.unwrap();
+        let last = &events.last().unwrap().envelope.event;
+        assert!(
+            matches!(last, MembershipEvent::DmParticipantRemoved { user, because: LeftBecause::RemovedFromWorkspace, .. } if *user == u("carol")),
+            "add: {add}, last: {last:?}"
+        );
+        assert!(
+            !a.is_member(&u("carol"), &room("dm:d1")).await.unwrap(),
+            "add: {add}"
+        );
+        assert!(
+            !a.rooms_of(&u("carol"))
+                .await
+                .unwrap()
+                .contains(&room("dm:d1"))
+        );
+    }
+}
+
 #[tokio::test]
 async fn presence_queries_reveal_only_workspace_co_members() {
     use confab_contracts::presence::{Heartbeat, LocalPresence};
@@ -349,10 +412,7 @@ async fn presence_queries_reveal_only_workspace_co_members() {
         user: u(name),
         status: PresenceStatus::Online,
     };
-    let hb = Heartbeat {
-        gateway: "gw".into(),
-        users: vec![online("bob"), online("carol"), online("eve")],
-    };
+    let hb = Heartbeat::changes("gw", 1, vec![online("bob"), online("carol"), online("eve")]);
     tracker.heartbeat(&hb).await;
     let asked = [u("carol"), u("eve")];
     let seen = |answer: std::collections::BTreeMap<String, PresenceStatus>| {

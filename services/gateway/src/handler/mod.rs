@@ -26,7 +26,7 @@ use crate::engine::{
     IncomingEvent, SocketRef,
 };
 use crate::features::history::{self, MessageCalls};
-use crate::features::membership::{self, Membership};
+use crate::features::membership::{self, AccessCache, CacheLimits, Membership};
 use crate::features::messages::{Bucket, Messenger};
 use crate::features::presence::{self, LocalPresence};
 use crate::features::recovery::{Recovery, Tracked};
@@ -69,6 +69,8 @@ pub(crate) struct HandlerDeps {
     pub(crate) cors: CorsConfig,
     /// The membership authority.
     pub(crate) membership: Arc<dyn Membership>,
+    /// Bounds of the cached view of the authority for writes and joins.
+    pub(crate) access: CacheLimits,
     /// Local rooms and the bus.
     pub(crate) hub: Arc<Hub>,
     /// The gateway's metrics.
@@ -90,6 +92,7 @@ pub(crate) struct ConfabHandler {
     verifier: Verifier,
     cors: CorsConfig,
     membership: Arc<dyn Membership>,
+    access: Arc<AccessCache>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
     messenger: Messenger,
@@ -136,6 +139,7 @@ impl ConfabHandler {
             verifier,
             cors,
             membership,
+            access,
             hub,
             metrics,
             messages,
@@ -144,13 +148,16 @@ impl ConfabHandler {
             recovery,
             limits,
         } = deps;
+        let access = Arc::new(AccessCache::new(Arc::clone(&membership), access));
+        hub.observe(Arc::clone(&access) as _);
         Self {
             per_user: Counter::new(limits.connections_per_user),
             limits,
             verifier,
             cors,
-            messenger: Messenger::new(Arc::clone(&hub), Arc::clone(&membership), messages),
+            messenger: Messenger::new(Arc::clone(&hub), Arc::clone(&access), messages),
             membership,
+            access,
             hub,
             metrics,
             presence,
@@ -181,8 +188,7 @@ impl ConfabHandler {
         if let Err(reply) = self.room_for_one_more(socket, &session.user, req) {
             return reply;
         }
-        let joined =
-            membership::join(&*self.membership, &self.hub, socket, &session.user, req).await;
+        let joined = membership::join(&self.access, &self.hub, socket, &session.user, req).await;
         self.room_changed(session, joined, true).await
     }
 

@@ -15,7 +15,7 @@ use super::entities::{
     channel_members, channels, dm_participants, dms, workspace_members, workspaces,
 };
 use super::projector::PROJECTION_NAME;
-use crate::read_model::{JoinDecision, QueryError, ReadModel};
+use crate::read_model::{Created, JoinDecision, QueryError, ReadModel};
 
 /// How often `wait_for` re-reads the checkpoint when nothing signals
 /// progress (no projector in this process).
@@ -240,6 +240,43 @@ impl ReadModel for SqlReadModel {
             allowed: false,
             reason: Some(reason),
             read_only: false,
+        })
+    }
+
+    async fn workspaces_of(&self, users: &[UserId]) -> Result<Vec<(UserId, RoomId)>, QueryError> {
+        let ids: Vec<&str> = users.iter().map(UserId::as_str).collect();
+        let rows: Vec<(String, String)> = workspace_members::Entity::find()
+            .select_only()
+            .column(workspace_members::Column::UserId)
+            .column(workspace_members::Column::WorkspaceId)
+            .filter(workspace_members::Column::UserId.is_in(ids))
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(unavailable)?;
+        rows.into_iter()
+            .map(|(user, ws)| {
+                let user = UserId::parse(&user)
+                    .map_err(|e| QueryError::Unavailable(format!("bad user id {user:?}: {e}")))?;
+                Ok((user, room(RoomKind::Workspace, &ws)?))
+            })
+            .collect()
+    }
+
+    async fn created_by(&self, user: &UserId) -> Result<Created, QueryError> {
+        let workspaces = workspaces::Entity::find()
+            .filter(workspaces::Column::Owner.eq(user.as_str()))
+            .count(&self.db)
+            .await
+            .map_err(unavailable)?;
+        let channels = channels::Entity::find()
+            .filter(channels::Column::CreatedBy.eq(user.as_str()))
+            .count(&self.db)
+            .await
+            .map_err(unavailable)?;
+        Ok(Created {
+            workspaces,
+            channels,
         })
     }
 

@@ -54,7 +54,7 @@ impl Drop for Running {
     }
 }
 
-fn authenticator() -> Authenticator {
+pub fn authenticator() -> Authenticator {
     let mut auth = confab_auth::AuthConfig::dev();
     auth.hs256_secret = Some(SECRET.into());
     Authenticator::new(

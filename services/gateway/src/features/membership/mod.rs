@@ -5,8 +5,11 @@
 //! the [`Membership`] port. [`StaticMembership`] (`memory.rs`) is the
 //! in-process adapter used by tests and static setups, [`NatsMembership`]
 //! (`nats.rs`) asks the membership service over NATS; the all-in-one
-//! process plugs in its embedded service.
+//! process plugs in its embedded service. [`AccessCache`] (`cache.rs`) is
+//! the gateway's view of the authority for writes, kept current by
+//! membership events.
 
+mod cache;
 mod memory;
 mod nats;
 
@@ -16,6 +19,7 @@ use async_trait::async_trait;
 use confab_events::socket::{RoomAck, RoomRequest};
 use confab_events::{RoomId, UserId};
 
+pub(crate) use cache::{AccessCache, CacheLimits};
 pub use memory::StaticMembership;
 pub(crate) use nats::NatsMembership;
 
@@ -101,23 +105,39 @@ pub(crate) fn room_ok(room: &RoomId) -> Reply {
 
 /// Handles `room:join`: asks the authority, then puts the socket in the
 /// room. Returns the room joined (the caller acks it with [`room_ok`]).
+///
+/// A kick can land between the authority's answer and the socket's move:
+/// its `room:left` then finds no socket to take out. So when a membership
+/// change of the user came in meanwhile, the join asks again and undoes
+/// itself if the user may no longer read the room.
 pub(crate) async fn join(
-    membership: &dyn Membership,
+    access: &AccessCache,
     hub: &Arc<Hub>,
     socket: &SocketRef,
     user: &UserId,
     req: &RoomRequest,
 ) -> Result<RoomId, Reply> {
     let room = parse_room(req)?;
-    match membership.may_join(user, &room).await {
-        Ok(Access::Allowed | Access::ReadOnly(_)) => {}
-        Ok(Access::Refused(reason)) => return Err(Reply::error(Code::Forbidden, reason)),
-        Err(e) => return Err(Reply::error(Code::Unavailable, e.to_string())),
-    }
+    let before = access.generation(user);
+    may_read(access.ask(user, &room).await)?;
     hub.join(&room, socket)
         .await
         .map_err(|e| Reply::error(Code::Unavailable, e.to_string()))?;
+    if access.generation(user) != before
+        && let Err(refusal) = may_read(access.recheck(user, &room).await)
+    {
+        hub.leave(&room, socket.conn());
+        return Err(refusal);
+    }
     Ok(room)
+}
+
+fn may_read(answer: Result<Access, MembershipError>) -> Result<(), Reply> {
+    match answer {
+        Ok(Access::Allowed | Access::ReadOnly(_)) => Ok(()),
+        Ok(Access::Refused(reason)) => Err(Reply::error(Code::Forbidden, reason)),
+        Err(e) => Err(Reply::error(Code::Unavailable, e.to_string())),
+    }
 }
 
 /// Handles `room:leave`: takes the socket out of the room, never out of

@@ -3,9 +3,12 @@
 //!
 //! Authorized twice: the socket must be in the room (local state, cheap),
 //! and the membership authority must still count the author as a member of
-//! a writable room (asked per send, after the rate limits, so a kick, a
-//! workspace removal or an archive applies at once on every gateway, even
-//! when a `room:left` notification is late or lost).
+//! a writable room. The authority's answer comes from the gateway's
+//! [`AccessCache`] (after the rate limits): filled from the membership
+//! service on a miss, kept current by the membership events every gateway
+//! of the user receives (a kick, a workspace removal or an archive applies
+//! as soon as its `room:left` / `channel:archived` arrives), and still used
+//! while the membership service is down.
 //!
 //! The ack (`{id, seq, createdAt}`) is sent only after the bus stored the
 //! `message:new` event (JetStream PubAck, or the all-in-one's in-process
@@ -28,7 +31,7 @@ pub(crate) use ratelimit::Bucket;
 
 use crate::config::MessageSettings;
 use crate::engine::SocketRef;
-use crate::features::membership::{Access, Membership};
+use crate::features::membership::{Access, AccessCache};
 use crate::hub::Hub;
 use crate::reply::{Code, Reply};
 
@@ -38,7 +41,7 @@ const MAX_CLIENT_MSG_ID: usize = 64;
 /// Sends chat messages for the sockets of this gateway.
 pub(crate) struct Messenger {
     hub: Arc<Hub>,
-    membership: Arc<dyn Membership>,
+    access: Arc<AccessCache>,
     settings: MessageSettings,
     users: DashMap<UserId, Bucket>,
 }
@@ -65,15 +68,11 @@ fn new_message_id() -> String {
 }
 
 impl Messenger {
-    /// A messenger over the hub's bus, authorizing with `membership`.
-    pub(crate) fn new(
-        hub: Arc<Hub>,
-        membership: Arc<dyn Membership>,
-        settings: MessageSettings,
-    ) -> Self {
+    /// A messenger over the hub's bus, authorizing with `access`.
+    pub(crate) fn new(hub: Arc<Hub>, access: Arc<AccessCache>, settings: MessageSettings) -> Self {
         Self {
             hub,
-            membership,
+            access,
             settings,
             users: DashMap::new(),
         }
@@ -84,10 +83,13 @@ impl Messenger {
         Bucket::new(self.settings.conn_rate_per_sec, self.settings.conn_burst)
     }
 
-    /// Forgets a user's bucket once none of their sockets is here.
+    /// Forgets a user's bucket and cached access once none of their
+    /// sockets is here (no membership event of theirs reaches this gateway
+    /// any more).
     pub(crate) fn forget_if_gone(&self, user: &UserId) {
         if self.hub.members(&RoomId::user(user)) == 0 {
             self.users.remove(user);
+            self.access.forget(user);
         }
     }
 
@@ -136,12 +138,13 @@ impl Messenger {
         Ok(room)
     }
 
-    /// Asks the authority whether `author` may still write in `room`.
+    /// Whether `author` may still write in `room`, as the authority (or
+    /// the cached view of it) says.
     async fn authorize(&self, author: &UserId, room: &RoomId) -> Result<(), Reply> {
-        match self.membership.may_join(author, room).await {
-            Ok(Access::Allowed) => Ok(()),
-            Ok(Access::ReadOnly(reason)) => Err(Reply::error(Code::Archived, reason)),
-            Ok(Access::Refused(reason)) => Err(Reply::error(Code::Forbidden, reason)),
+        match self.access.check(author, room).await {
+            Ok((Access::Allowed, _)) => Ok(()),
+            Ok((Access::ReadOnly(reason), _)) => Err(Reply::error(Code::Archived, reason)),
+            Ok((Access::Refused(reason), _)) => Err(Reply::error(Code::Forbidden, reason)),
             Err(e) => Err(Reply::error(
                 Code::Unavailable,
                 format!("{e}; the message was not stored, retry with the same clientMsgId"),
