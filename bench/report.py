@@ -96,8 +96,14 @@ def cpu_cell(cpu):
     return cell + ")"
 
 
-def by(runs, scenario, label):
-    return [r for r in runs if r.get("scenario") == scenario and r.get("label") == label]
+def transport(r):
+    """A run's client transport (runs from before `--transport`: WebSocket)."""
+    return r.get("transport", "websocket")
+
+
+def by(runs, scenario, label, over="websocket"):
+    return [r for r in runs
+            if r.get("scenario") == scenario and r.get("label") == label and transport(r) == over]
 
 
 def plots(run, runs):
@@ -153,6 +159,29 @@ def plots(run, runs):
     plt.close(fig)
     out.append(os.path.basename(path))
     return out
+
+
+def polling_rows(runs, row, ratio):
+    """Summary rows of scenario 5 (long-polling clients), Confab against the
+    baseline's own polling, next to the WebSocket rows above."""
+    for n in sorted({r.get("connections") for r in runs
+                     if r.get("scenario") == "idle" and transport(r) == "polling"}):
+        c = next((r for r in by(runs, "idle", "confab", "polling") if r.get("connections") == n), {})
+        b = next((r for r in by(runs, "idle", "baseline", "polling") if r.get("connections") == n), {})
+        per_c, per_b = c.get("server_rss_bytes_per_conn"), b.get("server_rss_bytes_per_conn")
+        row(f"polling: idle {n:,} sessions: RSS per session, KiB",
+            fmt(per_c and per_c / 1024, 2), fmt(per_b and per_b / 1024, 2), ratio(per_c, per_b))
+    fc = (by(runs, "fanout", "confab", "polling") or [None])[0]
+    fb = (by(runs, "fanout", "baseline", "polling") or [None])[0]
+    if fc or fb:
+        kept = [sustained(f) if f else None for f in (fc, fb)]
+        xs = [k["delivered_per_sec"] if k else None for k in kept]
+        row("polling: fan-out deliveries/s of the highest step kept up", fmt(xs[0], 0), fmt(xs[1], 0),
+            ratio(xs[0], xs[1]))
+        most = [max((s["delivered_per_sec"] for s in f["steps"]), default=None) if f else None for f in (fc, fb)]
+        row("polling: fan-out most deliveries/s in any step", fmt(most[0], 0), fmt(most[1], 0),
+            ratio(most[0], most[1]))
+        row("polling: fan-out lost messages", fmt(fc and fc["lost"]), fmt(fb and fb["lost"]))
 
 
 def report(run):
@@ -225,7 +254,8 @@ def report(run):
         row("fan-out: load generator CPU per delivery, µs", fmt(lgc[0], 2), fmt(lgc[1], 2), "", fmt(lgc[2], 2))
     if fc and fb:
         row("fan-out: lost messages", fmt(fc["lost"]), fmt(fb["lost"]), "", fmt(fz and fz["lost"]))
-    for n in sorted({r.get("connections") for r in runs if r.get("scenario") == "idle"}):
+    for n in sorted({r.get("connections") for r in runs
+                     if r.get("scenario") == "idle" and transport(r) == "websocket"}):
         ic = [r for r in by(runs, "idle", "confab") if r.get("connections") == n]
         ib = [r for r in by(runs, "idle", "baseline") if r.get("connections") == n]
         c = ic[0] if ic else {}
@@ -242,6 +272,7 @@ def report(run):
         ac, ab = pc.get('acked_per_sec'), pb.get('acked_per_sec')
         row("acked `message:send`/s, one server process", fmt(ac, 0), fmt(ab, 0), ratio(ac, ab))
         row("… ack p99, ms", fmt(pc.get('ack', {}).get('p99_ms')), fmt(pb.get('ack', {}).get('p99_ms')))
+    polling_rows(runs, row, ratio)
     if fz:
         w("\n" + CEILING_NOTE)
     w("")
@@ -250,10 +281,13 @@ def report(run):
 
     # Fan-out detail.
     w("## 1. Fan-out\n")
-    for fan in (fc, fb, fz):
+    fpc = (by(runs, "fanout", "confab", "polling") or [None])[0]
+    fpb = (by(runs, "fanout", "baseline", "polling") or [None])[0]
+    for fan in (fc, fb, fz, fpc, fpb):
         if not fan:
             continue
-        w(f"### {fan['label']}: {fan['clients']:,} clients, {fan['rooms']} rooms of {fan['room_size']}, "
+        over = " over long-polling" if transport(fan) == "polling" else ""
+        w(f"### {fan['label']}{over}: {fan['clients']:,} clients, {fan['rooms']} rooms of {fan['room_size']}, "
           f"{fan['publishers']} publishers, {fan['step_secs']} s steps\n")
         w(f"Connected {fan['connected']:,} in {fan['connect_secs']:.1f} s (failed {fan['connect_failed']}). "
           f"Stopped: {fan['stopped_because']}. Lost: **{fan['lost']}** (on clients the server dropped: "
@@ -276,15 +310,17 @@ def report(run):
 
     # Idle detail.
     w("## 2. Idle connections\n")
-    w("| system | connections | server processes | connected | failed | handshake time, s | handshakes/s | server RSS growth, MiB | per connection, KiB | load generator RSS, MiB | dropped while idle |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in sorted([r for r in runs if r.get("scenario") == "idle"], key=lambda r: (r["connections"], r["label"])):
-        w(f"| {r['label']} | {r['connections']:,} | {r['targets']} | {r['connected']:,} | {r['failed']} | "
+    w("| system | transport | connections | server processes | connected | failed | handshake time, s | handshakes/s | server RSS growth, MiB | per connection, KiB | load generator RSS, MiB | dropped while idle |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    idle_runs = [r for r in runs if r.get("scenario") == "idle" and "error" not in r]
+    for r in sorted(idle_runs, key=lambda r: (transport(r), r["connections"], r["label"])):
+        w(f"| {r['label']} | {transport(r)} | {r['connections']:,} | {r['targets']} | {r['connected']:,} | {r['failed']} | "
           f"{r['handshake_secs']:.1f} | {r['handshakes_per_sec']:,.0f} | {r['server_rss_delta_kib'] / 1024:,.1f} | "
           f"{r['server_rss_bytes_per_conn'] / 1024:.2f} | {r['loadgen_rss_kib'] / 1024:,.1f} | {r['dropped_while_idle']} |")
     w("\nRSS per connection = growth of the server processes' VmRSS between before the first handshake and "
       "3 s after the last, divided by the connections. Confab verifies the JWT and asks the membership "
-      "service for the user's rooms at every handshake; the baseline verifies the JWT.\n")
+      "service for the user's rooms at every handshake; the baseline verifies the JWT. A polling session "
+      "holds one GET (its HTTP connection included) and no POST connection while idle.\n")
 
     # Publish detail.
     w("## 4. Durable publish\n")

@@ -23,8 +23,10 @@
 #   baseline 3361-3366 (BENCH_BASELINE_BASE), ceiling 3370
 #   (BENCH_CEILING_PORT). Redis: BENCH_REDIS_URL
 #   (redis://127.0.0.1:6379, must run already).
-# BENCH_SCENARIOS picks scenarios (default "fanout publish idle recovery"),
-# e.g. BENCH_SCENARIOS=recovery bench/run.sh full.
+# BENCH_SCENARIOS picks scenarios (default "fanout publish idle polling
+# recovery"), e.g. BENCH_SCENARIOS=recovery bench/run.sh full. `polling`
+# runs idle sessions and the fan-out again with HTTP long-polling clients
+# (the load generator's --transport polling), Confab and baseline.
 set -euo pipefail
 
 MODE="${1:-full}"
@@ -44,7 +46,7 @@ GW_BASE="${BENCH_GATEWAY_BASE:-3351}"
 NODE_BASE="${BENCH_BASELINE_BASE:-3361}"
 CEILING_PORT="${BENCH_CEILING_PORT:-3370}"
 REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
-SCENARIOS=" ${BENCH_SCENARIOS:-fanout publish idle recovery} "
+SCENARIOS=" ${BENCH_SCENARIOS:-fanout publish idle polling recovery} "
 want() { [[ "$SCENARIOS" == *" $1 "* ]]; }
 GW=() NODE=()
 for i in 0 1 2 3 4 5; do GW+=($((GW_BASE + i))); NODE+=($((NODE_BASE + i))); done
@@ -64,12 +66,14 @@ if [ "$MODE" = full ]; then
   IDLE_SIZES="10000 19000" IDLE_BIG=100000 MAX_PER_PROC=19000 HOLD=10
   PUB_N=50 PUB_SECS=10
   REC_SESSIONS=10000 REC_MISSED=1000
+  POLL_IDLE=10000
 else
   FAN_CLIENTS=1000 FAN_ROOMS=10 ROOM_SIZE=100
   FAN_RATES="20,50,100" STEP_SECS=3
   IDLE_SIZES="1000" IDLE_BIG=3000 MAX_PER_PROC=1000 HOLD=2
   PUB_N=10 PUB_SECS=3
   REC_SESSIONS=500 REC_MISSED=1000
+  POLL_IDLE=1000
 fi
 
 # --- processes --------------------------------------------------------------
@@ -287,6 +291,22 @@ BIG=(idle --connections "$IDLE_BIG" --hold-secs "$HOLD" --max-per-process "$MAX_
 lg confab "${BIG[@]}" --url "$(urls "${GW[@]}")" --watch "$GW6_WATCH" --server-prefix gateway
 lg baseline "${BIG[@]}" --url "$(urls "${NODE[@]}")" --watch "${NODE6_WATCH#,}" --server-prefix node
 for i in 3 4 5 6; do eval "stop_pid \$PID_GW$i; stop_pid \$PID_NODE$i"; done
+fi
+
+# --- scenario 5: long-polling (issue #13) -----------------------------------
+# The same load generator with raw Engine.IO polling clients (a held GET
+# each, POSTs on a second connection, never upgraded): memory per idle
+# polling session next to the WebSocket rows of scenario 2, and the fan-out
+# over polling. Both systems serve polling from each process (no
+# stickiness is needed: every client talks to one process).
+if want polling; then
+  restart_servers
+  IDLE=(idle --transport polling --connections "$POLL_IDLE" --hold-secs "$HOLD" --max-per-process "$MAX_PER_PROC" --prefix i)
+  lg confab "${IDLE[@]}" --url "$(urls "${GW[0]}")" --watch "$CONFAB_WATCH" --server-prefix gateway-1
+  lg baseline "${IDLE[@]}" --url "$(urls "${NODE[0]}")" --watch "$NODE_WATCH" --server-prefix node-1
+  FAN=(fanout --transport polling --clients "$FAN_CLIENTS" --room-size "$ROOM_SIZE" --rates "$FAN_RATES" --step-secs "$STEP_SECS" --prefix f)
+  lg confab "${FAN[@]}" --url "$(urls "${GW[0]}" "${GW[1]}")" --watch "$CONFAB_WATCH"
+  lg baseline "${FAN[@]}" --url "$(urls "${NODE[0]}" "${NODE[1]}")" --watch "$NODE_WATCH"
 fi
 
 # --- scenario 3: recovery (issue #5) ----------------------------------------

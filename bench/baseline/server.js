@@ -31,7 +31,9 @@ async function main() {
   const subClient = pubClient.duplicate();
   await Promise.all([pubClient.connect(), subClient.connect()]);
 
-  const io = new Server({ transports: ["websocket"], serveClient: false });
+  // Long-polling too (scenario 5): each load-generator client talks to one
+  // process, so no sticky sessions are needed.
+  const io = new Server({ transports: ["polling", "websocket"], serveClient: false });
   io.adapter(createAdapter(pubClient, subClient));
 
   io.use((socket, next) => {

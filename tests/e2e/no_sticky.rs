@@ -1,6 +1,7 @@
 //! Long-polling without sticky sessions: two gateways on one NATS, behind
 //! a [`RoundRobin`] balancer that sends every request to the next gateway.
-//! A request for a session another gateway owns is forwarded there.
+//! A request for a session another gateway owns is forwarded there; a
+//! WebSocket upgrade for it is relayed.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::Cluster;
 use crate::polling::Suite;
-use crate::polling_client::{alice_types_to_bob, exchange, polling_only, seed};
+use crate::polling_client::{alice_types_to_bob, exchange, polling_only, seed, transport};
 use crate::recovery::{GatewayProcess, bodies, receive_in_order, send};
 use crate::round_robin::RoundRobin;
 use crate::support::*;
@@ -55,14 +56,162 @@ async fn the_seed_options_behind_a_round_robin_balancer_connect_and_exchange_eve
     node.expect("alice", is_type("connect"), T).await;
     node.expect("bob", is_type("connect"), T).await;
     exchange(&node, 0..5, &["bob", "alice"]).await;
-    // Whether an upgrade landed on the owner (WebSocket) or elsewhere
-    // (refused: the client stays on polling), events keep flowing.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Whether an upgrade landed on the owner or on the other gateway
+    // (relayed), both end up on WebSocket and events keep flowing.
+    for who in ["alice", "bob"] {
+        on_websocket(&node, who).await;
+    }
     exchange(&node, 5..10, &["bob", "alice"]).await;
     node.expect_none("bob", is_type("disconnect"), Duration::ZERO)
         .await;
     node.expect_none("alice", is_type("disconnect"), Duration::ZERO)
         .await;
+}
+
+/// Waits until `who`'s Engine.IO transport is the WebSocket.
+async fn on_websocket(node: &NodeClient, who: &str) {
+    let start = tokio::time::Instant::now();
+    while transport(node, who).await != "websocket" {
+        assert!(start.elapsed() < T, "{who} never upgraded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The polling sessions gateway `i` owns (upgraded ones included).
+async fn polling_sessions(c: &Cluster, i: usize) -> u64 {
+    let ready: Value = reqwest::get(format!("{}/readyz", c.gateway_url(i)))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    ready["polling_sessions"].as_u64().unwrap()
+}
+
+/// `who` sends `body` to #general and gets its ack.
+async fn say(node: &NodeClient, who: &str, body: &str, id: &str) {
+    let msg = json!({ "room": "channel:general", "body": body, "clientMsgId": id });
+    let ack = node
+        .emit_with_ack(who, "message:send", vec![msg], T)
+        .await
+        .unwrap();
+    assert!(ack[0]["id"].is_string(), "{ack:?}");
+}
+
+#[tokio::test]
+async fn an_upgrade_landing_on_a_gateway_that_does_not_own_the_session_is_relayed() {
+    let (c, lb) = balanced().await;
+    // Every WebSocket goes to gateway 1; bob's handshake, the balancer's
+    // first request, to gateway 0: his upgrade is relayed.
+    lb.websockets_to(Some(c.gateways[1].0));
+    let node = NodeClient::spawn().await;
+    node.connect("bob", &lb.url(), seed(&token("bob"))).await;
+    node.expect("bob", is_type("connect"), T).await;
+    // alice sends at once, while bob's upgrade may be under way.
+    connect_as(&node, "alice", "alice", &c.gateway_url(1)).await;
+    exchange(&node, 0..5, &["bob", "alice"]).await;
+    on_websocket(&node, "bob").await;
+    assert_eq!(
+        polling_sessions(&c, 0).await,
+        1,
+        "gateway 0 owns bob's session"
+    );
+    assert_eq!(polling_sessions(&c, 1).await, 0);
+    // Both ways, in order, with a user of the other gateway (alice's send
+    // rate limit allows a burst of 20).
+    exchange(&node, 5..15, &["bob", "alice"]).await;
+    for i in 0..10 {
+        say(&node, "bob", &format!("from bob {i}"), &format!("b{i}")).await;
+    }
+    for who in ["alice", "bob"] {
+        for i in 0..10 {
+            let ev = node.expect(who, is_event("message:new"), T).await;
+            assert_eq!(ev["args"][0]["body"], format!("from bob {i}"), "{who}");
+        }
+    }
+    alice_types_to_bob(&node).await;
+    assert_eq!(transport(&node, "bob").await, "websocket");
+    node.expect_none("bob", is_type("disconnect"), Duration::ZERO)
+        .await;
+}
+
+#[tokio::test]
+async fn a_relaying_gateway_killed_ends_the_session_and_the_client_recovers() {
+    let c = Cluster::start(1).await;
+    c.workspace_with_general(&["bob"]).await;
+    let mut doomed = GatewayProcess::start(&c.nats.url()).await;
+    let lb = RoundRobin::start(vec![c.gateways[0].0, doomed.addr]).await;
+    lb.websockets_to(Some(doomed.addr));
+    let node = NodeClient::spawn().await;
+    node.connect("bob", &lb.url(), seed(&token("bob"))).await;
+    node.expect("bob", is_type("connect"), T).await;
+    on_websocket(&node, "bob").await;
+    assert_eq!(
+        polling_sessions(&c, 0).await,
+        1,
+        "gateway 0 owns bob's session"
+    );
+    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
+    for i in 0..=2 {
+        send(&node, "alice", i).await;
+    }
+    let last = receive_in_order(&node, "bob", &bodies(0..=2), 0).await;
+    doomed.kill().await;
+    lb.set_targets(vec![c.gateways[0].0]);
+    lb.websockets_to(None);
+    for i in 3..=6 {
+        send(&node, "alice", i).await;
+    }
+    // The owner's session ended with the relay; bob reconnects, recovers,
+    // and gets every acked message once, in order.
+    node.expect("bob", is_type("disconnect"), T).await;
+    let back = node.expect("bob", is_type("connect"), T).await;
+    assert_eq!(back["recovered"], true, "{back}");
+    receive_in_order(&node, "bob", &bodies(3..=6), last).await;
+    let start = tokio::time::Instant::now();
+    while polling_sessions(&c, 0).await > 1 {
+        assert!(start.elapsed() < T, "the relayed session never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_get_answer_near_max_payload_is_forwarded_whole() {
+    let c = Cluster::start_tweaked(2, None, |cfg| {
+        cfg.messages.max_body_bytes = cfg.engine.max_payload;
+    })
+    .await;
+    c.workspace_with_general(&["bob"]).await;
+    let (owner, other) = (gateway(&c, 0), gateway(&c, 1));
+    let sid = owner.session().await;
+    assert_eq!(
+        owner.post(&sid, &connect_packet("bob")).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = other.get(other.polling(&sid)).await;
+    assert!(
+        status == StatusCode::OK && body.starts_with("40{"),
+        "{body}"
+    );
+    let node = NodeClient::spawn().await;
+    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
+    // Every quote is escaped once in the Socket.IO packet: ~960 kB, just
+    // under maxPayload; escaped again into JSON it would be ~1.9 MB.
+    let big = "\"".repeat(480_000);
+    say(&node, "alice", &big, "big").await;
+    let mut seen = String::new();
+    while !seen.contains("message:new") {
+        let (status, body) = other.get(other.polling(&sid)).await;
+        assert_eq!(status, StatusCode::OK, "{}", &body[..body.len().min(200)]);
+        seen = body;
+    }
+    assert!(seen.len() > 960_000, "{}", seen.len());
+    let packet = seen
+        .split('\u{1e}')
+        .find(|p| p.contains("message:new"))
+        .unwrap();
+    let event: Value = serde_json::from_str(packet.strip_prefix("42").unwrap()).unwrap();
+    assert_eq!(event[1]["body"].as_str().unwrap().len(), big.len());
 }
 
 fn gateway(c: &Cluster, i: usize) -> Suite {
@@ -145,7 +294,6 @@ async fn a_session_of_a_gone_gateway_is_unknown_at_once() {
 
 #[tokio::test]
 async fn a_forwarded_answer_never_acknowledged_goes_back_to_the_session() {
-    use confab_contracts::gateway::{GatewayName, PollAnswer, PollRequest};
     let c = Cluster::start(1).await;
     let owner = gateway(&c, 0);
     let sid = owner.session().await;
@@ -155,34 +303,78 @@ async fn a_forwarded_answer_never_acknowledged_goes_back_to_the_session() {
     );
     // A forwarder that gets the answer and dies before its ack.
     let nats = async_nats::connect(c.nats.url()).await.unwrap();
-    let name = GatewayName::parse(sid.split_once('.').unwrap().0).unwrap();
-    let request = PollRequest {
-        sid: sid.clone(),
-        control: nats.new_inbox(),
-    };
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(
-        confab_contracts::AUTHORIZATION_HEADER,
-        format!("Bearer {}", crate::cluster::SERVICE_TOKEN).as_str(),
-    );
-    let reply = nats
-        .request_with_headers(
-            name.poll_subject(),
-            headers,
-            serde_json::to_vec(&request).unwrap().into(),
-        )
-        .await
-        .unwrap();
-    let answer: PollAnswer = serde_json::from_slice(&reply.payload).unwrap();
-    let PollAnswer::Payload(lost) = answer else {
-        panic!("{answer:?}");
-    };
+    let (lost, _control) = forwarded_get(&nats, &sid).await;
     assert!(lost.starts_with("40{"), "{lost}");
     drop(nats);
     // The owner put the packets back: the next GET gets them.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let (status, body) = owner.get(owner.polling(&sid)).await;
     assert_eq!((status, body), (StatusCode::OK, lost));
+}
+
+/// A forwarded GET for `sid` made by the test itself, as a forwarding
+/// gateway would: the owner's answer and the control subject to confirm
+/// it on.
+async fn forwarded_get(nats: &async_nats::Client, sid: &str) -> (String, String) {
+    use confab_contracts::gateway::{GatewayName, PollAnswer, PollRequest};
+    let name = GatewayName::parse(sid.split_once('.').unwrap().0).unwrap();
+    let control = nats.new_inbox();
+    let request = PollRequest {
+        sid: sid.to_owned(),
+        control: control.clone(),
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        confab_contracts::AUTHORIZATION_HEADER,
+        format!("Bearer {}", crate::cluster::SERVICE_TOKEN).as_str(),
+    );
+    let body = serde_json::to_vec(&request).unwrap().into();
+    let reply = nats
+        .request_with_headers(name.poll_subject(), headers, body)
+        .await
+        .unwrap();
+    let answer = PollAnswer::decode(reply.headers.as_ref(), reply.payload).unwrap();
+    let PollAnswer::Payload(payload) = answer else {
+        panic!("{answer:?}");
+    };
+    (String::from_utf8(payload.to_vec()).unwrap(), control)
+}
+
+#[tokio::test]
+async fn a_get_during_the_owners_ack_wait_is_the_clients_next_get() {
+    let c = Cluster::start(1).await;
+    let owner = gateway(&c, 0);
+    let sid = owner.session().await;
+    assert_eq!(
+        owner.post(&sid, &connect_packet("alice")).await,
+        (StatusCode::OK, "ok".into())
+    );
+    let nats = async_nats::connect(c.nats.url()).await.unwrap();
+    let (answer, control) = forwarded_get(&nats, &sid).await;
+    assert!(answer.starts_with("40{"), "{answer}");
+    // The client saw that answer; its next GET reaches the owner before
+    // the forwarder's ack does.
+    let next = tokio::spawn({
+        let url = owner.polling(&sid);
+        let http = owner.http.clone();
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!next.is_finished(), "no overlap: it waits for the ack");
+    nats.publish(control, confab_contracts::gateway::ACK.into())
+        .await
+        .unwrap();
+    nats.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!next.is_finished(), "the acked packets are gone");
+    // The client closes: the held GET ends with a noop, the session was
+    // never ended by an overlap.
+    assert_eq!(owner.post(&sid, "1").await, (StatusCode::OK, "ok".into()));
+    let (status, body) = tokio::time::timeout(T, next).await.unwrap().unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "6"));
 }
 
 #[tokio::test]

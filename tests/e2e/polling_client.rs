@@ -39,7 +39,7 @@ fn send(room: &str, body: &str, id: &str) -> Value {
     json!({ "room": room, "body": body, "clientMsgId": id })
 }
 
-async fn transport(node: &NodeClient, socket: &str) -> String {
+pub async fn transport(node: &NodeClient, socket: &str) -> String {
     node.state(socket).await["transport"]
         .as_str()
         .unwrap_or_default()

@@ -2,6 +2,8 @@
 //! Every HTTP request (and every WebSocket) goes to the next gateway in
 //! turn, on a connection of its own: the answer says `Connection: close`,
 //! so a client's next request is a new connection, hence the next gateway.
+//! A test may send every WebSocket to one gateway instead
+//! ([`RoundRobin::websockets_to`]), e.g. one that owns no session.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +18,7 @@ pub struct RoundRobin {
     /// How many requests went through.
     pub requests: Arc<AtomicUsize>,
     targets: Arc<Mutex<Vec<SocketAddr>>>,
+    websockets: Arc<Mutex<Option<SocketAddr>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -27,15 +30,18 @@ impl RoundRobin {
         let counter = Arc::clone(&requests);
         let targets = Arc::new(Mutex::new(targets));
         let shared = Arc::clone(&targets);
+        let websockets = Arc::new(Mutex::new(None));
+        let ws_shared = Arc::clone(&websockets);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
                 let targets = shared.lock().unwrap().clone();
+                let ws = *ws_shared.lock().unwrap();
                 let counter = Arc::clone(&counter);
                 tokio::spawn(async move {
-                    let _ = relay(client, &targets, &counter).await;
+                    let _ = relay(client, &targets, ws, &counter).await;
                 });
             }
         });
@@ -43,8 +49,14 @@ impl RoundRobin {
             addr,
             requests,
             targets,
+            websockets,
             task,
         }
+    }
+
+    /// Sends every WebSocket to `target` (`None`: round robin again).
+    pub fn websockets_to(&self, target: Option<SocketAddr>) {
+        *self.websockets.lock().unwrap() = target;
     }
 
     /// Where the next requests go.
@@ -68,6 +80,7 @@ impl Drop for RoundRobin {
 async fn relay(
     mut client: TcpStream,
     targets: &[SocketAddr],
+    websockets: Option<SocketAddr>,
     counter: &AtomicUsize,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
@@ -108,7 +121,11 @@ async fn relay(
         "Connection: close\r\n\r\n"
     });
     let n = counter.fetch_add(1, Ordering::SeqCst);
-    let mut server = TcpStream::connect(targets[n % targets.len()]).await?;
+    let target = match websockets {
+        Some(ws) if upgrade => ws,
+        _ => targets[n % targets.len()],
+    };
+    let mut server = TcpStream::connect(target).await?;
     server.write_all(out.as_bytes()).await?;
     // The body read so far; the rest follows through the copy.
     server.write_all(&buf[head_end..]).await?;

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use tokio::sync::Semaphore;
 
 use crate::client::{self, Session, Sources, Target};
+use crate::conn::{Conn, Polling, TransportKind};
 use crate::proc::Watch;
 
 /// Options common to the client scenarios.
@@ -44,6 +45,10 @@ pub struct Common {
     /// Upper bound on the whole run, seconds.
     #[arg(long, default_value_t = 900)]
     pub max_secs: u64,
+    /// The clients' transport (`fanout` and `idle`): `polling` is HTTP
+    /// long-polling, never upgraded.
+    #[arg(long, value_enum, default_value_t = TransportKind::Websocket)]
+    pub transport: TransportKind,
 }
 
 /// The connection plan: where the `i`-th client connects from and to.
@@ -56,6 +61,8 @@ pub struct Plan {
     limit: Arc<Semaphore>,
     timeout: Duration,
     secret: Arc<String>,
+    /// The clients' transport.
+    pub transport: TransportKind,
 }
 
 impl Plan {
@@ -74,6 +81,7 @@ impl Plan {
             limit: Arc::new(Semaphore::new(c.connect_concurrency.max(1))),
             timeout: Duration::from_secs(c.handshake_timeout_secs),
             secret: Arc::new(secret),
+            transport: c.transport,
         })
     }
 
@@ -105,10 +113,31 @@ impl Plan {
         self.connect_to(self.target(i), i, auth).await
     }
 
+    /// Connects the `i`-th client to its server over the plan's transport.
+    pub async fn open(&self, i: usize, auth: &str) -> Result<Conn> {
+        if self.transport == TransportKind::Websocket {
+            return Ok(self.connect(i, auth).await?.into());
+        }
+        let _permit = self.limit.acquire().await?;
+        let open = Polling::connect(self.target(i), self.sources.addr(i), auth);
+        let (polling, _, _) = tokio::time::timeout(self.timeout, open)
+            .await
+            .map_err(|_| anyhow::anyhow!("handshake timed out after {:?}", self.timeout))??;
+        Ok(Conn::Polling(Box::new(polling)))
+    }
+
     /// Connects the `i`-th client to `target`.
     pub async fn connect_to(&self, target: &Target, i: usize, auth: &str) -> Result<Session> {
         let _permit = self.limit.acquire().await?;
         client::connect(target, self.sources.addr(i), auth, self.timeout).await
+    }
+}
+
+/// The transport's name in results (`websocket`, `polling`).
+pub fn transport_name(t: TransportKind) -> &'static str {
+    match t {
+        TransportKind::Websocket => "websocket",
+        TransportKind::Polling => "polling",
     }
 }
 

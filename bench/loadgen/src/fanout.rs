@@ -17,15 +17,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep, sleep_until};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{Frame, body, classify, now_nanos, scan_body};
-use crate::common::{Bits, Common, Plan, bounded, member, watches};
+use crate::common::{Bits, Common, Plan, bounded, member, transport_name, watches};
 use crate::proc::{CpuSnap, histogram, round1, round3, summary};
 
 /// Histogram shards: clients record into `shard = index % SHARDS`.
@@ -164,7 +162,7 @@ async fn client(
         acked: spec.publisher.then(Bits::default),
         ..ClientOut::default()
     };
-    let session = match plan.connect(spec.i, &spec.auth).await {
+    let mut ws = match plan.open(spec.i, &spec.auth).await {
         Ok(s) => s,
         Err(e) => {
             shared.failed.fetch_add(1, Relaxed);
@@ -175,7 +173,6 @@ async fn client(
     };
     out.connected = true;
     shared.connected.fetch_add(1, Relaxed);
-    let mut ws = session.ws;
     let shard = spec.i % SHARDS;
     let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
     let mut next = far;
@@ -203,7 +200,10 @@ async fn client(
                         let offset = period.mul_f64((spec.room_idx % 97) as f64 / 97.0);
                         next = Instant::now() + offset;
                     }
-                    Phase::Done => break,
+                    Phase::Done => {
+                        ws.close().await;
+                        break;
+                    }
                     Phase::Drain => {
                         step = None;
                         next = far;
@@ -211,20 +211,19 @@ async fn client(
                     _ => {}
                 }
             }
-            msg = ws.next() => {
+            msg = ws.next_text() => {
                 let text = match msg {
-                    Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                    Some(Ok(t)) => t,
+                    Some(Err(_)) | None => {
                         if !shared.done.load(Relaxed) {
                             out.dropped = true;
                             shared.disconnected.fetch_add(1, Relaxed);
                         }
                         break;
                     }
-                    Some(Ok(_)) => continue,
                 };
-                match classify(text.as_bytes()) {
-                    Frame::Ping if ws.send(Message::text("3")).await.is_err() => break,
+                match classify(&text) {
+                    Frame::Ping if ws.send_text("3".into()).await.is_err() => break,
                     Frame::Event(ev) if ev.starts_with(b"[\"message:new\"") => {
                         if let Some((st, sent, sq)) = scan_body(ev) {
                             let us = now_nanos().saturating_sub(sent) / 1000;
@@ -267,7 +266,7 @@ async fn client(
                 ack_id += 1;
                 seq += 1;
                 shared.sent[k].fetch_add(1, Relaxed);
-                if ws.send(Message::text(frame)).await.is_err() {
+                if ws.send_text(frame).await.is_err() {
                     out.dropped = true;
                     shared.disconnected.fetch_add(1, Relaxed);
                     break;
@@ -461,6 +460,7 @@ async fn run_inner(a: &FanoutArgs) -> Result<Value> {
     Ok(json!({
         "scenario": "fanout",
         "label": a.common.label,
+        "transport": transport_name(a.common.transport),
         "clients": clients,
         "room_size": a.room_size,
         "rooms": rooms,

@@ -14,15 +14,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::watch;
 use tokio::time::sleep;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{Frame, classify, now_nanos};
-use crate::common::{Common, Plan, bounded, watches};
+use crate::common::{Common, Plan, bounded, transport_name, watches};
+use crate::conn::TransportKind;
 use crate::proc::{Watch, round1, round3, rss_kib, rss_map};
 
 /// Options of `idle`.
@@ -42,7 +41,8 @@ pub struct IdleArgs {
     /// Wait between the last handshake and the RSS reading, seconds.
     #[arg(long, default_value_t = 3)]
     settle_secs: u64,
-    /// Most connections one process opens (each needs a file descriptor).
+    /// Most connections one process opens (each needs a file descriptor;
+    /// a polling client two, so half as many of them).
     #[arg(long, default_value_t = 19_000)]
     max_per_process: usize,
     /// Watched processes whose names start with this count toward the
@@ -95,8 +95,8 @@ async fn open(a: &IdleArgs) -> Result<Worker> {
             rx.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let mut ws = match plan.connect(i, &auth).await {
-                Ok(s) => s.ws,
+            let mut ws = match plan.open(i, &auth).await {
+                Ok(c) => c,
                 Err(e) => {
                     failed.fetch_add(1, Relaxed);
                     let mut f = first_error.lock().unwrap_or_else(|e| e.into_inner());
@@ -108,15 +108,17 @@ async fn open(a: &IdleArgs) -> Result<Worker> {
             connected.fetch_add(1, Relaxed);
             loop {
                 tokio::select! {
-                    _ = rx.changed() => break,
-                    m = ws.next() => match m {
-                        Some(Ok(Message::Text(t))) => {
-                            if classify(t.as_bytes()) == Frame::Ping && ws.send(Message::text("3")).await.is_err() {
+                    _ = rx.changed() => {
+                        ws.close().await;
+                        break;
+                    }
+                    m = ws.next_text() => match m {
+                        Some(Ok(t)) => {
+                            if classify(&t) == Frame::Ping && ws.send_text("3".into()).await.is_err() {
                                 dropped.fetch_add(1, Relaxed);
                                 break;
                             }
                         }
-                        Some(Ok(_)) => {}
                         _ => {
                             dropped.fetch_add(1, Relaxed);
                             break;
@@ -189,7 +191,12 @@ async fn run_inner(a: &IdleArgs) -> Result<Value> {
 
     let watches = watches(&a.common)?;
     let before = rss_map(&watches);
-    let parts = a.connections.div_ceil(a.max_per_process.max(1));
+    // A polling client holds two sockets (GETs and POSTs).
+    let per_process = match a.common.transport {
+        TransportKind::Websocket => a.max_per_process,
+        TransportKind::Polling => a.max_per_process / 2,
+    };
+    let parts = a.connections.div_ceil(per_process.max(1));
     let mut readies: Vec<Value> = Vec::new();
     let mut local = None;
     let mut children = Vec::new();
@@ -293,6 +300,7 @@ async fn run_inner(a: &IdleArgs) -> Result<Value> {
     Ok(json!({
         "scenario": "idle",
         "label": a.common.label,
+        "transport": transport_name(a.common.transport),
         "connections": a.connections,
         "connected": connected,
         "failed": failed,

@@ -1,6 +1,7 @@
 //! `confab-loadgen`: the load generator of the Confab benchmarks.
 //!
-//! Opens real Socket.IO v5 clients over WebSocket (Engine.IO v4), from
+//! Opens real Socket.IO v5 clients over WebSocket or HTTP long-polling
+//! (Engine.IO v4, `--transport`), from
 //! source addresses rotated over 127.0.0.0/8, against Confab gateways or
 //! the Node.js baseline, and prints one JSON line per run. Every run is
 //! bounded in count (`--clients`, `--connections`, rates and steps) and in
@@ -8,6 +9,7 @@
 
 mod client;
 mod common;
+mod conn;
 mod fanout;
 mod idle;
 mod proc;

@@ -14,8 +14,28 @@
 //! it has the reply, or [`CANCEL`] when its client went away. The owner
 //! keeps the packets it answered with until [`ACK`] arrives and puts them
 //! back for the next GET otherwise (core NATS is at-most-once).
+//!
+//! Payloads travel as they are, never escaped into JSON (a GET answer or
+//! POST body may be `maxPayload`, 1 MB, which must fit a NATS message):
+//! a POST's sid rides in the [`SID_HEADER`], an answer's kind in the
+//! [`ANSWER_HEADER`] (see [`PollAnswer::encode`]).
+//!
+//! A WebSocket upgrade that lands on another gateway is relayed
+//! (`confab.gateway.v1.{gateway}.upgrade`, see [`relay`]).
 
+pub mod relay;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+
+/// The header naming the kind of an owner's answer: `payload` (the body is
+/// the GET's payload), `ok`, `relay` (the body is the owner's relay
+/// subject) or `refused` (the body is the [`Refusal`]'s code).
+pub const ANSWER_HEADER: &str = "Confab-Answer";
+
+/// The header carrying a forwarded POST's sid (its body is the payload).
+pub const SID_HEADER: &str = "Confab-Sid";
 
 /// The subject prefix of gateway-to-gateway requests.
 pub const PREFIX: &str = "confab.gateway.v1";
@@ -57,6 +77,11 @@ impl<'a> GatewayName<'a> {
     pub fn post_subject(&self) -> String {
         format!("{PREFIX}.{}.post", self.0)
     }
+
+    /// Where this gateway answers relayed WebSocket upgrades.
+    pub fn upgrade_subject(&self) -> String {
+        format!("{PREFIX}.{}.upgrade", self.0)
+    }
 }
 
 /// Whether `subject` may be a [`PollRequest::control`]: an inbox-like
@@ -82,18 +107,33 @@ pub struct PollRequest {
 }
 
 /// A forwarded POST.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostRequest {
     /// The session.
     pub sid: String,
     /// The POST body (an Engine.IO v4 payload is text).
-    pub body: String,
+    pub body: Bytes,
+}
+
+impl PostRequest {
+    /// Headers and body of the NATS request: the sid in [`SID_HEADER`],
+    /// the payload as it is.
+    pub fn encode(&self) -> (HeaderMap, Bytes) {
+        let mut headers = HeaderMap::new();
+        headers.insert(SID_HEADER, self.sid.as_str());
+        (headers, self.body.clone())
+    }
+
+    /// The request from a NATS message's headers and body.
+    pub fn decode(headers: Option<&HeaderMap>, body: Bytes) -> Option<Self> {
+        let sid = headers?.get(SID_HEADER)?.as_str().to_owned();
+        Some(Self { sid, body })
+    }
 }
 
 /// Why the owner refused a forwarded request (its HTTP answer follows
 /// from it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// No such session.
     UnknownSid,
@@ -109,16 +149,73 @@ pub enum Refusal {
     Unauthorized,
 }
 
-/// The owner's answer to a forwarded GET or POST.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+const REFUSALS: [(Refusal, &str); 6] = [
+    (Refusal::UnknownSid, "unknown_sid"),
+    (Refusal::BadRequest, "bad_request"),
+    (Refusal::Overlap, "overlap"),
+    (Refusal::TooLarge, "too_large"),
+    (Refusal::Malformed, "malformed"),
+    (Refusal::Unauthorized, "unauthorized"),
+];
+
+impl Refusal {
+    /// Its stable snake_case code.
+    pub fn code(self) -> &'static str {
+        REFUSALS
+            .iter()
+            .find(|(r, _)| *r == self)
+            .map_or("bad_request", |(_, c)| c)
+    }
+
+    /// The refusal a code names.
+    pub fn from_code(code: &[u8]) -> Option<Self> {
+        REFUSALS
+            .iter()
+            .find(|(_, c)| c.as_bytes() == code)
+            .map(|(r, _)| *r)
+    }
+}
+
+/// The owner's answer to a forwarded request.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PollAnswer {
-    /// A GET's payload (to be confirmed with [`ACK`]).
-    Payload(String),
-    /// A POST's packets reached the connection.
+    /// A GET's payload (to be confirmed with [`ACK`]), as it is.
+    Payload(Bytes),
+    /// A POST's packets (or a relay message) reached the connection.
     Ok,
+    /// An upgrade is relayed: where the forwarder sends the client's side
+    /// of it (see [`relay`]).
+    Relay(String),
     /// Refused.
     Refused(Refusal),
+}
+
+impl PollAnswer {
+    /// Headers and body of the NATS reply: the kind in [`ANSWER_HEADER`],
+    /// a payload as it is (not escaped: 1 MB of payload is 1 MB here).
+    pub fn encode(&self) -> (HeaderMap, Bytes) {
+        let (kind, body) = match self {
+            Self::Payload(p) => ("payload", p.clone()),
+            Self::Ok => ("ok", Bytes::new()),
+            Self::Relay(s) => ("relay", Bytes::copy_from_slice(s.as_bytes())),
+            Self::Refused(r) => ("refused", Bytes::from_static(r.code().as_bytes())),
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert(ANSWER_HEADER, kind);
+        (headers, body)
+    }
+
+    /// The answer from a NATS reply's headers and body; `None` when it is
+    /// not one.
+    pub fn decode(headers: Option<&HeaderMap>, body: Bytes) -> Option<Self> {
+        match headers?.get(ANSWER_HEADER)?.as_str() {
+            "payload" => Some(Self::Payload(body)),
+            "ok" => Some(Self::Ok),
+            "relay" => String::from_utf8(body.to_vec()).ok().map(Self::Relay),
+            "refused" => Refusal::from_code(&body).map(Self::Refused),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -145,13 +242,30 @@ mod tests {
 
     #[test]
     fn answers_round_trip() {
-        for a in [
-            PollAnswer::Payload("4hi".into()),
+        let mut answers = vec![
+            PollAnswer::Payload(Bytes::from_static(b"4hi")),
             PollAnswer::Ok,
-            PollAnswer::Refused(Refusal::UnknownSid),
-        ] {
-            let json = serde_json::to_string(&a).unwrap();
-            assert_eq!(serde_json::from_str::<PollAnswer>(&json).unwrap(), a);
+            PollAnswer::Relay("_INBOX.x".into()),
+        ];
+        answers.extend(REFUSALS.iter().map(|(r, _)| PollAnswer::Refused(*r)));
+        for a in answers {
+            let (headers, body) = a.encode();
+            assert_eq!(PollAnswer::decode(Some(&headers), body), Some(a));
         }
+        assert_eq!(PollAnswer::decode(None, Bytes::new()), None);
+    }
+
+    #[test]
+    fn a_payload_travels_unescaped() {
+        let payload = Bytes::from("42[\"m\",\"\\\"\"]\u{1e}3".repeat(1000));
+        let (_, body) = PollAnswer::Payload(payload.clone()).encode();
+        assert_eq!(body, payload, "no byte added");
+        let post = PostRequest {
+            sid: "gw-1.abc".into(),
+            body: payload.clone(),
+        };
+        let (headers, body) = post.encode();
+        assert_eq!(body.len(), payload.len());
+        assert_eq!(PostRequest::decode(Some(&headers), body), Some(post));
     }
 }

@@ -291,8 +291,9 @@ impl App {
         if let Some(client) = deps.forwarding {
             let token = config.service_token_or_empty();
             let ping = engine.config().ping_interval;
-            let forwarder =
-                NatsForwarder::new(client.clone(), &token, forwarding::hold_limit(ping));
+            let write = engine.config().write_timeout;
+            let hold = forwarding::hold_limit(ping);
+            let forwarder = NatsForwarder::new(client.clone(), &token, hold, write);
             engine.polling().set_forwarder(Arc::new(forwarder));
             let sessions = Arc::clone(engine.polling());
             let served = forwarding::serve(
@@ -301,6 +302,7 @@ impl App {
                 &token,
                 sessions,
                 ping,
+                write,
                 shutdown.clone(),
             );
             served

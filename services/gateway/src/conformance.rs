@@ -144,7 +144,14 @@ async fn echo_request(state: AppState, req: Request) -> Response {
                 .await
                 .ok();
             if let Some(sid) = handshake.sid {
-                return polling::upgrade(&state.echo, &sid, upgrade, |u| u);
+                // No forwarder here: nothing is relayed, nothing tracked.
+                let (tasks, shutdown) = (Default::default(), Default::default());
+                let cx = polling::UpgradeContext {
+                    configure: |u| u,
+                    tasks: &tasks,
+                    shutdown: &shutdown,
+                };
+                return polling::upgrade(&state.echo, &sid, upgrade, cx).await;
             }
             let Some(upgrade) = upgrade else {
                 return polling::error(engineio::HandshakeError::BadRequest);

@@ -370,7 +370,12 @@ impl<H: Handler> Engine<H> {
                     .ok();
                 match sid {
                     Some(sid) => {
-                        polling::upgrade(&self.polling, &sid, upgrade, |u| self.configure(u))
+                        let cx = polling::UpgradeContext {
+                            configure: |u| self.configure(u),
+                            tasks: &self.tasks,
+                            shutdown: &self.shutdown,
+                        };
+                        polling::upgrade(&self.polling, &sid, upgrade, cx).await
                     }
                     None => self.websocket(headers, remote, upgrade, held),
                 }

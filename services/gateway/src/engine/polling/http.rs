@@ -67,18 +67,18 @@ async fn post(
         Ok(b) => b,
         Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
     };
-    match sessions.post_request(sid, &body).await {
+    match sessions.post_request(sid, body).await {
         Ok(()) => ([(header::CONTENT_TYPE, "text/html")], "ok").into_response(),
         Err(e) => refused(e),
     }
 }
 
-fn text(body: String) -> Response {
-    ([(header::CONTENT_TYPE, TEXT)], body).into_response()
+fn text(body: impl Into<Body>) -> Response {
+    ([(header::CONTENT_TYPE, TEXT)], body.into()).into_response()
 }
 
 /// The reference server's answer to each refusal.
-fn refused(e: PollError) -> Response {
+pub(super) fn refused(e: PollError) -> Response {
     match e {
         PollError::UnknownSid => error(HandshakeError::UnknownSid),
         PollError::BadRequest | PollError::Malformed => error(HandshakeError::BadRequest),

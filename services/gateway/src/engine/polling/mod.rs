@@ -20,11 +20,13 @@
 //! Without sticky sessions, a request for a sid this gateway does not hold
 //! but another gateway's id names goes through the [`Forwarder`] set with
 //! [`PollingSessions::set_forwarder`] (see `crate::forwarding`). A
-//! WebSocket upgrade that lands on another gateway is refused (Engine.IO
-//! error 1): socket.io-client then keeps the session on polling.
+//! WebSocket upgrade that lands on another gateway is relayed: this
+//! gateway accepts the WebSocket and runs the probe with the client, the
+//! owner switches the session to the relay ([`relay`]).
 
 mod forward;
 mod http;
+mod relay;
 mod session;
 mod transport;
 mod upgrade;
@@ -32,14 +34,17 @@ mod upgrade;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use axum::extract::ws::WebSocket;
 use base64::Engine as _;
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
-pub(crate) use forward::Forwarder;
+pub(crate) use forward::{Forwarder, FromOwner, Relay, RelayLink, ToOwner};
 pub(crate) use http::{error, handle};
+pub(crate) use relay::{RelayedUpgrade, RemoteEnds};
 pub(crate) use transport::PollingTransport;
-pub(crate) use upgrade::upgrade;
+pub(crate) use upgrade::{UpgradeContext, upgrade};
+
+use transport::Upgraded;
 
 use session::PollSession;
 
@@ -86,7 +91,7 @@ pub(crate) fn new_sid(owner: &str) -> String {
 
 struct Entry {
     session: Arc<PollSession>,
-    upgrades: mpsc::Sender<WebSocket>,
+    upgrades: mpsc::Sender<Upgraded>,
 }
 
 /// The polling sessions this process owns, by sid.
@@ -99,7 +104,7 @@ pub struct PollingSessions {
 }
 
 /// Where a request for a sid goes.
-enum Route<'a> {
+pub(super) enum Route<'a> {
     /// This gateway holds the session.
     Here,
     /// Another gateway, named by the sid, may.
@@ -128,7 +133,7 @@ impl PollingSessions {
 
     /// Where a request for `sid` goes: here, to the gateway the sid names
     /// (when a forwarder is set and it is not this one), or nowhere.
-    fn route<'a>(&'a self, sid: &'a str) -> Result<Route<'a>, PollError> {
+    pub(super) fn route<'a>(&'a self, sid: &'a str) -> Result<Route<'a>, PollError> {
         if self.lock().contains_key(sid) {
             return Ok(Route::Here);
         }
@@ -145,20 +150,20 @@ impl PollingSessions {
 
     /// A GET as HTTP answers it: this gateway's session, or forwarded to
     /// its owner.
-    pub(crate) async fn get_request(&self, sid: &str) -> Result<String, PollError> {
+    pub(crate) async fn get_request(&self, sid: &str) -> Result<Bytes, PollError> {
         match self.route(sid)? {
-            Route::Here => self.poll(sid).await,
+            Route::Here => self.poll(sid).await.map(Bytes::from),
             Route::Owner(f, owner) => f.poll(owner, sid).await,
         }
     }
 
     /// A POST as HTTP answers it: this gateway's session, or forwarded to
     /// its owner (a body that is not UTF-8 cannot be a v4 payload).
-    pub(crate) async fn post_request(&self, sid: &str, body: &[u8]) -> Result<(), PollError> {
+    pub(crate) async fn post_request(&self, sid: &str, body: Bytes) -> Result<(), PollError> {
         match self.route(sid)? {
-            Route::Here => self.post(sid, body).await,
+            Route::Here => self.post(sid, &body).await,
             Route::Owner(f, owner) => {
-                let body = std::str::from_utf8(body).map_err(|_| PollError::BadRequest)?;
+                std::str::from_utf8(&body).map_err(|_| PollError::BadRequest)?;
                 f.post(owner, sid, body).await
             }
         }
@@ -188,7 +193,7 @@ impl PollingSessions {
         self.lock().get(sid).map(|e| Arc::clone(&e.session))
     }
 
-    fn get_for_upgrade(&self, sid: &str) -> Option<(Arc<PollSession>, mpsc::Sender<WebSocket>)> {
+    fn get_for_upgrade(&self, sid: &str) -> Option<(Arc<PollSession>, mpsc::Sender<Upgraded>)> {
         self.lock()
             .get(sid)
             .map(|e| (Arc::clone(&e.session), e.upgrades.clone()))
@@ -208,7 +213,7 @@ impl PollingSessions {
     /// nothing off its queue.
     pub async fn poll(&self, sid: &str) -> Result<String, PollError> {
         let mut answer = String::new();
-        self.poll_with(sid, |payload| {
+        self.poll_with(sid, usize::MAX, |payload| {
             answer = payload;
             async { true }
         })
@@ -217,15 +222,22 @@ impl PollingSessions {
     }
 
     /// A GET for a forwarder: like [`PollingSessions::poll`], but the
-    /// packets go back to the session's queue (in order, for the next GET)
-    /// when `deliver` reports that its reply did not arrive or is dropped.
-    pub async fn poll_with<F, Fut>(&self, sid: &str, deliver: F) -> Result<(), PollError>
+    /// payload is at most `limit` bytes (besides `maxPayload`; one packet
+    /// over it goes alone: packets are never split) and the packets go back
+    /// to the session's queue (in order, for the next GET) when `deliver`
+    /// reports that its reply did not arrive or is dropped.
+    pub async fn poll_with<F, Fut>(
+        &self,
+        sid: &str,
+        limit: usize,
+        deliver: F,
+    ) -> Result<(), PollError>
     where
         F: FnOnce(String) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
         let session = self.get(sid).ok_or(PollError::UnknownSid)?;
-        let result = session.poll_with(deliver).await;
+        let result = session.poll_with(limit, deliver).await;
         if session.is_gone() {
             self.remove(sid);
         }

@@ -32,11 +32,24 @@ pub(crate) enum Phase {
     Upgraded,
 }
 
+/// Where the session's current GET is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// No GET.
+    Free,
+    /// A GET waits for packets: another GET now is an overlap.
+    Waiting,
+    /// A GET was answered and its delivery is being confirmed (a forwarded
+    /// answer waits for the forwarder's `ack`): another GET now is the
+    /// client's next one, and waits until the fate of the answer is known.
+    Confirming,
+}
+
 struct State {
     /// Packets waiting for a GET (WebSocket messages, encoded on the way out).
     out: VecDeque<Message>,
-    /// Whether a GET is being held.
-    polling: bool,
+    /// The current GET, if any.
+    hold: Hold,
     phase: Phase,
     /// What a held GET answers once the session ended: `1` when the server
     /// closed it, `6` when the client did.
@@ -52,6 +65,8 @@ pub(crate) struct PollSession {
     ready: Notify,
     /// Wakes the connection task waiting for room in `out`.
     room: Notify,
+    /// Wakes a GET waiting for the previous answer's confirmation.
+    released: Notify,
     /// Cancelled when the session ends, for whatever reason.
     gone: CancellationToken,
     inbound: mpsc::Sender<Message>,
@@ -78,12 +93,14 @@ impl Drop for PutBack<'_> {
     }
 }
 
-/// Clears the "a GET is held" flag when the GET ends, answered or cancelled.
+/// Frees the session for the next GET when this one ends, answered or
+/// cancelled.
 struct Held<'a>(&'a PollSession);
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.0.lock().polling = false;
+        self.0.lock().hold = Hold::Free;
+        self.0.released.notify_waiters();
     }
 }
 
@@ -99,12 +116,13 @@ impl PollSession {
             sid,
             state: Mutex::new(State {
                 out: VecDeque::new(),
-                polling: false,
+                hold: Hold::Free,
                 phase: Phase::Polling,
                 last_word: "1",
             }),
             ready: Notify::new(),
             room: Notify::new(),
+            released: Notify::new(),
             gone: CancellationToken::new(),
             inbound,
             posting: tokio::sync::Mutex::new(()),
@@ -155,26 +173,31 @@ impl PollSession {
         self.room.notify_waiters();
     }
 
-    /// The receive side of a GET: waits until packets are ready (or the
+    /// The receive side of a GET (answering at most `limit` bytes, and
+    /// never more than `maxPayload`): waits until packets are ready (or the
     /// upgrade needs a noop, or the session ends), then `deliver` gets the
     /// payload and says whether it arrived (an HTTP answer always does; a
-    /// forwarder's reply may not). A second GET while one is held ends the
-    /// session (the held one gets `1`) and fails with
-    /// [`PollError::Overlap`]. Cancelling the future while it waits
-    /// releases the session for the next GET and takes nothing.
+    /// forwarder's reply may not). A second GET while one waits for packets
+    /// ends the session (the held one gets `1`) and fails with
+    /// [`PollError::Overlap`]; a GET arriving while `deliver` runs is the
+    /// client's next one (it saw the answer, or gave up on it) and waits
+    /// for `deliver` to finish, then takes what is queued (the put-back
+    /// packets first). Cancelling the future while it waits releases the
+    /// session for the next GET and takes nothing.
     ///
     /// If the payload did not arrive, or `deliver`'s future is dropped, the
     /// packets go back to the front of the queue, in order, for the next GET
     /// (after an upgrade they cannot: the session then ends, and the client
     /// recovers). The session stays held for GETs until `deliver` is done,
     /// so no later GET overtakes.
-    pub(crate) async fn poll_with<F, Fut>(&self, deliver: F) -> Result<(), PollError>
+    pub(crate) async fn poll_with<F, Fut>(&self, limit: usize, deliver: F) -> Result<(), PollError>
     where
         F: FnOnce(String) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let _held = self.hold()?;
-        let (payload, taken) = self.wait_take().await;
+        let _held = self.hold().await?;
+        let (payload, taken) = self.wait_take(limit.min(self.max_payload)).await;
+        self.lock().hold = Hold::Confirming;
         let mut guard = PutBack {
             session: self,
             taken: Some(taken),
@@ -185,31 +208,48 @@ impl PollSession {
         Ok(())
     }
 
-    /// Marks a GET as held, or refuses it.
-    fn hold(&self) -> Result<Held<'_>, PollError> {
-        let mut st = self.lock();
-        if st.phase == Phase::Upgraded {
-            return Err(PollError::BadRequest);
+    /// Marks a GET as held (after the previous answer's confirmation), or
+    /// refuses it.
+    async fn hold(&self) -> Result<Held<'_>, PollError> {
+        loop {
+            let released = self.released.notified();
+            let mut released = std::pin::pin!(released);
+            released.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if st.phase == Phase::Upgraded {
+                    return Err(PollError::BadRequest);
+                }
+                if self.gone.is_cancelled() {
+                    return Err(PollError::UnknownSid);
+                }
+                match st.hold {
+                    Hold::Free => {
+                        st.hold = Hold::Waiting;
+                        return Ok(Held(self));
+                    }
+                    Hold::Waiting => {
+                        drop(st);
+                        self.end("1");
+                        return Err(PollError::Overlap);
+                    }
+                    Hold::Confirming => {}
+                }
+            }
+            tokio::select! {
+                () = released => {}
+                () = self.gone.cancelled() => {}
+            }
         }
-        if self.gone.is_cancelled() {
-            return Err(PollError::UnknownSid);
-        }
-        if st.polling {
-            drop(st);
-            self.end("1");
-            return Err(PollError::Overlap);
-        }
-        st.polling = true;
-        Ok(Held(self))
     }
 
     /// Waits for an answer; returns it with the packets it took.
-    async fn wait_take(&self) -> (String, Vec<Message>) {
+    async fn wait_take(&self, limit: usize) -> (String, Vec<Message>) {
         loop {
             let ready = self.ready.notified();
             let mut ready = std::pin::pin!(ready);
             ready.as_mut().enable();
-            if let Some(answer) = self.take() {
+            if let Some(answer) = self.take(limit) {
                 return answer;
             }
             ready.await;
@@ -217,7 +257,7 @@ impl PollSession {
     }
 
     /// What a GET answers now, if anything, and the packets it took.
-    fn take(&self) -> Option<(String, Vec<Message>)> {
+    fn take(&self, limit: usize) -> Option<(String, Vec<Message>)> {
         let mut st = self.lock();
         let ended = self.gone.is_cancelled();
         match st.phase {
@@ -230,7 +270,7 @@ impl PollSession {
         let mut taken = Vec::new();
         while let Some(m) = st.out.front() {
             let len = encoded_len(m);
-            if !payload.is_empty() && payload.len() + 1 + len > self.max_payload {
+            if !payload.is_empty() && payload.len() + 1 + len > limit {
                 break;
             }
             let Some(m) = st.out.pop_front() else { break };
@@ -422,7 +462,7 @@ mod tests {
 
     async fn poll(s: &PollSession) -> Result<String, PollError> {
         let mut answer = String::new();
-        s.poll_with(|p| {
+        s.poll_with(usize::MAX, |p| {
             answer = p;
             async { true }
         })
@@ -493,7 +533,7 @@ mod tests {
         for m in ["41", "42"] {
             s.push(Message::Text(m.into())).await.unwrap();
         }
-        s.poll_with(|p| async move {
+        s.poll_with(usize::MAX, |p| async move {
             assert_eq!(p, "41\u{1e}42");
             false
         })
@@ -501,13 +541,13 @@ mod tests {
         .unwrap();
         s.push(Message::Text("43".into())).await.unwrap();
         // A dropped delivery puts them back too.
-        let dropped = s.poll_with(|_| std::future::pending::<bool>());
+        let dropped = s.poll_with(usize::MAX, |_| std::future::pending::<bool>());
         assert!(
             tokio::time::timeout(Duration::from_millis(20), dropped)
                 .await
                 .is_err()
         );
-        s.poll_with(|p| async move {
+        s.poll_with(usize::MAX, |p| async move {
             assert_eq!(p, "41\u{1e}42\u{1e}43");
             true
         })
@@ -515,6 +555,58 @@ mod tests {
         .unwrap();
         s.push(Message::Text("44".into())).await.unwrap();
         assert_eq!(poll(&s).await.unwrap(), "44", "delivered ones are gone");
+    }
+
+    #[tokio::test]
+    async fn a_get_during_the_previous_answers_confirmation_waits_for_it() {
+        let (s, _rx) = session(8, 1000);
+        for m in ["41", "42"] {
+            s.push(Message::Text(m.into())).await.unwrap();
+        }
+        // Confirmed: the next GET takes only what came after.
+        let (confirm, confirmed) = tokio::sync::oneshot::channel::<bool>();
+        let first = s.poll_with(usize::MAX, |p| async move {
+            assert_eq!(p, "41\u{1e}42");
+            confirmed.await.unwrap()
+        });
+        let mut first = std::pin::pin!(first);
+        assert!(futures::poll!(first.as_mut()).is_pending());
+        let next = poll(&s);
+        let mut next = std::pin::pin!(next);
+        assert!(
+            futures::poll!(next.as_mut()).is_pending(),
+            "waits, no overlap"
+        );
+        confirm.send(true).unwrap();
+        first.await.unwrap();
+        assert!(futures::poll!(next.as_mut()).is_pending(), "41 and 42 went");
+        s.push(Message::Text("43".into())).await.unwrap();
+        s.flush();
+        assert_eq!(next.await.unwrap(), "43");
+        assert!(!s.is_gone());
+        // Not confirmed: the next GET gets them again, first.
+        s.push(Message::Text("44".into())).await.unwrap();
+        let (confirm, confirmed) = tokio::sync::oneshot::channel::<bool>();
+        let first = s.poll_with(usize::MAX, |_| async move { confirmed.await.unwrap() });
+        let mut first = std::pin::pin!(first);
+        assert!(futures::poll!(first.as_mut()).is_pending());
+        let next = poll(&s);
+        let mut next = std::pin::pin!(next);
+        assert!(futures::poll!(next.as_mut()).is_pending());
+        s.push(Message::Text("45".into())).await.unwrap();
+        confirm.send(false).unwrap();
+        first.await.unwrap();
+        assert_eq!(next.await.unwrap(), "44\u{1e}45");
+    }
+
+    #[tokio::test]
+    async fn a_second_get_while_one_waits_for_packets_ends_the_session() {
+        let (s, _rx) = session(8, 1000);
+        let held = poll(&s);
+        let mut held = std::pin::pin!(held);
+        assert!(futures::poll!(held.as_mut()).is_pending());
+        assert_eq!(poll(&s).await, Err(PollError::Overlap));
+        assert_eq!(held.await.unwrap(), "1");
     }
 
     #[tokio::test]

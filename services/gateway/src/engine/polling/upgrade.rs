@@ -1,5 +1,7 @@
 //! The upgrade of a polling session to WebSocket: `2probe` → `3probe`,
-//! a noop to the held GET, `5`, then the connection task moves over.
+//! a noop to the held GET, `5`, then the connection task moves over. A
+//! WebSocket for a session another gateway owns is relayed
+//! ([`super::relay`]).
 
 use std::sync::Arc;
 
@@ -7,26 +9,61 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use confab_protocol::engineio::HandshakeError;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::http::error;
+use super::http::{error, refused};
 use super::session::{Phase, PollSession};
-use super::{PollingSessions, UPGRADE_TIMEOUT};
+use super::transport::Upgraded;
+use super::{PollingSessions, Route, UPGRADE_TIMEOUT, relay};
 
-/// Answers a WebSocket request for the polling session `sid`. Refused
-/// (400) when the session is unknown, already upgraded or upgrading.
-/// `configure` applies the engine's WebSocket limits.
-pub(crate) fn upgrade(
+/// What an upgrade needs from the engine.
+pub(crate) struct UpgradeContext<'a, C> {
+    /// Applies the engine's WebSocket limits.
+    pub configure: C,
+    /// Where a relaying task is tracked (graceful shutdown waits for it).
+    pub tasks: &'a TaskTracker,
+    /// Cancelled on shutdown: a relayed WebSocket is closed (1001).
+    pub shutdown: &'a CancellationToken,
+}
+
+/// Answers a WebSocket request for the polling session `sid`: this
+/// gateway's session, or another gateway's (relayed). Refused (400) when
+/// the session is unknown, already upgraded or upgrading.
+pub(crate) async fn upgrade<C>(
     sessions: &PollingSessions,
     sid: &str,
     ws: Option<WebSocketUpgrade>,
+    cx: UpgradeContext<'_, C>,
+) -> Response
+where
+    C: FnOnce(WebSocketUpgrade) -> WebSocketUpgrade,
+{
+    let route = match sessions.route(sid) {
+        Ok(r) => r,
+        Err(e) => return refused(e),
+    };
+    let Some(ws) = ws else {
+        return error(HandshakeError::BadRequest);
+    };
+    match route {
+        Route::Here => local(sessions, sid, ws, cx.configure),
+        Route::Owner(forwarder, owner) => match forwarder.relay(owner, sid).await {
+            Ok(link) => relay::accept(link, (cx.configure)(ws), cx.tasks, cx.shutdown),
+            Err(e) => refused(e),
+        },
+    }
+}
+
+fn local(
+    sessions: &PollingSessions,
+    sid: &str,
+    ws: WebSocketUpgrade,
     configure: impl FnOnce(WebSocketUpgrade) -> WebSocketUpgrade,
 ) -> Response {
     let Some((session, handover)) = sessions.get_for_upgrade(sid) else {
         return error(HandshakeError::UnknownSid);
-    };
-    let Some(ws) = ws else {
-        return error(HandshakeError::BadRequest);
     };
     if session.begin_probe().is_err() {
         return error(HandshakeError::BadRequest);
@@ -40,11 +77,11 @@ pub(crate) fn upgrade(
         .on_upgrade(move |ws| probe(session, handover, ws).instrument(span))
 }
 
-async fn probe(session: Arc<PollSession>, handover: mpsc::Sender<WebSocket>, mut ws: WebSocket) {
+async fn probe(session: Arc<PollSession>, handover: mpsc::Sender<Upgraded>, mut ws: WebSocket) {
     let probed = tokio::time::timeout(UPGRADE_TIMEOUT, handshake(&session, &mut ws)).await;
     if probed == Ok(true) {
         session.complete_upgrade().await;
-        if handover.send(ws).await.is_err() {
+        if handover.send(Upgraded::Local(Box::new(ws))).await.is_err() {
             tracing::debug!(sid = %session.sid(), "session ended during its upgrade");
         }
         return;

@@ -18,10 +18,25 @@
 //! next GET is not an overlap). A `cancel` published before the owner
 //! subscribed is lost; the owner's hold then ends with the next ping.
 //!
+//! A GET arriving at the owner while the previous answer waits for its
+//! `ack` is the client's next GET (it has seen the answer, or given up on
+//! it): it waits for the ack (or the put-back), then takes the next
+//! packets; only a second GET while one waits for packets is an overlap.
+//!
 //! No gateway answering on the owner's subject (it is gone) is Engine.IO
 //! error 1, "Session ID unknown", at once (NATS no-responders), so the
 //! client reconnects. Both waits are bounded by [`hold_limit`]: one ping
 //! interval plus a margin, longer than any held GET.
+//!
+//! Payloads travel unescaped (binary bodies, the sid and the answer's
+//! kind in headers), and a forwarded GET answers at most the NATS
+//! server's `max_payload` less a margin (the rest waits for the next GET;
+//! packets are never split): a 1 MB `maxPayload` answer fits the default
+//! 1 MiB NATS message.
+//!
+//! WebSocket upgrades that land on a non-owner are relayed ([`relay`]).
+
+mod relay;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,10 +52,14 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::PollingSessions;
-use crate::engine::polling::{Forwarder, PollError};
+use crate::engine::polling::{Forwarder, PollError, Relay};
 
 /// How long an owner waits for the forwarder's `ack` of a GET's payload.
 pub(crate) const ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// What a NATS reply carries besides a GET's payload (subject, headers),
+/// kept free under the server's `max_payload`.
+const ANSWER_MARGIN: usize = 4096;
 
 /// The longest wait for a forwarded request: a held GET ends within one
 /// ping interval (the ping answers it); the margin covers the hops.
@@ -52,32 +71,44 @@ pub(crate) fn hold_limit(ping_interval: Duration) -> Duration {
 pub(crate) struct NatsForwarder {
     client: Client,
     authorization: Option<String>,
+    /// Checks the owner's relay requests (`None`: no token configured).
+    token: Option<ServiceToken>,
     timeout: Duration,
+    /// The longest wait for one relayed batch.
+    relay_timeout: Duration,
 }
 
 impl NatsForwarder {
     /// Forwards on `client`, with the service token (when configured),
-    /// waiting at most `timeout` for an owner's answer.
-    pub(crate) fn new(client: Client, token: &str, timeout: Duration) -> Self {
+    /// waiting at most `timeout` for an owner's answer and `relay_timeout`
+    /// for a relayed batch.
+    pub(crate) fn new(
+        client: Client,
+        token: &str,
+        timeout: Duration,
+        relay_timeout: Duration,
+    ) -> Self {
         Self {
             client,
             authorization: (!token.is_empty()).then(|| format!("Bearer {token}")),
+            token: (!token.is_empty()).then(|| ServiceToken::new(Some(token.to_owned()))),
             timeout,
+            relay_timeout,
         }
     }
 
-    fn headers(&self) -> HeaderMap {
-        let mut headers = HeaderMap::new();
+    async fn request(
+        &self,
+        subject: String,
+        mut headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<PollAnswer, PollError> {
         if let Some(a) = &self.authorization {
             headers.insert(AUTHORIZATION_HEADER, a.as_str());
         }
-        headers
-    }
-
-    async fn request(&self, subject: String, body: Vec<u8>) -> Result<PollAnswer, PollError> {
         let request = async_nats::Request::new()
-            .payload(body.into())
-            .headers(self.headers())
+            .payload(body)
+            .headers(headers)
             .timeout(Some(self.timeout));
         let reply = self
             .client
@@ -88,7 +119,7 @@ impl NatsForwarder {
                 tracing::debug!(error = %e, "forwarded polling request failed");
                 PollError::UnknownSid
             })?;
-        serde_json::from_slice(&reply.payload).map_err(|_| PollError::UnknownSid)
+        PollAnswer::decode(reply.headers.as_ref(), reply.payload).ok_or(PollError::UnknownSid)
     }
 }
 
@@ -113,11 +144,7 @@ impl Drop for CancelOnDrop {
 }
 
 impl Forwarder for NatsForwarder {
-    fn poll<'a>(
-        &'a self,
-        owner: &'a str,
-        sid: &'a str,
-    ) -> BoxFuture<'a, Result<String, PollError>> {
+    fn poll<'a>(&'a self, owner: &'a str, sid: &'a str) -> BoxFuture<'a, Result<Bytes, PollError>> {
         Box::pin(async move {
             let owner = GatewayName::parse(owner).ok_or(PollError::UnknownSid)?;
             let control = self.client.new_inbox();
@@ -129,7 +156,8 @@ impl Forwarder for NatsForwarder {
                 sid: sid.to_owned(),
                 control: control.clone(),
             });
-            match self.request(owner.poll_subject(), body).await? {
+            let answer = self.request(owner.poll_subject(), HeaderMap::new(), body.into());
+            match answer.await? {
                 PollAnswer::Payload(payload) => {
                     guard.control = None;
                     // Lost ack: the owner puts the packets back and the
@@ -138,7 +166,7 @@ impl Forwarder for NatsForwarder {
                     Ok(payload)
                 }
                 PollAnswer::Refused(r) => Err(from_refusal(r)),
-                PollAnswer::Ok => Err(PollError::BadRequest),
+                PollAnswer::Ok | PollAnswer::Relay(_) => Err(PollError::BadRequest),
             }
         })
     }
@@ -147,19 +175,31 @@ impl Forwarder for NatsForwarder {
         &'a self,
         owner: &'a str,
         sid: &'a str,
-        body: &'a str,
+        body: Bytes,
     ) -> BoxFuture<'a, Result<(), PollError>> {
         Box::pin(async move {
             let owner = GatewayName::parse(owner).ok_or(PollError::UnknownSid)?;
-            let body = encode(&PostRequest {
+            let (headers, body) = PostRequest {
                 sid: sid.to_owned(),
-                body: body.to_owned(),
-            });
-            match self.request(owner.post_subject(), body).await? {
+                body,
+            }
+            .encode();
+            match self.request(owner.post_subject(), headers, body).await? {
                 PollAnswer::Ok => Ok(()),
                 PollAnswer::Refused(r) => Err(from_refusal(r)),
-                PollAnswer::Payload(_) => Err(PollError::BadRequest),
+                PollAnswer::Payload(_) | PollAnswer::Relay(_) => Err(PollError::BadRequest),
             }
+        })
+    }
+
+    fn relay<'a>(
+        &'a self,
+        owner: &'a str,
+        sid: &'a str,
+    ) -> BoxFuture<'a, Result<Relay, PollError>> {
+        Box::pin(async move {
+            let owner = GatewayName::parse(owner).ok_or(PollError::UnknownSid)?;
+            relay::start(self, owner, sid).await
         })
     }
 }
@@ -172,6 +212,7 @@ pub(crate) async fn serve(
     token: &str,
     sessions: Arc<PollingSessions>,
     ping_interval: Duration,
+    relay_timeout: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), async_nats::SubscribeError> {
     let Some(name) = GatewayName::parse(gateway) else {
@@ -180,18 +221,26 @@ pub(crate) async fn serve(
     };
     let polls = client.subscribe(name.poll_subject()).await?;
     let posts = client.subscribe(name.post_subject()).await?;
+    let upgrades = client.subscribe(name.upgrade_subject()).await?;
+    let authorization = (!token.is_empty()).then(|| format!("Bearer {token}"));
     let token = (!token.is_empty()).then(|| ServiceToken::new(Some(token.to_owned())));
     let owner = Arc::new(Owner {
         client,
         token,
         sessions,
         hold: hold_limit(ping_interval),
+        relay_timeout,
+        authorization,
     });
-    let mut requests = futures::stream::select(polls.map(|m| (true, m)), posts.map(|m| (false, m)));
+    let mut requests = futures::stream::select_all([
+        polls.map(|m| (Kind::Poll, m)).boxed(),
+        posts.map(|m| (Kind::Post, m)).boxed(),
+        upgrades.map(|m| (Kind::Upgrade, m)).boxed(),
+    ]);
     let span = tracing::Span::current();
     tokio::spawn(async move {
         loop {
-            let (poll, msg) = tokio::select! {
+            let (kind, msg) = tokio::select! {
                 () = shutdown.cancelled() => break,
                 next = requests.next() => match next {
                     Some(m) => m,
@@ -200,16 +249,24 @@ pub(crate) async fn serve(
             };
             let owner = Arc::clone(&owner);
             let run = async move {
-                if poll {
-                    owner.poll(msg).await;
-                } else {
-                    owner.post(msg).await;
+                match kind {
+                    Kind::Poll => owner.poll(msg).await,
+                    Kind::Post => owner.post(msg).await,
+                    Kind::Upgrade => relay::serve_upgrade(&owner, msg).await,
                 }
             };
             tokio::spawn(tracing::Instrument::instrument(run, span.clone()));
         }
     });
     Ok(())
+}
+
+/// What a request to the owner's subjects is.
+#[derive(Clone, Copy)]
+enum Kind {
+    Poll,
+    Post,
+    Upgrade,
 }
 
 /// The owner's side.
@@ -219,30 +276,28 @@ struct Owner {
     token: Option<ServiceToken>,
     sessions: Arc<PollingSessions>,
     hold: Duration,
+    /// The longest wait for one relayed batch.
+    relay_timeout: Duration,
+    /// The `Authorization` header of the owner's own (relay) requests.
+    authorization: Option<String>,
 }
 
 impl Owner {
     /// Whether the request carries the service token (when one is
     /// configured; without one, NATS permissions guard the subjects).
     fn authorized(&self, msg: &Message) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
-        let auth = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(AUTHORIZATION_HEADER))
-            .map(|v| v.as_str());
-        token.check(auth).is_ok()
+        authorized(self.token.as_ref(), msg)
+    }
+
+    /// The most payload bytes a forwarded GET answers: `maxPayload`, or
+    /// less when the NATS server's `max_payload` is smaller (the rest
+    /// waits for the next GET; packets are never split).
+    fn answer_limit(&self) -> usize {
+        nats_limit(&self.client)
     }
 
     async fn answer(&self, msg: &Message, answer: &PollAnswer) {
-        if let Some(reply) = &msg.reply {
-            let _ = self
-                .client
-                .publish(reply.clone(), encode(answer).into())
-                .await;
-        }
+        reply(&self.client, msg, answer).await;
     }
 
     async fn post(&self, msg: Message) {
@@ -251,12 +306,12 @@ impl Owner {
                 .answer(&msg, &PollAnswer::Refused(Refusal::Unauthorized))
                 .await;
         }
-        let Ok(req) = serde_json::from_slice::<PostRequest>(&msg.payload) else {
+        let Some(req) = PostRequest::decode(msg.headers.as_ref(), msg.payload.clone()) else {
             return self
                 .answer(&msg, &PollAnswer::Refused(Refusal::BadRequest))
                 .await;
         };
-        let answer = match self.sessions.post(&req.sid, req.body.as_bytes()).await {
+        let answer = match self.sessions.post(&req.sid, &req.body).await {
             Ok(()) => PollAnswer::Ok,
             Err(e) => PollAnswer::Refused(to_refusal(e)),
         };
@@ -290,8 +345,9 @@ impl Owner {
             let mut signals = signals.clone();
             let client = self.client.clone();
             async move {
-                let body = encode(&PollAnswer::Payload(payload));
-                if client.publish(reply, body.into()).await.is_err() {
+                let (headers, body) = PollAnswer::Payload(payload.into()).encode();
+                if let Err(e) = client.publish_with_headers(reply, headers, body).await {
+                    tracing::warn!(error = %e, "a forwarded GET's answer could not be sent");
                     return false;
                 }
                 let acked = async { signals.wait_for(Option::is_some).await.map(|v| *v) };
@@ -302,7 +358,7 @@ impl Owner {
             }
         };
         tokio::select! {
-            result = self.sessions.poll_with(&req.sid, deliver) => {
+            result = self.sessions.poll_with(&req.sid, self.answer_limit(), deliver) => {
                 if let Err(e) = result {
                     self.answer(&msg, &PollAnswer::Refused(to_refusal(e))).await;
                 }
@@ -323,6 +379,37 @@ async fn listen(mut control: Subscriber, signal: tokio::sync::watch::Sender<Opti
         signal.send_replace(Some(m.payload.as_ref() == ACK));
     }
     std::future::pending::<()>().await;
+}
+
+/// The most payload bytes one NATS message of ours carries: the server's
+/// `max_payload` less [`ANSWER_MARGIN`].
+fn nats_limit(client: &Client) -> usize {
+    let nats = client.server_info().max_payload;
+    nats.saturating_sub(ANSWER_MARGIN).max(1)
+}
+
+/// Whether `msg` carries the service token (when one is configured;
+/// without one, NATS permissions guard the subjects).
+fn authorized(token: Option<&ServiceToken>, msg: &Message) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let auth = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(AUTHORIZATION_HEADER))
+        .map(|v| v.as_str());
+    token.check(auth).is_ok()
+}
+
+/// Answers a request with `answer` (nothing when it has no reply subject).
+async fn reply(client: &Client, msg: &Message, answer: &PollAnswer) {
+    if let Some(reply) = &msg.reply {
+        let (headers, body) = answer.encode();
+        let _ = client
+            .publish_with_headers(reply.clone(), headers, body)
+            .await;
+    }
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
