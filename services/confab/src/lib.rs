@@ -110,11 +110,19 @@ pub fn load_config(file: Option<&Path>) -> anyhow::Result<Loaded<Config>> {
         dev = false;
         cfg.validate()?;
     }
+    let listeners = [("listen", cfg.listen), ("api_listen", embedded.api_listen)];
+    if dev
+        && cfg.auth.session.enabled()
+        && listeners.iter().any(|(_, addr)| !addr.ip().is_loopback())
+    {
+        // Session auth on a reachable address: sessions only, never the
+        // public dev secret.
+        cfg.auth.hs256_secret = None;
+        dev = false;
+        cfg.validate()?;
+    }
     // Every listener counts: the membership API takes user tokens too.
-    cfg.auth.refuse_dev_secret_beyond_loopback(&[
-        ("listen", cfg.listen),
-        ("api_listen", embedded.api_listen),
-    ])?;
+    cfg.auth.refuse_dev_secret_beyond_loopback(&listeners)?;
     if !dev {
         // Only the dev setup (dev secret, loopback) may leave the token
         // scope unchecked.

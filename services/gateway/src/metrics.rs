@@ -9,6 +9,10 @@ use prometheus_client::registry::Registry;
 
 use crate::engine::EngineHooks;
 
+mod session;
+
+pub use session::SessionMetrics;
+
 /// A `reason` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -50,6 +54,8 @@ pub struct Metrics {
     /// Events the recovery replays read from the log (whether or not the
     /// recovery then succeeded).
     pub replay_reads: Counter,
+    /// Session auth (`auth.session`).
+    pub session: SessionMetrics,
 }
 
 /// The labels of a client event refused by the socket's event budget.
@@ -145,7 +151,9 @@ impl Metrics {
             "Connections closed by the server, by reason",
             closed.clone(),
         );
+        let session = SessionMetrics::register(&mut registry);
         Self {
+            session,
             registry,
             connections,
             rooms,
