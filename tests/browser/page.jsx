@@ -2,6 +2,7 @@
 // Confab through @confab/client's React hook, and exposes `window.t` for
 // the Playwright driver (run.mjs). The log records what the socket saw.
 import { useEffect, useState } from "react";
+import { flushSync } from "react-dom";
 import { createRoot } from "react-dom/client";
 import { createAuthClient } from "better-auth/client";
 import { configure, getSocket } from "@confab/client";
@@ -12,8 +13,14 @@ const log = [];
 const root = createRoot(document.getElementById("root"));
 let configured = false;
 
+// The log also shows on the page (outside the React root), so a failure
+// screenshot says what the socket saw.
+const shown = document.createElement("pre");
+document.body.append(shown);
+
 function record(entry) {
   log.push({ at: Date.now(), ...entry });
+  shown.textContent += `${JSON.stringify(entry)}\n`;
 }
 
 /** JWT deployments: a token from better-auth's JWT plugin at each connect. */
@@ -104,11 +111,11 @@ window.t = {
       });
       configured = true;
     }
-    root.render(<Chat />);
+    flushSync(() => root.render(<Chat />));
   },
-  /** Unmounts it (useSocket disconnects). */
+  /** Unmounts it (useSocket disconnects), synchronously. */
   unmount() {
-    root.render(null);
+    flushSync(() => root.render(null));
   },
   async send(room, body) {
     sent += 1;

@@ -6,8 +6,7 @@
 //   CONFAB_SERVICE_TOKEN, AUTH_MODE ("cookie" or "jwt"), ARTIFACTS (a
 //   directory for the failure screenshots), LABEL.
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 
 import { chromium } from "playwright-core";
@@ -55,7 +54,8 @@ async function logged(page, what, pred, from = 0) {
 
 const logLength = (page) => page.evaluate(() => window.t.log.length);
 
-const profile = mkdtempSync(join(tmpdir(), "confab-chromium-"));
+// playwright-core starts Chromium with a new empty profile (its own temp
+// --user-data-dir) and removes it afterwards.
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   args: [
@@ -67,7 +67,6 @@ const browser = await chromium.launch({
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    `--user-data-dir=${profile}`,
   ],
 });
 const pages = {};
@@ -176,6 +175,5 @@ try {
 } finally {
   proxy.close();
   await browser.close();
-  rmSync(profile, { recursive: true, force: true });
 }
 process.exit(failed ? 1 : 0);

@@ -136,7 +136,6 @@ async fn run_scenario(app: &BetterAuthApp, gateways: &[String], api: &str, svc: 
         .expect("the browser scenario ends within 3 minutes")
         .expect("node run.mjs runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    print!("{stdout}");
     assert!(
         out.status.success(),
         "browser scenario {label} failed ({}); screenshots in {}:\n{stdout}\n{}",
@@ -144,6 +143,7 @@ async fn run_scenario(app: &BetterAuthApp, gateways: &[String], api: &str, svc: 
         artifacts.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+    print!("{stdout}");
 }
 
 /// One browser scenario at a time: each runs a Chromium.

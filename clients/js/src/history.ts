@@ -76,7 +76,7 @@ export async function fetchSince(
       throw new ConfabError(ack.error.code, ack.error.message);
     }
     for (const m of ack.messages) {
-      if (since && (m.id === since.id || m.createdAt < since.createdAt)) {
+      if (since && (m.id === since.id || Date.parse(m.createdAt) < Date.parse(since.createdAt))) {
         return { messages: newestFirst.reverse(), complete: true };
       }
       newestFirst.push(m);
@@ -104,7 +104,7 @@ export function trackLastSeen(socket: ConfabSocket): LastSeen {
   const last = new Map<string, SeenMessage>();
   const see = (m: Message) => {
     const prev = last.get(m.room);
-    if (!prev || prev.createdAt <= m.createdAt) {
+    if (!prev || Date.parse(prev.createdAt) <= Date.parse(m.createdAt)) {
       last.set(m.room, { id: m.id, createdAt: m.createdAt });
     }
   };
