@@ -25,7 +25,10 @@ impl AllInOne {
         tweak(&mut cfg);
         cfg.validate().expect("all-in-one test config is valid");
         let embedded = confab::EmbeddedConfig {
-            database_url: format!("sqlite://{}?mode=rwc", db.path().join("confab.db").display()),
+            database_url: format!(
+                "sqlite://{}?mode=rwc",
+                db.path().join("confab.db").display()
+            ),
             api_listen: "127.0.0.1:0".parse().unwrap(),
         };
         let app = confab::build(cfg, &embedded)

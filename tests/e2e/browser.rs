@@ -115,7 +115,14 @@ fn node() -> std::ffi::OsString {
 }
 
 /// Runs the scenario; fails the test with its output unless it passes.
-async fn run_scenario(app: &BetterAuthApp, gateways: &[String], api: &str, svc: &str, mode: Mode, label: &str) {
+async fn run_scenario(
+    app: &BetterAuthApp,
+    gateways: &[String],
+    api: &str,
+    svc: &str,
+    mode: Mode,
+    label: &str,
+) {
     let artifacts = workspace_root().join("target").join("browser-e2e");
     let run = Command::new(node())
         .arg("run.mjs")
@@ -159,7 +166,15 @@ async fn browser_against_the_all_in_one() {
     let app = start_app().await;
     let mode = Mode::Jwt;
     let aio = AllInOne::start(|cfg| mode.configure(cfg, &app.url)).await;
-    run_scenario(&app, &[aio.url()], &aio.api_url(), &aio.service_token, mode, "all-in-one").await;
+    run_scenario(
+        &app,
+        &[aio.url()],
+        &aio.api_url(),
+        &aio.service_token,
+        mode,
+        "all-in-one",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,4 +188,3 @@ async fn browser_against_two_gateways() {
     let api = format!("http://{}", c.membership);
     run_scenario(&app, &gateways, &api, SERVICE_TOKEN, mode, "two-gateways").await;
 }
-

@@ -24,7 +24,10 @@ pub fn client_package_dir() -> PathBuf {
 pub fn npm_ci(dir: &Path) {
     static DONE: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
     let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
-    if !done.get_or_insert_with(HashSet::new).insert(dir.to_path_buf()) {
+    if !done
+        .get_or_insert_with(HashSet::new)
+        .insert(dir.to_path_buf())
+    {
         return;
     }
     let lock = tools_dir().join(format!("npm-ci-{}.lock", lock_name(dir)));
