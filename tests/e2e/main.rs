@@ -19,5 +19,6 @@ mod polling_gateway;
 mod presence;
 mod recovery;
 mod round_robin;
+mod session_auth;
 mod support;
 mod typescript;

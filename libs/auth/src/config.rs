@@ -8,7 +8,9 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::extract::is_cookie_name_byte;
 use crate::hmac::{DEV_SECRET, MIN_SECRET_LEN};
+use crate::session::SessionConfig;
 
 /// Largest clock-skew allowance accepted by [`AuthConfig::validate`] (ten
 /// minutes). Anything larger is almost certainly a unit mistake.
@@ -113,6 +115,10 @@ pub struct AuthConfig {
     /// Name of a cookie that may carry the token (the last source tried).
     /// `None`: cookies are ignored.
     pub cookie_name: Option<String>,
+    /// Session auth: the app tells who the user is from its session
+    /// cookie (`[auth.session]`, see [`SessionConfig`]). With a session URL
+    /// and neither `hs256_secret` nor `jwks_url`, JWTs are off.
+    pub session: SessionConfig,
 }
 
 impl Default for AuthConfig {
@@ -127,6 +133,7 @@ impl Default for AuthConfig {
             jwks_min_refetch: Duration::from_secs(30),
             jwks_max_age: Duration::from_secs(15 * 60),
             cookie_name: None,
+            session: SessionConfig::default(),
         }
     }
 }
@@ -195,6 +202,14 @@ pub enum ConfigError {
         /// The configured leeway.
         leeway: Duration,
     },
+    /// An `auth.session` key has an unusable value.
+    #[error("auth.session.{key}: {reason}")]
+    InvalidSession {
+        /// The key under `auth.session`.
+        key: &'static str,
+        /// What is wrong and what to write instead.
+        reason: String,
+    },
     /// The HTTP client for the JWKS could not be built.
     #[error("could not build the JWKS HTTP client: {0}")]
     HttpClient(String),
@@ -215,6 +230,15 @@ impl AuthConfig {
     /// a long-enough secret for HMAC algorithms, a JWKS URL for asymmetric
     /// ones, no empty strings, a sane leeway.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.session
+            .validate()
+            .map_err(|e| ConfigError::InvalidSession {
+                key: e.key,
+                reason: e.reason,
+            })?;
+        if !self.jwt_enabled() {
+            return Ok(());
+        }
         if self.algorithms.is_empty() {
             return Err(ConfigError::NoAlgorithms);
         }
@@ -258,6 +282,12 @@ impl AuthConfig {
         Ok(())
     }
 
+    /// Whether JWTs are accepted: always, unless session auth is on and
+    /// neither `hs256_secret` nor `jwks_url` is set (session auth only).
+    pub fn jwt_enabled(&self) -> bool {
+        !self.session.enabled() || self.hs256_secret.is_some() || self.jwks_url.is_some()
+    }
+
     /// Whether any allowed algorithm needs the JWKS.
     pub(crate) fn uses_jwks(&self) -> bool {
         self.algorithms
@@ -289,11 +319,6 @@ fn check_jwks_url(url: &str) -> Result<(), ConfigError> {
         return Err(invalid("it has no host".to_owned()));
     }
     Ok(())
-}
-
-/// RFC 6265 `token` characters (what a cookie name may contain).
-fn is_cookie_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Parses one algorithm name from config (case-insensitive).

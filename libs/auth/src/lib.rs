@@ -67,6 +67,7 @@ mod extract;
 mod hmac;
 mod jwks;
 mod mint;
+pub mod session;
 mod verifier;
 
 pub use claims::Claims;

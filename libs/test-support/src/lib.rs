@@ -9,6 +9,8 @@
 //! * [`client_package`]: the client package `clients/js`, installed and
 //!   built; [`npm_ci`] for the other npm packages of the repository.
 //! * [`stream_messages`]: what a JetStream stream holds.
+//! * [`BetterAuthApp`]: a real better-auth app (`tests/better-auth`,
+//!   email and password on SQLite) to sign in to, for session auth.
 //!
 //! Provisioned tools live under `<workspace>/target/tools/` and are shared by
 //! every test process; concurrent first uses are serialised with file locks.
@@ -17,11 +19,13 @@ use std::fs::{File, OpenOptions};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+mod better_auth;
 mod jetstream;
 mod nats;
 mod node;
 mod npm;
 
+pub use better_auth::{BetterAuthApp, SignedIn, better_auth_dir, better_auth_modules};
 pub use jetstream::stream_messages;
 pub use nats::{NATS_SERVER_VERSION, NatsServer, nats_server_binary};
 pub use node::{NodeClient, js_dir, node_modules};

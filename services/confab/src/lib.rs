@@ -110,6 +110,13 @@ pub fn load_config(file: Option<&Path>) -> anyhow::Result<Loaded<Config>> {
         dev = false;
         cfg.validate()?;
     }
+    if dev && cfg.auth.session.enabled() && !cfg.listen.ip().is_loopback() {
+        // Session auth on a reachable address: sessions only, never the
+        // public dev secret.
+        cfg.auth.hs256_secret = None;
+        dev = false;
+        cfg.validate()?;
+    }
     if dev && !cfg.listen.ip().is_loopback() {
         bail!(
             "refusing to listen on {} with the public dev secret: set CONFAB_AUTH__HS256_SECRET \

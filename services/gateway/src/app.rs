@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::serve::ListenerExt as _;
 use confab_auth::Verifier;
+use confab_auth::session::{SessionAuth, SessionError};
 use confab_events::RoomId;
 use confab_protocol::engineio::HandshakeError;
 use http::{HeaderMap, Method, StatusCode, header};
@@ -162,6 +163,8 @@ struct AppState {
     metrics: Arc<Metrics>,
     presence: Arc<LocalPresence>,
     recovery: Option<Arc<Recovery>>,
+    /// Session auth, when on (its breaker answers new handshakes).
+    session: Option<SessionAuth>,
     config: Arc<GatewayConfig>,
     shutting_down: Arc<AtomicBool>,
 }
@@ -230,6 +233,8 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let verifier =
             Verifier::new(config.auth.clone()).map_err(|e| AppError::Auth(e.to_string()))?;
+        let session = SessionAuth::new(&config.auth.session, Arc::new(metrics.session.clone()))
+            .map_err(|e| AppError::Auth(e.to_string()))?;
         let r = &config.recovery;
         // The hub's dispatcher task logs inside the gateway's span.
         let hub = span
@@ -258,6 +263,7 @@ impl App {
             LocalPresence::new(deps.presence, config.presence.heartbeat, gateway.clone());
         let handler = Arc::new(ConfabHandler::new(HandlerDeps {
             verifier,
+            session: session.clone(),
             cors: config.cors.clone(),
             membership: deps.membership,
             hub: Arc::clone(&hub),
@@ -306,6 +312,7 @@ impl App {
             metrics,
             presence,
             recovery,
+            session,
             config: Arc::new(config),
             shutting_down: Arc::new(AtomicBool::new(false)),
         };
@@ -434,7 +441,16 @@ async fn socket_io(
     if req.method() == Method::OPTIONS {
         return cors::preflight(origin.as_ref(), req.headers());
     }
-    let kept = connect_headers(req.headers());
+    let trust_xff = state.config.auth.session.trust_forwarded_for;
+    let kept = connect_headers(req.headers(), trust_xff);
+    let query = req.uri().query().map(str::to_owned);
+    if let Some(mut refused) = session_unavailable(&state, query.as_deref(), &kept, remote)
+        .instrument(state.span.clone())
+        .await
+    {
+        cors::allow(origin.as_ref(), refused.headers_mut());
+        return refused;
+    }
     // The connection task starts inside the gateway's span.
     let mut response = state
         .engine
@@ -445,13 +461,56 @@ async fn socket_io(
     response
 }
 
+/// A new handshake with a session credential is looked up at once (the
+/// CONNECT that follows then finds the verdict in the cache): when the app
+/// is unavailable the handshake is answered `503`. The client sees
+/// `connect_error` and its Manager retries with growing backoff; a
+/// CONNECT_ERROR would end the socket for good, and a transport closed
+/// after the handshake is retried at the shortest delay only.
+async fn session_unavailable(
+    state: &AppState,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    remote: SocketAddr,
+) -> Option<Response> {
+    let session = state.session.as_ref()?;
+    let fresh = !query
+        .unwrap_or_default()
+        .split('&')
+        .any(|p| p.starts_with("sid="));
+    if !fresh || !session.has_credentials(headers) {
+        return None;
+    }
+    let Err(SessionError::Unavailable { .. }) = session.resolve(headers, Some(remote.ip())).await
+    else {
+        return None;
+    };
+    state.metrics.handshake_failed("auth_unavailable");
+    let body = json!({
+        "code": "auth_unavailable",
+        "message": "the auth backend is unavailable; retry with backoff",
+    });
+    Some(
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            axum::Json(body),
+        )
+            .into_response(),
+    )
+}
+
 /// The upgrade request's headers that CONNECT handling reads (the origin,
-/// the cookie and bearer credentials): a connection keeps these for its
-/// whole life, not the whole request.
-fn connect_headers(all: &HeaderMap) -> HeaderMap {
+/// the cookie and bearer credentials, and `X-Forwarded-For` when a trusted
+/// proxy sets it): a connection keeps these for its whole life, not the
+/// whole request.
+fn connect_headers(all: &HeaderMap, trust_xff: bool) -> HeaderMap {
     let mut kept = HeaderMap::new();
-    for name in [header::ORIGIN, header::COOKIE, header::AUTHORIZATION] {
-        for value in all.get_all(&name) {
+    let xff = header::HeaderName::from_static("x-forwarded-for");
+    let names = [header::ORIGIN, header::COOKIE, header::AUTHORIZATION, xff];
+    let names = if trust_xff { &names[..] } else { &names[..3] };
+    for name in names {
+        for value in all.get_all(name) {
             kept.append(name.clone(), value.clone());
         }
     }

@@ -9,6 +9,10 @@ use prometheus_client::registry::Registry;
 
 use crate::engine::EngineHooks;
 
+mod session;
+
+pub use session::SessionMetrics;
+
 /// A `reason` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
@@ -45,6 +49,8 @@ pub struct Metrics {
     /// gets, no consumer; `consumer`: a JetStream consumer; `log`: the
     /// in-process log).
     pub replays: Family<PathLabel, Counter>,
+    /// Session auth (`auth.session`).
+    pub session: SessionMetrics,
 }
 
 /// A `path` label.
@@ -118,7 +124,9 @@ impl Metrics {
             "Connections closed by the server, by reason",
             closed.clone(),
         );
+        let session = SessionMetrics::register(&mut registry);
         Self {
+            session,
             registry,
             connections,
             rooms,

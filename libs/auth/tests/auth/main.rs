@@ -5,3 +5,4 @@ mod common;
 mod extract;
 mod hs256;
 mod jwks;
+mod session;

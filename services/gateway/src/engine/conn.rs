@@ -23,8 +23,8 @@ use super::queue::{OutQueue, Outbound};
 use super::socket::ConnShared;
 use super::transport::Transport;
 use super::{
-    Ack, CloseReason, ConnId, ConnectRequest, DisconnectReason, Engine, Handler, IncomingEvent,
-    SocketRef,
+    Ack, CloseReason, ConnId, ConnectRequest, DisconnectReason, Engine, Expiry, Handler,
+    IncomingEvent, SocketRef,
 };
 
 /// Frames written per wake-up before flushing, so one busy socket cannot
@@ -276,7 +276,14 @@ impl<H: Handler, T: Transport> Conn<H, T> {
         for nsp in expired {
             if let Some(mut s) = self.sockets.remove(&nsp) {
                 let handler = Arc::clone(&self.engine.handler);
-                let notice = handler.on_expired(&s.socket, &mut s.session).await;
+                let notice = match handler.on_expired(&s.socket, &mut s.session).await {
+                    Expiry::Extend(until) => {
+                        s.expires_at = Some(until);
+                        self.sockets.insert(nsp, s);
+                        continue;
+                    }
+                    Expiry::Disconnect(notice) => notice,
+                };
                 let mut frames = Vec::new();
                 if let Some((event, args)) = notice {
                     frames.push(packet_text(&Packet::event(&nsp, &event, args, None)));
@@ -444,6 +451,7 @@ impl<H: Handler, T: Transport> Conn<H, T> {
         let req = ConnectRequest {
             auth: packet.data.as_ref(),
             headers: &self.headers,
+            remote: self.remote,
         };
         let span = tracing::info_span!("socket.connect", nsp = %nsp, sid = &*sid);
         match handler.on_connect(&socket, req).instrument(span).await {
@@ -471,6 +479,19 @@ impl<H: Handler, T: Transport> Conn<H, T> {
                     }),
                 );
                 Flow::Continue
+            }
+            Err(refusal) if refusal.retry => {
+                // A temporary failure: the client's Manager reconnects
+                // with backoff after a closed transport, never after a
+                // CONNECT_ERROR.
+                self.close(CloseReason {
+                    code: 1013,
+                    reason: refusal.message,
+                })
+                .await;
+                Flow::Stop(DisconnectReason::Server(
+                    "connect refused, retry later".into(),
+                ))
             }
             Err(refusal) => {
                 let mut data = serde_json::Map::new();

@@ -95,6 +95,8 @@ pub struct ConnectRequest<'a> {
     /// [`Engine::serve`] (the connection keeps them for its life,
     /// so callers pass only those CONNECT handling needs).
     pub headers: &'a HeaderMap,
+    /// The client's address (the TCP peer), when known.
+    pub remote: Option<SocketAddr>,
 }
 
 /// A refused CONNECT: sent to the client as CONNECT_ERROR
@@ -105,6 +107,20 @@ pub struct ConnectRefusal {
     pub message: String,
     /// Extra machine-readable detail (the client's `err.data`).
     pub data: Option<Value>,
+    /// Close the whole connection instead of answering CONNECT_ERROR. A
+    /// CONNECT_ERROR ends a `socket.io-client` socket for good; a closed
+    /// transport makes its Manager reconnect with backoff, which is what a
+    /// temporary failure (the auth backend is down) needs.
+    pub retry: bool,
+}
+
+/// What happens when a socket's session expiry passes.
+#[derive(Debug)]
+pub enum Expiry {
+    /// Still valid: keep the socket, look again at this instant.
+    Extend(Instant),
+    /// Over: send this event (name, args), if any, then disconnect.
+    Disconnect(Option<(String, Vec<Value>)>),
 }
 
 /// An accepted CONNECT.
@@ -211,14 +227,10 @@ pub trait Handler: Send + Sync + 'static {
         event: IncomingEvent,
     ) -> EventOutcome;
 
-    /// The session's expiry passed: the returned event (name, args) is sent
-    /// before the socket is disconnected.
-    async fn on_expired(
-        &self,
-        _socket: &SocketRef,
-        _session: &mut Self::Session,
-    ) -> Option<(String, Vec<Value>)> {
-        None
+    /// The session's expiry passed: extend it, or disconnect the socket
+    /// (after the returned event, if any).
+    async fn on_expired(&self, _socket: &SocketRef, _session: &mut Self::Session) -> Expiry {
+        Expiry::Disconnect(None)
     }
 
     /// The socket left (for any reason); release what it held.

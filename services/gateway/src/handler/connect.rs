@@ -1,7 +1,8 @@
 //! CONNECT, in named steps:
 //!
-//! 1. [`authenticate`](ConfabHandler::authenticate): the JWT of the
-//!    handshake (auth payload, bearer header or cookie);
+//! 1. `identify` (`identity.rs`): the JWT of the handshake (auth
+//!    payload, bearer header or cookie), else the app's session
+//!    (`auth.session`);
 //! 2. [`resume_request`](ConfabHandler::resume_request): whether the client
 //!    asks to continue a session (`{pid, offset}`), holding live events
 //!    back if so;
@@ -15,13 +16,12 @@
 
 use std::collections::HashSet;
 
-use confab_auth::{AuthError, Claims, TokenSource};
 use confab_events::socket::names;
 use confab_events::{RoomId, RoomKind, UserId};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use super::{ConfabHandler, Session, TypingState, expiry_instant};
+use super::{ConfabHandler, Session, TypingState};
 use crate::engine::{Accepted, ConnectRefusal, ConnectRequest, EngineHooks, SocketRef};
 use crate::features::membership::Access;
 use crate::features::recovery::{
@@ -72,8 +72,12 @@ impl ConfabHandler {
         socket: &SocketRef,
         req: ConnectRequest<'_>,
     ) -> Result<Accepted<Session>, ConnectRefusal> {
-        let claims = self.authenticate(&req).await?;
-        let user = claims.user.clone();
+        let identity = self.auth.identify(&req).await.map_err(|r| {
+            let mut refusal = self.refuse(r.code, r.message);
+            refusal.retry = r.retry;
+            refusal
+        })?;
+        let user = identity.user.clone();
         let mut request = self.resume_request(socket, req.auth);
         // Read before the socket joins any room, as the position a fresh
         // session starts at (no request unless the gateway just started).
@@ -83,7 +87,9 @@ impl ConfabHandler {
         };
         self.hub.register(socket.conn());
         let joined = async {
-            let (rooms, found) = self.rooms(socket, &user, &mut request).await?;
+            let (rooms, found) = self
+                .rooms(socket, &user, &identity.rooms, &mut request)
+                .await?;
             let after = self
                 .after_connect(socket, &user, start, found, request.failure)
                 .await?;
@@ -99,7 +105,8 @@ impl ConfabHandler {
         Ok(Accepted {
             session: Session {
                 user,
-                expires_at: claims.expires_at,
+                expires_at: identity.expires_at,
+                credentials: identity.credentials,
                 send_bucket: self.messenger.connection_bucket(),
                 query_bucket: crate::features::presence::query_bucket(),
                 typing: TypingState::default(),
@@ -107,7 +114,7 @@ impl ConfabHandler {
                 after_connect,
             },
             pid,
-            expires_at: Some(expiry_instant(claims.expires_at)),
+            expires_at: Some(identity.recheck),
         })
     }
 
@@ -116,39 +123,8 @@ impl ConfabHandler {
         ConnectRefusal {
             message,
             data: Some(json!({ "code": code })),
+            retry: false,
         }
-    }
-
-    fn refuse_auth(&self, e: &AuthError) -> ConnectRefusal {
-        if e.is_server_error() {
-            tracing::warn!(error = %e, "handshake authentication unavailable");
-        }
-        self.refuse(e.code(), e.public_message())
-    }
-
-    /// Step 1: the handshake's token, and where it may come from.
-    async fn authenticate(&self, req: &ConnectRequest<'_>) -> Result<Claims, ConnectRefusal> {
-        let (claims, source) = self
-            .verifier
-            .authenticate(req.auth, req.headers)
-            .await
-            .map_err(|e| self.refuse_auth(&e))?;
-        if source == TokenSource::Cookie {
-            // Browsers attach cookies to cross-site WebSocket requests too:
-            // a cookie only counts from an origin listed by name.
-            if let Some(origin) = req.headers.get(http::header::ORIGIN) {
-                let origin = origin.to_str().unwrap_or_default();
-                if !self.cors.allows_explicitly(origin) {
-                    return Err(self.refuse(
-                        "origin_not_allowed",
-                        format!(
-                            "a token from a cookie is only accepted from origins listed in cors.allowed_origins (not via \"*\"); {origin:?} is not listed. Send the token in the auth payload instead, or list the origin"
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(claims)
     }
 
     /// Step 2: a reconnecting client asks to resume its session. A
@@ -181,6 +157,7 @@ impl ConfabHandler {
         &self,
         socket: &SocketRef,
         user: &UserId,
+        granted: &[RoomId],
         request: &mut ResumeRequest,
     ) -> Result<(usize, Option<Found>), Refusal> {
         // The session lookup and the user's rooms do not depend on each
@@ -204,6 +181,8 @@ impl ConfabHandler {
         };
         let (lookup, rooms) = tokio::join!(lookup, rooms);
         let mut rooms = rooms?;
+        // Rooms the app's session answer grants (generic preset).
+        rooms.extend(granted.iter().cloned());
         let found = match lookup {
             Some(Ok(f)) => Some(f),
             Some(Err(f)) => {

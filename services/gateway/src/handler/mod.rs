@@ -7,11 +7,13 @@
 //! features never import the handler.
 
 mod connect;
+mod identity;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use confab_auth::session::SessionAuth;
 use confab_auth::{Claims, Verifier};
 use confab_events::socket::{
     AckError, ClientToServer, RefreshAck, RefreshRequest, RoomRequest, SessionExpired, names,
@@ -22,8 +24,8 @@ use tokio::time::Instant;
 
 use crate::config::{CorsConfig, MessageSettings};
 use crate::engine::{
-    Accepted, ConnectRefusal, ConnectRequest, DisconnectReason, EngineHooks, EventOutcome, Handler,
-    IncomingEvent, SocketRef,
+    Accepted, ConnectRefusal, ConnectRequest, DisconnectReason, EngineHooks, EventOutcome, Expiry,
+    Handler, IncomingEvent, SocketRef,
 };
 use crate::features::history::{self, MessageCalls};
 use crate::features::membership::{self, Membership};
@@ -40,8 +42,10 @@ use crate::reply::{Code, Reply};
 pub(crate) struct Session {
     /// The authenticated user.
     user: UserId,
-    /// Token expiry, Unix seconds.
+    /// Token or session expiry, Unix seconds.
     expires_at: u64,
+    /// How the socket authenticated (a session is asked again at expiry).
+    credentials: identity::Credentials,
     /// This connection's send rate limit.
     send_bucket: Bucket,
     /// This connection's `presence:query` rate limit.
@@ -59,6 +63,8 @@ pub(crate) struct Session {
 pub(crate) struct HandlerDeps {
     /// Checks handshake and refresh tokens.
     pub(crate) verifier: Verifier,
+    /// Session auth (`auth.session`), when on.
+    pub(crate) session: Option<SessionAuth>,
     /// Which origins may authenticate with a cookie.
     pub(crate) cors: CorsConfig,
     /// The membership authority.
@@ -79,8 +85,7 @@ pub(crate) struct HandlerDeps {
 
 /// The gateway's [`Handler`].
 pub(crate) struct ConfabHandler {
-    verifier: Verifier,
-    cors: CorsConfig,
+    auth: identity::Authenticator,
     membership: Arc<dyn Membership>,
     hub: Arc<Hub>,
     metrics: Arc<Metrics>,
@@ -107,6 +112,7 @@ impl ConfabHandler {
     pub(crate) fn new(deps: HandlerDeps) -> Self {
         let HandlerDeps {
             verifier,
+            session,
             cors,
             membership,
             hub,
@@ -117,8 +123,11 @@ impl ConfabHandler {
             recovery,
         } = deps;
         Self {
-            verifier,
-            cors,
+            auth: identity::Authenticator {
+                verifier,
+                session,
+                cors,
+            },
             messenger: Messenger::new(Arc::clone(&hub), Arc::clone(&membership), messages),
             membership,
             hub,
@@ -159,7 +168,7 @@ impl ConfabHandler {
     }
 
     async fn refresh(&self, session: &mut Session, req: &RefreshRequest) -> EventOutcome {
-        let claims: Claims = match self.verifier.verify(&req.token).await {
+        let claims: Claims = match self.auth.verifier.verify(&req.token).await {
             Ok(c) => c,
             Err(e) => return Reply::refused(AckError::new(e.code(), e.to_string())).into(),
         };
@@ -174,6 +183,7 @@ impl ConfabHandler {
             .into();
         }
         session.expires_at = claims.expires_at;
+        session.credentials = identity::Credentials::Jwt;
         let mut outcome: EventOutcome = Reply::ok(&RefreshAck::Ok {
             ok: true,
             expires_at: claims.expires_at,
@@ -261,23 +271,29 @@ impl Handler for ConfabHandler {
         }
     }
 
-    async fn on_expired(
-        &self,
-        _socket: &SocketRef,
-        session: &mut Session,
-    ) -> Option<(String, Vec<Value>)> {
-        self.metrics.closed_for("token_expired");
-        let notice = SessionExpired {
-            code: "token_expired".into(),
-            message: format!(
-                "the token of {} expired at {} (Unix seconds); reconnect with a fresh token, or send auth:refresh before expiry",
-                session.user, session.expires_at
+    async fn on_expired(&self, _socket: &SocketRef, session: &mut Session) -> Expiry {
+        let (code, message) = match &session.credentials {
+            identity::Credentials::Jwt => (
+                "token_expired",
+                format!(
+                    "the token of {} expired at {} (Unix seconds); reconnect with a fresh token, or send auth:refresh before expiry",
+                    session.user, session.expires_at
+                ),
             ),
+            credentials => match self.auth.recheck(&session.user, credentials).await {
+                identity::Recheck::Valid(until) => return Expiry::Extend(until),
+                identity::Recheck::Over(code, message) => (code, message),
+            },
         };
-        Some((
+        self.metrics.closed_for(code);
+        let notice = SessionExpired {
+            code: code.into(),
+            message,
+        };
+        Expiry::Disconnect(Some((
             names::SESSION_EXPIRED.into(),
             vec![serde_json::to_value(notice).unwrap_or(Value::Null)],
-        ))
+        )))
     }
 
     async fn on_disconnect(&self, socket: &SocketRef, session: Session, reason: DisconnectReason) {
