@@ -151,6 +151,7 @@ try {
   assert.equal((await alice.evaluate(() => window.t.state())).connected, false);
 
   step("signed out, reconnecting is refused");
+  const sessionCookies = (await alice.context().cookies()).filter((c) => c.name.includes("session_token"));
   await alice.evaluate(() => window.t.signOut());
   await alice.evaluate(([url, mode]) => window.t.mount(url, mode), [proxy.url, MODE]);
   const refused = await logged(alice, "refusal", (e) => e.type === "connect_error" || e.type === "connect", mark);
@@ -158,6 +159,20 @@ try {
   await alice.waitForTimeout(500);
   assert.equal((await alice.evaluate(() => window.t.state())).connected, false);
   console.log(`[${LABEL}] refusal after sign-out: ${refused.message} ${JSON.stringify(refused.data)}`);
+
+  if (MODE === "cookie") {
+    step("the signed-out session's old cookie is refused too (after the gateway's cache TTL)");
+    await alice.evaluate(() => window.t.unmount());
+    await alice.context().addCookies(sessionCookies);
+    // The gateway trusted the session for auth.session.cache_ttl (1 s
+    // here): a revoked session is refused once that has passed.
+    await alice.waitForTimeout(1500);
+    mark = await logLength(alice);
+    await alice.evaluate(([url, mode]) => window.t.mount(url, mode), [proxy.url, MODE]);
+    const revoked = await logged(alice, "refusal", (e) => e.type === "connect_error" || e.type === "connect", mark);
+    assert.equal(revoked.type, "connect_error", `with the revoked cookie: ${JSON.stringify(revoked)}`);
+    assert.equal(revoked.data?.code, "session_invalid", JSON.stringify(revoked));
+  }
   step("ok");
 } catch (e) {
   failed = true;

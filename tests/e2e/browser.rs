@@ -53,6 +53,9 @@ impl Mode {
             Mode::Cookie => {
                 cfg.auth.jwks_url = None;
                 cfg.auth.session.url = Some(format!("{app}/api/auth/get-session"));
+                // run.mjs checks that a signed-out session's cookie is
+                // refused once the cache has forgotten it.
+                cfg.auth.session.cache_ttl = Duration::from_secs(1);
             }
             Mode::Jwt => {
                 cfg.auth.algorithms = vec![confab_auth::Algorithm::EdDSA];
@@ -181,7 +184,15 @@ async fn against_the_all_in_one(mode: Mode) {
     let app = start_app(mode).await;
     let aio = AllInOne::start(|cfg| mode.configure(cfg, app.url())).await;
     let label = format!("all-in-one-{}", mode.name());
-    run_scenario(&app, &[aio.url()], &aio.api_url(), &aio.service_token, mode, &label).await;
+    run_scenario(
+        &app,
+        &[aio.url()],
+        &aio.api_url(),
+        &aio.service_token,
+        mode,
+        &label,
+    )
+    .await;
 }
 
 async fn against_two_gateways(mode: Mode) {
