@@ -5,6 +5,22 @@
 run:
     cargo run --release
 
+# A chat page on the all-in-one for two browser tabs: http://127.0.0.1:8080/?user=alice and ?user=bob.
+demo:
+    cargo build --release -p confab
+    @[ -d clients/js/node_modules ] || npm ci --prefix clients/js --no-audit --no-fund
+    npm run build --prefix clients/js --silent
+    @[ -d clients/demo/node_modules ] || npm ci --prefix clients/demo --no-audit --no-fund
+    node clients/demo/serve.mjs
+
+# Screenshot the demo (alice and bob talking) into docs/demo.png with Debian's chromium.
+demo-screenshot:
+    cargo build --release -p confab
+    @[ -d clients/js/node_modules ] || npm ci --prefix clients/js --no-audit --no-fund
+    npm run build --prefix clients/js --silent
+    @[ -d clients/demo/node_modules ] || npm ci --prefix clients/demo --no-audit --no-fund
+    node clients/demo/screenshot.mjs
+
 # Print a token for USER: the local cluster's when it has a secret, else an all-in-one dev token.
 token USER:
     @if [ -s .run/jwt-secret ]; then bash deploy/local/cluster.sh token {{USER}}; else cargo run --release --quiet -- token {{USER}}; fi

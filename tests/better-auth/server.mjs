@@ -11,6 +11,11 @@
 //   GET /test/requests          get-session calls seen so far, with the
 //                               headers each carried (JSON)
 //   POST /test/revoke?user=ID   revokes every session of a user
+// Options for the browser tests (tests/browser, tests/e2e/browser.rs):
+//   --page DIR   serves DIR/index.html at / and DIR/page.js at /page.js
+//                (the test page, so its cookie is first-party)
+//   --jwt        enables better-auth's JWT plugin (/api/auth/token,
+//                /api/auth/jwks; EdDSA, iss = the app's URL, aud "confab")
 import http from "node:http";
 import os from "node:os";
 import path from "node:path";
@@ -19,6 +24,7 @@ import Database from "better-sqlite3";
 import { betterAuth } from "better-auth";
 import { getMigrations } from "better-auth/db/migration";
 import { toNodeHandler } from "better-auth/node";
+import { jwt } from "better-auth/plugins/jwt";
 
 function arg(name, fallback) {
   const i = process.argv.indexOf(`--${name}`);
@@ -29,6 +35,8 @@ const port = Number(arg("port", "0"));
 const dbFile =
   arg("db") ?? path.join(fs.mkdtempSync(path.join(os.tmpdir(), "confab-ba-")), "auth.db");
 const db = new Database(dbFile);
+const pageDir = arg("page");
+const withJwt = process.argv.includes("--jwt");
 
 async function main() {
   const server = http.createServer();
@@ -42,6 +50,7 @@ async function main() {
     // Tests sign in many times from one address.
     rateLimit: { enabled: false },
     trustedOrigins: [baseURL],
+    plugins: withJwt ? [jwt({ jwt: { issuer: baseURL, audience: "confab" } })] : [],
   });
   const { runMigrations } = await getMigrations(auth.options);
   await runMigrations();
@@ -52,6 +61,12 @@ async function main() {
     if (url.pathname === "/api/auth/get-session") {
       requests.push({ at: Date.now(), headers: req.headers });
       if (requests.length > 10000) requests.shift();
+    }
+    if (pageDir && (url.pathname === "/" || url.pathname === "/page.js")) {
+      const html = url.pathname === "/";
+      res.setHeader("content-type", html ? "text/html; charset=utf-8" : "text/javascript; charset=utf-8");
+      res.end(fs.readFileSync(path.join(pageDir, html ? "index.html" : "page.js")));
+      return;
     }
     if (url.pathname === "/test/requests") {
       res.setHeader("content-type", "application/json");

@@ -2,8 +2,11 @@
 //! `socket.io-client` (through `tests/js/driver.mjs`) and by raw WebSocket
 //! clients for protocol edge cases.
 
+mod all_in_one;
 mod authz;
 mod bounds;
+mod browser;
+mod client_package;
 mod cluster;
 mod conformance;
 mod gateway;

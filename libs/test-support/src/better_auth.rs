@@ -115,10 +115,16 @@ pub struct BetterAuthApp {
 impl BetterAuthApp {
     /// Installs (once) and starts the app on a free port.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts it with extra `server.mjs` options (`--page DIR`, `--jwt`).
+    pub async fn start_with(args: &[&str]) -> Self {
         better_auth_modules();
         let node = std::env::var_os("CONFAB_NODE").unwrap_or_else(|| OsString::from("node"));
         let mut child = Command::new(node)
             .arg("server.mjs")
+            .args(args)
             .current_dir(better_auth_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -6,6 +6,8 @@
 //! * [`NodeClient`]: a Node.js process (`tests/js/driver.mjs`) driving real
 //!   `socket.io-client` sockets, remote-controlled over JSON lines. Its npm
 //!   dependencies are installed once with `npm ci` ([`node_modules`]).
+//! * [`client_package`]: the client package `clients/js`, installed and
+//!   built; [`npm_ci`] for the other npm packages of the repository.
 //! * [`stream_messages`]: what a JetStream stream holds.
 //! * [`BetterAuthApp`]: a real better-auth app (`tests/better-auth`,
 //!   email and password on SQLite) to sign in to, for session auth.
@@ -21,11 +23,13 @@ mod better_auth;
 mod jetstream;
 mod nats;
 mod node;
+mod npm;
 
 pub use better_auth::{BetterAuthApp, SignedIn, better_auth_dir, better_auth_modules};
 pub use jetstream::stream_messages;
 pub use nats::{NATS_SERVER_VERSION, NatsServer, nats_server_binary};
 pub use node::{NodeClient, js_dir, node_modules};
+pub use npm::{client_package, client_package_dir, npm, npm_ci};
 
 /// The Cargo workspace root (two levels above this crate's manifest).
 pub fn workspace_root() -> PathBuf {
