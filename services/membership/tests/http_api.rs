@@ -659,6 +659,8 @@ async fn an_admin_token_of_one_workspace_cannot_act_on_another() {
         .post("/v1/workspaces/w/members", &adm, json!({"user": "dave"}))
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
+}
+
 /// A client that sends its request headers a line at a time is cut off
 /// after `header_read_timeout` (the listener is `confab_http`'s).
 #[tokio::test]
@@ -700,6 +702,8 @@ async fn slow_request_headers_are_cut_off() {
         "the membership API kept a connection dribbling headers for 6 s"
     );
     stop.cancel();
+}
+
 #[tokio::test]
 async fn creations_beyond_a_users_quota_are_refused() {
     use confab_membership::service::{Quotas, ServiceSettings};
