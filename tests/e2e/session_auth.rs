@@ -76,6 +76,17 @@ async fn a_better_auth_cookie_connects_and_signing_out_ends_it() {
     assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
     assert!(headers.get("origin").is_none());
 
+    // Still signed in past the cache TTL: the recheck keeps the socket.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    receives_in_user_room(&gw, &node, "a", &alice).await;
+    assert!(app.session_requests().await.len() >= 2, "asked again");
+    assert!(
+        !node
+            .received()
+            .iter()
+            .any(|m| m["event"] == "session:expired")
+    );
+
     // Signed out: the connected socket is told at its recheck (the cache
     // TTL), and a new connection is refused.
     app.sign_out(&alice.cookie).await;
@@ -160,6 +171,18 @@ async fn no_cookie_a_foreign_origin_and_jwt_first() {
     node.connect("listed", &gw.url(), listed).await;
     node.expect("listed", is_type("connect"), WAIT).await;
     let calls = app.session_requests().await.len();
+
+    // A bearer that is not a JWT is the app's to check (this app has no
+    // bearer plugin: not signed in), not a malformed JWT.
+    let bearer = json!({
+        "extraHeaders": { "authorization": "Bearer opaque-session-token" },
+        "transports": ["websocket"], "forceNew": true, "reconnection": false,
+    });
+    node.connect("bearer", &gw.url(), bearer).await;
+    let refused = node.expect("bearer", is_type("connect_error"), WAIT).await;
+    assert_eq!(refused["data"]["code"], "session_invalid", "{refused}");
+    let calls = calls + 1;
+    assert_eq!(app.session_requests().await.len(), calls);
 
     // A JWT wins over the cookie: the app is not asked.
     let mut both = opts(&token("jwt-user"));

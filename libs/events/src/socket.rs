@@ -235,9 +235,12 @@ pub enum RefreshAck {
 /// Payload of `session:expired`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
 pub struct SessionExpired {
-    /// Stable machine code: `token_expired`.
+    /// Stable machine code: `token_expired` (the JWT's `exp` passed) or
+    /// `session_expired` (session auth: the app no longer vouches for the
+    /// session: signed out, expired or revoked).
     pub code: String,
-    /// What happened and what to do (reconnect with a fresh token).
+    /// What happened and what to do (reconnect with a fresh token, or sign
+    /// in again).
     pub message: String,
 }
 

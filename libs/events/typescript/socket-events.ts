@@ -116,11 +116,14 @@ error: AckError, };
 
 export type SessionExpired = { 
 /**
- * Stable machine code: `token_expired`.
+ * Stable machine code: `token_expired` (the JWT's `exp` passed) or
+ * `session_expired` (session auth: the app no longer vouches for the
+ * session: signed out, expired or revoked).
  */
 code: string, 
 /**
- * What happened and what to do (reconnect with a fresh token).
+ * What happened and what to do (reconnect with a fresh token, or sign
+ * in again).
  */
 message: string, };
 
