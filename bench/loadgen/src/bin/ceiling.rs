@@ -65,6 +65,15 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
+/// The baseline's check (`jwt.verify` with the secret, HS256 only): the
+/// signature and expiry; `iss` / `aud` are not the ceiling's concern, as
+/// they are not the baseline's.
+fn baseline_validation() -> Validation {
+    let mut v = Validation::new(Algorithm::HS256);
+    v.validate_aud = false;
+    v
+}
+
 /// Engine.IO ping interval and timeout (the socket.io defaults).
 const PING_INTERVAL: Duration = Duration::from_secs(25);
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
@@ -444,7 +453,7 @@ async fn main() -> Result<()> {
     let server = Arc::new(Server {
         rooms: Mutex::new(HashMap::new()),
         key: DecodingKey::from_secret(secret.trim().as_bytes()),
-        validation: Validation::new(Algorithm::HS256),
+        validation: baseline_validation(),
         queue: args.queue,
         tag,
         next_conn: AtomicU64::new(0),
