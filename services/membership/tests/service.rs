@@ -213,14 +213,14 @@ async fn emit_publishes_through_the_bus() {
     let mut sub = bus.subscribe(&room("channel:42")).await.unwrap();
     svc.emit(
         &room("channel:42"),
-        "message:new",
+        "app:message:new",
         &serde_json::json!({"id": "m1", "body": "hi"}),
         Some("m1"),
     )
     .await
     .unwrap();
     let m = next(&mut sub).await;
-    assert_eq!(&*m.event, "message:new");
+    assert_eq!(&*m.event, "app:message:new");
     assert_eq!(&*m.args_json, r#"[{"id":"m1","body":"hi"}]"#);
     assert_eq!(m.msg_id.as_deref(), Some("app:m1"));
 
