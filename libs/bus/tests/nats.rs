@@ -1155,3 +1155,11 @@ async fn without_direct_gets_a_replay_falls_back_to_a_consumer() {
     );
     assert_eq!(replay_consumers(&bus).await, 0);
 }
+
+async fn conformance_bus() -> (NatsServer, NatsBus) {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    (server, bus)
+}
+
+conformance_suite!(conformance_bus);

@@ -6,6 +6,8 @@
 //! * [`NodeClient`]: a Node.js process (`tests/js/driver.mjs`) driving real
 //!   `socket.io-client` sockets, remote-controlled over JSON lines. Its npm
 //!   dependencies are installed once with `npm ci` ([`node_modules`]).
+//! * [`RedisServer`]: a `redis-server` (from `PATH`) on a free port with a
+//!   temporary data directory, killed on drop; restartable.
 //! * [`stream_messages`]: what a JetStream stream holds.
 //!
 //! Provisioned tools live under `<workspace>/target/tools/` and are shared by
@@ -18,10 +20,12 @@ use std::path::{Path, PathBuf};
 mod jetstream;
 mod nats;
 mod node;
+mod redis;
 
 pub use jetstream::stream_messages;
 pub use nats::{NATS_SERVER_VERSION, NatsServer, nats_server_binary};
 pub use node::{NodeClient, js_dir, node_modules};
+pub use redis::RedisServer;
 
 /// The Cargo workspace root (two levels above this crate's manifest).
 pub fn workspace_root() -> PathBuf {
