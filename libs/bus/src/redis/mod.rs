@@ -12,7 +12,7 @@
 //!
 //! The parts, from the bottom up (each uses only parts listed before it):
 //!
-//! * [`config`]: [`RedisConfig`].
+//! * [`config`]: the settings, [`RedisConfig`].
 //! * [`keys`]: key and channel names.
 //! * [`codec`]: [`BusMessage`] to stored/published bytes and back.
 //! * [`log`]: reads of the streams (fetch, ranges, replay, bounds) and the
