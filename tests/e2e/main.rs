@@ -15,6 +15,7 @@ mod polling_client;
 mod polling_gateway;
 mod presence;
 mod recovery;
+mod redis_bus;
 mod round_robin;
 mod support;
 mod typescript;
