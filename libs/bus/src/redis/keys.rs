@@ -14,6 +14,8 @@
 //!   after the duplicate window.
 //! * `{confab}:log-id`: the log's identity, set once.
 //! * `{confab}:first`: the first sequence still retained (set by trims).
+//! * `{confab}:trim-lease`: held by the process running this interval's
+//!   retention pass.
 //!
 //! Live channels are `{confab}:live:{room}` (not keys: `PUBLISH` reaches
 //! every node of a cluster).
@@ -51,6 +53,10 @@ impl Keys {
 
     pub(super) fn first(&self) -> String {
         format!("{}:first", self.tag)
+    }
+
+    pub(super) fn trim_lease(&self) -> String {
+        format!("{}:trim-lease", self.tag)
     }
 
     pub(super) fn room(&self, room: &RoomId) -> String {

@@ -203,10 +203,13 @@ pub(super) async fn trim(
     keys: &Keys,
     cutoff_ms: u64,
 ) -> Result<(), BusError> {
-    let (_, last) = bounds(conn, keys).await?;
+    let (first, last) = bounds(conn, keys).await?;
+    // Never move the first retained sequence back (another process with a
+    // slower clock may trim too).
     let min = first_seq_since(conn, keys, cutoff_ms)
         .await?
-        .unwrap_or(last + 1);
+        .unwrap_or(last + 1)
+        .max(first);
     let mut cursor = 0u64;
     loop {
         let (next, pairs): (u64, Vec<String>) = redis::cmd("HSCAN")

@@ -55,6 +55,10 @@ pub use config::RedisConfig;
 /// broker unavailable.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a tail's `XREAD BLOCK` waits for new entries before it asks
+/// again.
+const TAIL_BLOCK: Duration = Duration::from_secs(1);
+
 /// Entries a tail reads per request.
 const TAIL_PAGE: usize = 512;
 
@@ -368,6 +372,19 @@ async fn retention_loop(mut conn: ConnectionManager, keys: Keys, config: RedisCo
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
+        // One process trims per interval (a lease that expires with it):
+        // every gateway runs this loop, one pass is enough.
+        let lease: Result<Option<String>, _> = redis::cmd("SET")
+            .arg(keys.trim_lease())
+            .arg(std::process::id())
+            .arg("NX")
+            .arg("PX")
+            .arg(config.trim_interval.as_millis() as u64)
+            .query_async(&mut conn)
+            .await;
+        if !matches!(lease, Ok(Some(_))) {
+            continue;
+        }
         let cutoff = now_ms().saturating_sub(config.rooms_max_age.as_millis() as u64);
         if let Err(e) = log::trim(&mut conn, &keys, cutoff).await {
             tracing::warn!(error = %e, "redis bus: retention pass failed; retrying later");
@@ -455,10 +472,15 @@ impl Bus for RedisBus {
                 "tail from {from_seq}: the log now starts at {first}"
             )));
         }
+        // Its own connection: `XREAD BLOCK` holds a connection's pipeline,
+        // and must be allowed to outlast the block.
+        let blocking_config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(RESPONSE_TIMEOUT))
+            .set_response_timeout(Some(TAIL_BLOCK + RESPONSE_TIMEOUT));
         let blocking = self
             .inner
             .client
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&blocking_config)
             .await
             .map_err(|e| log::unavailable("open a connection for the tail", &e))?;
         Ok(tail_stream(conn, blocking, keys, from_seq))
@@ -547,7 +569,7 @@ fn tail_stream(
                         .arg("COUNT")
                         .arg(1)
                         .arg("BLOCK")
-                        .arg(1000)
+                        .arg(TAIL_BLOCK.as_millis() as u64)
                         .arg("STREAMS")
                         .arg(st.keys.log())
                         .arg(format!("{}-0", st.next.saturating_sub(1)))
