@@ -1156,9 +1156,13 @@ async fn without_direct_gets_a_replay_falls_back_to_a_consumer() {
     assert_eq!(replay_consumers(&bus).await, 0);
 }
 
-async fn conformance_bus() -> (NatsServer, NatsBus) {
+async fn conformance_bus(subscription_capacity: usize) -> (NatsServer, NatsBus) {
     let server = NatsServer::start();
-    let bus = connect(&server).await;
+    let cfg = NatsConfig {
+        subscription_capacity,
+        ..config(&server)
+    };
+    let bus = NatsBus::connect(cfg).await.expect("connect");
     (server, bus)
 }
 

@@ -24,9 +24,13 @@ async fn connect(server: &RedisServer) -> RedisBus {
         .expect("connect")
 }
 
-async fn conformance_bus() -> (RedisServer, RedisBus) {
+async fn conformance_bus(subscription_capacity: usize) -> (RedisServer, RedisBus) {
     let server = RedisServer::start();
-    let bus = connect(&server).await;
+    let cfg = RedisConfig {
+        subscription_capacity,
+        ..RedisConfig::new(server.url())
+    };
+    let bus = RedisBus::connect(cfg).await.expect("connect");
     (server, bus)
 }
 

@@ -15,7 +15,7 @@ use confab_events::RoomId;
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::codec::{self, Live};
 use super::keys::Keys;
@@ -32,7 +32,16 @@ pub(super) enum Event {
     Subscribed,
 }
 
-type Routes = HashMap<RoomId, Vec<(u64, mpsc::Sender<Event>)>>;
+/// One feed's route: its queue, and the signal that the queue overflowed
+/// (the feed then catches up from the room stream once it drained the
+/// queue, even when no later message arrives to reveal the gap).
+struct Route {
+    id: u64,
+    tx: mpsc::Sender<Event>,
+    overflowed: Arc<Notify>,
+}
+
+type Routes = HashMap<RoomId, Vec<Route>>;
 
 /// The routing table shared by the push sender and the feeds.
 #[derive(Default)]
@@ -68,9 +77,10 @@ impl PushRouter {
 
     fn deliver(&self, room: &RoomId, event: impl Fn() -> Event) {
         let routes = self.router.routes.lock().expect("routes lock");
-        for (_, tx) in routes.get(room).into_iter().flatten() {
-            if tx.try_send(event()).is_err() {
+        for route in routes.get(room).into_iter().flatten() {
+            if route.tx.try_send(event()).is_err() {
                 self.router.dropped.fetch_add(1, Ordering::Relaxed);
+                route.overflowed.notify_one();
             }
         }
     }
@@ -148,7 +158,7 @@ impl Drop for RouteGuard {
         let empty = {
             let mut routes = self.subs.router.routes.lock().expect("routes lock");
             let list = routes.entry(self.room.clone()).or_default();
-            list.retain(|(id, _)| *id != self.id);
+            list.retain(|route| route.id != self.id);
             let empty = list.is_empty();
             if empty {
                 routes.remove(&self.room);
@@ -192,13 +202,18 @@ pub(super) async fn subscribe(
 ) -> Result<BusSubscription, BusError> {
     let (tx, rx) = mpsc::channel(subs.capacity);
     let id = subs.router.next_id.fetch_add(1, Ordering::Relaxed);
+    let overflowed = Arc::new(Notify::new());
     subs.router
         .routes
         .lock()
         .expect("routes lock")
         .entry(room.clone())
         .or_default()
-        .push((id, tx));
+        .push(Route {
+            id,
+            tx,
+            overflowed: Arc::clone(&overflowed),
+        });
     let guard = RouteGuard {
         subs: Arc::clone(subs),
         keys: reader.keys.clone(),
@@ -215,6 +230,7 @@ pub(super) async fn subscribe(
     }
     let feed = Feed {
         rx,
+        overflowed,
         tracker: GapTracker::starting_after(baseline),
         pending: VecDeque::new(),
         reader,
@@ -230,6 +246,7 @@ pub(super) async fn subscribe(
 
 struct Feed {
     rx: mpsc::Receiver<Event>,
+    overflowed: Arc<Notify>,
     tracker: GapTracker,
     pending: VecDeque<BusMessage>,
     reader: Reader,
@@ -243,7 +260,14 @@ impl Feed {
             if let Some(msg) = self.pending.pop_front() {
                 return Some(msg);
             }
-            match self.rx.recv().await? {
+            // Queued events first; an overflow is handled once the queue
+            // is drained, as a catch-up.
+            let event = tokio::select! {
+                biased;
+                event = self.rx.recv() => event?,
+                () = self.overflowed.notified() => Event::Subscribed,
+            };
+            match event {
                 Event::Live(Live::Volatile(msg)) => return Some(msg),
                 Event::Live(Live::Stored { prev, msg }) => {
                     let seq = msg.seq.unwrap_or(0);

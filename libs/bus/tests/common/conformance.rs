@@ -1,7 +1,8 @@
 //! The bus conformance suite: the same tests for every [`Bus`]
 //! implementation. A test file instantiates it with
-//! `conformance_suite!(async_fn_making_a_bus)` where the maker returns
-//! `(guard, bus)` (the guard keeps a server alive).
+//! `conformance_suite!(async_fn_making_a_bus)` where the maker takes a
+//! live buffer size per subscription and returns `(guard, bus)` (the
+//! guard keeps a server alive).
 
 use std::time::Duration;
 
@@ -137,8 +138,28 @@ pub async fn tail_then_live<B: Bus + ?Sized>(bus: &B) {
     );
 }
 
+/// A subscriber that does not read while more than its buffer is
+/// published (`capacity` below 50) still gets every message, in order:
+/// the bus repairs what it dropped, also when nothing follows the loss.
+pub async fn a_slow_subscriber_is_repaired<B: Bus + ?Sized>(bus: &B) {
+    let r = room("channel:slow");
+    let mut sub = bus.subscribe(&r).await.unwrap();
+    // One message read first: the feed is settled (subscribed, caught up)
+    // before the burst.
+    seq_of(bus, &r, numbered(0)).await;
+    assert_eq!(number_of(&next(&mut sub).await), 0);
+    for i in 1..200 {
+        seq_of(bus, &r, numbered(i)).await;
+    }
+    // Let the live messages reach (and overflow) the subscriber's buffer.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 1..200 {
+        assert_eq!(number_of(&next(&mut sub).await), i);
+    }
+}
+
 /// One `#[tokio::test]` per conformance test for the bus `$make` builds
-/// (an async fn returning `(guard, bus)`).
+/// (an async fn of a subscription buffer size returning `(guard, bus)`).
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:path) => {
@@ -146,22 +167,27 @@ macro_rules! conformance_suite {
             use super::*;
             #[tokio::test]
             async fn publish_dedup_sequence() {
-                let (_guard, bus) = $make().await;
+                let (_guard, bus) = $make(1 << 16).await;
                 common::conformance::publish_dedup_sequence(&bus).await;
             }
             #[tokio::test]
             async fn live_order() {
-                let (_guard, bus) = $make().await;
+                let (_guard, bus) = $make(1 << 16).await;
                 common::conformance::live_order(&bus).await;
             }
             #[tokio::test]
             async fn replay_order_and_bounds() {
-                let (_guard, bus) = $make().await;
+                let (_guard, bus) = $make(1 << 16).await;
                 common::conformance::replay_order_and_bounds(&bus).await;
             }
             #[tokio::test]
+            async fn a_slow_subscriber_is_repaired() {
+                let (_guard, bus) = $make(16).await;
+                common::conformance::a_slow_subscriber_is_repaired(&bus).await;
+            }
+            #[tokio::test]
             async fn tail_then_live() {
-                let (_guard, bus) = $make().await;
+                let (_guard, bus) = $make(1 << 16).await;
                 common::conformance::tail_then_live(&bus).await;
             }
         }
