@@ -206,3 +206,38 @@ async fn wait_aof_is_refused_clearly_on_a_server_without_it() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_wiped_redis_is_a_new_log_and_live_feeds_follow_it() {
+    let mut server = RedisServer::start();
+    let bus = connect(&server).await;
+    let r = room("channel:wiped");
+    let mut sub = bus.subscribe(&r).await.unwrap();
+    for i in 0..5 {
+        bus.publish(&r, numbered(i)).await.unwrap();
+        assert_eq!(number_of(&next(&mut sub).await), i);
+    }
+    let before = bus.log_info().await.unwrap();
+    // No persistence: the restarted Redis is empty, its sequence starts
+    // again at 1.
+    server.restart();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let after = loop {
+        match bus.log_info().await {
+            Ok(info) => break info,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "{e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_ne!(after.id, before.id, "a wiped Redis is another log");
+    // Wait until the feed resubscribed, then publish on the new log.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 5..8 {
+        bus.publish(&r, numbered(i)).await.unwrap();
+    }
+    for i in 5..8 {
+        assert_eq!(number_of(&next(&mut sub).await), i);
+    }
+}

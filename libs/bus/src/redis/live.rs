@@ -2,9 +2,9 @@
 //! interest, on a RESP3 connection whose pushes are routed here.
 //!
 //! The connection manager resubscribes every channel after a reconnect;
-//! the `subscribe` confirmation that follows tells each feed of the room to
-//! catch up from the room's stream (messages published while the
-//! connection was down were never pushed). A feed also repairs what its
+//! then every feed catches up from its room's stream (messages published
+//! while the connection was down were never pushed), as it does after its
+//! own `subscribe` confirmation. A feed also repairs what its
 //! previous-sequence field says is missing (a full buffer drops messages).
 
 use std::collections::{HashMap, VecDeque};
@@ -53,6 +53,40 @@ pub(super) struct Router {
     pub(super) connected: AtomicBool,
     /// Live messages dropped because a feed's buffer was full.
     pub(super) dropped: AtomicU64,
+    /// Signalled on a disconnection of the pub/sub connection.
+    pub(super) disconnected: Notify,
+}
+
+impl Router {
+    /// Tells every feed to catch up from its room stream.
+    fn catch_up_all(&self) {
+        let routes = self.routes.lock().expect("routes lock");
+        for route in routes.values().flatten() {
+            if route.tx.try_send(Event::Subscribed).is_err() {
+                route.overflowed.notify_one();
+            }
+        }
+    }
+}
+
+/// After each disconnection of the pub/sub connection: waits until it is
+/// back (a `PING` through it resolves once the manager reconnected and
+/// resubscribed every channel), then has every feed catch up — what was
+/// published meanwhile was never pushed. Aborted when the
+/// [`Subscriptions`] are dropped.
+pub(super) async fn watch_reconnects(router: Arc<Router>, mut pubsub: ConnectionManager) {
+    loop {
+        router.disconnected.notified().await;
+        loop {
+            let ping: Result<(), _> = redis::cmd("PING").query_async(&mut pubsub).await;
+            if ping.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        router.connected.store(true, Ordering::Relaxed);
+        router.catch_up_all();
+    }
 }
 
 /// The push sender of the pub/sub connection: routes without blocking.
@@ -106,7 +140,10 @@ impl redis::aio::AsyncPushSender for PushRouter {
                     self.deliver(&room, || Event::Subscribed);
                 }
             }
-            PushKind::Disconnection => self.router.connected.store(false, Ordering::Relaxed),
+            PushKind::Disconnection => {
+                self.router.connected.store(false, Ordering::Relaxed);
+                self.router.disconnected.notify_one();
+            }
             _ => {}
         }
         Ok(())
@@ -142,6 +179,14 @@ pub(super) struct Subscriptions {
     /// unsubscribe never undoes a new subscriber's subscribe.
     pub(super) lock: tokio::sync::Mutex<()>,
     pub(super) capacity: usize,
+    /// The [`watch_reconnects`] task.
+    pub(super) watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
 }
 
 /// Removes a feed's route when it is dropped; the last one of a room
@@ -282,6 +327,16 @@ impl Feed {
                     }
                 }
                 Event::Subscribed => match self.reader.room_last(&self.room).await {
+                    Ok(last) if self.tracker.last_seen().is_some_and(|seen| last < seen) => {
+                        // The room is behind what this feed delivered: the
+                        // Redis was wiped (a new log). Everything in the new
+                        // log came after the wipe: deliver it from its start.
+                        tracing::warn!(room = %self.room, last, "redis bus: the room's log went back (Redis wiped?); following the new log");
+                        self.tracker = GapTracker::starting_after(0);
+                        if let Some((from, to)) = self.tracker.catch_up(last) {
+                            self.repair(from, to).await;
+                        }
+                    }
                     Ok(last) => {
                         if let Some((from, to)) = self.tracker.catch_up(last) {
                             self.repair(from, to).await;

@@ -87,7 +87,6 @@ struct Inner {
     high_water: Arc<AtomicU64>,
     /// Whether the last command on `conn` worked.
     commands_ok: AtomicBool,
-    log_id: String,
     server_version: String,
     retention: tokio::task::JoinHandle<()>,
 }
@@ -151,7 +150,7 @@ impl RedisBus {
             .map_err(|e| BusError::Unavailable(format!("redis at {url}: {e}")))?;
         let server_version = check_server(&mut conn, &config, &url).await?;
         let keys = Keys::new(&config.prefix);
-        let log_id = ensure_log_id(&mut conn, &keys).await?;
+        ensure_log_id(&mut conn, &keys).await?;
         let subs = Arc::new(connect_pubsub(&client, &keys, &config, &url).await?);
         let retention = tokio::spawn(retention_loop(conn.clone(), keys.clone(), config.clone()));
         tracing::info!(%url, version = %server_version, prefix = %config.prefix, "Redis bus connected");
@@ -165,7 +164,6 @@ impl RedisBus {
                 subs,
                 high_water: Arc::new(AtomicU64::new(0)),
                 commands_ok: AtomicBool::new(true),
-                log_id,
                 server_version,
                 retention,
                 config,
@@ -359,11 +357,13 @@ async fn connect_pubsub(
     .await
     .map_err(|e| BusError::Unavailable(format!("redis pub/sub at {url}: {e}")))?;
     router.connected.store(true, Ordering::Relaxed);
+    let watcher = tokio::spawn(live::watch_reconnects(Arc::clone(&router), pubsub.clone()));
     Ok(Subscriptions {
         router,
         pubsub,
         lock: tokio::sync::Mutex::new(()),
         capacity: config.subscription_capacity,
+        watcher,
     })
 }
 
@@ -489,9 +489,12 @@ impl Bus for RedisBus {
     /// The id is created once per log (key `{prefix}:log-id`, `SET NX`): a
     /// wiped Redis, or another prefix, is another log.
     async fn log_info(&self) -> Result<LogInfo, BusError> {
-        let (first, last) = self.note(log::bounds(&mut self.conn(), &self.inner.keys).await)?;
+        let mut conn = self.conn();
+        // Read (or create) it again: a wiped Redis is a new log.
+        let id = self.note(ensure_log_id(&mut conn, &self.inner.keys).await)?;
+        let (first, last) = self.note(log::bounds(&mut conn, &self.inner.keys).await)?;
         Ok(LogInfo {
-            id: self.inner.log_id.clone(),
+            id,
             first_seq: first,
             last_seq: last,
         })
