@@ -20,6 +20,7 @@ mod polling_client;
 mod polling_gateway;
 mod presence;
 mod recovery;
+mod redis_bus;
 mod round_robin;
 mod session_auth;
 mod support;

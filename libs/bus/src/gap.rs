@@ -42,6 +42,15 @@ impl GapTracker {
         Self::default()
     }
 
+    /// A tracker whose baseline is `seq`: the room's last sequence when the
+    /// subscription started (0 for none), so that what is stored after it
+    /// but lost before the first live message is still repaired.
+    pub fn starting_after(seq: u64) -> Self {
+        Self {
+            last_seen: Some(seq),
+        }
+    }
+
     /// The last stream sequence delivered, if any.
     pub fn last_seen(&self) -> Option<u64> {
         self.last_seen

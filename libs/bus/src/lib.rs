@@ -4,7 +4,8 @@
 //! rooms its local sockets are in. [`Bus`] is the port, free of any
 //! broker's types: [`InProcessBus`] serves the all-in-one run; [`NatsBus`]
 //! (NATS JetStream, the `nats` module family, one module per concern)
-//! serves clusters. A Redis implementation fits the same calls.
+//! serves clusters; [`RedisBus`] (Redis streams, a Lua publish script and
+//! pub/sub, the `redis` module family) serves clusters without NATS.
 //!
 //! [`subjects`] holds the room <-> NATS subject mapping and the names of the
 //! streams and headers, shared with the membership service (which owns
@@ -15,6 +16,7 @@ mod gap;
 mod in_process;
 mod log_store;
 mod nats;
+mod redis;
 pub mod subjects;
 
 use std::pin::Pin;
@@ -32,6 +34,7 @@ pub use nats::{
     MAX_DIRECT_REPLAYS, MAX_REPAIR_MESSAGES, NatsBus, NatsBusStats, NatsConfig, RECOVERY_WINDOW,
     parse_server_version,
 };
+pub use redis::{RedisBus, RedisConfig};
 
 /// The NATS client library [`NatsBus`] is built on, for services that use
 /// [`NatsBus::client`] or [`NatsBus::jetstream`] directly.

@@ -320,3 +320,13 @@ async fn a_lagged_subscriber_is_repaired_from_the_log() {
     assert_eq!((number_of(&tail), tail.seq), (3001, Some(seq)));
     assert_quiet(&mut sub).await;
 }
+
+async fn conformance_bus(capacity: usize) -> ((), InProcessBus) {
+    let limits = InProcessLimits {
+        capacity,
+        ..InProcessLimits::default()
+    };
+    ((), InProcessBus::with_limits(limits))
+}
+
+conformance_suite!(conformance_bus);

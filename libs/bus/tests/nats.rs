@@ -1155,3 +1155,15 @@ async fn without_direct_gets_a_replay_falls_back_to_a_consumer() {
     );
     assert_eq!(replay_consumers(&bus).await, 0);
 }
+
+async fn conformance_bus(subscription_capacity: usize) -> (NatsServer, NatsBus) {
+    let server = NatsServer::start();
+    let cfg = NatsConfig {
+        subscription_capacity,
+        ..config(&server)
+    };
+    let bus = NatsBus::connect(cfg).await.expect("connect");
+    (server, bus)
+}
+
+conformance_suite!(conformance_bus);

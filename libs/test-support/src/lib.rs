@@ -8,6 +8,8 @@
 //!   dependencies are installed once with `npm ci` ([`node_modules`]).
 //! * [`client_package`]: the client package `clients/js`, installed and
 //!   built; [`npm_ci`] for the other npm packages of the repository.
+//! * [`RedisServer`]: a `redis-server` (from `PATH`) on a free port with a
+//!   temporary data directory, killed on drop; restartable.
 //! * [`stream_messages`]: what a JetStream stream holds.
 //! * [`BetterAuthApp`]: a real better-auth app (`tests/better-auth`,
 //!   email and password on SQLite) to sign in to, for session auth.
@@ -24,12 +26,14 @@ mod jetstream;
 mod nats;
 mod node;
 mod npm;
+mod redis;
 
 pub use better_auth::{BetterAuthApp, SignedIn, better_auth_dir, better_auth_modules};
 pub use jetstream::stream_messages;
 pub use nats::{NATS_SERVER_VERSION, NatsServer, nats_server_binary};
 pub use node::{NodeClient, js_dir, node_modules};
 pub use npm::{client_package, client_package_dir, npm, npm_ci};
+pub use redis::RedisServer;
 
 /// The Cargo workspace root (two levels above this crate's manifest).
 pub fn workspace_root() -> PathBuf {

@@ -61,9 +61,14 @@ fn rows_of(value: &impl serde::Serialize, prefix: &str, skip: &[&str]) -> Vec<Ro
 
 /// The tables, by name, as the structs define them.
 fn tables() -> Vec<(&'static str, Vec<Row>)> {
-    let gateway = rows_of(&GatewayConfig::default(), "", &["auth", "bus.nats"]);
+    let gateway = rows_of(
+        &GatewayConfig::default(),
+        "",
+        &["auth", "bus.nats", "bus.redis"],
+    );
     let auth = rows_of(&AuthConfig::default(), "auth", &[]);
     let nats = rows_of(&confab_bus::NatsConfig::default(), "bus.nats", &[]);
+    let redis = rows_of(&confab_bus::RedisConfig::default(), "bus.redis", &[]);
     let membership = rows_of(&MembershipConfig::default(), "", &["nats", "auth"]);
     // The all-in-one: its own keys, then the gateway keys whose default it
     // changes.
@@ -80,6 +85,7 @@ fn tables() -> Vec<(&'static str, Vec<Row>)> {
         ("gateway", gateway),
         ("auth", auth),
         ("nats", nats),
+        ("redis", redis),
         ("membership", membership),
         ("all-in-one", all_in_one),
     ]

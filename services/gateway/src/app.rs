@@ -32,7 +32,7 @@ use crate::handler::{ConfabHandler, HandlerDeps};
 use crate::hub::Hub;
 use crate::identity::GatewayId;
 use crate::metrics::Metrics;
-use confab_bus::{Bus, BusError, BusMessage, InProcessBus, NatsBus};
+use confab_bus::{Bus, BusError, BusMessage, InProcessBus, NatsBus, RedisBus};
 
 /// A failure to start or run the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +89,13 @@ impl Deps {
         let mut sessions: Option<Arc<dyn SessionStore>> = None;
         let bus: Arc<dyn Bus> = match config.bus.kind {
             BusKind::InProcess => Arc::new(InProcessBus::default()),
+            // Room events only: the configuration refuses recovery (no
+            // shared session store on Redis yet) and NATS membership.
+            BusKind::Redis => Arc::new(
+                RedisBus::connect(config.bus.redis.clone())
+                    .await
+                    .map_err(|e| AppError::Bus(e.to_string()))?,
+            ),
             BusKind::Nats => {
                 let r = &config.recovery;
                 // Replays that need a JetStream consumer are bounded in the

@@ -220,16 +220,23 @@ pub enum BusKind {
     Nats,
     /// Inside this process only (all-in-one, tests).
     InProcess,
+    /// Redis (7.0+) alone, no NATS: room events only for now (needs
+    /// `membership.kind = "static"` and `recovery.enabled = false` until
+    /// the Redis session store, presence and membership calls exist).
+    Redis,
 }
 
 /// Bus settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BusSettings {
-    /// `nats` (default) or `in-process`.
+    /// `nats` (default), `in-process` or `redis`.
     pub kind: BusKind,
     /// NATS connection and stream settings (`bus.nats.url`, ...).
     pub nats: confab_bus::NatsConfig,
+    /// Redis connection, keys and retention (`bus.redis.url`, ...), read
+    /// with `bus.kind = "redis"`.
+    pub redis: confab_bus::RedisConfig,
 }
 
 impl Default for BusSettings {
@@ -237,6 +244,7 @@ impl Default for BusSettings {
         Self {
             kind: BusKind::Nats,
             nats: confab_bus::NatsConfig::default(),
+            redis: confab_bus::RedisConfig::default(),
         }
     }
 }
@@ -558,6 +566,17 @@ impl GatewayConfig {
             );
         }
         let r = &self.recovery;
+        if self.bus.kind == BusKind::Redis {
+            if let Err(e) = self.bus.redis.validate() {
+                return invalid("bus.redis", &e.to_string());
+            }
+            if r.enabled {
+                return invalid(
+                    "recovery.enabled",
+                    "must be false with bus.kind = \"redis\" for now: recoverable sessions need a session store shared by the gateways, and the Redis one is not built yet",
+                );
+            }
+        }
         if r.enabled {
             if !(SEC..=SEC * 24 * 3600).contains(&r.window) {
                 return invalid("recovery.window", "must be between 1s and 24h");
@@ -797,6 +816,35 @@ mod tests {
         nats.recovery.window = Duration::from_secs(180);
         let err = nats.validate().unwrap_err().to_string();
         assert!(err.contains("rooms_max_age"), "{err}");
+    }
+
+    #[test]
+    fn a_redis_bus_is_read_and_refuses_what_it_cannot_do_yet() {
+        let cfg: GatewayConfig = serde_json::from_str(
+            r#"{"bus":{"kind":"redis","redis":{"url":"redis://:pw@h:6380","prefix":"chat"}},
+                "membership":{"kind":"static"},
+                "auth":{"hs256_secret":"0123456789abcdef0123456789abcdef"}}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.bus.kind, BusKind::Redis);
+        assert_eq!(cfg.bus.redis.prefix, "chat");
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("recovery.enabled"), "{err}");
+        let mut ok = cfg.clone();
+        ok.recovery.enabled = false;
+        ok.validate().unwrap();
+        let mut bad = ok.clone();
+        bad.bus.redis.prefix = "{x}".into();
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("bus.redis")
+        );
+        let mut nats_calls = ok;
+        nats_calls.membership.kind = MembershipKind::Nats;
+        nats_calls.service_token = Some("t".into());
+        assert!(nats_calls.validate().is_err());
     }
 
     #[test]
