@@ -636,7 +636,7 @@ urls() {
   say "Membership:  http://127.0.0.1:$MEMBERSHIP_PORT (service token in .run/service-token; projections in $(db_label))"
   local i=0 port
   for port in "${GATEWAY_PORTS[@]}"; do
-    i=$((i + 1)); say "Gateway $i:   http://127.0.0.1:$port (Socket.IO at /socket.io/, WebSocket only)"
+    i=$((i + 1)); say "Gateway $i:   http://127.0.0.1:$port (Socket.IO at /socket.io/: polling and WebSocket)"
   done
   say "Tokens:      just token alice"
   say "Smoke test:  just smoke"
