@@ -300,6 +300,26 @@ impl Owner {
         reply(&self.client, msg, answer).await;
     }
 
+    /// The JSON request `msg` carries, when it has the service token and
+    /// passes `valid`; otherwise the forwarder gets the refusal
+    /// (`Unauthorized`, `BadRequest`) and this is `None`.
+    async fn admit<T: serde::de::DeserializeOwned>(
+        &self,
+        msg: &Message,
+        valid: impl FnOnce(&T) -> bool,
+    ) -> Option<T> {
+        let refusal = if !self.authorized(msg) {
+            Refusal::Unauthorized
+        } else {
+            match serde_json::from_slice::<T>(&msg.payload) {
+                Ok(r) if valid(&r) => return Some(r),
+                _ => Refusal::BadRequest,
+            }
+        };
+        self.answer(msg, &PollAnswer::Refused(refusal)).await;
+        None
+    }
+
     async fn post(&self, msg: Message) {
         if !self.authorized(&msg) {
             return self
@@ -319,18 +339,11 @@ impl Owner {
     }
 
     async fn poll(&self, msg: Message) {
-        if !self.authorized(&msg) {
-            return self
-                .answer(&msg, &PollAnswer::Refused(Refusal::Unauthorized))
-                .await;
-        }
-        let req = match serde_json::from_slice::<PollRequest>(&msg.payload) {
-            Ok(r) if valid_control(&r.control) => r,
-            _ => {
-                return self
-                    .answer(&msg, &PollAnswer::Refused(Refusal::BadRequest))
-                    .await;
-            }
+        let Some(req) = self
+            .admit::<PollRequest>(&msg, |r| valid_control(&r.control))
+            .await
+        else {
+            return;
         };
         let Some(reply) = msg.reply.clone() else {
             return;

@@ -195,18 +195,11 @@ async fn to_the_client(
 /// The owner's side of a relayed upgrade, from its first request to the
 /// end of the relay.
 pub(super) async fn serve_upgrade(owner: &Owner, msg: Message) {
-    if !owner.authorized(&msg) {
-        return owner
-            .answer(&msg, &PollAnswer::Refused(Refusal::Unauthorized))
-            .await;
-    }
-    let req = match serde_json::from_slice::<UpgradeRequest>(&msg.payload) {
-        Ok(r) if valid_control(&r.to_client) => r,
-        _ => {
-            return owner
-                .answer(&msg, &PollAnswer::Refused(Refusal::BadRequest))
-                .await;
-        }
+    let Some(req) = owner
+        .admit::<UpgradeRequest>(&msg, |r| valid_control(&r.to_client))
+        .await
+    else {
+        return;
     };
     let upgrade = match owner.sessions.begin_relay(&req.sid) {
         Ok(u) => u,

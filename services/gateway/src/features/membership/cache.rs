@@ -105,10 +105,7 @@ impl AccessCache {
         user: &UserId,
         room: &RoomId,
     ) -> Result<(Access, Source), MembershipError> {
-        let cached = self
-            .users
-            .get(user)
-            .and_then(|e| e.rooms.get(room).cloned());
+        let cached = self.cached(user, room);
         if let Some(answer) = &cached
             && answer.at.elapsed() < self.limits.ttl
         {
@@ -169,14 +166,15 @@ impl AccessCache {
     ) -> Result<Access, MembershipError> {
         match self.ask(user, room).await {
             Ok(access) => Ok(access),
-            Err(e) => {
-                let cached = self
-                    .users
-                    .get(user)
-                    .and_then(|u| u.rooms.get(room).cloned());
-                cached.map(|a| a.access).ok_or(e)
-            }
+            Err(e) => self.cached(user, room).map(|a| a.access).ok_or(e),
         }
+    }
+
+    /// The answer cached for `user` in `room`, whatever its age.
+    fn cached(&self, user: &UserId, room: &RoomId) -> Option<Answer> {
+        self.users
+            .get(user)
+            .and_then(|e| e.rooms.get(room).cloned())
     }
 
     fn put(&self, entry: &mut UserEntry, room: &RoomId, access: Access) {
