@@ -30,6 +30,7 @@ impl AllInOne {
                 db.path().join("confab.db").display()
             ),
             api_listen: "127.0.0.1:0".parse().unwrap(),
+            emitter: Default::default(),
         };
         let app = confab::build(cfg, &embedded)
             .await

@@ -20,6 +20,9 @@ pub const SERVICE_TOKEN: &str = "e2e-service-token-0123456789abcdef";
 pub struct Cluster {
     pub nats: NatsServer,
     pub membership: SocketAddr,
+    /// The membership service of the cluster (e.g. to run extra emitter
+    /// bridges on it).
+    pub service: std::sync::Arc<confab_membership::service::MembershipService>,
     pub gateways: Vec<(SocketAddr, AppHandle)>,
     /// The gateways' `run` tasks: aborting one is a dead gateway.
     pub tasks: Vec<tokio::task::JoinHandle<Result<(), confab_gateway::AppError>>>,
@@ -56,6 +59,17 @@ impl Cluster {
         presence: Option<(u64, u64)>,
         tweak: impl Fn(&mut confab_gateway::GatewayConfig),
     ) -> Cluster {
+        Self::start_configured(gateways, presence, tweak, |_| {}).await
+    }
+
+    /// Like [`Cluster::start_tweaked`], the membership service's
+    /// configuration changed by `tweak_membership` too.
+    pub async fn start_configured(
+        gateways: usize,
+        presence: Option<(u64, u64)>,
+        tweak: impl Fn(&mut confab_gateway::GatewayConfig),
+        tweak_membership: impl FnOnce(&mut MembershipConfig),
+    ) -> Cluster {
         let nats = NatsServer::start();
         let db = tempfile::tempdir().unwrap();
         let mut cfg = MembershipConfig {
@@ -71,10 +85,12 @@ impl Cluster {
         if let Some((_, ttl)) = presence {
             cfg.presence_ttl = Duration::from_millis(ttl);
         }
+        tweak_membership(&mut cfg);
         let app = confab_membership::app::App::build(cfg)
             .await
             .expect("membership builds");
         let membership = app.http_addr();
+        let service = std::sync::Arc::clone(app.service());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let membership_task = tokio::spawn(async move {
             let _ = app
@@ -103,6 +119,7 @@ impl Cluster {
         Cluster {
             nats,
             membership,
+            service,
             gateways: gws,
             tasks,
             membership_stop: std::sync::Mutex::new(Some(stop)),

@@ -9,6 +9,7 @@ mod browser;
 mod client_package;
 mod cluster;
 mod conformance;
+mod emitter;
 mod gateway;
 mod history;
 mod limits;

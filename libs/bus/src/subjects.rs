@@ -54,6 +54,19 @@ pub const HEADER_LAST_SEQUENCE: &str = "Nats-Last-Sequence";
 /// Optimistic concurrency: the publish is refused unless the last message on
 /// its subject has this stream sequence (`0`: the subject must be empty).
 pub const HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+/// Every room an event was addressed to at once, comma-separated, in the
+/// order given (a `@socket.io/redis-emitter` emit to several rooms is
+/// published once per room): a socket in several of them takes the event
+/// only from the first of those rooms it is in, so it gets it once.
+pub const HEADER_TARGET_ROOMS: &str = "Confab-Rooms";
+/// Rooms whose sockets must not get the event (Socket.IO's `except`),
+/// comma-separated.
+pub const HEADER_EXCEPT_ROOMS: &str = "Confab-Except";
+/// The binary attachments of an event, base64, comma-separated, in
+/// placeholder order: the arguments hold Socket.IO placeholders
+/// (`{"_placeholder":true,"num":N}`) and the gateway sends a BINARY_EVENT.
+/// Set only by the emitter bridge of the membership service.
+pub const HEADER_ATTACHMENTS: &str = "Confab-Attachments";
 /// W3C trace context: the parent span.
 pub const HEADER_TRACEPARENT: &str = "traceparent";
 /// W3C trace context: vendor-specific state.

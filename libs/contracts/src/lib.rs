@@ -35,6 +35,7 @@ pub mod messages;
 pub mod presence;
 mod routes;
 mod server;
+pub mod sockets;
 mod token;
 
 pub use client::{CallError, ServiceClient, decode_reply};

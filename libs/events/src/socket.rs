@@ -72,6 +72,17 @@ pub mod names {
     /// Server tells a channel it was archived (read-only, no new members).
     pub const CHANNEL_ARCHIVED: &str = "channel:archived";
 
+    /// Control event (never sent to sockets): the sockets of the room it is
+    /// published to join the rooms it names (`@socket.io/redis-emitter`'s
+    /// `socketsJoin`), each as far as the authority lets its user.
+    pub const SOCKETS_JOIN: &str = "sockets:join";
+    /// Control event (never sent to sockets): the sockets of the room leave
+    /// the rooms it names (`socketsLeave`).
+    pub const SOCKETS_LEAVE: &str = "sockets:leave";
+    /// Control event (never sent to sockets): the sockets of the room are
+    /// disconnected (`disconnectSockets`).
+    pub const SOCKETS_DISCONNECT: &str = "sockets:disconnect";
+
     /// Every event Confab's own servers send to sockets. Each has an owner
     /// (the gateway for `message:new` and `typing`, the membership service
     /// for edits, deletes, presence and the control events, a gateway for
@@ -91,6 +102,9 @@ pub mod names {
         CHANNEL_ARCHIVED,
         SESSION_EXPIRED,
         RECOVERY_FAILED,
+        SOCKETS_JOIN,
+        SOCKETS_LEAVE,
+        SOCKETS_DISCONNECT,
     ];
 }
 

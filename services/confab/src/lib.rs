@@ -47,6 +47,9 @@ pub struct EmbeddedConfig {
     /// Where the membership HTTP API (commands, queries, emit) listens.
     /// Default `127.0.0.1:3100`.
     pub api_listen: SocketAddr,
+    /// The `@socket.io/redis-emitter` bridge of the embedded membership
+    /// service (off by default).
+    pub emitter: confab_membership::emitter::EmitterConfig,
 }
 
 impl Default for EmbeddedConfig {
@@ -54,6 +57,7 @@ impl Default for EmbeddedConfig {
         Self {
             database_url: "sqlite://confab.db?mode=rwc".into(),
             api_listen: SocketAddr::from(([127, 0, 0, 1], 3100)),
+            emitter: Default::default(),
         }
     }
 }
@@ -63,6 +67,7 @@ impl std::fmt::Debug for EmbeddedConfig {
         f.debug_struct("EmbeddedConfig")
             .field("database_url", &redact_url(&self.database_url))
             .field("api_listen", &self.api_listen)
+            .field("emitter", &self.emitter)
             .finish()
     }
 }
@@ -98,6 +103,9 @@ pub fn load_config(file: Option<&Path>) -> anyhow::Result<Loaded<Config>> {
     let mut loader = Loader::new(file)?;
     let (mut cfg, embedded) = loader.load_with(&base, &EmbeddedConfig::default())?;
     cfg.validate()?;
+    if let Err((key, problem)) = embedded.emitter.validate() {
+        bail!("{key}: {problem}");
+    }
     if cfg.bus.kind != BusKind::InProcess {
         bail!(
             "the all-in-one process runs on its in-process bus; for a NATS cluster run confab-gateway and confab-membership (see `just up`)"
@@ -310,6 +318,7 @@ pub async fn build(cfg: GatewayConfig, embedded: &EmbeddedConfig) -> anyhow::Res
         listen: embedded.api_listen,
         database_url: embedded.database_url.clone(),
         service_token: Some(service_token.as_str().into()),
+        emitter: embedded.emitter.clone(),
         ..MembershipConfig::default()
     };
     let membership = MembershipApp::with_core(&mcfg, core).await?;

@@ -40,6 +40,7 @@ async fn build(db: &Path) -> anyhow::Result<confab::AllInOne> {
     let embedded = confab::EmbeddedConfig {
         database_url: format!("sqlite://{}?mode=rwc", db.display()),
         api_listen: "127.0.0.1:0".parse().unwrap(),
+        emitter: Default::default(),
     };
     confab::build(config(), &embedded).await
 }

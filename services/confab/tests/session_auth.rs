@@ -25,6 +25,7 @@ async fn a_better_auth_cookie_chats_on_the_all_in_one() {
     let embedded = confab::EmbeddedConfig {
         database_url: format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display()),
         api_listen: "127.0.0.1:0".parse().unwrap(),
+        emitter: Default::default(),
     };
     let confab = confab::build(cfg, &embedded).await.unwrap();
     let (gateway, api, token) = (

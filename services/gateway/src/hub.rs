@@ -20,8 +20,18 @@
 //! before the event is forwarded to it, on every gateway at once. A
 //! [`ChangeObserver`] (the gateway's membership cache) hears of each change,
 //! and of `channel:archived`, before any socket moves.
+//!
+//! Events of the membership service's `@socket.io/redis-emitter` bridge
+//! (`hub/emitted.rs`): an emit to several rooms (`Confab-Rooms`) reaches a
+//! socket only from the first of them it is in, one with `Confab-Except`
+//! no socket in an except room, one with `Confab-Attachments` goes out as a
+//! BINARY_EVENT; the socket control events (`sockets:join` / `leave` /
+//! `disconnect`) act on the room's local sockets and are never forwarded.
 
 mod dispatch;
+mod emitted;
+
+pub(crate) use emitted::{JoinGate, takes};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,6 +97,9 @@ pub struct Hub {
     next_key: AtomicU64,
     /// Told of membership changes first (set once).
     observer: OnceLock<Arc<dyn ChangeObserver>>,
+    /// Asked before a `sockets:join` puts a socket in a room (set once;
+    /// without it such joins are refused).
+    gate: OnceLock<Arc<dyn JoinGate>>,
 }
 
 impl Hub {
@@ -103,6 +116,7 @@ impl Hub {
             feeds,
             next_key: AtomicU64::new(1),
             observer: OnceLock::new(),
+            gate: OnceLock::new(),
         });
         tokio::spawn(dispatch::run(Arc::downgrade(&hub), rx).in_current_span());
         hub
@@ -112,6 +126,12 @@ impl Hub {
     /// hub sees (once; later calls are ignored).
     pub(crate) fn observe(&self, observer: Arc<dyn ChangeObserver>) {
         let _ = self.observer.set(observer);
+    }
+
+    /// Sets the authority check of `sockets:join` (once; later calls are
+    /// ignored).
+    pub(crate) fn gate(&self, gate: Arc<dyn JoinGate>) {
+        let _ = self.gate.set(gate);
     }
 
     /// The bus the hub routes through.
@@ -221,6 +241,10 @@ impl Hub {
         );
         confab_telemetry::set_parent_from(&span, &msg.headers[..]);
         async {
+            if emitted::is_control(&msg.event) {
+                self.apply_control(room, msg).await;
+                return;
+            }
             if room.kind() == RoomKind::User {
                 self.apply_membership(room, msg).await;
             } else if &*msg.event == names::CHANNEL_ARCHIVED
@@ -293,6 +317,9 @@ impl Hub {
     /// Encodes a bus message once (with its offset, when it is durable and
     /// recovery is on) and queues it for every local member.
     pub fn deliver(&self, room: &RoomId, msg: &BusMessage) -> usize {
+        if emitted::is_addressed(msg) {
+            return self.deliver_addressed(room, msg);
+        }
         let frame = match msg.seq {
             Some(seq) if self.offsets => {
                 event_frame_with_offset("/", &msg.event, &msg.args_json, seq)

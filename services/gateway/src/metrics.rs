@@ -54,8 +54,22 @@ pub struct Metrics {
     /// Events the recovery replays read from the log (whether or not the
     /// recovery then succeeded).
     pub replay_reads: Counter,
+    /// Socket control events of the emitter bridge applied to local
+    /// sockets, by action (`join`, `leave`, `disconnect`) and outcome
+    /// (`done`, `refused`: the authority did not let the user in the room,
+    /// `invalid`: an unreadable control event).
+    pub socket_controls: Family<ControlLabel, Counter>,
     /// Session auth (`auth.session`).
     pub session: SessionMetrics,
+}
+
+/// The labels of an applied socket control event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControlLabel {
+    /// `join`, `leave` or `disconnect`.
+    pub action: String,
+    /// `done`, `refused` or `invalid`.
+    pub outcome: String,
 }
 
 /// The labels of a client event refused by the socket's event budget.
@@ -98,6 +112,12 @@ impl Metrics {
         let replays = Family::<PathLabel, Counter>::default();
         let rate_limited = Family::<RefusedLabel, Counter>::default();
         let replay_reads = Counter::default();
+        let socket_controls = Family::<ControlLabel, Counter>::default();
+        registry.register(
+            "socket_controls",
+            "Socket control events of the emitter bridge applied to local sockets, by action and outcome",
+            socket_controls.clone(),
+        );
         registry.register(
             "events_rate_limited",
             "Client events refused by their socket's event budget, by event and outcome (answered, dropped)",
@@ -168,7 +188,18 @@ impl Metrics {
             replays,
             rate_limited,
             replay_reads,
+            socket_controls,
         }
+    }
+
+    /// Counts a socket control applied to one local socket (and room).
+    pub fn socket_control(&self, action: &str, outcome: &str) {
+        self.socket_controls
+            .get_or_create(&ControlLabel {
+                action: action.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     /// Counts a client event refused by its socket's budget.

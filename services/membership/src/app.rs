@@ -29,6 +29,7 @@ use crate::api_http::{self, HttpSettings};
 use crate::api_nats::{self, NatsApi};
 use crate::auth::Authenticator;
 use crate::config::MembershipConfig;
+use crate::emitter::{EmitterBridge, EmitterConfig};
 use crate::health::ProjectionState;
 use crate::history::{CheckError, History, HistoryProjector};
 use crate::jetstream_store::JetStreamEventStore;
@@ -67,6 +68,9 @@ pub enum AppError {
     /// another log); the message says what the operator does.
     #[error("projection: {0}")]
     Projection(String),
+    /// The `@socket.io/redis-emitter` bridge cannot be set up.
+    #[error(transparent)]
+    Emitter(#[from] crate::emitter::EmitterError),
 }
 
 /// The membership service with its background work (projector, notifier,
@@ -83,6 +87,7 @@ pub struct MembershipCore {
     presence: Arc<PresenceTracker>,
     history_projector: HistoryProjector,
     history: History,
+    emitter: Option<EmitterConfig>,
 }
 
 impl std::fmt::Debug for MembershipCore {
@@ -170,7 +175,15 @@ impl MembershipCore {
             nats,
             history_projector,
             history,
+            emitter: None,
         }
+    }
+
+    /// Runs the `@socket.io/redis-emitter` bridge with the background work
+    /// when `config.enabled` (see [`crate::emitter`]).
+    pub fn with_emitter(mut self, config: EmitterConfig) -> Self {
+        self.emitter = config.enabled.then_some(config);
+        self
     }
 
     /// Message history calls (history, edit, delete).
@@ -291,6 +304,10 @@ impl MembershipCore {
                 }
             }));
         }
+        if let Some(config) = self.emitter.take() {
+            let bridge = EmitterBridge::new(config, Arc::clone(&self.service))?;
+            tasks.push(tokio::spawn(bridge.run(stop.clone())));
+        }
         let history_projector = self.history_projector.clone();
         let token = stop.clone();
         tasks.push(tokio::spawn(async move {
@@ -399,6 +416,7 @@ impl App {
             })?;
         let http_addr = listener.local_addr()?;
         let router = core.router(&config.http_settings());
+        let core = core.with_emitter(config.emitter.clone());
         Ok(App {
             core,
             listener,

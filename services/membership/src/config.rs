@@ -31,6 +31,7 @@ use confab_config::{Loaded, Loader, Secret, redact_url};
 use serde::{Deserialize, Serialize};
 
 use crate::api_http::HttpSettings;
+use crate::emitter::EmitterConfig;
 use crate::service::{Quotas, ServiceSettings};
 
 pub use confab_config::{ConfigError, LogConfig};
@@ -82,6 +83,8 @@ pub struct MembershipConfig {
     pub presence_ttl: Duration,
     /// How many workspaces and channels one user may create.
     pub quotas: Quotas,
+    /// The `@socket.io/redis-emitter` bridge (off by default).
+    pub emitter: EmitterConfig,
 }
 
 impl Default for MembershipConfig {
@@ -99,6 +102,7 @@ impl Default for MembershipConfig {
             header_read_timeout: Duration::from_secs(30),
             presence_ttl: Duration::from_secs(15),
             quotas: Quotas::default(),
+            emitter: EmitterConfig::default(),
         }
     }
 }
@@ -118,6 +122,7 @@ impl std::fmt::Debug for MembershipConfig {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("presence_ttl", &self.presence_ttl)
             .field("quotas", &self.quotas)
+            .field("emitter", &self.emitter)
             .finish()
     }
 }
@@ -193,6 +198,9 @@ impl MembershipConfig {
         if let Some(auth) = &self.auth {
             auth.validate()
                 .map_err(|e| ConfigError::invalid("auth", e.to_string()))?;
+        }
+        if let Err((key, problem)) = self.emitter.validate() {
+            return invalid(key, problem);
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
             return invalid("max_body_bytes", "must be between 1 KiB and 16 MiB".into());

@@ -37,6 +37,70 @@ pub enum ProjectionState {
 struct Inner {
     states: Mutex<BTreeMap<&'static str, ProjectionState>>,
     trimmed: AtomicU64,
+    emitter: Arc<EmitterStats>,
+}
+
+/// What the `@socket.io/redis-emitter` bridge did (`emitter.rs`), by a fixed
+/// set of labels (a label value never comes from the input).
+#[derive(Debug, Default)]
+pub struct EmitterStats {
+    counts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    holder: AtomicU64,
+}
+
+impl EmitterStats {
+    /// Counts one `what` (`emit`, `join`, `leave`, `disconnect`,
+    /// `server_side_emit`, `request`, `room`) with `outcome` (`published`,
+    /// or the reason it was refused or ignored).
+    pub fn count(&self, what: &'static str, outcome: &'static str) {
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((what, outcome))
+            .or_default() += 1;
+    }
+
+    /// The count of `what` with `outcome` so far.
+    pub fn get(&self, what: &'static str, outcome: &'static str) -> u64 {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(what, outcome))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Records whether this process holds the bridge's lease and acts.
+    pub fn set_holder(&self, acting: bool) {
+        self.holder.store(u64::from(acting), Ordering::Relaxed);
+    }
+
+    /// Whether this process holds the bridge's lease and acts.
+    pub fn is_holder(&self) -> bool {
+        self.holder.load(Ordering::Relaxed) == 1
+    }
+
+    fn write(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            "# HELP confab_membership_emitter_messages_total What the @socket.io/redis-emitter bridge did with each emit, request and target room, by kind and outcome.\n\
+             # TYPE confab_membership_emitter_messages_total counter\n"
+        );
+        for ((what, outcome), n) in self.counts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ = writeln!(
+                out,
+                "confab_membership_emitter_messages_total{{kind=\"{what}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP confab_membership_emitter_lease_held Whether this process holds the emitter bridge's lease and acts on what the emitters publish.\n\
+             # TYPE confab_membership_emitter_lease_held gauge\n\
+             confab_membership_emitter_lease_held {}\n",
+            self.holder.load(Ordering::Relaxed)
+        );
+    }
 }
 
 /// The projections' states, shared by the projectors and the HTTP API.
@@ -77,6 +141,11 @@ impl Health {
             .all(|s| *s == ProjectionState::Running)
     }
 
+    /// The emitter bridge's counters.
+    pub fn emitter_stats(&self) -> Arc<EmitterStats> {
+        Arc::clone(&self.inner.emitter)
+    }
+
     /// The metrics in the Prometheus text format.
     pub fn metrics(&self) -> String {
         let mut out = String::from(
@@ -97,6 +166,7 @@ impl Health {
              confab_membership_history_trimmed_total {}\n",
             self.inner.trimmed.load(Ordering::Relaxed)
         );
+        self.inner.emitter.write(&mut out);
         out
     }
 }

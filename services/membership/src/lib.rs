@@ -13,6 +13,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod emitter;
 pub mod health;
 pub mod history;
 pub mod jetstream_store;

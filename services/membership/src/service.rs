@@ -445,6 +445,35 @@ impl MembershipService {
         Ok(self.bus.publish(room, msg).await?)
     }
 
+    /// Publishes an app event built elsewhere (the `@socket.io/redis-emitter`
+    /// bridge: several arguments, addressing headers, volatile or not) after
+    /// the same event-name check as [`MembershipService::emit`]: reserved
+    /// names are refused before anything is published.
+    pub async fn publish_app_event(
+        &self,
+        room: &RoomId,
+        msg: BusMessage,
+    ) -> Result<Published, ServiceError> {
+        check_event_name(&msg.event)?;
+        Ok(self.bus.publish(room, msg).await?)
+    }
+
+    /// Publishes a control event of Confab's own (e.g. `sockets:join`) to a
+    /// room, volatile; its name must be one of [`RESERVED_EVENTS`].
+    pub async fn publish_control(
+        &self,
+        room: &RoomId,
+        msg: BusMessage,
+    ) -> Result<Published, ServiceError> {
+        if !RESERVED_EVENTS.contains(&&*msg.event) {
+            return Err(ServiceError::Invalid {
+                field: "event",
+                message: format!("{} is not a control event", msg.event),
+            });
+        }
+        Ok(self.bus.publish(room, msg.into_volatile()).await?)
+    }
+
     /// One load-decide-append cycle with retries. `hint` names the
     /// workspace for commands that create a channel or DM. Returns the
     /// outcome and, for channel and DM commands, the workspace version the
@@ -810,7 +839,9 @@ impl MembershipService {
     }
 }
 
-fn check_event_name(event: &str) -> Result<(), ServiceError> {
+/// Checks an app event's name: 1 to [`MAX_EVENT_NAME`] ASCII letters,
+/// digits and `: _ - .`, not one of [`RESERVED_EVENTS`].
+pub fn check_event_name(event: &str) -> Result<(), ServiceError> {
     let invalid = |message: String| {
         Err(ServiceError::Invalid {
             field: "event",

@@ -156,6 +156,7 @@ impl ConfabHandler {
         } = deps;
         let access = Arc::new(AccessCache::new(Arc::clone(&membership), access));
         hub.observe(Arc::clone(&access) as _);
+        hub.gate(Arc::clone(&access) as _);
         Self {
             per_user: Counter::new(limits.connections_per_user),
             limits,

@@ -32,7 +32,7 @@ use confab_events::{RoomId, UserId};
 use dashmap::DashMap;
 
 use super::{Access, Membership, MembershipError};
-use crate::hub::ChangeObserver;
+use crate::hub::{ChangeObserver, JoinGate};
 
 /// Bounds and lifetime of the cache.
 #[derive(Debug, Clone, Copy)]
@@ -193,6 +193,23 @@ impl AccessCache {
             at: Instant::now(),
         };
         entry.rooms.insert(room.clone(), answer);
+    }
+}
+
+/// A `sockets:join` of the emitter bridge asks the authority like a
+/// `room:join` does: read access (member, or read-only) lets the socket in.
+impl JoinGate for AccessCache {
+    fn may_join<'a>(
+        &'a self,
+        user: &'a UserId,
+        room: &'a RoomId,
+    ) -> futures::future::BoxFuture<'a, bool> {
+        Box::pin(async move {
+            matches!(
+                self.ask(user, room).await,
+                Ok(Access::Allowed | Access::ReadOnly(_))
+            )
+        })
     }
 }
 

@@ -138,6 +138,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use base64::Engine as _;
+use confab_bus::subjects::HEADER_ATTACHMENTS;
 use confab_bus::{Bus, BusError, TailItem};
 use confab_events::socket::{RecoveryFailed, RoomChange};
 use confab_events::{RoomId, UserId};
@@ -598,6 +599,12 @@ impl Recovery {
             .max(found.from);
         let frames = filter_membership(&user_room, now, items)
             .into_iter()
+            // Emitter bridge events: once per socket, never to an except
+            // room, and binary ones are live only (a replayed frame is text).
+            .filter(|item| {
+                item.msg.header(HEADER_ATTACHMENTS).is_none()
+                    && crate::hub::takes(&item.msg, &item.room, now)
+            })
             .filter_map(|item| {
                 let seq = item.msg.seq?;
                 let frame = event_frame_with_offset("/", &item.msg.event, &item.msg.args_json, seq);
