@@ -58,6 +58,7 @@ pub(crate) struct Lease {
     ttl: Duration,
     window: Mutex<Window>,
     stats: Arc<EmitterStats>,
+    taken: std::sync::atomic::AtomicU64,
 }
 
 impl Lease {
@@ -69,6 +70,7 @@ impl Lease {
             ttl,
             window: Mutex::new(Window::default()),
             stats,
+            taken: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -81,6 +83,11 @@ impl Lease {
         let now = Instant::now();
         let w = self.window();
         matches!((w.from, w.until), (Some(from), Some(until)) if from <= now && now < until)
+    }
+
+    /// How many times this bridge took the lease.
+    pub(crate) fn taken(&self) -> u64 {
+        self.taken.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn margin(&self) -> Duration {
@@ -134,6 +141,8 @@ impl Lease {
                     .await;
                 match answer {
                     Ok(Some(_)) => {
+                        self.taken
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!(key = %self.key, wait = ?self.ttl, "emitter bridge lease taken: acting after one lease period");
                         let mut w = self.window();
                         w.from = Some(started + self.ttl);

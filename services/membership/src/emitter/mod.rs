@@ -546,6 +546,11 @@ impl ActingView {
     pub fn acting(&self) -> bool {
         self.0.acting()
     }
+
+    /// How many times the bridge took the lease.
+    pub fn taken(&self) -> u64 {
+        self.0.taken()
+    }
 }
 
 struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
