@@ -23,7 +23,7 @@
 //! | `GET /v1/rooms/{room}/members/{user}` | | [`IsMemberResponse`] (the user, members, or trusted) |
 //! | `POST /v1/emit` | [`EmitRequest`](confab_contracts::membership::EmitRequest) | [`EmitResponse`] (service token only) |
 //! | `GET /healthz`, `GET /readyz` | | liveness, readiness (red while a projection fails or stopped, named under `projections`) |
-//! | `GET /metrics` | | Prometheus text: `confab_membership_projection_up{projection}`, `confab_membership_history_trimmed_total` |
+//! | `GET /metrics` | | Prometheus text: `confab_membership_projection_up{projection}`, `confab_membership_history_trimmed_total`, `confab_membership_emitter_messages_total{kind,outcome}`, `confab_membership_emitter_lease_held` |
 //!
 //! Command bodies may carry `"actor"` (service token only). Commands answer
 //! [`ExecuteResponse`]. Errors answer [`ErrorBody`](confab_contracts::ErrorBody) with the status of
