@@ -63,7 +63,13 @@ impl Emitter {
     }
 
     /// Runs one command; returns once Redis processed its PUBLISH.
-    async fn run(&mut self, mut cmd: Value) {
+    async fn run(&mut self, cmd: Value) {
+        let answer = self.try_run(cmd.clone()).await;
+        assert_eq!(answer["type"], "done", "{cmd} -> {answer}");
+    }
+
+    /// Runs one command; its answer (`done` or `error`).
+    async fn try_run(&mut self, mut cmd: Value) -> Value {
         self.req += 1;
         cmd["req"] = json!(self.req);
         self.stdin
@@ -78,8 +84,7 @@ impl Emitter {
                 .expect("emitter alive");
             let v: Value = serde_json::from_str(&line).unwrap();
             if v["req"] == json!(self.req) {
-                assert_eq!(v["type"], "done", "{cmd} -> {v}");
-                return;
+                return v;
             }
         }
     }
@@ -152,7 +157,7 @@ fn got(node: &NodeClient, socket: &str, event: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn the_npm_emitter_reaches_sockets_through_the_bridge() {
-    let redis = RedisServer::start();
+    let mut redis = RedisServer::start();
     let redis_url = redis.url();
     let c = Cluster::start_configured(
         2,
@@ -357,6 +362,30 @@ async fn the_npm_emitter_reaches_sockets_through_the_bridge() {
     assert_eq!(counted(&c, "disconnect", "published").await, 1);
     assert_eq!(counted(&c, "join", "published").await, 1);
     assert_eq!(counted(&c, "leave", "published").await, 1);
+
+    // Redis restarts (the lease and the subscriptions are gone): the bridge
+    // subscribes again, takes the lease again, and emits flow again.
+    redis.restart();
+    let start = std::time::Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let cmd =
+            json!({"op": "emit", "to": ["channel:general"], "event": "app:back", "args": [n]});
+        let _ = emitter.try_run(cmd).await;
+        if node
+            .received()
+            .iter()
+            .any(|m| m["socket"] == "alice" && m["event"] == "app:back")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < T * 2,
+            "the bridge never came back after a Redis restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
