@@ -412,6 +412,11 @@ async fn the_bridge_lease_fails_over_without_emitting_twice() {
         let stop = CancellationToken::new();
         let task = tokio::spawn(bridge.run(stop.clone()));
         bridges.push((acting, stop, task));
+        // Half a renewal period apart: whichever holds, the other's lease
+        // attempts fall between its renewals, so a bridge that acted at
+        // once on taking the lease would overlap the old holder for up to
+        // half a period in about every other round.
+        tokio::time::sleep(ttl / 6).await;
     }
     let holder = || -> Vec<usize> {
         (0..2)
@@ -428,9 +433,15 @@ async fn the_bridge_lease_fails_over_without_emitting_twice() {
     let mut n = 0u64;
     // Each round: the lease key vanishes under the holder (deleted, as a
     // Redis failover can lose it) while emits keep coming; the standby
-    // takes over. Four rounds, so that an overlap of the two would show.
-    for round in 0..4 {
+    // takes over. Six rounds, so that an overlap of the two would show.
+    for round in 0..6 {
         assert_eq!(holder().len(), 1, "round {round}: one holder");
+        // At a varying point of the renewal period.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        tokio::time::sleep(ttl / 3 * (nanos % 100) / 100).await;
         emitter
             .run(json!({"op": "del", "key": format!("{KEY}:confab-emitter-lease")}))
             .await;
