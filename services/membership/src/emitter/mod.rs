@@ -576,3 +576,48 @@ fn join(rooms: &[RoomId]) -> String {
         .collect::<Vec<_>>()
         .join(",")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_is_checked_only_when_enabled_and_names_the_key() {
+        let off = EmitterConfig {
+            redis_url: "nope".into(),
+            ..EmitterConfig::default()
+        };
+        assert!(off.validate().is_ok());
+        let on = EmitterConfig {
+            enabled: true,
+            ..EmitterConfig::default()
+        };
+        assert!(on.validate().is_ok());
+        for (bad, key) in [
+            (
+                EmitterConfig {
+                    redis_url: "nats://x".into(),
+                    ..on.clone()
+                },
+                "emitter.redis_url",
+            ),
+            // A glob character would widen the pattern subscription.
+            (
+                EmitterConfig {
+                    key: "socket*".into(),
+                    ..on.clone()
+                },
+                "emitter.key",
+            ),
+            (
+                EmitterConfig {
+                    lease_ttl: Duration::from_millis(10),
+                    ..on.clone()
+                },
+                "emitter.lease_ttl",
+            ),
+        ] {
+            assert_eq!(bad.validate().unwrap_err().0, key);
+        }
+    }
+}
