@@ -361,38 +361,60 @@ impl Spans {
         false
     }
 
-    /// The tree of `trace` (indented names), for the test's output.
+    /// The tree of `trace` (indented names; `~>` marks a span of another
+    /// trace linked to the one above it, with its own children), for the
+    /// test's output.
     fn tree(&self, trace: &str) -> String {
-        let in_trace: Vec<&Seen> = self.0.iter().filter(|s| s.trace == trace).collect();
-        let mut children: HashMap<&str, Vec<&Seen>> = HashMap::new();
-        for s in &in_trace {
-            children.entry(s.parent.as_str()).or_default().push(s);
+        let mut children: HashMap<(&str, &str), Vec<&Seen>> = HashMap::new();
+        for s in &self.0 {
+            children
+                .entry((s.trace.as_str(), s.parent.as_str()))
+                .or_default()
+                .push(s);
         }
         let mut out = String::new();
-        let roots = in_trace
+        let roots = self
+            .0
             .iter()
-            .filter(|s| !in_trace.iter().any(|p| p.id == s.parent));
-        fn walk(s: &Seen, depth: usize, children: &HashMap<&str, Vec<&Seen>>, out: &mut String) {
-            let links = if s.links.is_empty() {
-                String::new()
-            } else {
-                format!("  (links: {})", s.links.len())
-            };
-            out.push_str(&format!(
-                "{}{} [{}/{}]{links}\n",
-                "  ".repeat(depth),
-                s.name,
-                s.service,
-                s.instance
-            ));
-            for c in children.get(s.id.as_str()).into_iter().flatten() {
-                walk(c, depth + 1, children, out);
-            }
-        }
+            .filter(|s| s.trace == trace && self.by_id(trace, &s.parent).is_none());
         for r in roots {
-            walk(r, 0, &children, &mut out);
+            self.walk(r, 0, "", &children, &mut out);
         }
         out
+    }
+
+    fn walk(
+        &self,
+        s: &Seen,
+        depth: usize,
+        mark: &str,
+        children: &HashMap<(&str, &str), Vec<&Seen>>,
+        out: &mut String,
+    ) {
+        if depth > 16 {
+            return;
+        }
+        out.push_str(&format!(
+            "{}{mark}{} [{}/{}]\n",
+            "  ".repeat(depth),
+            s.name,
+            s.service,
+            s.instance
+        ));
+        for c in children
+            .get(&(s.trace.as_str(), s.id.as_str()))
+            .into_iter()
+            .flatten()
+        {
+            self.walk(c, depth + 1, "", children, out);
+        }
+        for linked in self
+            .0
+            .iter()
+            .filter(|l| l.trace != s.trace && l.links_to(s))
+        {
+            self.walk(linked, depth + 1, "~> ", children, out);
+        }
     }
 }
 
