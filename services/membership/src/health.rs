@@ -240,3 +240,44 @@ impl Health {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(metrics: &str, series: &str) -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} in:\n{metrics}"))
+    }
+
+    #[test]
+    fn lag_is_the_distance_to_the_head_and_the_time_without_progress() {
+        let health = Health::default();
+        health.progressed("history", 5);
+        std::thread::sleep(Duration::from_millis(30));
+        let scrape = Scrape {
+            heads: [("history", 8)].into(),
+            bus: Some(("nats", true)),
+        };
+        let m = health.metrics_with(&scrape);
+        let events = r#"confab_membership_projection_lag_events{projection="history"}"#;
+        let seconds = r#"confab_membership_projection_lag_seconds{projection="history"}"#;
+        assert_eq!(value(&m, events), 3.0);
+        assert!(value(&m, seconds) >= 0.03, "{m}");
+        assert_eq!(
+            value(&m, r#"confab_membership_bus_connected{bus="nats"}"#),
+            1.0
+        );
+
+        health.progressed("history", 8);
+        let m = health.metrics_with(&scrape);
+        assert_eq!(value(&m, events), 0.0);
+        assert_eq!(value(&m, seconds), 0.0);
+
+        // A head that could not be read leaves the lag out.
+        let m = health.metrics_with(&Scrape::default());
+        assert!(!m.contains("lag_events{"), "{m}");
+    }
+}
