@@ -25,4 +25,5 @@ mod redis_bus;
 mod round_robin;
 mod session_auth;
 mod support;
+mod trace;
 mod typescript;

@@ -397,7 +397,11 @@ impl std::fmt::Debug for InProcessBus {
 
 #[async_trait]
 impl Bus for InProcessBus {
-    async fn publish(&self, room: &RoomId, mut msg: BusMessage) -> Result<Published, BusError> {
+    async fn publish(&self, room: &RoomId, msg: BusMessage) -> Result<Published, BusError> {
+        // The producer span lives until the publish returns; its context
+        // travels in the message's headers, as on the brokers.
+        let span = crate::trace::send_span(crate::trace::SYSTEM_IN_PROCESS, room, &msg);
+        let mut msg = span.in_scope(|| crate::trace::with_current_context(msg));
         // Durable publishes of a persistent log are written one at a time,
         // so `next_seq` cannot move between the write and the append below.
         let mut writer = match &self.shared.persist {

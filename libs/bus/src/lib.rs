@@ -18,6 +18,7 @@ mod log_store;
 mod nats;
 mod redis;
 pub mod subjects;
+pub mod trace;
 
 use std::pin::Pin;
 use std::sync::Arc;

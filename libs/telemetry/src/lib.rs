@@ -45,6 +45,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 pub use opentelemetry::Context as OtelContext;
+pub use opentelemetry::trace::SpanContext;
 
 /// Standard variable holding the OTLP base endpoint (`/v1/traces` is appended).
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
@@ -60,6 +61,18 @@ const DEFAULT_FILTER: &str = "info";
 
 /// Set once the first [`init`] call got past its "already initialised" check.
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
+
+/// Set while spans are exported over OTLP (see [`is_exporting`]).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process exports spans over OTLP ([`init`] found an endpoint).
+///
+/// Hot paths (the fan-out of every room event) check it first and then
+/// build no span and parse no trace context at all: without an exporter
+/// nobody would ever see them.
+pub fn is_exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
 
 /// Log output format.
 ///
@@ -159,6 +172,7 @@ impl fmt::Debug for TelemetryGuard {
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         if let Some(provider) = self.provider.take() {
+            EXPORTING.store(false, Ordering::Relaxed);
             // `shutdown` flushes the batch processor first.
             let _ = provider.shutdown();
         }
@@ -215,6 +229,7 @@ fn try_init(service_name: &str, format: LogFormat) -> Result<TelemetryGuard, Tel
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     if let Some(provider) = &provider {
         opentelemetry::global::set_tracer_provider(provider.clone());
+        EXPORTING.store(true, Ordering::Relaxed);
     }
     Ok(TelemetryGuard { provider })
 }
@@ -236,12 +251,19 @@ where
     let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => layer.with_ansi(std::io::stderr().is_terminal()).boxed(),
-        LogFormat::Json => layer
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .flatten_event(true)
-            .boxed(),
+        LogFormat::Json => {
+            let json = tracing_subscriber::fmt::format()
+                .json()
+                .with_current_span(true)
+                .with_span_list(true)
+                .flatten_event(true);
+            // `json()` for the JSON field formatter; the event format is
+            // replaced by the one adding the trace ids.
+            layer
+                .json()
+                .event_format(log_ids::WithTraceIds(json))
+                .boxed()
+        }
     }
 }
 
@@ -283,12 +305,28 @@ fn build_tracer_provider(
         .build())
 }
 
-/// The `tracing` layer turning spans into OpenTelemetry spans of `provider`.
+/// Target of spans that only give log lines their context (a process's
+/// `gateway` span, which lives as long as the process): they are never
+/// exported, so that what runs inside them starts traces of its own
+/// instead of joining one trace that never ends.
+///
+/// ```
+/// let span = tracing::info_span!(target: confab_telemetry::LOG_CONTEXT, "gateway", gateway = "gw-1");
+/// # drop(span);
+/// ```
+pub const LOG_CONTEXT: &str = "confab_log_context";
+
+/// The `tracing` layer turning spans into OpenTelemetry spans of `provider`
+/// (every span but the [`LOG_CONTEXT`] ones).
 fn otel_layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S> + use<S>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    tracing_opentelemetry::layer().with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(env!("CARGO_PKG_NAME")))
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            meta.target() != LOG_CONTEXT
+        }))
 }
 
 // ---------------------------------------------------------------------------
@@ -409,6 +447,60 @@ where
     })
 }
 
+/// The remote span context carried in `headers` (`traceparent`), if any
+/// valid one: what a consumer span links to.
+pub fn remote_span_context<C>(headers: &C) -> Option<SpanContext>
+where
+    C: HeaderSource + ?Sized,
+{
+    use opentelemetry::trace::TraceContextExt as _;
+    let cx = extract_context(headers);
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| sc.clone())
+}
+
+/// The span context of `span`, when it is part of an exported trace.
+pub fn span_context(span: &tracing::Span) -> Option<SpanContext> {
+    use opentelemetry::trace::TraceContextExt as _;
+    if span.is_none() {
+        return None;
+    }
+    let cx = span.context();
+    let otel = cx.span();
+    let sc = otel.span_context();
+    sc.is_valid().then(|| sc.clone())
+}
+
+/// Links `span` to the span `to` (call it before `span` is first entered).
+pub fn add_link(span: &tracing::Span, to: SpanContext) {
+    span.add_link(to);
+}
+
+/// Makes `parent` (a remote span, e.g. a message's producer) the parent
+/// of `span` (call it before `span` is first entered).
+pub fn set_parent_span(span: &tracing::Span, parent: SpanContext) {
+    use opentelemetry::trace::TraceContextExt as _;
+    let _ = span.set_parent(OtelContext::new().with_remote_span_context(parent));
+}
+
+/// Links `span` to the trace context found in `headers` (if any): the
+/// consumer side of a message whose producer is in another trace (a
+/// fan-out, a batch). Call it before the span is first entered. Returns
+/// whether a link was added.
+pub fn link_from<C>(span: &tracing::Span, headers: &C) -> bool
+where
+    C: HeaderSource + ?Sized,
+{
+    match remote_span_context(headers) {
+        Some(sc) => {
+            span.add_link(sc);
+            true
+        }
+        None => false,
+    }
+}
+
 /// Makes the trace context found in `headers` (if any) the parent of `span`.
 ///
 /// Call it before the span is first entered. Silently does nothing when the
@@ -423,6 +515,8 @@ where
         let _ = span.set_parent(cx);
     }
 }
+
+mod log_ids;
 
 #[cfg(test)]
 mod tests;

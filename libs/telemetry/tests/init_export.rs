@@ -63,8 +63,9 @@ fn fake_collector() -> (u16, mpsc::Receiver<Request>) {
     (port, rx)
 }
 
-/// Runs `child_process` of this binary with `envs` and asserts it succeeded.
-fn run_child(envs: &[(&str, String)]) {
+/// Runs `child_process` of this binary with `envs`, asserts it succeeded
+/// and returns what it wrote to stderr (its logs).
+fn run_child(envs: &[(&str, String)]) -> String {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "child_process",
@@ -87,6 +88,7 @@ fn run_child(envs: &[(&str, String)]) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// The child: initialise from the environment inside a Tokio runtime (as a
@@ -101,8 +103,10 @@ fn child_process() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let guard = confab_telemetry::init("fallback-name", confab_telemetry::LogFormat::Pretty)
-            .expect("init");
+        let format = std::env::var("CHILD_LOG_FORMAT")
+            .map(|f| f.parse().unwrap())
+            .unwrap_or(confab_telemetry::LogFormat::Pretty);
+        let guard = confab_telemetry::init("fallback-name", format).expect("init");
         let expect_export = std::env::var("EXPECT_EXPORT").unwrap() == "1";
         assert_eq!(guard.is_exporting(), expect_export);
         tracing::info_span!("child-span").in_scope(|| tracing::info!("hello"));
@@ -162,4 +166,66 @@ fn sdk_disabled_or_no_endpoint_exports_nothing() {
     run_child(&[("EXPECT_EXPORT", "0".to_owned())]);
     // The children have exited, so anything they sent has arrived already.
     assert!(requests.recv_timeout(Duration::from_millis(200)).is_err());
+}
+
+#[test]
+fn json_log_lines_inside_an_exported_span_carry_its_ids() {
+    let (port, requests) = fake_collector();
+    let logs = run_child(&[
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        ),
+        ("CHILD_LOG_FORMAT", "json".to_owned()),
+        ("EXPECT_EXPORT", "1".to_owned()),
+    ]);
+    let line: serde_json::Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|l: &serde_json::Value| l["message"] == "hello")
+        .unwrap_or_else(|| panic!("no JSON line \"hello\" in:\n{logs}"));
+    let trace_id = line["trace_id"].as_str().expect("trace_id");
+    let span_id = line["span_id"].as_str().expect("span_id");
+    assert!(
+        trace_id.len() == 32 && trace_id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{line}"
+    );
+    assert!(
+        span_id.len() == 16 && span_id.chars().all(|c| c.is_ascii_hexdigit()),
+        "{line}"
+    );
+    assert_eq!(
+        line["span"]["name"], "child-span",
+        "the rest of the line is intact: {line}"
+    );
+    // The ids are those of the exported span (raw bytes in the protobuf).
+    let (_, _, body) = requests
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the child exported nothing");
+    let bytes = |hex: &str| -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    for id in [bytes(trace_id), bytes(span_id)] {
+        assert!(
+            body.windows(id.len()).any(|w| w == id.as_slice()),
+            "the logged id is not in the export"
+        );
+    }
+}
+
+#[test]
+fn json_log_lines_without_export_carry_no_ids() {
+    let logs = run_child(&[
+        ("CHILD_LOG_FORMAT", "json".to_owned()),
+        ("EXPECT_EXPORT", "0".to_owned()),
+    ]);
+    let line: serde_json::Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|l: &serde_json::Value| l["message"] == "hello")
+        .unwrap_or_else(|| panic!("no JSON line \"hello\" in:\n{logs}"));
+    assert!(line.get("trace_id").is_none(), "{line}");
 }

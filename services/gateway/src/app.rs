@@ -235,7 +235,9 @@ impl App {
             })?;
         let local_addr = listener.local_addr()?;
         let gateway = GatewayId::random();
-        let span = tracing::info_span!("gateway", gateway = %gateway);
+        // Log context only: not exported, or every trace of the process
+        // would be one endless trace under it.
+        let span = tracing::info_span!(target: confab_telemetry::LOG_CONTEXT, "gateway", gateway = %gateway);
         let metrics = Arc::new(Metrics::new());
         let verifier =
             Verifier::new(config.auth.clone()).map_err(|e| AppError::Auth(e.to_string()))?;

@@ -100,6 +100,8 @@ pub struct Hub {
     /// Asked before a `sockets:join` puts a socket in a room (set once;
     /// without it such joins are refused).
     gate: OnceLock<Arc<dyn JoinGate>>,
+    /// `messaging.system` of the bus, for consumer spans.
+    system: &'static str,
 }
 
 impl Hub {
@@ -107,7 +109,13 @@ impl Hub {
     /// connection-state-recovery offset (last argument) when `offsets`.
     pub fn with_offsets(bus: Arc<dyn Bus>, metrics: Arc<Metrics>, offsets: bool) -> Arc<Self> {
         let (feeds, rx) = mpsc::unbounded_channel();
+        let system = match bus.status().kind {
+            "nats" => confab_bus::trace::SYSTEM_NATS,
+            "redis" => confab_bus::trace::SYSTEM_REDIS,
+            _ => confab_bus::trace::SYSTEM_IN_PROCESS,
+        };
         let hub = Arc::new(Self {
+            system,
             rooms: DashMap::new(),
             conns: DashMap::new(),
             bus,
@@ -231,32 +239,36 @@ impl Hub {
     }
 
     /// Handles one bus message of a room: membership changes first (for a
-    /// user room), then the fan-out. Continues the publisher's trace.
+    /// user room), then the fan-out. When spans are exported and the
+    /// message carries a trace context: inside one consumer span
+    /// (`process rooms.{kind}.{id}`) per message on this gateway, linked to
+    /// the publisher's producer span (never one per socket).
     async fn on_message(self: &Arc<Self>, room: &RoomId, msg: &BusMessage) {
-        let span = tracing::debug_span!(
-            "room.deliver",
-            room = %room,
-            event = &*msg.event,
-            seq = msg.seq
-        );
-        confab_telemetry::set_parent_from(&span, &msg.headers[..]);
-        async {
-            if emitted::is_control(&msg.event) {
-                self.apply_control(room, msg).await;
-                return;
-            }
-            if room.kind() == RoomKind::User {
-                self.apply_membership(room, msg).await;
-            } else if &*msg.event == names::CHANNEL_ARCHIVED
-                && room.kind() == RoomKind::Channel
-                && let Some(observer) = self.observer.get()
-            {
-                observer.archived(room);
-            }
-            self.deliver(room, msg);
+        let span = confab_bus::trace::process_span(self.system, room, msg);
+        if span.is_none() {
+            self.handle(room, msg).await;
+            return;
         }
-        .instrument(span)
-        .await;
+        let sockets = self.handle(room, msg).instrument(span.clone()).await;
+        span.record("confab.sockets", sockets);
+    }
+
+    /// [`on_message`](Self::on_message) without the span; returns how many
+    /// local sockets took the event.
+    async fn handle(self: &Arc<Self>, room: &RoomId, msg: &BusMessage) -> usize {
+        if emitted::is_control(&msg.event) {
+            self.apply_control(room, msg).await;
+            return 0;
+        }
+        if room.kind() == RoomKind::User {
+            self.apply_membership(room, msg).await;
+        } else if &*msg.event == names::CHANNEL_ARCHIVED
+            && room.kind() == RoomKind::Channel
+            && let Some(observer) = self.observer.get()
+        {
+            observer.archived(room);
+        }
+        self.deliver(room, msg)
     }
 
     /// Takes a socket out of a room; the last one out closes the room's
@@ -303,15 +315,30 @@ impl Hub {
             .get(user_room)
             .map(|r| r.members.values().cloned().collect())
             .unwrap_or_default();
-        for socket in sockets {
-            if joined {
-                if let Err(e) = self.join(target, &socket).await {
-                    tracing::warn!(%target, error = %e, "cannot join socket after membership change");
+        // Inside a traced message's consumer span only (see `on_message`).
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
+                "gateway.move_sockets",
+                confab.room = %target,
+                confab.joined = joined,
+                confab.sockets = sockets.len(),
+            )
+        };
+        async {
+            for socket in sockets {
+                if joined {
+                    if let Err(e) = self.join(target, &socket).await {
+                        tracing::warn!(%target, error = %e, "cannot join socket after membership change");
+                    }
+                } else {
+                    self.leave(target, socket.conn());
                 }
-            } else {
-                self.leave(target, socket.conn());
             }
         }
+        .instrument(span)
+        .await;
     }
 
     /// Encodes a bus message once (with its offset, when it is durable and

@@ -23,7 +23,7 @@
 //! | `GET /v1/rooms/{room}/members/{user}` | | [`IsMemberResponse`] (the user, members, or trusted) |
 //! | `POST /v1/emit` | [`EmitRequest`](confab_contracts::membership::EmitRequest) | [`EmitResponse`] (service token only) |
 //! | `GET /healthz`, `GET /readyz` | | liveness, readiness (red while a projection fails or stopped, named under `projections`) |
-//! | `GET /metrics` | | Prometheus text: `confab_membership_projection_up{projection}`, `confab_membership_history_trimmed_total`, `confab_membership_emitter_messages_total{kind,outcome}`, `confab_membership_emitter_lease_held` |
+//! | `GET /metrics` | | Prometheus text: `confab_membership_projection_up{projection}`, `confab_membership_history_trimmed_total`, `confab_membership_commands_total{command,outcome}`, `confab_membership_projection_lag_events{projection}` / `_lag_seconds`, `confab_membership_presence_users{status}`, `confab_membership_presence_gateways`, `confab_membership_bus_connected{bus}`, `confab_membership_emitter_messages_total{kind,outcome}`, `confab_membership_emitter_lease_held` |
 //!
 //! Command bodies may carry `"actor"` (service token only). Commands answer
 //! [`ExecuteResponse`]. Errors answer [`ErrorBody`](confab_contracts::ErrorBody) with the status of
@@ -58,6 +58,7 @@ use tracing::Instrument;
 
 use crate::auth::{Authenticator, Caller};
 use crate::domain::Actor;
+use crate::health::Scrape;
 use crate::history::{History, HistoryError, HistoryRequest};
 use crate::service::MembershipService;
 use confab_contracts::ApiError;
@@ -169,14 +170,31 @@ impl IntoResponse for HttpError {
 
 type HttpResult = Result<Response, HttpError>;
 
-/// One span per request, child of the caller's W3C trace context.
+/// One server span per API request (`{method} {route}`, the HTTP semantic
+/// conventions' attributes), child of the caller's W3C trace context.
+/// Probes and scrapes (`/healthz`, `/readyz`, `/metrics`) get none.
 async fn trace_request(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    if matches!(route.as_deref(), Some("/healthz" | "/readyz" | "/metrics")) {
+        return next.run(req).await;
+    }
+    let method = req.method().as_str().to_owned();
+    let name = match &route {
+        Some(route) => format!("{method} {route}"),
+        None => method.clone(),
+    };
     let span = tracing::info_span!(
         "membership.http",
+        otel.name = %name,
         otel.kind = "server",
-        http.method = %req.method(),
-        http.route = %req.uri().path(),
-        http.status = tracing::field::Empty,
+        http.request.method = %method,
+        http.route = route.as_deref(),
+        url.path = req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
     );
     let trace: Vec<(String, String)> = ["traceparent", "tracestate"]
         .iter()
@@ -190,7 +208,12 @@ async fn trace_request(req: Request, next: Next) -> Response {
     confab_telemetry::set_parent_from(&span, &trace);
     async move {
         let response = next.run(req).await;
-        tracing::Span::current().record("http.status", response.status().as_u16());
+        let span = tracing::Span::current();
+        span.record("http.response.status_code", response.status().as_u16());
+        if response.status().is_server_error() {
+            // Server spans: only 5xx is an error (HTTP conventions).
+            span.record("otel.status_code", "ERROR");
+        }
         response
     }
     .instrument(span)
@@ -573,13 +596,33 @@ async fn emit(State(state): State<HttpState>, mut call: Call) -> HttpResult {
     .into_response())
 }
 
+/// The metrics; the logs' last sequences are read now (each bounded by
+/// [`SCRAPE_READ`]: a slow store leaves its lag out rather than the scrape).
 async fn metrics(State(state): State<HttpState>) -> Response {
+    let service = &state.service;
+    let membership_head = tokio::time::timeout(SCRAPE_READ, service.store().last_seq());
+    let history_head = tokio::time::timeout(SCRAPE_READ, service.bus().log_info());
+    let (membership_head, history_head) = tokio::join!(membership_head, history_head);
+    let mut scrape = Scrape::default();
+    if let Ok(Ok(seq)) = membership_head {
+        scrape.heads.insert(crate::sql::PROJECTION_NAME, seq);
+    }
+    if let Ok(Ok(log)) = history_head {
+        scrape
+            .heads
+            .insert(crate::history::HISTORY_PROJECTION, log.last_seq);
+    }
+    let bus = service.bus().status();
+    scrape.bus = Some((bus.kind, bus.connected));
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.service.health().metrics(),
+        service.health().metrics_with(&scrape),
     )
         .into_response()
 }
+
+/// Longest wait for a log's last sequence during a scrape.
+const SCRAPE_READ: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn healthz() -> &'static str {
     "ok"

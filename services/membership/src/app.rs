@@ -31,7 +31,7 @@ use crate::auth::Authenticator;
 use crate::config::MembershipConfig;
 use crate::emitter::{EmitterBridge, EmitterConfig};
 use crate::health::ProjectionState;
-use crate::history::{CheckError, History, HistoryProjector};
+use crate::history::{CheckError, HISTORY_PROJECTION, History, HistoryProjector};
 use crate::jetstream_store::JetStreamEventStore;
 use crate::notifier::Notifier;
 use crate::presence::PresenceTracker;
@@ -313,6 +313,23 @@ impl MembershipCore {
         tasks.push(tokio::spawn(async move {
             history_projector.run(token.cancelled_owned()).await;
         }));
+        // Each projection's progress, for the lag metrics.
+        for (name, mut progress) in [
+            (PROJECTION_NAME, self.projector.subscribe()),
+            (HISTORY_PROJECTION, self.history_projector.subscribe()),
+        ] {
+            let (health, token) = (self.service.health().clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let seq = *progress.borrow_and_update();
+                    health.progressed(name, seq);
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        changed = progress.changed() => if changed.is_err() { return },
+                    }
+                }
+            }));
+        }
         Ok(CoreHandle { stop, tasks })
     }
 

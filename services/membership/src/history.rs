@@ -33,6 +33,7 @@ use confab_events::{RoomId, RoomKind, UserId};
 use futures::{FutureExt, StreamExt};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::health::{Health, ProjectionState};
 use crate::read_model::ReadModel;
@@ -47,6 +48,9 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024;
 
 /// How long an edit or delete waits for a not yet projected message.
 const LOOKUP_WAIT: Duration = Duration::from_secs(2);
+
+/// Most producer links of one batch span (the SDK's default span limit).
+const MAX_LINKS: usize = 128;
 
 /// Most items [`HistoryProjector::run`] applies in one transaction.
 pub const MAX_BATCH_ITEMS: usize = 256;
@@ -303,9 +307,45 @@ impl HistoryProjector {
             self.signal(highest);
             return Ok(0);
         }
-        let applied = self.table.apply_batch(items).await?;
+        let span = self.batch_span(items);
+        let applied = self.table.apply_batch(items).instrument(span).await?;
         self.signal(highest);
         Ok(applied)
+    }
+
+    /// The consumer span of one batch (`process in.rooms`, when spans are
+    /// exported): linked to the producer span of each message event in it
+    /// (at most [`MAX_LINKS`]); each row's SQL write is a child of its
+    /// message's producer span and links back to this span
+    /// (`sql/history.rs`), so the trace of a `message:send` reaches the
+    /// row while the batch's transaction and commit stay one span.
+    fn batch_span(&self, items: &[TailItem]) -> tracing::Span {
+        if !confab_telemetry::is_exporting() {
+            return tracing::Span::none();
+        }
+        let system = match self.bus.status().kind {
+            "nats" => confab_bus::trace::SYSTEM_NATS,
+            "redis" => confab_bus::trace::SYSTEM_REDIS,
+            _ => confab_bus::trace::SYSTEM_IN_PROCESS,
+        };
+        let span = tracing::info_span!(
+            "history.process",
+            otel.name = "process in.rooms",
+            otel.kind = "consumer",
+            messaging.system = system,
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.destination.name = "in.rooms",
+            messaging.consumer.group.name = HISTORY_PROJECTION,
+            messaging.batch.message_count = items.len(),
+        );
+        items
+            .iter()
+            .filter(|i| is_message_event(&i.msg.event))
+            .filter_map(|i| confab_bus::trace::producer_of(&i.msg))
+            .take(MAX_LINKS)
+            .for_each(|producer| confab_telemetry::add_link(&span, producer));
+        span
     }
 
     fn signal(&self, seq: u64) {

@@ -33,6 +33,7 @@ use async_nats::header::{
 };
 use async_nats::jetstream::{self, consumer, stream};
 use async_trait::async_trait;
+use confab_bus::subjects::HEADER_TRACEPARENT;
 use confab_bus::{NatsBus, NatsConfig};
 use confab_events::RoomId;
 use confab_events::membership::{EventEnvelope, SCHEMA_VERSION};
@@ -151,7 +152,11 @@ impl JetStreamEventStore {
                 ),
             });
         }
-        Ok(Stored { seq, envelope })
+        Ok(Stored {
+            seq,
+            envelope,
+            traceparent: None,
+        })
     }
 
     async fn subject_version(&self, subject: &str) -> Result<u64, StoreError> {
@@ -258,6 +263,13 @@ impl EventStore for JetStreamEventStore {
             expected.to_string().as_str(),
         );
         headers.insert(NATS_EXPECTED_STREAM, MEMBERSHIP_STREAM);
+        // The appending span's context, for the projections and the
+        // notifier (nothing when spans are not exported).
+        let mut trace: Vec<(String, String)> = Vec::new();
+        confab_telemetry::inject_context(&mut trace);
+        for (name, value) in &trace {
+            headers.insert(name.as_str(), value.as_str());
+        }
         let ack = self
             .js
             .publish_with_headers(aggregate_subject(aggregate), headers, payload.into())
@@ -342,7 +354,13 @@ impl EventStore for JetStreamEventStore {
                     .info()
                     .map_err(|e| unavailable("message without JetStream metadata", e))?
                     .stream_sequence;
-                Self::parse(seq, &m.payload)
+                let mut stored = Self::parse(seq, &m.payload)?;
+                stored.traceparent = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(HEADER_TRACEPARENT))
+                    .map(|v| v.as_str().to_owned());
+                Ok(stored)
             })
             .boxed())
     }

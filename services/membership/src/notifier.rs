@@ -49,6 +49,7 @@ use confab_events::socket::{
 use confab_events::{RoomId, UserId};
 use futures::StreamExt;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::read_model::ReadModel;
 use crate::store::{EventStore, StoreError};
@@ -309,15 +310,26 @@ impl Notifier {
             };
             match item {
                 Some(Ok(stored)) => {
-                    if let Some(read) = &self.projected
-                        && let Err(e) = read.wait_for(stored.seq, PROJECTION_WAIT).await
-                    {
-                        tracing::warn!(seq = stored.seq, error = %e, "announcing a membership event the read model has not applied");
-                    }
-                    for (room, msg) in messages_for(&stored.envelope) {
-                        if !self.publish(&room, msg, shutdown).await {
-                            return Ok(());
+                    // The announcements' producer spans are children of
+                    // this one: the command's trace reaches the gateways.
+                    let span = stored.process_span(NOTIFIER_CHECKPOINT);
+                    let announced = async {
+                        if let Some(read) = &self.projected
+                            && let Err(e) = read.wait_for(stored.seq, PROJECTION_WAIT).await
+                        {
+                            tracing::warn!(seq = stored.seq, error = %e, "announcing a membership event the read model has not applied");
                         }
+                        for (room, msg) in messages_for(&stored.envelope) {
+                            if !self.publish(&room, msg, shutdown).await {
+                                return false;
+                            }
+                        }
+                        true
+                    }
+                    .instrument(span)
+                    .await;
+                    if !announced {
+                        return Ok(());
                     }
                     *last = Some(stored.seq);
                     self.progress.send_replace(stored.seq);

@@ -76,6 +76,10 @@ struct State {
     published: HashMap<UserId, PresenceStatus>,
     /// How many users heartbeats listed (work done), for tests and metrics.
     listed: u64,
+    /// Users in `published` online and away (kept as they change, for the
+    /// metrics).
+    online: u64,
+    away: u64,
 }
 
 impl State {
@@ -146,6 +150,18 @@ impl State {
                 .copied()
                 .unwrap_or(PresenceStatus::Offline);
             if now_status != before {
+                for (status, up) in [(before, false), (now_status, true)] {
+                    let count = match status {
+                        PresenceStatus::Online => &mut self.online,
+                        PresenceStatus::Away => &mut self.away,
+                        PresenceStatus::Offline => continue,
+                    };
+                    *count = if up {
+                        *count + 1
+                    } else {
+                        count.saturating_sub(1)
+                    };
+                }
                 if now_status == PresenceStatus::Offline {
                     self.published.remove(&user);
                 } else {
@@ -283,8 +299,16 @@ impl PresenceTracker {
         let mut state = self.state.lock().await;
         let affected = state.apply(hb, Instant::now());
         let changes = state.changes(affected);
+        self.report(&state);
         // Queued under the lock: updates of one user keep their order.
         self.queue_updates(changes).await;
+    }
+
+    /// Hands the counts to the metrics.
+    fn report(&self, state: &State) {
+        self.service
+            .health()
+            .set_presence(state.online, state.away, state.gateways.len() as u64);
     }
 
     /// Drops the gateways silent for longer than the TTL and announces
@@ -306,6 +330,7 @@ impl PresenceTracker {
             }
             state.changes(affected)
         };
+        self.report(&state);
         self.queue_updates(changes).await;
     }
 

@@ -312,6 +312,17 @@ impl MembershipService {
 
     /// Runs a command for `actor`; see the [module docs](self).
     pub async fn execute(&self, cmd: Command, actor: &Actor) -> Result<Outcome, ServiceError> {
+        let command = cmd.name();
+        let result = self.execute_counted(cmd, actor).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        self.health.count_command(command, outcome);
+        result
+    }
+
+    async fn execute_counted(&self, cmd: Command, actor: &Actor) -> Result<Outcome, ServiceError> {
         let aggregate = cmd.aggregate();
         let span = tracing::info_span!(
             "membership.execute",
@@ -511,7 +522,14 @@ impl MembershipService {
                 target: &target.state,
                 workspace,
             };
-            let event = match decide_fn(&facts) {
+            let decided = tracing::info_span!(
+                "membership.decide",
+                aggregate = %aggregate,
+                version = target.version,
+                attempt,
+            )
+            .in_scope(|| decide_fn(&facts));
+            let event = match decided {
                 Ok(Some(event)) => event,
                 Ok(None) => return Ok(Step::Nothing),
                 Err(refusal) => {
@@ -571,6 +589,36 @@ impl MembershipService {
     /// Appends, retrying the same envelope twice on an unavailable store
     /// (the store answers a repeat of a stored envelope with its sequence).
     async fn append(
+        &self,
+        aggregate: &RoomId,
+        expected: u64,
+        envelope: &EventEnvelope,
+    ) -> Result<u64, StoreError> {
+        // The producer span of the append: its context travels with the
+        // event (JetStream headers) to the projections and the notifier.
+        let span = if confab_telemetry::is_exporting() {
+            tracing::info_span!(
+                "membership.append",
+                otel.name = "send membership.events.{kind}.{id}",
+                otel.kind = "producer",
+                messaging.system = "nats",
+                messaging.operation.type = "send",
+                messaging.operation.name = "publish",
+                messaging.destination.template = "membership.events.{kind}.{id}",
+                messaging.destination.name = %confab_bus::subjects::membership_subject(aggregate),
+                messaging.message.id = envelope.id.as_str(),
+                confab.event = envelope.event.type_name(),
+                confab.expected_seq = expected,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        self.append_traced(aggregate, expected, envelope)
+            .instrument(span)
+            .await
+    }
+
+    async fn append_traced(
         &self,
         aggregate: &RoomId,
         expected: u64,

@@ -18,6 +18,48 @@ pub struct Stored {
     pub seq: u64,
     /// The event.
     pub envelope: EventEnvelope,
+    /// The W3C `traceparent` of the span that appended it (JetStream
+    /// headers; `None` in the SQL store and when spans are not exported):
+    /// projections and the notifier continue the command's trace.
+    pub traceparent: Option<String>,
+}
+
+impl Stored {
+    /// The appending span's context, if the event carries one.
+    pub fn producer(&self) -> Option<confab_telemetry::SpanContext> {
+        let traceparent = self.traceparent.as_deref()?;
+        confab_telemetry::remote_span_context(
+            &[("traceparent".to_owned(), traceparent.to_owned())][..],
+        )
+    }
+
+    /// A consumer span processing this event in `consumer` (a projection,
+    /// the notifier): a child of the appending span, so one membership
+    /// command is one trace; `Span::none()` when spans are not exported or
+    /// the event carries no trace context.
+    pub fn process_span(&self, consumer: &'static str) -> tracing::Span {
+        if !confab_telemetry::is_exporting() {
+            return tracing::Span::none();
+        }
+        let Some(producer) = self.producer() else {
+            return tracing::Span::none();
+        };
+        let span = tracing::info_span!(
+            "membership.process",
+            otel.name = "process membership.events.{kind}.{id}",
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.destination.template = "membership.events.{kind}.{id}",
+            messaging.consumer.group.name = consumer,
+            messaging.message.id = self.envelope.id.as_str(),
+            confab.seq = self.seq,
+            confab.event = self.envelope.event.type_name(),
+        );
+        confab_telemetry::set_parent_span(&span, producer);
+        span
+    }
 }
 
 /// An event store failure.

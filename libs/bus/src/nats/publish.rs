@@ -12,13 +12,32 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use confab_events::RoomId;
 
+use tracing::Instrument as _;
+
 use super::codec::{ArcStrBytes, outgoing_headers};
 use super::state::Inner;
 use crate::subjects::{live_subject, publish_subject};
 use crate::{BusError, BusMessage, Published};
 
-/// Publishes `msg` to `room`: stored first unless volatile.
+/// Publishes `msg` to `room`: stored first unless volatile, inside a
+/// producer span (`send in.rooms.{kind}.{id}`) whose context the headers
+/// carry.
 pub(super) async fn publish(
+    inner: &Inner,
+    room: &RoomId,
+    msg: BusMessage,
+) -> Result<Published, BusError> {
+    let span = crate::trace::send_span(crate::trace::SYSTEM_NATS, room, &msg);
+    let published = publish_in_span(inner, room, msg)
+        .instrument(span.clone())
+        .await;
+    if let Ok(Published { seq: Some(seq), .. }) = &published {
+        span.record("confab.seq", seq);
+    }
+    published
+}
+
+async fn publish_in_span(
     inner: &Inner,
     room: &RoomId,
     msg: BusMessage,

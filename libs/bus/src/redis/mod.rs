@@ -36,6 +36,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::Instrument as _;
 
 use async_trait::async_trait;
 use confab_events::RoomId;
@@ -208,6 +209,22 @@ impl RedisBus {
         let ok = !matches!(r, Err(BusError::Unavailable(_)));
         self.inner.commands_ok.store(ok, Ordering::Relaxed);
         r
+    }
+
+    /// The publish itself, inside its producer span.
+    async fn publish_traced(&self, room: &RoomId, msg: BusMessage) -> Result<Published, BusError> {
+        if msg.volatile {
+            let mut conn = self.conn();
+            let r = redis::cmd("PUBLISH")
+                .arg(self.inner.keys.channel(room))
+                .arg(codec::volatile_payload(&msg))
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| log::unavailable("publish a volatile event", &e));
+            return self.note(r).map(|()| Published::default());
+        }
+        let r = self.publish_durable(room, &msg).await;
+        self.note(r)
     }
 
     async fn publish_durable(
@@ -396,18 +413,20 @@ async fn retention_loop(mut conn: ConnectionManager, keys: Keys, config: RedisCo
 impl Bus for RedisBus {
     async fn publish(&self, room: &RoomId, msg: BusMessage) -> Result<Published, BusError> {
         codec::validate(&msg)?;
-        if msg.volatile {
-            let mut conn = self.conn();
-            let r = redis::cmd("PUBLISH")
-                .arg(self.inner.keys.channel(room))
-                .arg(codec::volatile_payload(&msg))
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(|e| log::unavailable("publish a volatile event", &e));
-            return self.note(r).map(|()| Published::default());
+        // The producer span's context travels in the message's headers
+        // (the encoded message keeps them), as on NATS.
+        let span = crate::trace::send_span(crate::trace::SYSTEM_REDIS, room, &msg);
+        let _entered = span.enter();
+        let msg = crate::trace::with_current_context(msg);
+        drop(_entered);
+        let published = self
+            .publish_traced(room, msg)
+            .instrument(span.clone())
+            .await;
+        if let Ok(Published { seq: Some(seq), .. }) = &published {
+            span.record("confab.seq", seq);
         }
-        let r = self.publish_durable(room, &msg).await;
-        self.note(r)
+        published
     }
 
     async fn subscribe(&self, room: &RoomId) -> Result<BusSubscription, BusError> {

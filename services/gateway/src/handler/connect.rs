@@ -175,7 +175,12 @@ impl ConfabHandler {
         // other: both at once.
         let lookup = async {
             match (&self.recovery, &request.resume) {
-                (Some(recovery), Some(resume)) => Some(recovery.find(user, resume).await),
+                (Some(recovery), Some(resume)) => {
+                    // Never the pid: it is what lets a client resume.
+                    let span =
+                        tracing::info_span!("recovery.resume", confab.offset = resume.offset);
+                    Some(recovery.find(user, resume).instrument(span).await)
+                }
                 _ => None,
             }
         };

@@ -303,7 +303,11 @@ fn decode(row: events::Model) -> Result<Stored, StoreError> {
             reason: format!("unknown schema version {}", envelope.v),
         });
     }
-    Ok(Stored { seq, envelope })
+    Ok(Stored {
+        seq,
+        envelope,
+        traceparent: None,
+    })
 }
 
 /// The sequence of the stored event with this envelope id, if any.

@@ -12,6 +12,8 @@ use sea_orm::{
     PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
+use tracing::Instrument as _;
+
 use super::entities::{channels, messages, workspace_members};
 use super::{begin_write, checkpoint, from_db_seq, to_db_seq};
 
@@ -109,7 +111,10 @@ impl MessageTable {
             last = seq;
             let event = &*item.msg.event;
             if is_message_event(event) {
-                apply_event(&txn, &item.room, event, &item.msg, seq).await?;
+                let span = write_span(&self.db, event, &item.msg);
+                apply_event(&txn, &item.room, event, &item.msg, seq)
+                    .instrument(span)
+                    .await?;
                 applied += 1;
             }
         }
@@ -118,7 +123,18 @@ impl MessageTable {
             return Ok(0);
         }
         checkpoint::write(&txn, HISTORY_PROJECTION, last).await?;
-        txn.commit().await?;
+        let commit = if confab_telemetry::is_exporting() {
+            tracing::info_span!(
+                "db.commit",
+                otel.name = "COMMIT",
+                otel.kind = "client",
+                db.system.name = db_system(&self.db),
+                db.operation.name = "COMMIT",
+            )
+        } else {
+            tracing::Span::none()
+        };
+        txn.commit().instrument(commit).await?;
         Ok(applied)
     }
 
@@ -195,6 +211,48 @@ fn first_arg<T: serde::de::DeserializeOwned>(msg: &BusMessage) -> Option<T> {
         .ok()?
         .into_iter()
         .next()
+}
+
+/// `db.system.name` of the connection.
+fn db_system(db: &DatabaseConnection) -> &'static str {
+    if super::is_postgres(db) {
+        "postgresql"
+    } else {
+        "sqlite"
+    }
+}
+
+/// The span of one message event's SQL write (when spans are exported):
+/// a child of the message's producer span (the trace of its `message:send`
+/// or emit), linked to the batch span it runs in.
+fn write_span(db: &DatabaseConnection, event: &str, msg: &BusMessage) -> tracing::Span {
+    if !confab_telemetry::is_exporting() {
+        return tracing::Span::none();
+    }
+    let (name, operation) = if event == names::MESSAGE_NEW {
+        ("INSERT messages", "INSERT")
+    } else {
+        ("UPDATE messages", "UPDATE")
+    };
+    let batch = confab_telemetry::span_context(&tracing::Span::current());
+    let span = tracing::info_span!(
+        "db.write",
+        otel.name = name,
+        otel.kind = "client",
+        db.system.name = db_system(db),
+        db.operation.name = operation,
+        db.collection.name = "messages",
+        db.query.summary = name,
+        confab.event = event,
+        confab.seq = msg.seq,
+    );
+    if let Some(producer) = confab_bus::trace::producer_of(msg) {
+        confab_telemetry::set_parent_span(&span, producer);
+    }
+    if let Some(batch) = batch {
+        confab_telemetry::add_link(&span, batch);
+    }
+    span
 }
 
 /// Applies one message event's effect (not the checkpoint).

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use confab_events::membership::{JoinedVia, MembershipEvent, Role, Visibility};
 use futures::StreamExt;
@@ -165,7 +166,8 @@ impl Projector {
             match item {
                 Some(Ok(stored)) => {
                     // Not raced against shutdown: an event is applied whole.
-                    self.apply(&stored).await?;
+                    let span = stored.process_span(PROJECTION_NAME);
+                    self.apply(&stored).instrument(span).await?;
                 }
                 Some(Err(e)) => return Err(e.into()),
                 None => {

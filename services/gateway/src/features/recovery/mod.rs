@@ -134,6 +134,7 @@ mod nats;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument as _;
 
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
@@ -550,7 +551,20 @@ impl Recovery {
         );
         rooms.insert(user_room.clone());
         let rooms: Vec<RoomId> = rooms.into_iter().collect();
-        let items = {
+        // One consumer span for the replay's reads (`receive in.rooms`).
+        let span = tracing::info_span!(
+            "recovery.replay",
+            otel.name = "receive in.rooms",
+            otel.kind = "consumer",
+            messaging.system = self.bus.status().kind,
+            messaging.operation.type = "receive",
+            messaging.operation.name = "replay",
+            messaging.destination.name = "in.rooms",
+            messaging.batch.message_count = tracing::field::Empty,
+            confab.rooms = rooms.len(),
+            confab.from = found.from + 1,
+        );
+        let items = async {
             // The bus bounds concurrent replays (on NATS: those that need a
             // consumer by recovery.max_concurrent_replays).
             self.metrics.replays_running.inc();
@@ -580,8 +594,11 @@ impl Recovery {
                             "the event log cannot be read right now",
                         ))
                     }
-                })?
-        };
+                })
+        }
+        .instrument(span.clone())
+        .await?;
+        span.record("messaging.batch.message_count", items.len());
         if items.len() > self.max_replay {
             self.forget(&found.pid).await;
             return Err(self.fail(Failure::new(
