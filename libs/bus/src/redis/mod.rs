@@ -18,19 +18,20 @@
 //! * [`log`]: reads of the streams (fetch, ranges, replay, bounds) and the
 //!   retention pass.
 //! * [`live`]: pub/sub routing and room feeds with gap repair.
+//! * [`topic`]: plain pub/sub topics (presence heartbeats) and the
+//!   command connection lent to the process's other Redis users.
 //!
 //! This file connects, publishes, tails and hands the rest to its parts.
 //!
-//! Not here yet (issue 15, later parts): the gateway and membership
-//! wiring (`bus.kind = "redis"` in the services' configuration, session
-//! store, presence, calls over Redis), a shared user-room subscription,
-//! and the `@socket.io/redis-emitter` bridge.
+//! Not here yet: a shared user-room subscription (one channel per user
+//! room per process) and bus metrics.
 
 mod codec;
 mod config;
 mod keys;
 mod live;
 mod log;
+mod topic;
 
 use std::fmt;
 use std::sync::Arc;
@@ -50,6 +51,7 @@ use keys::Keys;
 use live::{PushRouter, Reader, Router, Subscriptions};
 
 pub use config::RedisConfig;
+pub use topic::TopicSubscription;
 
 /// How long a command may wait for its answer before the bus reports the
 /// broker unavailable.
