@@ -14,7 +14,6 @@ use confab_contracts::membership::{
 };
 use confab_contracts::presence::{Heartbeat, LocalPresence, Query, QueryRequest};
 use confab_contracts::{CallError, ServiceClient};
-use confab_events::membership::Role;
 use confab_events::socket::PresenceStatus;
 use confab_membership::app::App;
 use confab_membership::config::{BusKind, MembershipConfig};
@@ -99,16 +98,16 @@ async fn gateways_call_the_endpoint_table_over_http_with_the_service_token() {
     let refused = s
         .client
         .call::<Execute>(&ExecuteRequest {
-            actor: Some(u("mallory")),
+            actor: Some(u("alice")),
             command: serde_json::from_value(
-                json!({ "type": "add_workspace_member", "workspace": "w1", "user": "eve", "role": Role::Member }),
+                json!({ "type": "join_channel", "channel": "missing" }),
             )
             .unwrap(),
         })
         .await
         .unwrap_err();
     assert!(
-        matches!(&refused, CallError::Refused(e) if e.code == "forbidden"),
+        matches!(&refused, CallError::Refused(e) if e.code == "not_found"),
         "{refused:?}"
     );
 
