@@ -557,6 +557,7 @@ redis_bin() {
 # Whether the cluster's Redis answers PING (with its password).
 redis_ping() {
   local pw; pw="$(cat "$RUN/redis-password" 2>/dev/null)" || return 1
+  port_busy "$REDIS_PORT" || return 1
   local reply
   reply="$(
     exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT" || exit 1

@@ -83,8 +83,9 @@ pub struct Deps {
 
 impl Deps {
     /// Connects the ports the configuration names. A NATS bus that cannot
-    /// be reached, or a server older than 2.10, is an error: there is no
-    /// silent fallback to the in-process bus.
+    /// be reached, or a server older than 2.10, is an error (a Redis bus
+    /// that cannot be reached, or older than 7.0, too): there is no silent
+    /// fallback to the in-process bus.
     pub async fn connect(config: &GatewayConfig) -> Result<Deps, AppError> {
         let mut nats_client = None;
         let mut redis_bus = None;

@@ -23,8 +23,7 @@
 //!
 //! This file connects, publishes, tails and hands the rest to its parts.
 //!
-//! Not here yet: a shared user-room subscription (one channel per user
-//! room per process) and bus metrics.
+//! Not here yet: bus metrics.
 
 mod codec;
 mod config;
@@ -71,8 +70,8 @@ const TAIL_PAGE: usize = 512;
 ///   [`RedisConfig::wait_aof`], once the primary fsynced its AOF).
 /// * Volatile events: `PUBLISH` only.
 /// * Subscriptions: one channel subscription per room per process on a
-///   RESP3 connection, resubscribed after reconnects, repaired from the
-///   room's stream.
+///   RESP3 connection (user rooms: one shared pattern), resubscribed after
+///   reconnects, repaired from the room's stream.
 #[derive(Clone)]
 pub struct RedisBus {
     inner: Arc<Inner>,
@@ -365,6 +364,8 @@ async fn connect_pubsub(
         pubsub,
         lock: tokio::sync::Mutex::new(()),
         capacity: config.subscription_capacity,
+        shared_user_rooms: config.shared_user_rooms,
+        pattern_on: AtomicBool::new(false),
         watcher,
     })
 }
