@@ -273,7 +273,16 @@ impl Cluster {
 
 #[tokio::test]
 async fn membership_changes_reach_sockets_on_every_gateway() {
-    let c = Cluster::start(2).await;
+    membership_changes_reach_every_gateway(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_membership_changes_reach_sockets_on_every_gateway() {
+    membership_changes_reach_every_gateway(Backend::Redis).await;
+}
+
+async fn membership_changes_reach_every_gateway(backend: Backend) {
+    let c = Cluster::start_on(backend, 2).await;
     c.ok(
         None,
         json!({ "type": "create_workspace", "id": "w1", "name": "Acme", "owner": "alice" }),

@@ -89,6 +89,8 @@ struct Inner {
     /// Whether the last command on `conn` worked.
     commands_ok: AtomicBool,
     server_version: String,
+    /// Whether the server had `appendonly yes` when the bus connected.
+    aof: bool,
     retention: tokio::task::JoinHandle<()>,
 }
 
@@ -149,7 +151,7 @@ impl RedisBus {
         let mut conn = ConnectionManager::new_with_config(client.clone(), manager_config())
             .await
             .map_err(|e| BusError::Unavailable(format!("redis at {url}: {e}")))?;
-        let server_version = check_server(&mut conn, &config, &url).await?;
+        let (server_version, aof) = check_server(&mut conn, &config, &url).await?;
         let keys = Keys::new(&config.prefix);
         ensure_log_id(&mut conn, &keys).await?;
         let subs = Arc::new(connect_pubsub(&client, &keys, &config, &url).await?);
@@ -166,6 +168,7 @@ impl RedisBus {
                 high_water: Arc::new(AtomicU64::new(0)),
                 commands_ok: AtomicBool::new(true),
                 server_version,
+                aof,
                 retention,
                 config,
             }),
@@ -278,7 +281,7 @@ async fn check_server(
     conn: &mut ConnectionManager,
     config: &RedisConfig,
     url: &str,
-) -> Result<String, BusError> {
+) -> Result<(String, bool), BusError> {
     let info: String = redis::cmd("INFO")
         .arg("server")
         .arg("persistence")
@@ -292,6 +295,7 @@ async fn check_server(
             "redis at {url} is {version}; the Redis bus needs Redis 7.0 or newer"
         )));
     }
+    let aof = info.lines().any(|l| l.trim() == "aof_enabled:1");
     if config.wait_aof {
         if (major, minor) < (7, 2) {
             return Err(BusError::Unsupported(format!(
@@ -299,13 +303,13 @@ async fn check_server(
                  upgrade Redis or set wait_aof = false (acks then mean \"in memory\")"
             )));
         }
-        if !info.lines().any(|l| l.trim() == "aof_enabled:1") {
+        if !aof {
             return Err(BusError::Unsupported(format!(
                 "bus.redis.wait_aof needs `appendonly yes` on redis at {url}"
             )));
         }
     }
-    Ok(version)
+    Ok((version, aof))
 }
 
 async fn ensure_log_id(conn: &mut ConnectionManager, keys: &Keys) -> Result<String, BusError> {
@@ -514,8 +518,10 @@ impl Bus for RedisBus {
             inner.config.prefix,
             if inner.config.wait_aof {
                 "after the AOF fsync (WAITAOF)"
+            } else if inner.aof {
+                "after the AOF write (appendonly yes; on disk as the server's appendfsync says; no WAITAOF)"
             } else {
-                "in memory (no WAITAOF)"
+                "in memory (AOF off; no WAITAOF)"
             }
         );
         if !connected {
