@@ -95,8 +95,17 @@ async fn follows_tabs_away_and_disconnects(backend: Backend) {
 
 #[tokio::test]
 async fn a_dead_gateway_s_users_go_offline_within_ttl_plus_sweep() {
+    dead_gateway_s_users_go_offline(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_a_dead_gateway_s_users_go_offline_within_ttl_plus_sweep() {
+    dead_gateway_s_users_go_offline(Backend::Redis).await;
+}
+
+async fn dead_gateway_s_users_go_offline(backend: Backend) {
     // Heartbeat 200 ms, ttl 1 s: offline within 1 s + 200 ms sweep.
-    let c = Cluster::start_with(2, Some((200, 1_000))).await;
+    let c = Cluster::start_tweaked_on(backend, 2, Some((200, 1_000)), |_| {}).await;
     workspace(&c, &["bob"]).await;
     let node = NodeClient::spawn().await;
     connect_as(&node, "bob", "bob", &c.gateway_url(1)).await;
