@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # A local Confab cluster on one machine, without Docker: nats-server with
-# JetStream, the membership service, two gateways. Behind `just up`,
+# JetStream (or, with CONFAB_BUS=redis, a redis-server and no NATS), the
+# membership service, two gateways. Behind `just up`,
 # `just down`, `just status`, `just logs`, `just token USER`, `just smoke`.
 #
 #   cluster.sh up            build, start what is not running, wait until ready
 #   cluster.sh down          stop everything (gateways, membership, then NATS)
 #   cluster.sh status        processes and readiness; exit 1 unless all is up
-#   cluster.sh logs [NAME]   follow the logs (all, or nats|membership|gateway-N)
+#   cluster.sh logs [NAME]   follow the logs (all, or nats|redis|membership|gateway-N)
 #   cluster.sh token USER    a token for USER signed with the cluster's secret
 #   cluster.sh urls          where everything listens
 #
@@ -20,6 +21,14 @@
 # connect (gateways as confab-gateway, membership as confab-membership, an
 # app backend as confab-app), each with its permissions.
 #
+# CONFAB_BUS=redis: redis-server (from PATH, 7.0+) on CONFAB_REDIS_PORT
+# (6380) with `appendonly yes` and `appendfsync always` (an ack is on disk
+# before Redis answers; see README "Redis durability"), its data in
+# .run/redis/, a generated password (.run/redis-password, in
+# .run/redis.conf, 0600); membership on the SQL event log (SQLite
+# .run/membership-redis.db, or DATABASE_URL's Postgres) and the Redis bus;
+# gateways reach membership over its HTTP API. No NATS runs.
+#
 # Knobs (read by `up`; later commands use what `up` recorded):
 #   CONFAB_NATS_PORT (4250), CONFAB_NATS_MONITOR_PORT (8250),
 #   CONFAB_MEMBERSHIP_PORT (3100), CONFAB_GATEWAY_PORTS ("3001 3002"),
@@ -29,7 +38,11 @@
 #   CONFAB_GATEWAY_CONFIG (a TOML file of gateway settings, e.g. the
 #   benchmark's raised rate limits, given to every gateway as CONFAB_CONFIG),
 #   CARGO_TARGET_DIR (where the release binaries are built),
-#   CONFAB_RUN_DIR (the state directory instead of .run/).
+#   CONFAB_RUN_DIR (the state directory instead of .run/),
+#   CONFAB_BUS (nats | redis), CONFAB_REDIS_PORT (6380),
+#   CONFAB_REDIS_SERVER (a redis-server >= 7.0 instead of the one on PATH),
+#   CONFAB_CLUSTER_PROFILE (release | debug: which binaries to build and run;
+#   also read by `token`).
 # Other CONFAB_* variables of your shell are NOT passed to the services (they
 # would change the cluster's settings; these knobs share the prefix, and the
 # services warn about the ones that name none of their keys).
@@ -44,7 +57,11 @@ STATE="$RUN/cluster.env"
 # Where cargo puts the release binaries (honours CARGO_TARGET_DIR).
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
-BIN="$TARGET_DIR/release"
+# CONFAB_CLUSTER_PROFILE=debug: debug binaries (quicker to build; for
+# trying the scripts, not for measuring).
+PROFILE="${CONFAB_CLUSTER_PROFILE:-release}"
+case "$PROFILE" in release | debug) ;; *) printf 'error: CONFAB_CLUSTER_PROFILE must be release or debug\n' >&2; exit 1 ;; esac
+BIN="$TARGET_DIR/$PROFILE"
 NATS_VERSION="2.15.1"   # keep in step with libs/test-support (NATS_SERVER_VERSION)
 TOOLS="$ROOT/target/tools"
 
@@ -66,7 +83,12 @@ NATS_PORT="${CONFAB_NATS_PORT:-4250}"          # 4222 may hold an older system s
 NATS_MONITOR_PORT="${CONFAB_NATS_MONITOR_PORT:-8250}"
 MEMBERSHIP_PORT="${CONFAB_MEMBERSHIP_PORT:-3100}"
 read -r -a GATEWAY_PORTS <<<"${CONFAB_GATEWAY_PORTS:-3001 3002}"
-DB_URL="${DATABASE_URL:-sqlite://$RUN/membership.db?mode=rwc}"
+BUS="${CONFAB_BUS:-nats}"
+REDIS_PORT="${CONFAB_REDIS_PORT:-6380}"
+default_db() { # bus -> the SQLite file of that bus's membership (one per bus: their event logs differ)
+  if [ "$1" = redis ]; then echo "sqlite://$RUN/membership-redis.db?mode=rwc"; else echo "sqlite://$RUN/membership.db?mode=rwc"; fi
+}
+DB_URL="${DATABASE_URL:-$(default_db "$BUS")}"
 NATS_BIN=""
 # The `iss` / `aud` of the cluster's tokens (the services require both).
 TOKEN_ISSUER="confab-local"
@@ -79,8 +101,11 @@ NATS_AUTH_CONF="$ROOT/deploy/config/nats-authorization.conf"
 load_state() {
   [ -f "$STATE" ] || return 1
   local NATS_PORT_S NATS_MONITOR_PORT_S MEMBERSHIP_PORT_S GATEWAY_PORTS_S DB_URL_S NATS_BIN_S
+  local BUS_S=nats REDIS_PORT_S=6380
   # shellcheck disable=SC1090
   . "$STATE"
+  BUS="$BUS_S"
+  REDIS_PORT="$REDIS_PORT_S"
   NATS_PORT="$NATS_PORT_S"
   NATS_MONITOR_PORT="$NATS_MONITOR_PORT_S"
   MEMBERSHIP_PORT="$MEMBERSHIP_PORT_S"
@@ -99,6 +124,8 @@ save_state() {
       printf 'GATEWAY_PORTS_S=%q\n' "${GATEWAY_PORTS[*]}"
       printf 'DB_URL_S=%q\n' "$DB_URL"
       printf 'NATS_BIN_S=%q\n' "$NATS_BIN"
+      printf 'BUS_S=%q\n' "$BUS"
+      printf 'REDIS_PORT_S=%q\n' "$REDIS_PORT"
     } >"$STATE.tmp"
     mv "$STATE.tmp" "$STATE"
   )
@@ -106,7 +133,8 @@ save_state() {
 
 validate_settings() {
   local p
-  for p in "$NATS_PORT" "$NATS_MONITOR_PORT" "$MEMBERSHIP_PORT" "${GATEWAY_PORTS[@]}"; do
+  case "$BUS" in nats | redis) ;; *) die "CONFAB_BUS must be nats or redis (got '$BUS')" ;; esac
+  for p in "$NATS_PORT" "$NATS_MONITOR_PORT" "$REDIS_PORT" "$MEMBERSHIP_PORT" "${GATEWAY_PORTS[@]}"; do
     [[ "$p" =~ ^[0-9]+$ ]] && [ "$p" -ge 1 ] && [ "$p" -le 65535 ] || die "invalid port '$p'"
   done
   [ "${#GATEWAY_PORTS[@]}" -ge 1 ] || die "CONFAB_GATEWAY_PORTS names no port"
@@ -127,7 +155,7 @@ db_label() {
 
 service_names() {
   local i
-  echo nats
+  if [ "$BUS" = redis ]; then echo redis; else echo nats; fi
   echo membership
   for i in $(seq 1 "${#GATEWAY_PORTS[@]}"); do echo "gateway-$i"; done
 }
@@ -139,6 +167,7 @@ service_names() {
 program_of() {
   case "$1" in
     nats) echo nats-server ;;
+    redis) echo redis-server ;;
     membership) echo confab-membership ;;
     gateway-*) echo confab-gateway ;;
     *) echo "$1" ;;
@@ -313,7 +342,7 @@ private_run() {
   (umask 077 && mkdir -p "$RUN" "$LOGS")
   chmod 700 "$RUN"
   local f
-  for f in "$RUN"/jwt-secret "$RUN"/service-token "$RUN"/nats-*-password; do
+  for f in "$RUN"/jwt-secret "$RUN"/service-token "$RUN"/nats-*-password "$RUN"/redis-password "$RUN"/redis.conf; do
     [ -e "$f" ] && chmod 600 "$f"
   done
   return 0
@@ -374,6 +403,7 @@ up() {
   local running=() name
   if [ -f "$STATE" ]; then
     local want_ports="$NATS_PORT $NATS_MONITOR_PORT $MEMBERSHIP_PORT ${GATEWAY_PORTS[*]}" want_db="$DB_URL"
+    local want_bus="$BUS" want_redis_port="$REDIS_PORT"
     local -a want_gw=("${GATEWAY_PORTS[@]}")
     load_state
     for name in $(service_names); do alive "$name" && running+=("$name"); done
@@ -382,7 +412,11 @@ up() {
         warn "the cluster already runs on other ports ($NATS_PORT $NATS_MONITOR_PORT $MEMBERSHIP_PORT ${GATEWAY_PORTS[*]}); keeping them ('just down' first to change)"
       [ "$want_db" = "$DB_URL" ] ||
         warn "membership already uses $(db_label); keeping it ('just down' first to switch databases)"
+      [ "$want_bus" = "$BUS" ] ||
+        warn "the cluster already runs on $BUS; keeping it ('just down' first to switch buses)"
     else
+      BUS="$want_bus"
+      REDIS_PORT="$want_redis_port"
       NATS_PORT="${CONFAB_NATS_PORT:-4250}"
       NATS_MONITOR_PORT="${CONFAB_NATS_MONITOR_PORT:-8250}"
       MEMBERSHIP_PORT="${CONFAB_MEMBERSHIP_PORT:-3100}"
@@ -396,15 +430,25 @@ up() {
     CONFAB_GATEWAY_CONFIG="$(cd "$(dirname "$CONFAB_GATEWAY_CONFIG")" && pwd)/$(basename "$CONFAB_GATEWAY_CONFIG")"
   fi
 
-  say "building release binaries (confab, confab-gateway, confab-membership)"
-  (cd "$ROOT" && cargo build --release --quiet -p confab -p confab-gateway -p confab-membership) ||
+  say "building $PROFILE binaries (confab, confab-gateway, confab-membership)"
+  local profile_flag=--release
+  [ "$PROFILE" = release ] || profile_flag=""
+  (cd "$ROOT" && cargo build ${profile_flag:+"$profile_flag"} --quiet -p confab -p confab-gateway -p confab-membership) ||
     die "the build failed (see above); nothing was started or stopped"
 
-  if ! alive nats; then NATS_BIN="$(nats_bin)"; fi
-  [ -n "$NATS_BIN" ] || NATS_BIN="$(nats_bin)"
+  if [ "$BUS" = redis ]; then
+    REDIS_BIN="$(redis_bin)"
+  else
+    if ! alive nats; then NATS_BIN="$(nats_bin)"; fi
+    [ -n "$NATS_BIN" ] || NATS_BIN="$(nats_bin)"
+  fi
   alive membership || check_postgres
   # Every port of what is to start must be free, before anything starts.
-  alive nats || { require_free "$NATS_PORT" "NATS client"; require_free "$NATS_MONITOR_PORT" "NATS monitoring"; }
+  if [ "$BUS" = redis ]; then
+    alive redis || require_free "$REDIS_PORT" "Redis"
+  else
+    alive nats || { require_free "$NATS_PORT" "NATS client"; require_free "$NATS_MONITOR_PORT" "NATS monitoring"; }
+  fi
   alive membership || require_free "$MEMBERSHIP_PORT" "membership HTTP API"
   local i=0 port
   for port in "${GATEWAY_PORTS[@]}"; do
@@ -415,11 +459,15 @@ up() {
   local nats_url="nats://127.0.0.1:$NATS_PORT"
   local service_token; service_token="$(secret service-token)"
   local jwt_secret; jwt_secret="$(secret jwt-secret)"
+  save_state
+  if [ "$BUS" = redis ]; then
+    up_on_redis "$service_token" "$jwt_secret"
+    return
+  fi
   local nats_gateway nats_membership nats_app
   nats_gateway="$(secret nats-gateway-password)"
   nats_membership="$(secret nats-membership-password)"
   nats_app="$(secret nats-app-password)"
-  save_state
 
   if alive nats; then
     say "nats already running (pid $(pid_of nats))"
@@ -496,6 +544,116 @@ up() {
   urls
 }
 
+# --- redis-server (CONFAB_BUS=redis) ---------------------------------------
+
+redis_bin() {
+  local bin="${CONFAB_REDIS_SERVER:-redis-server}" v
+  have "$bin" || die "$bin is not on PATH: install redis-server 7.0+ (apt-get install redis-server) or set CONFAB_REDIS_SERVER"
+  v="$("$bin" --version 2>/dev/null | sed -nE 's/.* v=([0-9]+)\..*/\1/p')"
+  [ -n "$v" ] && [ "$v" -ge 7 ] || die "$bin is not Redis 7.0+ ($("$bin" --version 2>/dev/null || echo unknown))"
+  command -v "$bin"
+}
+
+# Whether the cluster's Redis answers PING (with its password).
+redis_ping() {
+  local pw; pw="$(cat "$RUN/redis-password" 2>/dev/null)" || return 1
+  port_busy "$REDIS_PORT" || return 1
+  local reply
+  reply="$(
+    exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT" || exit 1
+    printf 'AUTH %s\r\nPING\r\n' "$pw" >&3
+    timeout 2 head -c 12 <&3
+  )" 2>/dev/null || return 1
+  [[ "$reply" == *PONG* ]]
+}
+
+redis_url() { echo "redis://:$(secret redis-password)@127.0.0.1:$REDIS_PORT"; }
+
+# The rest of `up` on Redis: redis-server, membership, gateways.
+up_on_redis() { # service_token jwt_secret
+  local service_token="$1" jwt_secret="$2" name port i
+  local redis_url; redis_url="$(redis_url)"
+  if alive redis; then
+    say "redis already running (pid $(pid_of redis))"
+  else
+    rm -f "$RUN/redis.pid"
+    require_free "$REDIS_PORT" "Redis"
+    mkdir -p "$RUN/redis"
+    # The password goes in a 0600 file, never on a command line (ps).
+    (
+      umask 077
+      {
+        printf 'port %s\nbind 127.0.0.1\ndir %s\n' "$REDIS_PORT" "$RUN/redis"
+        printf 'appendonly yes\nappendfsync always\nsave ""\n'
+        printf 'requirepass %s\n' "$(secret redis-password)"
+      } >"$RUN/redis.conf"
+    )
+    say "starting redis-server on $REDIS_PORT (appendonly yes, appendfsync always, data in $RUN/redis)"
+    start redis -- "$REDIS_BIN" "$RUN/redis.conf"
+    local deadline=$((SECONDS + NATS_READY_SECS))
+    until redis_ping; do
+      if ! running_pid "$(pid_of redis)"; then
+        sleep 0.2
+        show_log redis
+        fail "redis exited during start (log: $LOGS/redis.log)"
+      fi
+      [ "$SECONDS" -lt "$deadline" ] || { show_log redis; fail "redis did not answer within ${NATS_READY_SECS}s on $REDIS_PORT"; }
+      sleep 0.2
+    done
+  fi
+
+  if alive membership; then
+    say "membership already running (pid $(pid_of membership))"
+    stale_binary membership confab-membership
+  else
+    rm -f "$RUN/membership.pid"
+    require_free "$MEMBERSHIP_PORT" "membership HTTP API"
+    say "starting membership on $MEMBERSHIP_PORT (event log and projections: $(db_label); bus: Redis)"
+    start membership \
+      "CONFAB_LISTEN=127.0.0.1:$MEMBERSHIP_PORT" \
+      "CONFAB_DATABASE_URL=$DB_URL" \
+      "CONFAB_BUS__KIND=redis" \
+      "CONFAB_BUS__REDIS__URL=$redis_url" \
+      "CONFAB_SERVICE_TOKEN=$service_token" \
+      "CONFAB_AUTH__HS256_SECRET=$jwt_secret" \
+      "CONFAB_AUTH__ISSUER=$TOKEN_ISSUER" \
+      "CONFAB_AUTH__AUDIENCE=$TOKEN_AUDIENCE" \
+      -- "$BIN/confab-membership"
+    wait_ready membership "http://127.0.0.1:$MEMBERSHIP_PORT/readyz" "$MEMBERSHIP_READY_SECS"
+    check_projections "$READY_BODY"
+  fi
+
+  i=0
+  for port in "${GATEWAY_PORTS[@]}"; do
+    i=$((i + 1))
+    name="gateway-$i"
+    if alive "$name"; then
+      say "$name already running (pid $(pid_of "$name"))"
+      stale_binary "$name" confab-gateway
+      continue
+    fi
+    rm -f "$RUN/$name.pid"
+    require_free "$port" "$name"
+    say "starting $name on $port"
+    start "$name" \
+      "CONFAB_LISTEN=127.0.0.1:$port" \
+      "CONFAB_BUS__KIND=redis" \
+      "CONFAB_BUS__REDIS__URL=$redis_url" \
+      "CONFAB_MEMBERSHIP__KIND=http" \
+      "CONFAB_MEMBERSHIP__URL=http://127.0.0.1:$MEMBERSHIP_PORT" \
+      "CONFAB_SERVICE_TOKEN=$service_token" \
+      "CONFAB_AUTH__HS256_SECRET=$jwt_secret" \
+      "CONFAB_AUTH__ISSUER=$TOKEN_ISSUER" \
+      "CONFAB_AUTH__AUDIENCE=$TOKEN_AUDIENCE" \
+      -- "$BIN/confab-gateway"
+    wait_ready "$name" "http://127.0.0.1:$port/readyz" "$GATEWAY_READY_SECS"
+  done
+  STARTED=()
+  trap - INT TERM HUP
+  say "cluster ready (Redis, no NATS)"
+  urls
+}
+
 # Warns when a running service's binary was rebuilt after it started.
 stale_binary() { # name program
   if [ "$BIN/$2" -nt "$RUN/$1.pid" ]; then
@@ -549,6 +707,7 @@ down() {
   [ "${#gateways[@]}" -gt 0 ] && stop_group "${gateways[@]}"
   stop_group membership
   stop_group nats
+  stop_group redis
   for f in "$RUN"/*.pid; do [ -e "$f" ] && stop_group "$(basename "$f" .pid)"; done
   say "cluster stopped (logs and data kept in .run/)"
 }
@@ -559,6 +718,7 @@ status() {
   for name in $(service_names); do
     case "$name" in
       nats) port="$NATS_PORT" ;;
+      redis) port="$REDIS_PORT" ;;
       membership) port="$MEMBERSHIP_PORT" ;;
       gateway-*) port="${GATEWAY_PORTS[$((${name#gateway-} - 1))]}" ;;
     esac
@@ -572,7 +732,16 @@ status() {
       ok=1
     fi
   done
-  ready_line nats "http://127.0.0.1:$NATS_MONITOR_PORT/healthz" || ok=1
+  if [ "$BUS" = redis ]; then
+    if redis_ping; then
+      printf '%-12s ready    PONG (appendonly yes, appendfsync always)\n' redis
+    else
+      printf '%-12s unreachable (127.0.0.1:%s)\n' redis "$REDIS_PORT"
+      ok=1
+    fi
+  else
+    ready_line nats "http://127.0.0.1:$NATS_MONITOR_PORT/healthz" || ok=1
+  fi
   ready_line membership "http://127.0.0.1:$MEMBERSHIP_PORT/readyz" || ok=1
   for port in "${GATEWAY_PORTS[@]}"; do
     i=$((i + 1))
@@ -632,11 +801,19 @@ token() {
 urls() {
   load_state || true
   say ""
-  say "NATS:        nats://127.0.0.1:$NATS_PORT (monitoring http://127.0.0.1:$NATS_MONITOR_PORT; users confab-gateway, confab-membership, confab-app, passwords in .run/nats-*-password)"
+  if [ "$BUS" = redis ]; then
+    say "Redis:       redis://127.0.0.1:$REDIS_PORT (password in .run/redis-password; AOF in .run/redis/; no NATS)"
+  else
+    say "NATS:        nats://127.0.0.1:$NATS_PORT (monitoring http://127.0.0.1:$NATS_MONITOR_PORT; users confab-gateway, confab-membership, confab-app, passwords in .run/nats-*-password)"
+  fi
   say "Membership:  http://127.0.0.1:$MEMBERSHIP_PORT (service token in .run/service-token; projections in $(db_label))"
   local i=0 port
   for port in "${GATEWAY_PORTS[@]}"; do
-    i=$((i + 1)); say "Gateway $i:   http://127.0.0.1:$port (Socket.IO at /socket.io/: polling and WebSocket)"
+    if [ "$BUS" = redis ]; then
+      i=$((i + 1)); say "Gateway $i:   http://127.0.0.1:$port (Socket.IO at /socket.io/: WebSocket; polling needs this same gateway for the whole session)"
+    else
+      i=$((i + 1)); say "Gateway $i:   http://127.0.0.1:$port (Socket.IO at /socket.io/: polling and WebSocket)"
+    fi
   done
   say "Tokens:      just token alice"
   say "Smoke test:  just smoke"

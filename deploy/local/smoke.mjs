@@ -97,7 +97,9 @@ function loadSocketIo() {
 /** A token for `user`, minted by the `confab` CLI with the cluster's secret. */
 function token(user, secret) {
   // Where `just up` built it (cluster.sh honours CARGO_TARGET_DIR too).
-  const bin = path.join(process.env.CARGO_TARGET_DIR || path.join(ROOT, "target"), "release/confab");
+  // CONFAB_CLUSTER_PROFILE=debug: the debug build `cluster.sh` then ran.
+  const profile = process.env.CONFAB_CLUSTER_PROFILE === "debug" ? "debug" : "release";
+  const bin = path.join(process.env.CARGO_TARGET_DIR || path.join(ROOT, "target"), profile, "confab");
   if (!existsSync(bin)) throw new Error(`${bin} is missing: run \`just up\` first`);
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("CONFAB_")));
   env.CONFAB_AUTH__HS256_SECRET = secret;

@@ -1,6 +1,8 @@
 //! A real cluster in one test process: nats-server (JetStream), the
 //! membership service, and two gateways on the NATS bus, with
-//! socket.io-client users on both gateways.
+//! socket.io-client users on both gateways. [`Backend::Redis`] builds the
+//! same cluster without NATS: a redis-server, membership on the SQL event
+//! log and the Redis bus, gateways calling it over HTTP.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,7 +11,7 @@ use confab_events::RoomId;
 use confab_gateway::config::{BusKind, MembershipKind};
 use confab_gateway::{App, AppHandle, Deps};
 use confab_membership::config::MembershipConfig;
-use confab_test_support::{NatsServer, NodeClient};
+use confab_test_support::{NatsServer, NodeClient, RedisServer};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -17,8 +19,20 @@ use crate::support::*;
 const T: Duration = Duration::from_secs(15);
 pub const SERVICE_TOKEN: &str = "e2e-service-token-0123456789abcdef";
 
+/// What the cluster's processes talk through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// nats-server with JetStream.
+    Nats,
+    /// redis-server (AOF on), no NATS.
+    Redis,
+}
+
 pub struct Cluster {
-    pub nats: NatsServer,
+    pub backend: Backend,
+    nats: Option<NatsServer>,
+    /// The Redis of a [`Backend::Redis`] cluster (restartable).
+    pub redis: Option<RedisServer>,
     pub membership: SocketAddr,
     /// The membership service of the cluster (e.g. to run extra emitter
     /// bridges on it).
@@ -37,6 +51,36 @@ impl Cluster {
         Self::start_with(gateways, None).await
     }
 
+    /// A cluster of `gateways` on `backend`.
+    pub async fn start_on(backend: Backend, gateways: usize) -> Cluster {
+        Self::start_tweaked_on(backend, gateways, None, |_| {}).await
+    }
+
+    /// The NATS server (panics on a Redis cluster).
+    pub fn nats(&self) -> &NatsServer {
+        self.nats.as_ref().expect("a NATS cluster")
+    }
+
+    /// The `CONFAB_*` variables of a gateway process joining this cluster.
+    pub fn gateway_env(&self) -> Vec<(&'static str, String)> {
+        match self.backend {
+            Backend::Nats => vec![
+                ("CONFAB_BUS__KIND", "nats".into()),
+                ("CONFAB_BUS__NATS__URL", self.nats().url()),
+                ("CONFAB_MEMBERSHIP__KIND", "nats".into()),
+            ],
+            Backend::Redis => vec![
+                ("CONFAB_BUS__KIND", "redis".into()),
+                ("CONFAB_BUS__REDIS__URL", self.redis.as_ref().unwrap().url()),
+                ("CONFAB_MEMBERSHIP__KIND", "http".into()),
+                (
+                    "CONFAB_MEMBERSHIP__URL",
+                    format!("http://{}", self.membership),
+                ),
+            ],
+        }
+    }
+
     /// With presence timings `(gateway heartbeat ms, tracker ttl ms)`.
     pub async fn start_with(gateways: usize, presence: Option<(u64, u64)>) -> Cluster {
         Self::start_tweaked(gateways, presence, |_| {}).await
@@ -48,6 +92,21 @@ impl Cluster {
         cfg.bus.kind = BusKind::Nats;
         cfg.bus.nats = confab_bus::NatsConfig::new(nats_url);
         cfg.membership.kind = MembershipKind::Nats;
+        cfg.service_token = Some(SERVICE_TOKEN.into());
+        cfg
+    }
+
+    /// A gateway's configuration on Redis, calling membership at `membership`
+    /// over HTTP.
+    pub fn redis_gateway_config(
+        redis_url: &str,
+        membership: SocketAddr,
+    ) -> confab_gateway::GatewayConfig {
+        let mut cfg = test_config();
+        cfg.bus.kind = BusKind::Redis;
+        cfg.bus.redis = confab_bus::RedisConfig::new(redis_url);
+        cfg.membership.kind = MembershipKind::Http;
+        cfg.membership.url = format!("http://{membership}");
         cfg.service_token = Some(SERVICE_TOKEN.into());
         cfg
     }
@@ -70,7 +129,31 @@ impl Cluster {
         tweak: impl Fn(&mut confab_gateway::GatewayConfig),
         tweak_membership: impl FnOnce(&mut MembershipConfig),
     ) -> Cluster {
-        let nats = NatsServer::start();
+        Self::start_configured_on(Backend::Nats, gateways, presence, tweak, tweak_membership).await
+    }
+
+    /// [`Cluster::start_tweaked`] on `backend`.
+    pub async fn start_tweaked_on(
+        backend: Backend,
+        gateways: usize,
+        presence: Option<(u64, u64)>,
+        tweak: impl Fn(&mut confab_gateway::GatewayConfig),
+    ) -> Cluster {
+        Self::start_configured_on(backend, gateways, presence, tweak, |_| {}).await
+    }
+
+    /// [`Cluster::start_configured`] on `backend`.
+    pub async fn start_configured_on(
+        backend: Backend,
+        gateways: usize,
+        presence: Option<(u64, u64)>,
+        tweak: impl Fn(&mut confab_gateway::GatewayConfig),
+        tweak_membership: impl FnOnce(&mut MembershipConfig),
+    ) -> Cluster {
+        let (nats, redis) = match backend {
+            Backend::Nats => (Some(NatsServer::start()), None),
+            Backend::Redis => (None, Some(RedisServer::start_persistent())),
+        };
         let db = tempfile::tempdir().unwrap();
         let mut cfg = MembershipConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -81,7 +164,14 @@ impl Cluster {
             service_token: Some(SERVICE_TOKEN.into()),
             ..MembershipConfig::default()
         };
-        cfg.nats = Some(confab_bus::NatsConfig::new(nats.url()));
+        match (&nats, &redis) {
+            (Some(nats), _) => cfg.nats = Some(confab_bus::NatsConfig::new(nats.url())),
+            (_, Some(redis)) => {
+                cfg.bus.kind = Some(confab_membership::config::BusKind::Redis);
+                cfg.bus.redis = confab_bus::RedisConfig::new(redis.url());
+            }
+            _ => unreachable!(),
+        }
         if let Some((_, ttl)) = presence {
             cfg.presence_ttl = Duration::from_millis(ttl);
         }
@@ -103,13 +193,19 @@ impl Cluster {
         let mut gws = Vec::new();
         let mut tasks = Vec::new();
         for _ in 0..gateways {
-            let mut cfg = Self::gateway_config(&nats.url());
+            let mut cfg = match (&nats, &redis) {
+                (Some(nats), _) => Self::gateway_config(&nats.url()),
+                (_, Some(redis)) => Self::redis_gateway_config(&redis.url(), membership),
+                _ => unreachable!(),
+            };
             if let Some((heartbeat, _)) = presence {
                 cfg.presence.heartbeat = Duration::from_millis(heartbeat);
             }
             tweak(&mut cfg);
             cfg.validate().unwrap();
-            let deps = Deps::connect(&cfg).await.expect("gateway connects to NATS");
+            let deps = Deps::connect(&cfg)
+                .await
+                .expect("gateway connects to its bus");
             let app = App::build(cfg, deps).await.unwrap();
             let addr = app.local_addr();
             let handle = app.handle();
@@ -117,7 +213,9 @@ impl Cluster {
             gws.push((addr, handle));
         }
         Cluster {
+            backend,
             nats,
+            redis,
             membership,
             service,
             gateways: gws,
@@ -203,7 +301,16 @@ impl Cluster {
 
 #[tokio::test]
 async fn membership_changes_reach_sockets_on_every_gateway() {
-    let c = Cluster::start(2).await;
+    membership_changes_reach_every_gateway(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_membership_changes_reach_sockets_on_every_gateway() {
+    membership_changes_reach_every_gateway(Backend::Redis).await;
+}
+
+async fn membership_changes_reach_every_gateway(backend: Backend) {
+    let c = Cluster::start_on(backend, 2).await;
     c.ok(
         None,
         json!({ "type": "create_workspace", "id": "w1", "name": "Acme", "owner": "alice" }),

@@ -1,12 +1,12 @@
 //! Message history, edit and delete through socket.io-client on a cluster
-//! (gateway + membership service on NATS).
+//! (gateway + membership service on NATS, and on Redis over HTTP).
 
 use std::time::Duration;
 
 use confab_test_support::NodeClient;
 use serde_json::{Value, json};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Backend, Cluster};
 use crate::support::*;
 
 const T: Duration = Duration::from_secs(15);
@@ -47,7 +47,16 @@ async fn page_once(node: &NodeClient, who: &str, arg: Value, ok: impl Fn(&Value)
 
 #[tokio::test]
 async fn history_pages_edits_and_deletes() {
-    let c = Cluster::start(2).await;
+    pages_edits_and_deletes(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_history_pages_edits_and_deletes() {
+    pages_edits_and_deletes(Backend::Redis).await;
+}
+
+async fn pages_edits_and_deletes(backend: Backend) {
+    let c = Cluster::start_on(backend, 2).await;
     setup(&c).await;
     let node = NodeClient::spawn().await;
     // Users spread over both gateways: edits and deletes must reach all.

@@ -1,11 +1,12 @@
-//! `message:send` across two gateways on NATS, with socket.io-client.
+//! `message:send` across two gateways on NATS (and on Redis, `on_redis_*`),
+//! with socket.io-client.
 
 use std::time::Duration;
 
 use confab_test_support::NodeClient;
 use serde_json::{Value, json};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Backend, Cluster};
 use crate::support::*;
 
 const T: Duration = Duration::from_secs(15);
@@ -26,7 +27,11 @@ async fn send_general(node: &NodeClient, socket: &str, body: &str, id: &str) -> 
 /// A cluster of `gateways` with `w1`'s `#general` (alice and bob), alice
 /// connected to the first gateway and bob to gateway `bobs`.
 async fn alice_and_bob(gateways: usize, bobs: usize) -> (Cluster, NodeClient) {
-    let c = Cluster::start(gateways).await;
+    alice_and_bob_on(Backend::Nats, gateways, bobs).await
+}
+
+async fn alice_and_bob_on(backend: Backend, gateways: usize, bobs: usize) -> (Cluster, NodeClient) {
+    let c = Cluster::start_on(backend, gateways).await;
     c.workspace_with_general(&["bob"]).await;
     let node = NodeClient::spawn().await;
     connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
@@ -36,7 +41,16 @@ async fn alice_and_bob(gateways: usize, bobs: usize) -> (Cluster, NodeClient) {
 
 #[tokio::test]
 async fn sends_are_acked_after_storage_and_delivered_in_order_everywhere() {
-    let (_c, node) = alice_and_bob(2, 1).await;
+    acked_after_storage_and_in_order(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_sends_are_acked_after_storage_and_delivered_in_order_everywhere() {
+    acked_after_storage_and_in_order(Backend::Redis).await;
+}
+
+async fn acked_after_storage_and_in_order(backend: Backend) {
+    let (_c, node) = alice_and_bob_on(backend, 2, 1).await;
 
     let mut acks = Vec::new();
     for i in 0..20 {
@@ -67,7 +81,16 @@ async fn sends_are_acked_after_storage_and_delivered_in_order_everywhere() {
 
 #[tokio::test]
 async fn a_retry_with_the_same_client_msg_id_creates_nothing_new() {
-    let (_c, node) = alice_and_bob(1, 0).await;
+    retry_creates_nothing_new(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_a_retry_with_the_same_client_msg_id_creates_nothing_new() {
+    retry_creates_nothing_new(Backend::Redis).await;
+}
+
+async fn retry_creates_nothing_new(backend: Backend) {
+    let (_c, node) = alice_and_bob_on(backend, 1, 0).await;
 
     let first = send_general(&node, "alice", "once", "same").await;
     let again = send_general(&node, "alice", "once", "same").await;
@@ -173,7 +196,7 @@ async fn sending_too_fast_is_rate_limited_with_a_retry_hint() {
 
 /// Messages stored in the ROOMS stream, from the server's monitoring.
 fn stored(c: &Cluster) -> u64 {
-    let jsz = c.nats.monitor_json("/jsz?streams=true");
+    let jsz = c.nats().monitor_json("/jsz?streams=true");
     jsz["account_details"][0]["stream_detail"]
         .as_array()
         .unwrap()

@@ -139,7 +139,7 @@ async fn an_upgrade_landing_on_a_gateway_that_does_not_own_the_session_is_relaye
 async fn a_relaying_gateway_killed_ends_the_session_and_the_client_recovers() {
     let c = Cluster::start(1).await;
     c.workspace_with_general(&["bob"]).await;
-    let mut doomed = GatewayProcess::start(&c.nats.url()).await;
+    let mut doomed = GatewayProcess::start(&c.nats().url()).await;
     let lb = RoundRobin::start(vec![c.gateways[0].0, doomed.addr]).await;
     lb.websockets_to(Some(doomed.addr));
     let node = NodeClient::spawn().await;
@@ -302,7 +302,7 @@ async fn a_forwarded_answer_never_acknowledged_goes_back_to_the_session() {
         (StatusCode::OK, "ok".into())
     );
     // A forwarder that gets the answer and dies before its ack.
-    let nats = async_nats::connect(c.nats.url()).await.unwrap();
+    let nats = async_nats::connect(c.nats().url()).await.unwrap();
     let (lost, _control) = forwarded_get(&nats, &sid).await;
     assert!(lost.starts_with("40{"), "{lost}");
     drop(nats);
@@ -349,7 +349,7 @@ async fn a_get_during_the_owners_ack_wait_is_the_clients_next_get() {
         owner.post(&sid, &connect_packet("alice")).await,
         (StatusCode::OK, "ok".into())
     );
-    let nats = async_nats::connect(c.nats.url()).await.unwrap();
+    let nats = async_nats::connect(c.nats().url()).await.unwrap();
     let (answer, control) = forwarded_get(&nats, &sid).await;
     assert!(answer.starts_with("40{"), "{answer}");
     // The client saw that answer; its next GET reaches the owner before
@@ -381,7 +381,7 @@ async fn a_get_during_the_owners_ack_wait_is_the_clients_next_get() {
 async fn a_forwarding_gateway_killed_mid_get_loses_nothing_acked() {
     let c = Cluster::start(1).await;
     c.workspace_with_general(&["bob"]).await;
-    let mut doomed = GatewayProcess::start(&c.nats.url()).await;
+    let mut doomed = GatewayProcess::start(&c.nats().url()).await;
     let lb = RoundRobin::start(vec![c.gateways[0].0, doomed.addr]).await;
     let node = NodeClient::spawn().await;
     let bob = json!({

@@ -1,11 +1,12 @@
-//! Presence across two gateways on NATS, with socket.io-client.
+//! Presence across two gateways on NATS (and on Redis: heartbeats on a
+//! Redis topic, queries over HTTP), with socket.io-client.
 
 use std::time::{Duration, Instant};
 
 use confab_test_support::NodeClient;
 use serde_json::{Value, json};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Backend, Cluster};
 use crate::support::*;
 
 const T: Duration = Duration::from_secs(15);
@@ -33,7 +34,16 @@ fn update_of(user: &'static str) -> impl Fn(&Value) -> bool {
 
 #[tokio::test]
 async fn presence_follows_tabs_away_and_disconnects() {
-    let c = Cluster::start(2).await;
+    follows_tabs_away_and_disconnects(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_presence_follows_tabs_away_and_disconnects() {
+    follows_tabs_away_and_disconnects(Backend::Redis).await;
+}
+
+async fn follows_tabs_away_and_disconnects(backend: Backend) {
+    let c = Cluster::start_on(backend, 2).await;
     workspace(&c, &["bob", "carol"]).await;
     let node = NodeClient::spawn().await;
     connect_as(&node, "bob", "bob", &c.gateway_url(1)).await;
@@ -85,8 +95,17 @@ async fn presence_follows_tabs_away_and_disconnects() {
 
 #[tokio::test]
 async fn a_dead_gateway_s_users_go_offline_within_ttl_plus_sweep() {
+    dead_gateway_s_users_go_offline(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_a_dead_gateway_s_users_go_offline_within_ttl_plus_sweep() {
+    dead_gateway_s_users_go_offline(Backend::Redis).await;
+}
+
+async fn dead_gateway_s_users_go_offline(backend: Backend) {
     // Heartbeat 200 ms, ttl 1 s: offline within 1 s + 200 ms sweep.
-    let c = Cluster::start_with(2, Some((200, 1_000))).await;
+    let c = Cluster::start_tweaked_on(backend, 2, Some((200, 1_000)), |_| {}).await;
     workspace(&c, &["bob"]).await;
     let node = NodeClient::spawn().await;
     connect_as(&node, "bob", "bob", &c.gateway_url(1)).await;
@@ -115,7 +134,7 @@ async fn a_dead_gateway_s_users_go_offline_within_ttl_plus_sweep() {
 async fn a_presence_flip_reports_only_that_user() {
     let c = Cluster::start_with(1, Some((300, 5_000))).await;
     workspace(&c, &["bob"]).await;
-    let nats = async_nats::connect(c.nats.url()).await.unwrap();
+    let nats = async_nats::connect(c.nats().url()).await.unwrap();
     let mut heartbeats = nats
         .subscribe(confab_contracts::presence::HEARTBEAT_SUBJECT)
         .await

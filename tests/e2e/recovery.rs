@@ -20,7 +20,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::cluster::{Cluster, SERVICE_TOKEN};
+use crate::cluster::{Backend, Cluster, SERVICE_TOKEN};
 use crate::support::*;
 
 const T: Duration = Duration::from_secs(15);
@@ -204,7 +204,11 @@ struct Away {
 }
 
 async fn bob_away() -> Away {
-    let c = Cluster::start(2).await;
+    bob_away_on(Backend::Nats).await
+}
+
+async fn bob_away_on(backend: Backend) -> Away {
+    let c = Cluster::start_on(backend, 2).await;
     c.workspace_with_general(&["bob"]).await;
     let node = NodeClient::spawn().await;
     let proxy = Proxy::start(c.gateways[0].0).await;
@@ -227,14 +231,14 @@ pub async fn expect_recovered(node: &NodeClient, socket: &str, id: &str) {
     assert_eq!(state["recovered"], true);
 }
 
-async fn recover_through(target: usize) {
+async fn recover_through(backend: Backend, target: usize) {
     let Away {
         c,
         node,
         proxy,
         id,
         m0,
-    } = bob_away().await;
+    } = bob_away_on(backend).await;
     for i in 1..=5 {
         send(&node, "alice", i).await;
     }
@@ -288,12 +292,22 @@ async fn a_polling_only_client_recovers_missed_events_once_and_in_order() {
 
 #[tokio::test]
 async fn a_dropped_client_recovers_missed_events_once_and_in_order() {
-    recover_through(0).await;
+    recover_through(Backend::Nats, 0).await;
 }
 
 #[tokio::test]
 async fn a_client_recovers_on_another_gateway() {
-    recover_through(1).await;
+    recover_through(Backend::Nats, 1).await;
+}
+
+#[tokio::test]
+async fn on_redis_a_dropped_client_recovers_missed_events_once_and_in_order() {
+    recover_through(Backend::Redis, 0).await;
+}
+
+#[tokio::test]
+async fn on_redis_a_client_recovers_on_another_gateway() {
+    recover_through(Backend::Redis, 1).await;
 }
 
 #[tokio::test]
@@ -325,11 +339,23 @@ pub struct GatewayProcess {
 
 impl GatewayProcess {
     pub async fn start(nats_url: &str) -> GatewayProcess {
+        Self::start_with(&[
+            ("CONFAB_BUS__KIND", "nats".into()),
+            ("CONFAB_BUS__NATS__URL", nats_url.into()),
+            ("CONFAB_MEMBERSHIP__KIND", "nats".into()),
+        ])
+        .await
+    }
+
+    /// A gateway process joining `c` (on its backend).
+    pub async fn start_in(c: &Cluster) -> GatewayProcess {
+        Self::start_with(&c.gateway_env()).await
+    }
+
+    async fn start_with(env: &[(&'static str, String)]) -> GatewayProcess {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_confab-e2e-gateway"))
             .env("CONFAB_LISTEN", "127.0.0.1:0")
-            .env("CONFAB_BUS__KIND", "nats")
-            .env("CONFAB_BUS__NATS__URL", nats_url)
-            .env("CONFAB_MEMBERSHIP__KIND", "nats")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("CONFAB_SERVICE_TOKEN", SERVICE_TOKEN)
             .env("CONFAB_AUTH__HS256_SECRET", SECRET)
             .env("CONFAB_AUTH__ISSUER", ISSUER)
@@ -361,9 +387,18 @@ impl GatewayProcess {
 
 #[tokio::test]
 async fn a_client_recovers_after_its_gateway_is_killed() {
-    let c = Cluster::start(1).await;
+    recovers_after_its_gateway_is_killed(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_a_client_recovers_after_its_gateway_is_killed() {
+    recovers_after_its_gateway_is_killed(Backend::Redis).await;
+}
+
+async fn recovers_after_its_gateway_is_killed(backend: Backend) {
+    let c = Cluster::start_on(backend, 1).await;
     c.workspace_with_general(&["bob"]).await;
-    let mut doomed = GatewayProcess::start(&c.nats.url()).await;
+    let mut doomed = GatewayProcess::start_in(&c).await;
     let node = NodeClient::spawn().await;
     let proxy = Proxy::start(doomed.addr).await;
     let (id, m0) = connected(&c, &node, &proxy, 0).await;
@@ -383,7 +418,16 @@ async fn a_client_recovers_after_its_gateway_is_killed() {
 
 #[tokio::test]
 async fn after_the_window_the_client_gets_a_fresh_session_and_is_told() {
-    let c = Cluster::start_tweaked(1, None, |cfg| {
+    fresh_session_after_the_window(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_after_the_window_the_client_gets_a_fresh_session_and_is_told() {
+    fresh_session_after_the_window(Backend::Redis).await;
+}
+
+async fn fresh_session_after_the_window(backend: Backend) {
+    let c = Cluster::start_tweaked_on(backend, 1, None, |cfg| {
         cfg.recovery.window = Duration::from_secs(1);
         cfg.recovery.heartbeat = Duration::from_millis(200);
     })
@@ -633,9 +677,9 @@ async fn mass_recovery(direct: bool) {
         }
     }
 
-    let consumers = |c: &Cluster| c.nats.monitor_json("/jsz")["consumers"].as_u64().unwrap();
+    let consumers = |c: &Cluster| c.nats().monitor_json("/jsz")["consumers"].as_u64().unwrap();
     let baseline = consumers(&c);
-    let nats_monitor = c.nats.monitor_url();
+    let nats_monitor = c.nats().monitor_url();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let stop = Arc::clone(&stop);

@@ -1,6 +1,9 @@
 //! Two gateways on one Redis (`bus.kind = "redis"`, no NATS): room events
-//! published on one reach the sockets of the other, in order. Room events
-//! only: recovery and NATS membership are not on Redis yet.
+//! published on one reach the sockets of the other, in order; with the
+//! whole cluster on Redis (membership over HTTP, sessions in Redis), a
+//! Redis restart and dropped Redis connections in the middle of traffic
+//! lose no acked message and deliver none twice. (Messaging and recovery
+//! on Redis: the `on_redis_*` tests of `messages.rs` and `recovery.rs`.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +14,9 @@ use confab_gateway::membership::StaticMembership;
 use confab_gateway::{App, AppHandle, Deps};
 use confab_test_support::{NodeClient, RedisServer};
 use serde_json::json;
+
+use crate::cluster::{Backend, Cluster};
+use crate::recovery::receive_in_order;
 
 use crate::support::*;
 
@@ -55,4 +61,105 @@ async fn room_events_cross_gateways_over_redis_in_order() {
         let ev = node.expect("bob", is_event("message:new"), T).await;
         assert_eq!(ev["args"], json!([{ "n": i }]));
     }
+}
+
+/// Sends `m{n}` from `socket` to `#general` until acked (the same
+/// `clientMsgId` each time, so a retry of a send that was stored but not
+/// acked is answered from the stored original); returns its sequence.
+async fn send_until_acked(node: &NodeClient, socket: &str, n: usize) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ack = node
+            .emit_with_ack(
+                socket,
+                "message:send",
+                vec![json!({ "room": "channel:general", "body": format!("m{n}"), "clientMsgId": format!("c{n}") })],
+                T,
+            )
+            .await
+            .unwrap();
+        if let Some(seq) = ack[0]["seq"].as_u64() {
+            return seq;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "m{n} never acked: {ack:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A Redis cluster (two gateways, membership over HTTP) with alice on
+/// gateway 0 and bob on gateway 1, both in `#general`.
+async fn alice_and_bob_on_redis() -> (Cluster, NodeClient) {
+    let c = Cluster::start_on(Backend::Redis, 2).await;
+    c.workspace_with_general(&["bob"]).await;
+    let node = NodeClient::spawn().await;
+    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
+    connect_as(&node, "bob", "bob", &c.gateway_url(1)).await;
+    let general = RoomId::parse("channel:general").unwrap();
+    eventually("bob in general", T, || {
+        c.gateways[1].1.members(&general) == 1
+    })
+    .await;
+    (c, node)
+}
+
+/// Every acked send reaches bob once, in order.
+async fn bob_gets_all(node: &NodeClient, acked: &[(usize, u64)]) {
+    let bodies: Vec<String> = acked.iter().map(|(n, _)| format!("m{n}")).collect();
+    receive_in_order(node, "bob", &bodies, 0).await;
+    node.expect_none("bob", is_event("message:new"), Duration::from_millis(500))
+        .await;
+    let seqs: Vec<u64> = acked.iter().map(|(_, s)| *s).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+}
+
+#[tokio::test]
+async fn a_redis_restart_in_the_middle_of_traffic_loses_no_acked_message() {
+    let (mut c, node) = alice_and_bob_on_redis().await;
+    let mut acked = Vec::new();
+    for n in 0..10 {
+        acked.push((n, send_until_acked(&node, "alice", n).await));
+    }
+    // SIGKILL and start again: AOF with `appendfsync always` keeps every
+    // acked event, session and sequence.
+    c.redis.as_mut().unwrap().restart();
+    for n in 10..20 {
+        acked.push((n, send_until_acked(&node, "alice", n).await));
+    }
+    bob_gets_all(&node, &acked).await;
+}
+
+#[tokio::test]
+async fn dropped_redis_connections_in_the_middle_of_traffic_lose_no_acked_message() {
+    let (c, node) = alice_and_bob_on_redis().await;
+    let url = c.redis.as_ref().unwrap().url();
+    // Kills every connection of a type (the killing one is skipped).
+    let kill = |kind: &'static str| {
+        let url = url.clone();
+        async move {
+            let client = redis::Client::open(url).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let killed: u64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg(kind)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(killed > 0, "no {kind} connection to kill");
+        }
+    };
+    let mut acked = Vec::new();
+    for n in 0..30 {
+        if n == 10 {
+            kill("pubsub").await;
+        }
+        if n == 20 {
+            kill("normal").await;
+        }
+        acked.push((n, send_until_acked(&node, "alice", n).await));
+    }
+    bob_gets_all(&node, &acked).await;
 }

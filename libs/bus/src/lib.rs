@@ -35,7 +35,7 @@ pub use nats::{
     MAX_DIRECT_REPLAYS, MAX_REPAIR_MESSAGES, NatsBus, NatsBusStats, NatsConfig, RECOVERY_WINDOW,
     parse_server_version,
 };
-pub use redis::{RedisBus, RedisConfig};
+pub use redis::{RedisBus, RedisConfig, TopicSubscription};
 
 /// The NATS client library [`NatsBus`] is built on, for services that use
 /// [`NatsBus::client`] or [`NatsBus::jetstream`] directly.

@@ -241,3 +241,85 @@ async fn a_wiped_redis_is_a_new_log_and_live_feeds_follow_it() {
         assert_eq!(number_of(&next(&mut sub).await), i);
     }
 }
+
+/// `PUBSUB NUMPAT` and the channels subscribed on the server.
+async fn pubsub_state(server: &RedisServer) -> (i64, Vec<String>) {
+    let numpat = match redis_cmd(server, &["PUBSUB", "NUMPAT"]).await {
+        redis::Value::Int(n) => n,
+        other => panic!("NUMPAT: {other:?}"),
+    };
+    let channels = match redis_cmd(server, &["PUBSUB", "CHANNELS"]).await {
+        redis::Value::Array(items) => items
+            .iter()
+            .map(|v| match v {
+                redis::Value::BulkString(b) => String::from_utf8(b.clone()).unwrap(),
+                other => panic!("channel: {other:?}"),
+            })
+            .collect(),
+        other => panic!("CHANNELS: {other:?}"),
+    };
+    (numpat, channels)
+}
+
+#[tokio::test]
+async fn user_rooms_share_one_pattern_subscription_and_survive_a_dropped_connection() {
+    let server = RedisServer::start();
+    let bus = connect(&server).await;
+    let publisher = connect(&server).await;
+    let (a, b, c) = (room("user:a"), room("user:b"), room("channel:c"));
+    let mut sub_a = bus.subscribe(&a).await.unwrap();
+    let mut sub_b = bus.subscribe(&b).await.unwrap();
+    let mut sub_c = bus.subscribe(&c).await.unwrap();
+    let (numpat, channels) = pubsub_state(&server).await;
+    assert_eq!(numpat, 1, "one pattern for every user room");
+    assert_eq!(channels, vec!["{confab}:live:channel:c".to_owned()]);
+
+    // Each user room gets its own events only, in order, also across a
+    // dropped pub/sub connection in the middle of traffic.
+    let traffic = tokio::spawn({
+        let (a, b, c) = (a.clone(), b.clone(), c.clone());
+        async move {
+            for i in 0..150 {
+                publisher.publish(&a, numbered(i)).await.unwrap();
+                publisher.publish(&b, numbered(1000 + i)).await.unwrap();
+                if i % 50 == 0 {
+                    publisher.publish(&c, numbered(i)).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    redis_cmd(&server, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+    traffic.await.unwrap();
+    for i in 0..150 {
+        assert_eq!(number_of(&next(&mut sub_a).await), i);
+        assert_eq!(number_of(&next(&mut sub_b).await), 1000 + i);
+    }
+    for i in [0, 50, 100] {
+        assert_eq!(number_of(&next(&mut sub_c).await), i);
+    }
+
+    // The last user room going does not drop the pattern (kept for the
+    // next user); the last channel subscriber unsubscribes.
+    drop((sub_a, sub_b, sub_c));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (numpat, channels) = pubsub_state(&server).await;
+    assert_eq!((numpat, channels.len()), (1, 0));
+}
+
+#[tokio::test]
+async fn without_shared_user_rooms_each_user_room_is_a_channel() {
+    let server = RedisServer::start();
+    let cfg = RedisConfig {
+        shared_user_rooms: false,
+        ..RedisConfig::new(server.url())
+    };
+    let bus = RedisBus::connect(cfg).await.unwrap();
+    let mut sub = bus.subscribe(&room("user:a")).await.unwrap();
+    let (numpat, channels) = pubsub_state(&server).await;
+    assert_eq!(numpat, 0);
+    assert_eq!(channels, vec!["{confab}:live:user:a".to_owned()]);
+    bus.publish(&room("user:a"), numbered(7)).await.unwrap();
+    assert_eq!(number_of(&next(&mut sub).await), 7);
+}

@@ -1,6 +1,8 @@
-//! [`ServiceClient`]: calls Confab service endpoints over NATS as a
-//! service, with the service token and the W3C trace context in the
-//! headers and a bounded wait.
+//! [`ServiceClient`]: calls Confab service endpoints as a service, over
+//! NATS request/reply or over HTTP (`POST {base}/v1/rpc/{subject}`, the
+//! membership service's endpoint table on a deployment without NATS), with
+//! the service token and the W3C trace context in the headers and a
+//! bounded wait.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,8 @@ pub enum CallError {
     /// Nothing answered within the client's timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    /// NATS refused or failed (no responders, disconnected, ...).
+    /// NATS or HTTP refused or failed (no responders, disconnected, a
+    /// server error without an error body, ...).
     #[error("{0}")]
     Unavailable(String),
     /// The service answered with an error body.
@@ -43,10 +46,34 @@ pub enum CallError {
 /// ```
 #[derive(Clone)]
 pub struct ServiceClient {
-    client: async_nats::Client,
+    transport: Transport,
     authorization: Arc<str>,
     timeout: Duration,
 }
+
+/// Where calls go.
+#[derive(Clone)]
+enum Transport {
+    Nats(async_nats::Client),
+    /// `base` without a trailing `/`, e.g. `http://membership:3100`.
+    Http {
+        client: reqwest::Client,
+        base: Arc<str>,
+    },
+}
+
+/// The HTTP path of endpoint `subject` on a service that serves its
+/// endpoint table over HTTP: `/v1/rpc/{subject}`.
+pub fn rpc_path(subject: &str) -> String {
+    format!("{RPC_PATH_PREFIX}{subject}")
+}
+
+/// The prefix of [`rpc_path`].
+pub const RPC_PATH_PREFIX: &str = "/v1/rpc/";
+
+/// Largest HTTP answer a call reads (a bigger one is refused, never
+/// buffered whole).
+const MAX_HTTP_REPLY: usize = 8 * 1024 * 1024;
 
 impl std::fmt::Debug for ServiceClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,7 +88,26 @@ impl ServiceClient {
     /// calls give up after `timeout`.
     pub fn new(client: async_nats::Client, service_token: &str, timeout: Duration) -> Self {
         Self {
-            client,
+            transport: Transport::Nats(client),
+            authorization: Arc::from(format!("Bearer {service_token}")),
+            timeout,
+        }
+    }
+
+    /// A client calling the service at `base_url` (e.g.
+    /// `http://127.0.0.1:3100`) over HTTP: each call is `POST
+    /// {base_url}/v1/rpc/{subject}` with the request as its JSON body
+    /// ([`rpc_path`]). Topics cannot be published over HTTP.
+    pub fn http(base_url: &str, service_token: &str, timeout: Duration) -> Self {
+        Self {
+            transport: Transport::Http {
+                client: reqwest::Client::builder()
+                    .connect_timeout(timeout)
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .build()
+                    .unwrap_or_default(),
+                base: Arc::from(base_url.trim_end_matches('/')),
+            },
             authorization: Arc::from(format!("Bearer {service_token}")),
             timeout,
         }
@@ -82,10 +128,19 @@ impl ServiceClient {
     /// [`CallError::Refused`] with the service's error.
     pub async fn call<E: Endpoint>(&self, request: &E::Request) -> Result<E::Response, CallError> {
         let body = serde_json::to_vec(request).map_err(|e| CallError::Decode(e.to_string()))?;
+        let client = match &self.transport {
+            Transport::Nats(client) => client,
+            Transport::Http { client, base } => {
+                let url = format!("{base}{}", rpc_path(E::SUBJECT));
+                let payload = tokio::time::timeout(self.timeout, self.post(client, &url, body))
+                    .await
+                    .map_err(|_| CallError::Timeout(self.timeout))??;
+                return decode_reply(&payload);
+            }
+        };
         let reply = tokio::time::timeout(
             self.timeout,
-            self.client
-                .request_with_headers(E::SUBJECT, self.headers(), body.into()),
+            client.request_with_headers(E::SUBJECT, self.headers(), body.into()),
         )
         .await
         .map_err(|_| CallError::Timeout(self.timeout))?
@@ -93,10 +148,62 @@ impl ServiceClient {
         decode_reply(&reply.payload)
     }
 
-    /// Publishes `message` on `T`'s subject (no answer expected).
+    /// One HTTP call: the answer's body (at most [`MAX_HTTP_REPLY`]
+    /// bytes). A refusal comes as an error body with a 4xx/5xx status and
+    /// is decoded like any answer; a body that is not JSON with a failure
+    /// status is `Unavailable`.
+    async fn post(
+        &self,
+        client: &reqwest::Client,
+        url: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, CallError> {
+        let mut trace: Vec<(String, String)> = Vec::new();
+        confab_telemetry::inject_context(&mut trace);
+        let mut request = client
+            .post(url)
+            .header(AUTHORIZATION_HEADER, &*self.authorization)
+            .header("content-type", "application/json")
+            .body(body);
+        for (k, v) in &trace {
+            request = request.header(k.as_str(), v.as_str());
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| CallError::Unavailable(format!("{url}: {}", e.without_url())))?;
+        let status = response.status();
+        let mut payload = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| CallError::Unavailable(format!("{url}: {}", e.without_url())))?
+        {
+            if payload.len() + chunk.len() > MAX_HTTP_REPLY {
+                return Err(CallError::Decode(format!(
+                    "{url}: answer larger than {MAX_HTTP_REPLY} bytes"
+                )));
+            }
+            payload.extend_from_slice(&chunk);
+        }
+        let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&payload).is_ok();
+        if !status.is_success() && !is_json {
+            return Err(CallError::Unavailable(format!("{url}: HTTP {status}")));
+        }
+        Ok(payload)
+    }
+
+    /// Publishes `message` on `T`'s subject (no answer expected); NATS
+    /// only.
     pub async fn publish<T: Topic>(&self, message: &T::Message) -> Result<(), CallError> {
         let body = serde_json::to_vec(message).map_err(|e| CallError::Decode(e.to_string()))?;
-        self.client
+        let Transport::Nats(client) = &self.transport else {
+            return Err(CallError::Unavailable(format!(
+                "{} is a topic: it cannot be published over HTTP",
+                T::SUBJECT
+            )));
+        };
+        client
             .publish_with_headers(T::SUBJECT, self.headers(), body.into())
             .await
             .map_err(|e| CallError::Unavailable(e.to_string()))

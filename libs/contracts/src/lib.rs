@@ -38,7 +38,7 @@ mod server;
 pub mod sockets;
 mod token;
 
-pub use client::{CallError, ServiceClient, decode_reply};
+pub use client::{CallError, RPC_PATH_PREFIX, ServiceClient, decode_reply, rpc_path};
 pub use endpoint::{Endpoint, Topic};
 pub use error::{ApiError, ErrorBody, ErrorDetail, codes, status_of};
 pub use routes::{Handler, Routes, with_state};

@@ -69,7 +69,11 @@ fn tables() -> Vec<(&'static str, Vec<Row>)> {
     let auth = rows_of(&AuthConfig::default(), "auth", &[]);
     let nats = rows_of(&confab_bus::NatsConfig::default(), "bus.nats", &[]);
     let redis = rows_of(&confab_bus::RedisConfig::default(), "bus.redis", &[]);
-    let membership = rows_of(&MembershipConfig::default(), "", &["nats", "auth"]);
+    let membership = rows_of(
+        &MembershipConfig::default(),
+        "",
+        &["nats", "auth", "bus.redis"],
+    );
     // The all-in-one: its own keys, then the gateway keys whose default it
     // changes.
     let mut all_in_one = rows_of(&confab::EmbeddedConfig::default(), "", &[]);

@@ -25,8 +25,10 @@ use crate::cors;
 use crate::engine::{Engine, EngineHooks};
 use crate::features::history::{MessageCalls, NatsHistory, NoHistory};
 use crate::features::membership::{CacheLimits, Membership, NatsMembership, StaticMembership};
-use crate::features::presence::{LocalPresence, NatsPresence, NoPresence, Presence};
-use crate::features::recovery::{MemorySessions, NatsSessions, Recovery, SessionStore};
+use crate::features::presence::{LocalPresence, NatsPresence, NoPresence, Presence, RedisPresence};
+use crate::features::recovery::{
+    MemorySessions, NatsSessions, Recovery, RedisSessions, SessionStore,
+};
 use crate::forwarding::{self, NatsForwarder};
 use crate::handler::{ConfabHandler, HandlerDeps};
 use crate::hub::Hub;
@@ -81,21 +83,33 @@ pub struct Deps {
 
 impl Deps {
     /// Connects the ports the configuration names. A NATS bus that cannot
-    /// be reached, or a server older than 2.10, is an error: there is no
-    /// silent fallback to the in-process bus.
+    /// be reached, or a server older than 2.10, is an error (a Redis bus
+    /// that cannot be reached, or older than 7.0, too): there is no silent
+    /// fallback to the in-process bus.
     pub async fn connect(config: &GatewayConfig) -> Result<Deps, AppError> {
         let mut nats_client = None;
+        let mut redis_bus = None;
         let mut forwarding = None;
         let mut sessions: Option<Arc<dyn SessionStore>> = None;
         let bus: Arc<dyn Bus> = match config.bus.kind {
             BusKind::InProcess => Arc::new(InProcessBus::default()),
-            // Room events only: the configuration refuses recovery (no
-            // shared session store on Redis yet) and NATS membership.
-            BusKind::Redis => Arc::new(
-                RedisBus::connect(config.bus.redis.clone())
+            // Sessions and liveness in Redis; no polling forwarder (a
+            // polling client needs sticky sessions or WebSocket).
+            BusKind::Redis => {
+                let bus = RedisBus::connect(config.bus.redis.clone())
                     .await
-                    .map_err(|e| AppError::Bus(e.to_string()))?,
-            ),
+                    .map_err(|e| AppError::Bus(e.to_string()))?;
+                let r = &config.recovery;
+                if r.enabled {
+                    sessions = Some(Arc::new(RedisSessions::new(
+                        &bus,
+                        r.window,
+                        r.session_max_age,
+                    )));
+                }
+                redis_bus = Some(bus.clone());
+                Arc::new(bus)
+            }
             BusKind::Nats => {
                 let r = &config.recovery;
                 // Replays that need a JetStream consumer are bounded in the
@@ -118,20 +132,39 @@ impl Deps {
                 Arc::new(bus)
             }
         };
-        let history: Arc<dyn MessageCalls> = match &nats_client {
-            Some(client) if config.membership.kind == MembershipKind::Nats => {
+        let http_client = (config.membership.kind == MembershipKind::Http).then(|| {
+            confab_contracts::ServiceClient::http(
+                &config.membership.url,
+                &config.service_token_or_empty(),
+                config.membership.request_timeout,
+            )
+        });
+        let history: Arc<dyn MessageCalls> = match (&nats_client, &http_client) {
+            (Some(client), _) if config.membership.kind == MembershipKind::Nats => {
                 Arc::new(NatsHistory::new(
                     client.clone(),
                     config.service_token_or_empty(),
                     config.membership.request_timeout,
                 ))
             }
+            (_, Some(http)) => Arc::new(NatsHistory::with_client(http.clone())),
             _ => Arc::new(NoHistory),
         };
         let (membership, presence): (Arc<dyn Membership>, Arc<dyn Presence>) =
             match (config.membership.kind, nats_client) {
                 (MembershipKind::Static, _) => {
                     (Arc::new(StaticMembership::new()), Arc::new(NoPresence))
+                }
+                (MembershipKind::Http, _) => {
+                    let (Some(http), Some(redis)) = (http_client, redis_bus) else {
+                        return Err(AppError::Bus(
+                            "membership.kind = \"http\" needs bus.kind = \"redis\"".into(),
+                        ));
+                    };
+                    (
+                        Arc::new(NatsMembership::with_client(http.clone())),
+                        Arc::new(RedisPresence::new(redis, http)),
+                    )
                 }
                 (MembershipKind::Nats, Some(client)) => {
                     let token = config.service_token_or_empty();
@@ -252,7 +285,7 @@ impl App {
                 Some(store) => store,
                 None if deps.bus.status().shared => {
                     return Err(AppError::Bus(
-                        "connection-state recovery needs a session store shared by every gateway (NATS KV) on a shared bus; keeping sessions in one gateway's memory would break recovery on another gateway".into(),
+                        "connection-state recovery needs a session store shared by every gateway (NATS KV or Redis) on a shared bus; keeping sessions in one gateway's memory would break recovery on another gateway".into(),
                     ));
                 }
                 None => Arc::new(MemorySessions::new(r.session_max_age)),

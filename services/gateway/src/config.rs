@@ -220,9 +220,10 @@ pub enum BusKind {
     Nats,
     /// Inside this process only (all-in-one, tests).
     InProcess,
-    /// Redis (7.0+) alone, no NATS: room events only for now (needs
-    /// `membership.kind = "static"` and `recovery.enabled = false` until
-    /// the Redis session store, presence and membership calls exist).
+    /// Redis (7.0+) alone, no NATS: room events, recovery sessions and
+    /// gateway liveness in Redis, presence heartbeats on a Redis topic;
+    /// the membership service is reached over HTTP (`membership.kind =
+    /// "http"`).
     Redis,
 }
 
@@ -257,14 +258,22 @@ pub enum MembershipKind {
     Nats,
     /// An in-memory table (all-in-one embeds its own; tests).
     Static,
+    /// The membership service's HTTP API at `membership.url`
+    /// (`POST /v1/rpc/{subject}`, service token), for deployments without
+    /// NATS (needs `bus.kind = "redis"`, whose topic carries presence
+    /// heartbeats).
+    Http,
 }
 
 /// Membership settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MembershipSettings {
-    /// `nats` (default) or `static`.
+    /// `nats` (default), `http` or `static`.
     pub kind: MembershipKind,
+    /// The membership service's HTTP API, with `kind = "http"`, e.g.
+    /// `http://membership:3100`.
+    pub url: String,
     /// How long to wait for an answer.
     #[serde(with = "confab_config::duration")]
     pub request_timeout: Duration,
@@ -286,6 +295,7 @@ impl Default for MembershipSettings {
     fn default() -> Self {
         Self {
             kind: MembershipKind::Nats,
+            url: "http://127.0.0.1:3100".into(),
             request_timeout: Duration::from_secs(2),
             cache_ttl: Duration::from_secs(60),
             cache_rooms_per_user: 256,
@@ -509,6 +519,24 @@ impl GatewayConfig {
                 );
             }
         }
+        if self.membership.kind == MembershipKind::Http {
+            if self.bus.kind != BusKind::Redis {
+                return invalid(
+                    "membership.kind",
+                    "\"http\" needs bus.kind = \"redis\" (presence heartbeats travel on the Redis bus); on NATS use \"nats\"",
+                );
+            }
+            let url = self.membership.url.trim();
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return invalid("membership.url", "must be an http:// or https:// URL");
+            }
+            if self.service_token.as_ref().is_none_or(Secret::is_empty) {
+                return invalid(
+                    "service_token",
+                    "required with membership.kind = \"http\" (CONFAB_SERVICE_TOKEN)",
+                );
+            }
+        }
         let m = &self.messages;
         if m.max_body_bytes == 0 || m.max_body_bytes > self.engine.max_payload {
             return invalid(
@@ -570,10 +598,10 @@ impl GatewayConfig {
             if let Err(e) = self.bus.redis.validate() {
                 return invalid("bus.redis", &e.to_string());
             }
-            if r.enabled {
+            if r.enabled && r.window > self.bus.redis.rooms_max_age {
                 return invalid(
-                    "recovery.enabled",
-                    "must be false with bus.kind = \"redis\" for now: recoverable sessions need a session store shared by the gateways, and the Redis one is not built yet",
+                    "recovery.window",
+                    "must not exceed bus.redis.rooms_max_age (events must outlive the window)",
                 );
             }
         }
@@ -819,21 +847,19 @@ mod tests {
     }
 
     #[test]
-    fn a_redis_bus_is_read_and_refuses_what_it_cannot_do_yet() {
+    fn a_redis_bus_is_read_with_http_membership() {
         let cfg: GatewayConfig = serde_json::from_str(
             r#"{"bus":{"kind":"redis","redis":{"url":"redis://:pw@h:6380","prefix":"chat"}},
-                "membership":{"kind":"static"},
+                "membership":{"kind":"http","url":"http://m:3100"},
+                "service_token":"0123456789abcdef0123456789abcdef",
                 "auth":{"hs256_secret":"0123456789abcdef0123456789abcdef"}}"#,
         )
         .unwrap();
         assert_eq!(cfg.bus.kind, BusKind::Redis);
         assert_eq!(cfg.bus.redis.prefix, "chat");
-        let err = cfg.validate().unwrap_err().to_string();
-        assert!(err.contains("recovery.enabled"), "{err}");
-        let mut ok = cfg.clone();
-        ok.recovery.enabled = false;
-        ok.validate().unwrap();
-        let mut bad = ok.clone();
+        assert_eq!(cfg.membership.kind, MembershipKind::Http);
+        cfg.validate().unwrap();
+        let mut bad = cfg.clone();
         bad.bus.redis.prefix = "{x}".into();
         assert!(
             bad.validate()
@@ -841,10 +867,26 @@ mod tests {
                 .to_string()
                 .contains("bus.redis")
         );
-        let mut nats_calls = ok;
+        let mut long_window = cfg.clone();
+        long_window.bus.redis.rooms_max_age = Duration::from_secs(120);
+        long_window.recovery.window = Duration::from_secs(180);
+        let err = long_window.validate().unwrap_err().to_string();
+        assert!(err.contains("recovery.window"), "{err}");
+        let mut no_token = cfg.clone();
+        no_token.service_token = None;
+        let err = no_token.validate().unwrap_err().to_string();
+        assert!(err.contains("service_token"), "{err}");
+        let mut bad_url = cfg.clone();
+        bad_url.membership.url = "m:3100".into();
+        let err = bad_url.validate().unwrap_err().to_string();
+        assert!(err.contains("membership.url"), "{err}");
+        let mut nats_calls = cfg.clone();
         nats_calls.membership.kind = MembershipKind::Nats;
-        nats_calls.service_token = Some("t".into());
         assert!(nats_calls.validate().is_err());
+        let mut http_on_nats = cfg;
+        http_on_nats.bus.kind = BusKind::Nats;
+        let err = http_on_nats.validate().unwrap_err().to_string();
+        assert!(err.contains("membership.kind"), "{err}");
     }
 
     #[test]

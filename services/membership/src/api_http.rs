@@ -22,6 +22,7 @@
 //! | `GET /v1/rooms/{room}/members` | | [`MembersOfResponse`] (members of the room, or trusted) |
 //! | `GET /v1/rooms/{room}/members/{user}` | | [`IsMemberResponse`] (the user, members, or trusted) |
 //! | `POST /v1/emit` | [`EmitRequest`](confab_contracts::membership::EmitRequest) | [`EmitResponse`] (service token only) |
+//! | `POST /v1/rpc/{subject}` | the endpoint's request | its response: the NATS endpoint table over HTTP, for gateways on a deployment without NATS (`bus.kind = "redis"`; 404 otherwise; service token only) |
 //! | `GET /healthz`, `GET /readyz` | | liveness, readiness (red while a projection fails or stopped, named under `projections`) |
 //! | `GET /metrics` | | Prometheus text: `confab_membership_projection_up{projection}`, `confab_membership_history_trimmed_total`, `confab_membership_commands_total{command,outcome}`, `confab_membership_projection_lag_events{projection}` / `_lag_seconds`, `confab_membership_presence_users{status}`, `confab_membership_presence_gateways`, `confab_membership_bus_connected{bus}`, `confab_membership_emitter_messages_total{kind,outcome}`, `confab_membership_emitter_lease_held` |
 //!
@@ -61,11 +62,11 @@ use crate::domain::Actor;
 use crate::health::Scrape;
 use crate::history::{History, HistoryError, HistoryRequest};
 use crate::service::MembershipService;
-use confab_contracts::ApiError;
 use confab_contracts::membership::{
     Command, EmitResponse, ExecuteRequest, ExecuteResponse, IsMemberResponse, MembersOfResponse,
     RoomsOfResponse,
 };
+use confab_contracts::{ApiError, Routes};
 
 /// HTTP limits.
 #[derive(Debug, Clone)]
@@ -87,6 +88,9 @@ struct HttpState {
     service: Arc<MembershipService>,
     auth: Arc<Authenticator>,
     history: History,
+    /// The service's endpoint table, answered on `/v1/rpc/{subject}` when
+    /// set (deployments without NATS).
+    rpc: Option<Routes>,
 }
 
 /// The API's router (with its state), ready to serve or to nest in another
@@ -95,12 +99,14 @@ pub fn router(
     service: Arc<MembershipService>,
     auth: Arc<Authenticator>,
     history: History,
+    rpc: Option<Routes>,
     settings: &HttpSettings,
 ) -> Router {
     let state = HttpState {
         service,
         auth,
         history,
+        rpc,
     };
     routes()
         .into_iter()
@@ -136,6 +142,7 @@ fn routes() -> Vec<(&'static str, MethodRouter<HttpState>)> {
         ("/v1/rooms/{room}/members/{user}",    get(is_member)),
         ("/v1/rooms/{room}/messages",          get(message_history)),
         ("/v1/emit",                           post(emit)),
+        ("/v1/rpc/{subject}",                  post(rpc)),
         ("/healthz",                           get(healthz)),
         ("/readyz",                            get(readyz)),
         ("/metrics",                           get(metrics)),
@@ -623,6 +630,36 @@ async fn metrics(State(state): State<HttpState>) -> Response {
 
 /// Longest wait for a log's last sequence during a scrape.
 const SCRAPE_READ: std::time::Duration = std::time::Duration::from_secs(2);
+/// `POST /v1/rpc/{subject}`: one call of the endpoint table (the same
+/// handlers as the NATS API), service token only; the answer is the
+/// endpoint's response, or its refusal with the code's status.
+async fn rpc(
+    State(state): State<HttpState>,
+    Path(subject): Path<String>,
+    headers: http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(routes) = &state.rpc else {
+        return not_found().await;
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = state.auth.require_service(authorization) {
+        return HttpError(e).into_response();
+    }
+    match routes.answer(&subject, &body).await {
+        Ok(answer) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            answer,
+        )
+            .into_response(),
+        Err(e) => HttpError(e).into_response(),
+    }
+}
 
 async fn healthz() -> &'static str {
     "ok"

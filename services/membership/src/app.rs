@@ -7,6 +7,11 @@
 //!   the service's `[nats]` settings; gateways never touch it), room events
 //!   go through [`NatsBus`], and the NATS request/reply API is served. The
 //!   SQL database holds the projections (and the notifier's checkpoint).
+//! * **Redis mode** (`bus.kind = "redis"`): the event log is the SQL
+//!   `events` table (as embedded: Postgres in production), room events go
+//!   through [`RedisBus`], presence heartbeats arrive on a Redis topic, and
+//!   the endpoint table the NATS API would serve is answered over HTTP
+//!   (`POST /v1/rpc/{subject}`, service token) for the gateways.
 //! * **Embedded mode** (no `[nats]`): the event log is the SQL `events`
 //!   table and the bus is in-process. The all-in-one process builds a
 //!   [`MembershipCore::embedded`] with its gateway's bus, so membership
@@ -19,7 +24,7 @@ use std::time::Duration;
 
 use axum::Router;
 use confab_auth::Verifier;
-use confab_bus::{Bus, InProcessBus, InProcessLimits, NatsBus};
+use confab_bus::{Bus, InProcessBus, InProcessLimits, NatsBus, RedisBus};
 use confab_contracts::Routes;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
@@ -28,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api_http::{self, HttpSettings};
 use crate::api_nats::{self, NatsApi};
 use crate::auth::Authenticator;
-use crate::config::MembershipConfig;
+use crate::config::{BusKind, MembershipConfig};
 use crate::emitter::{EmitterBridge, EmitterConfig};
 use crate::health::ProjectionState;
 use crate::history::{CheckError, HISTORY_PROJECTION, History, HistoryProjector};
@@ -53,6 +58,9 @@ pub enum AppError {
     /// NATS (bus, event log, API) could not be set up.
     #[error("nats: {0}")]
     Nats(String),
+    /// The Redis bus could not be set up.
+    #[error("redis: {0}")]
+    Redis(String),
     /// The HTTP listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -84,6 +92,9 @@ pub struct MembershipCore {
     projector: Projector,
     notifier: Notifier,
     nats: Option<async_nats::Client>,
+    /// Set in Redis mode: heartbeats come from its topic, and the
+    /// endpoint table is served over HTTP.
+    redis: Option<RedisBus>,
     presence: Arc<PresenceTracker>,
     history_projector: HistoryProjector,
     history: History,
@@ -94,6 +105,7 @@ impl std::fmt::Debug for MembershipCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MembershipCore")
             .field("nats", &self.nats.is_some())
+            .field("redis", &self.redis.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +149,22 @@ impl MembershipCore {
         ))
     }
 
+    /// Redis mode: the event log in `db` (SQL, like embedded mode), room
+    /// events and notifications on `bus`, presence heartbeats from its
+    /// topic, the endpoint table over HTTP. `db` must come from
+    /// [`sql::connect`] (migrated).
+    pub fn redis(
+        db: DatabaseConnection,
+        bus: RedisBus,
+        auth: Authenticator,
+        settings: ServiceSettings,
+    ) -> Self {
+        let store: Arc<dyn EventStore> = Arc::new(SqlEventStore::new(db.clone()));
+        let mut core = Self::assemble(db, store, Arc::new(bus.clone()), auth, settings, None);
+        core.redis = Some(bus);
+        core
+    }
+
     fn assemble(
         db: DatabaseConnection,
         store: Arc<dyn EventStore>,
@@ -173,6 +201,7 @@ impl MembershipCore {
             projector,
             notifier,
             nats,
+            redis: None,
             history_projector,
             history,
             emitter: None,
@@ -209,12 +238,13 @@ impl MembershipCore {
         self
     }
 
-    /// The HTTP API router.
+    /// The HTTP API router (with `/v1/rpc/{subject}` in Redis mode).
     pub fn router(&self, settings: &HttpSettings) -> Router {
         api_http::router(
             Arc::clone(&self.service),
             Arc::clone(&self.auth),
             self.history.clone(),
+            self.redis.as_ref().map(|_| self.nats_routes()),
             settings,
         )
     }
@@ -308,6 +338,22 @@ impl MembershipCore {
             let bridge = EmitterBridge::new(config, Arc::clone(&self.service))?;
             tasks.push(tokio::spawn(bridge.run(stop.clone())));
         }
+        if let Some(bus) = &self.redis {
+            let presence = Arc::clone(&self.presence);
+            let (bus, token) = (bus.clone(), stop.clone());
+            let heartbeats = bus
+                .subscribe_topic(
+                    crate::presence::HEARTBEAT_TOPIC,
+                    crate::presence::HEARTBEAT_BUFFER,
+                )
+                .await
+                .map_err(|e| AppError::Redis(e.to_string()))?;
+            tasks.push(tokio::spawn(async move {
+                presence
+                    .serve_topic_heartbeats(heartbeats, token.cancelled_owned())
+                    .await;
+            }));
+        }
         let history_projector = self.history_projector.clone();
         let token = stop.clone();
         tasks.push(tokio::spawn(async move {
@@ -397,14 +443,20 @@ impl App {
             .await
             .map_err(|e| AppError::Database(e.to_string()))?;
         let auth = authenticator(&config)?;
-        let core = match &config.nats {
-            Some(nats) => {
+        let core = match (&config.nats, config.bus_kind()) {
+            (Some(nats), _) => {
                 let bus = NatsBus::connect(nats.clone())
                     .await
                     .map_err(|e| AppError::Nats(e.to_string()))?;
                 MembershipCore::nats(db, bus, auth, config.service_settings()).await?
             }
-            None => {
+            (None, BusKind::Redis) => {
+                let bus = RedisBus::connect(config.bus.redis.clone())
+                    .await
+                    .map_err(|e| AppError::Redis(e.to_string()))?;
+                MembershipCore::redis(db, bus, auth, config.service_settings())
+            }
+            (None, _) => {
                 tracing::warn!(
                     "embedded mode: SQL event log and in-process bus; notifications reach no gateway \
                      outside this process (configure [nats] for a cluster)"

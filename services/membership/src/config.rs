@@ -12,6 +12,12 @@
 //! [nats]                      # absent: embedded mode (SQL log, in-process bus)
 //! url = "nats://nats:4222"
 //!
+//! # or, without NATS: the SQL event log and the Redis bus
+//! # [bus]
+//! # kind = "redis"
+//! # [bus.redis]
+//! # url = "redis://redis:6379"
+//!
 //! [auth]                      # absent: JWT callers are refused
 //! hs256_secret = "…"
 //! ```
@@ -26,7 +32,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use confab_auth::AuthConfig;
-use confab_bus::NatsConfig;
+use confab_bus::{NatsConfig, RedisConfig};
 use confab_config::{Loaded, Loader, Secret, redact_url};
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +59,8 @@ pub struct MembershipConfig {
     /// NATS (JetStream event log, NATS bus, NATS API). Absent: embedded
     /// mode, for a single process.
     pub nats: Option<NatsConfig>,
+    /// The bus on a deployment without NATS (`bus.kind = "redis"`).
+    pub bus: BusSettings,
     /// The credential of app backends and Confab services (`Authorization:
     /// Bearer …`), at least [`MIN_SERVICE_TOKEN_LEN`] characters. Required
     /// with NATS. `CONFAB_SERVICE_TOKEN`, as for the gateway.
@@ -93,6 +101,7 @@ impl Default for MembershipConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 3100)),
             database_url: "sqlite://confab-membership.db?mode=rwc".into(),
             nats: None,
+            bus: BusSettings::default(),
             service_token: None,
             auth: None,
             log: LogConfig::default(),
@@ -113,6 +122,7 @@ impl std::fmt::Debug for MembershipConfig {
             .field("listen", &self.listen)
             .field("database_url", &redact_url(&self.database_url))
             .field("nats", &self.nats)
+            .field("bus", &self.bus)
             .field("service_token", &self.service_token)
             .field("auth", &self.auth)
             .field("log", &self.log)
@@ -127,7 +137,42 @@ impl std::fmt::Debug for MembershipConfig {
     }
 }
 
+/// Which bus (and event log) the service runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BusKind {
+    /// NATS: stream `MEMBERSHIP`, the NATS bus and API (needs `[nats]`).
+    Nats,
+    /// Redis: the SQL event log, the Redis bus (`bus.redis`), presence
+    /// heartbeats on a Redis topic, the endpoint table over HTTP
+    /// (`/v1/rpc/{subject}`) for gateways.
+    Redis,
+    /// Embedded: the SQL event log and an in-process bus (one process).
+    InProcess,
+}
+
+/// `[bus]`: the bus when it is not NATS.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusSettings {
+    /// `nats`, `redis` or `in-process`. Absent: `nats` with `[nats]`,
+    /// `in-process` without.
+    pub kind: Option<BusKind>,
+    /// The Redis bus (read with `kind = "redis"`); the same keys as the
+    /// gateways' `bus.redis`.
+    pub redis: RedisConfig,
+}
+
 impl MembershipConfig {
+    /// The bus the service runs on.
+    pub fn bus_kind(&self) -> BusKind {
+        match (self.bus.kind, &self.nats) {
+            (Some(kind), _) => kind,
+            (None, Some(_)) => BusKind::Nats,
+            (None, None) => BusKind::InProcess,
+        }
+    }
+
     /// Loads defaults, then `file` (or the file named by `CONFAB_CONFIG`),
     /// then the `CONFAB_*` variables naming a key, and validates, as the
     /// `confab-membership` binary runs: with `[auth]`, JWT issuer and
@@ -184,6 +229,34 @@ impl MembershipConfig {
                 return invalid(
                     "service_token",
                     "is required with [nats]: it authenticates the NATS API's callers (CONFAB_SERVICE_TOKEN)"
+                        .into(),
+                );
+            }
+        }
+        match (self.bus.kind, &self.nats) {
+            (Some(BusKind::Nats), None) => {
+                return invalid(
+                    "bus.kind",
+                    "is \"nats\" but [nats] is not configured".into(),
+                );
+            }
+            (Some(BusKind::Redis | BusKind::InProcess), Some(_)) => {
+                return invalid(
+                    "bus.kind",
+                    "is not \"nats\" but [nats] is configured: remove one of them".into(),
+                );
+            }
+            _ => {}
+        }
+        if self.bus_kind() == BusKind::Redis {
+            self.bus
+                .redis
+                .validate()
+                .map_err(|e| ConfigError::invalid("bus.redis", e.to_string()))?;
+            if self.service_token.is_none() {
+                return invalid(
+                    "service_token",
+                    "is required with bus.kind = \"redis\": it authenticates the gateways' calls (CONFAB_SERVICE_TOKEN)"
                         .into(),
                 );
             }
@@ -324,6 +397,34 @@ mod tests {
         cfg.validate().unwrap();
         assert_eq!(cfg.nats.as_ref().unwrap().replicas, 3);
         assert_eq!(cfg.presence_ttl, Duration::from_secs(15));
+    }
+
+    #[test]
+    fn a_redis_bus_is_read_from_the_gateways_keys() {
+        let vars = [
+            ("CONFAB_SERVICE_TOKEN", TOKEN),
+            ("CONFAB_BUS__KIND", "redis"),
+            ("CONFAB_BUS__REDIS__URL", "redis://:pw@r:6380"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let mut loader = Loader::with_vars(None, vars).unwrap();
+        let cfg = loader.load(&MembershipConfig::default()).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.bus_kind(), BusKind::Redis);
+        assert_eq!(cfg.bus.redis.url, "redis://:pw@r:6380");
+        assert!(loader.ignored().is_empty());
+        assert!(!format!("{cfg:?}").contains("pw@"));
+        let mut both = cfg.clone();
+        both.nats = Some(NatsConfig::default());
+        assert_eq!(both.validate().unwrap_err().key(), Some("bus.kind"));
+        let mut no_token = cfg;
+        no_token.service_token = None;
+        no_token.auth = None;
+        assert_eq!(
+            no_token.validate().unwrap_err().key(),
+            Some("service_token")
+        );
+        assert_eq!(MembershipConfig::default().bus_kind(), BusKind::InProcess);
     }
 
     #[test]

@@ -50,6 +50,14 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
 
 /// Presence changes waiting for the publisher; when full, heartbeat
 /// handling waits (nothing is dropped).
+/// The Redis topic gateways publish their heartbeats on (the NATS subject
+/// of [`Heartbeats`]: one name, versioned with the contract).
+pub const HEARTBEAT_TOPIC: &str = Heartbeats::SUBJECT;
+
+/// Heartbeats waiting in the Redis topic subscription (more are dropped
+/// and repaired by the gateways' next full sync).
+pub const HEARTBEAT_BUFFER: usize = 4096;
+
 const PUBLISH_QUEUE: usize = 16 * 1024;
 /// Most updates published per workspace lookup (one query per batch).
 const PUBLISH_BATCH: usize = 512;
@@ -446,6 +454,29 @@ impl PresenceTracker {
             () = shutdown => {}
             () = publisher => {}
             () = sweeper => {}
+        }
+    }
+
+    /// Feeds the tracker from the Redis heartbeat topic
+    /// ([`HEARTBEAT_TOPIC`]) until `shutdown` completes. On Redis the
+    /// topic carries no service token: who may publish on it is Redis'
+    /// own access control (the same credential that may write the log).
+    pub async fn serve_topic_heartbeats(
+        self: Arc<Self>,
+        mut heartbeats: confab_bus::TopicSubscription,
+        shutdown: impl Future<Output = ()> + Send,
+    ) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let payload = tokio::select! {
+                () = &mut shutdown => break,
+                p = heartbeats.next() => p,
+            };
+            let Some(payload) = payload else { break };
+            match serde_json::from_slice::<Heartbeat>(&payload) {
+                Ok(hb) => self.heartbeat(&hb).await,
+                Err(e) => tracing::warn!(error = %e, "presence: bad heartbeat"),
+            }
         }
     }
 

@@ -58,6 +58,11 @@ pub struct RedisConfig {
     /// How often the retention pass trims the streams. Default 1 minute.
     #[serde(with = "confab_config::duration")]
     pub trim_interval: Duration,
+    /// User rooms share one pattern subscription per process
+    /// (`{prefix}:live:user:*`: every process then receives every user
+    /// room's messages) instead of one channel subscription per connected
+    /// user. Default true.
+    pub shared_user_rooms: bool,
 }
 
 impl Default for RedisConfig {
@@ -70,6 +75,7 @@ impl Default for RedisConfig {
             wait_aof: false,
             subscription_capacity: 64 * 1024,
             trim_interval: Duration::from_secs(60),
+            shared_user_rooms: true,
         }
     }
 }
@@ -84,6 +90,7 @@ impl fmt::Debug for RedisConfig {
             .field("wait_aof", &self.wait_aof)
             .field("subscription_capacity", &self.subscription_capacity)
             .field("trim_interval", &self.trim_interval)
+            .field("shared_user_rooms", &self.shared_user_rooms)
             .finish()
     }
 }

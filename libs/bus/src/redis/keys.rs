@@ -18,7 +18,11 @@
 //!   retention pass.
 //!
 //! Live channels are `{confab}:live:{room}` (not keys: `PUBLISH` reaches
-//! every node of a cluster).
+//! every node of a cluster); user rooms are received through the pattern
+//! `{confab}:live:user:*`. Topics (messages nobody stores: presence
+//! heartbeats) are `{confab}:topic:{name}`. The gateways' session store
+//! uses `{confab}:session:{pid}`, `{confab}:session-rev` and
+//! `{confab}:gateway:{id}` (see the gateway's `recovery/redis.rs`).
 
 use confab_events::RoomId;
 
@@ -69,6 +73,12 @@ impl Keys {
 
     pub(super) fn channel(&self, room: &RoomId) -> String {
         format!("{}:live:{room}", self.tag)
+    }
+
+    /// The pattern of every user room's live channel (the shared
+    /// user-room subscription).
+    pub(super) fn user_pattern(&self) -> String {
+        format!("{}:live:user:*", self.tag)
     }
 
     /// The room of a live channel name, if it is one of ours.

@@ -1,5 +1,11 @@
 //! Live delivery: one pub/sub subscription per room per process, by
-//! interest, on a RESP3 connection whose pushes are routed here.
+//! interest, on a RESP3 connection whose pushes are routed here. User
+//! rooms (with [`super::RedisConfig::shared_user_rooms`]) share one
+//! pattern subscription per process, `{prefix}:live:user:*`, made at the
+//! first user room and kept: one channel subscription per connected user
+//! would cost a subscription (and a SUBSCRIBE round trip) per user, while
+//! the pattern costs every process every user room's messages, dropped
+//! at once when no local feed wants them (as NATS's `rooms.user.*`).
 //!
 //! The connection manager resubscribes every channel after a reconnect;
 //! then every feed catches up from its room's stream (messages published
@@ -11,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use confab_events::RoomId;
+use confab_events::{RoomId, RoomKind};
 use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::{PushInfo, PushKind, Value};
@@ -105,8 +111,26 @@ fn bytes(v: &Value) -> Option<&[u8]> {
 
 impl PushRouter {
     fn room(&self, data: &[Value]) -> Option<RoomId> {
-        let channel = std::str::from_utf8(bytes(data.first()?)?).ok()?;
+        self.room_at(data, 0)
+    }
+
+    /// The room of the channel name at `data[i]`.
+    fn room_at(&self, data: &[Value], i: usize) -> Option<RoomId> {
+        let channel = std::str::from_utf8(bytes(data.get(i)?)?).ok()?;
         self.keys.room_of_channel(channel)
+    }
+
+    /// Routes a published message: its channel at `data[i]`, its payload
+    /// after it.
+    fn message(&self, data: &[Value], i: usize) {
+        let (Some(room), Some(payload)) = (self.room_at(data, i), data.get(i + 1).and_then(bytes))
+        else {
+            return;
+        };
+        if let Some(live) = codec::decode_live(payload) {
+            // One decode per push; each feed gets its own copy.
+            self.deliver(&room, || Event::Live(live.clone()));
+        }
     }
 
     fn deliver(&self, room: &RoomId, event: impl Fn() -> Event) {
@@ -123,16 +147,11 @@ impl PushRouter {
 impl redis::aio::AsyncPushSender for PushRouter {
     fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
         match info.kind {
-            PushKind::Message => {
-                let (Some(room), Some(payload)) =
-                    (self.room(&info.data), info.data.get(1).and_then(bytes))
-                else {
-                    return Ok(());
-                };
-                if let Some(live) = codec::decode_live(payload) {
-                    // One decode per push; each feed gets its own copy.
-                    self.deliver(&room, || Event::Live(live.clone()));
-                }
+            PushKind::Message => self.message(&info.data, 0),
+            // [pattern, channel, payload]: the shared user-room pattern.
+            PushKind::PMessage => self.message(&info.data, 1),
+            PushKind::PSubscribe => {
+                self.router.connected.store(true, Ordering::Relaxed);
             }
             PushKind::Subscribe => {
                 self.router.connected.store(true, Ordering::Relaxed);
@@ -179,8 +198,20 @@ pub(super) struct Subscriptions {
     /// unsubscribe never undoes a new subscriber's subscribe.
     pub(super) lock: tokio::sync::Mutex<()>,
     pub(super) capacity: usize,
+    /// Whether user rooms share the pattern subscription.
+    pub(super) shared_user_rooms: bool,
+    /// Whether the pattern subscription was made (under `lock`; the
+    /// connection manager makes it again after a reconnect).
+    pub(super) pattern_on: AtomicBool,
     /// The [`watch_reconnects`] task.
     pub(super) watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriptions {
+    /// Whether `room` goes through the shared user-room pattern.
+    fn shared_users(&self, room: &RoomId) -> bool {
+        self.shared_user_rooms && room.kind() == RoomKind::User
+    }
 }
 
 impl Drop for Subscriptions {
@@ -196,6 +227,8 @@ struct RouteGuard {
     keys: Keys,
     room: RoomId,
     id: u64,
+    /// On the shared pattern: nothing to unsubscribe.
+    shared: bool,
 }
 
 impl Drop for RouteGuard {
@@ -213,7 +246,7 @@ impl Drop for RouteGuard {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if empty {
+        if empty && !self.shared {
             let (subs, channel, room) = (
                 Arc::clone(&self.subs),
                 self.keys.channel(&self.room),
@@ -246,6 +279,10 @@ pub(super) async fn subscribe(
     room: &RoomId,
 ) -> Result<BusSubscription, BusError> {
     let (tx, rx) = mpsc::channel(subs.capacity);
+    let shared = subs.shared_users(room);
+    // The pattern sends no confirmation per room: the feed catches up once
+    // it is known to receive (below).
+    let catch_up = tx.clone();
     let id = subs.router.next_id.fetch_add(1, Ordering::Relaxed);
     let overflowed = Arc::new(Notify::new());
     subs.router
@@ -264,15 +301,29 @@ pub(super) async fn subscribe(
         keys: reader.keys.clone(),
         room: room.clone(),
         id,
+        shared,
     };
     let baseline = reader.room_last(room).await?;
     {
         let _held = subs.lock.lock().await;
         let mut conn = subs.pubsub.clone();
-        conn.subscribe(reader.keys.channel(room))
-            .await
-            .map_err(|e| log::unavailable("subscribe to a room", &e))?;
+        if shared {
+            if !subs.pattern_on.load(Ordering::Relaxed) {
+                conn.psubscribe(reader.keys.user_pattern())
+                    .await
+                    .map_err(|e| log::unavailable("subscribe to the user rooms", &e))?;
+                subs.pattern_on.store(true, Ordering::Relaxed);
+            }
+            // Receiving from here on: what came between the baseline and
+            // now is read from the room stream.
+            let _ = catch_up.try_send(Event::Subscribed);
+        } else {
+            conn.subscribe(reader.keys.channel(room))
+                .await
+                .map_err(|e| log::unavailable("subscribe to a room", &e))?;
+        }
     }
+    drop(catch_up);
     let feed = Feed {
         rx,
         overflowed,

@@ -18,19 +18,19 @@
 //! * [`log`]: reads of the streams (fetch, ranges, replay, bounds) and the
 //!   retention pass.
 //! * [`live`]: pub/sub routing and room feeds with gap repair.
+//! * [`topic`]: plain pub/sub topics (presence heartbeats) and the
+//!   command connection lent to the process's other Redis users.
 //!
 //! This file connects, publishes, tails and hands the rest to its parts.
 //!
-//! Not here yet (issue 15, later parts): the gateway and membership
-//! wiring (`bus.kind = "redis"` in the services' configuration, session
-//! store, presence, calls over Redis), a shared user-room subscription,
-//! and the `@socket.io/redis-emitter` bridge.
+//! Not here yet: bus metrics.
 
 mod codec;
 mod config;
 mod keys;
 mod live;
 mod log;
+mod topic;
 
 use std::fmt;
 use std::sync::Arc;
@@ -51,6 +51,7 @@ use keys::Keys;
 use live::{PushRouter, Reader, Router, Subscriptions};
 
 pub use config::RedisConfig;
+pub use topic::TopicSubscription;
 
 /// How long a command may wait for its answer before the bus reports the
 /// broker unavailable.
@@ -70,8 +71,8 @@ const TAIL_PAGE: usize = 512;
 ///   [`RedisConfig::wait_aof`], once the primary fsynced its AOF).
 /// * Volatile events: `PUBLISH` only.
 /// * Subscriptions: one channel subscription per room per process on a
-///   RESP3 connection, resubscribed after reconnects, repaired from the
-///   room's stream.
+///   RESP3 connection (user rooms: one shared pattern), resubscribed after
+///   reconnects, repaired from the room's stream.
 #[derive(Clone)]
 pub struct RedisBus {
     inner: Arc<Inner>,
@@ -89,6 +90,8 @@ struct Inner {
     /// Whether the last command on `conn` worked.
     commands_ok: AtomicBool,
     server_version: String,
+    /// Whether the server had `appendonly yes` when the bus connected.
+    aof: bool,
     retention: tokio::task::JoinHandle<()>,
 }
 
@@ -149,7 +152,7 @@ impl RedisBus {
         let mut conn = ConnectionManager::new_with_config(client.clone(), manager_config())
             .await
             .map_err(|e| BusError::Unavailable(format!("redis at {url}: {e}")))?;
-        let server_version = check_server(&mut conn, &config, &url).await?;
+        let (server_version, aof) = check_server(&mut conn, &config, &url).await?;
         let keys = Keys::new(&config.prefix);
         ensure_log_id(&mut conn, &keys).await?;
         let subs = Arc::new(connect_pubsub(&client, &keys, &config, &url).await?);
@@ -166,6 +169,7 @@ impl RedisBus {
                 high_water: Arc::new(AtomicU64::new(0)),
                 commands_ok: AtomicBool::new(true),
                 server_version,
+                aof,
                 retention,
                 config,
             }),
@@ -294,7 +298,7 @@ async fn check_server(
     conn: &mut ConnectionManager,
     config: &RedisConfig,
     url: &str,
-) -> Result<String, BusError> {
+) -> Result<(String, bool), BusError> {
     let info: String = redis::cmd("INFO")
         .arg("server")
         .arg("persistence")
@@ -308,6 +312,7 @@ async fn check_server(
             "redis at {url} is {version}; the Redis bus needs Redis 7.0 or newer"
         )));
     }
+    let aof = info.lines().any(|l| l.trim() == "aof_enabled:1");
     if config.wait_aof {
         if (major, minor) < (7, 2) {
             return Err(BusError::Unsupported(format!(
@@ -315,13 +320,13 @@ async fn check_server(
                  upgrade Redis or set wait_aof = false (acks then mean \"in memory\")"
             )));
         }
-        if !info.lines().any(|l| l.trim() == "aof_enabled:1") {
+        if !aof {
             return Err(BusError::Unsupported(format!(
                 "bus.redis.wait_aof needs `appendonly yes` on redis at {url}"
             )));
         }
     }
-    Ok(version)
+    Ok((version, aof))
 }
 
 async fn ensure_log_id(conn: &mut ConnectionManager, keys: &Keys) -> Result<String, BusError> {
@@ -380,6 +385,8 @@ async fn connect_pubsub(
         pubsub,
         lock: tokio::sync::Mutex::new(()),
         capacity: config.subscription_capacity,
+        shared_user_rooms: config.shared_user_rooms,
+        pattern_on: AtomicBool::new(false),
         watcher,
     })
 }
@@ -530,8 +537,10 @@ impl Bus for RedisBus {
             inner.config.prefix,
             if inner.config.wait_aof {
                 "after the AOF fsync (WAITAOF)"
+            } else if inner.aof {
+                "after the AOF write (appendonly yes; on disk as the server's appendfsync says; no WAITAOF)"
             } else {
-                "in memory (no WAITAOF)"
+                "in memory (AOF off; no WAITAOF)"
             }
         );
         if !connected {

@@ -24,6 +24,13 @@ impl NatsHistory {
         }
     }
 
+    /// A client on any transport: an HTTP [`ServiceClient`] reaches the
+    /// membership service's endpoint table without NATS
+    /// (`membership.kind = "http"`).
+    pub fn with_client(client: ServiceClient) -> Self {
+        Self { client }
+    }
+
     /// Calls `E`; the service's refusals pass through, the rest is
     /// `unavailable`.
     async fn call<E: Endpoint>(&self, request: &E::Request) -> Result<E::Response, ErrorDetail> {

@@ -27,6 +27,13 @@ impl NatsMembership {
         }
     }
 
+    /// A client on any transport: an HTTP [`ServiceClient`] reaches the
+    /// membership service's endpoint table without NATS
+    /// (`membership.kind = "http"`).
+    pub fn with_client(client: ServiceClient) -> Self {
+        Self { client }
+    }
+
     async fn call<E: Endpoint>(
         &self,
         request: &E::Request,

@@ -14,6 +14,7 @@
 //! the tracker's TTL plus its sweep interval.
 
 mod nats;
+mod redis;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -29,6 +30,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use nats::NatsPresence;
+pub(crate) use redis::RedisPresence;
 
 use crate::engine::{ConnId, SocketRef};
 use crate::features::messages::Bucket;

@@ -123,6 +123,11 @@
 //! service's tails (a constant handful). Session reads and writes use KV
 //! direct gets and puts, no consumers.
 //!
+//! On Redis (`bus.kind = "redis"`) the same records and liveness entries
+//! live in Redis (`redis.rs`: expiring keys, compare-and-set by a Lua
+//! script on a revision field) and replays read the room streams
+//! (`XRANGE` per room, merged by sequence): no consumers exist there.
+//!
 //! The all-in-one keeps sessions in memory (`MemorySessions`) and replays
 //! from its in-process log with the same semantics; a gateway on a shared bus
 //! refuses to start with in-memory sessions.
@@ -130,6 +135,7 @@
 mod attempts;
 mod memory;
 mod nats;
+mod redis;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -151,6 +157,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use memory::MemorySessions;
 pub(crate) use nats::NatsSessions;
+pub(crate) use redis::RedisSessions;
 
 use crate::config::RecoverySettings;
 use crate::engine::DisconnectReason;
