@@ -92,3 +92,56 @@ async fn the_admin_ui_shows_both_gateways_and_acts_only_when_enabled() {
     );
     print!("{stdout}");
 }
+
+/// Regenerates `docs/grafana-preview.png`: a static preview of the Grafana
+/// dashboard (`deploy/grafana/confab.json`), its queries evaluated on the
+/// real `/metrics` of this cluster scraped during a 40 s run with load
+/// (`tools/grafana-preview/record.mjs`). Not Grafana (none can run here);
+/// not a test of anything but the preview's making, hence ignored:
+/// `cargo test -p confab-tests --test e2e grafana_preview -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "regenerates docs/grafana-preview.png"]
+async fn grafana_preview() {
+    let _one = one_at_a_time().await;
+    chromium();
+    let root = workspace_root();
+    let dir = root.join("tools").join("grafana-preview");
+    {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            npm_ci(&dir);
+            npm_ci(&workspace_root().join("tests").join("js"));
+        })
+        .await
+        .expect("npm packages install");
+    }
+    let c = Cluster::start(2).await;
+    c.workspace_with_general(&["bob", "carol"]).await;
+    let tokens = ["alice", "bob", "carol"].map(token);
+    let run = Command::new(node())
+        .arg("record.mjs")
+        .current_dir(&dir)
+        .env(
+            "GATEWAYS",
+            serde_json::to_string(&[c.gateway_url(0), c.gateway_url(1)]).unwrap(),
+        )
+        .env("MEMBERSHIP", format!("http://{}", c.membership))
+        .env("TOKENS", serde_json::to_string(&tokens).unwrap())
+        .env("OUT", root.join("docs").join("grafana-preview.png"))
+        .env("CHROMIUM", chromium())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("the preview is made within 3 minutes")
+        .expect("node record.mjs runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the preview failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    print!("{stdout}");
+}
