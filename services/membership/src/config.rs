@@ -82,6 +82,11 @@ pub struct MembershipConfig {
     pub presence_ttl: Duration,
     /// How many workspaces and channels one user may create.
     pub quotas: Quotas,
+    /// `/readyz` is red while the membership projection is more than this
+    /// many events behind the event log (a restarted service catching up
+    /// gets no traffic until it nearly has). 0: lag never makes it red.
+    /// Default 10,000.
+    pub ready_max_projection_lag: u64,
 }
 
 impl Default for MembershipConfig {
@@ -99,6 +104,7 @@ impl Default for MembershipConfig {
             header_read_timeout: Duration::from_secs(30),
             presence_ttl: Duration::from_secs(15),
             quotas: Quotas::default(),
+            ready_max_projection_lag: 10_000,
         }
     }
 }
@@ -118,6 +124,7 @@ impl std::fmt::Debug for MembershipConfig {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("presence_ttl", &self.presence_ttl)
             .field("quotas", &self.quotas)
+            .field("ready_max_projection_lag", &self.ready_max_projection_lag)
             .finish()
     }
 }
@@ -226,6 +233,7 @@ impl MembershipConfig {
     pub fn http_settings(&self) -> HttpSettings {
         HttpSettings {
             max_body_bytes: self.max_body_bytes,
+            ready_max_projection_lag: self.ready_max_projection_lag,
         }
     }
 }
