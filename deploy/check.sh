@@ -69,9 +69,18 @@ validate() {
 K8S="$ROOT/deploy/k8s"
 if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
   # Render what `kubectl apply -k` would apply, and validate that.
-  for dir in base overlays/local; do
+  # The components, each on the base (kustomize renders a component only
+  # inside a kustomization): a copy of deploy/k8s in the work directory.
+  cp -r "$K8S" "$WORK/k8s"
+  for comp in "$K8S"/components/*/; do
+    name="$(basename "$comp")"
+    mkdir -p "$WORK/k8s/overlays/check-$name"
+    printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../base\ncomponents:\n  - ../../components/%s\n' "$name" \
+      >"$WORK/k8s/overlays/check-$name/kustomization.yaml"
+  done
+  for dir in base overlays/local $(cd "$WORK/k8s" && ls -d overlays/check-* 2>/dev/null); do
     out="$WORK/${dir//\//-}.yaml"
-    kubectl kustomize "$K8S/$dir" >"$out" || die "kustomize build of deploy/k8s/$dir failed"
+    kubectl kustomize "$WORK/k8s/$dir" >"$out" || die "kustomize build of deploy/k8s/$dir failed"
     validate "$out"
     say "deploy/k8s/$dir: $(grep -c '^kind:' "$out") resources rendered and valid (Kubernetes $KUBERNETES_VERSION, strict)"
   done
