@@ -80,6 +80,11 @@ status:
 logs *NAME:
     bash deploy/local/cluster.sh logs {{NAME}}
 
+# Serve the Socket.IO Admin UI on http://127.0.0.1:3300 for `just up`'s gateways
+# (user admin, password in .run/admin-password; CONFAB_ADMIN_MODE=actions just up enables its actions).
+admin:
+    bash deploy/local/cluster.sh admin
+
 # Print where the local cluster listens.
 urls:
     bash deploy/local/cluster.sh urls

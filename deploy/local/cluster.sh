@@ -10,6 +10,7 @@
 #   cluster.sh logs [NAME]   follow the logs (all, or nats|redis|membership|gateway-N)
 #   cluster.sh token USER    a token for USER signed with the cluster's secret
 #   cluster.sh urls          where everything listens
+#   cluster.sh admin         serve the Socket.IO Admin UI for the gateways
 #
 # State lives in .run/ at the repository root: pid files, logs/, the NATS
 # store (nats/: the JetStream streams, i.e. the membership event log and the
@@ -43,6 +44,9 @@
 #   CONFAB_REDIS_SERVER (a redis-server >= 7.0 instead of the one on PATH),
 #   CONFAB_CLUSTER_PROFILE (release | debug: which binaries to build and run;
 #   also read by `token`).
+#   CONFAB_ADMIN_MODE (readonly|actions: what the Admin UI's operator may
+#   do; `just admin` serves the UI, user `admin`, password in
+#   .run/admin-password).
 # Other CONFAB_* variables of your shell are NOT passed to the services (they
 # would change the cluster's settings; these knobs share the prefix, and the
 # services warn about the ones that name none of their keys).
@@ -459,6 +463,16 @@ up() {
   local nats_url="nats://127.0.0.1:$NATS_PORT"
   local service_token; service_token="$(secret service-token)"
   local jwt_secret; jwt_secret="$(secret jwt-secret)"
+  # The Admin UI's operator (`just admin`): a generated password, its
+  # bcrypt hash computed once (hashing is slow on purpose).
+  local admin_password admin_hash admin_mode="${CONFAB_ADMIN_MODE:-readonly}"
+  case "$admin_mode" in readonly | actions) ;; *) die "CONFAB_ADMIN_MODE must be readonly or actions, not '$admin_mode'" ;; esac
+  admin_password="$(secret admin-password)"
+  if [ ! -s "$RUN/admin-password-hash" ] || [ "$RUN/admin-password" -nt "$RUN/admin-password-hash" ]; then
+    (umask 077; "$BIN/confab" admin-hash <<<"$admin_password" >"$RUN/admin-password-hash") ||
+      fail "hashing the Admin UI password failed"
+  fi
+  admin_hash="$(cat "$RUN/admin-password-hash")"
   save_state
   if [ "$BUS" = redis ]; then
     up_on_redis "$service_token" "$jwt_secret"
@@ -535,6 +549,10 @@ up() {
       "CONFAB_AUTH__HS256_SECRET=$jwt_secret" \
       "CONFAB_AUTH__ISSUER=$TOKEN_ISSUER" \
       "CONFAB_AUTH__AUDIENCE=$TOKEN_AUDIENCE" \
+      "CONFAB_ADMIN__ENABLED=true" \
+      "CONFAB_ADMIN__USERNAME=admin" \
+      "CONFAB_ADMIN__PASSWORD_HASH=$admin_hash" \
+      "CONFAB_ADMIN__MODE=$admin_mode" \
       -- "$BIN/confab-gateway"
     wait_ready "$name" "http://127.0.0.1:$port/readyz" "$GATEWAY_READY_SECS"
   done
@@ -815,17 +833,32 @@ urls() {
       i=$((i + 1)); say "Gateway $i:   http://127.0.0.1:$port (Socket.IO at /socket.io/: polling and WebSocket)"
     fi
   done
+  say "Admin UI:    just admin (user admin, password in .run/admin-password; server URL one of the gateways)"
   say "Tokens:      just token alice"
   say "Smoke test:  just smoke"
   say "Logs:        just logs    Status: just status    Stop: just down"
 }
 
+# Serves the official Socket.IO Admin UI (tools/admin-ui) on
+# ADMIN_UI_PORT (3300), its server URL set to the first gateway.
+admin() {
+  load_state || die "no cluster state in $RUN: start the cluster with 'just up' first"
+  have node || die "node is needed to serve the Admin UI"
+  if [ ! -d "$ROOT/tools/admin-ui/node_modules/@socket.io/admin-ui" ]; then
+    npm ci --prefix "$ROOT/tools/admin-ui" --no-audit --no-fund --loglevel=error || die "npm ci in tools/admin-ui failed"
+  fi
+  say "Admin UI login: user admin, password in $RUN/admin-password (mode ${CONFAB_ADMIN_MODE:-as started by 'just up'})"
+  say "Every gateway shows in it; any gateway's URL works as the server URL."
+  exec node "$ROOT/tools/admin-ui/serve.mjs" --port "${ADMIN_UI_PORT:-3300}" --server "http://127.0.0.1:${GATEWAY_PORTS[0]}"
+}
+
 case "${1:-}" in
   up) up ;;
+  admin) admin ;;
   down) down ;;
   status) status ;;
   logs) shift; logs "$@" ;;
   token) shift; token "$@" ;;
   urls) urls ;;
-  *) die "usage: $0 up|down|status|logs [NAME]|token USER|urls" ;;
+  *) die "usage: $0 up|down|status|logs [NAME]|token USER|urls|admin" ;;
 esac

@@ -67,11 +67,11 @@ impl Mode {
     }
 }
 
-fn browser_dir() -> PathBuf {
+pub(crate) fn browser_dir() -> PathBuf {
     workspace_root().join("tests").join("browser")
 }
 
-fn chromium() -> PathBuf {
+pub(crate) fn chromium() -> PathBuf {
     let path = std::env::var_os("CHROMIUM")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
@@ -129,7 +129,7 @@ async fn start_app(mode: Mode) -> App {
     App { app, _page: page }
 }
 
-fn node() -> std::ffi::OsString {
+pub(crate) fn node() -> std::ffi::OsString {
     std::env::var_os("CONFAB_NODE").unwrap_or_else(|| "node".into())
 }
 
@@ -173,7 +173,7 @@ async fn run_scenario(
 }
 
 /// One browser scenario at a time: each runs a Chromium.
-async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+pub(crate) async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOCK.lock().await
 }

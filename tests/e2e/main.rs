@@ -2,6 +2,7 @@
 //! `socket.io-client` (through `tests/js/driver.mjs`) and by raw WebSocket
 //! clients for protocol edge cases.
 
+mod admin_ui;
 mod all_in_one;
 mod authz;
 mod bounds;

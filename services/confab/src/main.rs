@@ -3,6 +3,8 @@
 //! * `confab` (or `confab serve`): gateway on port 3000 and the membership
 //!   API on port 3100, on an in-process bus with SQLite.
 //! * `confab token USER`: prints a dev token for USER on stdout.
+//! * `confab admin-hash`: reads a password on stdin, prints its bcrypt hash
+//!   (for `admin.password_hash`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -36,10 +38,26 @@ enum Command {
         #[arg(long, default_value_t = 24 * 3600)]
         ttl: u64,
     },
+    /// Read a password on stdin (one line), print its bcrypt hash for
+    /// `admin.password_hash` (the Admin UI operator's password). Read from
+    /// stdin so that it never shows in `ps`.
+    AdminHash {
+        /// bcrypt cost (4 to 31).
+        #[arg(long, default_value_t = 12)]
+        cost: u32,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::AdminHash { cost }) = &cli.command {
+        let mut password = String::new();
+        std::io::stdin().read_line(&mut password)?;
+        let password = password.trim_end_matches(['\r', '\n']);
+        anyhow::ensure!(!password.is_empty(), "no password on stdin");
+        println!("{}", bcrypt::hash(password, *cost)?);
+        return Ok(());
+    }
     let loaded = confab::load_config(cli.config.as_deref())?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Token { user, ttl } => {
@@ -49,6 +67,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::AdminHash { .. } => Ok(()),
         Command::Serve => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(serve(loaded))

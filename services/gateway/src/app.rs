@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::admin::{Admin, Operate};
 use crate::config::{BusKind, GatewayConfig, MembershipKind};
 use crate::cors;
 use crate::engine::{Engine, EngineHooks};
@@ -202,6 +203,8 @@ struct AppState {
     metrics: Arc<Metrics>,
     presence: Arc<LocalPresence>,
     recovery: Option<Arc<Recovery>>,
+    /// The Admin UI's namespace, when on.
+    admin: Option<Arc<Admin>>,
     /// Session auth, when on (its breaker answers new handshakes).
     session: Option<SessionAuth>,
     config: Arc<GatewayConfig>,
@@ -306,6 +309,15 @@ impl App {
             config.presence.full_sync_every,
             gateway.clone(),
         );
+        // The cluster's NATS connection, when there is one: every gateway
+        // then shows in the Admin UI.
+        let admin = Admin::new(
+            &config.admin,
+            gateway.clone(),
+            Arc::clone(&hub),
+            Arc::clone(&metrics),
+            deps.forwarding.clone(),
+        );
         let handler = Arc::new(ConfabHandler::new(HandlerDeps {
             verifier,
             session: session.clone(),
@@ -323,7 +335,12 @@ impl App {
             history: deps.history,
             recovery: recovery.clone(),
             limits: config.limits.clone(),
+            admin: admin.clone(),
         }));
+        let operate: std::sync::Weak<dyn Operate> = {
+            let strong: Arc<dyn Operate> = handler.clone();
+            Arc::downgrade(&strong)
+        };
         let mut engine_config = config.engine.to_engine_config();
         engine_config.shutdown_spread = config.shutdown_spread;
         engine_config.connections_per_ip = config.limits.connections_per_ip;
@@ -336,6 +353,9 @@ impl App {
             Arc::clone(&metrics) as Arc<dyn EngineHooks>,
             gateway.as_str(),
         );
+        if let Some(admin) = &admin {
+            admin.wire(Arc::clone(engine.polling()), operate);
+        }
         if let Some(client) = deps.forwarding {
             let token = config.service_token_or_empty();
             let ping = engine.config().ping_interval;
@@ -366,6 +386,7 @@ impl App {
             metrics,
             presence,
             recovery,
+            admin,
             session,
             config: Arc::new(config),
             shutting_down: Arc::new(AtomicBool::new(false)),
@@ -456,7 +477,16 @@ impl App {
                 }
             }
         };
-        tokio::join!(serve, state.presence.run(shutdown.clone()), liveness);
+        let admin = {
+            let admin = state.admin.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                if let Some(a) = admin {
+                    a.run(shutdown).await;
+                }
+            }
+        };
+        tokio::join!(serve, state.presence.run(shutdown.clone()), liveness, admin);
         let grace = state.config.shutdown_grace;
         if !state.engine.drain(grace).await {
             tracing::warn!(
@@ -595,6 +625,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
+    let connected = state.hub.bus().status().connected;
+    state.metrics.bus_connected.set(i64::from(connected));
     (
         [(
             header::CONTENT_TYPE,

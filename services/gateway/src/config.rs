@@ -55,6 +55,61 @@ pub struct GatewayConfig {
     pub recovery: RecoverySettings,
     /// What one client may cost: its event budget, rooms, connections.
     pub limits: LimitSettings,
+    /// The Socket.IO Admin UI's `/admin` namespace (off unless configured).
+    pub admin: AdminSettings,
+}
+
+/// What the operator may do through the Admin UI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminMode {
+    /// Watch only: the UI offers no action and the gateway ignores any.
+    Readonly,
+    /// The UI's actions work too: make a socket join or leave a room (the
+    /// membership service still decides a join), disconnect a socket.
+    Actions,
+}
+
+/// The official Socket.IO Admin UI (`@socket.io/admin-ui`) connects to the
+/// `/admin` namespace with the operator's credentials and sees every
+/// gateway of the cluster (see `src/admin/`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Serve the `/admin` namespace. Needs `username` and `password_hash`.
+    pub enabled: bool,
+    /// The operator's user name.
+    pub username: String,
+    /// A bcrypt hash of the operator's password (`$2b$...`; e.g.
+    /// `htpasswd -nbBC 12 "" PASSWORD | cut -c2-`). Never logged.
+    pub password_hash: Option<Secret>,
+    /// `readonly` (default) or `actions`.
+    pub mode: AdminMode,
+    /// How often each gateway publishes its statistics and sockets.
+    #[serde(with = "confab_config::duration")]
+    pub stats_interval: Duration,
+    /// Most sockets one gateway lists per snapshot (the oldest first); the
+    /// rest are counted, not listed.
+    pub max_sockets: usize,
+    /// Most gateways one Admin UI shows (others are ignored).
+    pub max_gateways: usize,
+    /// Most Admin UI connections one gateway serves at once.
+    pub max_operators: usize,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            username: String::new(),
+            password_hash: None,
+            mode: AdminMode::Readonly,
+            stats_interval: Duration::from_secs(2),
+            max_sockets: 1000,
+            max_gateways: 64,
+            max_operators: 8,
+        }
+    }
 }
 
 /// What one client may cost the gateway (issue #12). Defaults are generous
@@ -322,6 +377,7 @@ impl Default for GatewayConfig {
             presence: PresenceSettings::default(),
             recovery: RecoverySettings::default(),
             limits: LimitSettings::default(),
+            admin: AdminSettings::default(),
         }
     }
 }
@@ -645,6 +701,36 @@ impl GatewayConfig {
         }
         if let Err(e) = self.bus.nats.validate() {
             return invalid("bus.nats", &e.to_string());
+        }
+        let a = &self.admin;
+        if a.enabled {
+            if a.username.is_empty() {
+                return invalid("admin.username", "required with admin.enabled = true");
+            }
+            match a.password_hash.as_ref() {
+                None => {
+                    return invalid(
+                        "admin.password_hash",
+                        "required with admin.enabled = true (a bcrypt hash, CONFAB_ADMIN__PASSWORD_HASH)",
+                    );
+                }
+                Some(h) if h.expose().parse::<bcrypt::HashParts>().is_err() => {
+                    return invalid("admin.password_hash", "is not a bcrypt hash ($2b$...)");
+                }
+                Some(_) => {}
+            }
+            if !(MS * 100..=SEC * 60).contains(&a.stats_interval) {
+                return invalid("admin.stats_interval", "must be between 100ms and 60s");
+            }
+            if !(1..=100_000).contains(&a.max_sockets) {
+                return invalid("admin.max_sockets", "must be between 1 and 100000");
+            }
+            if !(1..=10_000).contains(&a.max_gateways) {
+                return invalid("admin.max_gateways", "must be between 1 and 10000");
+            }
+            if !(1..=1000).contains(&a.max_operators) {
+                return invalid("admin.max_operators", "must be between 1 and 1000");
+            }
         }
         self.auth
             .validate()

@@ -4,6 +4,7 @@
 //! transport). The gateway authenticates the handshake with a JWT, puts the
 //! socket in its rooms, and fans room events out to sockets.
 //!
+//! * `admin`: the Socket.IO Admin UI's `/admin` namespace, cluster-wide.
 //! * `engine`: Engine.IO v4 / Socket.IO v5 server (protocol only).
 //! * `handler`: Confab's application on the engine: CONNECT in named steps
 //!   (`handler/connect.rs`), client events routed to their feature.
@@ -26,6 +27,7 @@
 //! what nothing uses. The public surface is what the all-in-one process
 //! (`services/confab`), the tests and the binaries use.
 
+mod admin;
 pub mod app;
 pub mod config;
 pub mod conformance;
@@ -42,7 +44,7 @@ mod reply;
 
 pub use app::{App, AppError, AppHandle, Deps};
 pub use config::GatewayConfig;
-pub use metrics::Metrics;
+pub use metrics::{Metrics, ReasonLabel};
 
 /// The membership port, for embedders that answer it in-process, and its
 /// in-memory adapter.

@@ -27,6 +27,9 @@ pub struct Metrics {
     pub connections: Gauge,
     /// Rooms with at least one local socket.
     pub rooms: Gauge,
+    /// Whether the bus (NATS, Redis) works now, as `/readyz` reports it:
+    /// set when `/metrics` is scraped.
+    pub bus_connected: Gauge,
     /// Socket.IO packets received.
     pub events_in: Counter,
     /// Frames written to clients.
@@ -101,6 +104,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("confab_gateway");
         let connections = Gauge::default();
         let rooms = Gauge::default();
+        let bus_connected = Gauge::default();
         let events_in = Counter::default();
         let events_out = Counter::default();
         let dropped = Family::<ReasonLabel, Counter>::default();
@@ -154,6 +158,11 @@ impl Metrics {
             connections.clone(),
         );
         registry.register("rooms", "Rooms with local members", rooms.clone());
+        registry.register(
+            "bus_connected",
+            "Whether the bus (NATS, Redis) works now (1) or not (0)",
+            bus_connected.clone(),
+        );
         registry.register("events_in", "Socket.IO packets received", events_in.clone());
         registry.register(
             "events_out",
@@ -177,6 +186,7 @@ impl Metrics {
             registry,
             connections,
             rooms,
+            bus_connected,
             events_in,
             events_out,
             dropped,

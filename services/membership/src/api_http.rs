@@ -73,12 +73,16 @@ use confab_contracts::{ApiError, Routes};
 pub struct HttpSettings {
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// `/readyz` is red while the projection lags the log by more events
+    /// than this; 0: never for lag.
+    pub ready_max_projection_lag: u64,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
             max_body_bytes: 256 * 1024,
+            ready_max_projection_lag: 10_000,
         }
     }
 }
@@ -91,6 +95,7 @@ struct HttpState {
     /// The service's endpoint table, answered on `/v1/rpc/{subject}` when
     /// set (deployments without NATS).
     rpc: Option<Routes>,
+    ready_max_projection_lag: u64,
 }
 
 /// The API's router (with its state), ready to serve or to nest in another
@@ -107,6 +112,7 @@ pub fn router(
         auth,
         history,
         rpc,
+        ready_max_projection_lag: settings.ready_max_projection_lag,
     };
     routes()
         .into_iter()
@@ -670,9 +676,16 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     let checkpoint = state.service.read_model().checkpoint().await;
     let last = state.service.store().last_seq().await;
     let health = state.service.health();
-    let ready = bus.connected && checkpoint.is_ok() && last.is_ok() && health.all_running();
+    let lag = match (&checkpoint, &last) {
+        (Ok(checkpoint), Ok(last)) => Some(projection_lag(*checkpoint, *last)),
+        _ => None,
+    };
+    let caught_up = lag.is_some_and(|lag| lag_ok(lag, state.ready_max_projection_lag));
+    let ready = bus.connected && caught_up && health.all_running();
     let body = json!({
         "ready": ready,
+        "projection_lag": lag,
+        "ready_max_projection_lag": state.ready_max_projection_lag,
         "bus": bus,
         "projections": health.states(),
         "projection_checkpoint": checkpoint.as_ref().ok(),
@@ -688,6 +701,16 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// Events of the log the projection has not applied yet.
+fn projection_lag(checkpoint: u64, last: u64) -> u64 {
+    last.saturating_sub(checkpoint)
+}
+
+/// Whether a lag keeps the service ready (`max` 0: any lag does).
+fn lag_ok(lag: u64, max: u64) -> bool {
+    max == 0 || lag <= max
+}
+
 /// `POST /v1/channels/{id}/{action}` for any other action: 404, before
 /// authentication (the path still has to be UTF-8).
 async fn unknown_channel_action(_: Path<(String, String)>) -> Response {
@@ -696,4 +719,20 @@ async fn unknown_channel_action(_: Path<(String, String)>) -> Response {
 
 async fn not_found() -> Response {
     HttpError(ApiError::new("not_found", "no such endpoint (see /v1/...)")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_follows_the_projection_lag() {
+        assert_eq!(projection_lag(90, 100), 10);
+        // A checkpoint ahead of the log (another log) is no lag here: the
+        // service refuses to start on it.
+        assert_eq!(projection_lag(120, 100), 0);
+        assert!(lag_ok(10, 10));
+        assert!(!lag_ok(11, 10));
+        assert!(lag_ok(1_000_000, 0), "0: lag never makes it red");
+    }
 }

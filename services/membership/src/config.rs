@@ -93,6 +93,11 @@ pub struct MembershipConfig {
     pub quotas: Quotas,
     /// The `@socket.io/redis-emitter` bridge (off by default).
     pub emitter: EmitterConfig,
+    /// `/readyz` is red while the membership projection is more than this
+    /// many events behind the event log (a restarted service catching up
+    /// gets no traffic until it nearly has). 0: lag never makes it red.
+    /// Default 10,000.
+    pub ready_max_projection_lag: u64,
 }
 
 impl Default for MembershipConfig {
@@ -112,6 +117,7 @@ impl Default for MembershipConfig {
             presence_ttl: Duration::from_secs(15),
             quotas: Quotas::default(),
             emitter: EmitterConfig::default(),
+            ready_max_projection_lag: 10_000,
         }
     }
 }
@@ -133,6 +139,7 @@ impl std::fmt::Debug for MembershipConfig {
             .field("presence_ttl", &self.presence_ttl)
             .field("quotas", &self.quotas)
             .field("emitter", &self.emitter)
+            .field("ready_max_projection_lag", &self.ready_max_projection_lag)
             .finish()
     }
 }
@@ -307,6 +314,7 @@ impl MembershipConfig {
     pub fn http_settings(&self) -> HttpSettings {
         HttpSettings {
             max_body_bytes: self.max_body_bytes,
+            ready_max_projection_lag: self.ready_max_projection_lag,
         }
     }
 }

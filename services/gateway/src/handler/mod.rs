@@ -22,6 +22,7 @@ use confab_events::{RoomId, UserId};
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::admin::{self, Admin, Operate};
 use crate::config::{CorsConfig, LimitSettings, MessageSettings};
 use crate::engine::{
     Accepted, ConnectRefusal, ConnectRequest, DisconnectReason, EngineHooks, EventOutcome, Expiry,
@@ -65,6 +66,16 @@ pub(crate) struct Session {
     after_connect: Option<connect::AfterConnect>,
 }
 
+/// What the engine keeps per socket: a chat client's session, or an
+/// Admin UI operator's (namespace `/admin`).
+#[derive(Debug)]
+pub(crate) enum AnySession {
+    /// A chat client (namespace `/`).
+    Chat(Box<Session>),
+    /// An operator; holds the session id to give the UI once connected.
+    Operator(Option<String>),
+}
+
 /// Everything the handler works with, given once when it is built.
 pub(crate) struct HandlerDeps {
     /// Checks handshake and refresh tokens.
@@ -91,6 +102,8 @@ pub(crate) struct HandlerDeps {
     pub(crate) recovery: Option<Arc<Recovery>>,
     /// What one client may cost.
     pub(crate) limits: LimitSettings,
+    /// The Admin UI's namespace, when on.
+    pub(crate) admin: Option<Arc<Admin>>,
 }
 
 /// The gateway's [`Handler`].
@@ -107,6 +120,8 @@ pub(crate) struct ConfabHandler {
     limits: LimitSettings,
     /// Sockets per user on this gateway.
     per_user: Arc<Counter<UserId>>,
+    /// The Admin UI's namespace, when on.
+    admin: Option<Arc<Admin>>,
 }
 
 /// The client events that have a name the gateway serves (anything else
@@ -153,6 +168,7 @@ impl ConfabHandler {
             history,
             recovery,
             limits,
+            admin,
         } = deps;
         let access = Arc::new(AccessCache::new(Arc::clone(&membership), access));
         hub.observe(Arc::clone(&access) as _);
@@ -173,6 +189,7 @@ impl ConfabHandler {
             presence,
             history,
             recovery,
+            admin,
         }
     }
 
@@ -330,31 +347,124 @@ impl ConfabHandler {
 }
 
 #[async_trait]
+impl Operate for ConfabHandler {
+    async fn admin_join(
+        &self,
+        socket: &SocketRef,
+        user: &UserId,
+        room: &str,
+    ) -> Result<(), String> {
+        let req = RoomRequest::Name(room.to_owned());
+        if let Err(reply) = self.room_for_one_more(socket, user, &req) {
+            return Err(format!("{reply:?}"));
+        }
+        membership::join(&self.access, &self.hub, socket, user, &req)
+            .await
+            .map(|_| ())
+            .map_err(|reply| format!("{reply:?}"))
+    }
+
+    async fn admin_leave(
+        &self,
+        socket: &SocketRef,
+        user: &UserId,
+        room: &str,
+    ) -> Result<(), String> {
+        let req = RoomRequest::Name(room.to_owned());
+        membership::leave(&self.hub, socket, user, &req)
+            .map(|_| ())
+            .map_err(|reply| format!("{reply:?}"))
+    }
+}
+
+impl ConfabHandler {
+    /// An operator's CONNECT on `/admin`.
+    async fn connect_operator(
+        &self,
+        admin: &Admin,
+        req: ConnectRequest<'_>,
+    ) -> Result<Accepted<AnySession>, ConnectRefusal> {
+        match admin.authenticate(req.auth).await {
+            Ok(session) => Ok(Accepted {
+                session: AnySession::Operator(session),
+                pid: None,
+                expires_at: None,
+            }),
+            Err(admin::Refused(message)) => {
+                self.metrics.handshake_failed("admin_refused");
+                Err(ConnectRefusal {
+                    message,
+                    data: None,
+                    retry: false,
+                })
+            }
+        }
+    }
+
+    /// An operator's event: an action, answered if it asked for an ack.
+    async fn operator_event(&self, admin: &Admin, event: IncomingEvent) -> EventOutcome {
+        let result = admin.on_operator_event(&event.name, &event.args).await;
+        match result {
+            Ok(()) => Reply::ok(&serde_json::json!({ "ok": true })).into(),
+            Err(message) => Reply::error(Code::Forbidden, message).into(),
+        }
+    }
+}
+
+#[async_trait]
 impl Handler for ConfabHandler {
-    type Session = Session;
+    type Session = AnySession;
 
     fn has_namespace(&self, nsp: &str) -> bool {
-        nsp == "/"
+        nsp == "/" || (nsp == admin::NSP && self.admin.is_some())
     }
 
     async fn on_connect(
         &self,
         socket: &SocketRef,
         req: ConnectRequest<'_>,
-    ) -> Result<Accepted<Session>, ConnectRefusal> {
-        self.connect(socket, req).await
+    ) -> Result<Accepted<AnySession>, ConnectRefusal> {
+        if let (admin::NSP, Some(admin)) = (socket.nsp(), &self.admin) {
+            return self.connect_operator(admin, req).await;
+        }
+        let remote = req.remote.map(|r| r.ip());
+        let accepted = self.connect(socket, req).await?;
+        if let Some(admin) = &self.admin {
+            admin.socket_connected(socket, &accepted.session.user, remote);
+        }
+        Ok(Accepted {
+            session: AnySession::Chat(Box::new(accepted.session)),
+            pid: accepted.pid,
+            expires_at: accepted.expires_at,
+        })
     }
 
-    async fn on_connected(&self, socket: &SocketRef, session: &mut Session) {
-        self.after_connected(socket, session).await;
+    async fn on_connected(&self, socket: &SocketRef, session: &mut AnySession) {
+        match session {
+            AnySession::Chat(session) => self.after_connected(socket, session).await,
+            AnySession::Operator(id) => {
+                if let Some(admin) = &self.admin {
+                    admin.operator_connected(socket, id.take());
+                }
+            }
+        }
     }
 
     async fn on_event(
         &self,
         socket: &SocketRef,
-        session: &mut Session,
+        session: &mut AnySession,
         event: IncomingEvent,
     ) -> EventOutcome {
+        let session = match session {
+            AnySession::Chat(session) => session,
+            AnySession::Operator(_) => {
+                return match &self.admin {
+                    Some(admin) => self.operator_event(admin, event).await,
+                    None => EventOutcome::default(),
+                };
+            }
+        };
         // One budget for every event but sends, which have their own
         // limits (so typing never costs a message its place).
         if event.name != names::MESSAGE_SEND
@@ -368,7 +478,10 @@ impl Handler for ConfabHandler {
         }
     }
 
-    async fn on_expired(&self, _socket: &SocketRef, session: &mut Session) -> Expiry {
+    async fn on_expired(&self, _socket: &SocketRef, session: &mut AnySession) -> Expiry {
+        let AnySession::Chat(session) = session else {
+            return Expiry::Disconnect(None);
+        };
         let (code, message) = match &session.credentials {
             identity::Credentials::Jwt => (
                 "token_expired",
@@ -393,8 +506,24 @@ impl Handler for ConfabHandler {
         )))
     }
 
-    async fn on_disconnect(&self, socket: &SocketRef, session: Session, reason: DisconnectReason) {
-        let mut session = session;
+    async fn on_disconnect(
+        &self,
+        socket: &SocketRef,
+        session: AnySession,
+        reason: DisconnectReason,
+    ) {
+        let mut session = match session {
+            AnySession::Chat(session) => session,
+            AnySession::Operator(_) => {
+                if let Some(admin) = &self.admin {
+                    admin.operator_disconnected(socket);
+                }
+                return;
+            }
+        };
+        if let Some(admin) = &self.admin {
+            admin.socket_disconnected(socket.conn());
+        }
         if let (Some(recovery), Some(tracked)) = (&self.recovery, session.recovery.take()) {
             recovery.ended(tracked, &reason).await;
         }
