@@ -22,8 +22,8 @@
 //! | `GET /v1/rooms/{room}/members` | | [`MembersOfResponse`] (members of the room, or trusted) |
 //! | `GET /v1/rooms/{room}/members/{user}` | | [`IsMemberResponse`] (the user, members, or trusted) |
 //! | `POST /v1/emit` | [`EmitRequest`](confab_contracts::membership::EmitRequest) | [`EmitResponse`] (service token only) |
-//! | `GET /healthz`, `GET /readyz` | | liveness, readiness (red while a projection fails or stopped, named under `projections`) |
-//! | `GET /metrics` | | Prometheus text: `confab_membership_projection_up{projection}`, `confab_membership_history_trimmed_total` |
+//! | `GET /healthz`, `GET /readyz` | | liveness, readiness (red while a projection fails or stopped, named under `projections`, or a log reader is more than 1 s behind its log, named under `behind`; `lag` gives each one's `events` and `seconds`) |
+//! | `GET /metrics` | | Prometheus text: `confab_membership_projection_up{projection}`, `confab_membership_projection_lag_events{projection}`, `confab_membership_projection_lag_seconds{projection}`, `confab_membership_history_trimmed_total` |
 //!
 //! Command bodies may carry `"actor"` (service token only). Commands answer
 //! [`ExecuteResponse`]. Errors answer [`ErrorBody`](confab_contracts::ErrorBody) with the status of
@@ -590,11 +590,18 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     let checkpoint = state.service.read_model().checkpoint().await;
     let last = state.service.store().last_seq().await;
     let health = state.service.health();
-    let ready = bus.connected && checkpoint.is_ok() && last.is_ok() && health.all_running();
+    let behind = health.behind();
+    let ready = bus.connected
+        && checkpoint.is_ok()
+        && last.is_ok()
+        && health.all_running()
+        && behind.is_empty();
     let body = json!({
         "ready": ready,
         "bus": bus,
         "projections": health.states(),
+        "lag": health.lags(),
+        "behind": behind,
         "projection_checkpoint": checkpoint.as_ref().ok(),
         "projection_error": checkpoint.as_ref().err().map(ToString::to_string),
         "log_last_seq": last.as_ref().ok(),
