@@ -9,6 +9,8 @@ mod browser;
 mod client_package;
 mod cluster;
 mod conformance;
+mod fault_rig;
+mod faults;
 mod gateway;
 mod history;
 mod limits;
