@@ -62,7 +62,9 @@ pub(super) async fn connect(
                 let _ = events_tx.try_send(event);
             }
         })
-        .connect(servers.as_str())
+        // One address per server: the client parses a `str` as a single
+        // URL, so a comma-separated list (a cluster) failed to connect.
+        .connect(servers.split(',').collect::<Vec<&str>>())
         .await
         .map_err(|e| BusError::Unavailable(format!("cannot connect to NATS at {url}: {e}")))?;
     check_server_version(&client.server_info().version, url)?;
