@@ -63,10 +63,19 @@ config-table:
     CONFAB_BLESS=1 cargo test -p confab --test config_table
 
 # Builds first, starts only what is not running, waits until all is ready;
-# DATABASE_URL=postgres://... keeps the membership projections in Postgres.
+# DATABASE_URL=postgres://... keeps the membership projections in Postgres;
+# CONFAB_NATS_NODES=3 runs a 3-node JetStream cluster (replicas 3).
 # Start a local cluster: nats-server (JetStream), membership, two gateways.
 up:
     bash deploy/local/cluster.sh up
+
+# The fault suite, slow and combined faults included (a 3-node JetStream
+# cluster, nats + gateway killed together, ...): real processes, careful
+# clients, a checker; the figures are appended to REPORT (issue #16).
+chaos REPORT="tests/faults/report.md":
+    mkdir -p "$(dirname "{{REPORT}}")"
+    CONFAB_FAULTS_REPORT="$(realpath -m "{{REPORT}}")" cargo test -p confab-tests --test e2e faults -- --include-ignored --test-threads 1 --nocapture
+    cargo test -p confab-membership --test nats_restart -- --nocapture
 
 # Stop the local cluster gracefully (logs and data stay in .run/).
 down:

@@ -32,6 +32,11 @@
 #
 # Knobs (read by `up`; later commands use what `up` recorded):
 #   CONFAB_NATS_PORT (4250), CONFAB_NATS_MONITOR_PORT (8250),
+#   CONFAB_NATS_NODES (1, or 3: a JetStream cluster of three nats-servers,
+#   nats, nats-2, nats-3, on the NATS and monitoring ports + 0, 1, 2, routed
+#   on the NATS port + 100, 101, 102, stores .run/nats, .run/nats-2,
+#   .run/nats-3; streams ROOMS and MEMBERSHIP and the KV buckets at 3
+#   replicas),
 #   CONFAB_MEMBERSHIP_PORT (3100), CONFAB_GATEWAY_PORTS ("3001 3002"),
 #   CONFAB_NATS_SERVER (a nats-server >= 2.10 instead of the provisioned
 #   one), CONFAB_PYTHON (python3), DATABASE_URL (Postgres for the
@@ -85,6 +90,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 # The settings `up` uses: the environment's, else the defaults.
 NATS_PORT="${CONFAB_NATS_PORT:-4250}"          # 4222 may hold an older system server
 NATS_MONITOR_PORT="${CONFAB_NATS_MONITOR_PORT:-8250}"
+NATS_NODES="${CONFAB_NATS_NODES:-1}"
 MEMBERSHIP_PORT="${CONFAB_MEMBERSHIP_PORT:-3100}"
 read -r -a GATEWAY_PORTS <<<"${CONFAB_GATEWAY_PORTS:-3001 3002}"
 BUS="${CONFAB_BUS:-nats}"
@@ -106,12 +112,14 @@ load_state() {
   [ -f "$STATE" ] || return 1
   local NATS_PORT_S NATS_MONITOR_PORT_S MEMBERSHIP_PORT_S GATEWAY_PORTS_S DB_URL_S NATS_BIN_S
   local BUS_S=nats REDIS_PORT_S=6380
+  local NATS_NODES_S=1
   # shellcheck disable=SC1090
   . "$STATE"
   BUS="$BUS_S"
   REDIS_PORT="$REDIS_PORT_S"
   NATS_PORT="$NATS_PORT_S"
   NATS_MONITOR_PORT="$NATS_MONITOR_PORT_S"
+  NATS_NODES="$NATS_NODES_S"
   MEMBERSHIP_PORT="$MEMBERSHIP_PORT_S"
   read -r -a GATEWAY_PORTS <<<"$GATEWAY_PORTS_S"
   DB_URL="$DB_URL_S"
@@ -124,6 +132,7 @@ save_state() {
     {
       printf 'NATS_PORT_S=%q\n' "$NATS_PORT"
       printf 'NATS_MONITOR_PORT_S=%q\n' "$NATS_MONITOR_PORT"
+      printf 'NATS_NODES_S=%q\n' "$NATS_NODES"
       printf 'MEMBERSHIP_PORT_S=%q\n' "$MEMBERSHIP_PORT"
       printf 'GATEWAY_PORTS_S=%q\n' "${GATEWAY_PORTS[*]}"
       printf 'DB_URL_S=%q\n' "$DB_URL"
@@ -142,6 +151,7 @@ validate_settings() {
     [[ "$p" =~ ^[0-9]+$ ]] && [ "$p" -ge 1 ] && [ "$p" -le 65535 ] || die "invalid port '$p'"
   done
   [ "${#GATEWAY_PORTS[@]}" -ge 1 ] || die "CONFAB_GATEWAY_PORTS names no port"
+  case "$NATS_NODES" in 1 | 3) ;; *) die "CONFAB_NATS_NODES must be 1 or 3 (got '$NATS_NODES')" ;; esac
   case "$DB_URL" in
     sqlite:* | postgres://* | postgresql://*) ;;
     *) die "DATABASE_URL must be a postgres:// URL (got a '${DB_URL%%:*}:' URL)" ;;
@@ -157,9 +167,26 @@ db_label() {
   esac
 }
 
+# The nats-server nodes: nats, then nats-2 and nats-3 in a 3-node cluster.
+nats_names() {
+  echo nats
+  [ "$NATS_NODES" = 3 ] && { echo nats-2; echo nats-3; }
+  return 0
+}
+
+# Node NAME's index from 0 (its ports are the base ports + it).
+nats_index() { case "$1" in nats) echo 0 ;; *) echo $((${1#nats-} - 1)) ;; esac; }
+
+# Every node's client URL, comma separated (what the services connect to).
+nats_urls() {
+  local name urls=""
+  for name in $(nats_names); do urls="${urls:+$urls,}nats://127.0.0.1:$((NATS_PORT + $(nats_index "$name")))"; done
+  echo "$urls"
+}
+
 service_names() {
   local i
-  if [ "$BUS" = redis ]; then echo redis; else echo nats; fi
+  if [ "$BUS" = redis ]; then echo redis; else nats_names; fi
   echo membership
   for i in $(seq 1 "${#GATEWAY_PORTS[@]}"); do echo "gateway-$i"; done
 }
@@ -170,7 +197,7 @@ service_names() {
 # runs it (pids get reused).
 program_of() {
   case "$1" in
-    nats) echo nats-server ;;
+    nats | nats-*) echo nats-server ;;
     redis) echo redis-server ;;
     membership) echo confab-membership ;;
     gateway-*) echo confab-gateway ;;
@@ -414,6 +441,8 @@ up() {
     if [ "${#running[@]}" -gt 0 ]; then
       [ "$want_ports" = "$NATS_PORT $NATS_MONITOR_PORT $MEMBERSHIP_PORT ${GATEWAY_PORTS[*]}" ] ||
         warn "the cluster already runs on other ports ($NATS_PORT $NATS_MONITOR_PORT $MEMBERSHIP_PORT ${GATEWAY_PORTS[*]}); keeping them ('just down' first to change)"
+      [ "${CONFAB_NATS_NODES:-$NATS_NODES}" = "$NATS_NODES" ] ||
+        warn "NATS already runs with $NATS_NODES node(s); keeping them ('just down' first to change)"
       [ "$want_db" = "$DB_URL" ] ||
         warn "membership already uses $(db_label); keeping it ('just down' first to switch databases)"
       [ "$want_bus" = "$BUS" ] ||
@@ -423,6 +452,7 @@ up() {
       REDIS_PORT="$want_redis_port"
       NATS_PORT="${CONFAB_NATS_PORT:-4250}"
       NATS_MONITOR_PORT="${CONFAB_NATS_MONITOR_PORT:-8250}"
+      NATS_NODES="${CONFAB_NATS_NODES:-1}"
       MEMBERSHIP_PORT="${CONFAB_MEMBERSHIP_PORT:-3100}"
       GATEWAY_PORTS=("${want_gw[@]}")
       DB_URL="$want_db"
@@ -451,7 +481,11 @@ up() {
   if [ "$BUS" = redis ]; then
     alive redis || require_free "$REDIS_PORT" "Redis"
   else
-    alive nats || { require_free "$NATS_PORT" "NATS client"; require_free "$NATS_MONITOR_PORT" "NATS monitoring"; }
+    local node idx
+    for node in $(nats_names); do
+      idx="$(nats_index "$node")"
+      alive "$node" || { require_free "$((NATS_PORT + idx))" "$node client"; require_free "$((NATS_MONITOR_PORT + idx))" "$node monitoring"; }
+    done
   fi
   alive membership || require_free "$MEMBERSHIP_PORT" "membership HTTP API"
   local i=0 port
@@ -460,7 +494,9 @@ up() {
     alive "gateway-$i" || require_free "$port" "gateway-$i"
   done
 
-  local nats_url="nats://127.0.0.1:$NATS_PORT"
+  local nats_url; nats_url="$(nats_urls)"
+  # Streams and KV buckets replicated on every node of a cluster.
+  local replicas="$NATS_NODES"
   local service_token; service_token="$(secret service-token)"
   local jwt_secret; jwt_secret="$(secret jwt-secret)"
   # The Admin UI's operator (`just admin`): a generated password, its
@@ -483,24 +519,42 @@ up() {
   nats_membership="$(secret nats-membership-password)"
   nats_app="$(secret nats-app-password)"
 
-  if alive nats; then
-    say "nats already running (pid $(pid_of nats))"
-  else
-    rm -f "$RUN/nats.pid"
-    require_free "$NATS_PORT" "NATS client"
-    require_free "$NATS_MONITOR_PORT" "NATS monitoring"
-    mkdir -p "$RUN/nats"
-    say "starting nats-server on $NATS_PORT"
+  local routes="" started_nats=()
+  if [ "$NATS_NODES" = 3 ]; then
+    for node in $(nats_names); do
+      routes="${routes:+$routes,}nats://127.0.0.1:$((NATS_PORT + 100 + $(nats_index "$node")))"
+    done
+  fi
+  for node in $(nats_names); do
+    idx="$(nats_index "$node")"
+    if alive "$node"; then
+      say "$node already running (pid $(pid_of "$node"))"
+      continue
+    fi
+    rm -f "$RUN/$node.pid"
+    require_free "$((NATS_PORT + idx))" "$node client"
+    require_free "$((NATS_MONITOR_PORT + idx))" "$node monitoring"
+    mkdir -p "$RUN/$node"
+    local -a cluster_args=(-n confab-local)
+    if [ "$NATS_NODES" = 3 ]; then
+      cluster_args=(-n "confab-local-$((idx + 1))" --cluster_name confab-local
+        --cluster "nats://127.0.0.1:$((NATS_PORT + 100 + idx))" --routes "$routes")
+    fi
+    say "starting $node (nats-server) on $((NATS_PORT + idx))"
     # Only the cluster's users get in, each with its permissions.
-    start nats \
+    start "$node" \
       "CONFAB_NATS_GATEWAY_PASSWORD=$nats_gateway" \
       "CONFAB_NATS_MEMBERSHIP_PASSWORD=$nats_membership" \
       "CONFAB_NATS_APP_PASSWORD=$nats_app" \
-      -- "$NATS_BIN" -c "$NATS_AUTH_CONF" -js -a 127.0.0.1 -p "$NATS_PORT" \
-      -m "$NATS_MONITOR_PORT" -sd "$RUN/nats" -n confab-local
-    # /healthz answers 200 once JetStream is up.
-    wait_ready nats "http://127.0.0.1:$NATS_MONITOR_PORT/healthz" "$NATS_READY_SECS"
-  fi
+      -- "$NATS_BIN" -c "$NATS_AUTH_CONF" -js -a 127.0.0.1 -p "$((NATS_PORT + idx))" \
+      -m "$((NATS_MONITOR_PORT + idx))" -sd "$RUN/$node" "${cluster_args[@]}"
+    started_nats+=("$node")
+  done
+  # /healthz answers 200 once JetStream is up (in a cluster: once it has
+  # a meta leader, so every node is started before waiting).
+  for node in ${started_nats[@]+"${started_nats[@]}"}; do
+    wait_ready "$node" "http://127.0.0.1:$((NATS_MONITOR_PORT + $(nats_index "$node")))/healthz" "$NATS_READY_SECS"
+  done
 
   if alive membership; then
     say "membership already running (pid $(pid_of membership))"
@@ -513,6 +567,7 @@ up() {
       "CONFAB_LISTEN=127.0.0.1:$MEMBERSHIP_PORT" \
       "CONFAB_DATABASE_URL=$DB_URL" \
       "CONFAB_NATS__URL=$nats_url" \
+      "CONFAB_NATS__REPLICAS=$replicas" \
       "CONFAB_NATS__NAME=membership" \
       "CONFAB_NATS__USER=confab-membership" \
       "CONFAB_NATS__PASSWORD=$nats_membership" \
@@ -541,6 +596,7 @@ up() {
       "CONFAB_LISTEN=127.0.0.1:$port" \
       "CONFAB_BUS__KIND=nats" \
       "CONFAB_BUS__NATS__URL=$nats_url" \
+      "CONFAB_BUS__NATS__REPLICAS=$replicas" \
       "CONFAB_BUS__NATS__NAME=$name" \
       "CONFAB_BUS__NATS__USER=confab-gateway" \
       "CONFAB_BUS__NATS__PASSWORD=$nats_gateway" \
@@ -724,7 +780,7 @@ down() {
   for f in "$RUN"/gateway-*.pid; do [ -e "$f" ] && gateways+=("$(basename "$f" .pid)"); done
   [ "${#gateways[@]}" -gt 0 ] && stop_group "${gateways[@]}"
   stop_group membership
-  stop_group nats
+  stop_group nats nats-2 nats-3
   stop_group redis
   for f in "$RUN"/*.pid; do [ -e "$f" ] && stop_group "$(basename "$f" .pid)"; done
   say "cluster stopped (logs and data kept in .run/)"
@@ -735,7 +791,7 @@ status() {
   local name ok=0 pid port i=0
   for name in $(service_names); do
     case "$name" in
-      nats) port="$NATS_PORT" ;;
+      nats | nats-*) port="$((NATS_PORT + $(nats_index "$name")))" ;;
       redis) port="$REDIS_PORT" ;;
       membership) port="$MEMBERSHIP_PORT" ;;
       gateway-*) port="${GATEWAY_PORTS[$((${name#gateway-} - 1))]}" ;;
@@ -758,7 +814,9 @@ status() {
       ok=1
     fi
   else
-    ready_line nats "http://127.0.0.1:$NATS_MONITOR_PORT/healthz" || ok=1
+    for name in $(nats_names); do
+      ready_line "$name" "http://127.0.0.1:$((NATS_MONITOR_PORT + $(nats_index "$name")))/healthz" || ok=1
+    done
   fi
   ready_line membership "http://127.0.0.1:$MEMBERSHIP_PORT/readyz" || ok=1
   for port in "${GATEWAY_PORTS[@]}"; do
@@ -822,6 +880,7 @@ urls() {
   if [ "$BUS" = redis ]; then
     say "Redis:       redis://127.0.0.1:$REDIS_PORT (password in .run/redis-password; AOF in .run/redis/; no NATS)"
   else
+    [ "$NATS_NODES" = 3 ] && say "NATS:        3-node JetStream cluster $(nats_urls), replicas 3"
     say "NATS:        nats://127.0.0.1:$NATS_PORT (monitoring http://127.0.0.1:$NATS_MONITOR_PORT; users confab-gateway, confab-membership, confab-app, passwords in .run/nats-*-password)"
   fi
   say "Membership:  http://127.0.0.1:$MEMBERSHIP_PORT (service token in .run/service-token; projections in $(db_label))"

@@ -1,4 +1,5 @@
-//! The membership service as its own process for end-to-end tests (like
+//! The membership service as its own process for end-to-end tests that
+//! kill it or trace it (like
 //! `confab-membership`, whose binary a test of this package cannot name):
 //! configured by `CONFAB_*` variables, telemetry from the standard `OTEL_*`
 //! ones; prints `listening ADDR` on stdout once bound (set

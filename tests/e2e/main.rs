@@ -11,6 +11,8 @@ mod client_package;
 mod cluster;
 mod conformance;
 mod emitter;
+mod fault_rig;
+mod faults;
 mod gateway;
 mod history;
 mod limits;

@@ -26,7 +26,7 @@ use crate::support::*;
 const T: Duration = Duration::from_secs(15);
 
 /// A TCP forwarder in front of the gateways.
-struct Proxy {
+pub struct Proxy {
     addr: SocketAddr,
     target: Arc<Mutex<Option<SocketAddr>>>,
     cut: watch::Sender<u64>,
@@ -34,7 +34,7 @@ struct Proxy {
 }
 
 impl Proxy {
-    async fn start(target: SocketAddr) -> Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let target = Arc::new(Mutex::new(Some(target)));
@@ -74,17 +74,17 @@ impl Proxy {
         }
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Where new connections go; `None` refuses them.
-    fn point_to(&self, target: Option<SocketAddr>) {
+    pub fn point_to(&self, target: Option<SocketAddr>) {
         *self.target.lock().unwrap() = target;
     }
 
     /// Breaks every connection going through (both ends see it close).
-    fn cut(&self) {
+    pub fn cut(&self) {
         self.cut.send_modify(|n| *n += 1);
     }
 }
@@ -96,7 +96,7 @@ impl Drop for Proxy {
 }
 
 /// A reconnecting client, as apps configure socket.io-client.
-fn reconnecting(token: &str) -> Value {
+pub fn reconnecting(token: &str) -> Value {
     json!({
         "transports": ["websocket"],
         "auth": { "token": token },

@@ -8,6 +8,10 @@
 //!   dependencies are installed once with `npm ci` ([`node_modules`]).
 //! * [`client_package`]: the client package `clients/js`, installed and
 //!   built; [`npm_ci`] for the other npm packages of the repository.
+//! * [`NatsCluster`]: a JetStream cluster of such servers (3 for replicas
+//!   3), each killable, restartable and pausable (SIGSTOP).
+//! * [`PostgresServer`]: a PostgreSQL of the test's own (`initdb` in a
+//!   temporary directory, free port) to stop and start under a service.
 //! * [`RedisServer`]: a `redis-server` (from `PATH`) on a free port with a
 //!   temporary data directory, killed on drop; restartable.
 //! * [`stream_messages`]: what a JetStream stream holds.
@@ -26,13 +30,15 @@ mod jetstream;
 mod nats;
 mod node;
 mod npm;
+mod postgres;
 mod redis;
 
 pub use better_auth::{BetterAuthApp, SignedIn, better_auth_dir, better_auth_modules};
 pub use jetstream::stream_messages;
-pub use nats::{NATS_SERVER_VERSION, NatsServer, nats_server_binary};
+pub use nats::{NATS_SERVER_VERSION, NatsCluster, NatsServer, nats_server_binary};
 pub use node::{NodeClient, js_dir, node_modules};
 pub use npm::{client_package, client_package_dir, npm, npm_ci};
+pub use postgres::PostgresServer;
 pub use redis::RedisServer;
 
 /// The Cargo workspace root (two levels above this crate's manifest).

@@ -275,6 +275,34 @@ impl NatsServer {
         }
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Pauses the process (SIGSTOP): its sockets stay open but it answers
+    /// nothing, like a server behind a partition. Does nothing when it is
+    /// not running.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Resumes a [`pause`](Self::pause)d process (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        if let Some(pid) = self.pid() {
+            let status = Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(pid.to_string())
+                .status()
+                .unwrap_or_else(|err| panic!("cannot run kill -{name} {pid}: {err}"));
+            assert!(status.success(), "kill -{name} {pid} failed: {status}");
+        }
+    }
+
     /// Kills the server if it is running and starts it again on the same
     /// ports with the same store, waiting until it accepts connections.
     ///
@@ -400,8 +428,142 @@ impl std::fmt::Debug for NatsServer {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
+        // A paused process ignores SIGKILL until... it does not: SIGKILL
+        // works on stopped processes, but resume first so that it exits
+        // at once and its log is complete.
+        self.resume();
         self.kill();
         // `dir` (store and log) is removed by TempDir's own Drop.
+    }
+}
+
+/// How long a starting cluster may take to elect a JetStream meta leader.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A JetStream cluster of real `nats-server` processes on 127.0.0.1, routed
+/// to each other on free cluster ports, each with its own temporary store.
+/// Each node is a [`NatsServer`]: it can be killed, restarted (same ports,
+/// same store) and paused. Dropping the cluster kills every node.
+///
+/// ```no_run
+/// let cluster = confab_test_support::NatsCluster::start(3);
+/// let urls = cluster.urls(); // nats://127.0.0.1:A,nats://127.0.0.1:B,...
+/// # let _ = urls;
+/// ```
+pub struct NatsCluster {
+    nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes (at least 3 for JetStream replicas 3) named
+    /// `n1`, `n2`, ... in cluster `confab`, and waits until every node
+    /// knows the JetStream meta leader.
+    ///
+    /// # Panics
+    ///
+    /// When a node does not start or no leader is elected in time.
+    pub fn start(size: usize) -> NatsCluster {
+        assert!(size >= 1, "a cluster needs a node");
+        let cluster_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes = cluster_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = cluster_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                NatsServer::start_with_args(&[
+                    "--cluster_name".to_owned(),
+                    "confab".to_owned(),
+                    "--cluster".to_owned(),
+                    format!("nats://127.0.0.1:{port}"),
+                    "--routes".to_owned(),
+                    routes.clone(),
+                    "-n".to_owned(),
+                    format!("n{}", i + 1),
+                ])
+            })
+            .collect();
+        let cluster = NatsCluster { nodes };
+        cluster.wait_for_leader();
+        cluster
+    }
+
+    /// Waits until every running node reports the same JetStream meta
+    /// leader.
+    ///
+    /// # Panics
+    ///
+    /// When that takes longer than 30 s.
+    pub fn wait_for_leader(&self) {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        loop {
+            if self.leader().is_some() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no JetStream meta leader within {CLUSTER_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The name of the JetStream meta leader (`n1`, ...) when every node
+    /// that answers agrees on one.
+    pub fn leader(&self) -> Option<String> {
+        let mut leader: Option<String> = None;
+        for node in &self.nodes {
+            let addr = SocketAddr::from(([127, 0, 0, 1], node.monitor_port()));
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+                continue;
+            }
+            let jsz = node.monitor_json("/jsz");
+            let name = jsz["meta_cluster"]["leader"].as_str()?.to_owned();
+            if name.is_empty() || leader.as_ref().is_some_and(|l| *l != name) {
+                return None;
+            }
+            leader = Some(name);
+        }
+        leader
+    }
+
+    /// Every node's client URL, comma separated (what a client's server
+    /// list takes).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Node `i` (0-based).
+    pub fn node(&self, i: usize) -> &NatsServer {
+        &self.nodes[i]
+    }
+
+    /// Node `i` (0-based), to kill, restart, pause or resume it.
+    pub fn node_mut(&mut self, i: usize) -> &mut NatsServer {
+        &mut self.nodes[i]
+    }
+
+    /// How many nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether it has no node (never, see [`start`](Self::start)).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+}
+
+impl std::fmt::Debug for NatsCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.nodes).finish()
     }
 }
 

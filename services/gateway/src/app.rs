@@ -125,9 +125,14 @@ impl Deps {
                 nats_client = Some(bus.client().clone());
                 forwarding = nats_client.clone();
                 if r.enabled {
-                    let store = NatsSessions::open(bus.jetstream(), r.window, r.session_max_age)
-                        .await
-                        .map_err(|e| AppError::Bus(e.to_string()))?;
+                    let store = NatsSessions::open(
+                        bus.jetstream(),
+                        r.window,
+                        r.session_max_age,
+                        bus.config().replicas,
+                    )
+                    .await
+                    .map_err(|e| AppError::Bus(e.to_string()))?;
                     sessions = Some(Arc::new(store));
                 }
                 Arc::new(bus)

@@ -23,8 +23,8 @@
 //! | `GET /v1/rooms/{room}/members/{user}` | | [`IsMemberResponse`] (the user, members, or trusted) |
 //! | `POST /v1/emit` | [`EmitRequest`](confab_contracts::membership::EmitRequest) | [`EmitResponse`] (service token only) |
 //! | `POST /v1/rpc/{subject}` | the endpoint's request | its response: the NATS endpoint table over HTTP, for gateways on a deployment without NATS (`bus.kind = "redis"`; 404 otherwise; service token only) |
-//! | `GET /healthz`, `GET /readyz` | | liveness, readiness (red while a projection fails or stopped, named under `projections`) |
-//! | `GET /metrics` | | Prometheus text: `confab_membership_projection_up{projection}`, `confab_membership_history_trimmed_total`, `confab_membership_commands_total{command,outcome}`, `confab_membership_projection_lag_events{projection}` / `_lag_seconds`, `confab_membership_presence_users{status}`, `confab_membership_presence_gateways`, `confab_membership_bus_connected{bus}`, `confab_membership_emitter_messages_total{kind,outcome}`, `confab_membership_emitter_lease_held` |
+//! | `GET /healthz`, `GET /readyz` | | liveness, readiness (red while a projection fails or stopped, named under `projections`, while a log reader is more than 1 s behind its log, named under `behind` — `lag` gives each one's `events` and `seconds` —, or the membership projection is more than `ready_max_projection_lag` events behind) |
+//! | `GET /metrics` | | Prometheus text: `confab_membership_projection_up{projection}`, `confab_membership_projection_lag_events{projection}`, `confab_membership_projection_lag_seconds{projection}`, `confab_membership_history_trimmed_total`, `confab_membership_commands_total{command,outcome}`, `confab_membership_presence_users{status}`, `confab_membership_presence_gateways`, `confab_membership_bus_connected{bus}`, `confab_membership_emitter_messages_total{kind,outcome}`, `confab_membership_emitter_lease_held` |
 //!
 //! Command bodies may carry `"actor"` (service token only). Commands answer
 //! [`ExecuteResponse`]. Errors answer [`ErrorBody`](confab_contracts::ErrorBody) with the status of
@@ -609,24 +609,13 @@ async fn emit(State(state): State<HttpState>, mut call: Call) -> HttpResult {
     .into_response())
 }
 
-/// The metrics; the logs' last sequences are read now (each bounded by
-/// [`SCRAPE_READ`]: a slow store leaves its lag out rather than the scrape).
+/// The metrics (the lags are measured in the background, `health.rs`).
 async fn metrics(State(state): State<HttpState>) -> Response {
     let service = &state.service;
-    let membership_head = tokio::time::timeout(SCRAPE_READ, service.store().last_seq());
-    let history_head = tokio::time::timeout(SCRAPE_READ, service.bus().log_info());
-    let (membership_head, history_head) = tokio::join!(membership_head, history_head);
-    let mut scrape = Scrape::default();
-    if let Ok(Ok(seq)) = membership_head {
-        scrape.heads.insert(crate::sql::PROJECTION_NAME, seq);
-    }
-    if let Ok(Ok(log)) = history_head {
-        scrape
-            .heads
-            .insert(crate::history::HISTORY_PROJECTION, log.last_seq);
-    }
     let bus = service.bus().status();
-    scrape.bus = Some((bus.kind, bus.connected));
+    let scrape = Scrape {
+        bus: Some((bus.kind, bus.connected)),
+    };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         service.health().metrics_with(&scrape),
@@ -634,8 +623,6 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         .into_response()
 }
 
-/// Longest wait for a log's last sequence during a scrape.
-const SCRAPE_READ: std::time::Duration = std::time::Duration::from_secs(2);
 /// `POST /v1/rpc/{subject}`: one call of the endpoint table (the same
 /// handlers as the NATS API), service token only; the answer is the
 /// endpoint's response, or its refusal with the code's status.
@@ -681,13 +668,16 @@ async fn readyz(State(state): State<HttpState>) -> Response {
         _ => None,
     };
     let caught_up = lag.is_some_and(|lag| lag_ok(lag, state.ready_max_projection_lag));
-    let ready = bus.connected && caught_up && health.all_running();
+    let behind = health.behind();
+    let ready = bus.connected && caught_up && health.all_running() && behind.is_empty();
     let body = json!({
         "ready": ready,
         "projection_lag": lag,
         "ready_max_projection_lag": state.ready_max_projection_lag,
         "bus": bus,
         "projections": health.states(),
+        "lag": health.lags(),
+        "behind": behind,
         "projection_checkpoint": checkpoint.as_ref().ok(),
         "projection_error": checkpoint.as_ref().err().map(ToString::to_string),
         "log_last_seq": last.as_ref().ok(),

@@ -35,8 +35,8 @@ use crate::api_nats::{self, NatsApi};
 use crate::auth::Authenticator;
 use crate::config::{BusKind, MembershipConfig};
 use crate::emitter::{EmitterBridge, EmitterConfig};
-use crate::health::ProjectionState;
-use crate::history::{CheckError, HISTORY_PROJECTION, History, HistoryProjector};
+use crate::health::{LagSource, LastSeq, ProjectionState};
+use crate::history::{CheckError, History, HistoryProjector};
 use crate::jetstream_store::JetStreamEventStore;
 use crate::notifier::Notifier;
 use crate::presence::PresenceTracker;
@@ -298,6 +298,7 @@ impl MembershipCore {
             trigger.cancel();
         });
         let mut tasks = Vec::new();
+        let lag_sources = self.lag_sources();
         let projector = self.projector.clone();
         let store = Arc::clone(&self.store);
         let token = stop.clone();
@@ -359,24 +360,45 @@ impl MembershipCore {
         tasks.push(tokio::spawn(async move {
             history_projector.run(token.cancelled_owned()).await;
         }));
-        // Each projection's progress, for the lag metrics.
-        for (name, mut progress) in [
-            (PROJECTION_NAME, self.projector.subscribe()),
-            (HISTORY_PROJECTION, self.history_projector.subscribe()),
-        ] {
-            let (health, token) = (self.service.health().clone(), stop.clone());
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let seq = *progress.borrow_and_update();
-                    health.progressed(name, seq);
-                    tokio::select! {
-                        () = token.cancelled() => return,
-                        changed = progress.changed() => if changed.is_err() { return },
-                    }
-                }
-            }));
-        }
+        tasks.push(tokio::spawn(crate::health::watch_lags(
+            self.service.health().clone(),
+            lag_sources,
+            stop.clone().cancelled_owned(),
+        )));
         Ok(CoreHandle { stop, tasks })
+    }
+
+    /// The log readers whose lag readiness and metrics report: the
+    /// membership projector and the notifier (on the membership log) and
+    /// the history projector (on the room log).
+    fn lag_sources(&self) -> Vec<LagSource> {
+        let membership_last = |store: Arc<dyn EventStore>| -> LastSeq {
+            Box::new(move || {
+                let store = Arc::clone(&store);
+                Box::pin(async move { store.last_seq().await.ok() })
+            })
+        };
+        let bus = Arc::clone(self.service.bus());
+        vec![
+            LagSource {
+                name: PROJECTION_NAME,
+                position: self.projector.subscribe(),
+                last: membership_last(Arc::clone(&self.store)),
+            },
+            LagSource {
+                name: "notifier",
+                position: self.notifier.subscribe(),
+                last: membership_last(Arc::clone(&self.store)),
+            },
+            LagSource {
+                name: crate::history::HISTORY_PROJECTION,
+                position: self.history_projector.subscribe(),
+                last: Box::new(move || {
+                    let bus = Arc::clone(&bus);
+                    Box::pin(async move { bus.log_info().await.ok().map(|l| l.last_seq) })
+                }),
+            },
+        ]
     }
 
     /// [`start`](Self::start), then waits until everything stopped.

@@ -7,14 +7,128 @@
 //! frozen while queries and authorization go on answering from it: the
 //! service must say so, so that an orchestrator takes it out of rotation and
 //! an operator is paged.
+//!
+//! A projection that runs but lags (its consumer was lost and not yet
+//! noticed, its database is slow) serves stale data just the same: every
+//! [`LAG_SAMPLE`] [`watch_lags`] compares each log reader's position with
+//! its log's last sequence, and readiness turns red while one is more than
+//! [`MAX_READY_LAG`] behind. The lag in seconds is the time since the
+//! service first saw the log hold the oldest event the reader has not
+//! reached (so it counts from the first sample after an outage, not from
+//! the event's append).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Readiness is red while a log reader is further behind than this.
+pub const MAX_READY_LAG: Duration = Duration::from_secs(1);
+
+/// How often [`watch_lags`] measures.
+pub const LAG_SAMPLE: Duration = Duration::from_millis(250);
+
+/// Most appends a [`LagClock`] remembers (older ones are merged).
+const MAX_MARKS: usize = 256;
+
+/// How far one log reader is behind its log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Lag {
+    /// Events in the log it has not reached.
+    pub events: u64,
+    /// Since when the oldest of them was seen in the log, seconds.
+    pub seconds: f64,
+}
+
+/// Remembers when the log was first seen to reach which sequence, to tell
+/// how long the oldest unread event has waited.
+#[derive(Debug, Default)]
+pub struct LagClock {
+    /// `(sequence, first seen at)`, sequences increasing.
+    marks: VecDeque<(u64, Instant)>,
+}
+
+impl LagClock {
+    /// The lag of a reader at `position` of a log whose last sequence is
+    /// `last`, at `now`.
+    pub fn observe(&mut self, last: u64, position: u64, now: Instant) -> Lag {
+        while self.marks.front().is_some_and(|&(seq, _)| seq <= position) {
+            self.marks.pop_front();
+        }
+        if last > position && self.marks.back().is_none_or(|&(seq, _)| seq < last) {
+            if self.marks.len() < MAX_MARKS {
+                self.marks.push_back((last, now));
+            } else if let Some(newest) = self.marks.back_mut() {
+                // Bounded: the newest mark stretches to `last`; the oldest
+                // (which the lag is measured from) stays exact.
+                newest.0 = last;
+            }
+        }
+        Lag {
+            events: last.saturating_sub(position),
+            seconds: self
+                .marks
+                .front()
+                .map_or(0.0, |&(_, at)| (now - at).as_secs_f64()),
+        }
+    }
+}
+
+/// Reads a log's last sequence (`None`: cannot now).
+pub type LastSeq = Box<dyn Fn() -> BoxFuture<'static, Option<u64>> + Send + Sync>;
+
+/// A log reader whose lag [`watch_lags`] measures.
+pub struct LagSource {
+    /// Its name in readiness and metrics.
+    pub name: &'static str,
+    /// The last sequence it has dealt with.
+    pub position: watch::Receiver<u64>,
+    /// Its log's last sequence.
+    pub last: LastSeq,
+}
+
+impl std::fmt::Debug for LagSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LagSource")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Measures every source's lag each [`LAG_SAMPLE`] into `health` until
+/// `shutdown`. A log that cannot be read (its server is down) counts with
+/// the last sequence read, so a lag goes on growing through an outage.
+pub async fn watch_lags(
+    health: Health,
+    sources: Vec<LagSource>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut state: Vec<(LagClock, u64)> = sources.iter().map(|_| Default::default()).collect();
+    let mut tick = tokio::time::interval(LAG_SAMPLE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.as_mut() => return,
+            _ = tick.tick() => {}
+        }
+        for (source, (clock, last)) in sources.iter().zip(state.iter_mut()) {
+            if let Ok(Some(read)) = tokio::time::timeout(LAG_SAMPLE, (source.last)()).await {
+                *last = (*last).max(read);
+            }
+            let position = *source.position.borrow();
+            let lag = clock.observe(*last, position, Instant::now());
+            health.set_lag(source.name, lag);
+        }
+    }
+}
 
 /// What one projection is doing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,13 +152,12 @@ pub enum ProjectionState {
 #[derive(Debug, Default)]
 struct Inner {
     states: Mutex<BTreeMap<&'static str, ProjectionState>>,
+    lags: Mutex<BTreeMap<&'static str, Lag>>,
     trimmed: AtomicU64,
     emitter: Arc<EmitterStats>,
     /// Commands by (command, outcome): both from fixed sets (command
     /// names, error codes), so the map stays small.
     commands: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    /// Each projection's last sequence and when it last advanced.
-    progress: Mutex<BTreeMap<&'static str, (u64, Instant)>>,
     /// Users online, users away, gateways reporting (presence tracker).
     presence: [AtomicU64; 3],
 }
@@ -112,13 +225,9 @@ impl EmitterStats {
     }
 }
 
-/// What `/metrics` asks at scrape time: each log's last sequence and the
-/// bus's state.
+/// What `/metrics` asks at scrape time: the bus's state.
 #[derive(Debug, Clone, Default)]
 pub struct Scrape {
-    /// The last sequence of the log each projection follows, by projection
-    /// (absent: could not be read now).
-    pub heads: BTreeMap<&'static str, u64>,
     /// The bus's kind (`nats`, `in-process`, ...) and whether it is
     /// connected.
     pub bus: Option<(&'static str, bool)>,
@@ -140,6 +249,30 @@ impl Health {
         }
     }
 
+    /// Records how far log reader `name` is behind.
+    pub fn set_lag(&self, name: &'static str, lag: Lag) {
+        let mut lags = self.inner.lags.lock().unwrap_or_else(|p| p.into_inner());
+        lags.insert(name, lag);
+    }
+
+    /// Every measured log reader's lag.
+    pub fn lags(&self) -> BTreeMap<&'static str, Lag> {
+        self.inner
+            .lags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The log readers more than [`MAX_READY_LAG`] behind.
+    pub fn behind(&self) -> Vec<&'static str> {
+        self.lags()
+            .into_iter()
+            .filter(|(_, lag)| lag.seconds > MAX_READY_LAG.as_secs_f64())
+            .map(|(name, _)| name)
+            .collect()
+    }
+
     /// Counts one refusal of a tail because the log was trimmed past the
     /// checkpoint.
     pub fn count_trimmed(&self) {
@@ -154,19 +287,6 @@ impl Health {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         *commands.entry((command, outcome)).or_default() += 1;
-    }
-
-    /// Records that projection `name` reached sequence `seq` (of its log).
-    pub fn progressed(&self, name: &'static str, seq: u64) {
-        let mut progress = self
-            .inner
-            .progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let entry = progress.entry(name).or_insert((0, Instant::now()));
-        if seq > entry.0 || entry.0 == 0 {
-            *entry = (seq, Instant::now());
-        }
     }
 
     /// The presence tracker's counts: users online, users away, gateways
@@ -218,46 +338,6 @@ impl Health {
                 "confab_membership_commands_total{{command=\"{command}\",outcome=\"{outcome}\"}} {n}"
             );
         }
-        let progress = self
-            .inner
-            .progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let lags: Vec<(&str, u64, Duration)> = progress
-            .iter()
-            .filter_map(|(name, (seq, at))| {
-                let head = *scrape.heads.get(name)?;
-                let events = head.saturating_sub(*seq);
-                let behind = if events > 0 {
-                    at.elapsed()
-                } else {
-                    Duration::ZERO
-                };
-                Some((*name, events, behind))
-            })
-            .collect();
-        out.push_str(
-            "# HELP confab_membership_projection_lag_events Events of its log the projection has not applied yet.\n\
-             # TYPE confab_membership_projection_lag_events gauge\n",
-        );
-        for (name, events, _) in &lags {
-            let _ = writeln!(
-                out,
-                "confab_membership_projection_lag_events{{projection=\"{name}\"}} {events}"
-            );
-        }
-        out.push_str(
-            "# HELP confab_membership_projection_lag_seconds How long the projection has been behind its log without applying anything (0 when caught up).\n\
-             # TYPE confab_membership_projection_lag_seconds gauge\n",
-        );
-        for (name, _, behind) in &lags {
-            let _ = writeln!(
-                out,
-                "confab_membership_projection_lag_seconds{{projection=\"{name}\"}} {:.3}",
-                behind.as_secs_f64()
-            );
-        }
         let [online, away, gateways] = self
             .inner
             .presence
@@ -299,6 +379,29 @@ impl Health {
                 "confab_membership_projection_up{{projection=\"{name}\"}} {up}"
             );
         }
+        let lags = self.lags();
+        out.push_str(
+            "# HELP confab_membership_projection_lag_events Events of its log a reader (projection, notifier) has not reached.\n\
+             # TYPE confab_membership_projection_lag_events gauge\n",
+        );
+        for (name, lag) in &lags {
+            let _ = writeln!(
+                out,
+                "confab_membership_projection_lag_events{{projection=\"{name}\"}} {}",
+                lag.events
+            );
+        }
+        out.push_str(
+            "# HELP confab_membership_projection_lag_seconds How long the oldest event a reader has not reached has been in its log.\n\
+             # TYPE confab_membership_projection_lag_seconds gauge\n",
+        );
+        for (name, lag) in &lags {
+            let _ = writeln!(
+                out,
+                "confab_membership_projection_lag_seconds{{projection=\"{name}\"}} {:.3}",
+                lag.seconds
+            );
+        }
         let _ = write!(
             out,
             "# HELP confab_membership_history_trimmed_total Tails of the room log refused because retention dropped messages the history projection had not read.\n\
@@ -315,39 +418,33 @@ impl Health {
 mod tests {
     use super::*;
 
-    fn value(metrics: &str, series: &str) -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{series} in:\n{metrics}"))
+    #[test]
+    fn lag_counts_from_when_the_oldest_unread_event_was_seen() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut clock = LagClock::default();
+        assert_eq!(clock.observe(5, 5, t0), Lag::default());
+        // Events 6..=8 appear at t0+1; the reader is still at 5.
+        assert_eq!(clock.observe(8, 5, t0 + s).seconds, 0.0);
+        // Event 9 at t0+2: the oldest unread (6) has waited 1 s.
+        let lag = clock.observe(9, 5, t0 + 2 * s);
+        assert_eq!((lag.events, lag.seconds), (4, 1.0));
+        // The reader reached 8: the oldest unread (9) was seen at t0+2.
+        let lag = clock.observe(9, 8, t0 + 3 * s);
+        assert_eq!((lag.events, lag.seconds), (1, 1.0));
+        assert_eq!(clock.observe(9, 9, t0 + 4 * s), Lag::default());
     }
 
     #[test]
-    fn lag_is_the_distance_to_the_head_and_the_time_without_progress() {
-        let health = Health::default();
-        health.progressed("history", 5);
-        std::thread::sleep(Duration::from_millis(30));
-        let scrape = Scrape {
-            heads: [("history", 8)].into(),
-            bus: Some(("nats", true)),
-        };
-        let m = health.metrics_with(&scrape);
-        let events = r#"confab_membership_projection_lag_events{projection="history"}"#;
-        let seconds = r#"confab_membership_projection_lag_seconds{projection="history"}"#;
-        assert_eq!(value(&m, events), 3.0);
-        assert!(value(&m, seconds) >= 0.03, "{m}");
-        assert_eq!(
-            value(&m, r#"confab_membership_bus_connected{bus="nats"}"#),
-            1.0
-        );
-
-        health.progressed("history", 8);
-        let m = health.metrics_with(&scrape);
-        assert_eq!(value(&m, events), 0.0);
-        assert_eq!(value(&m, seconds), 0.0);
-
-        // A head that could not be read leaves the lag out.
-        let m = health.metrics_with(&Scrape::default());
-        assert!(!m.contains("lag_events{"), "{m}");
+    fn lag_marks_are_bounded() {
+        let t0 = Instant::now();
+        let mut clock = LagClock::default();
+        for i in 1..=10_000u64 {
+            clock.observe(i, 0, t0 + Duration::from_millis(i));
+        }
+        assert!(clock.marks.len() <= MAX_MARKS);
+        let lag = clock.observe(10_000, 0, t0 + Duration::from_secs(20));
+        assert_eq!(lag.events, 10_000);
+        assert!((lag.seconds - 19.999).abs() < 1e-6, "{lag:?}");
     }
 }

@@ -60,7 +60,9 @@ pub const MAX_BATCH_ITEMS: usize = 256;
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
 const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Short: a failure is often a lost consumer or a restarted server that is
+/// back a moment later, and a retry costs one query.
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// A failure of a history call; [`code`](Self::code) is the wire code.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -372,6 +374,8 @@ impl HistoryProjector {
         loop {
             let result = async {
                 let from = self.check_log().await? + 1;
+                // Known progress from the start (lag is measured against it).
+                self.signal(from - 1);
                 let mut tail = self.bus.tail(from).await.map_err(|e| match e {
                     BusError::Trimmed(what) => CheckError::Trimmed(trimmed_reason(from - 1, &what)),
                     e => CheckError::Unavailable(e.to_string()),

@@ -13,7 +13,12 @@
 //! * **load** reads the aggregate's last sequence (a stream message get by
 //!   subject), then replays the subject with an ordered consumer up to it.
 //! * **tail** is an ordered consumer over `membership.events.>` from a
-//!   start sequence; it recreates itself across reconnects and gaps.
+//!   start sequence; it recreates itself across gaps and missed heartbeats
+//!   (pulls expire after [`TAIL_EXPIRES`], heartbeats at half of it). Made
+//!   by [`JetStreamEventStore::from_bus`], it also ends with
+//!   [`StoreError::Unavailable`] when the bus's client reconnects (a
+//!   restarted server forgot the consumer), so that its reader resumes from
+//!   its checkpoint within a moment rather than after missed heartbeats.
 //! * **last_seq** is the stream's last sequence.
 //!
 //! Dedup of retried appends holds within the stream's duplicate window
@@ -47,6 +52,10 @@ pub use confab_bus::subjects::{MEMBERSHIP_STREAM, MEMBERSHIP_WILDCARD};
 /// How many events after a stale expected version a conflicting append
 /// looks through for its own earlier copy (a retry).
 const MAX_RETRY_SCAN: usize = 64;
+
+/// How long a tail's pull requests live (its idle heartbeats come at half
+/// of it: a lost consumer is recreated after two missed ones).
+const TAIL_EXPIRES: Duration = Duration::from_secs(2);
 
 /// Longest a load may take before the store is reported unavailable.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -86,6 +95,8 @@ pub fn stream_config(nats: &NatsConfig) -> stream::Config {
 pub struct JetStreamEventStore {
     js: jetstream::Context,
     stream: stream::Stream,
+    /// The bus's reconnect signal (see [`NatsBus::reconnects`]).
+    reconnects: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl JetStreamEventStore {
@@ -96,7 +107,9 @@ impl JetStreamEventStore {
         bus.ensure_stream(stream_config(bus.config()))
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Self::open(bus.jetstream().clone(), None).await
+        let mut store = Self::open(bus.jetstream().clone(), None).await?;
+        store.reconnects = Some(bus.reconnects());
+        Ok(store)
     }
 
     /// Uses the `MEMBERSHIP` stream on `client`'s server, creating it with
@@ -134,7 +147,11 @@ impl JetStreamEventStore {
                 "stream {MEMBERSHIP_STREAM} exists with subjects {subjects:?}, which do not cover {MEMBERSHIP_WILDCARD}"
             )));
         }
-        Ok(Self { js, stream })
+        Ok(Self {
+            js,
+            stream,
+            reconnects: None,
+        })
     }
 
     fn parse(seq: u64, payload: &[u8]) -> Result<Stored, StoreError> {
@@ -208,12 +225,14 @@ impl JetStreamEventStore {
         &self,
         filter: String,
         deliver_policy: consumer::DeliverPolicy,
+        max_expires: Duration,
     ) -> Result<(consumer::pull::Ordered, String), StoreError> {
         let consumer = self
             .stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: filter,
                 deliver_policy,
+                max_expires,
                 ..Default::default()
             })
             .await
@@ -302,7 +321,9 @@ impl EventStore for JetStreamEventStore {
         if last == 0 {
             return Ok(Vec::new());
         }
-        let (mut messages, consumer) = self.ordered(subject, consumer::DeliverPolicy::All).await?;
+        let (mut messages, consumer) = self
+            .ordered(subject, consumer::DeliverPolicy::All, Duration::ZERO)
+            .await?;
         let read = async {
             let mut out = Vec::new();
             while let Some(m) = messages.next().await {
@@ -339,30 +360,52 @@ impl EventStore for JetStreamEventStore {
         &self,
         from_seq: u64,
     ) -> Result<BoxStream<'static, Result<Stored, StoreError>>, StoreError> {
+        // Taken before the consumer exists: a reconnect from now on may
+        // have lost it.
+        let reconnects = self.reconnects.clone().map(|mut r| {
+            r.mark_unchanged();
+            r
+        });
         let (messages, _) = self
             .ordered(
                 MEMBERSHIP_WILDCARD.to_owned(),
                 consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: from_seq.max(1),
                 },
+                TAIL_EXPIRES,
             )
             .await?;
-        Ok(messages
-            .map(|m| {
-                let m = m.map_err(|e| unavailable("tail interrupted", e))?;
-                let seq = m
-                    .info()
-                    .map_err(|e| unavailable("message without JetStream metadata", e))?
-                    .stream_sequence;
-                let mut stored = Self::parse(seq, &m.payload)?;
-                stored.traceparent = m
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get(HEADER_TRACEPARENT))
-                    .map(|v| v.as_str().to_owned());
-                Ok(stored)
-            })
-            .boxed())
+        let reconnected = futures::stream::once(async move {
+            let changed = match reconnects {
+                Some(mut r) => r.changed().await.is_ok(),
+                None => false,
+            };
+            if !changed {
+                // Nothing to watch: the consumer's own heartbeats remain.
+                futures::future::pending::<()>().await;
+            }
+            Err::<Stored, _>(StoreError::Unavailable(
+                "NATS reconnected: the tail's consumer may be lost; resume from the checkpoint"
+                    .into(),
+            ))
+        });
+        let events = messages.map(|m| {
+            let m = m.map_err(|e| unavailable("tail interrupted", e))?;
+            let seq = m
+                .info()
+                .map_err(|e| unavailable("message without JetStream metadata", e))?
+                .stream_sequence;
+            let mut stored = Self::parse(seq, &m.payload)?;
+            stored.traceparent = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(HEADER_TRACEPARENT))
+                .map(|v| v.as_str().to_owned());
+            Ok(stored)
+        });
+        // The projector and the notifier end their session at the first
+        // error and resume from their checkpoints.
+        Ok(futures::stream::select(events, reconnected).boxed())
     }
 
     async fn last_seq(&self) -> Result<u64, StoreError> {

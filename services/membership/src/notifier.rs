@@ -59,6 +59,9 @@ use crate::store::{EventStore, StoreError};
 /// reports it).
 const PROJECTION_WAIT: Duration = Duration::from_secs(5);
 
+/// Longest pause between two attempts to follow the log or to publish.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
 /// The checkpoint row name [`SqlCheckpoint`](crate::sql::SqlCheckpoint)
 /// uses by default.
 pub const NOTIFIER_CHECKPOINT: &str = "membership-notifier";
@@ -257,7 +260,9 @@ impl Notifier {
                 () = &mut shutdown => break,
                 () = tokio::time::sleep(retry) => {}
             }
-            retry = (retry * 2).min(Duration::from_secs(5));
+            // Short: a failure is often a restarted server that is back a
+            // moment later.
+            retry = (retry * 2).min(RETRY_MAX);
         }
         if let Some(seq) = last
             && let Err(e) = self.checkpoint.save(seq).await
@@ -370,7 +375,7 @@ impl Notifier {
                 () = shutdown.as_mut() => return false,
                 () = tokio::time::sleep(retry) => {}
             }
-            retry = (retry * 2).min(Duration::from_secs(5));
+            retry = (retry * 2).min(RETRY_MAX);
         }
     }
 }

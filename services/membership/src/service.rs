@@ -375,8 +375,12 @@ impl MembershipService {
                     }
                 }
             }
+            // One read-your-writes bound for both waits: while the
+            // projection is down, the notifier waits for it too, and the
+            // two waits in a row made a command answer only after twice it.
+            let deadline = tokio::time::Instant::now() + self.settings.read_your_writes;
             outcome.projected = self.wait_projected(last).await;
-            self.wait_announced(last).await;
+            self.wait_announced(last, deadline).await;
             Ok(outcome)
         }
         .instrument(span)
@@ -772,12 +776,12 @@ impl MembershipService {
 
     /// Waits until the notifier announced `seq` (bounded; logged when it
     /// did not: the command stands, gateways hear of it later).
-    async fn wait_announced(&self, seq: u64) {
+    async fn wait_announced(&self, seq: u64, deadline: tokio::time::Instant) {
         let Some(mut announced) = self.announced.clone() else {
             return;
         };
         let wait = announced.wait_for(|at| *at >= seq);
-        match tokio::time::timeout(self.settings.read_your_writes, wait).await {
+        match tokio::time::timeout_at(deadline, wait).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => {}
             Err(_) => {

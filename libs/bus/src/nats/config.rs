@@ -57,7 +57,9 @@ pub struct NatsConfig {
     /// Client connection name, shown by the server's monitoring
     /// (`/connz`). Default `confab`.
     pub name: String,
-    /// Replicas of the streams in a JetStream cluster (1 to 5). Default 1.
+    /// Replicas in a JetStream cluster (1 to 5) of the streams (`ROOMS`;
+    /// the membership service's `MEMBERSHIP`) and of the gateways' recovery
+    /// KV buckets. Default 1; 3 on a 3-node cluster.
     pub replicas: usize,
     /// Messages buffered per room subscription before the client drops
     /// (and the bus later repairs) them. Default 65 536.

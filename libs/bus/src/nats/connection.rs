@@ -31,13 +31,14 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 const SLOW_CONSUMER_DEBOUNCE: Duration = Duration::from_secs(1);
 
 /// Connects to the servers of `cfg` (`url`: their redacted list, for
-/// messages) and checks the server's version. Returns the client and the
+/// messages) and checks the server's version. Returns the client, the
 /// re-check signal, bumped after every (re)connect and (debounced)
-/// slow-consumer warning.
+/// slow-consumer warning, and the reconnect signal, bumped after every
+/// (re)connect only.
 pub(super) async fn connect(
     cfg: &NatsConfig,
     url: &str,
-) -> Result<(Client, watch::Receiver<u64>), BusError> {
+) -> Result<(Client, watch::Receiver<u64>, watch::Receiver<u64>), BusError> {
     let (events_tx, events_rx) = mpsc::channel::<Event>(256);
     // Credentials written in the URL are handed over as options: the
     // client would otherwise show them in its debug logs (the server
@@ -61,13 +62,21 @@ pub(super) async fn connect(
                 let _ = events_tx.try_send(event);
             }
         })
-        .connect(servers.as_str())
+        // One address per server: the client parses a `str` as a single
+        // URL, so a comma-separated list (a cluster) failed to connect.
+        .connect(servers.split(',').collect::<Vec<&str>>())
         .await
         .map_err(|e| BusError::Unavailable(format!("cannot connect to NATS at {url}: {e}")))?;
     check_server_version(&client.server_info().version, url)?;
     let (recheck_tx, recheck) = watch::channel(0u64);
-    tokio::spawn(watch_events(events_rx, recheck_tx, url.to_owned()));
-    Ok((client, recheck))
+    let (reconnects_tx, reconnects) = watch::channel(0u64);
+    tokio::spawn(watch_events(
+        events_rx,
+        recheck_tx,
+        reconnects_tx,
+        url.to_owned(),
+    ));
+    Ok((client, recheck, reconnects))
 }
 
 /// Connect options with the configured credentials and TLS settings
@@ -184,13 +193,23 @@ fn check_server_version(version: &str, url: &str) -> Result<(), BusError> {
     }
 }
 
-/// Turns client events into "look for missed messages" signals.
-async fn watch_events(mut events: mpsc::Receiver<Event>, recheck: watch::Sender<u64>, url: String) {
+/// Turns client events into "look for missed messages" signals, and
+/// (re)connects into reconnect signals.
+async fn watch_events(
+    mut events: mpsc::Receiver<Event>,
+    recheck: watch::Sender<u64>,
+    reconnects: watch::Sender<u64>,
+    url: String,
+) {
     let signal = || recheck.send_modify(|n| *n = n.wrapping_add(1));
     while let Some(event) = events.recv().await {
         match event {
             Event::Connected => {
                 tracing::info!(%url, "NATS connected");
+                // A restarted server lost every ephemeral consumer: tails
+                // resume from their checkpoints at once instead of waiting
+                // for missed heartbeats.
+                reconnects.send_modify(|n| *n = n.wrapping_add(1));
                 signal();
             }
             Event::Disconnected => tracing::warn!(%url, "NATS disconnected; reconnecting"),

@@ -117,6 +117,20 @@ pub(super) async fn ordered_consumer(
     start: u64,
     max_batch: i64,
 ) -> Result<(stream::Stream<()>, Ordered), String> {
+    ordered_consumer_expiring(js, filter, start, max_batch, Duration::ZERO).await
+}
+
+/// [`ordered_consumer`] whose pull requests expire after `max_expires`
+/// (zero: the client's default, 30 s). The client asks for idle heartbeats
+/// at half the expiry and recreates the consumer after two missed ones, so
+/// a short expiry bounds how long a lost consumer goes unnoticed.
+pub(super) async fn ordered_consumer_expiring(
+    js: &jetstream::Context,
+    filter: Filter,
+    start: u64,
+    max_batch: i64,
+    max_expires: Duration,
+) -> Result<(stream::Stream<()>, Ordered), String> {
     let stream = js
         .get_stream_no_info(ROOMS_STREAM)
         .await
@@ -133,6 +147,7 @@ pub(super) async fn ordered_consumer(
                 start_sequence: start,
             },
             max_batch,
+            max_expires,
             ..Default::default()
         })
         .await

@@ -115,7 +115,7 @@ impl NatsBus {
     pub async fn connect(cfg: NatsConfig) -> Result<NatsBus, BusError> {
         cfg.validate()?;
         let url = confab_config::redact_url(&cfg.url);
-        let (client, recheck) = connection::connect(&cfg, &url).await?;
+        let (client, recheck, reconnects) = connection::connect(&cfg, &url).await?;
         let jetstream = jetstream::new(client.clone());
         let bus = NatsBus {
             inner: Arc::new(Inner {
@@ -124,6 +124,7 @@ impl NatsBus {
                 url,
                 counters: Counters::default(),
                 recheck,
+                reconnects,
                 user_rooms: SharedFeed::new(
                     format!("{ROOMS_LIVE_PREFIX}.{}.*", RoomKind::User.as_str()),
                     cfg.subscription_capacity,
@@ -160,6 +161,14 @@ impl NatsBus {
     /// The underlying NATS client (core NATS), for other services.
     pub fn client(&self) -> &async_nats::Client {
         &self.inner.client
+    }
+
+    /// A signal bumped after every (re)connect of the client. A restarted
+    /// nats-server has lost every ephemeral consumer, so a reader of the
+    /// log (a tail) ends its consumer and resumes from its own checkpoint
+    /// when it changes, instead of waiting for missed heartbeats.
+    pub fn reconnects(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.reconnects.clone()
     }
 
     /// The JetStream context (e.g. for the membership log in stream

@@ -30,6 +30,9 @@ pub(super) struct Inner {
     /// Bumped after every (re)connect and (debounced) slow-consumer warning:
     /// subscriptions then look for messages they missed.
     pub(super) recheck: watch::Receiver<u64>,
+    /// Bumped after every (re)connect: tails end so that their callers
+    /// resume from their checkpoints ([`tail`](super::tail)).
+    pub(super) reconnects: watch::Receiver<u64>,
     /// The shared subscription of user rooms (see
     /// [`NatsConfig::shared_user_rooms`]).
     pub(super) user_rooms: SharedFeed,

@@ -3,7 +3,13 @@
 //! then new ones as they are stored.
 //!
 //! The feed ends at its first error so that the caller (e.g. the message
-//! history projection) resumes from its own checkpoint. Messages outside
+//! history projection) resumes from its own checkpoint. A lost consumer is
+//! noticed promptly: the feed ends with an error as soon as the client
+//! reconnects (a restarted nats-server has forgotten every ephemeral
+//! consumer), and the consumer's pulls expire after [`TAIL_EXPIRES`], so a
+//! consumer that vanished without a reconnect (deleted, or its server
+//! paused in a cluster) misses its idle heartbeats within about two seconds
+//! and is recreated by the client. Messages outside
 //! the room subjects or without a valid event are skipped (and counted, see
 //! [`codec`](super::codec)).
 //!
@@ -14,6 +20,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 
@@ -22,6 +29,10 @@ use super::log::{self, Filter};
 use super::state::Inner;
 use crate::subjects::ROOMS_PUBLISH_WILDCARD;
 use crate::{BusError, BusTail};
+
+/// How long the tail's pull requests live; idle heartbeats come at half
+/// of it (see [`log::ordered_consumer_expiring`]).
+const TAIL_EXPIRES: Duration = Duration::from_secs(2);
 
 /// Every stored room message from `from_seq` on, then live.
 pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, BusError> {
@@ -38,11 +49,16 @@ pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, Bu
         )));
     }
     let max_batch = log::batch_size(inner.config.subscription_capacity, usize::MAX);
-    let (_, consumer) = log::ordered_consumer(
+    // Taken before the consumer exists: a reconnect from now on may have
+    // lost it.
+    let mut reconnects = inner.reconnects.clone();
+    reconnects.mark_unchanged();
+    let (_, consumer) = log::ordered_consumer_expiring(
         &inner.jetstream,
         Filter::One(ROOMS_PUBLISH_WILDCARD.to_owned()),
         from_seq,
         max_batch,
+        TAIL_EXPIRES,
     )
     .await
     .map_err(|e| unavailable(&e))?;
@@ -61,6 +77,17 @@ pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, Bu
             stored_item(&message, seq, &inner.counters).map(Ok)
         }
     });
+    let reconnected = futures::stream::once(async move {
+        if reconnects.changed().await.is_err() {
+            // The connection is gone for good: nothing to watch.
+            futures::future::pending::<()>().await;
+        }
+        Err(BusError::Unavailable(
+            "NATS reconnected: the tail's consumer may be lost; resume from the checkpoint"
+                .to_owned(),
+        ))
+    });
+    let feed = futures::stream::select(feed, reconnected);
     // End the feed at the first error: the caller resumes from its
     // checkpoint.
     let feed = feed.scan(false, |failed, item| {

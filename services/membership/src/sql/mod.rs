@@ -68,6 +68,12 @@ const SQLITE_FILE_CONNECTIONS: u32 = 4;
 /// How long a SQLite connection waits for another one's write lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a query waits for a pooled Postgres connection. The pool keeps
+/// trying to connect meanwhile; with the default 30 s, every call during a
+/// Postgres outage held its request slot that long after its caller (a
+/// gateway, 2 s) had given up.
+const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Opens the database at `database_url` and applies every pending migration.
 ///
 /// Accepted URLs: `postgres://user@host:port/db`, `sqlite::memory:` (one
@@ -99,6 +105,8 @@ pub async fn connect(database_url: &str) -> Result<DatabaseConnection, DbErr> {
         }
         // An in-memory database disappears with its last connection.
         options.idle_timeout(None).max_lifetime(None);
+    } else {
+        options.acquire_timeout(PG_ACQUIRE_TIMEOUT);
     }
     let db = Database::connect(options).await?;
     Migrator::up(&db, None).await?;

@@ -26,7 +26,9 @@ pub const PROJECTION_NAME: &str = "membership";
 /// First and longest pause before [`Projector::run`] retries after a
 /// database or store failure.
 const RETRY_MIN: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Short: a failure is often a lost consumer or a restarted server that is
+/// back a moment later, and a retry costs one query.
+const RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// A projector failure.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +159,8 @@ impl Projector {
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     ) -> Result<(), ProjectionError> {
         let from = self.checkpoint().await? + 1;
+        // Known progress from the start (lag is measured against it).
+        self.signal(from - 1);
         let mut events = store.tail(from).await?;
         loop {
             let item = tokio::select! {

@@ -34,6 +34,7 @@ async fn bucket(
     name: &str,
     description: &str,
     max_age: Duration,
+    replicas: usize,
 ) -> Result<kv::Store, StoreError> {
     if let Ok(store) = js.get_key_value(name).await {
         return Ok(store);
@@ -45,6 +46,9 @@ async fn bucket(
         max_age,
         max_value_size: 64 * 1024,
         storage: jetstream::stream::StorageType::File,
+        // As many as the room log: a session must survive what the log
+        // survives (a lost node of a cluster).
+        num_replicas: replicas,
         ..Default::default()
     })
     .await
@@ -52,17 +56,20 @@ async fn bucket(
 }
 
 impl NatsSessions {
-    /// Opens (creating if needed) the two buckets.
+    /// Opens (creating if needed, with `replicas` replicas: the bus's
+    /// `bus.nats.replicas`) the two buckets.
     pub async fn open(
         js: &jetstream::Context,
         window: Duration,
         session_max_age: Duration,
+        replicas: usize,
     ) -> Result<Self, StoreError> {
         let sessions = bucket(
             js,
             SESSIONS_BUCKET,
             "Confab: recoverable Socket.IO sessions by pid",
             session_max_age,
+            replicas,
         )
         .await?;
         let gateways = bucket(
@@ -70,6 +77,7 @@ impl NatsSessions {
             GATEWAYS_BUCKET,
             "Confab: gateway liveness (last heartbeat, Unix ms)",
             window + Duration::from_secs(60),
+            replicas,
         )
         .await?;
         Ok(Self { sessions, gateways })

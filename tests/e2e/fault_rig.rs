@@ -1,0 +1,936 @@
+//! The fault harness (issue #16): a cluster of real processes (nats-server
+//! or a 3-node JetStream cluster, a PostgreSQL of its own, the membership
+//! service and two gateways as processes), careful clients driving steady
+//! traffic through TCP proxies standing in for the load balancer, fault
+//! injection, and a checker.
+//!
+//! * **Traffic.** `alice` sends `message:send` to `channel:general` one at a
+//!   time, every [`PACE`], each retried with its `clientMsgId` until acked
+//!   (a retry after an ack was lost is answered with the stored original).
+//!   `bob` and `carol` receive on the other gateway, with connection-state
+//!   recovery on (socket.io-client reconnecting).
+//! * **Faults** are phases: traffic before, the fault, the heal, traffic
+//!   after; [`Rig::phase`] runs one and measures it.
+//! * **The checker** ([`Rig::check`]) reads everything the clients saw and
+//!   reports per phase: acked, lost (acked and not delivered to a receiver,
+//!   which all stay or recover), duplicates, order violations, history
+//!   completeness and how long after the heal it was complete, recovery
+//!   outcomes, time to ready.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use confab_test_support::{NatsCluster, NatsServer, NodeClient, PostgresServer};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::cluster::SERVICE_TOKEN;
+use crate::recovery::{Proxy, reconnecting};
+use crate::support::*;
+
+/// Time between two sends of the careful sender.
+pub const PACE: Duration = Duration::from_millis(40);
+
+/// How long the sender waits for one ack before sending again.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a message may take to be acked before the run fails.
+const MAX_ACK: Duration = Duration::from_secs(60);
+
+/// Longest wait for history to hold every acked message after a heal.
+const HISTORY_WAIT: Duration = Duration::from_secs(60);
+
+pub const ROOM: &str = "channel:general";
+pub const RECEIVERS: [&str; 2] = ["bob", "carol"];
+
+/// A process of the rig (gateway or membership service).
+pub struct Proc {
+    child: tokio::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Proc {
+    async fn start(binary: &str, env: &[(&str, String)]) -> Proc {
+        let mut command = tokio::process::Command::new(binary);
+        command
+            .env("CONFAB_LISTEN", "127.0.0.1:0")
+            .env("CONFAB_SERVICE_TOKEN", SERVICE_TOKEN)
+            .env("RUST_LOG", "warn");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{binary} starts: {e}"));
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{binary} is ready in time"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{binary} prints its address"));
+        let addr = line
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        Proc { child, addr }
+    }
+
+    /// SIGKILL, reaped.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// SIGTERM, then waits (30 s) for the graceful exit.
+    pub async fn terminate(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The bus servers.
+pub enum Nats {
+    One(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl Nats {
+    pub fn urls(&self) -> String {
+        match self {
+            Nats::One(s) => s.url(),
+            Nats::Cluster(c) => c.urls(),
+        }
+    }
+
+    fn replicas(&self) -> usize {
+        match self {
+            Nats::One(_) => 1,
+            Nats::Cluster(c) => c.len().min(3),
+        }
+    }
+}
+
+/// One acked message.
+#[derive(Debug, Clone)]
+struct Acked {
+    id: String,
+    phase: usize,
+    /// From the first attempt to the ack.
+    took: Duration,
+}
+
+/// What the sender did.
+#[derive(Default)]
+struct SendLog {
+    acked: Vec<Acked>,
+    /// Attempts that failed (timeout, disconnected, refused) and were
+    /// retried, by phase.
+    retries: HashMap<usize, u64>,
+    /// Sends never acked within [`MAX_ACK`].
+    unacked: Vec<u64>,
+}
+
+/// The figures of one phase.
+#[derive(Debug, Clone, Default)]
+pub struct PhaseReport {
+    pub name: String,
+    pub acked: usize,
+    pub retries: u64,
+    pub slowest_ack_ms: u128,
+    pub lost: usize,
+    pub duplicates: usize,
+    pub order_violations: usize,
+    pub history_complete: bool,
+    pub history_after_heal_ms: u128,
+    pub recovered: usize,
+    pub fresh: usize,
+    pub recovery_failed: usize,
+    pub ready_after_heal_ms: u128,
+    pub notes: Vec<String>,
+}
+
+pub struct Rig {
+    pub nats: Nats,
+    pub pg: PostgresServer,
+    pub membership: Proc,
+    pub gateways: Vec<Proc>,
+    /// Index in `gateways` of the sender's gateway.
+    sender_gw: usize,
+    sender: Arc<NodeClient>,
+    receivers: Arc<NodeClient>,
+    sender_proxy: Proxy,
+    receiver_proxy: Proxy,
+    db: DatabaseConnection,
+    sent: Arc<Mutex<SendLog>>,
+    phase: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    traffic: Option<tokio::task::JoinHandle<()>>,
+    /// `(phase, name, heal time)` of every phase so far.
+    phases: Vec<(String, Instant, Instant)>,
+    pub reports: Vec<PhaseReport>,
+    /// Notes of the running phase (e.g. what a call answered meanwhile).
+    pub notes: Vec<String>,
+}
+
+async fn start_membership(nats: &Nats, pg: &PostgresServer) -> Proc {
+    Proc::start(
+        env!("CARGO_BIN_EXE_confab-e2e-membership"),
+        &[
+            ("CONFAB_DATABASE_URL", pg.url()),
+            ("CONFAB_NATS__URL", nats.urls()),
+            ("CONFAB_NATS__REPLICAS", nats.replicas().to_string()),
+        ],
+    )
+    .await
+}
+
+async fn start_gateway(nats: &Nats) -> Proc {
+    Proc::start(
+        env!("CARGO_BIN_EXE_confab-e2e-gateway"),
+        &[
+            ("CONFAB_BUS__KIND", "nats".into()),
+            ("CONFAB_BUS__NATS__URL", nats.urls()),
+            ("CONFAB_BUS__NATS__REPLICAS", nats.replicas().to_string()),
+            ("CONFAB_MEMBERSHIP__KIND", "nats".into()),
+            ("CONFAB_AUTH__HS256_SECRET", SECRET.into()),
+            ("CONFAB_AUTH__ISSUER", ISSUER.into()),
+            ("CONFAB_AUTH__AUDIENCE", AUDIENCE.into()),
+            ("CONFAB_SHUTDOWN_GRACE", "5s".into()),
+            ("CONFAB_SHUTDOWN_SPREAD", "1s".into()),
+            // The careful sender sends 25 a second, the slow-reader phase
+            // more: above the default per-connection rates.
+            ("CONFAB_MESSAGES__CONN_RATE_PER_SEC", "500".into()),
+            ("CONFAB_MESSAGES__CONN_BURST", "1000".into()),
+            ("CONFAB_MESSAGES__USER_RATE_PER_SEC", "500".into()),
+            ("CONFAB_MESSAGES__USER_BURST", "1000".into()),
+        ],
+    )
+    .await
+}
+
+async fn http_status(url: &str) -> u16 {
+    match reqwest::Client::new()
+        .get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+impl Rig {
+    /// Starts everything, sets up `w1` / `channel:general` with alice, bob
+    /// and carol, connects them and starts the traffic.
+    pub async fn start(nats: Nats) -> Rig {
+        let pg = tokio::task::spawn_blocking(PostgresServer::start)
+            .await
+            .unwrap();
+        let membership = start_membership(&nats, &pg).await;
+        let gateways = vec![start_gateway(&nats).await, start_gateway(&nats).await];
+        let db = confab_membership::sql::connect(&pg.url()).await.unwrap();
+        let sender_proxy = Proxy::start(gateways[0].addr).await;
+        let receiver_proxy = Proxy::start(gateways[1].addr).await;
+        let mut rig = Rig {
+            nats,
+            pg,
+            membership,
+            gateways,
+            sender_gw: 0,
+            sender: Arc::new(NodeClient::spawn().await),
+            receivers: Arc::new(NodeClient::spawn().await),
+            sender_proxy,
+            receiver_proxy,
+            db,
+            sent: Arc::default(),
+            phase: Arc::default(),
+            stop: Arc::default(),
+            traffic: None,
+            phases: Vec::new(),
+            reports: Vec::new(),
+            notes: Vec::new(),
+        };
+        for (actor, command) in [
+            (
+                None,
+                json!({ "type": "create_workspace", "id": "w1", "name": "Acme", "owner": "alice" }),
+            ),
+            (
+                Some("alice"),
+                json!({ "type": "create_channel", "channel": "general", "workspace": "w1", "name": "general", "visibility": "public" }),
+            ),
+        ] {
+            rig.command(actor, command).await;
+        }
+        for m in RECEIVERS {
+            rig.command(
+                Some("alice"),
+                json!({ "type": "add_workspace_member", "workspace": "w1", "user": m, "role": "member" }),
+            )
+            .await;
+            rig.command(
+                Some(m),
+                json!({ "type": "join_channel", "channel": "general" }),
+            )
+            .await;
+        }
+        let t = Duration::from_secs(20);
+        rig.sender
+            .connect(
+                "alice",
+                &rig.sender_proxy.url(),
+                reconnecting(&token("alice")),
+            )
+            .await;
+        rig.sender.expect("alice", is_type("connect"), t).await;
+        for m in RECEIVERS {
+            rig.receivers
+                .connect(m, &rig.receiver_proxy.url(), reconnecting(&token(m)))
+                .await;
+            rig.receivers.expect(m, is_type("connect"), t).await;
+        }
+        rig.phases
+            .push(("setup".into(), Instant::now(), Instant::now()));
+        rig.start_traffic();
+        rig
+    }
+
+    /// Runs a membership command through the HTTP API, retrying (30 s).
+    pub async fn command(&self, actor: Option<&str>, command: Value) {
+        let mut body = json!({ "command": command });
+        if let Some(a) = actor {
+            body["actor"] = json!(a);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let resp = reqwest::Client::new()
+                .post(format!("http://{}/v1/commands", self.membership.addr))
+                .bearer_auth(SERVICE_TOKEN)
+                .json(&body)
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            match resp {
+                Ok(r) if r.status().is_success() => return,
+                other if Instant::now() > deadline => panic!("{command}: {other:?}"),
+                _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// Runs a membership command once (10 s at most); its status (0: no
+    /// answer) and how long it took go into the phase's notes.
+    pub async fn command_once(&mut self, actor: Option<&str>, command: Value) -> u16 {
+        let mut body = json!({ "command": command });
+        if let Some(a) = actor {
+            body["actor"] = json!(a);
+        }
+        let asked = Instant::now();
+        let status = reqwest::Client::new()
+            .post(format!("http://{}/v1/commands", self.membership.addr))
+            .bearer_auth(SERVICE_TOKEN)
+            .json(&body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16());
+        self.notes.push(format!(
+            "command `{}` answered {status} in {} ms",
+            command["type"].as_str().unwrap_or_default(),
+            asked.elapsed().as_millis()
+        ));
+        status
+    }
+
+    /// The membership service's `/readyz` body.
+    pub async fn membership_readyz(&self) -> Value {
+        reqwest::get(format!("http://{}/readyz", self.membership.addr))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    fn start_traffic(&mut self) {
+        let (node, sent, stop, phase) = (
+            Arc::clone(&self.sender),
+            Arc::clone(&self.sent),
+            Arc::clone(&self.stop),
+            Arc::clone(&self.phase),
+        );
+        self.traffic = Some(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let first = Instant::now();
+                let arg = json!({ "room": ROOM, "body": format!("m{n}"), "clientMsgId": format!("c{n}") });
+                loop {
+                    let reply = node
+                        .emit_with_ack("alice", "message:send", vec![arg.clone()], ACK_TIMEOUT)
+                        .await;
+                    match reply {
+                        Ok(args) if args[0]["id"].is_string() => {
+                            let mut log = sent.lock().unwrap();
+                            log.acked.push(Acked {
+                                id: args[0]["id"].as_str().unwrap().to_owned(),
+                                phase: phase.load(Ordering::Relaxed),
+                                took: first.elapsed(),
+                            });
+                            break;
+                        }
+                        _ => {
+                            *sent
+                                .lock()
+                                .unwrap()
+                                .retries
+                                .entry(phase.load(Ordering::Relaxed))
+                                .or_default() += 1;
+                            if first.elapsed() > MAX_ACK {
+                                sent.lock().unwrap().unacked.push(n);
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                }
+                tokio::time::sleep(PACE).await;
+            }
+        }));
+    }
+
+    /// The live gateway the sender is not on.
+    fn other_gw(&self) -> usize {
+        1 - self.sender_gw
+    }
+
+    /// Moves the receivers to the gateway the sender is not on (a cut and a
+    /// recovery, as a load balancer rebalancing would cause).
+    async fn rebalance(&self) {
+        self.receiver_proxy
+            .point_to(Some(self.gateways[self.other_gw()].addr));
+        self.receiver_proxy.cut();
+    }
+
+    /// Runs one phase: `before` of traffic, `fault` (which returns once
+    /// healed), `after` of traffic; then measures history and readiness.
+    pub async fn phase<F>(&mut self, name: &str, fault: F)
+    where
+        F: AsyncFnOnce(&mut Rig),
+    {
+        let index = self.phases.len();
+        self.phase.store(index, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let started = Instant::now();
+        fault(self).await;
+        let healed = Instant::now();
+        self.phases.push((name.to_owned(), started, healed));
+        let ready = self.wait_ready().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut report = PhaseReport {
+            name: name.to_owned(),
+            ready_after_heal_ms: ready.map_or(u128::MAX, |d| d.as_millis()),
+            notes: std::mem::take(&mut self.notes),
+            ..PhaseReport::default()
+        };
+        // History of everything acked so far, timed from the heal.
+        let wanted: HashSet<String> = self
+            .sent
+            .lock()
+            .unwrap()
+            .acked
+            .iter()
+            .map(|a| a.id.clone())
+            .collect();
+        let deadline = Instant::now() + HISTORY_WAIT;
+        loop {
+            let have = self.history_ids().await;
+            if wanted.iter().all(|id| have.contains(id)) {
+                report.history_complete = true;
+                report.history_after_heal_ms = healed.elapsed().as_millis();
+                break;
+            }
+            if Instant::now() > deadline {
+                let missing = wanted.iter().filter(|id| !have.contains(*id)).count();
+                report
+                    .notes
+                    .push(format!("history missing {missing} acked messages"));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.reports.push(report);
+    }
+
+    /// Waits (60 s) until the membership service and every gateway say ready;
+    /// how long that took.
+    async fn wait_ready(&self) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            let mut all =
+                http_status(&format!("http://{}/readyz", self.membership.addr)).await == 200;
+            for gw in &self.gateways {
+                all &= http_status(&format!("http://{}/readyz", gw.addr)).await == 200;
+            }
+            if all {
+                return Some(start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Message ids in history (the membership service's `messages` table).
+    async fn history_ids(&self) -> HashSet<String> {
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                format!("SELECT id FROM messages WHERE room = '{ROOM}'"),
+            ))
+            .await;
+        match rows {
+            Ok(rows) => rows
+                .iter()
+                .filter_map(|r| r.try_get::<String>("", "id").ok())
+                .collect(),
+            Err(_) => HashSet::new(),
+        }
+    }
+
+    /// One scalar of the membership database.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                sql.to_owned(),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get_by_index::<i64>(0).unwrap()
+    }
+
+    // --- faults -----------------------------------------------------------
+
+    /// Cuts the receivers' connections and keeps them away for `away` (the
+    /// traffic goes on), then lets them back to the same gateway: each
+    /// recovers, replaying what it missed. Notes how long from letting them
+    /// back until both were connected again (the replay included).
+    pub async fn cut_receivers(&mut self, away: Duration) {
+        let target = self.gateways[self.other_gw()].addr;
+        let connects = |node: &NodeClient| {
+            node.received()
+                .iter()
+                .filter(|m| m["type"] == "connect")
+                .count()
+        };
+        self.receiver_proxy.point_to(None);
+        self.receiver_proxy.cut();
+        tokio::time::sleep(away).await;
+        let before = connects(&self.receivers);
+        let (missed, last) = {
+            let sent = self.sent.lock().unwrap();
+            let missed = sent
+                .acked
+                .iter()
+                .rev()
+                .take_while(|a| a.phase == self.phase.load(Ordering::Relaxed))
+                .count();
+            (missed, sent.acked.last().map(|a| a.id.clone()))
+        };
+        let back = Instant::now();
+        self.receiver_proxy.point_to(Some(target));
+        let deadline = back + Duration::from_secs(30);
+        let has_last = |node: &NodeClient, who: &str| {
+            node.received().iter().any(|m| {
+                m["socket"] == who
+                    && m["event"] == "message:new"
+                    && m["args"][0]["id"].as_str() == last.as_deref()
+            })
+        };
+        let mut connected_after = None;
+        loop {
+            if connected_after.is_none() && connects(&self.receivers) >= before + RECEIVERS.len() {
+                connected_after = Some(back.elapsed());
+            }
+            if RECEIVERS.iter().all(|who| has_last(&self.receivers, who)) {
+                break;
+            }
+            if Instant::now() > deadline {
+                self.notes
+                    .push("receivers did not catch up within 30 s".into());
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        self.notes.push(format!(
+            "let back after {} ms away: both reconnected in {} ms and had every event acked meanwhile ({missed}, replayed) in {} ms",
+            away.as_millis(),
+            connected_after.unwrap_or_default().as_millis(),
+            back.elapsed().as_millis(),
+        ));
+    }
+
+    /// SIGKILLs the receivers' gateway (they recover on the other one),
+    /// then starts a replacement and moves them back onto it.
+    pub async fn kill_receivers_gateway(&mut self) {
+        let doomed = self.other_gw();
+        self.receiver_proxy
+            .point_to(Some(self.gateways[self.sender_gw].addr));
+        self.gateways[doomed].kill().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        self.gateways[doomed] = start_gateway(&self.nats).await;
+        self.rebalance().await;
+    }
+
+    /// SIGTERMs the sender's gateway (graceful: close frames, the sender
+    /// reconnects to the other one and retries), then starts a replacement
+    /// and moves the receivers onto it.
+    pub async fn terminate_senders_gateway(&mut self) {
+        let doomed = self.sender_gw;
+        let other = self.other_gw();
+        self.sender_proxy.point_to(Some(self.gateways[other].addr));
+        self.gateways[doomed].terminate().await;
+        self.sender_gw = other;
+        self.gateways[doomed] = start_gateway(&self.nats).await;
+        self.rebalance().await;
+    }
+
+    /// A history call and a join of a room not cached by the gateway, from
+    /// a receiver's socket: how long each took to answer, and what.
+    pub async fn probe_calls(&mut self) -> Duration {
+        let mut slowest = Duration::ZERO;
+        for (event, arg) in [
+            ("message:history", json!({ "room": ROOM, "limit": 5 })),
+            ("room:join", json!("channel:elsewhere")),
+        ] {
+            let asked = Instant::now();
+            let answer = self
+                .receivers
+                .emit_with_ack("carol", event, vec![arg], Duration::from_secs(20))
+                .await;
+            let took = asked.elapsed();
+            slowest = slowest.max(took);
+            let answer = answer.map_or_else(|e| json!({ "client_error": e }), |a| json!(a));
+            self.notes.push(format!(
+                "`{event}` meanwhile answered in {} ms: `{answer}`",
+                took.as_millis()
+            ));
+        }
+        slowest
+    }
+
+    /// SIGKILLs the membership service for `down`, checking meanwhile that
+    /// calls answer promptly; restarts it. Returns the slowest call.
+    pub async fn kill_membership(&mut self, down: Duration) -> Duration {
+        self.membership.kill().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        let slowest = self.probe_calls().await;
+        tokio::time::sleep(down.saturating_sub(started.elapsed())).await;
+        self.membership = start_membership(&self.nats, &self.pg).await;
+        slowest
+    }
+
+    /// Starts the membership service again (after a kill).
+    pub async fn restart_membership(&mut self) {
+        self.membership = start_membership(&self.nats, &self.pg).await;
+    }
+
+    /// SIGKILLs nats-server (or node `node` of the cluster) and starts it
+    /// again on the same port and store after `down`.
+    pub async fn kill_nats(&mut self, node: usize, down: Duration) {
+        match &mut self.nats {
+            Nats::One(s) => s.kill(),
+            Nats::Cluster(c) => c.node_mut(node).kill(),
+        }
+        tokio::time::sleep(down).await;
+        match &mut self.nats {
+            Nats::One(s) => tokio::task::block_in_place(|| s.restart()),
+            Nats::Cluster(c) => tokio::task::block_in_place(|| {
+                c.node_mut(node).restart();
+                c.wait_for_leader();
+            }),
+        }
+    }
+
+    /// Pauses cluster node `node` (SIGSTOP) for `down`, then resumes it.
+    pub async fn pause_nats_node(&mut self, node: usize, down: Duration) {
+        if let Nats::Cluster(c) = &self.nats {
+            c.node(node).pause();
+            tokio::time::sleep(down).await;
+            c.node(node).resume();
+        }
+    }
+
+    /// Stops the membership service's PostgreSQL for `down`, checking that
+    /// calls answer promptly meanwhile; starts it again. Returns the
+    /// slowest call.
+    pub async fn stop_postgres(&mut self, down: Duration) -> Duration {
+        tokio::task::block_in_place(|| self.pg.stop());
+        let started = Instant::now();
+        let slowest = self.probe_calls().await;
+        tokio::time::sleep(down.saturating_sub(started.elapsed())).await;
+        tokio::task::block_in_place(|| self.pg.start_again());
+        slowest
+    }
+
+    /// A client of the receivers' gateway that joins the room and never
+    /// reads, for `during`, while the traffic runs with large bodies from
+    /// a second sender. Returns whether the gateway closed it.
+    pub async fn slow_reader(&mut self, during: Duration) -> bool {
+        let gw = self.gateways[self.other_gw()].addr;
+        let url = format!("ws://{gw}/socket.io/?EIO=4&transport=websocket");
+        let mut ws = RawWs::connect(&url).await;
+        let reply = ws
+            .socket_io_connect(Some(&json!({ "token": token("bob") })))
+            .await;
+        assert!(reply.starts_with("40"), "{reply}");
+        // From now on it reads nothing. Big messages from bob fill its queue.
+        let big = "x".repeat(4000);
+        let bob2 = &self.receivers;
+        bob2.connect(
+            "bob-bulk",
+            &format!("http://{gw}"),
+            reconnecting(&token("bob")),
+        )
+        .await;
+        bob2.expect("bob-bulk", is_type("connect"), Duration::from_secs(20))
+            .await;
+        let until = Instant::now() + during;
+        let mut i = 0;
+        while Instant::now() < until {
+            i += 1;
+            bob2.emit(
+                "bob-bulk",
+                "message:send",
+                vec![json!({ "room": ROOM, "body": big, "clientMsgId": format!("bulk{i}") })],
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        bob2.disconnect("bob-bulk").await;
+        // Closed by the gateway (queue full) or not, it must not have hurt
+        // anyone else: the checker says.
+        matches!(ws.next(Duration::from_secs(5)).await, Seen::Closed(_))
+    }
+
+    /// Stops the traffic and checks everything; writes the report to
+    /// `CONFAB_FAULTS_REPORT` when set. Fails the test when anything was
+    /// lost, duplicated, reordered or never acked.
+    pub async fn check(mut self, title: &str) -> Vec<PhaseReport> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.traffic.take() {
+            t.await.unwrap();
+        }
+        // Let the last live messages arrive.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let sent = std::mem::take(&mut *self.sent.lock().unwrap());
+        let phase_of: HashMap<&str, usize> = sent
+            .acked
+            .iter()
+            .map(|a| (a.id.as_str(), a.phase))
+            .collect();
+        let received = self.receivers.received();
+        let mut lost = vec![0usize; self.phases.len()];
+        let mut dups = vec![0usize; self.phases.len()];
+        let mut order = vec![0usize; self.phases.len()];
+        let mut recovered = vec![0usize; self.phases.len()];
+        let mut fresh = vec![0usize; self.phases.len()];
+        let mut failed = vec![0usize; self.phases.len()];
+        for who in RECEIVERS {
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            let mut last_offset = 0u64;
+            let mut last_n = 0u64;
+            // Connects after the first are recoveries (or fresh sessions);
+            // attributed to the phase running at the time: the phases are
+            // sequential and so are the messages.
+            let mut connects = 0;
+            // Outcomes seen since the last message: (recovered, fresh,
+            // failed), counted in the phase of the next message.
+            let mut pending = (0, 0, 0);
+            for m in received.iter().filter(|m| m["socket"] == who) {
+                if m["type"] == "connect" {
+                    connects += 1;
+                    if connects > 1 {
+                        if m["recovered"] == true {
+                            pending.0 += 1;
+                        } else {
+                            pending.1 += 1;
+                        }
+                    }
+                    continue;
+                }
+                if m["type"] != "event" {
+                    continue;
+                }
+                if m["event"] == "recovery:failed" {
+                    pending.2 += 1;
+                    continue;
+                }
+                if m["event"] != "message:new" {
+                    continue;
+                }
+                let args = m["args"].as_array().cloned().unwrap_or_default();
+                let Some(id) = args.first().and_then(|a| a["id"].as_str()) else {
+                    continue;
+                };
+                let Some(&phase) = phase_of.get(id) else {
+                    // Not from the careful sender (bulk) or never acked.
+                    continue;
+                };
+                recovered[phase] += pending.0;
+                fresh[phase] += pending.1;
+                failed[phase] += pending.2;
+                pending = (0, 0, 0);
+                let count = seen.entry(id.to_owned()).or_default();
+                *count += 1;
+                if *count > 1 {
+                    dups[phase] += 1;
+                }
+                let offset = args
+                    .last()
+                    .and_then(Value::as_str)
+                    .and_then(|o| o.parse::<u64>().ok())
+                    .unwrap_or(0);
+                let n: u64 = args[0]["body"]
+                    .as_str()
+                    .and_then(|b| b.strip_prefix('m'))
+                    .and_then(|b| b.parse().ok())
+                    .unwrap_or(0);
+                if *count == 1 && (offset <= last_offset || n <= last_n) {
+                    order[phase] += 1;
+                }
+                last_offset = last_offset.max(offset);
+                last_n = last_n.max(n);
+            }
+            for a in &sent.acked {
+                if !seen.contains_key(&a.id) {
+                    lost[a.phase] += 1;
+                }
+            }
+        }
+        let mut acked = vec![0usize; self.phases.len()];
+        for a in &sent.acked {
+            acked[a.phase] += 1;
+        }
+        // Phase 0 is the setup: traffic starts with it and the first phase
+        // begins at once, so it rarely holds a message.
+        let mut reports = vec![PhaseReport {
+            name: "setup".into(),
+            history_complete: true,
+            ..PhaseReport::default()
+        }];
+        reports.extend(std::mem::take(&mut self.reports));
+        for (i, r) in reports.iter_mut().enumerate() {
+            r.acked = acked.get(i).copied().unwrap_or(0);
+            r.lost = lost.get(i).copied().unwrap_or(0);
+            r.duplicates = dups.get(i).copied().unwrap_or(0);
+            r.order_violations = order.get(i).copied().unwrap_or(0);
+            r.recovered = recovered.get(i).copied().unwrap_or(0);
+            r.fresh = fresh.get(i).copied().unwrap_or(0);
+            r.recovery_failed = failed.get(i).copied().unwrap_or(0);
+            r.retries = sent.retries.get(&i).copied().unwrap_or(0);
+            r.slowest_ack_ms = sent
+                .acked
+                .iter()
+                .filter(|a| a.phase == i)
+                .map(|a| a.took.as_millis())
+                .max()
+                .unwrap_or(0);
+        }
+        if reports[0].acked == 0 && reports[0].lost == 0 {
+            reports.remove(0);
+        }
+        let table = render(title, &reports, &sent);
+        eprintln!("{table}");
+        if let Ok(path) = std::env::var("CONFAB_FAULTS_REPORT") {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+            f.write_all(table.as_bytes()).unwrap();
+        }
+        for r in &reports {
+            assert_eq!(r.lost, 0, "{}: acked messages lost\n{table}", r.name);
+            assert_eq!(r.duplicates, 0, "{}: duplicates\n{table}", r.name);
+            assert_eq!(r.order_violations, 0, "{}: out of order\n{table}", r.name);
+            assert!(
+                r.history_complete,
+                "{}: history incomplete\n{table}",
+                r.name
+            );
+        }
+        assert!(
+            sent.unacked.is_empty(),
+            "sends never acked within {MAX_ACK:?}: {:?}\n{table}",
+            sent.unacked
+        );
+        reports
+    }
+}
+
+fn render(title: &str, reports: &[PhaseReport], sent: &SendLog) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\n## {title}\n");
+    let _ = writeln!(
+        out,
+        "Sender: {} acked, {} never acked. Receivers: {}.\n",
+        sent.acked.len(),
+        sent.unacked.len(),
+        RECEIVERS.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "| fault | acked | retried sends | slowest ack | lost | dup | order | history complete after heal | recovered / fresh / failed | ready after heal | notes |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in reports {
+        let history = if r.history_complete {
+            format!("{} ms", r.history_after_heal_ms)
+        } else {
+            "NO".to_owned()
+        };
+        let ready = if r.ready_after_heal_ms == u128::MAX {
+            "never (60 s)".to_owned()
+        } else {
+            format!("{} ms", r.ready_after_heal_ms)
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} ms | {} | {} | {} | {} | {} / {} / {} | {} | {} |",
+            r.name,
+            r.acked,
+            r.retries,
+            r.slowest_ack_ms,
+            r.lost,
+            r.duplicates,
+            r.order_violations,
+            history,
+            r.recovered,
+            r.fresh,
+            r.recovery_failed,
+            ready,
+            r.notes.join("; ")
+        );
+    }
+    out
+}
