@@ -29,7 +29,10 @@
 #   CONFAB_GATEWAY_CONFIG (a TOML file of gateway settings, e.g. the
 #   benchmark's raised rate limits, given to every gateway as CONFAB_CONFIG),
 #   CARGO_TARGET_DIR (where the release binaries are built),
-#   CONFAB_RUN_DIR (the state directory instead of .run/).
+#   CONFAB_RUN_DIR (the state directory instead of .run/),
+#   CONFAB_NATS_SYNC (JetStream's sync_interval: unset keeps the server's
+#   default, a periodic fsync every 2 min; `always` fsyncs every write before
+#   its ack; or a duration such as `10s`; see README "Durability").
 # Other CONFAB_* variables of your shell are NOT passed to the services (they
 # would change the cluster's settings; these knobs share the prefix, and the
 # services warn about the ones that name none of their keys).
@@ -363,6 +366,22 @@ nats_bin() {
   echo "$dir/bin/nats-server"
 }
 
+# The nats-server configuration file: the authorization file itself, or,
+# with CONFAB_NATS_SYNC, a copy in .run/ with the JetStream sync_interval
+# added (nats-server resolves `include` relative to the including file only).
+nats_config() {
+  local sync="${CONFAB_NATS_SYNC:-}"
+  if [ -z "$sync" ]; then echo "$NATS_AUTH_CONF"; return; fi
+  [[ "$sync" =~ ^(always|[0-9]+(ms|s|m|h))$ ]] ||
+    die "CONFAB_NATS_SYNC must be 'always' or a duration such as 10s (got '$sync')"
+  {
+    cat "$NATS_AUTH_CONF"
+    printf '\n# CONFAB_NATS_SYNC: when JetStream fsyncs its files (see README "Durability").\n'
+    printf 'jetstream { sync_interval: %s }\n' "$sync"
+  } >"$RUN/nats.conf"
+  echo "$RUN/nats.conf"
+}
+
 # --- commands ---------------------------------------------------------------
 
 up() {
@@ -428,13 +447,14 @@ up() {
     require_free "$NATS_PORT" "NATS client"
     require_free "$NATS_MONITOR_PORT" "NATS monitoring"
     mkdir -p "$RUN/nats"
-    say "starting nats-server on $NATS_PORT"
+    say "starting nats-server on $NATS_PORT${CONFAB_NATS_SYNC:+ (JetStream sync_interval: $CONFAB_NATS_SYNC)}"
+    local nats_conf; nats_conf="$(nats_config)"
     # Only the cluster's users get in, each with its permissions.
     start nats \
       "CONFAB_NATS_GATEWAY_PASSWORD=$nats_gateway" \
       "CONFAB_NATS_MEMBERSHIP_PASSWORD=$nats_membership" \
       "CONFAB_NATS_APP_PASSWORD=$nats_app" \
-      -- "$NATS_BIN" -c "$NATS_AUTH_CONF" -js -a 127.0.0.1 -p "$NATS_PORT" \
+      -- "$NATS_BIN" -c "$nats_conf" -js -a 127.0.0.1 -p "$NATS_PORT" \
       -m "$NATS_MONITOR_PORT" -sd "$RUN/nats" -n confab-local
     # /healthz answers 200 once JetStream is up.
     wait_ready nats "http://127.0.0.1:$NATS_MONITOR_PORT/healthz" "$NATS_READY_SECS"
