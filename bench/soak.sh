@@ -25,7 +25,7 @@
 # goes to a temporary run directory, removed at the end. Ports (away from
 # `just up`, `just bench` and the tests): NATS SOAK_NATS_PORT (4450),
 # monitor 8450, membership 3450, gateways 3451 3452. Release binaries, built
-# by cluster.sh into CARGO_TARGET_DIR. Everything started here is stopped on
+# by cluster.sh into CARGO_TARGET_DIR (SOAK_PROFILE=debug: debug binaries). Everything started here is stopped on
 # exit, also on failure.
 set -euo pipefail
 
@@ -36,7 +36,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH="$ROOT/bench"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$CARGO_TARGET_DIR" in /*) ;; *) CARGO_TARGET_DIR="$ROOT/$CARGO_TARGET_DIR" ;; esac
-LOADGEN="$CARGO_TARGET_DIR/release/confab-loadgen"
+# SOAK_PROFILE: release (default) or debug binaries (cluster.sh's
+# CONFAB_BUILD_PROFILE), for a machine too busy for a release build.
+PROFILE="${SOAK_PROFILE:-release}"
+case "$PROFILE" in release | debug) ;; *) echo "SOAK_PROFILE must be release or debug" >&2; exit 2 ;; esac
+LOADGEN="$CARGO_TARGET_DIR/$PROFILE/confab-loadgen"
 
 NATS_PORT="${SOAK_NATS_PORT:-4450}"
 NATS_MONITOR_PORT=$((NATS_PORT + 4000))
@@ -74,11 +78,13 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 say "$SECS s, results in $OUT"
-(cd "$ROOT" && nice -n 10 cargo build --release --quiet -p confab-loadgen)
+RELEASE=(--release)
+[ "$PROFILE" = release ] || RELEASE=()
+(cd "$ROOT" && nice -n 10 cargo build ${RELEASE[@]+"${RELEASE[@]}"} --quiet -p confab-loadgen)
 CONFAB_NATS_PORT="$NATS_PORT" CONFAB_NATS_MONITOR_PORT="$NATS_MONITOR_PORT" \
   CONFAB_MEMBERSHIP_PORT="$MEMBERSHIP_PORT" CONFAB_GATEWAY_PORTS="$GW1 $GW2" \
   CONFAB_GATEWAY_CONFIG="$BENCH/gateway.toml" RUST_LOG="${RUST_LOG:-warn}" \
-  bash "$ROOT/deploy/local/cluster.sh" up >&2
+  CONFAB_BUILD_PROFILE="$PROFILE" bash "$ROOT/deploy/local/cluster.sh" up >&2
 
 pid_of() { tr -dc '0-9' <"$RUN/$1.pid"; }
 WATCH="nats=$(pid_of nats),membership=$(pid_of membership),gateway-1=$(pid_of gateway-1),gateway-2=$(pid_of gateway-2)"
@@ -95,8 +101,8 @@ say "creating the rooms"
 {
   printf '{"stamp":"%s","secs":%s,"clients":%s,"room_size":%s,"rate":%s,' "$STAMP" "$SECS" "$CLIENTS" "$ROOM_SIZE" "$RATE"
   printf '"churn":%s,"churn_secs":%s,"sample_secs":%s,"cpus":%s,' "$CHURN" "$CHURN_SECS" "$SAMPLE_SECS" "$(nproc)"
-  printf '"profile":"release","commit":"%s","load_average_start":"%s"}\n' \
-    "$(git -C "$ROOT" rev-parse --short HEAD)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+  printf '"profile":"%s","commit":"%s","load_average_start":"%s"}\n' \
+    "$PROFILE" "$(git -C "$ROOT" rev-parse --short HEAD)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$OUT/meta.json"
 
 say "fan-out: $CLIENTS clients, rooms of $ROOM_SIZE, $RATE msg/s for $SECS s"

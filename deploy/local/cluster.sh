@@ -29,6 +29,7 @@
 #   CONFAB_GATEWAY_CONFIG (a TOML file of gateway settings, e.g. the
 #   benchmark's raised rate limits, given to every gateway as CONFAB_CONFIG),
 #   CARGO_TARGET_DIR (where the release binaries are built),
+#   CONFAB_BUILD_PROFILE (release, or debug: unoptimized binaries),
 #   CONFAB_RUN_DIR (the state directory instead of .run/),
 #   CONFAB_NATS_SYNC (JetStream's sync_interval: unset keeps the server's
 #   default, a periodic fsync every 2 min; `always` fsyncs every write before
@@ -47,7 +48,11 @@ STATE="$RUN/cluster.env"
 # Where cargo puts the release binaries (honours CARGO_TARGET_DIR).
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
-BIN="$TARGET_DIR/release"
+# The cargo profile of the services: release, or debug (CONFAB_BUILD_PROFILE,
+# e.g. for a soak on a machine too busy for a release build).
+BUILD_PROFILE="${CONFAB_BUILD_PROFILE:-release}"
+case "$BUILD_PROFILE" in release | debug) ;; *) echo "error: CONFAB_BUILD_PROFILE must be release or debug" >&2; exit 1 ;; esac
+BIN="$TARGET_DIR/$BUILD_PROFILE"
 NATS_VERSION="2.15.1"   # keep in step with libs/test-support (NATS_SERVER_VERSION)
 TOOLS="$ROOT/target/tools"
 
@@ -415,8 +420,10 @@ up() {
     CONFAB_GATEWAY_CONFIG="$(cd "$(dirname "$CONFAB_GATEWAY_CONFIG")" && pwd)/$(basename "$CONFAB_GATEWAY_CONFIG")"
   fi
 
-  say "building release binaries (confab, confab-gateway, confab-membership)"
-  (cd "$ROOT" && cargo build --release --quiet -p confab -p confab-gateway -p confab-membership) ||
+  say "building $BUILD_PROFILE binaries (confab, confab-gateway, confab-membership)"
+  local release=(--release)
+  [ "$BUILD_PROFILE" = release ] || release=()
+  (cd "$ROOT" && cargo build ${release[@]+"${release[@]}"} --quiet -p confab -p confab-gateway -p confab-membership) ||
     die "the build failed (see above); nothing was started or stopped"
 
   if ! alive nats; then NATS_BIN="$(nats_bin)"; fi
