@@ -382,7 +382,7 @@ nats_config() {
   {
     cat "$NATS_AUTH_CONF"
     printf '\n# CONFAB_NATS_SYNC: when JetStream fsyncs its files (see README "Durability").\n'
-    printf 'jetstream { sync_interval: %s }\n' "$sync"
+    printf 'jetstream { sync_interval: "%s" }\n' "$sync"
   } >"$RUN/nats.conf"
   echo "$RUN/nats.conf"
 }
