@@ -50,9 +50,9 @@ deploy-check:
 conformance:
     cargo run --release -p confab-gateway --example conformance
 
-# Fuzz the protocol decoder for SECONDS seconds.
+# Fuzz every target (protocol decode, polling payload, JWT) for SECONDS seconds each.
 fuzz SECONDS="60":
-    cd libs/protocol/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run decode -- -max_total_time={{SECONDS}}
+    bash .ci/fuzz.sh {{SECONDS}}
 
 # Regenerate the checked-in TypeScript declarations of the socket events.
 typescript:
@@ -107,6 +107,11 @@ smoke:
 # (fan-out, idle connections, durable publish, recovery); report in bench/results/.
 bench:
     bash bench/run.sh full
+
+# One hour (SECONDS) of moderate steady load with churn and recoveries on a local cluster:
+# RSS of every process, lost and duplicates; results in bench/results/soak-<UTC time>/.
+soak SECONDS="3600":
+    bash bench/soak.sh {{SECONDS}}
 
 # The benchmarks with small counts (about 2 minutes), for development.
 bench-quick:

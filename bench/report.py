@@ -333,6 +333,10 @@ def report(run):
           f"{r['refused']} | {cpu_cell(r['cpu_percent'])} |")
     w("\nConfab acks once JetStream stored the message (PubAck); the baseline acks after handing the "
       "broadcast to Redis pub/sub and stores nothing.\n")
+    if any(r.get("label") == "confab-sync-always" for r in runs if r.get("scenario") == "publish"):
+        w("`confab-sync-always`: the same run with JetStream `sync_interval: always` (each write fsynced "
+          "before its PubAck, `CONFAB_NATS_SYNC=always`); `confab` runs with the server default (fsync "
+          "every 2 min). See README \"Durability\".\n")
 
     # Recovery.
     w("## 3. Recovery\n")

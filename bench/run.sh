@@ -266,6 +266,17 @@ if want publish; then
 PUB=(publish --publishers "$PUB_N" --window 4 --secs "$PUB_SECS" --prefix p)
 lg confab "${PUB[@]}" --url "$(urls "${GW[0]}")" --watch "$CONFAB_WATCH"
 lg baseline "${PUB[@]}" --url "$(urls "${NODE[0]}")" --watch "$NODE_WATCH"
+# Again with JetStream fsyncing every write before its ack (README
+# "Durability"): the cost of `sync_interval: always`. sync_interval is a
+# server setting, so the cluster restarts with it, and once more without.
+say "restarting the Confab cluster with CONFAB_NATS_SYNC=always"
+bash "$ROOT/deploy/local/cluster.sh" down >&2
+export CONFAB_NATS_SYNC=always
+cluster_up
+unset CONFAB_NATS_SYNC
+lg confab-sync-always "${PUB[@]}" --url "$(urls "${GW[0]}")" --watch "$CONFAB_WATCH"
+bash "$ROOT/deploy/local/cluster.sh" down >&2
+cluster_up
 fi
 
 # --- scenario 2: idle connections -------------------------------------------

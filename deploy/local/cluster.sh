@@ -52,6 +52,9 @@
 #   CONFAB_ADMIN_MODE (readonly|actions: what the Admin UI's operator may
 #   do; `just admin` serves the UI, user `admin`, password in
 #   .run/admin-password).
+#   CONFAB_NATS_SYNC (JetStream's sync_interval: unset keeps the server's
+#   default, a periodic fsync every 2 min; `always` fsyncs every write before
+#   its ack; or a duration such as `10s`; see README "Durability").
 # Other CONFAB_* variables of your shell are NOT passed to the services (they
 # would change the cluster's settings; these knobs share the prefix, and the
 # services warn about the ones that name none of their keys).
@@ -423,6 +426,22 @@ nats_bin() {
   echo "$dir/bin/nats-server"
 }
 
+# The nats-server configuration file: the authorization file itself, or,
+# with CONFAB_NATS_SYNC, a copy in .run/ with the JetStream sync_interval
+# added (nats-server resolves `include` relative to the including file only).
+nats_config() {
+  local sync="${CONFAB_NATS_SYNC:-}"
+  if [ -z "$sync" ]; then echo "$NATS_AUTH_CONF"; return; fi
+  [[ "$sync" =~ ^(always|[0-9]+(ms|s|m|h))$ ]] ||
+    die "CONFAB_NATS_SYNC must be 'always' or a duration such as 10s (got '$sync')"
+  {
+    cat "$NATS_AUTH_CONF"
+    printf '\n# CONFAB_NATS_SYNC: when JetStream fsyncs its files (see README "Durability").\n'
+    printf 'jetstream { sync_interval: "%s" }\n' "$sync"
+  } >"$RUN/nats.conf"
+  echo "$RUN/nats.conf"
+}
+
 # --- commands ---------------------------------------------------------------
 
 up() {
@@ -520,6 +539,7 @@ up() {
   nats_app="$(secret nats-app-password)"
 
   local routes="" started_nats=()
+  local nats_conf; nats_conf="$(nats_config)"
   if [ "$NATS_NODES" = 3 ]; then
     for node in $(nats_names); do
       routes="${routes:+$routes,}nats://127.0.0.1:$((NATS_PORT + 100 + $(nats_index "$node")))"
@@ -540,13 +560,13 @@ up() {
       cluster_args=(-n "confab-local-$((idx + 1))" --cluster_name confab-local
         --cluster "nats://127.0.0.1:$((NATS_PORT + 100 + idx))" --routes "$routes")
     fi
-    say "starting $node (nats-server) on $((NATS_PORT + idx))"
+    say "starting $node (nats-server) on $((NATS_PORT + idx))${CONFAB_NATS_SYNC:+ (JetStream sync_interval: $CONFAB_NATS_SYNC)}"
     # Only the cluster's users get in, each with its permissions.
     start "$node" \
       "CONFAB_NATS_GATEWAY_PASSWORD=$nats_gateway" \
       "CONFAB_NATS_MEMBERSHIP_PASSWORD=$nats_membership" \
       "CONFAB_NATS_APP_PASSWORD=$nats_app" \
-      -- "$NATS_BIN" -c "$NATS_AUTH_CONF" -js -a 127.0.0.1 -p "$((NATS_PORT + idx))" \
+      -- "$NATS_BIN" -c "$nats_conf" -js -a 127.0.0.1 -p "$((NATS_PORT + idx))" \
       -m "$((NATS_MONITOR_PORT + idx))" -sd "$RUN/$node" "${cluster_args[@]}"
     started_nats+=("$node")
   done

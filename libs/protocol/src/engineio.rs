@@ -209,6 +209,36 @@ pub fn decode_payload(payload: &str) -> Result<Vec<Packet>, DecodeError> {
         .collect()
 }
 
+/// One packet of a client's polling POST body (see [`split_client_payload`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadPart<'a> {
+    /// A valid text packet exactly as sent: it is also its WebSocket text
+    /// frame, so the gateway hands it on without re-encoding.
+    Text(&'a str),
+    /// A `b<base64>` packet, decoded: a binary message.
+    Binary(Bytes),
+}
+
+/// Splits the body of a client's HTTP long-polling POST into its packets,
+/// checking each: the body must be UTF-8, every packet valid, and none an
+/// OPEN (the server alone sends that). Fails on the first bad packet, so a
+/// malformed body delivers nothing.
+///
+/// The gateway's POST handler uses it; it is pure so that it can be fuzzed
+/// (`libs/protocol/fuzz`, target `polling`).
+pub fn split_client_payload(body: &[u8]) -> Result<Vec<PayloadPart<'_>>, DecodeError> {
+    let text = std::str::from_utf8(body).map_err(|_| DecodeError::InvalidUtf8)?;
+    text.split(PAYLOAD_SEPARATOR)
+        .map(|part| match Packet::decode_text(part)? {
+            Packet::Binary(b) => Ok(PayloadPart::Binary(b)),
+            Packet::Open(_) => Err(DecodeError::InvalidPayload(
+                "OPEN is sent by the server only",
+            )),
+            _ => Ok(PayloadPart::Text(part)),
+        })
+        .collect()
+}
+
 /// An Engine.IO transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {

@@ -49,6 +49,9 @@ pub enum DecodeError {
     /// A base64 (`b`-prefixed) Engine.IO packet whose data is not base64.
     #[error("invalid base64 data")]
     InvalidBase64,
+    /// A polling POST body that is not UTF-8.
+    #[error("payload is not UTF-8")]
+    InvalidUtf8,
     /// A binary frame arrived while no binary packet awaited attachments.
     #[error("unexpected binary frame")]
     UnexpectedBinary,

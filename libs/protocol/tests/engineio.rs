@@ -321,3 +321,33 @@ fn transport_names() {
     }
     assert_eq!(Transport::parse("flashsocket"), None);
 }
+
+#[test]
+fn a_client_post_body_splits_into_its_packets() {
+    use confab_protocol::engineio::{PayloadPart, split_client_payload};
+    assert_eq!(
+        split_client_payload("4hi\u{1e}bAQID\u{1e}2".as_bytes()),
+        Ok(vec![
+            PayloadPart::Text("4hi"),
+            PayloadPart::Binary(Bytes::from_static(&[1, 2, 3])),
+            PayloadPart::Text("2"),
+        ])
+    );
+    // Not UTF-8, an empty packet, an unknown type, bad base64, an OPEN
+    // from the client: the whole body is refused.
+    assert_eq!(
+        split_client_payload(b"4\xff"),
+        Err(DecodeError::InvalidUtf8)
+    );
+    assert_eq!(split_client_payload(b"4a\x1e"), Err(DecodeError::Empty));
+    assert!(split_client_payload(b"4a\x1e9").is_err());
+    assert_eq!(
+        split_client_payload(b"b!!"),
+        Err(DecodeError::InvalidBase64)
+    );
+    let open = r#"0{"sid":"x","upgrades":[],"pingInterval":1,"pingTimeout":1,"maxPayload":1}"#;
+    assert!(matches!(
+        split_client_payload(open.as_bytes()),
+        Err(DecodeError::InvalidPayload(_))
+    ));
+}

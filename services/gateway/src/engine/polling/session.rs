@@ -422,17 +422,17 @@ impl PollSession {
 }
 
 /// Splits a POST body into WebSocket-shaped messages: text packets as
-/// they are, `b<base64>` as binary. Fails on any invalid packet and on a
-/// body that is not UTF-8.
+/// they are, `b<base64>` as binary (see [`engineio::split_client_payload`]:
+/// any invalid packet, an OPEN, or a body that is not UTF-8 fails it all).
 fn decode(body: &[u8]) -> Result<Vec<Message>, ()> {
-    let text = std::str::from_utf8(body).map_err(|_| ())?;
-    text.split(PAYLOAD_SEPARATOR)
-        .map(|part| match engineio::Packet::decode_text(part) {
-            Ok(engineio::Packet::Binary(b)) => Ok(Message::Binary(b)),
-            Ok(engineio::Packet::Open(_)) | Err(_) => Err(()),
-            Ok(_) => Ok(Message::Text(part.into())),
+    let parts = engineio::split_client_payload(body).map_err(|_| ())?;
+    Ok(parts
+        .into_iter()
+        .map(|part| match part {
+            engineio::PayloadPart::Text(t) => Message::Text(t.into()),
+            engineio::PayloadPart::Binary(b) => Message::Binary(b),
         })
-        .collect()
+        .collect())
 }
 
 fn encoded_len(m: &Message) -> usize {

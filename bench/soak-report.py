@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Summarises a soak run (bench/soak.sh): summary.md and summary.json.
+
+    soak-report.py RESULT_DIR
+
+Reads rss.csv (elapsed_s,process,pid,rss_kib), fanout.json (the load
+generator's fan-out line: lost, duplicates), churn.jsonl (churn and recovery
+runs) and jsz.json (JetStream at the end). Memory per process: the mean RSS
+of the first quarter of the run against the mean of the last quarter, and a
+least-squares slope over the second half (MiB per hour), which says whether
+memory still grows once warm. Exit status 1 if anything was lost or
+duplicated, a recovery failed, or a server process grew by more than 10 %
+and 8 MiB from the first quarter to the last.
+"""
+
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+GROWTH_SHARE = 0.10
+GROWTH_KIB = 8 * 1024
+
+
+def slope_per_hour(points):
+    """Least-squares slope of (seconds, KiB) points, in MiB per hour."""
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mx = sum(t for t, _ in points) / n
+    my = sum(v for _, v in points) / n
+    den = sum((t - mx) ** 2 for t, _ in points)
+    if den == 0:
+        return 0.0
+    num = sum((t - mx) * (v - my) for t, v in points)
+    return num / den * 3600 / 1024
+
+
+def main():
+    out = Path(sys.argv[1])
+    series = defaultdict(list)
+    with open(out / "rss.csv") as f:
+        for row in csv.DictReader(f):
+            rss = int(row["rss_kib"])
+            if rss > 0:
+                series[row["process"]].append((int(row["elapsed_s"]), rss))
+    end = max((t for s in series.values() for t, _ in s), default=0)
+    q = end / 4
+
+    memory = {}
+    for name, pts in sorted(series.items()):
+        first = [v for t, v in pts if t <= q]
+        last = [v for t, v in pts if t >= end - q]
+        second_half = [(t, v) for t, v in pts if t >= end / 2]
+        f_mean = sum(first) / len(first) if first else 0
+        l_mean = sum(last) / len(last) if last else 0
+        memory[name] = {
+            "samples": len(pts),
+            "first_quarter_mib": round(f_mean / 1024, 1),
+            "last_quarter_mib": round(l_mean / 1024, 1),
+            "growth_pct": round((l_mean - f_mean) / f_mean * 100, 1) if f_mean else None,
+            "max_mib": round(max(v for _, v in pts) / 1024, 1),
+            "second_half_slope_mib_per_h": round(slope_per_hour(second_half), 2),
+        }
+
+    fan = {}
+    try:
+        fan = json.loads((out / "fanout.json").read_text().strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError):
+        fan = {"error": "no fan-out result"}
+    churn = []
+    if (out / "churn.jsonl").exists():
+        for line in (out / "churn.jsonl").read_text().splitlines():
+            try:
+                churn.append(json.loads(line))
+            except ValueError:
+                churn.append({"error": line[:200]})
+    rec = [c for c in churn if c.get("scenario") == "recover-replay"]
+    idle = [c for c in churn if str(c.get("scenario", "")).startswith("idle")]
+    errors = [c for c in churn if "error" in c]
+    recoveries = {
+        "runs": len(rec),
+        "recovered": sum(1 for c in rec if c.get("recovered")),
+        "missed": sum(c.get("missed", 0) or 0 for c in rec),
+        "replayed": sum(c.get("replayed", 0) or 0 for c in rec),
+    }
+    churn_sum = {
+        "runs": len(idle),
+        "connected": sum(c.get("connected", 0) or 0 for c in idle),
+        "failed": sum(c.get("failed", 0) or 0 for c in idle),
+        "errors": len(errors),
+    }
+    streams = []
+    try:
+        jsz = json.loads((out / "jsz.json").read_text())
+        for acc in jsz.get("account_details", []):
+            for s in acc.get("stream_detail", []):
+                st = s.get("state", {})
+                streams.append({"name": s.get("name"), "messages": st.get("messages"),
+                                "bytes": st.get("bytes")})
+    except (OSError, ValueError):
+        pass
+
+    grew = [n for n, m in memory.items() if n != "loadgen"
+            and m["last_quarter_mib"] - m["first_quarter_mib"] > GROWTH_KIB / 1024
+            and (m["growth_pct"] or 0) > GROWTH_SHARE * 100]
+    lost = fan.get("lost")
+    dups = fan.get("duplicates")
+    ok = (lost == 0 and dups == 0 and not grew and "error" not in fan
+          and recoveries["recovered"] == recoveries["runs"]
+          and recoveries["replayed"] == recoveries["missed"])
+    summary = {"secs": end, "memory": memory, "fanout": {k: fan.get(k) for k in (
+        "lost", "lost_on_dropped_clients", "duplicates", "error")},
+        "recoveries": recoveries, "churn": churn_sum, "streams": streams,
+        "grew": grew, "ok": ok}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    lines = [f"# Soak {out.name}", "",
+             f"{end} s of steady fan-out with churn and recoveries (bench/soak.sh). "
+             f"Verdict: **{'pass' if ok else 'FAIL'}**.", "",
+             "| process | first quarter MiB | last quarter MiB | growth | max MiB | 2nd-half slope MiB/h |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for n, m in memory.items():
+        lines.append(f"| {n} | {m['first_quarter_mib']} | {m['last_quarter_mib']} | "
+                     f"{m['growth_pct']} % | {m['max_mib']} | {m['second_half_slope_mib_per_h']} |")
+    lines += ["", f"Fan-out: lost {lost}, lost on dropped clients "
+              f"{fan.get('lost_on_dropped_clients')}, duplicates {dups}"
+              + (f", error: {fan['error']}" if "error" in fan else "") + ".",
+              f"Recoveries: {recoveries['recovered']}/{recoveries['runs']} recovered, "
+              f"{recoveries['replayed']}/{recoveries['missed']} missed events replayed.",
+              f"Churn: {churn_sum['runs']} rounds, {churn_sum['connected']} connections opened "
+              f"and closed, {churn_sum['failed']} failed, {churn_sum['errors']} runs errored."]
+    if streams:
+        lines += ["", "Streams at the end: " + ", ".join(
+            f"{s['name']} {s['messages']} msgs / {s['bytes']} B" for s in streams) + "."]
+    if grew:
+        lines += ["", "Grew: " + ", ".join(grew) + "."]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
