@@ -225,7 +225,7 @@ async fn main() -> Result<(), Error> {
             let url = if url.contains("protocol=") {
                 url.clone()
             } else {
-                format!("{url}{}protocol=RESP3", if url.contains('?') { '&' } else { '?' })
+                format!("{url}{}protocol=resp3", if url.contains('?') { '&' } else { '?' })
             };
             let client = redis::Client::open(url)?;
             let config = RedisAdapterConfig::new().with_prefix(args.prefix.clone());
