@@ -217,7 +217,10 @@ async fn main() -> Result<(), Error> {
     let app = match &args.redis {
         None => {
             let (layer, io) = builder.build_layer();
-            io.ns("/", on_connect::<LocalAdapter>.with(authenticate::<LocalAdapter>));
+            io.ns(
+                "/",
+                on_connect::<LocalAdapter>.with(authenticate::<LocalAdapter>),
+            );
             axum::Router::new().layer(layer)
         }
         Some(url) => {
@@ -225,12 +228,17 @@ async fn main() -> Result<(), Error> {
             let url = if url.contains("protocol=") {
                 url.clone()
             } else {
-                format!("{url}{}protocol=resp3", if url.contains('?') { '&' } else { '?' })
+                format!(
+                    "{url}{}protocol=resp3",
+                    if url.contains('?') { '&' } else { '?' }
+                )
             };
             let client = redis::Client::open(url)?;
             let config = RedisAdapterConfig::new().with_prefix(args.prefix.clone());
             let adapter = RedisAdapterCtr::new_with_redis_config(&client, config).await?;
-            let (layer, io) = builder.with_adapter::<RedisAdapter<_>>(adapter).build_layer();
+            let (layer, io) = builder
+                .with_adapter::<RedisAdapter<_>>(adapter)
+                .build_layer();
             io.ns("/", on_connect.with(authenticate)).await?;
             axum::Router::new().layer(layer)
         }
@@ -243,7 +251,11 @@ async fn main() -> Result<(), Error> {
         });
     println!(
         "confab-bench-peer ({}) listening on {} (pid {})",
-        if args.redis.is_some() { "socketioxide-redis" } else { "socketioxide" },
+        if args.redis.is_some() {
+            "socketioxide-redis"
+        } else {
+            "socketioxide"
+        },
         listener.local_addr()?,
         std::process::id()
     );
