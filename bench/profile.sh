@@ -12,7 +12,37 @@
 #     perf-gateway.txt, perf-membership.txt, perf-loadgen.txt.
 #  2. Memory: an extra gateway under heaptrack holding PROFILE_IDLE idle
 #     connections: heaptrack-gateway.txt (peak memory by allocation site).
+#
+#   bench/profile.sh attach OUT_DIR SECS name=pid,name=pid,...
+#
+# records running processes instead (bench/run.sh does, for each system at
+# its saturation step): `perf record -e cpu-clock -g` of each for SECS
+# seconds, then perf-NAME.txt (the symbols above 1.5 % of its samples).
 set -euo pipefail
+
+# perf report of one recording into perf-NAME.txt; the raw data is removed.
+perf_text() { # out name
+  perf report -i "$1/perf-$2.data" --no-children --sort symbol --percent-limit 1.5 --stdio 2>/dev/null |
+    grep -v '^$' | grep -E '^ +[0-9]' | head -n 40 >"$1/perf-$2.txt" || true
+  rm -f "$1/perf-$2.data"
+}
+
+if [ "${1:-}" = attach ]; then
+  OUT="$(mkdir -p "$2" && cd "$2" && pwd)" SECS="$3"
+  NAMES=()
+  IFS=, read -r -a PAIRS <<<"$4"
+  for kv in "${PAIRS[@]}"; do
+    name="${kv%%=*}" pid="${kv#*=}"
+    kill -0 "$pid" 2>/dev/null || continue
+    perf record -e cpu-clock -F 499 -g -p "$pid" -o "$OUT/perf-$name.data" -- sleep "$SECS" \
+      >>"$OUT/perf.log" 2>&1 &
+    NAMES+=("$name")
+  done
+  wait
+  for name in "${NAMES[@]}"; do perf_text "$OUT" "$name"; done
+  exit 0
+fi
+
 OUT="$(mkdir -p "$1" && cd "$1" && pwd)"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BENCH="$ROOT/bench"
@@ -52,11 +82,7 @@ perf record -e cpu-clock -F 499 -g -p "$GW1" -o "$OUT/perf-gateway.data" -- slee
 perf record -e cpu-clock -F 499 -g -p "$MEMB" -o "$OUT/perf-membership.data" -- sleep 15 2>>"$OUT/profile.log" &
 perf record -e cpu-clock -F 499 -g -p "$LG" -o "$OUT/perf-loadgen.data" -- sleep 15 2>>"$OUT/profile.log"
 sleep 1; wait "$LG" || true
-for who in gateway membership loadgen; do
-  perf report -i "$OUT/perf-$who.data" --no-children --sort symbol --percent-limit 1.5 --stdio 2>/dev/null |
-    grep -v '^$' | grep -E '^ +[0-9]' | head -n 40 >"$OUT/perf-$who.txt" || true
-  rm -f "$OUT/perf-$who.data"
-done
+for who in gateway membership loadgen; do perf_text "$OUT" "$who"; done
 
 say "memory profile: $IDLE idle connections to a gateway under heaptrack"
 (

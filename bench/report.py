@@ -2,7 +2,10 @@
 """Turns a benchmark run (bench/run.sh) into results.json, report.md and
 PNG plots.
 
-    python3 bench/report.py bench/results/<run>
+    python3 bench/report.py bench/results/<run> [--readme README.md]
+
+With --readme, also rewrites the README's benchmark summary (between its
+bench-summary markers) from the same figures as the report's headline.
 
 Reads meta.json and results.jsonl (one load-generator line per run) from the
 run's directory; adds analysis.md (written by hand: profiles, where the time
@@ -66,6 +69,123 @@ def server_cost(fan):
     return sum(parts) if parts else None
 
 
+# The fan-out systems in the order of the report: Confab, the stack it
+# replaces, the Rust peers (bench/peers), the machine's ceiling.
+SYSTEMS = ("confab", "baseline", "socketioxide", "socketioxide-redis", "ceiling")
+SYSTEM_NOTES = {
+    "confab": "nats-server, membership, two gateways",
+    "baseline": "socket.io + @socket.io/redis-adapter, two Node processes, Redis",
+    "socketioxide": "socketioxide, one process",
+    "socketioxide-redis": "socketioxide + socketioxide-redis, two processes, Redis",
+    "ceiling": "confab-bench-ceiling, one process",
+}
+# The absolute latency bound of the headline, ms.
+P99_BOUND_MS = 10.0
+PINNED = "-pinned"
+
+
+def kept_up(s):
+    return s["delivered_per_sec"] >= 0.9 * s["offered_deliveries_per_sec"]
+
+
+def p99(s):
+    return s.get("e2e", {}).get("p99_ms")
+
+
+def within(fan, bound):
+    """Highest step that kept up (>= 90% of its offer) with p99 <= bound."""
+    best = None
+    for s in fan.get("steps", []):
+        if kept_up(s) and p99(s) is not None and p99(s) <= bound:
+            best = s
+    return best
+
+
+def fanouts(runs, pinned=False, over="websocket"):
+    """The fan-out run of each system present, in SYSTEMS order."""
+    out = []
+    for name in SYSTEMS:
+        label = name + (PINNED if pinned else "")
+        found = by(runs, "fanout", label, over)
+        if found:
+            out.append((name, found[0]))
+    return out
+
+
+def bounds(runs):
+    """The headline's latency bounds: 10 ms and the baseline's p99 at its
+    best kept-up step (when the run has a baseline)."""
+    out = [(f"p99 ≤ {P99_BOUND_MS:g} ms", P99_BOUND_MS)]
+    fb = (by(runs, "fanout", "baseline") or [None])[0]
+    sb = sustained(fb) if fb else None
+    if sb and p99(sb) is not None:
+        out.append((f"p99 ≤ {p99(sb):.1f} ms (the baseline's at its best kept-up step, "
+                    f"{sb['offered_deliveries_per_sec']:,.0f}/s)", p99(sb)))
+    return out
+
+
+def headline(runs, pinned=False):
+    """The equal-latency headline (issue #18), as Markdown lines: per
+    system, the highest step within each common bound; p99 at every
+    offered step; the 1 s "kept up" figure as a secondary row; CPU."""
+    fans = fanouts(runs, pinned)
+    if not fans:
+        return []
+    L = []
+    w = L.append
+    names = [n for n, _ in fans]
+    w("| | " + " | ".join(names) + " |")
+    w("|---|" + "---:|" * len(names))
+    for what, bound in bounds(runs):
+        cells = []
+        for _, f in fans:
+            s = within(f, bound)
+            cells.append(f"**{s['delivered_per_sec']:,.0f}**/s" if s else "none")
+        w(f"| deliveries/s of the highest step with {what} | " + " | ".join(cells) + " |")
+    cells = []
+    for _, f in fans:
+        s = sustained(f)
+        cells.append(f"{s['delivered_per_sec']:,.0f}/s (p99 {fmt(p99(s), 0)} ms)" if s else "none")
+    w("| secondary: highest step kept up (≥ 90 % of the offer, p99 ≤ 1 s) | " + " | ".join(cells) + " |")
+    srv = [server_cost(f) for _, f in fans]
+    w("| server CPU per delivery, µs (all server processes, all steps) | "
+      + " | ".join(fmt(x, 2) for x in srv) + " |")
+    w("| deliveries per server-core-second (10⁶ ÷ the line above) | "
+      + " | ".join(fmt(1e6 / x if x else None, 0) for x in srv) + " |")
+    if pinned:
+        cells = []
+        for _, f in fans:
+            s = sustained(f)
+            cpu = s and sum(v for k, v in s["cpu_percent"].items()
+                            if k not in ("loadgen", "total", "machine", "others"))
+            cells.append(f"{s['delivered_per_sec'] / (cpu / 100):,.0f}" if s and cpu else "–")
+        w("| deliveries per server-core-second at the highest step kept up | " + " | ".join(cells) + " |")
+    w("| load generator CPU per delivery, µs | "
+      + " | ".join(fmt(f.get("cpu_us_per_delivery", {}).get("loadgen"), 2) for _, f in fans) + " |")
+    w("| lost / duplicates / clients dropped | "
+      + " | ".join(f"{f['lost']:,} / {f['duplicates']:,} / {f['disconnected']:,}" for _, f in fans) + " |")
+    w("")
+    # p99 at each offered step.
+    offered = sorted({s["offered_deliveries_per_sec"] for _, f in fans for s in f["steps"]})
+    w("p99 end to end, ms, at each offered step (deliveries/s); *italic*: the step fell behind "
+      "(< 90 % of the offer delivered); – : not run (the system's run stopped earlier):\n")
+    w("| offered/s | " + " | ".join(names) + " |")
+    w("|---:|" + "---:|" * len(names))
+    for o in offered:
+        cells = []
+        for _, f in fans:
+            s = next((s for s in f["steps"] if s["offered_deliveries_per_sec"] == o), None)
+            if s is None or p99(s) is None:
+                cells.append("–")
+            elif kept_up(s):
+                cells.append(fmt(p99(s), 2))
+            else:
+                cells.append(f"*{fmt(p99(s), 1)}*")
+        w(f"| {o:,.0f} | " + " | ".join(cells) + " |")
+    w("")
+    return L
+
+
 CEILING_NOTE = (
     "The **ceiling** is `confab-bench-ceiling` (`bench/loadgen/src/bin/ceiling.rs`): one Rust process "
     "that does the baseline's fan-out hot path and nothing more (verify the JWT, join the rooms named in "
@@ -117,7 +237,8 @@ def plots(run, runs):
     out = []
     # Throughput against latency.
     fig, ax = plt.subplots(figsize=(8, 5))
-    for label, color in (("confab", "tab:blue"), ("baseline", "tab:red"), ("ceiling", "tab:green")):
+    for label, color in (("confab", "tab:blue"), ("baseline", "tab:red"), ("socketioxide", "tab:orange"),
+                         ("socketioxide-redis", "tab:purple"), ("ceiling", "tab:green")):
         for fan in by(runs, "fanout", label):
             steps = [s for s in fan["steps"] if s.get("e2e", {}).get("count")]
             xs = [s["delivered_per_sec"] for s in steps]
@@ -207,8 +328,28 @@ def report(run):
             w(f"- `{json.dumps(e)[:400]}`")
         w("")
 
+    # The headline: fan-out at equal latency (issue #18).
+    head = headline(runs)
+    if head:
+        w("## Headline: fan-out at equal latency\n")
+        w("10,000 clients in rooms of 100, the same load generator for every system, on the same cores. "
+          "On this machine everyone's latency climbs once the machine, not the server, runs out of CPU, "
+          "so the contest is latency at equal load and throughput at equal latency. Systems: "
+          + "; ".join(f"**{n}**: {SYSTEM_NOTES[n]}" for n, _ in fanouts(runs)) + ".\n")
+        L.extend(head)
+    pin = headline(runs, pinned=True)
+    if pin:
+        w("### Pinned: servers on core 0, the load generator on core 1\n")
+        w("The same fan-out with every server process of the system (`taskset`) on core 0 and the load "
+          "generator on core 1 (a shared Redis is not pinned; its CPU is counted with its system's). "
+          "With one core, the deliveries/s of a step are its deliveries per server-core-second.\n")
+        L.extend(pin)
+    summary = readme_summary(meta, runs)
+    if summary:
+        open(os.path.join(run, "readme-summary.md"), "w").write(summary)
+
     # Summary.
-    w("## Summary\n")
+    w("## Other figures\n")
     fc = (by(runs, "fanout", "confab") or [None])[0]
     fb = (by(runs, "fanout", "baseline") or [None])[0]
     fz = (by(runs, "fanout", "ceiling") or [None])[0]
@@ -283,7 +424,8 @@ def report(run):
     w("## 1. Fan-out\n")
     fpc = (by(runs, "fanout", "confab", "polling") or [None])[0]
     fpb = (by(runs, "fanout", "baseline", "polling") or [None])[0]
-    for fan in (fc, fb, fz, fpc, fpb):
+    rest = [f for pinned in (False, True) for n, f in fanouts(runs, pinned) if n not in ("confab", "baseline", "ceiling") or pinned]
+    for fan in (fc, fb, fz, *rest, fpc, fpb):
         if not fan:
             continue
         over = " over long-polling" if transport(fan) == "polling" else ""
@@ -354,5 +496,46 @@ def report(run):
     print(os.path.join(run, "report.md"))
 
 
+README_START = "<!-- bench-summary:start (bench/report.py writes this) -->"
+README_END = "<!-- bench-summary:end -->"
+
+
+def readme_summary(meta, runs):
+    """The README's benchmark summary: the equal-latency headline of the
+    run, the same figures as the report's."""
+    head = headline(runs)
+    if not head:
+        return ""
+    rel = f"bench/results/{meta['stamp']}-{meta['mode']}/report.md"
+    L = [f"Fan-out at equal latency, `{meta['command']}` of {meta['stamp'][:4]}-{meta['stamp'][4:6]}-{meta['stamp'][6:8]} "
+         f"({meta['cpus']} cores, load generator on the same machine; report: `{rel}`):", ""]
+    L.extend(head)
+    pin = headline(runs, pinned=True)
+    if pin:
+        L += ["Pinned (servers on core 0, the load generator on core 1):", ""]
+        L.extend(pin)
+    return "\n".join(L).rstrip() + "\n"
+
+
+def update_readme(path, summary):
+    """Replaces the text between the README's bench-summary markers."""
+    text = open(path).read()
+    a, b = text.find(README_START), text.find(README_END)
+    if a < 0 or b < a:
+        sys.exit(f"{path}: no {README_START} ... {README_END} markers")
+    text = text[:a + len(README_START)] + "\n" + summary + text[b:]
+    open(path, "w").write(text)
+
+
 if __name__ == "__main__":
-    report(sys.argv[1])
+    args = sys.argv[1:]
+    readme = None
+    if "--readme" in args:
+        i = args.index("--readme")
+        readme = args[i + 1]
+        del args[i:i + 2]
+    report(args[0])
+    if readme:
+        meta, runs = load(args[0])
+        update_readme(readme, readme_summary(meta, runs))
+        print(readme)

@@ -14,17 +14,25 @@
 # The fan-out scenario also runs against a third system, `ceiling`
 # (confab-bench-ceiling, bench/loadgen/src/bin/ceiling.rs): one minimal Rust
 # process doing only the baseline's hot path, i.e. the most this machine
-# delivers with this load generator.
+# delivers with this load generator. It also runs against the Rust peers
+# (bench/peers, issue #18): socketioxide in one process (`socketioxide`)
+# and socketioxide + socketioxide-redis in two processes on the Redis
+# (`socketioxide-redis`, channels under a prefix of this run's own).
+# After each system's fan-out, a profile of its server processes at its
+# saturation step (bench/profile.sh attach): <run>/profile/<system>/.
+# The `pinned` scenario runs the fan-out of every system again with its
+# server processes on core 0 and the load generator on core 1 (taskset;
+# BENCH_SERVER_CPUS / BENCH_LOADGEN_CPUS), labelled `<system>-pinned`.
 # Everything it started is stopped at the end, also on failure.
 #
 # Ports (chosen away from the defaults of `just up` and the tests):
 #   BENCH_NATS_PORT (4350), BENCH_NATS_MONITOR_PORT (8350),
 #   BENCH_MEMBERSHIP_PORT (3350), gateways 3351-3356 (BENCH_GATEWAY_BASE),
 #   baseline 3361-3366 (BENCH_BASELINE_BASE), ceiling 3370
-#   (BENCH_CEILING_PORT). Redis: BENCH_REDIS_URL
+#   (BENCH_CEILING_PORT), Rust peers 3371-3373 (BENCH_PEER_BASE). Redis: BENCH_REDIS_URL
 #   (redis://127.0.0.1:6379, must run already).
-# BENCH_SCENARIOS picks scenarios (default "fanout publish idle polling
-# recovery"), e.g. BENCH_SCENARIOS=recovery bench/run.sh full. `polling`
+# BENCH_SCENARIOS picks scenarios (default "fanout pinned publish idle
+# polling recovery"), e.g. BENCH_SCENARIOS=recovery bench/run.sh full. `polling`
 # runs idle sessions and the fan-out again with HTTP long-polling clients
 # (the load generator's --transport polling), Confab and baseline.
 set -euo pipefail
@@ -45,8 +53,12 @@ MEMBERSHIP_PORT="${BENCH_MEMBERSHIP_PORT:-3350}"
 GW_BASE="${BENCH_GATEWAY_BASE:-3351}"
 NODE_BASE="${BENCH_BASELINE_BASE:-3361}"
 CEILING_PORT="${BENCH_CEILING_PORT:-3370}"
+PEER_BASE="${BENCH_PEER_BASE:-3371}"
+SERVER_CPUS="${BENCH_SERVER_CPUS:-0}" LOADGEN_CPUS="${BENCH_LOADGEN_CPUS:-1}"
+PROFILE="${BENCH_PROFILE:-1}" # 0: no profile at the saturation step
+PEER="$CARGO_TARGET_DIR/peers/release/confab-bench-peer"
 REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
-SCENARIOS=" ${BENCH_SCENARIOS:-fanout publish idle polling recovery} "
+SCENARIOS=" ${BENCH_SCENARIOS:-fanout pinned publish idle polling recovery} "
 want() { [[ "$SCENARIOS" == *" $1 "* ]]; }
 GW=() NODE=()
 for i in 0 1 2 3 4 5; do GW+=($((GW_BASE + i))); NODE+=($((NODE_BASE + i))); done
@@ -64,6 +76,7 @@ if [ "$MODE" = full ]; then
   FAN_CLIENTS=10000 FAN_ROOMS=100 ROOM_SIZE=100
   FAN_RATES="50,100,200,400,600,800,1200,1600,2000,2500,3000,3500,5000" STEP_SECS=10
   IDLE_SIZES="10000 19000" IDLE_BIG=100000 MAX_PER_PROC=19000 HOLD=10
+  PROFILE_SECS=15
   PUB_N=50 PUB_SECS=10
   REC_SESSIONS=10000 REC_MISSED=1000
   POLL_IDLE=10000
@@ -71,6 +84,7 @@ else
   FAN_CLIENTS=1000 FAN_ROOMS=10 ROOM_SIZE=100
   FAN_RATES="20,50,100" STEP_SECS=3
   IDLE_SIZES="1000" IDLE_BIG=3000 MAX_PER_PROC=1000 HOLD=2
+  PROFILE_SECS=5
   PUB_N=10 PUB_SECS=3
   REC_SESSIONS=500 REC_MISSED=1000
   POLL_IDLE=1000
@@ -144,11 +158,21 @@ start_node() { # n port
 
 # The fan-out ceiling: one confab-bench-ceiling process.
 start_ceiling() {
-  "$CARGO_TARGET_DIR/release/confab-bench-ceiling" --listen "127.0.0.1:$CEILING_PORT" \
+  $PIN_SERVER "$CARGO_TARGET_DIR/release/confab-bench-ceiling" --listen "127.0.0.1:$CEILING_PORT" \
     --secret-file "$RUN/jwt-secret" </dev/null >>"$OUT/logs/ceiling.log" 2>&1 &
   EXTRA_PIDS+=($!)
   PID_CEILING=$!
   wait_port "$CEILING_PORT" 30
+}
+
+# A Rust peer (bench/peers): socketioxide alone, or with --redis.
+start_peer() { # name port [redis args...]
+  local name="$1" port="$2"; shift 2
+  $PIN_SERVER "$PEER" --listen "127.0.0.1:$port" --secret-file "$RUN/jwt-secret" "$@" \
+    </dev/null >>"$OUT/logs/$name.log" 2>&1 &
+  EXTRA_PIDS+=($!)
+  LAST_PID=$!
+  wait_port "$port" 30
 }
 
 stop_pid() { # pid
@@ -168,11 +192,92 @@ lg() { # label scenario args...
   local label="$1"; shift
   say "run: $label $*"
   local line
-  line="$(nice -n 0 "$LOADGEN" "$@" --label "$label" --secret-file "$RUN/jwt-secret" 2>>"$OUT/logs/loadgen.log" | tail -n 1)" || true
+  line="$($PIN_LOADGEN nice -n 0 "$LOADGEN" "$@" --label "$label" --secret-file "$RUN/jwt-secret" 2>>"$OUT/logs/loadgen.log" | tail -n 1)" || true
   [ -n "$line" ] || line="{\"error\":\"no output\",\"label\":\"$label\",\"scenario\":\"$1\"}"
   printf '%s\n' "$line" >>"$JSONL"
   say "  -> ${line:0:300}"
   sleep 3 # let disconnects settle before the next run
+}
+
+# `taskset` prefixes of the pinned pass (empty otherwise).
+PIN_SERVER="" PIN_LOADGEN=""
+pin() { # cpus pid... : every thread of running processes
+  local cpus="$1" p; shift
+  for p in "$@"; do taskset -a -p -c "$cpus" "$p" >/dev/null || say "taskset $cpus $p failed"; done
+}
+
+# The step to profile in a fan-out result line: the first that fell
+# behind (< 90 % of its offer, or p99 > 1 s), else the last one run.
+saturation_rate() { # json line
+  python3 -c '
+import json, sys
+steps = json.loads(sys.argv[1]).get("steps") or []
+bad = [s for s in steps if s["delivered_per_sec"] < 0.9 * s["offered_deliveries_per_sec"]
+       or (s.get("e2e", {}).get("p99_ms") or 0) > 1000]
+s = (bad or steps or [None])[0] if bad else (steps[-1] if steps else None)
+print(s["rate_msgs_per_sec"] if s else "")' "$1"
+}
+
+# A CPU profile of a system's server processes at its saturation step
+# (issue #18): the fan-out again at that one rate while bench/profile.sh
+# attach records them; <run>/profile/<system>/.
+profile_at_saturation() { # system url watch
+  [ "$PROFILE" = 1 ] || return 0
+  local sys="$1" url="$2" watch="$3" rate dir lgpid
+  rate="$(saturation_rate "$(tail -n 1 "$JSONL")")"
+  [ -n "$rate" ] || { say "no fan-out steps for $sys: no profile"; return 0; }
+  dir="$OUT/profile/$sys"; mkdir -p "$dir"
+  say "profile: $sys at its saturation step, $rate msg/s"
+  "$LOADGEN" fanout --clients "$FAN_CLIENTS" --room-size "$ROOM_SIZE" --rates "$rate" \
+    --step-secs "$((PROFILE_SECS + 4))" --settle-secs 2 --drain-secs 3 --prefix f --url "$url" \
+    --secret-file "$RUN/jwt-secret" --label "$sys-profile" >"$dir/fanout.json" 2>"$dir/loadgen.log" &
+  lgpid=$!
+  until grep -q "connected in" "$dir/loadgen.log" 2>/dev/null || ! kill -0 "$lgpid" 2>/dev/null; do sleep 0.5; done
+  sleep 4 # the settle time and the start of the step
+  kill -0 "$lgpid" 2>/dev/null &&
+    bash "$BENCH/profile.sh" attach "$dir" "$PROFILE_SECS" "$watch,loadgen=$lgpid" 2>>"$dir/loadgen.log"
+  wait "$lgpid" || true
+  sleep 3
+}
+
+# The fan-out of every system: Confab, the baseline, the ceiling, the two
+# Rust peers. SUFFIX "-pinned": servers on SERVER_CPUS, the load generator
+# on LOADGEN_CPUS, no profiles.
+fanout_all() { # suffix
+  local sfx="$1" prof=1
+  local FAN=(fanout --clients "$FAN_CLIENTS" --room-size "$ROOM_SIZE" --rates "$FAN_RATES" --step-secs "$STEP_SECS" --prefix f)
+  if [ -n "$sfx" ]; then
+    prof=0 PIN_SERVER="taskset -c $SERVER_CPUS" PIN_LOADGEN="taskset -c $LOADGEN_CPUS"
+    pin "$SERVER_CPUS" "$PID_NATS" "$PID_MEMB" "$PID_GW1" "$PID_GW2" "$PID_NODE1" "$PID_NODE2"
+  fi
+  lg "confab$sfx" "${FAN[@]}" --url "$(urls "${GW[0]}" "${GW[1]}")" --watch "$CONFAB_WATCH"
+  [ "$prof" = 0 ] || profile_at_saturation confab "$(urls "${GW[0]}" "${GW[1]}")" "$CONFAB_WATCH"
+  lg "baseline$sfx" "${FAN[@]}" --url "$(urls "${NODE[0]}" "${NODE[1]}")" --watch "$NODE_WATCH"
+  [ "$prof" = 0 ] || profile_at_saturation baseline "$(urls "${NODE[0]}" "${NODE[1]}")" "$NODE_WATCH"
+  say "starting the fan-out ceiling (confab-bench-ceiling on $CEILING_PORT)"
+  start_ceiling
+  lg "ceiling$sfx" "${FAN[@]}" --url "$(urls "$CEILING_PORT")" --watch "ceiling=$PID_CEILING"
+  [ "$prof" = 0 ] || profile_at_saturation ceiling "$(urls "$CEILING_PORT")" "ceiling=$PID_CEILING"
+  stop_pid "$PID_CEILING"
+  say "starting the Rust peer: socketioxide, one process on $PEER_BASE"
+  start_peer socketioxide "$PEER_BASE"
+  local p1="$LAST_PID" p2
+  lg "socketioxide$sfx" "${FAN[@]}" --url "$(urls "$PEER_BASE")" --watch "socketioxide=$p1"
+  [ "$prof" = 0 ] || profile_at_saturation socketioxide "$(urls "$PEER_BASE")" "socketioxide=$p1"
+  stop_pid "$p1"
+  say "starting the Rust peer: socketioxide + socketioxide-redis, two processes on $((PEER_BASE + 1))-$((PEER_BASE + 2))"
+  local redis_args=(--redis "$REDIS_URL" --prefix "confab-bench-$STAMP-$$")
+  start_peer socketioxide-redis-1 "$((PEER_BASE + 1))" "${redis_args[@]}"; p1="$LAST_PID"
+  start_peer socketioxide-redis-2 "$((PEER_BASE + 2))" "${redis_args[@]}"; p2="$LAST_PID"
+  local watch="socketioxide-1=$p1,socketioxide-2=$p2${PID_REDIS:+,redis=$PID_REDIS}"
+  lg "socketioxide-redis$sfx" "${FAN[@]}" --url "$(urls "$((PEER_BASE + 1))" "$((PEER_BASE + 2))")" --watch "$watch"
+  [ "$prof" = 0 ] || profile_at_saturation socketioxide-redis "$(urls "$((PEER_BASE + 1))" "$((PEER_BASE + 2))")" "$watch"
+  stop_pid "$p1"; stop_pid "$p2"
+  if [ -n "$sfx" ]; then
+    local all; all="0-$(($(nproc) - 1))"
+    pin "$all" "$PID_NATS" "$PID_MEMB" "$PID_GW1" "$PID_GW2" "$PID_NODE1" "$PID_NODE2"
+    PIN_SERVER="" PIN_LOADGEN=""
+  fi
 }
 
 # --- build and start --------------------------------------------------------
@@ -182,6 +287,8 @@ say "building release binaries"
 # builds (features unify per build; one combined build would rebuild all).
 (cd "$ROOT" && nice -n 10 cargo build --release --quiet -p confab -p confab-gateway -p confab-membership)
 (cd "$ROOT" && nice -n 10 cargo build --release --quiet -p confab-loadgen)
+# The Rust peers: their own Cargo project and lock file (bench/peers).
+(cd "$BENCH/peers" && CARGO_TARGET_DIR="$CARGO_TARGET_DIR/peers" nice -n 10 cargo build --release --locked --quiet)
 
 [ -d "$BENCH/baseline/node_modules/socket.io" ] ||
   (cd "$BENCH/baseline" && npm ci --no-audit --no-fund >&2)
@@ -251,15 +358,8 @@ API="http://127.0.0.1:$MEMBERSHIP_PORT"
   --prefix v --rooms 1 --room-size 2 >>"$OUT/logs/setup.log"
 
 # --- scenario 1: fan-out ----------------------------------------------------
-if want fanout; then
-FAN=(fanout --clients "$FAN_CLIENTS" --room-size "$ROOM_SIZE" --rates "$FAN_RATES" --step-secs "$STEP_SECS" --prefix f)
-lg confab "${FAN[@]}" --url "$(urls "${GW[0]}" "${GW[1]}")" --watch "$CONFAB_WATCH"
-lg baseline "${FAN[@]}" --url "$(urls "${NODE[0]}" "${NODE[1]}")" --watch "$NODE_WATCH"
-say "starting the fan-out ceiling (confab-bench-ceiling on $CEILING_PORT)"
-start_ceiling
-lg ceiling "${FAN[@]}" --url "$(urls "$CEILING_PORT")" --watch "ceiling=$PID_CEILING"
-stop_pid "$PID_CEILING"
-fi
+want fanout && fanout_all ""
+want pinned && fanout_all -pinned
 
 # --- scenario 4: durable publish through one gateway ------------------------
 if want publish; then
@@ -335,6 +435,10 @@ fi
 
 # --- report -----------------------------------------------------------------
 say "writing the report"
-PYTHONPATH="$PYDIR${PYTHONPATH:+:$PYTHONPATH}" python3 "$BENCH/report.py" "$OUT" ||
+# A full run also rewrites the README's benchmark summary from the same
+# figures (BENCH_README=0: not).
+README_ARGS=()
+[ "$MODE" = full ] && [ "${BENCH_README:-1}" = 1 ] && README_ARGS=(--readme "$ROOT/README.md")
+PYTHONPATH="$PYDIR${PYTHONPATH:+:$PYTHONPATH}" python3 "$BENCH/report.py" "$OUT" "${README_ARGS[@]}" ||
   say "report.py failed (results.jsonl is kept)"
 say "done: $OUT/report.md"
