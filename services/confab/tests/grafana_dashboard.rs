@@ -72,8 +72,13 @@ fn every_panel_queries_metrics_the_services_expose() {
     gateway.handshake_failures.get_or_create(&reason()).inc();
     let mut known = BTreeMap::new();
     types(&gateway.render(), &mut known);
+    let membership = confab_membership::health::Health::default();
+    membership.set_lag("history", confab_membership::health::Lag::default());
+    membership.count_command("join", "ok");
     types(
-        &confab_membership::health::Health::default().metrics(),
+        &membership.metrics_with(&confab_membership::health::Scrape {
+            bus: Some(("nats", true)),
+        }),
         &mut known,
     );
     assert!(
@@ -122,6 +127,8 @@ fn every_panel_queries_metrics_the_services_expose() {
         "confab_gateway_recoveries",
         "confab_gateway_bus_connected",
         "confab_membership_projection_up",
+        "confab_membership_projection_lag_seconds",
+        "confab_membership_bus_connected",
     ] {
         assert!(used.contains(needed), "no panel shows {needed}");
     }

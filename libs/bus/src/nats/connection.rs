@@ -26,6 +26,13 @@ const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
 /// How long subscribing may take (the server must confirm it).
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often the client pings its server. A server that stops answering
+/// (paused, or cut off by a partition, its socket still open) is dropped
+/// after two unanswered pings and the client moves to another server of
+/// the list: within about three intervals, not the client's default of
+/// minutes, during which every publish would time out.
+const PING_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Slow-consumer warnings are coalesced over this long before every
 /// subscription checks for missed messages.
 const SLOW_CONSUMER_DEBOUNCE: Duration = Duration::from_secs(1);
@@ -54,6 +61,7 @@ pub(super) async fn connect(
     }
     let client = options
         .name(&cfg.name)
+        .ping_interval(PING_INTERVAL)
         .subscription_capacity(cfg.subscription_capacity)
         .event_callback(move |event| {
             let events_tx = events_tx.clone();
