@@ -43,19 +43,29 @@ impl Presence for NatsPresence {
         asker: &UserId,
         users: &[UserId],
     ) -> Result<BTreeMap<String, PresenceStatus>, PresenceError> {
-        let request = QueryRequest {
-            asker: asker.clone(),
-            users: users.to_vec(),
-        };
-        let subject = Query::SUBJECT;
-        let answer = self.client.call::<Query>(&request).await.map_err(|e| {
-            PresenceError::Unavailable(match e {
-                CallError::Timeout(t) => format!("no answer on {subject} within {t:?}"),
-                CallError::Unavailable(e) => format!("{subject}: {e}"),
-                CallError::Refused(err) => format!("{subject}: {} ({})", err.message, err.code),
-                CallError::Decode(e) => format!("{subject}: bad reply: {e}"),
-            })
-        })?;
-        Ok(answer.presence)
+        query_tracker(&self.client, asker, users).await
     }
+}
+
+/// Asks the tracker for `users`' presence through `client` (over NATS, or
+/// over HTTP on a deployment without NATS: the same endpoint).
+pub(super) async fn query_tracker(
+    client: &ServiceClient,
+    asker: &UserId,
+    users: &[UserId],
+) -> Result<BTreeMap<String, PresenceStatus>, PresenceError> {
+    let request = QueryRequest {
+        asker: asker.clone(),
+        users: users.to_vec(),
+    };
+    let subject = Query::SUBJECT;
+    let answer = client.call::<Query>(&request).await.map_err(|e| {
+        PresenceError::Unavailable(match e {
+            CallError::Timeout(t) => format!("no answer on {subject} within {t:?}"),
+            CallError::Unavailable(e) => format!("{subject}: {e}"),
+            CallError::Refused(err) => format!("{subject}: {} ({})", err.message, err.code),
+            CallError::Decode(e) => format!("{subject}: bad reply: {e}"),
+        })
+    })?;
+    Ok(answer.presence)
 }

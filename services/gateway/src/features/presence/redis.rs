@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use confab_bus::RedisBus;
-use confab_contracts::presence::{Heartbeat, Heartbeats, Query, QueryRequest};
-use confab_contracts::{CallError, Endpoint, ServiceClient, Topic};
+use confab_contracts::presence::{Heartbeat, Heartbeats};
+use confab_contracts::{ServiceClient, Topic};
 use confab_events::UserId;
 use confab_events::socket::PresenceStatus;
 
@@ -44,19 +44,6 @@ impl Presence for RedisPresence {
         asker: &UserId,
         users: &[UserId],
     ) -> Result<BTreeMap<String, PresenceStatus>, PresenceError> {
-        let request = QueryRequest {
-            asker: asker.clone(),
-            users: users.to_vec(),
-        };
-        let subject = Query::SUBJECT;
-        let answer = self.client.call::<Query>(&request).await.map_err(|e| {
-            PresenceError::Unavailable(match e {
-                CallError::Timeout(t) => format!("no answer on {subject} within {t:?}"),
-                CallError::Unavailable(e) => format!("{subject}: {e}"),
-                CallError::Refused(err) => format!("{subject}: {} ({})", err.message, err.code),
-                CallError::Decode(e) => format!("{subject}: bad reply: {e}"),
-            })
-        })?;
-        Ok(answer.presence)
+        super::nats::query_tracker(&self.client, asker, users).await
     }
 }
