@@ -69,12 +69,12 @@ config-table:
 up:
     bash deploy/local/cluster.sh up
 
-# The fault suite, slow and combined faults included (a 3-node JetStream
-# cluster, nats + gateway killed together, ...): real processes, careful
-# clients, a checker; the figures are appended to REPORT (issue #16).
+# The fault suite (one at a time, a 3-node JetStream cluster, nats +
+# gateway killed together, ...): real processes, careful clients, a
+# checker; the figures are appended to REPORT (issue #16).
 chaos REPORT="tests/faults/report.md":
     mkdir -p "$(dirname "{{REPORT}}")"
-    CONFAB_FAULTS_REPORT="$(realpath -m "{{REPORT}}")" cargo test -p confab-tests --test e2e faults -- --include-ignored --test-threads 1 --nocapture
+    CONFAB_FAULTS_REPORT="$(realpath -m "{{REPORT}}")" cargo test -p confab-tests --test e2e faults -- --test-threads 1 --nocapture
     cargo test -p confab-membership --test nats_restart -- --nocapture
 
 # Stop the local cluster gracefully (logs and data stay in .run/).

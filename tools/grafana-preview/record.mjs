@@ -5,7 +5,7 @@
 // PromQL with a tiny evaluator for exactly the forms the dashboard uses
 // (sum/min [by (labels)] of a selector or of rate(selector[window])), draws
 // the panels at their grid positions with uPlot, and screenshots the page
-// in headless Chromium. Run by tests/e2e/admin_ui.rs (grafana_preview):
+// in headless Chromium. Run by tests/e2e/admin_ui.rs (the_dashboard_shows_a_loaded_cluster_s_metrics):
 //   GATEWAYS    JSON array of gateway URLs
 //   MEMBERSHIP  the membership service's URL
 //   TOKENS      JSON array of tokens of members of channel:general
@@ -116,7 +116,7 @@ async function load(until) {
 // --- the evaluator ------------------------------------------------------------
 
 const FORM =
-  /^(sum|min)(?: by \(([^)]*)\))? ?\((rate\()?([a-z_:][\w:]*)\{([^}]*)\}(?:\[[^\]]*\])?\)?\)$/;
+  /^(sum|min|max)(?: by \(([^)]*)\))? ?\((rate\()?([a-z_:][\w:]*)\{([^}]*)\}(?:\[[^\]]*\])?\)?\)$/;
 
 /** [{legend labels, points [[t, v]]}] of one panel query over the scrapes. */
 function evaluate(expr) {
@@ -147,7 +147,7 @@ function evaluate(expr) {
       }
       const g = key(Object.fromEntries(byLabels.map((l) => [l, s.labels[l] ?? ""])));
       const acc = groups.get(g);
-      groups.set(g, acc === undefined ? v : agg === "sum" ? acc + v : Math.min(acc, v));
+      groups.set(g, acc === undefined ? v : agg === "sum" ? acc + v : agg === "min" ? Math.min(acc, v) : Math.max(acc, v));
     }
     for (const [g, v] of groups) {
       if (!series.has(g)) series.set(g, []);
