@@ -1,4 +1,5 @@
-//! Long-polling without sticky sessions: two gateways on one NATS, behind
+//! Long-polling without sticky sessions: two gateways on one NATS (or one
+//! Redis: every test runs on both, the `on_redis_` ones on Redis), behind
 //! a [`RoundRobin`] balancer that sends every request to the next gateway.
 //! A request for a session another gateway owns is forwarded there; a
 //! WebSocket upgrade for it is relayed.
@@ -9,7 +10,7 @@ use confab_test_support::NodeClient;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Backend, Cluster};
 use crate::polling::Suite;
 use crate::polling_client::{alice_types_to_bob, exchange, polling_only, seed, transport};
 use crate::recovery::{GatewayProcess, bodies, receive_in_order, send};
@@ -18,8 +19,8 @@ use crate::support::*;
 
 const T: Duration = Duration::from_secs(15);
 
-async fn balanced() -> (Cluster, RoundRobin) {
-    let c = Cluster::start(2).await;
+async fn balanced(backend: Backend) -> (Cluster, RoundRobin) {
+    let c = Cluster::start_on(backend, 2).await;
     c.workspace_with_general(&["bob"]).await;
     let lb = RoundRobin::start(c.gateways.iter().map(|(a, _)| *a).collect()).await;
     (c, lb)
@@ -27,7 +28,16 @@ async fn balanced() -> (Cluster, RoundRobin) {
 
 #[tokio::test]
 async fn polling_only_clients_behind_a_round_robin_balancer_message_and_get_acks() {
-    let (_c, lb) = balanced().await;
+    polling_only_behind_a_balancer(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_polling_only_clients_behind_a_round_robin_balancer_message_and_get_acks() {
+    polling_only_behind_a_balancer(Backend::Redis).await;
+}
+
+async fn polling_only_behind_a_balancer(backend: Backend) {
+    let (_c, lb) = balanced(backend).await;
     let node = NodeClient::spawn().await;
     node.connect("alice", &lb.url(), polling_only(&token("alice")))
         .await;
@@ -48,7 +58,16 @@ async fn polling_only_clients_behind_a_round_robin_balancer_message_and_get_acks
 
 #[tokio::test]
 async fn the_seed_options_behind_a_round_robin_balancer_connect_and_exchange_events() {
-    let (_c, lb) = balanced().await;
+    seed_options_behind_a_balancer(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_the_seed_options_behind_a_round_robin_balancer_connect_and_exchange_events() {
+    seed_options_behind_a_balancer(Backend::Redis).await;
+}
+
+async fn seed_options_behind_a_balancer(backend: Backend) {
+    let (_c, lb) = balanced(backend).await;
     let node = NodeClient::spawn().await;
     node.connect("alice", &lb.url(), seed(&token("alice")))
         .await;
@@ -100,7 +119,16 @@ async fn say(node: &NodeClient, who: &str, body: &str, id: &str) {
 
 #[tokio::test]
 async fn an_upgrade_landing_on_a_gateway_that_does_not_own_the_session_is_relayed() {
-    let (c, lb) = balanced().await;
+    upgrade_on_the_non_owner(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_an_upgrade_landing_on_a_gateway_that_does_not_own_the_session_is_relayed() {
+    upgrade_on_the_non_owner(Backend::Redis).await;
+}
+
+async fn upgrade_on_the_non_owner(backend: Backend) {
+    let (c, lb) = balanced(backend).await;
     // Every WebSocket goes to gateway 1; bob's handshake, the balancer's
     // first request, to gateway 0: his upgrade is relayed.
     lb.websockets_to(Some(c.gateways[1].0));
@@ -137,9 +165,18 @@ async fn an_upgrade_landing_on_a_gateway_that_does_not_own_the_session_is_relaye
 
 #[tokio::test]
 async fn a_relaying_gateway_killed_ends_the_session_and_the_client_recovers() {
-    let c = Cluster::start(1).await;
+    relaying_gateway_killed(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_a_relaying_gateway_killed_ends_the_session_and_the_client_recovers() {
+    relaying_gateway_killed(Backend::Redis).await;
+}
+
+async fn relaying_gateway_killed(backend: Backend) {
+    let c = Cluster::start_on(backend, 1).await;
     c.workspace_with_general(&["bob"]).await;
-    let mut doomed = GatewayProcess::start(&c.nats().url()).await;
+    let mut doomed = GatewayProcess::start_in(&c).await;
     let lb = RoundRobin::start(vec![c.gateways[0].0, doomed.addr]).await;
     lb.websockets_to(Some(doomed.addr));
     let node = NodeClient::spawn().await;
@@ -177,7 +214,16 @@ async fn a_relaying_gateway_killed_ends_the_session_and_the_client_recovers() {
 
 #[tokio::test]
 async fn a_get_answer_near_max_payload_is_forwarded_whole() {
-    let c = Cluster::start_tweaked(2, None, |cfg| {
+    near_max_payload_forwarded_whole(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_a_get_answer_near_max_payload_is_forwarded_whole() {
+    near_max_payload_forwarded_whole(Backend::Redis).await;
+}
+
+async fn near_max_payload_forwarded_whole(backend: Backend) {
+    let c = Cluster::start_tweaked_on(backend, 2, None, |cfg| {
         cfg.messages.max_body_bytes = cfg.engine.max_payload;
     })
     .await;
@@ -224,7 +270,16 @@ fn connect_packet(user: &str) -> String {
 
 #[tokio::test]
 async fn a_session_opened_on_one_gateway_is_served_by_the_other() {
-    let c = Cluster::start(2).await;
+    served_by_the_other(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_a_session_opened_on_one_gateway_is_served_by_the_other() {
+    served_by_the_other(Backend::Redis).await;
+}
+
+async fn served_by_the_other(backend: Backend) {
+    let c = Cluster::start_on(backend, 2).await;
     let (owner, other) = (gateway(&c, 0), gateway(&c, 1));
     let sid = owner.session().await;
     assert_eq!(
@@ -238,7 +293,16 @@ async fn a_session_opened_on_one_gateway_is_served_by_the_other() {
 
 #[tokio::test]
 async fn a_dropped_forwarded_get_releases_the_owners_hold() {
-    let c = Cluster::start(2).await;
+    dropped_get_releases_the_hold(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_a_dropped_forwarded_get_releases_the_owners_hold() {
+    dropped_get_releases_the_hold(Backend::Redis).await;
+}
+
+async fn dropped_get_releases_the_hold(backend: Backend) {
+    let c = Cluster::start_on(backend, 2).await;
     let (owner, other) = (gateway(&c, 0), gateway(&c, 1));
     let sid = owner.session().await;
     // A GET through the other gateway, given up by its client.
@@ -270,7 +334,16 @@ async fn a_dropped_forwarded_get_releases_the_owners_hold() {
 
 #[tokio::test]
 async fn a_session_of_a_gone_gateway_is_unknown_at_once() {
-    let c = Cluster::start(2).await;
+    gone_gateway_unknown_at_once(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_a_session_of_a_gone_gateway_is_unknown_at_once() {
+    gone_gateway_unknown_at_once(Backend::Redis).await;
+}
+
+async fn gone_gateway_unknown_at_once(backend: Backend) {
+    let c = Cluster::start_on(backend, 2).await;
     let (owner, other) = (gateway(&c, 0), gateway(&c, 1));
     let sid = owner.session().await;
     c.gateways[0].1.shutdown();
@@ -294,7 +367,16 @@ async fn a_session_of_a_gone_gateway_is_unknown_at_once() {
 
 #[tokio::test]
 async fn a_forwarded_answer_never_acknowledged_goes_back_to_the_session() {
-    let c = Cluster::start(1).await;
+    unacknowledged_answer_goes_back(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_a_forwarded_answer_never_acknowledged_goes_back_to_the_session() {
+    unacknowledged_answer_goes_back(Backend::Redis).await;
+}
+
+async fn unacknowledged_answer_goes_back(backend: Backend) {
+    let c = Cluster::start_on(backend, 1).await;
     let owner = gateway(&c, 0);
     let sid = owner.session().await;
     assert_eq!(
@@ -302,55 +384,143 @@ async fn a_forwarded_answer_never_acknowledged_goes_back_to_the_session() {
         (StatusCode::OK, "ok".into())
     );
     // A forwarder that gets the answer and dies before its ack.
-    let nats = async_nats::connect(c.nats().url()).await.unwrap();
-    let (lost, _control) = forwarded_get(&nats, &sid).await;
+    let mut forwarder = RawForwarder::connect(&c).await;
+    let (lost, _control) = forwarder.get(&sid).await;
     assert!(lost.starts_with("40{"), "{lost}");
-    drop(nats);
+    drop(forwarder);
     // The owner put the packets back: the next GET gets them.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let (status, body) = owner.get(owner.polling(&sid)).await;
     assert_eq!((status, body), (StatusCode::OK, lost));
 }
 
-/// A forwarded GET for `sid` made by the test itself, as a forwarding
-/// gateway would: the owner's answer and the control subject to confirm
-/// it on.
-async fn forwarded_get(nats: &async_nats::Client, sid: &str) -> (String, String) {
-    use confab_contracts::gateway::{GatewayName, PollAnswer, PollRequest};
-    let name = GatewayName::parse(sid.split_once('.').unwrap().0).unwrap();
-    let control = nats.new_inbox();
-    let request = PollRequest {
-        sid: sid.to_owned(),
-        control: control.clone(),
-    };
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(
-        confab_contracts::AUTHORIZATION_HEADER,
-        format!("Bearer {}", crate::cluster::SERVICE_TOKEN).as_str(),
-    );
-    let body = serde_json::to_vec(&request).unwrap().into();
-    let reply = nats
-        .request_with_headers(name.poll_subject(), headers, body)
-        .await
-        .unwrap();
-    let answer = PollAnswer::decode(reply.headers.as_ref(), reply.payload).unwrap();
-    let PollAnswer::Payload(payload) = answer else {
-        panic!("{answer:?}");
-    };
-    (String::from_utf8(payload.to_vec()).unwrap(), control)
+/// A forwarding gateway played by the test itself, on the cluster's
+/// NATS or Redis.
+enum RawForwarder {
+    Nats(async_nats::Client),
+    /// The Redis bus, and the topic of the gateway the test plays (its
+    /// inboxes' messages arrive there).
+    Redis(confab_bus::RedisBus, confab_bus::TopicSubscription),
+}
+
+/// The gateway id the test plays on Redis.
+const RAW_FORWARDER: &str = "test-forwarder";
+
+impl RawForwarder {
+    async fn connect(c: &Cluster) -> RawForwarder {
+        use confab_contracts::gateway::GatewayName;
+        match c.backend {
+            Backend::Nats => Self::Nats(async_nats::connect(c.nats().url()).await.unwrap()),
+            Backend::Redis => {
+                let url = c.redis.as_ref().unwrap().url();
+                let bus = confab_bus::RedisBus::connect(confab_bus::RedisConfig::new(url))
+                    .await
+                    .unwrap();
+                let topic = GatewayName::parse(RAW_FORWARDER).unwrap().topic();
+                let inbox = bus.subscribe_topic(&topic, 16).await.unwrap();
+                Self::Redis(bus, inbox)
+            }
+        }
+    }
+
+    /// A forwarded GET for `sid`, as a forwarding gateway makes it: the
+    /// owner's answer and the control subject to confirm it on.
+    async fn get(&mut self, sid: &str) -> (String, String) {
+        use confab_contracts::gateway::envelope::Envelope;
+        use confab_contracts::gateway::{GatewayName, PollAnswer, PollRequest};
+        let name = GatewayName::parse(sid.split_once('.').unwrap().0).unwrap();
+        let control = match self {
+            Self::Nats(nats) => nats.new_inbox(),
+            Self::Redis(..) => format!("{}control", name.inbox_prefix()),
+        };
+        let request = PollRequest {
+            sid: sid.to_owned(),
+            control: control.clone(),
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            confab_contracts::AUTHORIZATION_HEADER,
+            format!("Bearer {}", crate::cluster::SERVICE_TOKEN).as_str(),
+        );
+        let body = serde_json::to_vec(&request).unwrap();
+        let (headers, payload) = match self {
+            Self::Nats(nats) => {
+                let reply = nats
+                    .request_with_headers(name.poll_subject(), headers, body.into())
+                    .await
+                    .unwrap();
+                (reply.headers, reply.payload)
+            }
+            Self::Redis(bus, inbox) => {
+                let me = GatewayName::parse(RAW_FORWARDER).unwrap();
+                let request = Envelope {
+                    subject: name.poll_subject(),
+                    reply: Some(format!("{}answer", me.inbox_prefix())),
+                    headers,
+                    body: body.into(),
+                };
+                let received = bus
+                    .publish_topic_counted(&name.topic(), &request.encode().unwrap())
+                    .await
+                    .unwrap();
+                assert_eq!(received, 1, "the owner listens on its topic");
+                let answer = tokio::time::timeout(T, inbox.next()).await.unwrap().unwrap();
+                let answer = Envelope::decode(answer).unwrap();
+                (Some(answer.headers), answer.body)
+            }
+        };
+        let answer = PollAnswer::decode(headers.as_ref(), payload).unwrap();
+        let PollAnswer::Payload(payload) = answer else {
+            panic!("{answer:?}");
+        };
+        (String::from_utf8(payload.to_vec()).unwrap(), control)
+    }
+
+    /// Confirms a forwarded GET's answer on its `control` subject.
+    async fn ack(&self, control: &str) {
+        use confab_contracts::gateway::envelope::Envelope;
+        use confab_contracts::gateway::{ACK, GatewayName};
+        match self {
+            Self::Nats(nats) => {
+                nats.publish(control.to_owned(), ACK.into()).await.unwrap();
+                nats.flush().await.unwrap();
+            }
+            Self::Redis(bus, _) => {
+                let owner = GatewayName::of_subject(control).unwrap();
+                let ack = Envelope {
+                    subject: control.to_owned(),
+                    reply: None,
+                    headers: async_nats::HeaderMap::new(),
+                    body: ACK.into(),
+                };
+                bus.publish_topic_counted(&owner.topic(), &ack.encode().unwrap())
+                    .await
+                    .unwrap();
+            }
+        }
+    }
 }
 
 #[tokio::test]
 async fn a_get_during_the_owners_ack_wait_is_the_clients_next_get() {
-    let c = Cluster::start(1).await;
+    get_during_the_ack_wait(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_a_get_during_the_owners_ack_wait_is_the_clients_next_get() {
+    get_during_the_ack_wait(Backend::Redis).await;
+}
+
+async fn get_during_the_ack_wait(backend: Backend) {
+    let c = Cluster::start_on(backend, 1).await;
     let owner = gateway(&c, 0);
     let sid = owner.session().await;
     assert_eq!(
         owner.post(&sid, &connect_packet("alice")).await,
         (StatusCode::OK, "ok".into())
     );
-    let nats = async_nats::connect(c.nats().url()).await.unwrap();
-    let (answer, control) = forwarded_get(&nats, &sid).await;
+    let mut forwarder = RawForwarder::connect(&c).await;
+    let (answer, control) = forwarder.get(&sid).await;
     assert!(answer.starts_with("40{"), "{answer}");
     // The client saw that answer; its next GET reaches the owner before
     // the forwarder's ack does.
@@ -364,10 +534,7 @@ async fn a_get_during_the_owners_ack_wait_is_the_clients_next_get() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!next.is_finished(), "no overlap: it waits for the ack");
-    nats.publish(control, confab_contracts::gateway::ACK.into())
-        .await
-        .unwrap();
-    nats.flush().await.unwrap();
+    forwarder.ack(&control).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!next.is_finished(), "the acked packets are gone");
     // The client closes: the held GET ends with a noop, the session was
@@ -379,9 +546,18 @@ async fn a_get_during_the_owners_ack_wait_is_the_clients_next_get() {
 
 #[tokio::test]
 async fn a_forwarding_gateway_killed_mid_get_loses_nothing_acked() {
-    let c = Cluster::start(1).await;
+    forwarding_gateway_killed(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_a_forwarding_gateway_killed_mid_get_loses_nothing_acked() {
+    forwarding_gateway_killed(Backend::Redis).await;
+}
+
+async fn forwarding_gateway_killed(backend: Backend) {
+    let c = Cluster::start_on(backend, 1).await;
     c.workspace_with_general(&["bob"]).await;
-    let mut doomed = GatewayProcess::start(&c.nats().url()).await;
+    let mut doomed = GatewayProcess::start_in(&c).await;
     let lb = RoundRobin::start(vec![c.gateways[0].0, doomed.addr]).await;
     let node = NodeClient::spawn().await;
     let bob = json!({
@@ -410,4 +586,64 @@ async fn a_forwarding_gateway_killed_mid_get_loses_nothing_acked() {
     // Whether bob's session lived on the killed gateway (he recovers) or
     // only a forwarded GET did, every acked message reaches him, in order.
     receive_in_order(&node, "bob", &bodies(3..=6), last).await;
+}
+
+#[tokio::test]
+async fn an_owner_killed_mid_session_its_polling_client_reconnects_and_recovers() {
+    owner_killed_mid_session(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_an_owner_killed_mid_session_its_polling_client_reconnects_and_recovers() {
+    owner_killed_mid_session(Backend::Redis).await;
+}
+
+async fn owner_killed_mid_session(backend: Backend) {
+    let c = Cluster::start_on(backend, 1).await;
+    c.workspace_with_general(&["bob"]).await;
+    // Short pings: the client notices a dead owner within 0.5 s, even
+    // while its GET is held by the other gateway for the owner.
+    let mut doomed = GatewayProcess::start_in_with(
+        &c,
+        &[
+            ("CONFAB_ENGINE__PING_INTERVAL", "300ms"),
+            ("CONFAB_ENGINE__PING_TIMEOUT", "200ms"),
+        ],
+    )
+    .await;
+    // The balancer's first request, bob's handshake, goes to the doomed
+    // gateway: it owns his session; his requests then alternate, every
+    // other one forwarded by gateway 0.
+    let lb = RoundRobin::start(vec![doomed.addr, c.gateways[0].0]).await;
+    let node = NodeClient::spawn().await;
+    let bob = json!({
+        "transports": ["polling"],
+        "auth": { "token": token("bob") },
+        "forceNew": true,
+        "reconnectionDelay": 100,
+        "reconnectionDelayMax": 200,
+        "randomizationFactor": 0,
+    });
+    node.connect("bob", &lb.url(), bob).await;
+    node.expect("bob", is_type("connect"), T).await;
+    assert_eq!(polling_sessions(&c, 0).await, 0, "not gateway 0's session");
+    connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
+    for i in 0..=2 {
+        send(&node, "alice", i).await;
+    }
+    let last = receive_in_order(&node, "bob", &bodies(0..=2), 0).await;
+    let served = lb.requests.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(served > 4, "bob polled through the balancer ({served})");
+    doomed.kill().await;
+    lb.set_targets(vec![c.gateways[0].0]);
+    for i in 3..=6 {
+        send(&node, "alice", i).await;
+    }
+    // The session died with its owner: bob reconnects through the
+    // survivor, recovers it, and gets every acked message once, in order.
+    node.expect("bob", is_type("disconnect"), T).await;
+    let back = node.expect("bob", is_type("connect"), T).await;
+    assert_eq!(back["recovered"], true, "{back}");
+    receive_in_order(&node, "bob", &bodies(3..=6), last).await;
+    assert_eq!(polling_sessions(&c, 0).await, 1, "gateway 0 owns it now");
 }

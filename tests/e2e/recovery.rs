@@ -338,18 +338,16 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    pub async fn start(nats_url: &str) -> GatewayProcess {
-        Self::start_with(&[
-            ("CONFAB_BUS__KIND", "nats".into()),
-            ("CONFAB_BUS__NATS__URL", nats_url.into()),
-            ("CONFAB_MEMBERSHIP__KIND", "nats".into()),
-        ])
-        .await
-    }
-
     /// A gateway process joining `c` (on its backend).
     pub async fn start_in(c: &Cluster) -> GatewayProcess {
         Self::start_with(&c.gateway_env()).await
+    }
+
+    /// A gateway process joining `c`, with more `CONFAB_*` variables.
+    pub async fn start_in_with(c: &Cluster, more: &[(&'static str, &str)]) -> GatewayProcess {
+        let mut env = c.gateway_env();
+        env.extend(more.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        Self::start_with(&env).await
     }
 
     async fn start_with(env: &[(&'static str, String)]) -> GatewayProcess {

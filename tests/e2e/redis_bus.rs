@@ -163,3 +163,51 @@ async fn dropped_redis_connections_in_the_middle_of_traffic_lose_no_acked_messag
     }
     bob_gets_all(&node, &acked).await;
 }
+
+/// The gateway's bus-state samples in `/metrics` (`confab_gateway_bus*`).
+async fn bus_samples(gateway: &str) -> Vec<String> {
+    let text = reqwest::get(format!("{gateway}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("confab_gateway_bus"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits until gateway 0 of `c` shows `sample` in `/metrics`.
+async fn shows(c: &Cluster, sample: &str) {
+    let start = tokio::time::Instant::now();
+    loop {
+        let samples = bus_samples(&c.gateway_url(0)).await;
+        if samples.iter().any(|s| s == sample) {
+            return;
+        }
+        assert!(start.elapsed() < T, "never {sample}: {samples:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_redis_gateway_shows_the_bus_state_series_a_nats_gateway_shows() {
+    let nats = Cluster::start_on(Backend::Nats, 1).await;
+    let mut redis = Cluster::start_on(Backend::Redis, 1).await;
+    let names = |samples: Vec<String>| {
+        samples
+            .iter()
+            .map(|s| s.split([' ', '{']).next().unwrap().to_owned())
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let on_nats = names(bus_samples(&nats.gateway_url(0)).await);
+    assert!(on_nats.contains("confab_gateway_bus_connected"), "{on_nats:?}");
+    assert_eq!(names(bus_samples(&redis.gateway_url(0)).await), on_nats);
+    shows(&redis, "confab_gateway_bus_connected 1").await;
+    // It follows the Redis connection.
+    redis.redis.as_mut().unwrap().kill();
+    shows(&redis, "confab_gateway_bus_connected 0").await;
+    redis.redis.as_mut().unwrap().restart();
+    shows(&redis, "confab_gateway_bus_connected 1").await;
+}

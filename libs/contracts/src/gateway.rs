@@ -22,7 +22,12 @@
 //!
 //! A WebSocket upgrade that lands on another gateway is relayed
 //! (`confab.gateway.v1.{gateway}.upgrade`, see [`relay`]).
+//!
+//! On a Redis deployment the same messages travel over Redis pub/sub:
+//! every message for a subject of gateway `G` is an [`envelope`]
+//! published on `G`'s one topic ([`GatewayName::topic`]).
 
+pub mod envelope;
 pub mod relay;
 
 use async_nats::HeaderMap;
@@ -81,6 +86,30 @@ impl<'a> GatewayName<'a> {
     /// Where this gateway answers relayed WebSocket upgrades.
     pub fn upgrade_subject(&self) -> String {
         format!("{PREFIX}.{}.upgrade", self.0)
+    }
+
+    /// The prefix of this gateway's inboxes on Redis
+    /// (`confab.gateway.v1.{gateway}.inbox.`): a peer that answers an
+    /// inbox finds the gateway's topic from it.
+    pub fn inbox_prefix(&self) -> String {
+        format!("{PREFIX}.{}.inbox.", self.0)
+    }
+
+    /// The Redis topic carrying every message for this gateway's subjects
+    /// (requests and its inboxes), as [`envelope::Envelope`]s.
+    pub fn topic(&self) -> String {
+        format!("{PREFIX}.{}", self.0)
+    }
+
+    /// The gateway a subject of this protocol belongs to
+    /// (`confab.gateway.v1.{gateway}.…`); `None` for any other subject.
+    pub fn of_subject(subject: &'a str) -> Option<Self> {
+        let rest = subject.strip_prefix(PREFIX)?.strip_prefix('.')?;
+        let (gateway, tail) = rest.split_once('.')?;
+        if tail.is_empty() {
+            return None;
+        }
+        Self::parse(gateway)
     }
 }
 
@@ -229,6 +258,17 @@ mod tests {
         assert_eq!(gw.post_subject(), "confab.gateway.v1.gw-00ff.post");
         for bad in ["", "a.b", "*", ">", "a b", "gw\n", &"x".repeat(65)] {
             assert!(GatewayName::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn subjects_name_their_gateway() {
+        let gw = GatewayName::parse("gw-1").unwrap();
+        for s in [gw.poll_subject(), gw.upgrade_subject(), format!("{}x", gw.inbox_prefix())] {
+            assert_eq!(GatewayName::of_subject(&s), Some(gw), "{s}");
+        }
+        for bad in ["confab.gateway.v1.gw-1", "confab.gateway.v1.gw-1.", "_INBOX.a.b", "confab.gateway.v1.a*b.poll"] {
+            assert_eq!(GatewayName::of_subject(bad), None, "{bad}");
         }
     }
 

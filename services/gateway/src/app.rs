@@ -30,7 +30,9 @@ use crate::features::presence::{LocalPresence, NatsPresence, NoPresence, Presenc
 use crate::features::recovery::{
     MemorySessions, NatsSessions, Recovery, RedisSessions, SessionStore,
 };
-use crate::forwarding::{self, NatsForwarder};
+use crate::forwarding::redis::RedisTransport;
+use crate::forwarding::transport::NatsTransport;
+use crate::forwarding::{self, Wire, WireForwarder};
 use crate::handler::{ConfabHandler, HandlerDeps};
 use crate::hub::Hub;
 use crate::identity::GatewayId;
@@ -79,7 +81,16 @@ pub struct Deps {
     /// Where polling requests for another gateway's session are forwarded
     /// and this gateway's are answered (no sticky sessions needed). `None`:
     /// this gateway answers only its own sessions (one process).
-    pub forwarding: Option<async_nats::Client>,
+    pub forwarding: Option<Forwarding>,
+}
+
+/// The message system polling forwarding runs on (the cluster's bus).
+#[derive(Clone)]
+pub enum Forwarding {
+    /// NATS core request/reply (also the Admin UI's cluster view).
+    Nats(async_nats::Client),
+    /// Redis pub/sub, one topic per gateway.
+    Redis(RedisBus),
 }
 
 impl Deps {
@@ -94,8 +105,7 @@ impl Deps {
         let mut sessions: Option<Arc<dyn SessionStore>> = None;
         let bus: Arc<dyn Bus> = match config.bus.kind {
             BusKind::InProcess => Arc::new(InProcessBus::default()),
-            // Sessions and liveness in Redis; no polling forwarder (a
-            // polling client needs sticky sessions or WebSocket).
+            // Sessions, liveness and polling forwarding in Redis.
             BusKind::Redis => {
                 let bus = RedisBus::connect(config.bus.redis.clone())
                     .await
@@ -109,6 +119,7 @@ impl Deps {
                     )));
                 }
                 redis_bus = Some(bus.clone());
+                forwarding = Some(Forwarding::Redis(bus.clone()));
                 Arc::new(bus)
             }
             BusKind::Nats => {
@@ -123,7 +134,7 @@ impl Deps {
                     .await
                     .map_err(|e| AppError::Bus(e.to_string()))?;
                 nats_client = Some(bus.client().clone());
-                forwarding = nats_client.clone();
+                forwarding = nats_client.clone().map(Forwarding::Nats);
                 if r.enabled {
                     let store = NatsSessions::open(
                         bus.jetstream(),
@@ -321,7 +332,10 @@ impl App {
             gateway.clone(),
             Arc::clone(&hub),
             Arc::clone(&metrics),
-            deps.forwarding.clone(),
+            match &deps.forwarding {
+                Some(Forwarding::Nats(client)) => Some(client.clone()),
+                _ => None,
+            },
         );
         let handler = Arc::new(ConfabHandler::new(HandlerDeps {
             verifier,
@@ -361,16 +375,25 @@ impl App {
         if let Some(admin) = &admin {
             admin.wire(Arc::clone(engine.polling()), operate);
         }
-        if let Some(client) = deps.forwarding {
+        if let Some(on) = deps.forwarding {
+            let wire: Wire = match on {
+                Forwarding::Nats(client) => Arc::new(NatsTransport(client)),
+                Forwarding::Redis(bus) => Arc::new(
+                    RedisTransport::start(bus, gateway.as_str())
+                        .instrument(span.clone())
+                        .await
+                        .map_err(|e| AppError::Bus(e.to_string()))?,
+                ),
+            };
             let token = config.service_token_or_empty();
             let ping = engine.config().ping_interval;
             let write = engine.config().write_timeout;
             let hold = forwarding::hold_limit(ping);
-            let forwarder = NatsForwarder::new(client.clone(), &token, hold, write);
+            let forwarder = WireForwarder::new(Arc::clone(&wire), &token, hold, write);
             engine.polling().set_forwarder(Arc::new(forwarder));
             let sessions = Arc::clone(engine.polling());
             let served = forwarding::serve(
-                client,
+                wire,
                 gateway.as_str(),
                 &token,
                 sessions,

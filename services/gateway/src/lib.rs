@@ -42,7 +42,7 @@ mod limits;
 mod metrics;
 mod reply;
 
-pub use app::{App, AppError, AppHandle, Deps};
+pub use app::{App, AppError, AppHandle, Deps, Forwarding};
 pub use config::GatewayConfig;
 pub use metrics::{Metrics, ReasonLabel};
 

@@ -60,10 +60,18 @@ impl RedisBus {
     /// Publishes `payload` on topic `name` (`PUBLISH`): received by the
     /// topic's subscribers connected now, at most once.
     pub async fn publish_topic(&self, name: &str, payload: &[u8]) -> Result<(), BusError> {
+        self.publish_topic_counted(name, payload).await.map(drop)
+    }
+
+    /// Like [`RedisBus::publish_topic`], answering how many subscribers
+    /// received it (`PUBLISH`'s answer; 0: nobody listens on the topic
+    /// now, as NATS' "no responders"). The count is the server's, so it
+    /// holds on one Redis, not across the nodes of a Redis Cluster.
+    pub async fn publish_topic_counted(&self, name: &str, payload: &[u8]) -> Result<u64, BusError> {
         redis::cmd("PUBLISH")
             .arg(self.topic_channel(name))
             .arg(payload)
-            .query_async::<()>(&mut self.connection())
+            .query_async::<u64>(&mut self.connection())
             .await
             .map_err(|e| BusError::Unavailable(format!("publish on topic {name}: {e}")))
     }

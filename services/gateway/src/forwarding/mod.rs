@@ -1,7 +1,10 @@
-//! Polling without sticky sessions, over NATS request/reply: the
+//! Polling without sticky sessions, over request/reply: the
 //! [`Forwarder`] that carries a GET or POST to the gateway owning its
 //! session, and the owner's side that answers on its own subjects
-//! (`confab_contracts::gateway`).
+//! (`confab_contracts::gateway`). Written once against the
+//! [`Transport`] port: NATS core request/reply
+//! ([`transport::NatsTransport`]), or Redis pub/sub with one topic per
+//! gateway ([`redis::RedisTransport`]).
 //!
 //! Delivery of a forwarded GET is confirmed: the owner answers through
 //! [`PollingSessions::poll_with`] and counts the packets delivered only
@@ -24,24 +27,27 @@
 //! packets; only a second GET while one waits for packets is an overlap.
 //!
 //! No gateway answering on the owner's subject (it is gone) is Engine.IO
-//! error 1, "Session ID unknown", at once (NATS no-responders), so the
-//! client reconnects. Both waits are bounded by [`hold_limit`]: one ping
+//! error 1, "Session ID unknown", at once (NATS no-responders; on Redis,
+//! nobody subscribed to the owner's topic), so the client reconnects.
+//! Both waits are bounded by [`hold_limit`]: one ping
 //! interval plus a margin, longer than any held GET.
 //!
 //! Payloads travel unescaped (binary bodies, the sid and the answer's
-//! kind in headers), and a forwarded GET answers at most the NATS
-//! server's `max_payload` less a margin (the rest waits for the next GET;
-//! packets are never split): a 1 MB `maxPayload` answer fits the default
-//! 1 MiB NATS message.
+//! kind in headers), and a forwarded GET answers at most the transport's
+//! message size (the NATS server's `max_payload`; 1 MiB on Redis) less a
+//! margin (the rest waits for the next GET; packets are never split): a
+//! 1 MB `maxPayload` answer fits the default 1 MiB NATS message.
 //!
 //! WebSocket upgrades that land on a non-owner are relayed ([`relay`]).
 
+pub(crate) mod redis;
 mod relay;
+pub(crate) mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::{Client, HeaderMap, Message, Subscriber};
+use async_nats::HeaderMap;
 use bytes::Bytes;
 use confab_contracts::gateway::{
     ACK, CANCEL, GatewayName, PollAnswer, PollRequest, PostRequest, Refusal, valid_control,
@@ -53,12 +59,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::PollingSessions;
 use crate::engine::polling::{Forwarder, PollError, Relay};
+use transport::{Inbox, Msg, Transport, WireError};
+
+/// The transport the protocol runs on, shared by both roles.
+pub(crate) type Wire = Arc<dyn Transport>;
 
 /// How long an owner waits for the forwarder's `ack` of a GET's payload.
 pub(crate) const ACK_WAIT: Duration = Duration::from_secs(5);
 
-/// What a NATS reply carries besides a GET's payload (subject, headers),
-/// kept free under the server's `max_payload`.
+/// What a message carries besides a GET's payload (subject, headers),
+/// kept free under the transport's message size.
 const ANSWER_MARGIN: usize = 4096;
 
 /// The longest wait for a forwarded request: a held GET ends within one
@@ -67,9 +77,9 @@ pub(crate) fn hold_limit(ping_interval: Duration) -> Duration {
     ping_interval + Duration::from_secs(10)
 }
 
-/// Forwards over NATS.
-pub(crate) struct NatsForwarder {
-    client: Client,
+/// Forwards over a [`Transport`].
+pub(crate) struct WireForwarder {
+    wire: Wire,
     authorization: Option<String>,
     /// Checks the owner's relay requests (`None`: no token configured).
     token: Option<ServiceToken>,
@@ -78,18 +88,13 @@ pub(crate) struct NatsForwarder {
     relay_timeout: Duration,
 }
 
-impl NatsForwarder {
-    /// Forwards on `client`, with the service token (when configured),
+impl WireForwarder {
+    /// Forwards on `wire`, with the service token (when configured),
     /// waiting at most `timeout` for an owner's answer and `relay_timeout`
     /// for a relayed batch.
-    pub(crate) fn new(
-        client: Client,
-        token: &str,
-        timeout: Duration,
-        relay_timeout: Duration,
-    ) -> Self {
+    pub(crate) fn new(wire: Wire, token: &str, timeout: Duration, relay_timeout: Duration) -> Self {
         Self {
-            client,
+            wire,
             authorization: (!token.is_empty()).then(|| format!("Bearer {token}")),
             token: (!token.is_empty()).then(|| ServiceToken::new(Some(token.to_owned()))),
             timeout,
@@ -106,13 +111,9 @@ impl NatsForwarder {
         if let Some(a) = &self.authorization {
             headers.insert(AUTHORIZATION_HEADER, a.as_str());
         }
-        let request = async_nats::Request::new()
-            .payload(body)
-            .headers(headers)
-            .timeout(Some(self.timeout));
         let reply = self
-            .client
-            .send_request(subject, request)
+            .wire
+            .request(subject, headers, body, self.timeout)
             .await
             .map_err(|e| {
                 // No responders: the owner is gone, the session with it.
@@ -126,30 +127,32 @@ impl NatsForwarder {
 /// Publishes `cancel` on the control subject unless disarmed: the
 /// forwarded GET was dropped (its client went away) or failed.
 struct CancelOnDrop {
-    client: Client,
+    wire: Wire,
     control: Option<String>,
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if let Some(control) = self.control.take() {
-            let client = self.client.clone();
+            let wire = Arc::clone(&self.wire);
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    let _ = client.publish(control, Bytes::from_static(CANCEL)).await;
+                    let cancel = Bytes::from_static(CANCEL);
+                    let _ = wire.publish(control, HeaderMap::new(), cancel).await;
                 });
             }
         }
     }
 }
 
-impl Forwarder for NatsForwarder {
+impl Forwarder for WireForwarder {
     fn poll<'a>(&'a self, owner: &'a str, sid: &'a str) -> BoxFuture<'a, Result<Bytes, PollError>> {
         Box::pin(async move {
             let owner = GatewayName::parse(owner).ok_or(PollError::UnknownSid)?;
-            let control = self.client.new_inbox();
+            // The owner subscribes to it, so it is in the owner's name.
+            let control = self.wire.inbox_at(owner);
             let mut guard = CancelOnDrop {
-                client: self.client.clone(),
+                wire: Arc::clone(&self.wire),
                 control: Some(control.clone()),
             };
             let body = encode(&PollRequest {
@@ -162,7 +165,8 @@ impl Forwarder for NatsForwarder {
                     guard.control = None;
                     // Lost ack: the owner puts the packets back and the
                     // client may see them twice, never zero times.
-                    let _ = self.client.publish(control, Bytes::from_static(ACK)).await;
+                    let ack = Bytes::from_static(ACK);
+                    let _ = self.wire.publish(control, HeaderMap::new(), ack).await;
                     Ok(payload)
                 }
                 PollAnswer::Refused(r) => Err(from_refusal(r)),
@@ -207,25 +211,25 @@ impl Forwarder for NatsForwarder {
 /// Answers forwarded requests for `sessions` on `gateway`'s subjects until
 /// `shutdown`. Each request runs in its own task.
 pub(crate) async fn serve(
-    client: Client,
+    wire: Wire,
     gateway: &str,
     token: &str,
     sessions: Arc<PollingSessions>,
     ping_interval: Duration,
     relay_timeout: Duration,
     shutdown: CancellationToken,
-) -> Result<(), async_nats::SubscribeError> {
+) -> Result<(), WireError> {
     let Some(name) = GatewayName::parse(gateway) else {
         tracing::warn!(gateway, "gateway id is not a subject token: no forwarding");
         return Ok(());
     };
-    let polls = client.subscribe(name.poll_subject()).await?;
-    let posts = client.subscribe(name.post_subject()).await?;
-    let upgrades = client.subscribe(name.upgrade_subject()).await?;
+    let polls = wire.subscribe(name.poll_subject()).await?;
+    let posts = wire.subscribe(name.post_subject()).await?;
+    let upgrades = wire.subscribe(name.upgrade_subject()).await?;
     let authorization = (!token.is_empty()).then(|| format!("Bearer {token}"));
     let token = (!token.is_empty()).then(|| ServiceToken::new(Some(token.to_owned())));
     let owner = Arc::new(Owner {
-        client,
+        wire,
         token,
         sessions,
         hold: hold_limit(ping_interval),
@@ -271,7 +275,7 @@ enum Kind {
 
 /// The owner's side.
 struct Owner {
-    client: Client,
+    wire: Wire,
     /// `None`: no service token configured.
     token: Option<ServiceToken>,
     sessions: Arc<PollingSessions>,
@@ -284,20 +288,21 @@ struct Owner {
 
 impl Owner {
     /// Whether the request carries the service token (when one is
-    /// configured; without one, NATS permissions guard the subjects).
-    fn authorized(&self, msg: &Message) -> bool {
+    /// configured; without one, NATS permissions or Redis' ACL guard the
+    /// subjects).
+    fn authorized(&self, msg: &Msg) -> bool {
         authorized(self.token.as_ref(), msg)
     }
 
     /// The most payload bytes a forwarded GET answers: `maxPayload`, or
-    /// less when the NATS server's `max_payload` is smaller (the rest
-    /// waits for the next GET; packets are never split).
+    /// less when the transport's messages are smaller (the rest waits for
+    /// the next GET; packets are never split).
     fn answer_limit(&self) -> usize {
-        nats_limit(&self.client)
+        limit(&*self.wire)
     }
 
-    async fn answer(&self, msg: &Message, answer: &PollAnswer) {
-        reply(&self.client, msg, answer).await;
+    async fn answer(&self, msg: &Msg, answer: &PollAnswer) {
+        reply(&*self.wire, msg, answer).await;
     }
 
     /// The JSON request `msg` carries, when it has the service token and
@@ -305,7 +310,7 @@ impl Owner {
     /// (`Unauthorized`, `BadRequest`) and this is `None`.
     async fn admit<T: serde::de::DeserializeOwned>(
         &self,
-        msg: &Message,
+        msg: &Msg,
         valid: impl FnOnce(&T) -> bool,
     ) -> Option<T> {
         let refusal = if !self.authorized(msg) {
@@ -320,7 +325,7 @@ impl Owner {
         None
     }
 
-    async fn post(&self, msg: Message) {
+    async fn post(&self, msg: Msg) {
         if !self.authorized(&msg) {
             return self
                 .answer(&msg, &PollAnswer::Refused(Refusal::Unauthorized))
@@ -338,7 +343,7 @@ impl Owner {
         self.answer(&msg, &answer).await;
     }
 
-    async fn poll(&self, msg: Message) {
+    async fn poll(&self, msg: Msg) {
         let Some(req) = self
             .admit::<PollRequest>(&msg, |r| valid_control(&r.control))
             .await
@@ -348,7 +353,7 @@ impl Owner {
         let Some(reply) = msg.reply.clone() else {
             return;
         };
-        let control = match self.client.subscribe(req.control).await {
+        let control = match self.wire.subscribe(req.control).await {
             Ok(s) => s,
             Err(_) => return,
         };
@@ -356,10 +361,10 @@ impl Owner {
         let mut cancelled = signals.clone();
         let deliver = |payload: String| {
             let mut signals = signals.clone();
-            let client = self.client.clone();
+            let wire = Arc::clone(&self.wire);
             async move {
                 let (headers, body) = PollAnswer::Payload(payload.into()).encode();
-                if let Err(e) = client.publish_with_headers(reply, headers, body).await {
+                if let Err(e) = wire.publish(reply, headers, body).await {
                     tracing::warn!(error = %e, "a forwarded GET's answer could not be sent");
                     return false;
                 }
@@ -387,23 +392,22 @@ impl Owner {
 
 /// Turns the control subject's messages into signals: `ack` is true,
 /// anything else false. Never returns before the subscription ends.
-async fn listen(mut control: Subscriber, signal: tokio::sync::watch::Sender<Option<bool>>) {
+async fn listen(mut control: Inbox, signal: tokio::sync::watch::Sender<Option<bool>>) {
     while let Some(m) = control.next().await {
         signal.send_replace(Some(m.payload.as_ref() == ACK));
     }
     std::future::pending::<()>().await;
 }
 
-/// The most payload bytes one NATS message of ours carries: the server's
-/// `max_payload` less [`ANSWER_MARGIN`].
-fn nats_limit(client: &Client) -> usize {
-    let nats = client.server_info().max_payload;
-    nats.saturating_sub(ANSWER_MARGIN).max(1)
+/// The most payload bytes one message of ours carries: the transport's
+/// message size less [`ANSWER_MARGIN`].
+fn limit(wire: &dyn Transport) -> usize {
+    wire.max_message().saturating_sub(ANSWER_MARGIN).max(1)
 }
 
 /// Whether `msg` carries the service token (when one is configured;
-/// without one, NATS permissions guard the subjects).
-fn authorized(token: Option<&ServiceToken>, msg: &Message) -> bool {
+/// without one, NATS permissions or Redis' ACL guard the subjects).
+fn authorized(token: Option<&ServiceToken>, msg: &Msg) -> bool {
     let Some(token) = token else {
         return true;
     };
@@ -416,12 +420,10 @@ fn authorized(token: Option<&ServiceToken>, msg: &Message) -> bool {
 }
 
 /// Answers a request with `answer` (nothing when it has no reply subject).
-async fn reply(client: &Client, msg: &Message, answer: &PollAnswer) {
+async fn reply(wire: &dyn Transport, msg: &Msg, answer: &PollAnswer) {
     if let Some(reply) = &msg.reply {
         let (headers, body) = answer.encode();
-        let _ = client
-            .publish_with_headers(reply.clone(), headers, body)
-            .await;
+        let _ = wire.publish(reply.clone(), headers, body).await;
     }
 }
 

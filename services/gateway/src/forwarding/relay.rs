@@ -1,4 +1,4 @@
-//! Relayed WebSocket upgrades over NATS (the wire:
+//! Relayed WebSocket upgrades over the forwarding [`Transport`] (the wire:
 //! `confab_contracts::gateway::relay`; the rules:
 //! `crate::engine::polling`'s `relay` module).
 //!
@@ -7,14 +7,14 @@
 //! an inbox of its own for the client's frames. Each side then sends
 //! request/reply messages to the other's inbox, one at a time per
 //! direction, each with the service token, each answered once its frames
-//! were handed on (at most one batch in flight each way, at most one NATS
-//! message of bytes). A failed, refused or timed-out request ends the
+//! were handed on (at most one batch in flight each way, at most one
+//! message of the transport of bytes). A failed, refused or timed-out request ends the
 //! relay; nothing is retried. An owner that hears nothing during the
 //! upgrade gives up after [`UPGRADE_TIMEOUT`].
 
 use std::sync::Arc;
 
-use async_nats::{Client, HeaderMap, Message, Subscriber};
+use async_nats::HeaderMap;
 use axum::extract::ws::{Message as WsMessage, Utf8Bytes};
 use bytes::Bytes;
 use confab_contracts::AUTHORIZATION_HEADER;
@@ -24,14 +24,15 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{NatsForwarder, Owner, authorized, from_refusal, nats_limit, reply, to_refusal};
+use super::transport::{Inbox, Msg};
+use super::{Owner, Wire, WireForwarder, authorized, from_refusal, limit, reply, to_refusal};
 use crate::engine::polling::{
     FromOwner, PollError, Relay, RelayLink, RelayedUpgrade, RemoteEnds, ToOwner, UPGRADE_TIMEOUT,
 };
 
 /// One side's requests to the other side's inbox.
 struct Link {
-    client: Client,
+    wire: Wire,
     subject: String,
     authorization: Option<String>,
     timeout: std::time::Duration,
@@ -43,13 +44,9 @@ impl Link {
         if let Some(a) = &self.authorization {
             headers.insert(AUTHORIZATION_HEADER, a.as_str());
         }
-        let request = async_nats::Request::new()
-            .payload(body)
-            .headers(headers)
-            .timeout(Some(self.timeout));
         let answer = self
-            .client
-            .send_request(self.subject.clone(), request)
+            .wire
+            .request(self.subject.clone(), headers, body, self.timeout)
             .await
             .map_err(|e| {
                 tracing::debug!(error = %e, ?step, "relayed request failed");
@@ -107,13 +104,13 @@ fn to_messages(body: Bytes) -> Option<Vec<WsMessage>> {
 
 /// The relaying gateway's side: asks `owner` to start the upgrade of `sid`.
 pub(super) async fn start(
-    fwd: &NatsForwarder,
+    fwd: &WireForwarder,
     owner: GatewayName<'_>,
     sid: &str,
 ) -> Result<Relay, PollError> {
-    let client = &fwd.client;
-    let to_client = client.new_inbox();
-    let inbox = client
+    let wire = &fwd.wire;
+    let to_client = wire.new_inbox();
+    let inbox = wire
         .subscribe(to_client.clone())
         .await
         .map_err(|_| PollError::UnknownSid)?;
@@ -131,20 +128,20 @@ pub(super) async fn start(
     };
     let (batches, from_owner) = mpsc::channel(1);
     tokio::spawn(to_the_client(
-        client.clone(),
+        Arc::clone(wire),
         fwd.token.clone(),
         inbox,
         batches,
     ));
     Ok(Relay {
         link: Arc::new(Link {
-            client: client.clone(),
+            wire: Arc::clone(wire),
             subject: from_client,
             authorization: fwd.authorization.clone(),
             timeout: fwd.relay_timeout,
         }),
         from_owner,
-        limit: nats_limit(client),
+        limit: limit(&**wire),
     })
 }
 
@@ -152,9 +149,9 @@ pub(super) async fn start(
 /// client's WebSocket one at a time, each answered once written. Ends
 /// with the relay (its receiver dropped) or a close.
 async fn to_the_client(
-    client: Client,
+    wire: Wire,
     token: Option<confab_contracts::ServiceToken>,
-    mut inbox: Subscriber,
+    mut inbox: Inbox,
     batches: mpsc::Sender<FromOwner>,
 ) {
     loop {
@@ -164,7 +161,7 @@ async fn to_the_client(
         };
         let Some(msg) = msg else { return };
         if !authorized(token.as_ref(), &msg) {
-            reply(&client, &msg, &PollAnswer::Refused(Refusal::Unauthorized)).await;
+            reply(&*wire, &msg, &PollAnswer::Refused(Refusal::Unauthorized)).await;
             continue;
         }
         let step = Step::of(msg.headers.as_ref());
@@ -174,7 +171,7 @@ async fn to_the_client(
             _ => None,
         };
         let Some(frames) = frames else {
-            reply(&client, &msg, &PollAnswer::Refused(Refusal::BadRequest)).await;
+            reply(&*wire, &msg, &PollAnswer::Refused(Refusal::BadRequest)).await;
             return;
         };
         let (written, done) = oneshot::channel();
@@ -185,7 +182,7 @@ async fn to_the_client(
         } else {
             PollAnswer::Refused(Refusal::UnknownSid)
         };
-        reply(&client, &msg, &answer).await;
+        reply(&*wire, &msg, &answer).await;
         if !ok || step == Some(Step::Close) {
             return;
         }
@@ -194,7 +191,7 @@ async fn to_the_client(
 
 /// The owner's side of a relayed upgrade, from its first request to the
 /// end of the relay.
-pub(super) async fn serve_upgrade(owner: &Owner, msg: Message) {
+pub(super) async fn serve_upgrade(owner: &Owner, msg: Msg) {
     let Some(req) = owner
         .admit::<UpgradeRequest>(&msg, |r| valid_control(&r.to_client))
         .await
@@ -209,8 +206,8 @@ pub(super) async fn serve_upgrade(owner: &Owner, msg: Message) {
                 .await;
         }
     };
-    let from_client = owner.client.new_inbox();
-    let Ok(mut inbox) = owner.client.subscribe(from_client.clone()).await else {
+    let from_client = owner.wire.new_inbox();
+    let Ok(mut inbox) = owner.wire.subscribe(from_client.clone()).await else {
         return owner
             .answer(&msg, &PollAnswer::Refused(Refusal::UnknownSid))
             .await;
@@ -222,7 +219,7 @@ pub(super) async fn serve_upgrade(owner: &Owner, msg: Message) {
         return;
     };
     let to_client = Link {
-        client: owner.client.clone(),
+        wire: Arc::clone(&owner.wire),
         subject: req.to_client,
         authorization: owner.authorization.clone(),
         timeout: owner.relay_timeout,
@@ -233,7 +230,7 @@ pub(super) async fn serve_upgrade(owner: &Owner, msg: Message) {
 /// The probe steps, until the upgrade completes (`Some`) or fails.
 async fn upgrading(
     owner: &Owner,
-    inbox: &mut Subscriber,
+    inbox: &mut Inbox,
     upgrade: RelayedUpgrade,
 ) -> Option<RemoteEnds> {
     while let Some(m) = inbox.next().await {
@@ -246,7 +243,7 @@ async fn upgrading(
         let result = match Step::of(m.headers.as_ref()) {
             Some(Step::Probed) => upgrade.probed(),
             Some(Step::Upgraded) => {
-                let ends = upgrade.complete(nats_limit(&owner.client)).await;
+                let ends = upgrade.complete(limit(&*owner.wire)).await;
                 let answer = match &ends {
                     Ok(_) => PollAnswer::Ok,
                     Err(e) => PollAnswer::Refused(to_refusal(*e)),
@@ -270,7 +267,7 @@ async fn upgrading(
 
 /// Frames both ways until either side ends; dropping `ends.inbound` then
 /// ends the session's connection task.
-async fn relaying(owner: &Owner, mut inbox: Subscriber, ends: RemoteEnds, to_client: Link) {
+async fn relaying(owner: &Owner, mut inbox: Inbox, ends: RemoteEnds, to_client: Link) {
     let RemoteEnds {
         inbound,
         mut outbound,
