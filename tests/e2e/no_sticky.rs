@@ -358,6 +358,15 @@ async fn gone_gateway_unknown_at_once(backend: Backend) {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let error: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(error, json!({ "code": 1, "message": "Session ID unknown" }));
+    // An owner SIGKILLed: nothing of it answers any more.
+    let mut doomed = GatewayProcess::start_in(&c).await;
+    let sid = Suite::on(doomed.addr, "/socket.io/").session().await;
+    doomed.kill().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = tokio::time::Instant::now();
+    let (status, body) = other.get(other.polling(&sid)).await;
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     // A sid naming no gateway at all, or one unfit for a subject.
     for sid in ["gw-0000000000000000.x", "a*b.x", "x"] {
         let (status, body) = other.get(other.polling(sid)).await;
