@@ -365,7 +365,11 @@ async fn gone_gateway_unknown_at_once(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let start = tokio::time::Instant::now();
     let (status, body) = other.get(other.polling(&sid)).await;
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     // A sid naming no gateway at all, or one unfit for a subject.
     for sid in ["gw-0000000000000000.x", "a*b.x", "x"] {
@@ -473,7 +477,10 @@ impl RawForwarder {
                     .await
                     .unwrap();
                 assert_eq!(received, 1, "the owner listens on its topic");
-                let answer = tokio::time::timeout(T, inbox.next()).await.unwrap().unwrap();
+                let answer = tokio::time::timeout(T, inbox.next())
+                    .await
+                    .unwrap()
+                    .unwrap();
                 let answer = Envelope::decode(answer).unwrap();
                 (Some(answer.headers), answer.body)
             }

@@ -202,7 +202,10 @@ async fn a_redis_gateway_shows_the_bus_state_series_a_nats_gateway_shows() {
             .collect::<std::collections::BTreeSet<_>>()
     };
     let on_nats = names(bus_samples(&nats.gateway_url(0)).await);
-    assert!(on_nats.contains("confab_gateway_bus_connected"), "{on_nats:?}");
+    assert!(
+        on_nats.contains("confab_gateway_bus_connected"),
+        "{on_nats:?}"
+    );
     assert_eq!(names(bus_samples(&redis.gateway_url(0)).await), on_nats);
     shows(&redis, "confab_gateway_bus_connected 1").await;
     // It follows the Redis connection.

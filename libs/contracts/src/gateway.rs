@@ -264,10 +264,19 @@ mod tests {
     #[test]
     fn subjects_name_their_gateway() {
         let gw = GatewayName::parse("gw-1").unwrap();
-        for s in [gw.poll_subject(), gw.upgrade_subject(), format!("{}x", gw.inbox_prefix())] {
+        for s in [
+            gw.poll_subject(),
+            gw.upgrade_subject(),
+            format!("{}x", gw.inbox_prefix()),
+        ] {
             assert_eq!(GatewayName::of_subject(&s), Some(gw), "{s}");
         }
-        for bad in ["confab.gateway.v1.gw-1", "confab.gateway.v1.gw-1.", "_INBOX.a.b", "confab.gateway.v1.a*b.poll"] {
+        for bad in [
+            "confab.gateway.v1.gw-1",
+            "confab.gateway.v1.gw-1.",
+            "_INBOX.a.b",
+            "confab.gateway.v1.a*b.poll",
+        ] {
             assert_eq!(GatewayName::of_subject(bad), None, "{bad}");
         }
     }

@@ -83,7 +83,9 @@ impl Envelope {
     /// The envelope in `bytes` (sharing the body); `None` when it is not
     /// one (a header that NATS would refuse included).
     pub fn decode(bytes: Bytes) -> Option<Self> {
-        let mut buf = bytes.strip_prefix(MAGIC).map(|_| bytes.slice(MAGIC.len()..))?;
+        let mut buf = bytes
+            .strip_prefix(MAGIC)
+            .map(|_| bytes.slice(MAGIC.len()..))?;
         let subject = take_str(&mut buf)?;
         let reply = Some(take_str(&mut buf)?).filter(|r| !r.is_empty());
         if buf.len() < 2 {

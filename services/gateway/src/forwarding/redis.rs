@@ -124,7 +124,11 @@ impl RedisTransport {
 }
 
 fn random_token() -> String {
-    format!("{:016x}{:08x}", rand::random::<u64>(), rand::random::<u32>())
+    format!(
+        "{:016x}{:08x}",
+        rand::random::<u64>(),
+        rand::random::<u32>()
+    )
 }
 
 impl Transport for RedisTransport {
@@ -247,7 +251,10 @@ async fn route(mut topic: confab_bus::TopicSubscription, routes: Routes, bus: Re
                 if tx.try_send(msg).is_err() {
                     dropped += 1;
                     if dropped.is_power_of_two() {
-                        tracing::warn!(dropped, "forwarding: a subscription too slow; messages dropped");
+                        tracing::warn!(
+                            dropped,
+                            "forwarding: a subscription too slow; messages dropped"
+                        );
                     }
                 }
             }
