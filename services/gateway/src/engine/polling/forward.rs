@@ -1,7 +1,6 @@
 //! The port a gateway forwards polling requests through when their
-//! session lives on another gateway (no sticky sessions). The NATS
-//! implementation is `crate::forwarding`; another backend (Redis) would
-//! implement the same three calls.
+//! session lives on another gateway (no sticky sessions). Implemented
+//! once in `crate::forwarding`, over NATS or Redis pub/sub.
 
 use std::sync::Arc;
 
