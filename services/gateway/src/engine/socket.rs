@@ -426,6 +426,39 @@ mod tests {
         t.rsplit('"').nth(1).unwrap().parse().unwrap()
     }
 
+    /// A binary event (replayed, held, or an older one after a repaired
+    /// gap) goes out as its text frame directly followed by its
+    /// attachments, with its offset as for text events.
+    #[tokio::test]
+    async fn binary_events_keep_their_attachments_next_to_their_frame() {
+        let (socket, mut rx) = socket(32);
+        let bin = |seq: u64| EventFrame {
+            text: event(seq),
+            attachments: Some(Arc::from(vec![
+                Bytes::from(format!("a{seq}")),
+                Bytes::from(format!("b{seq}")),
+            ])),
+        };
+        socket.hold();
+        assert_eq!(socket.deliver_event(&bin(2), Some(2)), Ok(Delivered::Held));
+        assert_eq!(socket.deliver(&event(3), Some(3)), Ok(Delivered::Held));
+        socket.send_replayed(bin(1), 1).await.unwrap();
+        socket.release(1).unwrap();
+        // A repaired gap: event 0 arrives after 3, with offset 3.
+        assert_eq!(socket.deliver_event(&bin(0), Some(0)), Ok(Delivered::Queued));
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            got.push(match rx.recv().await.unwrap() {
+                t @ Outbound::Text(_) => format!("t{}", seq_of(&t)),
+                Outbound::Binary(b) => String::from_utf8(b.to_vec()).unwrap(),
+            });
+        }
+        assert_eq!(
+            got,
+            ["t1", "a1", "b1", "t2", "a2", "b2", "t3", "t3", "a0", "b0"]
+        );
+    }
+
     /// A recovery that took a while holds more live events than the
     /// outbound queue takes at once: releasing them waits for room (the
     /// connection drains meanwhile) instead of closing the connection as a
