@@ -306,7 +306,10 @@ async fn npm_emitter_reaches_sockets(backend: Backend) {
         let ev = node.expect(s, is_event("app:binary"), T).await;
         assert_eq!(ev["args"][0], json!({ "$binary": "AAEC/w==" }), "{ev}");
         assert_eq!(ev["args"][1]["data"], json!({ "$binary": "aGk=" }), "{ev}");
-        assert!(ev["args"][2].is_string(), "binary events carry an offset: {ev}");
+        assert!(
+            ev["args"][2].is_string(),
+            "binary events carry an offset: {ev}"
+        );
     }
 
     // A binary event missed while away is replayed on recovery, once, in
@@ -330,24 +333,38 @@ async fn npm_emitter_reaches_sockets(backend: Backend) {
     emitter
         .emit(&["channel:general"], "app:missed", json!([3]))
         .await;
-    node.expect("carol", |m| m["event"] == "app:missed" && m["args"][0] == 3, T)
-        .await;
+    node.expect(
+        "carol",
+        |m| m["event"] == "app:missed" && m["args"][0] == 3,
+        T,
+    )
+    .await;
     proxy.point_to(Some(c.gateways[1].0));
     expect_recovered(&node, "away", &away_id).await;
-    node.expect("away", |m| m["event"] == "app:missed" && m["args"][0] == 3, T)
-        .await;
+    node.expect(
+        "away",
+        |m| m["event"] == "app:missed" && m["args"][0] == 3,
+        T,
+    )
+    .await;
     emitter
         .emit(&["channel:general"], "app:fence", json!([4]))
         .await;
-    node.expect("away", |m| m["event"] == "app:fence" && m["args"][0] == 4, T)
-        .await;
+    node.expect(
+        "away",
+        |m| m["event"] == "app:fence" && m["args"][0] == 4,
+        T,
+    )
+    .await;
     let missed: Vec<Value> = node
         .received()
         .into_iter()
         .filter(|m| {
             m["socket"] == "away"
                 && m["type"] == "event"
-                && m["event"].as_str().is_some_and(|e| e.starts_with("app:missed"))
+                && m["event"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("app:missed"))
         })
         .collect();
     let seen: Vec<(&str, &Value)> = missed
@@ -363,10 +380,24 @@ async fn npm_emitter_reaches_sockets(backend: Backend) {
         ],
         "replayed once, in order, volatile not: {missed:?}"
     );
-    assert_eq!(missed[1]["args"][1], json!({ "$binary": "3q2+7w==" }), "{missed:?}");
+    assert_eq!(
+        missed[1]["args"][1],
+        json!({ "$binary": "3q2+7w==" }),
+        "{missed:?}"
+    );
     let offsets: Vec<u64> = missed
         .iter()
-        .map(|m| m["args"].as_array().unwrap().last().unwrap().as_str().unwrap().parse().unwrap())
+        .map(|m| {
+            m["args"]
+                .as_array()
+                .unwrap()
+                .last()
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
         .collect();
     assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
 

@@ -206,7 +206,10 @@ async fn metrics_until(c: &Cluster, what: &str, ok: impl Fn(&str, &str) -> bool)
         if ok(&m, &g) {
             return;
         }
-        assert!(start.elapsed() < T, "{what}; membership:\n{m}\ngateway:\n{g}");
+        assert!(
+            start.elapsed() < T,
+            "{what}; membership:\n{m}\ngateway:\n{g}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

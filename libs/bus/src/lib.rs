@@ -357,9 +357,10 @@ mod tests {
 
     #[test]
     fn attachments_travel_in_their_header_and_come_back_intact() {
-        let msg = BusMessage::from_args_json("app:bin", r#"[{"_placeholder":true,"num":0}]"#.into())
-            .with_headers(vec![("traceparent".into(), "00-x".into())])
-            .with_attachments(&[&[0u8, 1, 2, 255][..], b"hi"]);
+        let msg =
+            BusMessage::from_args_json("app:bin", r#"[{"_placeholder":true,"num":0}]"#.into())
+                .with_headers(vec![("traceparent".into(), "00-x".into())])
+                .with_attachments(&[&[0u8, 1, 2, 255][..], b"hi"]);
         assert_eq!(
             msg.attachments().unwrap().unwrap(),
             vec![
@@ -367,7 +368,11 @@ mod tests {
                 bytes::Bytes::from_static(b"hi")
             ]
         );
-        assert_eq!(msg.header("traceparent"), Some("00-x"), "other headers kept");
+        assert_eq!(
+            msg.header("traceparent"),
+            Some("00-x"),
+            "other headers kept"
+        );
         // The format events were stored with before: base64, comma-separated.
         let stored = BusMessage::from_args_json("app:bin", "[]".into()).with_headers(vec![(
             subjects::HEADER_ATTACHMENTS.into(),

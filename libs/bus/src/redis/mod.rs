@@ -217,7 +217,9 @@ impl RedisBus {
         let ok = !matches!(r, Err(BusError::Unavailable(_)));
         let was = self.inner.commands_ok.swap(ok, Ordering::Relaxed);
         if ok && !was {
-            self.inner.command_reconnects.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .command_reconnects
+                .fetch_add(1, Ordering::Relaxed);
         }
         r
     }

@@ -169,7 +169,10 @@ pub async fn binary_events_are_stored_with_their_attachments<B: Bus + ?Sized>(bu
         r#"[{"_placeholder":true,"num":0},{"f":{"_placeholder":true,"num":1}}]"#.into(),
     )
     .with_attachments(&blobs);
-    let want: Vec<bytes::Bytes> = blobs.iter().map(|b| bytes::Bytes::copy_from_slice(b)).collect();
+    let want: Vec<bytes::Bytes> = blobs
+        .iter()
+        .map(|b| bytes::Bytes::copy_from_slice(b))
+        .collect();
     let mut sub = bus.subscribe(&r).await.unwrap();
     let seq = seq_of(bus, &r, msg.clone()).await;
     let live = next(&mut sub).await;
@@ -177,12 +180,20 @@ pub async fn binary_events_are_stored_with_their_attachments<B: Bus + ?Sized>(bu
     assert_eq!(live.attachments().unwrap().as_ref(), Some(&want), "live");
     assert_eq!(&*live.args_json, &*msg.args_json);
     let fetched = bus.fetch(&r, seq).await.unwrap().expect("stored");
-    assert_eq!(fetched.attachments().unwrap().as_ref(), Some(&want), "fetch");
+    assert_eq!(
+        fetched.attachments().unwrap().as_ref(),
+        Some(&want),
+        "fetch"
+    );
     let replayed = super::replay(bus, std::slice::from_ref(&r), seq, 10)
         .await
         .unwrap();
     assert_eq!(replayed.len(), 1);
-    assert_eq!(replayed[0].attachments().unwrap().as_ref(), Some(&want), "replay");
+    assert_eq!(
+        replayed[0].attachments().unwrap().as_ref(),
+        Some(&want),
+        "replay"
+    );
     let mut tail = bus.tail(seq).await.unwrap();
     let item = tokio::time::timeout(WAIT, tail.next())
         .await
@@ -190,7 +201,11 @@ pub async fn binary_events_are_stored_with_their_attachments<B: Bus + ?Sized>(bu
         .unwrap()
         .unwrap();
     assert_eq!(item.msg.seq, Some(seq));
-    assert_eq!(item.msg.attachments().unwrap().as_ref(), Some(&want), "tail");
+    assert_eq!(
+        item.msg.attachments().unwrap().as_ref(),
+        Some(&want),
+        "tail"
+    );
 }
 
 /// One `#[tokio::test]` per conformance test for the bus `$make` builds

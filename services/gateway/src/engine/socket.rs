@@ -440,12 +440,15 @@ mod tests {
             ])),
         };
         socket.hold();
-        assert_eq!(socket.deliver_event(&bin(2), Some(2)), Ok(Delivered::Held));
-        assert_eq!(socket.deliver(&event(3), Some(3)), Ok(Delivered::Held));
+        assert_eq!(socket.deliver_event(&bin(3), Some(3)), Ok(Delivered::Held));
+        assert_eq!(socket.deliver(&event(4), Some(4)), Ok(Delivered::Held));
         socket.send_replayed(bin(1), 1).await.unwrap();
         socket.release(1).unwrap();
-        // A repaired gap: event 0 arrives after 3, with offset 3.
-        assert_eq!(socket.deliver_event(&bin(0), Some(0)), Ok(Delivered::Queued));
+        // A repaired gap: event 2 arrives after 4, with offset 4.
+        assert_eq!(
+            socket.deliver_event(&bin(2), Some(2)),
+            Ok(Delivered::Queued)
+        );
         let mut got = Vec::new();
         for _ in 0..10 {
             got.push(match rx.recv().await.unwrap() {
@@ -455,7 +458,7 @@ mod tests {
         }
         assert_eq!(
             got,
-            ["t1", "a1", "b1", "t2", "a2", "b2", "t3", "t3", "a0", "b0"]
+            ["t1", "a1", "b1", "t3", "a3", "b3", "t4", "t4", "a2", "b2"]
         );
     }
 
