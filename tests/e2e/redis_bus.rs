@@ -266,13 +266,31 @@ async fn on_redis_the_bus_metrics_follow_dropped_connections() {
         series(m, M_CONNECTED) == Some(0.0) && series(g, G_CONNECTED) == Some(0.0)
     })
     .await;
-    // Back: connected, one more reconnect each.
+    // A membership command meanwhile: it is in the SQL log, but the
+    // notifier cannot publish its control event: its lag shows it.
+    let _ = c
+        .command(
+            None,
+            json!({ "type": "create_workspace", "id": "w1", "name": "Acme", "owner": "alice" }),
+        )
+        .await;
+    const NOTIFIER_EVENTS: &str =
+        "confab_membership_projection_lag_events{projection=\"notifier\"}";
+    const NOTIFIER_SECONDS: &str =
+        "confab_membership_projection_lag_seconds{projection=\"notifier\"}";
+    metrics_until(&c, "the notifier lags while Redis is down", |m, _| {
+        series(m, NOTIFIER_EVENTS).is_some_and(|n| n >= 1.0)
+            && series(m, NOTIFIER_SECONDS).is_some_and(|s| s > 0.5)
+    })
+    .await;
+    // Back: connected, one more reconnect each, the notifier caught up.
     c.redis.as_mut().unwrap().restart();
     metrics_until(&c, "connected again after the restart", |m, g| {
         series(m, M_CONNECTED) == Some(1.0)
             && series(g, G_CONNECTED) == Some(1.0)
             && series(m, M_RECONNECTS).is_some_and(|n| n > before.0)
             && series(g, G_RECONNECTS).is_some_and(|n| n > before.1)
+            && series(m, NOTIFIER_EVENTS) == Some(0.0)
     })
     .await;
 }
