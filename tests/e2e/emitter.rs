@@ -1,8 +1,9 @@
 //! The real `@socket.io/redis-emitter` (npm, driven through
-//! `tests/js/emitter.mjs`) emits into a running cluster (NATS bus, the
-//! membership service's emitter bridge on a Redis of its own, two
-//! gateways), received by real socket.io-client sockets; and the bridge's
-//! lease fails over without emitting anything twice.
+//! `tests/js/emitter.mjs`) emits into a running cluster, received by real
+//! socket.io-client sockets: on NATS (the membership service's emitter
+//! bridge on a Redis of its own, two gateways) and on Redis alone (the
+//! bridge on the bus's Redis, two gateways, no NATS), the same test body;
+//! and the bridge's lease fails over without emitting anything twice.
 
 use std::collections::HashSet;
 use std::process::Stdio;
@@ -16,7 +17,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Cluster, SERVICE_TOKEN};
+use crate::cluster::{Backend, Cluster, SERVICE_TOKEN};
+use crate::recovery::{Proxy, expect_recovered, reconnecting};
 use crate::support::*;
 
 const T: Duration = Duration::from_secs(15);
@@ -102,9 +104,13 @@ impl Drop for Emitter {
 }
 
 fn bridge_config(redis: &RedisServer, ttl: Duration) -> EmitterConfig {
+    bridge_config_at(redis.url(), ttl)
+}
+
+fn bridge_config_at(redis_url: String, ttl: Duration) -> EmitterConfig {
     EmitterConfig {
         enabled: true,
-        redis_url: redis.url(),
+        redis_url,
         key: KEY.into(),
         lease_ttl: ttl,
         ..EmitterConfig::default()
@@ -157,15 +163,41 @@ fn got(node: &NodeClient, socket: &str, event: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn the_npm_emitter_reaches_sockets_through_the_bridge() {
-    let mut redis = RedisServer::start();
-    let redis_url = redis.url();
-    let c = Cluster::start_configured(
+    npm_emitter_reaches_sockets(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_the_npm_emitter_reaches_sockets_through_the_bridge() {
+    npm_emitter_reaches_sockets(Backend::Redis).await;
+}
+
+/// The emitter's Redis: one of its own next to NATS, the bus's on Redis.
+enum EmitterRedis {
+    Own(RedisServer),
+    Bus,
+}
+
+async fn npm_emitter_reaches_sockets(backend: Backend) {
+    let mut own = match backend {
+        Backend::Nats => EmitterRedis::Own(RedisServer::start()),
+        Backend::Redis => EmitterRedis::Bus,
+    };
+    let own_url = match &own {
+        EmitterRedis::Own(r) => Some(r.url()),
+        EmitterRedis::Bus => None,
+    };
+    let mut c = Cluster::start_configured_on(
+        backend,
         2,
         None,
         |_| {},
-        |m| m.emitter = bridge_config(&redis, Duration::from_millis(600)),
+        |m| {
+            let url = own_url.clone().unwrap_or_else(|| m.bus.redis.url.clone());
+            m.emitter = bridge_config_at(url, Duration::from_millis(600));
+        },
     )
     .await;
+    let redis_url = own_url.unwrap_or_else(|| c.redis.as_ref().unwrap().url());
     c.workspace_with_general(&["bob", "carol"]).await;
     // `random`: alice and bob; `secret` (private): alice only.
     for (channel, visibility) in [("random", "public"), ("secret", "private")] {
@@ -184,9 +216,18 @@ async fn the_npm_emitter_reaches_sockets_through_the_bridge() {
     connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
     connect_as(&node, "bob", "bob", &c.gateway_url(1)).await;
     connect_as(&node, "carol", "carol", &c.gateway_url(0)).await;
+    // A second socket of alice's, on gateway 1 through a proxy, that loses
+    // its connection and recovers.
+    let proxy = Proxy::start(c.gateways[1].0).await;
+    node.connect("away", &proxy.url(), reconnecting(&token("alice")))
+        .await;
+    let away_id = node.expect("away", is_type("connect"), T).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let general = confab_events::RoomId::parse("channel:general").unwrap();
     eventually("sockets in general", T, || {
-        c.gateways[0].1.members(&general) == 2 && c.gateways[1].1.members(&general) == 1
+        c.gateways[0].1.members(&general) == 2 && c.gateways[1].1.members(&general) == 2
     })
     .await;
     wait_for_lease(&c).await;
@@ -252,7 +293,8 @@ async fn the_npm_emitter_reaches_sockets_through_the_bridge() {
     let ev = node.expect("bob", is_event("app:volatile"), T).await;
     assert_eq!(ev["args"], json!(["v"]), "volatile: no offset argument");
 
-    // Binary: a Buffer reaches the client as binary.
+    // Binary: a Buffer reaches the client as binary, durable (with its
+    // offset).
     emitter
         .emit(
             &["channel:general"],
@@ -260,9 +302,104 @@ async fn the_npm_emitter_reaches_sockets_through_the_bridge() {
             json!([{ "$binary": "AAEC/w==" }, { "name": "f", "data": { "$binary": "aGk=" } }]),
         )
         .await;
-    let ev = node.expect("carol", is_event("app:binary"), T).await;
-    assert_eq!(ev["args"][0], json!({ "$binary": "AAEC/w==" }), "{ev}");
-    assert_eq!(ev["args"][1]["data"], json!({ "$binary": "aGk=" }), "{ev}");
+    for s in ["carol", "away"] {
+        let ev = node.expect(s, is_event("app:binary"), T).await;
+        assert_eq!(ev["args"][0], json!({ "$binary": "AAEC/w==" }), "{ev}");
+        assert_eq!(ev["args"][1]["data"], json!({ "$binary": "aGk=" }), "{ev}");
+        assert!(
+            ev["args"][2].is_string(),
+            "binary events carry an offset: {ev}"
+        );
+    }
+
+    // A binary event missed while away is replayed on recovery, once, in
+    // order, attachments intact (and volatile ones are not).
+    proxy.point_to(None);
+    proxy.cut();
+    node.expect("away", is_type("disconnect"), T).await;
+    emitter
+        .emit(&["channel:general"], "app:missed", json!([1]))
+        .await;
+    emitter
+        .emit(
+            &["channel:general"],
+            "app:missed-binary",
+            json!([2, { "$binary": "3q2+7w==" }]),
+        )
+        .await;
+    emitter
+        .run(json!({"op": "emit", "to": ["channel:general"], "volatile": true, "event": "app:missed-volatile", "args": [{ "$binary": "AQ==" }]}))
+        .await;
+    emitter
+        .emit(&["channel:general"], "app:missed", json!([3]))
+        .await;
+    node.expect(
+        "carol",
+        |m| m["event"] == "app:missed" && m["args"][0] == 3,
+        T,
+    )
+    .await;
+    proxy.point_to(Some(c.gateways[1].0));
+    expect_recovered(&node, "away", &away_id).await;
+    node.expect(
+        "away",
+        |m| m["event"] == "app:missed" && m["args"][0] == 3,
+        T,
+    )
+    .await;
+    emitter
+        .emit(&["channel:general"], "app:fence", json!([4]))
+        .await;
+    node.expect(
+        "away",
+        |m| m["event"] == "app:fence" && m["args"][0] == 4,
+        T,
+    )
+    .await;
+    let missed: Vec<Value> = node
+        .received()
+        .into_iter()
+        .filter(|m| {
+            m["socket"] == "away"
+                && m["type"] == "event"
+                && m["event"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("app:missed"))
+        })
+        .collect();
+    let seen: Vec<(&str, &Value)> = missed
+        .iter()
+        .map(|m| (m["event"].as_str().unwrap(), &m["args"][0]))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("app:missed", &json!(1)),
+            ("app:missed-binary", &json!(2)),
+            ("app:missed", &json!(3)),
+        ],
+        "replayed once, in order, volatile not: {missed:?}"
+    );
+    assert_eq!(
+        missed[1]["args"][1],
+        json!({ "$binary": "3q2+7w==" }),
+        "{missed:?}"
+    );
+    let offsets: Vec<u64> = missed
+        .iter()
+        .map(|m| {
+            m["args"]
+                .as_array()
+                .unwrap()
+                .last()
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(offsets.windows(2).all(|w| w[0] < w[1]), "{offsets:?}");
 
     // Refused: a reserved name, every socket, a room Confab cannot have,
     // garbage, requests expecting a reply; the bridge goes on.
@@ -363,9 +500,13 @@ async fn the_npm_emitter_reaches_sockets_through_the_bridge() {
     assert_eq!(counted(&c, "join", "published").await, 1);
     assert_eq!(counted(&c, "leave", "published").await, 1);
 
-    // Redis restarts (the lease and the subscriptions are gone): the bridge
-    // subscribes again, takes the lease again, and emits flow again.
-    redis.restart();
+    // Redis restarts (the lease and the subscriptions are gone; on Redis
+    // the bus's too): the bridge subscribes again, takes the lease again,
+    // and emits flow again.
+    match &mut own {
+        EmitterRedis::Own(redis) => redis.restart(),
+        EmitterRedis::Bus => c.redis.as_mut().unwrap().restart(),
+    }
     let start = std::time::Instant::now();
     let mut n = 0;
     loop {

@@ -178,23 +178,12 @@ async fn bus_samples(gateway: &str) -> Vec<String> {
         .collect()
 }
 
-/// Waits until gateway 0 of `c` shows `sample` in `/metrics`.
-async fn shows(c: &Cluster, sample: &str) {
-    let start = tokio::time::Instant::now();
-    loop {
-        let samples = bus_samples(&c.gateway_url(0)).await;
-        if samples.iter().any(|s| s == sample) {
-            return;
-        }
-        assert!(start.elapsed() < T, "never {sample}: {samples:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
+/// A Redis gateway exports the same bus series as a NATS one (their
+/// values on Redis: `on_redis_the_bus_metrics_follow_dropped_connections`).
 #[tokio::test]
 async fn a_redis_gateway_shows_the_bus_state_series_a_nats_gateway_shows() {
     let nats = Cluster::start_on(Backend::Nats, 1).await;
-    let mut redis = Cluster::start_on(Backend::Redis, 1).await;
+    let redis = Cluster::start_on(Backend::Redis, 1).await;
     let names = |samples: Vec<String>| {
         samples
             .iter()
@@ -207,10 +196,135 @@ async fn a_redis_gateway_shows_the_bus_state_series_a_nats_gateway_shows() {
         "{on_nats:?}"
     );
     assert_eq!(names(bus_samples(&redis.gateway_url(0)).await), on_nats);
-    shows(&redis, "confab_gateway_bus_connected 1").await;
-    // It follows the Redis connection.
-    redis.redis.as_mut().unwrap().kill();
-    shows(&redis, "confab_gateway_bus_connected 0").await;
-    redis.redis.as_mut().unwrap().restart();
-    shows(&redis, "confab_gateway_bus_connected 1").await;
+}
+
+/// The value of the series `name` (labels included) in a Prometheus text.
+fn series(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The membership service's and the first gateway's `/metrics`.
+async fn both_metrics(c: &Cluster) -> (String, String) {
+    let client = reqwest::Client::new();
+    let membership = client
+        .get(format!("http://{}/metrics", c.membership))
+        .bearer_auth(crate::cluster::SERVICE_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let gateway = client
+        .get(format!("{}/metrics", c.gateway_url(0)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    (membership, gateway)
+}
+
+const M_CONNECTED: &str = "confab_membership_bus_connected{bus=\"redis\"}";
+const M_RECONNECTS: &str = "confab_membership_bus_reconnects_total{bus=\"redis\"}";
+const G_CONNECTED: &str = "confab_gateway_bus_connected";
+const G_RECONNECTS: &str = "confab_gateway_bus_reconnects_total";
+
+/// Waits until the membership and gateway metrics satisfy `ok`.
+async fn metrics_until(c: &Cluster, what: &str, ok: impl Fn(&str, &str) -> bool) {
+    let start = std::time::Instant::now();
+    loop {
+        let (m, g) = both_metrics(c).await;
+        if ok(&m, &g) {
+            return;
+        }
+        assert!(
+            start.elapsed() < T,
+            "{what}; membership:\n{m}\ngateway:\n{g}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// On the Redis bus the bus series of `/metrics` (membership and gateway)
+/// are true: connections killed under the processes count as reconnects,
+/// a Redis that is down reads as disconnected, and back as connected; the
+/// log readers' lag series are there.
+#[tokio::test]
+async fn on_redis_the_bus_metrics_follow_dropped_connections() {
+    let mut c = Cluster::start_on(Backend::Redis, 1).await;
+    let (m, g) = both_metrics(&c).await;
+    assert_eq!(series(&m, M_CONNECTED), Some(1.0), "{m}");
+    assert_eq!(series(&m, M_RECONNECTS), Some(0.0), "{m}");
+    assert_eq!(series(&g, G_CONNECTED), Some(1.0), "{g}");
+    assert_eq!(series(&g, G_RECONNECTS), Some(0.0), "{g}");
+    for reader in ["history", "notifier"] {
+        let name = format!("confab_membership_projection_lag_events{{projection=\"{reader}\"}}");
+        metrics_until(&c, &format!("{reader} lag measured"), |m, _| {
+            series(m, &name) == Some(0.0)
+        })
+        .await;
+    }
+
+    // Every client connection is killed (the test's own is skipped): the
+    // processes reconnect and count it.
+    let client = redis::Client::open(c.redis.as_ref().unwrap().url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for kind in ["normal", "pubsub"] {
+        let _: u64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg(kind)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    metrics_until(&c, "reconnects counted, connected again", |m, g| {
+        series(m, M_RECONNECTS).is_some_and(|n| n >= 1.0)
+            && series(g, G_RECONNECTS).is_some_and(|n| n >= 1.0)
+            && series(m, M_CONNECTED) == Some(1.0)
+            && series(g, G_CONNECTED) == Some(1.0)
+    })
+    .await;
+    let (m, g) = both_metrics(&c).await;
+    let before = (
+        series(&m, M_RECONNECTS).unwrap(),
+        series(&g, G_RECONNECTS).unwrap(),
+    );
+
+    // Redis down: both say disconnected.
+    c.redis.as_mut().unwrap().kill();
+    metrics_until(&c, "disconnected while Redis is down", |m, g| {
+        series(m, M_CONNECTED) == Some(0.0) && series(g, G_CONNECTED) == Some(0.0)
+    })
+    .await;
+    // A membership command meanwhile: it is in the SQL log, but the
+    // notifier cannot publish its control event: its lag shows it.
+    let _ = c
+        .command(
+            None,
+            json!({ "type": "create_workspace", "id": "w1", "name": "Acme", "owner": "alice" }),
+        )
+        .await;
+    const NOTIFIER_EVENTS: &str =
+        "confab_membership_projection_lag_events{projection=\"notifier\"}";
+    const NOTIFIER_SECONDS: &str =
+        "confab_membership_projection_lag_seconds{projection=\"notifier\"}";
+    metrics_until(&c, "the notifier lags while Redis is down", |m, _| {
+        series(m, NOTIFIER_EVENTS).is_some_and(|n| n >= 1.0)
+            && series(m, NOTIFIER_SECONDS).is_some_and(|s| s > 0.5)
+    })
+    .await;
+    // Back: connected, one more reconnect each, the notifier caught up.
+    c.redis.as_mut().unwrap().restart();
+    metrics_until(&c, "connected again after the restart", |m, g| {
+        series(m, M_CONNECTED) == Some(1.0)
+            && series(g, G_CONNECTED) == Some(1.0)
+            && series(m, M_RECONNECTS).is_some_and(|n| n > before.0)
+            && series(g, G_RECONNECTS).is_some_and(|n| n > before.1)
+            && series(m, NOTIFIER_EVENTS) == Some(0.0)
+    })
+    .await;
 }

@@ -560,6 +560,7 @@ impl Bus for InProcessBus {
         BusStatus {
             kind: "in-process",
             connected: true,
+            reconnects: 0,
             shared: false,
             detail: if self.shared.persist.is_some() {
                 "single-process bus with its log kept in the database: serves this process \

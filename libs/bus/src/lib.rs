@@ -110,7 +110,69 @@ impl BusMessage {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
+
+    /// Carries binary attachments with the event (a Socket.IO
+    /// BINARY_EVENT): the arguments must already hold the matching
+    /// placeholders (`{"_placeholder":true,"num":N}`). They travel in the
+    /// [`subjects::HEADER_ATTACHMENTS`] header (base64, comma-separated, in
+    /// placeholder order), which every bus stores and delivers with the
+    /// other headers: a binary event gets a sequence, is stored and is
+    /// replayed like any durable event. Replaces earlier attachments; none
+    /// leaves the header out. This and [`BusMessage::attachments`] are the
+    /// one definition of the format (the emitter bridge writes it, gateways
+    /// read it).
+    pub fn with_attachments<A: AsRef<[u8]>>(mut self, attachments: &[A]) -> Self {
+        use base64::Engine as _;
+        let mut headers: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .filter(|(k, _)| !k.eq_ignore_ascii_case(subjects::HEADER_ATTACHMENTS))
+            .cloned()
+            .collect();
+        if !attachments.is_empty() {
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let parts: Vec<String> = attachments.iter().map(|a| b64.encode(a)).collect();
+            headers.push((subjects::HEADER_ATTACHMENTS.to_owned(), parts.join(",")));
+        }
+        self.headers = headers.into();
+        self
+    }
+
+    /// The binary attachments set by [`BusMessage::with_attachments`]:
+    /// `Ok(None)` for an event without any, `Err` when the header is
+    /// unreadable (not base64, more than [`MAX_ATTACHMENTS`]).
+    pub fn attachments(&self) -> Result<Option<Vec<bytes::Bytes>>, AttachmentsError> {
+        use base64::Engine as _;
+        let Some(value) = self.header(subjects::HEADER_ATTACHMENTS) else {
+            return Ok(None);
+        };
+        let parts: Vec<&str> = value.split(',').collect();
+        if parts.len() > MAX_ATTACHMENTS {
+            return Err(AttachmentsError(format!(
+                "more than {MAX_ATTACHMENTS} attachments"
+            )));
+        }
+        parts
+            .into_iter()
+            .map(|p| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(p.trim())
+                    .map(bytes::Bytes::from)
+                    .map_err(|e| AttachmentsError(format!("attachment is not base64: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
 }
+
+/// Most binary attachments one room event may carry
+/// ([`BusMessage::attachments`]).
+pub const MAX_ATTACHMENTS: usize = 64;
+
+/// Why an event's [`subjects::HEADER_ATTACHMENTS`] header is unreadable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unreadable attachments: {0}")]
+pub struct AttachmentsError(String);
 
 /// What the bus says about a publish.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -212,6 +274,10 @@ pub struct BusStatus {
     pub kind: &'static str,
     /// Whether publishes and subscriptions currently work.
     pub connected: bool,
+    /// How many times a connection of the bus came back after it was lost,
+    /// since the bus connected (NATS: reconnections of the client; Redis:
+    /// of the command and the pub/sub connections; in-process: never).
+    pub reconnects: u64,
     /// Whether several gateways can share this bus.
     pub shared: bool,
     /// Anything an operator should know.
@@ -283,4 +349,44 @@ pub trait Bus: Send + Sync + 'static {
     }
     /// Current state, for readiness.
     fn status(&self) -> BusStatus;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attachments_travel_in_their_header_and_come_back_intact() {
+        let msg =
+            BusMessage::from_args_json("app:bin", r#"[{"_placeholder":true,"num":0}]"#.into())
+                .with_headers(vec![("traceparent".into(), "00-x".into())])
+                .with_attachments(&[&[0u8, 1, 2, 255][..], b"hi"]);
+        assert_eq!(
+            msg.attachments().unwrap().unwrap(),
+            vec![
+                bytes::Bytes::from_static(&[0, 1, 2, 255]),
+                bytes::Bytes::from_static(b"hi")
+            ]
+        );
+        assert_eq!(
+            msg.header("traceparent"),
+            Some("00-x"),
+            "other headers kept"
+        );
+        // The format events were stored with before: base64, comma-separated.
+        let stored = BusMessage::from_args_json("app:bin", "[]".into()).with_headers(vec![(
+            subjects::HEADER_ATTACHMENTS.into(),
+            "AAEC/w==,aGk=".into(),
+        )]);
+        assert_eq!(stored.attachments(), msg.attachments());
+        assert_eq!(
+            BusMessage::from_args_json("x", "[]".into()).attachments(),
+            Ok(None)
+        );
+        let none: &[&[u8]] = &[];
+        assert_eq!(msg.clone().with_attachments(none).attachments(), Ok(None));
+        let bad = BusMessage::from_args_json("x", "[]".into())
+            .with_headers(vec![(subjects::HEADER_ATTACHMENTS.into(), "!!".into())]);
+        assert!(bad.attachments().is_err());
+    }
 }

@@ -65,7 +65,10 @@ pub const HEADER_EXCEPT_ROOMS: &str = "Confab-Except";
 /// The binary attachments of an event, base64, comma-separated, in
 /// placeholder order: the arguments hold Socket.IO placeholders
 /// (`{"_placeholder":true,"num":N}`) and the gateway sends a BINARY_EVENT.
-/// Set only by the emitter bridge of the membership service.
+/// Stored with the event like any header (a binary event is durable and
+/// replayed); written and read through [`crate::BusMessage::with_attachments`]
+/// and [`crate::BusMessage::attachments`]. Set only by the emitter bridge
+/// of the membership service.
 pub const HEADER_ATTACHMENTS: &str = "Confab-Attachments";
 /// W3C trace context: the parent span.
 pub const HEADER_TRACEPARENT: &str = "traceparent";

@@ -525,6 +525,7 @@ async fn keeps_delivering_after_a_server_restart() {
     let mut sub = gateway.subscribe(&r).await.unwrap();
     let first = publisher.publish(&r, numbered(0)).await.unwrap();
     assert_eq!(next(&mut sub).await.seq, first.seq);
+    assert_eq!(gateway.status().reconnects, 0);
 
     server.restart();
 
@@ -550,6 +551,7 @@ async fn keeps_delivering_after_a_server_restart() {
         assert_eq!((number_of(&got), got.seq), (i + 1, *seq));
     }
     assert!(gateway.status().connected);
+    assert!(gateway.status().reconnects >= 1, "the reconnect is counted");
     // The streams survived (file storage).
     assert_eq!(
         stream_messages(publisher.jetstream(), ROOMS_STREAM).await,

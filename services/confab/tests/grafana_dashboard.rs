@@ -78,6 +78,7 @@ fn every_panel_queries_metrics_the_services_expose() {
     types(
         &membership.metrics_with(&confab_membership::health::Scrape {
             bus: Some(("nats", true)),
+            bus_reconnects: Some(0),
         }),
         &mut known,
     );

@@ -653,8 +653,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    let connected = state.hub.bus().status().connected;
-    state.metrics.bus_connected.set(i64::from(connected));
+    let bus = state.hub.bus().status();
+    state.metrics.bus_connected.set(i64::from(bus.connected));
+    // The bus counts; the counter follows it (never down, whatever the
+    // order of concurrent scrapes).
+    state
+        .metrics
+        .bus_reconnects
+        .inner()
+        .fetch_max(bus.reconnects, Ordering::Relaxed);
     (
         [(
             header::CONTENT_TYPE,

@@ -31,7 +31,7 @@
 mod dispatch;
 mod emitted;
 
-pub(crate) use emitted::{JoinGate, takes};
+pub(crate) use emitted::{JoinGate, event_frame_of, takes};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};

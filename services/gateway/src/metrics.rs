@@ -30,6 +30,10 @@ pub struct Metrics {
     /// Whether the bus (NATS, Redis) works now, as `/readyz` reports it:
     /// set when `/metrics` is scraped.
     pub bus_connected: Gauge,
+    /// Times a connection of the bus came back after it was lost
+    /// ([`confab_bus::BusStatus::reconnects`]): brought up to date when
+    /// `/metrics` is scraped.
+    pub bus_reconnects: Counter,
     /// Socket.IO packets received.
     pub events_in: Counter,
     /// Frames written to clients.
@@ -105,6 +109,7 @@ impl Metrics {
         let connections = Gauge::default();
         let rooms = Gauge::default();
         let bus_connected = Gauge::default();
+        let bus_reconnects = Counter::default();
         let events_in = Counter::default();
         let events_out = Counter::default();
         let dropped = Family::<ReasonLabel, Counter>::default();
@@ -163,6 +168,11 @@ impl Metrics {
             "Whether the bus (NATS, Redis) works now (1) or not (0)",
             bus_connected.clone(),
         );
+        registry.register(
+            "bus_reconnects",
+            "Times a connection of the bus (NATS client; Redis command or pub/sub connection) came back after it was lost",
+            bus_reconnects.clone(),
+        );
         registry.register("events_in", "Socket.IO packets received", events_in.clone());
         registry.register(
             "events_out",
@@ -187,6 +197,7 @@ impl Metrics {
             connections,
             rooms,
             bus_connected,
+            bus_reconnects,
             events_in,
             events_out,
             dropped,

@@ -24,7 +24,7 @@
 //! | `POST /v1/emit` | [`EmitRequest`](confab_contracts::membership::EmitRequest) | [`EmitResponse`] (service token only) |
 //! | `POST /v1/rpc/{subject}` | the endpoint's request | its response: the NATS endpoint table over HTTP, for gateways on a deployment without NATS (`bus.kind = "redis"`; 404 otherwise; service token only) |
 //! | `GET /healthz`, `GET /readyz` | | liveness, readiness (red while a projection fails or stopped, named under `projections`, while a log reader is more than 1 s behind its log, named under `behind` — `lag` gives each one's `events` and `seconds` —, or the membership projection is more than `ready_max_projection_lag` events behind) |
-//! | `GET /metrics` | | Prometheus text: `confab_membership_projection_up{projection}`, `confab_membership_projection_lag_events{projection}`, `confab_membership_projection_lag_seconds{projection}`, `confab_membership_history_trimmed_total`, `confab_membership_commands_total{command,outcome}`, `confab_membership_presence_users{status}`, `confab_membership_presence_gateways`, `confab_membership_bus_connected{bus}`, `confab_membership_emitter_messages_total{kind,outcome}`, `confab_membership_emitter_lease_held` |
+//! | `GET /metrics` | | Prometheus text: `confab_membership_projection_up{projection}`, `confab_membership_projection_lag_events{projection}`, `confab_membership_projection_lag_seconds{projection}`, `confab_membership_history_trimmed_total`, `confab_membership_commands_total{command,outcome}`, `confab_membership_presence_users{status}`, `confab_membership_presence_gateways`, `confab_membership_bus_connected{bus}`, `confab_membership_bus_reconnects_total{bus}`, `confab_membership_emitter_messages_total{kind,outcome}`, `confab_membership_emitter_lease_held` |
 //!
 //! Command bodies may carry `"actor"` (service token only). Commands answer
 //! [`ExecuteResponse`]. Errors answer [`ErrorBody`](confab_contracts::ErrorBody) with the status of
@@ -615,6 +615,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     let bus = service.bus().status();
     let scrape = Scrape {
         bus: Some((bus.kind, bus.connected)),
+        bus_reconnects: Some(bus.reconnects),
     };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -231,6 +231,9 @@ pub struct Scrape {
     /// The bus's kind (`nats`, `in-process`, ...) and whether it is
     /// connected.
     pub bus: Option<(&'static str, bool)>,
+    /// How many times the bus's connections came back after being lost
+    /// ([`confab_bus::BusStatus::reconnects`]), with `bus`.
+    pub bus_reconnects: Option<u64>,
 }
 
 /// The projections' states, shared by the projectors and the HTTP API.
@@ -361,6 +364,14 @@ impl Health {
                  confab_membership_bus_connected{{bus=\"{kind}\"}} {}\n",
                 u8::from(connected)
             );
+            if let Some(reconnects) = scrape.bus_reconnects {
+                let _ = write!(
+                    out,
+                    "# HELP confab_membership_bus_reconnects_total Times a connection of the bus (NATS client; Redis command or pub/sub connection) came back after it was lost.\n\
+                     # TYPE confab_membership_bus_reconnects_total counter\n\
+                     confab_membership_bus_reconnects_total{{bus=\"{kind}\"}} {reconnects}\n"
+                );
+            }
         }
         out
     }

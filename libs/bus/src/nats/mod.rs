@@ -263,6 +263,13 @@ impl Bus for NatsBus {
         BusStatus {
             kind: "nats",
             connected,
+            // The first connect is not a reconnect.
+            reconnects: inner
+                .client
+                .statistics()
+                .connects
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .saturating_sub(1),
             shared: true,
             detail,
         }

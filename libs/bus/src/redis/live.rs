@@ -59,6 +59,8 @@ pub(super) struct Router {
     pub(super) connected: AtomicBool,
     /// Live messages dropped because a feed's buffer was full.
     pub(super) dropped: AtomicU64,
+    /// Times the pub/sub connection came back after a disconnection.
+    pub(super) reconnects: AtomicU64,
     /// Signalled on a disconnection of the pub/sub connection.
     pub(super) disconnected: Notify,
 }
@@ -91,6 +93,7 @@ pub(super) async fn watch_reconnects(router: Arc<Router>, mut pubsub: Connection
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         router.connected.store(true, Ordering::Relaxed);
+        router.reconnects.fetch_add(1, Ordering::Relaxed);
         router.catch_up_all();
     }
 }

@@ -89,6 +89,9 @@ struct Inner {
     high_water: Arc<AtomicU64>,
     /// Whether the last command on `conn` worked.
     commands_ok: AtomicBool,
+    /// Times a command worked again after one failed for want of the
+    /// server (the command connection came back).
+    command_reconnects: AtomicU64,
     server_version: String,
     /// Whether the server had `appendonly yes` when the bus connected.
     aof: bool,
@@ -168,6 +171,7 @@ impl RedisBus {
                 subs,
                 high_water: Arc::new(AtomicU64::new(0)),
                 commands_ok: AtomicBool::new(true),
+                command_reconnects: AtomicU64::new(0),
                 server_version,
                 aof,
                 retention,
@@ -211,7 +215,12 @@ impl RedisBus {
 
     fn note<T>(&self, r: Result<T, BusError>) -> Result<T, BusError> {
         let ok = !matches!(r, Err(BusError::Unavailable(_)));
-        self.inner.commands_ok.store(ok, Ordering::Relaxed);
+        let was = self.inner.commands_ok.swap(ok, Ordering::Relaxed);
+        if ok && !was {
+            self.inner
+                .command_reconnects
+                .fetch_add(1, Ordering::Relaxed);
+        }
         r
     }
 
@@ -549,6 +558,8 @@ impl Bus for RedisBus {
         BusStatus {
             kind: "redis",
             connected,
+            reconnects: inner.command_reconnects.load(Ordering::Relaxed)
+                + inner.subs.router.reconnects.load(Ordering::Relaxed),
             shared: true,
             detail,
         }

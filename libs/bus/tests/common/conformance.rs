@@ -158,6 +158,56 @@ pub async fn a_slow_subscriber_is_repaired<B: Bus + ?Sized>(bus: &B) {
     }
 }
 
+/// A binary event (attachments, any bytes) is a durable event like any
+/// other: a sequence, live with its attachments, stored (fetch, replay,
+/// tail) with them intact.
+pub async fn binary_events_are_stored_with_their_attachments<B: Bus + ?Sized>(bus: &B) {
+    let r = room("channel:binary");
+    let blobs: [&[u8]; 2] = [&[0, 1, 2, 255, b',', b'\n'], &[]];
+    let msg = BusMessage::from_args_json(
+        "app:bin",
+        r#"[{"_placeholder":true,"num":0},{"f":{"_placeholder":true,"num":1}}]"#.into(),
+    )
+    .with_attachments(&blobs);
+    let want: Vec<bytes::Bytes> = blobs
+        .iter()
+        .map(|b| bytes::Bytes::copy_from_slice(b))
+        .collect();
+    let mut sub = bus.subscribe(&r).await.unwrap();
+    let seq = seq_of(bus, &r, msg.clone()).await;
+    let live = next(&mut sub).await;
+    assert_eq!(live.seq, Some(seq));
+    assert_eq!(live.attachments().unwrap().as_ref(), Some(&want), "live");
+    assert_eq!(&*live.args_json, &*msg.args_json);
+    let fetched = bus.fetch(&r, seq).await.unwrap().expect("stored");
+    assert_eq!(
+        fetched.attachments().unwrap().as_ref(),
+        Some(&want),
+        "fetch"
+    );
+    let replayed = super::replay(bus, std::slice::from_ref(&r), seq, 10)
+        .await
+        .unwrap();
+    assert_eq!(replayed.len(), 1);
+    assert_eq!(
+        replayed[0].attachments().unwrap().as_ref(),
+        Some(&want),
+        "replay"
+    );
+    let mut tail = bus.tail(seq).await.unwrap();
+    let item = tokio::time::timeout(WAIT, tail.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(item.msg.seq, Some(seq));
+    assert_eq!(
+        item.msg.attachments().unwrap().as_ref(),
+        Some(&want),
+        "tail"
+    );
+}
+
 /// One `#[tokio::test]` per conformance test for the bus `$make` builds
 /// (an async fn of a subscription buffer size returning `(guard, bus)`).
 #[macro_export]
@@ -184,6 +234,11 @@ macro_rules! conformance_suite {
             async fn a_slow_subscriber_is_repaired() {
                 let (_guard, bus) = $make(16).await;
                 common::conformance::a_slow_subscriber_is_repaired(&bus).await;
+            }
+            #[tokio::test]
+            async fn binary_events_are_stored_with_their_attachments() {
+                let (_guard, bus) = $make(1 << 16).await;
+                common::conformance::binary_events_are_stored_with_their_attachments(&bus).await;
             }
             #[tokio::test]
             async fn tail_then_live() {

@@ -41,7 +41,7 @@ use tracing::Instrument;
 use crate::limits::{Counter, Held};
 
 pub use polling::PollingSessions;
-pub use socket::{CloseReason, ConnId, SendError, SocketRef};
+pub use socket::{CloseReason, ConnId, EventFrame, SendError, SocketRef};
 
 /// Protocol limits and timings of the engine.
 #[derive(Debug, Clone)]

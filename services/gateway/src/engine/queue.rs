@@ -91,15 +91,43 @@ impl OutQueue {
         Ok(())
     }
 
+    /// Queues frames that must stay together (a binary packet's text frame
+    /// and its attachments: nothing may come between them) at once, unless
+    /// the queue is closed or they do not fit (an empty queue takes them
+    /// whatever their number). `Err(Full)` carries the first frame; the
+    /// others are given back in `frames`.
+    pub(crate) fn push_all(&self, frames: &mut Vec<Outbound>) -> Result<(), PushError> {
+        {
+            let mut state = self.lock();
+            if state.closed {
+                return Err(PushError::Closed);
+            }
+            if !state.frames.is_empty() && state.frames.len() + frames.len() > self.capacity {
+                let first = frames.remove(0);
+                return Err(PushError::Full(first));
+            }
+            state.frames.extend(frames.drain(..));
+        }
+        self.reader.wake();
+        Ok(())
+    }
+
     /// Queues a frame, waiting for room while the queue is full.
-    pub(crate) async fn push_wait(&self, mut frame: Outbound) -> Result<(), PushError> {
+    #[cfg(test)]
+    pub(crate) async fn push_wait(&self, frame: Outbound) -> Result<(), PushError> {
+        self.push_wait_all(vec![frame]).await
+    }
+
+    /// Queues frames that stay together ([`OutQueue::push_all`]), waiting
+    /// for room while they do not fit.
+    pub(crate) async fn push_wait_all(&self, mut frames: Vec<Outbound>) -> Result<(), PushError> {
         loop {
             let notified = self.space.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
             self.space_wanted.store(true, Ordering::SeqCst);
-            match self.push(frame) {
-                Err(PushError::Full(f)) => frame = f,
+            match self.push_all(&mut frames) {
+                Err(PushError::Full(first)) => frames.insert(0, first),
                 other => return other,
             }
             notified.await;

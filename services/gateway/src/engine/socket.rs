@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use confab_protocol::socketio::{self, Packet};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +53,40 @@ impl CloseReason {
     }
 }
 
+/// One encoded room event as queued for a client: its text frame and, for
+/// a BINARY_EVENT, the attachments that follow it as binary frames (queued
+/// together: nothing comes between them). Cloning is cheap (reference
+/// counts), so one encoding serves every recipient.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventFrame {
+    /// The text frame (Engine.IO prefix included), ending with the offset
+    /// for a durable event when recovery is on.
+    pub text: Utf8Bytes,
+    /// The binary attachments, in placeholder order (`None`: a text-only
+    /// EVENT).
+    pub attachments: Option<Arc<[Bytes]>>,
+}
+
+impl From<Utf8Bytes> for EventFrame {
+    fn from(text: Utf8Bytes) -> Self {
+        Self {
+            text,
+            attachments: None,
+        }
+    }
+}
+
+impl EventFrame {
+    fn outbound(self) -> Vec<Outbound> {
+        let mut frames = Vec::with_capacity(1 + self.attachments.as_ref().map_or(0, |a| a.len()));
+        frames.push(Outbound::Text(self.text));
+        if let Some(attachments) = self.attachments {
+            frames.extend(attachments.iter().cloned().map(Outbound::Binary));
+        }
+        frames
+    }
+}
+
 /// Why a frame could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
@@ -83,7 +118,7 @@ pub(crate) struct Offsets {
     floor: AtomicU64,
     /// While a recovery replays, live events wait in `held`.
     holding: AtomicBool,
-    held: Mutex<Vec<(Option<u64>, Utf8Bytes)>>,
+    held: Mutex<Vec<(Option<u64>, EventFrame)>>,
 }
 
 impl ConnShared {
@@ -168,6 +203,16 @@ impl SocketRef {
     ///   the newer offset, so that the client's last offset never moves
     ///   back and nothing is replayed twice.
     pub fn deliver(&self, frame: &Utf8Bytes, seq: Option<u64>) -> Result<Delivered, SendError> {
+        self.deliver_event(&EventFrame::from(frame.clone()), seq)
+    }
+
+    /// [`SocketRef::deliver`] for an event that may carry binary
+    /// attachments (a BINARY_EVENT with its offset): the same rules.
+    pub fn deliver_event(
+        &self,
+        frame: &EventFrame,
+        seq: Option<u64>,
+    ) -> Result<Delivered, SendError> {
         let o = &self.0.shared.offsets;
         if o.holding.load(Ordering::Acquire) {
             let mut held = o.held.lock().unwrap_or_else(|p| p.into_inner());
@@ -184,11 +229,11 @@ impl SocketRef {
         self.deliver_live(frame, seq)
     }
 
-    fn deliver_live(&self, frame: &Utf8Bytes, seq: Option<u64>) -> Result<Delivered, SendError> {
+    fn deliver_live(&self, frame: &EventFrame, seq: Option<u64>) -> Result<Delivered, SendError> {
         match self.live_frame(frame, seq) {
             None => Ok(Delivered::AlreadyReplayed),
             Some(frame) => {
-                self.send_frame(frame)?;
+                self.push_all(frame.outbound())?;
                 Ok(Delivered::Queued)
             }
         }
@@ -196,7 +241,7 @@ impl SocketRef {
 
     /// The frame to send for a live event, recording its offset; `None`
     /// when the replay already sent it.
-    fn live_frame(&self, frame: &Utf8Bytes, seq: Option<u64>) -> Option<Utf8Bytes> {
+    fn live_frame(&self, frame: &EventFrame, seq: Option<u64>) -> Option<EventFrame> {
         let o = &self.0.shared.offsets;
         if let Some(seq) = seq {
             if seq <= o.floor.load(Ordering::Acquire) {
@@ -204,9 +249,12 @@ impl SocketRef {
             }
             let before = o.max_sent.fetch_max(seq, Ordering::AcqRel);
             if seq < before
-                && let Some(text) = socketio::replace_offset(frame.as_str(), before)
+                && let Some(text) = socketio::replace_offset(frame.text.as_str(), before)
             {
-                return Some(Utf8Bytes::from(text));
+                return Some(EventFrame {
+                    text: Utf8Bytes::from(text),
+                    attachments: frame.attachments.clone(),
+                });
             }
         }
         Some(frame.clone())
@@ -214,9 +262,9 @@ impl SocketRef {
 
     /// Queues a frame, waiting for room in the outbound queue (the
     /// connection task drains it meanwhile).
-    async fn send_waiting(&self, frame: Utf8Bytes) -> Result<(), SendError> {
+    async fn send_waiting(&self, frame: EventFrame) -> Result<(), SendError> {
         tokio::select! {
-            sent = self.0.shared.queue.push_wait(Outbound::Text(frame)) => sent.map_err(|_| SendError::Closed),
+            sent = self.0.shared.queue.push_wait_all(frame.outbound()) => sent.map_err(|_| SendError::Closed),
             _ = self.0.shared.kill.cancelled() => Err(SendError::Closed),
         }
     }
@@ -229,7 +277,7 @@ impl SocketRef {
 
     /// Queues one replayed event, waiting for room in the outbound queue
     /// (the connection task drains it meanwhile), and records its offset.
-    pub async fn send_replayed(&self, frame: Utf8Bytes, seq: u64) -> Result<(), SendError> {
+    pub async fn send_replayed(&self, frame: EventFrame, seq: u64) -> Result<(), SendError> {
         let o = &self.0.shared.offsets;
         o.max_sent.fetch_max(seq, Ordering::AcqRel);
         self.send_waiting(frame).await
@@ -279,7 +327,7 @@ impl SocketRef {
     /// Takes the held events; when none are left, stops holding instead
     /// and returns `None`. Under the lock: `deliver` sees either the flag
     /// or an empty list to append to, which the caller's next take drains.
-    fn take_held(&self) -> Option<Vec<(Option<u64>, Utf8Bytes)>> {
+    fn take_held(&self) -> Option<Vec<(Option<u64>, EventFrame)>> {
         let o = &self.0.shared.offsets;
         let mut held = o.held.lock().unwrap_or_else(|p| p.into_inner());
         if held.is_empty() {
@@ -304,15 +352,23 @@ impl SocketRef {
     /// Queues an encoded packet and its binary attachments.
     pub fn send_packet(&self, packet: &socketio::Packet) -> Result<(), SendError> {
         let (text, attachments) = packet.encode_frame();
-        self.push(Outbound::Text(Utf8Bytes::from(text)))?;
-        for a in attachments {
-            self.push(Outbound::Binary(a))?;
-        }
-        Ok(())
+        let mut frames = Vec::with_capacity(1 + attachments.len());
+        frames.push(Outbound::Text(Utf8Bytes::from(text)));
+        frames.extend(attachments.into_iter().map(Outbound::Binary));
+        self.push_all(frames)
     }
 
     fn push(&self, frame: Outbound) -> Result<(), SendError> {
-        match self.0.shared.queue.push(frame) {
+        self.pushed(self.0.shared.queue.push(frame))
+    }
+
+    /// Queues frames that stay together (a packet and its attachments).
+    fn push_all(&self, mut frames: Vec<Outbound>) -> Result<(), SendError> {
+        self.pushed(self.0.shared.queue.push_all(&mut frames))
+    }
+
+    fn pushed(&self, result: Result<(), PushError>) -> Result<(), SendError> {
+        match result {
             Ok(()) => Ok(()),
             Err(PushError::Full(_)) => {
                 self.close(CloseReason::slow_consumer(self.0.shared.capacity));
@@ -368,6 +424,42 @@ mod tests {
         };
         // `42["message:new",N,"N"]`: the offset is the last argument.
         t.rsplit('"').nth(1).unwrap().parse().unwrap()
+    }
+
+    /// A binary event (replayed, held, or an older one after a repaired
+    /// gap) goes out as its text frame directly followed by its
+    /// attachments, with its offset as for text events.
+    #[tokio::test]
+    async fn binary_events_keep_their_attachments_next_to_their_frame() {
+        let (socket, mut rx) = socket(32);
+        let bin = |seq: u64| EventFrame {
+            text: event(seq),
+            attachments: Some(Arc::from(vec![
+                Bytes::from(format!("a{seq}")),
+                Bytes::from(format!("b{seq}")),
+            ])),
+        };
+        socket.hold();
+        assert_eq!(socket.deliver_event(&bin(3), Some(3)), Ok(Delivered::Held));
+        assert_eq!(socket.deliver(&event(4), Some(4)), Ok(Delivered::Held));
+        socket.send_replayed(bin(1), 1).await.unwrap();
+        socket.release(1).unwrap();
+        // A repaired gap: event 2 arrives after 4, with offset 4.
+        assert_eq!(
+            socket.deliver_event(&bin(2), Some(2)),
+            Ok(Delivered::Queued)
+        );
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            got.push(match rx.recv().await.unwrap() {
+                t @ Outbound::Text(_) => format!("t{}", seq_of(&t)),
+                Outbound::Binary(b) => String::from_utf8(b.to_vec()).unwrap(),
+            });
+        }
+        assert_eq!(
+            got,
+            ["t1", "a1", "b1", "t3", "a3", "b3", "t4", "t4", "a2", "b2"]
+        );
     }
 
     /// A recovery that took a while holds more live events than the

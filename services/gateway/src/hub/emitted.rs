@@ -10,8 +10,10 @@
 //!   that joins or leaves a target room between two copies may get the
 //!   event twice or not at all, as with Socket.IO's adapter during a move.
 //! * **Binary.** `Confab-Attachments` carries the binary attachments
-//!   (base64); the copy goes out as a BINARY_EVENT, live only and without
-//!   an offset (recovery replays skip it: see `features/recovery`).
+//!   (base64, [`BusMessage::attachments`]); the copy goes out as a
+//!   BINARY_EVENT, with its offset as the last argument when it is durable
+//!   and recovery is on, and a recovery replays it like any other event
+//!   ([`event_frame_of`], used by both).
 //! * **Control events** (`sockets:join` / `sockets:leave` /
 //!   `sockets:disconnect`) act on the room's local sockets that the
 //!   addressing selects and are never forwarded. A join asks the
@@ -26,8 +28,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use bytes::Bytes;
+use axum::extract::ws::Utf8Bytes;
 use confab_bus::BusMessage;
 use confab_bus::subjects::{HEADER_ATTACHMENTS, HEADER_EXCEPT_ROOMS, HEADER_TARGET_ROOMS};
 use confab_contracts::sockets::SocketsControl;
@@ -38,15 +39,13 @@ use futures::future::BoxFuture;
 use serde_json::Value;
 
 use super::Hub;
-use crate::engine::{CloseReason, SocketRef};
+use crate::engine::{CloseReason, EventFrame, SocketRef};
 
 /// How long a socket told to disconnect keeps its connection, so that the
 /// DISCONNECT packet reaches the client before the connection closes.
 const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 /// The same with `close`: just long enough to write the packet.
 const CLOSE_GRACE: Duration = Duration::from_millis(100);
-/// Most attachments one event may carry.
-const MAX_ATTACHMENTS: usize = 64;
 
 /// Whether the authority lets a user put a socket in a room (asked before a
 /// `sockets:join` moves a socket).
@@ -103,26 +102,37 @@ pub(crate) fn takes(msg: &BusMessage, room: &RoomId, rooms: &HashSet<RoomId>) ->
     true
 }
 
-/// The binary attachments of `msg`, if it has any; `Err` when the header is
-/// unreadable.
-fn attachments(msg: &BusMessage) -> Result<Option<Vec<Bytes>>, String> {
-    let Some(value) = msg.header(HEADER_ATTACHMENTS) else {
-        return Ok(None);
+/// The frame of a room event for a client: a BINARY_EVENT when it carries
+/// attachments, an EVENT otherwise; with `offset` (its log sequence) as the
+/// last argument when given. `Err` when the attachments are unreadable.
+pub(crate) fn event_frame_of(msg: &BusMessage, offset: Option<u64>) -> Result<EventFrame, String> {
+    let Some(attachments) = msg.attachments().map_err(|e| e.to_string())? else {
+        let text = match offset {
+            Some(seq) => confab_protocol::socketio::event_frame_with_offset(
+                "/",
+                &msg.event,
+                &msg.args_json,
+                seq,
+            ),
+            None => confab_protocol::socketio::event_frame("/", &msg.event, &msg.args_json),
+        };
+        return Ok(EventFrame::from(Utf8Bytes::from(text)));
     };
-    let parts: Vec<&str> = value.split(',').collect();
-    if parts.len() > MAX_ATTACHMENTS {
-        return Err(format!("more than {MAX_ATTACHMENTS} attachments"));
+    let mut args: Vec<Value> = serde_json::from_str(&msg.args_json)
+        .map_err(|e| format!("the arguments are not a JSON array: {e}"))?;
+    if let Some(seq) = offset {
+        // As for text events: `socket.io-client` takes a last string
+        // argument of any event as its offset.
+        args.push(Value::String(seq.to_string()));
     }
-    parts
-        .into_iter()
-        .map(|p| {
-            base64::engine::general_purpose::STANDARD
-                .decode(p.trim())
-                .map(Bytes::from)
-                .map_err(|e| format!("attachment is not base64: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+    // The placeholders are already in the arguments.
+    let mut packet = Packet::event("/", &msg.event, args, None);
+    packet.attachments = attachments;
+    let (text, attachments) = packet.encode_frame();
+    Ok(EventFrame {
+        text: Utf8Bytes::from(text),
+        attachments: Some(attachments.into()),
+    })
 }
 
 impl Hub {
@@ -142,38 +152,14 @@ impl Hub {
     /// Delivers an emitter bridge event to the sockets its addressing
     /// selects (see the module doc).
     pub(super) fn deliver_addressed(&self, room: &RoomId, msg: &BusMessage) -> usize {
-        let binary = match attachments(msg) {
-            Ok(b) => b,
+        let offset = msg.seq.filter(|_| self.offsets);
+        let frame = match event_frame_of(msg, offset) {
+            Ok(f) => f,
             Err(error) => {
                 tracing::warn!(%room, event = &*msg.event, %error, "emitted event with unreadable attachments dropped");
                 self.metrics.dropped("invalid_attachments");
                 return 0;
             }
-        };
-        let packet = match &binary {
-            Some(attachments) => {
-                let args: Vec<Value> = serde_json::from_str(&msg.args_json).unwrap_or_default();
-                let mut packet = Packet::event("/", &msg.event, args, None);
-                // Placeholders are already in the arguments.
-                packet.attachments = attachments.clone();
-                Some(packet)
-            }
-            None => None,
-        };
-        let frame = match msg.seq {
-            Some(seq) if self.offsets && packet.is_none() => axum::extract::ws::Utf8Bytes::from(
-                confab_protocol::socketio::event_frame_with_offset(
-                    "/",
-                    &msg.event,
-                    &msg.args_json,
-                    seq,
-                ),
-            ),
-            _ => axum::extract::ws::Utf8Bytes::from(confab_protocol::socketio::event_frame(
-                "/",
-                &msg.event,
-                &msg.args_json,
-            )),
         };
         let mut delivered = 0;
         for socket in self.members_of(room) {
@@ -183,12 +169,8 @@ impl Hub {
             if !takes(msg, room, &rooms) {
                 continue;
             }
-            let sent = match &packet {
-                Some(p) => socket.send_packet(p),
-                None => socket.deliver(&frame, msg.seq).map(|_| ()),
-            };
-            match sent {
-                Ok(()) => delivered += 1,
+            match socket.deliver_event(&frame, msg.seq) {
+                Ok(_) => delivered += 1,
                 Err(crate::engine::SendError::SlowConsumer) => {
                     self.metrics.dropped("slow_consumer")
                 }

@@ -13,7 +13,9 @@
 //!   stored once), each naming every target room (`Confab-Rooms`) and the
 //!   except rooms (`Confab-Except`) so that gateways deliver it once per
 //!   socket and to no socket of an except room; binary arguments travel
-//!   base64 in `Confab-Attachments` and reach sockets as a BINARY_EVENT;
+//!   base64 in `Confab-Attachments` ([`BusMessage::with_attachments`]),
+//!   are stored with the event, and reach sockets as a BINARY_EVENT with
+//!   its offset (replayed on recovery like any durable event);
 //! * `socketsJoin` / `socketsLeave` / `disconnectSockets` become a volatile
 //!   control event (`sockets:*`, `confab_contracts::sockets`) to each
 //!   selecting room: every gateway applies it to its local sockets there
@@ -36,9 +38,8 @@ mod wire;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use confab_bus::BusMessage;
-use confab_bus::subjects::{HEADER_ATTACHMENTS, HEADER_EXCEPT_ROOMS, HEADER_TARGET_ROOMS};
+use confab_bus::subjects::{HEADER_EXCEPT_ROOMS, HEADER_TARGET_ROOMS};
 use confab_config::redact_url;
 use confab_contracts::sockets::SocketsControl;
 use confab_events::RoomId;
@@ -362,16 +363,15 @@ impl EmitterBridge {
         if !except.is_empty() {
             headers.push((HEADER_EXCEPT_ROOMS.to_owned(), join(&except)));
         }
-        if !emit.attachments.is_empty() {
-            let b64 = base64::engine::general_purpose::STANDARD;
-            let parts: Vec<String> = emit.attachments.iter().map(|a| b64.encode(a)).collect();
-            headers.push((HEADER_ATTACHMENTS.to_owned(), parts.join(",")));
-        }
         confab_telemetry::inject_context(&mut headers);
+        // Attachments are stored with the event like any header: a binary
+        // emit is durable, gets an offset and is replayed on recovery.
+        let template = BusMessage::from_args_json(&emit.event, args_json)
+            .with_headers(headers)
+            .with_attachments(&emit.attachments);
         let id = format!("{:032x}", rand::random::<u128>());
         for room in &rooms {
-            let mut msg = BusMessage::from_args_json(&emit.event, args_json.clone())
-                .with_headers(headers.clone());
+            let mut msg = template.clone();
             if emit.volatile {
                 msg = msg.into_volatile();
             } else {

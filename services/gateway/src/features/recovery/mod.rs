@@ -143,13 +143,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::Instrument as _;
 
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
 use base64::Engine as _;
-use confab_bus::subjects::HEADER_ATTACHMENTS;
 use confab_bus::{Bus, BusError, TailItem};
 use confab_events::socket::{RecoveryFailed, RoomChange};
 use confab_events::{RoomId, UserId};
-use confab_protocol::socketio::event_frame_with_offset;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::OnceCell;
@@ -337,8 +334,9 @@ pub struct Found {
 /// replay covered up to.
 #[derive(Debug, Default)]
 pub struct Replay {
-    /// Frames to send, in log order, each with its sequence.
-    pub frames: Vec<(u64, Utf8Bytes)>,
+    /// Frames to send, in log order, each with its sequence (a binary
+    /// event with its attachments).
+    pub frames: Vec<(u64, crate::engine::EventFrame)>,
     /// Live events at or below this sequence were covered by the replay.
     pub floor: u64,
 }
@@ -624,15 +622,17 @@ impl Recovery {
         let frames = filter_membership(&user_room, now, items)
             .into_iter()
             // Emitter bridge events: once per socket, never to an except
-            // room, and binary ones are live only (a replayed frame is text).
-            .filter(|item| {
-                item.msg.header(HEADER_ATTACHMENTS).is_none()
-                    && crate::hub::takes(&item.msg, &item.room, now)
-            })
+            // room; binary ones as a BINARY_EVENT with their offset, as live.
+            .filter(|item| crate::hub::takes(&item.msg, &item.room, now))
             .filter_map(|item| {
                 let seq = item.msg.seq?;
-                let frame = event_frame_with_offset("/", &item.msg.event, &item.msg.args_json, seq);
-                Some((seq, Utf8Bytes::from(frame)))
+                match crate::hub::event_frame_of(&item.msg, Some(seq)) {
+                    Ok(frame) => Some((seq, frame)),
+                    Err(error) => {
+                        tracing::warn!(room = %item.room, event = &*item.msg.event, %error, "replayed event with unreadable attachments skipped");
+                        None
+                    }
+                }
             })
             .collect::<Vec<_>>();
         self.metrics.recovery("recovered");
