@@ -64,7 +64,10 @@ pub struct EngineConfig {
     /// Capacity of each connection's outbound queue, in frames. When it is
     /// full the connection is closed as a slow consumer.
     pub outbound_queue: usize,
-    /// Initial WebSocket read buffer per connection, in bytes.
+    /// Initial WebSocket read buffer per connection, in bytes: kept for the
+    /// connection's life and the most one read takes in (a larger message
+    /// is read in pieces of this size). Small by default: an idle
+    /// connection pays for it, and chat messages rarely exceed it.
     pub ws_read_buffer: usize,
     /// WebSocket write buffer per connection before a flush, in bytes.
     pub ws_write_buffer: usize,
@@ -89,7 +92,7 @@ impl Default for EngineConfig {
             max_attachments: 10,
             max_connect_payload: 16 * 1024,
             outbound_queue: 256,
-            ws_read_buffer: 1024,
+            ws_read_buffer: 256,
             ws_write_buffer: 8 * 1024,
             write_timeout: Duration::from_secs(10),
             shutdown_spread: Duration::ZERO,
