@@ -18,7 +18,10 @@
 //!   by [`JetStreamEventStore::from_bus`], it also ends with
 //!   [`StoreError::Unavailable`] when the bus's client reconnects (a
 //!   restarted server forgot the consumer), so that its reader resumes from
-//!   its checkpoint within a moment rather than after missed heartbeats.
+//!   its checkpoint within a moment rather than after missed heartbeats,
+//!   and when it yielded nothing for two checks a second apart while the
+//!   stream held more (a consumer lost with its cluster node: the client
+//!   library's own recreation backs off to 10 s a try).
 //! * **last_seq** is the stream's last sequence.
 //!
 //! Dedup of retried appends holds within the stream's duplicate window
@@ -56,6 +59,11 @@ const MAX_RETRY_SCAN: usize = 64;
 /// How long a tail's pull requests live (its idle heartbeats come at half
 /// of it: a lost consumer is recreated after two missed ones).
 const TAIL_EXPIRES: Duration = Duration::from_secs(2);
+
+/// How often a tail with nothing to yield checks whether the log moved on
+/// without it (two checks: a consumer lost with its node is noticed within
+/// 1 to 2 s instead of the client library's recreation backoff).
+const STALL_CHECK: Duration = Duration::from_secs(1);
 
 /// Longest a load may take before the store is reported unavailable.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -403,9 +411,28 @@ impl EventStore for JetStreamEventStore {
                 .map(|v| v.as_str().to_owned());
             Ok(stored)
         });
+        // A consumer lost with its node while this client stayed connected
+        // is noticed by the stall check (`confab_bus::end_when_stalled`).
+        let stream = self.stream.clone();
+        let events = confab_bus::end_when_stalled(
+            futures::stream::select(events, reconnected),
+            from_seq.max(1),
+            STALL_CHECK,
+            |stored: &Stored| Some(stored.seq),
+            move || {
+                let mut stream = stream.clone();
+                async move { stream.info().await.ok().map(|i| i.state.last_sequence) }
+            },
+            |at, last| {
+                StoreError::Unavailable(format!(
+                    "the tail's consumer stopped at sequence {at} while the log holds {last}: \
+                     resume from the checkpoint"
+                ))
+            },
+        );
         // The projector and the notifier end their session at the first
         // error and resume from their checkpoints.
-        Ok(futures::stream::select(events, reconnected).boxed())
+        Ok(events.boxed())
     }
 
     async fn last_seq(&self) -> Result<u64, StoreError> {

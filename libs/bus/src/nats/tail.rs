@@ -28,11 +28,16 @@ use super::codec::stored_item;
 use super::log::{self, Filter};
 use super::state::Inner;
 use crate::subjects::ROOMS_PUBLISH_WILDCARD;
-use crate::{BusError, BusTail};
+use crate::{BusError, BusTail, TailItem};
 
 /// How long the tail's pull requests live; idle heartbeats come at half
 /// of it (see [`log::ordered_consumer_expiring`]).
 const TAIL_EXPIRES: Duration = Duration::from_secs(2);
+
+/// How often a tail with nothing to yield checks whether the log moved on
+/// without it ([`crate::end_when_stalled`]: two checks, so a consumer lost
+/// with its node is noticed within 1 to 2 s).
+const STALL_CHECK: Duration = Duration::from_secs(1);
 
 /// Every stored room message from `from_seq` on, then live.
 pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, BusError> {
@@ -63,6 +68,7 @@ pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, Bu
     .await
     .map_err(|e| unavailable(&e))?;
     let messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+    let js = inner.jetstream.clone();
     let feed = messages.filter_map(move |item| {
         let inner = Arc::clone(&inner);
         async move {
@@ -88,6 +94,22 @@ pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, Bu
         ))
     });
     let feed = futures::stream::select(feed, reconnected);
+    let feed = crate::end_when_stalled(
+        feed,
+        from_seq,
+        STALL_CHECK,
+        |item: &TailItem| item.msg.seq,
+        move || {
+            let js = js.clone();
+            async move { log::read_log_state(&js).await.ok().map(|s| s.last) }
+        },
+        |at, last| {
+            BusError::Unavailable(format!(
+                "the tail's consumer stopped at sequence {at} while the room log holds {last}: \
+                 resume from the checkpoint"
+            ))
+        },
+    );
     // End the feed at the first error: the caller resumes from its
     // checkpoint.
     let feed = feed.scan(false, |failed, item| {
