@@ -65,6 +65,10 @@ const TAIL_EXPIRES: Duration = Duration::from_secs(2);
 /// 1 to 2 s instead of the client library's recreation backoff).
 const STALL_CHECK: Duration = Duration::from_secs(1);
 
+/// Longest a tail waits for its consumer to be created and its first pull
+/// sent.
+const TAIL_CREATE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Longest a load may take before the store is reported unavailable.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -374,15 +378,25 @@ impl EventStore for JetStreamEventStore {
             r.mark_unchanged();
             r
         });
-        let (messages, _) = self
-            .ordered(
+        // Bounded: while a cluster elects a new stream leader the request
+        // goes unanswered until the client's 5 s timeout (twice: create,
+        // first pull); the caller's retry comes sooner.
+        let (messages, _) = tokio::time::timeout(
+            TAIL_CREATE_TIMEOUT,
+            self.ordered(
                 MEMBERSHIP_WILDCARD.to_owned(),
                 consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: from_seq.max(1),
                 },
                 TAIL_EXPIRES,
-            )
-            .await?;
+            ),
+        )
+        .await
+        .map_err(|_| {
+            StoreError::Unavailable(format!(
+                "no tail consumer within {TAIL_CREATE_TIMEOUT:?}"
+            ))
+        })??;
         let reconnected = futures::stream::once(async move {
             let changed = match reconnects {
                 Some(mut r) => r.changed().await.is_ok(),

@@ -39,6 +39,10 @@ const TAIL_EXPIRES: Duration = Duration::from_secs(2);
 /// with its node is noticed within 1 to 2 s).
 const STALL_CHECK: Duration = Duration::from_secs(1);
 
+/// Longest the tail waits for its consumer to be created and its first
+/// pull sent.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Every stored room message from `from_seq` on, then live.
 pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, BusError> {
     let unavailable =
@@ -58,16 +62,23 @@ pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, Bu
     // lost it.
     let mut reconnects = inner.reconnects.clone();
     reconnects.mark_unchanged();
-    let (_, consumer) = log::ordered_consumer_expiring(
-        &inner.jetstream,
-        Filter::One(ROOMS_PUBLISH_WILDCARD.to_owned()),
-        from_seq,
-        max_batch,
-        TAIL_EXPIRES,
-    )
+    // Bounded: while a cluster elects a new stream leader the request
+    // goes unanswered until the client's 5 s timeout (twice: create, first
+    // pull); the caller's retry comes sooner.
+    let messages = tokio::time::timeout(CREATE_TIMEOUT, async {
+        let (_, consumer) = log::ordered_consumer_expiring(
+            &inner.jetstream,
+            Filter::One(ROOMS_PUBLISH_WILDCARD.to_owned()),
+            from_seq,
+            max_batch,
+            TAIL_EXPIRES,
+        )
+        .await?;
+        consumer.messages().await.map_err(|e| e.to_string())
+    })
     .await
+    .map_err(|_| unavailable(&format!("no consumer within {CREATE_TIMEOUT:?}")))?
     .map_err(|e| unavailable(&e))?;
-    let messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
     let js = inner.jetstream.clone();
     let feed = messages.filter_map(move |item| {
         let inner = Arc::clone(&inner);
