@@ -47,6 +47,9 @@ const MAX_ACK: Duration = Duration::from_secs(60);
 const HISTORY_WAIT: Duration = Duration::from_secs(60);
 
 pub const ROOM: &str = "channel:general";
+
+/// The NATS connection name of the rig's membership service.
+const MEMBERSHIP_CONNECTION: &str = "confab-membership-rig";
 pub const RECEIVERS: [&str; 2] = ["bob", "carol"];
 
 /// A process of the rig (gateway or membership service).
@@ -204,8 +207,13 @@ async fn start_membership(nats: &Nats, pg: &PostgresServer) -> Proc {
             ("CONFAB_NATS__REPLICAS", nats.replicas().to_string()),
         ],
     };
+
     let mut env = vec![("CONFAB_DATABASE_URL", pg.url())];
     env.extend(bus);
+    if !matches!(nats, Nats::Redis(_)) {
+        // Named, so that a fault can find the node its connection is on.
+        env.push(("CONFAB_NATS__NAME", MEMBERSHIP_CONNECTION.to_owned()));
+    }
     Proc::start(env!("CARGO_BIN_EXE_confab-e2e-membership"), &env).await
 }
 
@@ -732,6 +740,22 @@ impl Rig {
         });
         tokio::time::sleep(down).await;
         tokio::task::block_in_place(|| r.restart());
+    }
+
+    /// The cluster node the membership service's NATS connection is on.
+    pub fn membership_nats_node(&self) -> usize {
+        let Nats::Cluster(c) = &self.nats else {
+            return 0;
+        };
+        (0..c.len())
+            .find(|&i| {
+                c.node(i).monitor_json("/connz?limit=4096")["connections"]
+                    .as_array()
+                    .is_some_and(|conns| {
+                        conns.iter().any(|conn| conn["name"] == MEMBERSHIP_CONNECTION)
+                    })
+            })
+            .expect("the membership service is connected to a node")
     }
 
     /// Pauses cluster node `node` (SIGSTOP) for `down`, then resumes it.
