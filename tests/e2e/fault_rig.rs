@@ -236,17 +236,17 @@ async fn start_gateway(nats: &Nats, membership: SocketAddr) -> Proc {
     };
     let mut env = bus.to_vec();
     env.extend([
-            ("CONFAB_AUTH__HS256_SECRET", SECRET.into()),
-            ("CONFAB_AUTH__ISSUER", ISSUER.into()),
-            ("CONFAB_AUTH__AUDIENCE", AUDIENCE.into()),
-            ("CONFAB_SHUTDOWN_GRACE", "5s".into()),
-            ("CONFAB_SHUTDOWN_SPREAD", "1s".into()),
-            // The careful sender sends 25 a second, the slow-reader phase
-            // more: above the default per-connection rates.
-            ("CONFAB_MESSAGES__CONN_RATE_PER_SEC", "500".into()),
-            ("CONFAB_MESSAGES__CONN_BURST", "1000".into()),
-            ("CONFAB_MESSAGES__USER_RATE_PER_SEC", "500".into()),
-            ("CONFAB_MESSAGES__USER_BURST", "1000".into()),
+        ("CONFAB_AUTH__HS256_SECRET", SECRET.into()),
+        ("CONFAB_AUTH__ISSUER", ISSUER.into()),
+        ("CONFAB_AUTH__AUDIENCE", AUDIENCE.into()),
+        ("CONFAB_SHUTDOWN_GRACE", "5s".into()),
+        ("CONFAB_SHUTDOWN_SPREAD", "1s".into()),
+        // The careful sender sends 25 a second, the slow-reader phase
+        // more: above the default per-connection rates.
+        ("CONFAB_MESSAGES__CONN_RATE_PER_SEC", "500".into()),
+        ("CONFAB_MESSAGES__CONN_BURST", "1000".into()),
+        ("CONFAB_MESSAGES__USER_RATE_PER_SEC", "500".into()),
+        ("CONFAB_MESSAGES__USER_BURST", "1000".into()),
     ]);
     Proc::start(env!("CARGO_BIN_EXE_confab-e2e-gateway"), &env).await
 }
@@ -752,7 +752,9 @@ impl Rig {
                 c.node(i).monitor_json("/connz?limit=4096")["connections"]
                     .as_array()
                     .is_some_and(|conns| {
-                        conns.iter().any(|conn| conn["name"] == MEMBERSHIP_CONNECTION)
+                        conns
+                            .iter()
+                            .any(|conn| conn["name"] == MEMBERSHIP_CONNECTION)
                     })
             })
             .expect("the membership service is connected to a node")
@@ -897,7 +899,8 @@ impl Rig {
             resume["offset"] = json!(o);
         }
         let reply = again.socket_io_connect(Some(&resume)).await;
-        let recovered = serde_json::from_str::<Value>(&reply[2..]).ok()
+        let recovered = serde_json::from_str::<Value>(&reply[2..])
+            .ok()
             .is_some_and(|r| r["pid"] == json!(pid));
         let last_expected = self.sent.lock().unwrap().acked.last().map(|a| a.id.clone());
         let mut failed = None;

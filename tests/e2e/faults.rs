@@ -85,7 +85,11 @@ async fn faults_one_at_a_time_lose_nothing_acked() {
     .await;
     rig.phase("client too slow to read", async |rig: &mut Rig| {
         let dropped = rig.slow_reader(Duration::from_secs(30)).await;
-        assert!(dropped, "the gateway never dropped the slow reader: {:?}", rig.notes);
+        assert!(
+            dropped,
+            "the gateway never dropped the slow reader: {:?}",
+            rig.notes
+        );
     })
     .await;
     projections_exact(&rig, 4).await;

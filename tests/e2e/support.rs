@@ -163,10 +163,12 @@ impl RawWs {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(rcvbuf).unwrap();
         let stream = socket.connect(addr).await.expect("tcp connects");
-        let (ws, _) =
-            tokio_tungstenite::client_async(format!("ws://{addr}{path}"), MaybeTlsStream::Plain(stream))
-                .await
-                .expect("websocket connects");
+        let (ws, _) = tokio_tungstenite::client_async(
+            format!("ws://{addr}{path}"),
+            MaybeTlsStream::Plain(stream),
+        )
+        .await
+        .expect("websocket connects");
         RawWs { ws }
     }
 

@@ -108,14 +108,24 @@ mod tests {
         assert_eq!(tail.next().await, Some(Ok(1)));
         assert_eq!(tail.next().await, Some(Ok(2)));
         let started = tokio::time::Instant::now();
-        assert_eq!(tail.next().await, Some(Err("stalled at 2, log at 5".into())));
+        assert_eq!(
+            tail.next().await,
+            Some(Err("stalled at 2, log at 5".into()))
+        );
         assert_eq!(started.elapsed(), Duration::from_secs(2));
     }
 
     #[tokio::test(start_paused = true)]
     async fn it_ends_with_its_feed() {
         let feed = stream::iter([Ok::<u64, String>(1)]);
-        let tail = end_when_stalled(feed, 1, Duration::from_secs(1), seq, || async { Some(9) }, stalled);
+        let tail = end_when_stalled(
+            feed,
+            1,
+            Duration::from_secs(1),
+            seq,
+            || async { Some(9) },
+            stalled,
+        );
         assert_eq!(tail.collect::<Vec<_>>().await, vec![Ok(1)]);
     }
 

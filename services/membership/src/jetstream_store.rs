@@ -393,9 +393,7 @@ impl EventStore for JetStreamEventStore {
         )
         .await
         .map_err(|_| {
-            StoreError::Unavailable(format!(
-                "no tail consumer within {TAIL_CREATE_TIMEOUT:?}"
-            ))
+            StoreError::Unavailable(format!("no tail consumer within {TAIL_CREATE_TIMEOUT:?}"))
         })??;
         let reconnected = futures::stream::once(async move {
             let changed = match reconnects {
