@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use confab_test_support::{NatsCluster, NatsServer, NodeClient, PostgresServer};
+use confab_test_support::{NatsCluster, NatsServer, NodeClient, PostgresServer, RedisServer};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -47,6 +47,9 @@ const MAX_ACK: Duration = Duration::from_secs(60);
 const HISTORY_WAIT: Duration = Duration::from_secs(60);
 
 pub const ROOM: &str = "channel:general";
+
+/// The NATS connection name of the rig's membership service.
+const MEMBERSHIP_CONNECTION: &str = "confab-membership-rig";
 pub const RECEIVERS: [&str; 2] = ["bob", "carol"];
 
 /// A process of the rig (gateway or membership service).
@@ -105,6 +108,10 @@ impl Proc {
 pub enum Nats {
     One(NatsServer),
     Cluster(NatsCluster),
+    /// No NATS: the Redis backend (`bus.kind = "redis"`, the membership
+    /// service on its SQL event log, gateways calling it over HTTP), as
+    /// `CONFAB_BUS=redis just up` runs it.
+    Redis(RedisServer),
 }
 
 impl Nats {
@@ -112,12 +119,13 @@ impl Nats {
         match self {
             Nats::One(s) => s.url(),
             Nats::Cluster(c) => c.urls(),
+            Nats::Redis(r) => r.url(),
         }
     }
 
     fn replicas(&self) -> usize {
         match self {
-            Nats::One(_) => 1,
+            Nats::One(_) | Nats::Redis(_) => 1,
             Nats::Cluster(c) => c.len().min(3),
         }
     }
@@ -130,6 +138,9 @@ struct Acked {
     phase: usize,
     /// From the first attempt to the ack.
     took: Duration,
+    /// The first attempt, in Unix ms (the node driver's clock is the same
+    /// machine's): delivery latency is a receiver's `at` minus this.
+    first_ms: u128,
 }
 
 /// What the sender did.
@@ -186,39 +197,75 @@ pub struct Rig {
 }
 
 async fn start_membership(nats: &Nats, pg: &PostgresServer) -> Proc {
-    Proc::start(
-        env!("CARGO_BIN_EXE_confab-e2e-membership"),
-        &[
-            ("CONFAB_DATABASE_URL", pg.url()),
+    let bus = match nats {
+        Nats::Redis(r) => [
+            ("CONFAB_BUS__KIND", "redis".to_owned()),
+            ("CONFAB_BUS__REDIS__URL", r.url()),
+        ],
+        _ => [
             ("CONFAB_NATS__URL", nats.urls()),
             ("CONFAB_NATS__REPLICAS", nats.replicas().to_string()),
         ],
-    )
-    .await
+    };
+
+    let mut env = vec![("CONFAB_DATABASE_URL", pg.url())];
+    env.extend(bus);
+    if !matches!(nats, Nats::Redis(_)) {
+        // Named, so that a fault can find the node its connection is on.
+        env.push(("CONFAB_NATS__NAME", MEMBERSHIP_CONNECTION.to_owned()));
+    }
+    Proc::start(env!("CARGO_BIN_EXE_confab-e2e-membership"), &env).await
 }
 
-async fn start_gateway(nats: &Nats) -> Proc {
-    Proc::start(
-        env!("CARGO_BIN_EXE_confab-e2e-gateway"),
-        &[
+/// A gateway on the rig's bus; on Redis it calls the membership service
+/// at `membership` over HTTP.
+async fn start_gateway(nats: &Nats, membership: SocketAddr) -> Proc {
+    let bus = match nats {
+        Nats::Redis(r) => [
+            ("CONFAB_BUS__KIND", "redis".to_owned()),
+            ("CONFAB_BUS__REDIS__URL", r.url()),
+            ("CONFAB_MEMBERSHIP__KIND", "http".into()),
+            ("CONFAB_MEMBERSHIP__URL", format!("http://{membership}")),
+        ],
+        _ => [
             ("CONFAB_BUS__KIND", "nats".into()),
             ("CONFAB_BUS__NATS__URL", nats.urls()),
             ("CONFAB_BUS__NATS__REPLICAS", nats.replicas().to_string()),
             ("CONFAB_MEMBERSHIP__KIND", "nats".into()),
-            ("CONFAB_AUTH__HS256_SECRET", SECRET.into()),
-            ("CONFAB_AUTH__ISSUER", ISSUER.into()),
-            ("CONFAB_AUTH__AUDIENCE", AUDIENCE.into()),
-            ("CONFAB_SHUTDOWN_GRACE", "5s".into()),
-            ("CONFAB_SHUTDOWN_SPREAD", "1s".into()),
-            // The careful sender sends 25 a second, the slow-reader phase
-            // more: above the default per-connection rates.
-            ("CONFAB_MESSAGES__CONN_RATE_PER_SEC", "500".into()),
-            ("CONFAB_MESSAGES__CONN_BURST", "1000".into()),
-            ("CONFAB_MESSAGES__USER_RATE_PER_SEC", "500".into()),
-            ("CONFAB_MESSAGES__USER_BURST", "1000".into()),
         ],
-    )
-    .await
+    };
+    let mut env = bus.to_vec();
+    env.extend([
+        ("CONFAB_AUTH__HS256_SECRET", SECRET.into()),
+        ("CONFAB_AUTH__ISSUER", ISSUER.into()),
+        ("CONFAB_AUTH__AUDIENCE", AUDIENCE.into()),
+        ("CONFAB_SHUTDOWN_GRACE", "5s".into()),
+        ("CONFAB_SHUTDOWN_SPREAD", "1s".into()),
+        // The careful sender sends 25 a second, the slow-reader phase
+        // more: above the default per-connection rates.
+        ("CONFAB_MESSAGES__CONN_RATE_PER_SEC", "500".into()),
+        ("CONFAB_MESSAGES__CONN_BURST", "1000".into()),
+        ("CONFAB_MESSAGES__USER_RATE_PER_SEC", "500".into()),
+        ("CONFAB_MESSAGES__USER_BURST", "1000".into()),
+    ]);
+    Proc::start(env!("CARGO_BIN_EXE_confab-e2e-gateway"), &env).await
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// One counter of a Prometheus exposition (summed over its series when
+/// `series` is a prefix of several); 0 when absent.
+fn counter(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 async fn http_status(url: &str) -> u16 {
@@ -241,7 +288,10 @@ impl Rig {
             .await
             .unwrap();
         let membership = start_membership(&nats, &pg).await;
-        let gateways = vec![start_gateway(&nats).await, start_gateway(&nats).await];
+        let gateways = vec![
+            start_gateway(&nats, membership.addr).await,
+            start_gateway(&nats, membership.addr).await,
+        ];
         let db = confab_membership::sql::connect(&pg.url()).await.unwrap();
         let sender_proxy = Proxy::start(gateways[0].addr).await;
         let receiver_proxy = Proxy::start(gateways[1].addr).await;
@@ -378,6 +428,7 @@ impl Rig {
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 let first = Instant::now();
+                let first_ms = unix_ms();
                 let arg = json!({ "room": ROOM, "body": format!("m{n}"), "clientMsgId": format!("c{n}") });
                 loop {
                     let reply = node
@@ -390,6 +441,7 @@ impl Rig {
                                 id: args[0]["id"].as_str().unwrap().to_owned(),
                                 phase: phase.load(Ordering::Relaxed),
                                 took: first.elapsed(),
+                                first_ms,
                             });
                             break;
                         }
@@ -595,7 +647,7 @@ impl Rig {
             .point_to(Some(self.gateways[self.sender_gw].addr));
         self.gateways[doomed].kill().await;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        self.gateways[doomed] = start_gateway(&self.nats).await;
+        self.gateways[doomed] = start_gateway(&self.nats, self.membership.addr).await;
         self.rebalance().await;
     }
 
@@ -608,7 +660,7 @@ impl Rig {
         self.sender_proxy.point_to(Some(self.gateways[other].addr));
         self.gateways[doomed].terminate().await;
         self.sender_gw = other;
-        self.gateways[doomed] = start_gateway(&self.nats).await;
+        self.gateways[doomed] = start_gateway(&self.nats, self.membership.addr).await;
         self.rebalance().await;
     }
 
@@ -659,6 +711,7 @@ impl Rig {
         match &mut self.nats {
             Nats::One(s) => s.kill(),
             Nats::Cluster(c) => c.node_mut(node).kill(),
+            Nats::Redis(_) => panic!("no NATS on the Redis backend"),
         }
         tokio::time::sleep(down).await;
         match &mut self.nats {
@@ -667,7 +720,44 @@ impl Rig {
                 c.node_mut(node).restart();
                 c.wait_for_leader();
             }),
+            Nats::Redis(_) => unreachable!(),
         }
+    }
+
+    /// Stops redis-server (SIGKILL, or SIGTERM: it writes the AOF and
+    /// exits) and starts it again on the same port and data directory
+    /// after `down`.
+    pub async fn restart_redis(&mut self, graceful: bool, down: Duration) {
+        let Nats::Redis(r) = &mut self.nats else {
+            panic!("not on the Redis backend");
+        };
+        tokio::task::block_in_place(|| {
+            if graceful {
+                r.terminate();
+            } else {
+                r.kill();
+            }
+        });
+        tokio::time::sleep(down).await;
+        tokio::task::block_in_place(|| r.restart());
+    }
+
+    /// The cluster node the membership service's NATS connection is on.
+    pub fn membership_nats_node(&self) -> usize {
+        let Nats::Cluster(c) = &self.nats else {
+            return 0;
+        };
+        (0..c.len())
+            .find(|&i| {
+                c.node(i).monitor_json("/connz?limit=4096")["connections"]
+                    .as_array()
+                    .is_some_and(|conns| {
+                        conns
+                            .iter()
+                            .any(|conn| conn["name"] == MEMBERSHIP_CONNECTION)
+                    })
+            })
+            .expect("the membership service is connected to a node")
     }
 
     /// Pauses cluster node `node` (SIGSTOP) for `down`, then resumes it.
@@ -691,44 +781,199 @@ impl Rig {
         slowest
     }
 
-    /// A client of the receivers' gateway that joins the room and never
-    /// reads, for `during`, while the traffic runs with large bodies from
-    /// a second sender. Returns whether the gateway closed it.
-    pub async fn slow_reader(&mut self, during: Duration) -> bool {
+    /// A client of the receivers' gateway too slow to read: a raw
+    /// WebSocket with a 4 KiB receive buffer (so the kernel cannot absorb
+    /// megabytes for it) that joins the room and stops reading, while a
+    /// second sender floods the room with bodies of the largest size. Waits
+    /// (at most `limit`) until the gateway counts a slow-consumer drop, then
+    /// reads what the kernel still held for the slow client (its frames
+    /// and the close, if it got through), reconnects it with recovery
+    /// (`{pid, offset}` of the last event it read) and checks that it got
+    /// every careful message acked while it was connected or away, or a
+    /// `recovery:failed`. Notes the figures; returns whether the gateway
+    /// dropped it.
+    pub async fn slow_reader(&mut self, limit: Duration) -> bool {
         let gw = self.gateways[self.other_gw()].addr;
-        let url = format!("ws://{gw}/socket.io/?EIO=4&transport=websocket");
-        let mut ws = RawWs::connect(&url).await;
-        let reply = ws
-            .socket_io_connect(Some(&json!({ "token": token("bob") })))
-            .await;
+        let path = "/socket.io/?EIO=4&transport=websocket";
+        let metrics_url = format!("http://{gw}/metrics");
+        let slow_series = [
+            r#"confab_gateway_dropped_total{reason="slow_consumer"}"#,
+            r#"confab_gateway_closed_total{reason="slow_consumer"}"#,
+        ];
+        let scrape = async || {
+            let text = reqwest::get(&metrics_url)
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            slow_series.map(|series| counter(&text, series))
+        };
+        let before = scrape().await;
+        let auth = json!({ "token": token("bob") });
+        let mut ws = RawWs::connect_small_rcvbuf(gw, path, 4096).await;
+        let reply = ws.socket_io_connect(Some(&auth)).await;
         assert!(reply.starts_with("40"), "{reply}");
-        // From now on it reads nothing. Big messages from bob fill its queue.
-        let big = "x".repeat(4000);
-        let bob2 = &self.receivers;
-        bob2.connect(
+        let pid = serde_json::from_str::<Value>(&reply[2..]).unwrap()["pid"]
+            .as_str()
+            .expect("recovery on: the CONNECT reply has a pid")
+            .to_owned();
+        // Careful messages acked from here on must reach the slow client
+        // (live, replayed or drained from its buffers); the ones just
+        // before may have been published before it joined.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let first_expected = self.sent.lock().unwrap().acked.len();
+        // From now on it reads nothing; bob-bulk fills its queue.
+        let big = "x".repeat(8 * 1024 - 64);
+        let bulk = Arc::clone(&self.receivers);
+        bulk.connect(
             "bob-bulk",
             &format!("http://{gw}"),
             reconnecting(&token("bob")),
         )
         .await;
-        bob2.expect("bob-bulk", is_type("connect"), Duration::from_secs(20))
+        bulk.expect("bob-bulk", is_type("connect"), Duration::from_secs(20))
             .await;
-        let until = Instant::now() + during;
+        let started = Instant::now();
+        let mut dropped_after = None;
         let mut i = 0;
-        while Instant::now() < until {
-            i += 1;
-            bob2.emit(
-                "bob-bulk",
-                "message:send",
-                vec![json!({ "room": ROOM, "body": big, "clientMsgId": format!("bulk{i}") })],
-            )
-            .await;
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        while started.elapsed() < limit {
+            for _ in 0..20 {
+                i += 1;
+                bulk.emit(
+                    "bob-bulk",
+                    "message:send",
+                    vec![json!({ "room": ROOM, "body": big, "clientMsgId": format!("bulk{i}") })],
+                )
+                .await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = scrape().await;
+            if now[0] > before[0] || now[1] > before[1] {
+                dropped_after = Some(started.elapsed());
+                break;
+            }
         }
-        bob2.disconnect("bob-bulk").await;
-        // Closed by the gateway (queue full) or not, it must not have hurt
-        // anyone else: the checker says.
-        matches!(ws.next(Duration::from_secs(5)).await, Seen::Closed(_))
+        bulk.disconnect("bob-bulk").await;
+        // What the kernel held for it, then the end of the connection.
+        let mut ids = HashSet::new();
+        let mut last_offset = None;
+        let mut close = None;
+        let mut frames = 0;
+        loop {
+            match ws.next(Duration::from_secs(10)).await {
+                Seen::Text(t) => {
+                    frames += 1;
+                    note_event(&t, &mut ids, &mut last_offset);
+                }
+                Seen::Binary(_) => {}
+                Seen::Closed(frame) => {
+                    close = Some(frame.map_or_else(
+                        || "no close frame (connection ended)".to_owned(),
+                        |f| format!("close {} \"{}\"", u16::from(f.code), f.reason),
+                    ));
+                    break;
+                }
+                Seen::Timeout => break,
+            }
+        }
+        let dropped = dropped_after.is_some();
+        let counted = scrape().await;
+        self.notes.push(format!(
+            "slow reader (4 KiB receive buffer, {i} bulk sends of 8 KiB): {}; `dropped_total{{slow_consumer}}` +{}, `closed_total{{slow_consumer}}` +{}; it then read {frames} frames still buffered and {}",
+            dropped_after.map_or_else(
+                || format!("NOT dropped within {} ms", limit.as_millis()),
+                |d| format!("dropped by the gateway {} ms after the flood began", d.as_millis())
+            ),
+            counted[0] - before[0],
+            counted[1] - before[1],
+            close.as_deref().unwrap_or("the connection was still open"),
+        ));
+        drop(ws);
+        // Back with recovery, from the last event it read.
+        let back = Instant::now();
+        let mut again = RawWs::connect(&format!("ws://{gw}{path}")).await;
+        let mut resume = auth.clone();
+        resume["pid"] = json!(pid);
+        if let Some(o) = &last_offset {
+            resume["offset"] = json!(o);
+        }
+        let reply = again.socket_io_connect(Some(&resume)).await;
+        let recovered = serde_json::from_str::<Value>(&reply[2..])
+            .ok()
+            .is_some_and(|r| r["pid"] == json!(pid));
+        let last_expected = self.sent.lock().unwrap().acked.last().map(|a| a.id.clone());
+        let mut failed = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while last_expected.as_ref().is_some_and(|id| !ids.contains(id)) && failed.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match again.next(left).await {
+                Seen::Text(t) if t.starts_with(r#"42["recovery:failed""#) => failed = Some(t),
+                Seen::Text(t) if t == "2" => again.send("3").await,
+                Seen::Text(t) => note_event(&t, &mut ids, &mut last_offset),
+                _ => break,
+            }
+        }
+        let caught_up = back.elapsed();
+        let expected: Vec<String> = {
+            let sent = self.sent.lock().unwrap();
+            let end = sent
+                .acked
+                .iter()
+                .position(|a| Some(&a.id) == last_expected.as_ref())
+                .map_or(first_expected, |p| p + 1);
+            sent.acked[first_expected.min(end)..end]
+                .iter()
+                .map(|a| a.id.clone())
+                .collect()
+        };
+        let missing = expected.iter().filter(|id| !ids.contains(*id)).count();
+        self.notes.push(match &failed {
+            Some(f) => format!(
+                "reconnected with recovery: `{f}` (recovered: {recovered}); {missing} of {} careful messages missing",
+                expected.len()
+            ),
+            None => format!(
+                "reconnected with recovery (recovered: {recovered}) and had all but {missing} of the {} careful messages acked since it joined {} ms later",
+                expected.len(),
+                caught_up.as_millis()
+            ),
+        });
+        assert!(
+            failed.is_some() || (recovered && missing == 0),
+            "the slow client neither recovered everything nor was told recovery failed: {:?}",
+            self.notes
+        );
+        // Delivery latency of the other receivers while it happened.
+        let first_ms: HashMap<String, u128> = self
+            .sent
+            .lock()
+            .unwrap()
+            .acked
+            .iter()
+            .filter(|a| a.phase == self.phase.load(Ordering::Relaxed))
+            .map(|a| (a.id.clone(), a.first_ms))
+            .collect();
+        let mut latencies: Vec<u128> = self
+            .receivers
+            .received()
+            .iter()
+            .filter(|m| RECEIVERS.iter().any(|r| m["socket"] == *r) && m["event"] == "message:new")
+            .filter_map(|m| {
+                let sent = first_ms.get(m["args"][0]["id"].as_str()?)?;
+                Some((m["at"].as_u64()? as u128).saturating_sub(*sent))
+            })
+            .collect();
+        latencies.sort_unstable();
+        if !latencies.is_empty() {
+            self.notes.push(format!(
+                "meanwhile bob and carol (same gateway) got each careful message {} ms (median) / {} ms (max) after its send, {} deliveries",
+                latencies[latencies.len() / 2],
+                latencies[latencies.len() - 1],
+                latencies.len()
+            ));
+        }
+        dropped
     }
 
     /// Stops the traffic and checks everything; writes the report to
@@ -885,6 +1130,26 @@ impl Rig {
             sent.unacked
         );
         reports
+    }
+}
+
+/// Notes the message id and offset of a `message:new` frame a raw client
+/// read (`42["message:new",{...},"offset"]`).
+fn note_event(frame: &str, ids: &mut HashSet<String>, last_offset: &mut Option<String>) {
+    let Some(json) = frame.strip_prefix("42") else {
+        return;
+    };
+    let Ok(Value::Array(args)) = serde_json::from_str::<Value>(json) else {
+        return;
+    };
+    if args.first() != Some(&json!("message:new")) {
+        return;
+    }
+    if let Some(id) = args.get(1).and_then(|m| m["id"].as_str()) {
+        ids.insert(id.to_owned());
+    }
+    if let Some(o) = args.last().and_then(Value::as_str) {
+        *last_offset = Some(o.to_owned());
     }
 }
 

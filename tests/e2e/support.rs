@@ -155,6 +155,23 @@ impl RawWs {
         RawWs { ws }
     }
 
+    /// Connects to `ws://{addr}{path}` with a receive buffer of about
+    /// `rcvbuf` bytes set before the handshake (so the TCP window stays that
+    /// small): a client that stops reading then holds up the server's
+    /// writes at once instead of after megabytes of kernel buffering.
+    pub async fn connect_small_rcvbuf(addr: SocketAddr, path: &str, rcvbuf: u32) -> RawWs {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(rcvbuf).unwrap();
+        let stream = socket.connect(addr).await.expect("tcp connects");
+        let (ws, _) = tokio_tungstenite::client_async(
+            format!("ws://{addr}{path}"),
+            MaybeTlsStream::Plain(stream),
+        )
+        .await
+        .expect("websocket connects");
+        RawWs { ws }
+    }
+
     /// Connects, or `None` if the server refused the handshake.
     pub async fn try_connect(url: &str) -> Option<RawWs> {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.ok()?;

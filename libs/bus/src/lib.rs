@@ -17,6 +17,7 @@ mod in_process;
 mod log_store;
 mod nats;
 mod redis;
+mod stall;
 pub mod subjects;
 pub mod trace;
 
@@ -36,6 +37,7 @@ pub use nats::{
     parse_server_version,
 };
 pub use redis::{RedisBus, RedisConfig, TopicSubscription};
+pub use stall::end_when_stalled;
 
 /// The NATS client library [`NatsBus`] is built on, for services that use
 /// [`NatsBus::client`] or [`NatsBus::jetstream`] directly.

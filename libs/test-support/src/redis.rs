@@ -68,6 +68,22 @@ impl RedisServer {
         }
     }
 
+    /// Stops the server with SIGTERM (Redis writes and fsyncs its AOF, then
+    /// exits) and waits for it (10 s, then SIGKILL).
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Kills the server and starts it again on the same port, with the same
     /// data directory (empty, unless persisted).
     pub fn restart(&mut self) {

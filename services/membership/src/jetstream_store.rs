@@ -18,7 +18,10 @@
 //!   by [`JetStreamEventStore::from_bus`], it also ends with
 //!   [`StoreError::Unavailable`] when the bus's client reconnects (a
 //!   restarted server forgot the consumer), so that its reader resumes from
-//!   its checkpoint within a moment rather than after missed heartbeats.
+//!   its checkpoint within a moment rather than after missed heartbeats,
+//!   and when it yielded nothing for two checks a second apart while the
+//!   stream held more (a consumer lost with its cluster node: the client
+//!   library's own recreation backs off to 10 s a try).
 //! * **last_seq** is the stream's last sequence.
 //!
 //! Dedup of retried appends holds within the stream's duplicate window
@@ -56,6 +59,15 @@ const MAX_RETRY_SCAN: usize = 64;
 /// How long a tail's pull requests live (its idle heartbeats come at half
 /// of it: a lost consumer is recreated after two missed ones).
 const TAIL_EXPIRES: Duration = Duration::from_secs(2);
+
+/// How often a tail with nothing to yield checks whether the log moved on
+/// without it (two checks: a consumer lost with its node is noticed within
+/// 1 to 2 s instead of the client library's recreation backoff).
+const STALL_CHECK: Duration = Duration::from_secs(1);
+
+/// Longest a tail waits for its consumer to be created and its first pull
+/// sent.
+const TAIL_CREATE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Longest a load may take before the store is reported unavailable.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -366,15 +378,23 @@ impl EventStore for JetStreamEventStore {
             r.mark_unchanged();
             r
         });
-        let (messages, _) = self
-            .ordered(
+        // Bounded: while a cluster elects a new stream leader the request
+        // goes unanswered until the client's 5 s timeout (twice: create,
+        // first pull); the caller's retry comes sooner.
+        let (messages, _) = tokio::time::timeout(
+            TAIL_CREATE_TIMEOUT,
+            self.ordered(
                 MEMBERSHIP_WILDCARD.to_owned(),
                 consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: from_seq.max(1),
                 },
                 TAIL_EXPIRES,
-            )
-            .await?;
+            ),
+        )
+        .await
+        .map_err(|_| {
+            StoreError::Unavailable(format!("no tail consumer within {TAIL_CREATE_TIMEOUT:?}"))
+        })??;
         let reconnected = futures::stream::once(async move {
             let changed = match reconnects {
                 Some(mut r) => r.changed().await.is_ok(),
@@ -403,9 +423,28 @@ impl EventStore for JetStreamEventStore {
                 .map(|v| v.as_str().to_owned());
             Ok(stored)
         });
+        // A consumer lost with its node while this client stayed connected
+        // is noticed by the stall check (`confab_bus::end_when_stalled`).
+        let stream = self.stream.clone();
+        let events = confab_bus::end_when_stalled(
+            futures::stream::select(events, reconnected),
+            from_seq.max(1),
+            STALL_CHECK,
+            |stored: &Stored| Some(stored.seq),
+            move || {
+                let mut stream = stream.clone();
+                async move { stream.info().await.ok().map(|i| i.state.last_sequence) }
+            },
+            |at, last| {
+                StoreError::Unavailable(format!(
+                    "the tail's consumer stopped at sequence {at} while the log holds {last}: \
+                     resume from the checkpoint"
+                ))
+            },
+        );
         // The projector and the notifier end their session at the first
         // error and resume from their checkpoints.
-        Ok(futures::stream::select(events, reconnected).boxed())
+        Ok(events.boxed())
     }
 
     async fn last_seq(&self) -> Result<u64, StoreError> {

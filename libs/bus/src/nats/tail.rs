@@ -28,11 +28,20 @@ use super::codec::stored_item;
 use super::log::{self, Filter};
 use super::state::Inner;
 use crate::subjects::ROOMS_PUBLISH_WILDCARD;
-use crate::{BusError, BusTail};
+use crate::{BusError, BusTail, TailItem};
 
 /// How long the tail's pull requests live; idle heartbeats come at half
 /// of it (see [`log::ordered_consumer_expiring`]).
 const TAIL_EXPIRES: Duration = Duration::from_secs(2);
+
+/// How often a tail with nothing to yield checks whether the log moved on
+/// without it ([`crate::end_when_stalled`]: two checks, so a consumer lost
+/// with its node is noticed within 1 to 2 s).
+const STALL_CHECK: Duration = Duration::from_secs(1);
+
+/// Longest the tail waits for its consumer to be created and its first
+/// pull sent.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Every stored room message from `from_seq` on, then live.
 pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, BusError> {
@@ -53,16 +62,24 @@ pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, Bu
     // lost it.
     let mut reconnects = inner.reconnects.clone();
     reconnects.mark_unchanged();
-    let (_, consumer) = log::ordered_consumer_expiring(
-        &inner.jetstream,
-        Filter::One(ROOMS_PUBLISH_WILDCARD.to_owned()),
-        from_seq,
-        max_batch,
-        TAIL_EXPIRES,
-    )
+    // Bounded: while a cluster elects a new stream leader the request
+    // goes unanswered until the client's 5 s timeout (twice: create, first
+    // pull); the caller's retry comes sooner.
+    let messages = tokio::time::timeout(CREATE_TIMEOUT, async {
+        let (_, consumer) = log::ordered_consumer_expiring(
+            &inner.jetstream,
+            Filter::One(ROOMS_PUBLISH_WILDCARD.to_owned()),
+            from_seq,
+            max_batch,
+            TAIL_EXPIRES,
+        )
+        .await?;
+        consumer.messages().await.map_err(|e| e.to_string())
+    })
     .await
+    .map_err(|_| unavailable(&format!("no consumer within {CREATE_TIMEOUT:?}")))?
     .map_err(|e| unavailable(&e))?;
-    let messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+    let js = inner.jetstream.clone();
     let feed = messages.filter_map(move |item| {
         let inner = Arc::clone(&inner);
         async move {
@@ -88,6 +105,22 @@ pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, Bu
         ))
     });
     let feed = futures::stream::select(feed, reconnected);
+    let feed = crate::end_when_stalled(
+        feed,
+        from_seq,
+        STALL_CHECK,
+        |item: &TailItem| item.msg.seq,
+        move || {
+            let js = js.clone();
+            async move { log::read_log_state(&js).await.ok().map(|s| s.last) }
+        },
+        |at, last| {
+            BusError::Unavailable(format!(
+                "the tail's consumer stopped at sequence {at} while the room log holds {last}: \
+                 resume from the checkpoint"
+            ))
+        },
+    );
     // End the feed at the first error: the caller resumes from its
     // checkpoint.
     let feed = feed.scan(false, |failed, item| {
