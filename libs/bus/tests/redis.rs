@@ -89,6 +89,21 @@ async fn the_script_is_reloaded_after_a_script_flush() {
     assert_eq!(bus.publish(&r, numbered(2)).await.unwrap().seq, Some(2));
 }
 
+/// A retention pass on a log with no room yet (the periodic pass of a
+/// fresh deployment) succeeds: an empty page of rooms is not an error.
+#[tokio::test]
+async fn a_trim_with_no_room_succeeds() {
+    let server = RedisServer::start();
+    let bus = connect(&server).await;
+    bus.trim_stored_before(SystemTime::now()).await.unwrap();
+    let r = room("channel:after-empty-trim");
+    assert!(bus.publish(&r, numbered(1)).await.unwrap().seq.is_some());
+    bus.trim_stored_before(SystemTime::now() - Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(bus.fetch(&r, 1).await.unwrap().is_some(), "kept");
+}
+
 #[tokio::test]
 async fn trims_drop_old_messages_and_replays_below_them_are_refused() {
     let server = RedisServer::start();

@@ -221,6 +221,7 @@ pub(super) async fn trim(
             .await
             .map_err(|e| unavailable("list rooms to trim", &e))?;
         let mut pipe = redis::pipe();
+        let mut rooms = 0;
         for room in pairs
             .chunks_exact(2)
             .filter_map(|kv| RoomId::parse(&kv[0]).ok())
@@ -230,10 +231,15 @@ pub(super) async fn trim(
                 .arg("MINID")
                 .arg(min)
                 .ignore();
+            rooms += 1;
         }
-        pipe.query_async::<()>(conn)
-            .await
-            .map_err(|e| unavailable("trim room streams", &e))?;
+        // HSCAN may answer a page with no entries (an empty hash, or any
+        // page of a large one): an empty pipeline is an error in redis-rs.
+        if rooms > 0 {
+            pipe.query_async::<()>(conn)
+                .await
+                .map_err(|e| unavailable("trim room streams", &e))?;
+        }
         cursor = next;
         if cursor == 0 {
             break;
