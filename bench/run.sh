@@ -432,7 +432,10 @@ cluster_up
 say "starting the baseline (2 Node processes on $REDIS_URL)"
 start_node 1 "${NODE[0]}"
 start_node 2 "${NODE[1]}"
-PID_REDIS="$(pgrep -x redis-server | head -n 1 || true)"
+# The baseline's Redis by its own answer (several redis-servers may run:
+# Confab on Redis starts one of its own), when it is a local process.
+PID_REDIS="$(redis-cli -u "$REDIS_URL" info server 2>/dev/null | awk -F: '/^process_id/ {print $2}' | tr -dc '0-9')"
+[ -n "$PID_REDIS" ] && [ -e "/proc/$PID_REDIS" ] || PID_REDIS=""
 
 # The machine and versions, for the report.
 {
