@@ -27,7 +27,30 @@ perf_text() { # out name
   rm -f "$1/perf-$2.data"
 }
 
+# perf (linux-perf on Debian) is installed when missing and apt-get can
+# (root), as .ci/run installs its tools; otherwise the profile is skipped
+# with a message saying so, and the benchmark goes on without it.
+have_perf() {
+  if ! command -v perf >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "profile.sh: installing perf (apt-get install linux-perf)" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf; } >&2 || true
+  fi
+  if ! command -v perf >/dev/null 2>&1; then
+    echo "profile.sh: perf is not installed (apt-get install linux-perf): no CPU profile" >&2
+    return 1
+  fi
+  # perf_event_paranoid > 1 forbids attaching to other processes for non-root users.
+  if [ "$(id -u)" != 0 ] && [ "$(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null || echo 2)" -gt 1 ]; then
+    echo "profile.sh: kernel.perf_event_paranoid > 1 and not root: no CPU profile (sysctl kernel.perf_event_paranoid=1)" >&2
+    return 1
+  fi
+}
+
 if [ "${1:-}" = attach ]; then
+  if ! have_perf; then
+    mkdir -p "$2" && echo "no CPU profile: perf unavailable (see loadgen.log)" >"$2/perf-unavailable.txt"
+    exit 0
+  fi
   OUT="$(mkdir -p "$2" && cd "$2" && pwd)" SECS="$3"
   NAMES=()
   IFS=, read -r -a PAIRS <<<"$4"

@@ -17,13 +17,24 @@ import json
 import os
 import sys
 
+# Issue #18's targets on this 2-core machine (reported, not asserted): the
+# Targets section sets the run's figures against them.
 TARGETS = {
-    "fanout_factor": 10,
-    "rss_per_conn_kib": 6,
-    "p99_at_10k_ms": 5,
-    "replay_ms": 50,
-    "mass_recover_s": 10,
+    "p99_vs_peers": 1.0,  # fan-out p99 at every step ≤ every peer's (×)
+    "p99_vs_ceiling": 1.5,  # … and within 1.5× the ceiling's
+    "throughput_vs_ceiling": 1.0,  # deliveries/s at each latency bound ≥ the ceiling's (×)
+    "cpu_vs_baseline": 0.33,  # server CPU per delivery ≤ 0.33× the baseline's
+    "pinned_vs_baseline": 3.0,  # pinned deliveries per server core ≥ 3× the baseline's
+    "rss_per_conn_kib": 4.0,  # gateway RSS per idle WebSocket connection, KiB
+    "mass_recover_s": 5.0,  # 10,000-session mass recovery, s
+    "publish_vs_baseline": 1.0,  # durable publish ≥ the baseline's acked sends/s (×)
+    "handshakes_vs_reference": 2.0,  # handshakes/s ≥ 2× the reference run's
 }
+# "Today" of issue #18: the committed full run its figures come from. The
+# handshake target is relative to it (read from its results.json).
+REFERENCE_RUN = "20261126T074922Z-full"
+# The systems the targets are for.
+SUBJECTS = ("confab", "confab-redis")
 
 
 def load(run):
@@ -69,11 +80,13 @@ def server_cost(fan):
     return sum(parts) if parts else None
 
 
-# The fan-out systems in the order of the report: Confab, the stack it
-# replaces, the Rust peers (bench/peers), the machine's ceiling.
-SYSTEMS = ("confab", "baseline", "socketioxide", "socketioxide-redis", "ceiling")
+# The fan-out systems in the order of the report: Confab (on NATS, on
+# Redis), the stack it replaces, the Rust peers (bench/peers), the
+# machine's ceiling.
+SYSTEMS = ("confab", "confab-redis", "baseline", "socketioxide", "socketioxide-redis", "ceiling")
 SYSTEM_NOTES = {
     "confab": "nats-server, membership, two gateways",
+    "confab-redis": "Confab on Redis: redis-server (AOF, appendfsync everysec), membership, two gateways, no NATS",
     "baseline": "socket.io + @socket.io/redis-adapter, two Node processes, Redis",
     "socketioxide": "socketioxide, one process",
     "socketioxide-redis": "socketioxide + socketioxide-redis, two processes, Redis",
@@ -200,6 +213,8 @@ CEILING_NOTE = (
 def fmt(x, nd=1):
     if x is None:
         return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
     if isinstance(x, float):
         return f"{x:,.{nd}f}"
     if isinstance(x, int):
@@ -237,7 +252,8 @@ def plots(run, runs):
     out = []
     # Throughput against latency.
     fig, ax = plt.subplots(figsize=(8, 5))
-    for label, color in (("confab", "tab:blue"), ("baseline", "tab:red"), ("socketioxide", "tab:orange"),
+    for label, color in (("confab", "tab:blue"), ("confab-redis", "tab:cyan"), ("baseline", "tab:red"),
+                         ("socketioxide", "tab:orange"),
                          ("socketioxide-redis", "tab:purple"), ("ceiling", "tab:green")):
         for fan in by(runs, "fanout", label):
             steps = [s for s in fan["steps"] if s.get("e2e", {}).get("count")]
@@ -268,7 +284,8 @@ def plots(run, runs):
     a1.set_ylabel("server RSS growth, MiB (all server processes)")
     a2.set_xlabel("idle connections")
     a2.set_ylabel("server RSS per connection, KiB")
-    a2.axhline(TARGETS["rss_per_conn_kib"], color="gray", ls=":", label="Confab target (6 KiB)")
+    a2.axhline(TARGETS["rss_per_conn_kib"], color="gray", ls=":",
+               label=f"Confab target ({TARGETS['rss_per_conn_kib']:g} KiB)")
     for a in (a1, a2):
         a.set_xscale("log")
         a.grid(True, which="both", alpha=0.3)
@@ -351,50 +368,51 @@ def report(run):
     # Summary.
     w("## Other figures\n")
     fc = (by(runs, "fanout", "confab") or [None])[0]
+    fr = (by(runs, "fanout", "confab-redis") or [None])[0]
     fb = (by(runs, "fanout", "baseline") or [None])[0]
     fz = (by(runs, "fanout", "ceiling") or [None])[0]
+    pr = (by(runs, "publish", "confab-redis") or [None])[0]
+    # Confab on Redis gets its own column when the run has it.
+    has_red = bool(fr or pr)
 
-    def row(what, c, b, ratio="", z=None):
-        cells = [what, c, b, ratio] + ([z if z is not None else ""] if fz else [])
+    def row(what, c, b, ratio="", z=None, r=None):
+        cells = ([what, c] + ([r if r is not None else "–"] if has_red else []) + [b, ratio]
+                 + ([z if z is not None else ""] if fz else []))
         w("| " + " | ".join(cells) + " |")
 
     def ratio(x, y):
         return f"{fmt(x / y if x and y else None, 2)}×"
 
-    if fz:
-        w("| | Confab | baseline | Confab ÷ baseline | ceiling |")
-        w("|---|---:|---:|---:|---:|")
-    else:
-        w("| | Confab | baseline | Confab ÷ baseline |")
-        w("|---|---:|---:|---:|")
-    sc = sustained(fc) if fc else None
-    sb = sustained(fb) if fb else None
-    sz = sustained(fz) if fz else None
-    if sc or sb or sz:
-        xc = sc["delivered_per_sec"] if sc else None
-        xb = sb["delivered_per_sec"] if sb else None
-        xz = sz["delivered_per_sec"] if sz else None
+    w("| | Confab" + (" | Confab on Redis" if has_red else "") + " | baseline | Confab ÷ baseline"
+      + (" | ceiling" if fz else "") + " |")
+    w("|---|---:|" + ("---:|" if has_red else "") + "---:|---:|" + ("---:|" if fz else ""))
+    fans = (fc, fb, fz, fr)
+    kept = [sustained(f) if f else None for f in fans]
+    if any(kept):
+        xs = [k["delivered_per_sec"] if k else None for k in kept]
         row("fan-out: deliveries/s of the highest step kept up (≥90% of offer, p99 ≤ 1 s)",
-            fmt(xc, 0), fmt(xb, 0), ratio(xc, xb), fmt(xz, 0))
-        row("… its p99 end to end, ms", fmt(sc and sc["e2e"]["p99_ms"]), fmt(sb and sb["e2e"]["p99_ms"]),
-            "", fmt(sz and sz["e2e"]["p99_ms"]))
+            fmt(xs[0], 0), fmt(xs[1], 0), ratio(xs[0], xs[1]), fmt(xs[2], 0), fmt(xs[3], 0))
+        p99s = [fmt(k and k["e2e"]["p99_ms"]) for k in kept]
+        row("… its p99 end to end, ms", p99s[0], p99s[1], "", p99s[2], p99s[3])
         if fz:
-            row("… share of the ceiling", f"{fmt(xc / xz * 100 if xc and xz else None, 0)} %",
-                f"{fmt(xb / xz * 100 if xb and xz else None, 0)} %", "", "100 %")
-        most = [max((s["delivered_per_sec"] for s in f["steps"]), default=None) if f else None for f in (fc, fb, fz)]
+            share = [f"{fmt(x / xs[2] * 100 if x and xs[2] else None, 0)} %" for x in xs]
+            row("… share of the ceiling", share[0], share[1], "", "100 %", share[3])
+        most = [max((s["delivered_per_sec"] for s in f["steps"]), default=None) if f else None for f in fans]
         row("fan-out: most deliveries/s in any step (falling behind)", fmt(most[0], 0), fmt(most[1], 0),
-            ratio(most[0], most[1]), fmt(most[2], 0))
-        sat = [saturation(f) if f else None for f in (fc, fb, fz)]
+            ratio(most[0], most[1]), fmt(most[2], 0), fmt(most[3], 0))
+        sat = [saturation(f) if f else None for f in fans]
         cells = [f"{fmt(x['offered_deliveries_per_sec'], 0)} offered" if x else ("not reached" if f else "–")
-                 for x, f in zip(sat, (fc, fb, fz))]
-        row("fan-out: saturation (the first step that fell behind)", cells[0], cells[1], "", cells[2])
-        srv = [server_cost(f) if f else None for f in (fc, fb, fz)]
+                 for x, f in zip(sat, fans)]
+        row("fan-out: saturation (the first step that fell behind)", cells[0], cells[1], "", cells[2], cells[3])
+        srv = [server_cost(f) if f else None for f in fans]
         row("fan-out: server CPU per delivery, µs (all server processes)", fmt(srv[0], 2), fmt(srv[1], 2),
-            ratio(srv[0], srv[1]), fmt(srv[2], 2))
-        lgc = [f.get("cpu_us_per_delivery", {}).get("loadgen") if f else None for f in (fc, fb, fz)]
-        row("fan-out: load generator CPU per delivery, µs", fmt(lgc[0], 2), fmt(lgc[1], 2), "", fmt(lgc[2], 2))
-    if fc and fb:
-        row("fan-out: lost messages", fmt(fc["lost"]), fmt(fb["lost"]), "", fmt(fz and fz["lost"]))
+            ratio(srv[0], srv[1]), fmt(srv[2], 2), fmt(srv[3], 2))
+        lgc = [f.get("cpu_us_per_delivery", {}).get("loadgen") if f else None for f in fans]
+        row("fan-out: load generator CPU per delivery, µs", fmt(lgc[0], 2), fmt(lgc[1], 2), "", fmt(lgc[2], 2),
+            fmt(lgc[3], 2))
+    if fc or fb or fr:
+        lost = [fmt(f and f["lost"]) for f in fans]
+        row("fan-out: lost messages", lost[0], lost[1], "", lost[2], lost[3])
     for n in sorted({r.get("connections") for r in runs
                      if r.get("scenario") == "idle" and transport(r) == "websocket"}):
         ic = [r for r in by(runs, "idle", "confab") if r.get("connections") == n]
@@ -409,10 +427,13 @@ def report(run):
         row(f"idle {n:,}: handshakes/s", fmt(hc, 0), fmt(hb, 0), ratio(hc, hb))
     pc = (by(runs, "publish", "confab") or [{}])[0]
     pb = (by(runs, "publish", "baseline") or [{}])[0]
-    if pc or pb:
+    pr = pr or {}
+    if pc or pb or pr:
         ac, ab = pc.get('acked_per_sec'), pb.get('acked_per_sec')
-        row("acked `message:send`/s, one server process", fmt(ac, 0), fmt(ab, 0), ratio(ac, ab))
-        row("… ack p99, ms", fmt(pc.get('ack', {}).get('p99_ms')), fmt(pb.get('ack', {}).get('p99_ms')))
+        row("acked `message:send`/s, one server process", fmt(ac, 0), fmt(ab, 0), ratio(ac, ab),
+            r=fmt(pr.get('acked_per_sec'), 0))
+        row("… ack p99, ms", fmt(pc.get('ack', {}).get('p99_ms')), fmt(pb.get('ack', {}).get('p99_ms')),
+            r=fmt(pr.get('ack', {}).get('p99_ms')))
     polling_rows(runs, row, ratio)
     if fz:
         w("\n" + CEILING_NOTE)
@@ -479,21 +500,253 @@ def report(run):
         w("`confab-sync-always`: the same run with JetStream `sync_interval: always` (each write fsynced "
           "before its PubAck, `CONFAB_NATS_SYNC=always`); `confab` runs with the server default (fsync "
           "every 2 min). See README \"Durability\".\n")
+    if any(r.get("label", "").startswith("confab-redis") for r in runs if r.get("scenario") == "publish"):
+        w("`confab-redis`: Confab on Redis, acked once the publish script ran, with `appendonly yes` and "
+          "`appendfsync everysec` (the AOF written before the answer, fsynced within about a second: a host "
+          "crash can lose the last second of acked events, as with JetStream's default); "
+          "`confab-redis-always`: `appendfsync always` (Redis fsyncs the AOF before it answers the script: "
+          "an acked event survives a host crash; what `CONFAB_BUS=redis just up` runs). See README "
+          "\"Redis durability\".\n")
 
     # Recovery.
     w("## 3. Recovery\n")
     rec = [r for r in runs if str(r.get("scenario", "")).startswith("recover")]
     if not rec:
         w("Not run (BENCH_SCENARIOS).\n")
+    replay = [r for r in rec if r.get("scenario") == "recover-replay" and "error" not in r]
+    if replay:
+        w("Replay: one session misses events and reconnects with its offset.\n")
+        w("| system | missed | replayed | CONNECT ack, ms | last replayed event, ms | recovered |")
+        w("|---|---:|---:|---:|---:|---|")
+        for r in replay:
+            w(f"| {r['label']} | {fmt(r.get('missed'))} | {fmt(r.get('replayed'))} | {fmt(r.get('connect_ms'), 1)} | "
+              f"{fmt(r.get('replay_ms'), 1)} | {fmt(r.get('recovered'))} |")
+        w("")
+    mass = [r for r in rec if r.get("scenario") == "recover-mass" and "error" not in r]
+    if mass:
+        w("Mass recovery: every session on gateway 1 while publishers keep sending; gateway 1 SIGKILLed; "
+          "every session reconnects to gateway 2 at once.\n")
+        w("| system | sessions | recovered | fresh (reasons) | reconnect errors | all recovered, s | acked during | lost | JetStream consumers before / peak / after |")
+        w("|---|---:|---:|---|---:|---:|---:|---:|---|")
+        for r in mass:
+            cons = (f"{fmt(r.get('consumers_before'))} / {fmt(r.get('consumers_peak'))} / {fmt(r.get('consumers_after'))}"
+                    if r.get("consumers_before") is not None
+                    else ("n/a (Redis: no consumers)" if r["label"].startswith("confab-redis") else "n/a (no monitor)"))
+            reasons = ", ".join(f"{k} {v}" for k, v in (r.get("failure_reasons") or {}).items())
+            w(f"| {r['label']} | {fmt(r.get('sessions'))} | {fmt(r.get('recovered'))} | "
+              f"{fmt(r.get('recovery_failed'))}{f' ({reasons})' if reasons else ''} | {fmt(r.get('reconnect_errors'))} | "
+              f"{fmt(r.get('all_recovered_secs'), 2)} | {fmt(r.get('published_acked'))} | **{fmt(r.get('lost'))}** | {cons} |")
+        w("")
     for r in rec:
         w(f"- `{json.dumps(r)}`")
     w("")
+
+    tl = targets(runs)
+    if tl:
+        w("## Targets (issue #18)\n")
+        w("Every figure computed from this run's `results.json` (the handshake target from the reference run "
+          f"`bench/results/{REFERENCE_RUN}`, issue #18's \"today\"). Targets for this 2-core machine, "
+          "reported, not asserted.\n")
+        L.extend(tl)
+
+    prof = profiles(run)
+    if prof:
+        w("## Profiles at the saturation step\n")
+        w("`perf record -e cpu-clock -g` of each server process (and the load generator) during the fan-out "
+          "again at the system's saturation step (bench/profile.sh attach): the top symbols of each; the full "
+          "lists are in `profile/<system>/perf-<process>.txt`.\n")
+        L.extend(prof)
 
     analysis = os.path.join(run, "analysis.md")
     if os.path.exists(analysis):
         w(open(analysis).read())
     open(os.path.join(run, "report.md"), "w").write("\n".join(L) + "\n")
     print(os.path.join(run, "report.md"))
+
+
+def judge(got, target, higher_better, nd=2):
+    """Ratio, met/missed and by how much of a figure against its target."""
+    if got is None or target is None:
+        return "–", "no figure" if got is None else "no target figure", ""
+    met = got >= target if higher_better else got <= target
+    gap = abs(got - target)
+    if target == 0:  # a count that must be zero: no ratio
+        return "–", "**met**" if met else "**missed**", "" if met else f"over by {fmt(float(gap), nd)}"
+    pct = gap / target * 100
+    word = "margin" if met else ("short by" if higher_better else "over by")
+    return f"{got / target:.2f}×", "**met**" if met else "**missed**", f"{word} {fmt(float(gap), nd)} ({pct:.0f} %)"
+
+
+def reference_runs():
+    """The runs of REFERENCE_RUN (issue #18's "today"), or []."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", REFERENCE_RUN, "results.json")
+    try:
+        return json.load(open(path)).get("runs", [])
+    except (OSError, ValueError):
+        return []
+
+
+def step_at(fan, offered):
+    return next((s for s in (fan or {}).get("steps", []) if s["offered_deliveries_per_sec"] == offered), None)
+
+
+def targets(runs):
+    """Issue #18's targets against this run's figures, as Markdown lines.
+    Every figure is computed from the run (and, for the handshake target,
+    from REFERENCE_RUN); nothing is typed in."""
+    T = TARGETS
+    L = []
+    w = L.append
+    rows = []  # (target, system, achieved, target figure, ratio, verdict, by)
+
+    def add(what, system, got, target, higher_better, unit="", nd=2):
+        r, verdict, by_ = judge(got, target, higher_better, nd)
+        rows.append((what, system, f"{fmt(got, nd)}{unit}" if got is not None else "–",
+                     f"{'≥' if higher_better else '≤'} {fmt(target, nd)}{unit}" if target is not None else "–",
+                     r, verdict, by_))
+
+    fan = {n: (by(runs, "fanout", n) or [None])[0] for n in SYSTEMS}
+    pinned = {n: (by(runs, "fanout", n + PINNED) or [None])[0] for n in SYSTEMS}
+    peers = [n for n in ("baseline", "socketioxide", "socketioxide-redis") if fan.get(n)]
+    base = fan.get("baseline")
+    sb = sustained(base) if base else None
+    detail = []
+    for sys_ in SUBJECTS:
+        f = fan.get(sys_)
+        if not f:
+            continue
+        # 1. p99 at every step up to the baseline's saturation (its last
+        # kept-up step) against every peer's and 1.5× the ceiling's.
+        if sb:
+            steps = [s["offered_deliveries_per_sec"] for s in base["steps"]
+                     if s["offered_deliveries_per_sec"] <= sb["offered_deliveries_per_sec"]]
+            met_peers = met_ceiling = 0
+            worst_p = worst_c = None
+            for o in steps:
+                s = step_at(f, o)
+                mine = p99(s) if s else None
+                theirs = [(p99(step_at(fan[n], o)), n) for n in peers if step_at(fan[n], o) and p99(step_at(fan[n], o)) is not None]
+                best = min(theirs) if theirs else (None, "–")
+                zs = step_at(fan.get("ceiling"), o)
+                zp = p99(zs) if zs else None
+                rp, vp, byp = judge(mine, best[0], False)
+                rc, vc, byc = judge(mine, zp * T["p99_vs_ceiling"] if zp is not None else None, False)
+                met_peers += vp == "**met**"
+                met_ceiling += vc == "**met**"
+                if mine is not None and best[0]:
+                    worst_p = max(worst_p or (0, o), (mine / best[0], o))
+                if mine is not None and zp:
+                    worst_c = max(worst_c or (0, o), (mine / (zp * T["p99_vs_ceiling"]), o))
+                detail.append(f"| {sys_} | {o:,.0f} | {fmt(mine, 2)} | {fmt(best[0], 2)} ({best[1]}) | {rp} | {vp} {byp} | "
+                              f"{fmt(zp and zp * T['p99_vs_ceiling'], 2)} | {rc} | {vc} {byc} |")
+            n = len(steps)
+            rows.append((f"fan-out p99 ≤ every peer's at each step up to the baseline's saturation "
+                         f"({sb['offered_deliveries_per_sec']:,.0f}/s)", sys_, f"met at {met_peers} of {n} steps",
+                         "all steps", f"worst {worst_p[0]:.2f}× at {worst_p[1]:,.0f}/s" if worst_p else "–",
+                         "**met**" if met_peers == n else "**missed**", f"{n - met_peers} step(s) over"))
+            rows.append((f"fan-out p99 ≤ {T['p99_vs_ceiling']:g}× the ceiling's at each of those steps", sys_,
+                         f"met at {met_ceiling} of {n} steps", "all steps",
+                         f"worst {worst_c[0]:.2f}× at {worst_c[1]:,.0f}/s" if worst_c else "–",
+                         "**met**" if met_ceiling == n else "**missed**", f"{n - met_ceiling} step(s) over"))
+        # 2. Throughput at each latency bound against the ceiling's.
+        for what, bound in bounds(runs):
+            mine, ceil = within(f, bound), within(fan.get("ceiling") or {}, bound)
+            add(f"fan-out deliveries/s at {what} ≥ the ceiling's", sys_,
+                mine["delivered_per_sec"] if mine else 0.0,
+                ceil["delivered_per_sec"] * T["throughput_vs_ceiling"] if ceil else None, True, "/s", 0)
+        # 3. Nothing lost, no duplicates.
+        add("fan-out lost + duplicates (all steps)", sys_, f["lost"] + f["duplicates"], 0, False, "", 0)
+        # 4. Server CPU per delivery.
+        add(f"server CPU per delivery ≤ {T['cpu_vs_baseline']:g}× the baseline's", sys_, server_cost(f),
+            server_cost(base) * T["cpu_vs_baseline"] if base and server_cost(base) else None, False, " µs")
+        # 5. Pinned: deliveries per server-core-second.
+        pm, pb = pinned.get(sys_), pinned.get("baseline")
+        cm, cb = (server_cost(pm) if pm else None), (server_cost(pb) if pb else None)
+        add(f"pinned: deliveries per server-core-second ≥ {T['pinned_vs_baseline']:g}× the baseline's", sys_,
+            1e6 / cm if cm else None, 1e6 / cb * T["pinned_vs_baseline"] if cb else None, True, "", 0)
+    # 6. Memory per idle WebSocket connection; idle polling sessions (reported).
+    for r in sorted(by(runs, "idle", "confab"), key=lambda r: r.get("connections", 0)):
+        per = r.get("server_rss_bytes_per_conn")
+        add(f"RSS per idle WebSocket connection, {r['connections']:,} connections on {r.get('targets', '?')} "
+            f"gateway(s)", "confab", per / 1024 if per is not None else None, T["rss_per_conn_kib"], False, " KiB")
+    for r in by(runs, "idle", "confab", "polling"):
+        per = r.get("server_rss_bytes_per_conn")
+        b = next((x for x in by(runs, "idle", "baseline", "polling") if x.get("connections") == r.get("connections")), {})
+        pb = b.get("server_rss_bytes_per_conn")
+        rows.append((f"RSS per idle polling session, {r['connections']:,} sessions (reported; baseline beside it)",
+                     "confab", f"{fmt(per and per / 1024, 2)} KiB", f"baseline {fmt(pb and pb / 1024, 2)} KiB",
+                     f"{per / pb:.2f}×" if per and pb else "–", "reported", ""))
+    # 7. Mass recovery.
+    for r in [r for r in runs if r.get("scenario") == "recover-mass" and "error" not in r]:
+        secs = r.get("all_recovered_secs")
+        ratio_, verdict, by_ = judge(secs, T["mass_recover_s"], False)
+        complete = r.get("recovered") == r.get("sessions") and not r.get("lost")
+        if secs is not None and not complete:
+            verdict = "**missed**"
+            by_ += f"; recovered {fmt(r.get('recovered'))} of {fmt(r.get('sessions'))}, lost {fmt(r.get('lost'))}"
+        rows.append((f"mass recovery of {fmt(r.get('sessions'))} sessions after a SIGKILL, all recovered, nothing lost",
+                     r["label"], f"{fmt(secs, 2)} s", f"≤ {T['mass_recover_s']:g} s", ratio_, verdict, by_))
+    # 8. Durable publish against the baseline.
+    pb = (by(runs, "publish", "baseline") or [{}])[0].get("acked_per_sec")
+    for r in [r for r in runs if r.get("scenario") == "publish" and r.get("label", "").startswith("confab")]:
+        add("durable publish, acked sends/s through one process ≥ the baseline's (Confab stores and projects; "
+            "the baseline stores nothing)", r["label"], r.get("acked_per_sec"),
+            pb * T["publish_vs_baseline"] if pb else None, True, "/s", 0)
+    # 9. Handshakes/s against the reference run at the same connection count.
+    ref = reference_runs()
+    for r in sorted(by(runs, "idle", "confab"), key=lambda r: r.get("connections", 0))[:1]:
+        n = r.get("connections")
+        old = next((x for x in by(ref, "idle", "confab") if x.get("connections") == n), None)
+        add(f"handshakes/s with JWT at {n:,} connections ≥ {T['handshakes_vs_reference']:g}× the reference run's "
+            f"({REFERENCE_RUN}: {fmt(old and old.get('handshakes_per_sec'), 0)}/s)", "confab",
+            r.get("handshakes_per_sec"),
+            old["handshakes_per_sec"] * T["handshakes_vs_reference"] if old and old.get("handshakes_per_sec") else None,
+            True, "/s", 0)
+    if not rows:
+        return []
+    w("| target | system | achieved | target | ratio | | by how much |")
+    w("|---|---|---:|---:|---:|---|---|")
+    for row in rows:
+        w("| " + " | ".join(row) + " |")
+    w("")
+    if detail:
+        w("p99 end to end per step (ms), each step the baseline kept up: against the lowest peer p99 at that step "
+          f"(baseline, socketioxide, socketioxide-redis) and {T['p99_vs_ceiling']:g}× the ceiling's:\n")
+        w(f"| system | offered/s | p99 | lowest peer p99 | ratio | vs peers | {T['p99_vs_ceiling']:g}× ceiling p99 | ratio | vs ceiling |")
+        w("|---|---:|---:|---:|---:|---|---:|---:|---|")
+        L.extend(detail)
+        w("")
+    return L
+
+
+def profiles(run, top=6):
+    """The top symbols of each profile under <run>/profile/<system>/."""
+    root = os.path.join(run, "profile")
+    if not os.path.isdir(root):
+        return []
+    L = []
+    for sys_ in sorted(os.listdir(root), key=lambda n: (SYSTEMS.index(n) if n in SYSTEMS else 99, n)):
+        d = os.path.join(root, sys_)
+        if not os.path.isdir(d):  # an older run's profile.sh files
+            continue
+        files = sorted(f for f in os.listdir(d) if f.startswith("perf-") and f.endswith(".txt"))
+        rate = ""
+        try:
+            fan = json.load(open(os.path.join(d, "fanout.json")))
+            st = (fan.get("steps") or [{}])[0]
+            rate = f" at {st.get('offered_deliveries_per_sec', 0):,.0f} deliveries/s offered"
+        except (OSError, ValueError):
+            pass
+        L.append(f"**{sys_}**{rate}:\n")
+        if not files:
+            L.append("no profile (" + ("perf unavailable" if os.path.exists(os.path.join(d, "perf-unavailable.txt"))
+                                        else "see its loadgen.log") + ")\n")
+            continue
+        for f in files:
+            lines = [ln.strip() for ln in open(os.path.join(d, f)) if ln.strip()][:top]
+            L.append(f"- `{f[5:-4]}`: " + ("; ".join(" ".join(ln.split()).replace(" - -", "") for ln in lines) or "no samples"))
+        L.append("")
+    return L
 
 
 README_START = "<!-- bench-summary:start (bench/report.py writes this) -->"

@@ -23,6 +23,15 @@
 # The `pinned` scenario runs the fan-out of every system again with its
 # server processes on core 0 and the load generator on core 1 (taskset;
 # BENCH_SERVER_CPUS / BENCH_LOADGEN_CPUS), labelled `<system>-pinned`.
+# Confab on Redis (issue #15), `confab-redis`: a second cluster
+# (cluster.sh with CONFAB_BUS=redis: its own redis-server with AOF, membership
+# on SQLite, two gateways, no NATS; state in BENCH_REDIS_RUN_DIR, wiped at
+# the start) started only for its runs (fan-out, pinned, publish, recovery)
+# and stopped after them, while the NATS cluster and the Node processes sit
+# idle, as every other system's runs leave the rest idle. It runs with
+# `appendfsync everysec` (acked before the fsync, like JetStream's default
+# sync_interval); the publish scenario adds `confab-redis-always`
+# (`appendfsync always`, like `confab-sync-always`).
 # Everything it started is stopped at the end, also on failure.
 #
 # Ports (chosen away from the defaults of `just up` and the tests):
@@ -30,7 +39,9 @@
 #   BENCH_MEMBERSHIP_PORT (3350), gateways 3351-3356 (BENCH_GATEWAY_BASE),
 #   baseline 3361-3366 (BENCH_BASELINE_BASE), ceiling 3370
 #   (BENCH_CEILING_PORT), Rust peers 3371-3373 (BENCH_PEER_BASE). Redis: BENCH_REDIS_URL
-#   (redis://127.0.0.1:6379, must run already).
+#   (redis://127.0.0.1:6379, must run already). Confab on Redis: membership
+#   3374 (BENCH_REDIS_MEMBERSHIP_PORT), gateways 3375-3376
+#   (BENCH_REDIS_GATEWAY_BASE), its redis-server 6390 (BENCH_REDIS_PORT).
 # BENCH_SCENARIOS picks scenarios (default "fanout pinned publish idle
 # polling recovery"), e.g. BENCH_SCENARIOS=recovery bench/run.sh full. `polling`
 # runs idle sessions and the fan-out again with HTTP long-polling clients
@@ -59,6 +70,14 @@ PROFILE="${BENCH_PROFILE:-1}" # 0: no profile at the saturation step
 PEER="$CARGO_TARGET_DIR/peers/release/confab-bench-peer"
 REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
 SCENARIOS=" ${BENCH_SCENARIOS:-fanout pinned publish idle polling recovery} "
+# Confab on Redis: its own cluster and state directory.
+RRUN="${BENCH_REDIS_RUN_DIR:-$ROOT/.run-bench-redis}"
+case "$RRUN" in /*) ;; *) RRUN="$ROOT/$RRUN" ;; esac
+RMEMB_PORT="${BENCH_REDIS_MEMBERSHIP_PORT:-3374}"
+RGW_BASE="${BENCH_REDIS_GATEWAY_BASE:-3375}"
+RGW=("$RGW_BASE" "$((RGW_BASE + 1))")
+RREDIS_PORT="${BENCH_REDIS_PORT:-6390}"
+REDIS_UP=0
 want() { [[ "$SCENARIOS" == *" $1 "* ]]; }
 GW=() NODE=()
 for i in 0 1 2 3 4 5; do GW+=($((GW_BASE + i))); NODE+=($((NODE_BASE + i))); done
@@ -90,6 +109,39 @@ else
   POLL_IDLE=1000
 fi
 
+# --- the expected duration --------------------------------------------------
+# An upper bound per scenario from the sizes above (printed at the start):
+# a fan-out run connects (~1,500 clients/s), settles 5 s, runs every step
+# (a system that falls behind stops earlier), drains (up to 15 s) and
+# pauses 3 s; a profile is one more step of PROFILE_SECS + 4 s; a cluster
+# start ~10 s; handshakes ~1,000/s (the baseline's rate at 100,000). The
+# figures the builds take come on top (nothing when the binaries are fresh).
+# Six fan-out systems: confab, confab-redis, baseline, ceiling,
+# socketioxide, socketioxide-redis.
+estimate() {
+  local nsteps fan prof idle=0 n t total=0 line=""
+  nsteps=$(($(tr -cd , <<<"$FAN_RATES" | wc -c) + 1))
+  fan=$((FAN_CLIENTS / 1500 + 5 + nsteps * STEP_SECS + 15 + 3))
+  prof=$((FAN_CLIENTS / 1500 + 2 + PROFILE_SECS + 4 + 3 + 3 + 4))
+  [ "$PROFILE" = 1 ] || prof=0
+  for n in $IDLE_SIZES; do idle=$((idle + 10 + 2 * (n / 1000 + HOLD + 6))); done
+  idle=$((idle + 20 + 2 * (IDLE_BIG / 1000 + HOLD + 6)))
+  for sc in fanout pinned publish idle polling recovery; do
+    want "$sc" || continue
+    case "$sc" in
+      fanout) t=$((6 * (fan + prof) + 2 * 10)) ;;
+      pinned) t=$((6 * fan + 2 * 10)) ;;
+      publish) t=$((5 * (PUB_SECS + 6) + 2 * 15 + 4 * 10)) ;;
+      idle) t=$idle ;;
+      polling) t=$((10 + 2 * (POLL_IDLE / 1000 + HOLD + 6) + 2 * fan)) ;;
+      recovery) t=$((2 * (10 + REC_SESSIONS / 1000 + 3 + 10 + 3 + 6 + 3) + 20)) ;;
+    esac
+    total=$((total + t))
+    line+="${line:+, }$sc ${t}s"
+  done
+  echo "at most ~$(((total + 59) / 60)) min ($line; builds not counted)"
+}
+
 # --- processes --------------------------------------------------------------
 EXTRA_PIDS=() # extra gateways, baseline and ceiling processes started here
 
@@ -104,6 +156,7 @@ cleanup() {
     kill -KILL "$p" 2>/dev/null
   done
   bash "$ROOT/deploy/local/cluster.sh" down >&2
+  [ "$REDIS_UP" = 0 ] || CONFAB_RUN_DIR="$RRUN" bash "$ROOT/deploy/local/cluster.sh" down >&2
   exit "$rc"
 }
 trap cleanup EXIT
@@ -252,6 +305,11 @@ fanout_all() { # suffix
   fi
   lg "confab$sfx" "${FAN[@]}" --url "$(urls "${GW[0]}" "${GW[1]}")" --watch "$CONFAB_WATCH"
   [ "$prof" = 0 ] || profile_at_saturation confab "$(urls "${GW[0]}" "${GW[1]}")" "$CONFAB_WATCH"
+  redis_up everysec
+  [ -z "$sfx" ] || pin "$SERVER_CPUS" "$PID_RREDIS" "$PID_RMEMB" "$PID_RGW1" "$PID_RGW2"
+  lg "confab-redis$sfx" "${FAN[@]}" --url "$(urls "${RGW[@]}")" --watch "$RCONFAB_WATCH"
+  [ "$prof" = 0 ] || profile_at_saturation confab-redis "$(urls "${RGW[@]}")" "$RCONFAB_WATCH"
+  redis_down
   lg "baseline$sfx" "${FAN[@]}" --url "$(urls "${NODE[0]}" "${NODE[1]}")" --watch "$NODE_WATCH"
   [ "$prof" = 0 ] || profile_at_saturation baseline "$(urls "${NODE[0]}" "${NODE[1]}")" "$NODE_WATCH"
   say "starting the fan-out ceiling (confab-bench-ceiling on $CEILING_PORT)"
@@ -282,6 +340,7 @@ fanout_all() { # suffix
 
 # --- build and start --------------------------------------------------------
 say "mode $MODE, results in $OUT"
+say "expected duration: $(estimate)"
 say "building release binaries"
 # Two builds, not one: the cluster's package set is the one cluster.sh
 # builds (features unify per build; one combined build would rebuild all).
@@ -321,13 +380,62 @@ restart_servers() {
   NODE_WATCH="node-1=$PID_NODE1,node-2=$PID_NODE2${PID_REDIS:+,redis=$PID_REDIS}"
 }
 
+# --- Confab on Redis (issue #15) --------------------------------------------
+# Its own cluster (cluster.sh, CONFAB_BUS=redis, state in RRUN), started for
+# its runs and stopped after them. It uses the NATS cluster's JWT secret
+# (copied before its first `up`) so that one token file serves both; its
+# rooms are created in its own membership service (SQLite: DATABASE_URL is
+# not passed, the NATS cluster's database is not shared).
+rpid_of() { tr -dc '0-9' <"$RRUN/$1.pid"; }
+RSETUP=0
+redis_up() { # appendfsync: everysec | always
+  [ -e "$RRUN/jwt-secret" ] || (umask 077 && mkdir -p "$RRUN" && cp "$RUN/jwt-secret" "$RRUN/jwt-secret")
+  say "starting Confab on Redis (appendfsync $1; redis-server $RREDIS_PORT, membership $RMEMB_PORT, gateways ${RGW[*]})"
+  REDIS_UP=1
+  env -u DATABASE_URL CONFAB_RUN_DIR="$RRUN" CONFAB_BUS=redis CONFAB_REDIS_PORT="$RREDIS_PORT" \
+    CONFAB_REDIS_APPENDFSYNC="$1" CONFAB_MEMBERSHIP_PORT="$RMEMB_PORT" \
+    CONFAB_GATEWAY_PORTS="${RGW[0]} ${RGW[1]}" CONFAB_GATEWAY_CONFIG="$BENCH/gateway.toml" \
+    RUST_LOG="${RUST_LOG:-warn}" bash "$ROOT/deploy/local/cluster.sh" up >&2
+  PID_RREDIS="$(rpid_of redis)" PID_RMEMB="$(rpid_of membership)"
+  PID_RGW1="$(rpid_of gateway-1)" PID_RGW2="$(rpid_of gateway-2)"
+  RCONFAB_WATCH="redis=$PID_RREDIS,membership=$PID_RMEMB,gateway-1=$PID_RGW1,gateway-2=$PID_RGW2"
+  if [ "$RSETUP" = 0 ]; then
+    setup_rooms "http://127.0.0.1:$RMEMB_PORT" "$RRUN/service-token"
+    RSETUP=1
+  fi
+}
+redis_down() {
+  CONFAB_RUN_DIR="$RRUN" bash "$ROOT/deploy/local/cluster.sh" down >&2
+  REDIS_UP=0
+}
+
+# The rooms of the fan-out (f), publish (p) and replay (v) scenarios.
+setup_rooms() { # api service-token-file
+  "$LOADGEN" setup --api "$1" --service-token-file "$2" \
+    --prefix f --rooms "$FAN_ROOMS" --room-size "$ROOM_SIZE" >>"$OUT/logs/setup.log"
+  "$LOADGEN" setup --api "$1" --service-token-file "$2" \
+    --prefix p --rooms "$PUB_N" --room-size 1 >>"$OUT/logs/setup.log"
+  "$LOADGEN" setup --api "$1" --service-token-file "$2" \
+    --prefix v --rooms 1 --room-size 2 >>"$OUT/logs/setup.log"
+}
+# The rooms of the mass recovery (r).
+REC_ROOMS=$(((REC_SESSIONS + ROOM_SIZE - 2) / (ROOM_SIZE - 1)))
+
+# A fresh Redis cluster state for every run (its Redis keeps every event in
+# memory: an old run's streams would weigh on this one).
+CONFAB_RUN_DIR="$RRUN" bash "$ROOT/deploy/local/cluster.sh" down >/dev/null 2>&1 || true
+rm -rf "$RRUN"
+
 say "starting the Confab cluster"
 cluster_up
 
 say "starting the baseline (2 Node processes on $REDIS_URL)"
 start_node 1 "${NODE[0]}"
 start_node 2 "${NODE[1]}"
-PID_REDIS="$(pgrep -x redis-server | head -n 1 || true)"
+# The baseline's Redis by its own answer (several redis-servers may run:
+# Confab on Redis starts one of its own), when it is a local process.
+PID_REDIS="$(redis-cli -u "$REDIS_URL" info server 2>/dev/null | awk -F: '/^process_id/ {print $2}' | tr -dc '0-9')"
+[ -n "$PID_REDIS" ] && [ -e "/proc/$PID_REDIS" ] || PID_REDIS=""
 
 # The machine and versions, for the report.
 {
@@ -350,12 +458,7 @@ NODE_WATCH="node-1=$PID_NODE1,node-2=$PID_NODE2${PID_REDIS:+,redis=$PID_REDIS}"
 
 say "creating the benchmark rooms (idempotent)"
 API="http://127.0.0.1:$MEMBERSHIP_PORT"
-"$LOADGEN" setup --api "$API" --service-token-file "$RUN/service-token" \
-  --prefix f --rooms "$FAN_ROOMS" --room-size "$ROOM_SIZE" >>"$OUT/logs/setup.log"
-"$LOADGEN" setup --api "$API" --service-token-file "$RUN/service-token" \
-  --prefix p --rooms "$PUB_N" --room-size 1 >>"$OUT/logs/setup.log"
-"$LOADGEN" setup --api "$API" --service-token-file "$RUN/service-token" \
-  --prefix v --rooms 1 --room-size 2 >>"$OUT/logs/setup.log"
+setup_rooms "$API" "$RUN/service-token"
 
 # --- scenario 1: fan-out ----------------------------------------------------
 want fanout && fanout_all ""
@@ -377,6 +480,15 @@ unset CONFAB_NATS_SYNC
 lg confab-sync-always "${PUB[@]}" --url "$(urls "${GW[0]}")" --watch "$CONFAB_WATCH"
 bash "$ROOT/deploy/local/cluster.sh" down >&2
 cluster_up
+# Confab on Redis, with `appendfsync everysec` (acked once Redis wrote the
+# AOF, fsynced within a second) and `appendfsync always` (fsynced before
+# Redis answers the publish script).
+redis_up everysec
+lg confab-redis "${PUB[@]}" --url "$(urls "${RGW[0]}")" --watch "$RCONFAB_WATCH"
+redis_down
+redis_up always
+lg confab-redis-always "${PUB[@]}" --url "$(urls "${RGW[0]}")" --watch "$RCONFAB_WATCH"
+redis_down
 fi
 
 # --- scenario 2: idle connections -------------------------------------------
@@ -423,12 +535,23 @@ fi
 # --- scenario 3: recovery (issue #5) ----------------------------------------
 if want recovery; then
   "$LOADGEN" setup --api "$API" --service-token-file "$RUN/service-token" \
-    --prefix r --rooms "$(((REC_SESSIONS + ROOM_SIZE - 2) / (ROOM_SIZE - 1)))" --room-size "$ROOM_SIZE" >>"$OUT/logs/setup.log"
+    --prefix r --rooms "$REC_ROOMS" --room-size "$ROOM_SIZE" >>"$OUT/logs/setup.log"
   lg confab recover --mode replay --missed "$REC_MISSED" --prefix v --room-size 2 \
     --url "$(urls "${GW[0]}")" --publish-url "$(urls "${GW[1]}")"
   lg confab recover --mode mass --sessions "$REC_SESSIONS" --prefix r --room-size "$ROOM_SIZE" \
     --url "$(urls "${GW[0]}")" --publish-url "$(urls "${GW[1]}")" --reconnect-url "$(urls "${GW[1]}")" \
     --kill-pid "$PID_GW1" --nats-monitor "http://127.0.0.1:$NATS_MONITOR_PORT"
+  # The same on Redis: no JetStream consumers to count (no --nats-monitor:
+  # the consumer figures are null and the report says why).
+  redis_up everysec
+  "$LOADGEN" setup --api "http://127.0.0.1:$RMEMB_PORT" --service-token-file "$RRUN/service-token" \
+    --prefix r --rooms "$REC_ROOMS" --room-size "$ROOM_SIZE" >>"$OUT/logs/setup.log"
+  lg confab-redis recover --mode replay --missed "$REC_MISSED" --prefix v --room-size 2 \
+    --url "$(urls "${RGW[0]}")" --publish-url "$(urls "${RGW[1]}")"
+  lg confab-redis recover --mode mass --sessions "$REC_SESSIONS" --prefix r --room-size "$ROOM_SIZE" \
+    --url "$(urls "${RGW[0]}")" --publish-url "$(urls "${RGW[1]}")" --reconnect-url "$(urls "${RGW[1]}")" \
+    --kill-pid "$PID_RGW1"
+  redis_down
 else
   say "scenario 3 (recovery) not asked for (BENCH_SCENARIOS)"
 fi

@@ -47,6 +47,9 @@
 #   CONFAB_RUN_DIR (the state directory instead of .run/),
 #   CONFAB_BUS (nats | redis), CONFAB_REDIS_PORT (6380),
 #   CONFAB_REDIS_SERVER (a redis-server >= 7.0 instead of the one on PATH),
+#   CONFAB_REDIS_APPENDFSYNC (always | everysec: Redis' AOF fsync policy,
+#   `always` by default; `everysec` acks before the fsync, like JetStream's
+#   default sync_interval; the benchmark measures both),
 #   CONFAB_CLUSTER_PROFILE (release | debug: which binaries to build and run;
 #   also read by `token`).
 #   CONFAB_ADMIN_MODE (readonly|actions: what the Admin UI's operator may
@@ -98,6 +101,8 @@ MEMBERSHIP_PORT="${CONFAB_MEMBERSHIP_PORT:-3100}"
 read -r -a GATEWAY_PORTS <<<"${CONFAB_GATEWAY_PORTS:-3001 3002}"
 BUS="${CONFAB_BUS:-nats}"
 REDIS_PORT="${CONFAB_REDIS_PORT:-6380}"
+REDIS_FSYNC="${CONFAB_REDIS_APPENDFSYNC:-always}"
+case "$REDIS_FSYNC" in always | everysec) ;; *) die "CONFAB_REDIS_APPENDFSYNC must be always or everysec (got '$REDIS_FSYNC')" ;; esac
 default_db() { # bus -> the SQLite file of that bus's membership (one per bus: their event logs differ)
   if [ "$1" = redis ]; then echo "sqlite://$RUN/membership-redis.db?mode=rwc"; else echo "sqlite://$RUN/membership.db?mode=rwc"; fi
 }
@@ -678,11 +683,11 @@ up_on_redis() { # service_token jwt_secret
       umask 077
       {
         printf 'port %s\nbind 127.0.0.1\ndir %s\n' "$REDIS_PORT" "$RUN/redis"
-        printf 'appendonly yes\nappendfsync always\nsave ""\n'
+        printf 'appendonly yes\nappendfsync %s\nsave ""\n' "$REDIS_FSYNC"
         printf 'requirepass %s\n' "$(secret redis-password)"
       } >"$RUN/redis.conf"
     )
-    say "starting redis-server on $REDIS_PORT (appendonly yes, appendfsync always, data in $RUN/redis)"
+    say "starting redis-server on $REDIS_PORT (appendonly yes, appendfsync $REDIS_FSYNC, data in $RUN/redis)"
     start redis -- "$REDIS_BIN" "$RUN/redis.conf"
     local deadline=$((SECONDS + NATS_READY_SECS))
     until redis_ping; do
@@ -828,7 +833,8 @@ status() {
   done
   if [ "$BUS" = redis ]; then
     if redis_ping; then
-      printf '%-12s ready    PONG (appendonly yes, appendfsync always)\n' redis
+      printf '%-12s ready    PONG (appendonly yes, appendfsync %s)\n' redis \
+        "$(sed -nE 's/^appendfsync (.*)/\1/p' "$RUN/redis.conf" 2>/dev/null || echo '?')"
     else
       printf '%-12s unreachable (127.0.0.1:%s)\n' redis "$REDIS_PORT"
       ok=1
