@@ -8,9 +8,13 @@ generator's fan-out line: lost, duplicates), churn.jsonl (churn and recovery
 runs) and jsz.json (JetStream at the end). Memory per process: the mean RSS
 of the first quarter of the run against the mean of the last quarter, and a
 least-squares slope over the second half (MiB per hour), which says whether
-memory still grows once warm. Exit status 1 if anything was lost or
-duplicated, a recovery failed, or a server process grew by more than 10 %
-and 8 MiB from the first quarter to the last.
+memory still grows once warm, and one over the last 30 minutes. A process
+is **flat** when its last-30-minute slope is at most FLAT_MIB_PER_H (2 MiB/h,
+i.e. < 48 MiB a day) and it did not grow by more than 10 % and 8 MiB from
+the first quarter to the last. Exit status 1 if anything was lost or
+duplicated, a recovery failed, or a server process is not flat. With
+streams.csv (the JetStream streams' message counts sampled during the run),
+the counts at the start, the middle and the end of each stream.
 """
 
 import csv
@@ -21,6 +25,8 @@ from pathlib import Path
 
 GROWTH_SHARE = 0.10
 GROWTH_KIB = 8 * 1024
+FLAT_MIB_PER_H = 2.0
+LAST_SECS = 1800
 
 
 def slope_per_hour(points):
@@ -53,6 +59,9 @@ def main():
         first = [v for t, v in pts if t <= q]
         last = [v for t, v in pts if t >= end - q]
         second_half = [(t, v) for t, v in pts if t >= end / 2]
+        last_30 = [(t, v) for t, v in pts if t >= end - LAST_SECS]
+        start5 = [v for t, v in pts if t <= 300]
+        end5 = [v for t, v in pts if t >= end - 300]
         f_mean = sum(first) / len(first) if first else 0
         l_mean = sum(last) / len(last) if last else 0
         memory[name] = {
@@ -62,6 +71,9 @@ def main():
             "growth_pct": round((l_mean - f_mean) / f_mean * 100, 1) if f_mean else None,
             "max_mib": round(max(v for _, v in pts) / 1024, 1),
             "second_half_slope_mib_per_h": round(slope_per_hour(second_half), 2),
+            "last_30min_slope_mib_per_h": round(slope_per_hour(last_30), 2),
+            "first_5min_mib": round(sum(start5) / len(start5) / 1024, 1) if start5 else None,
+            "last_5min_mib": round(sum(end5) / len(end5) / 1024, 1) if end5 else None,
         }
 
     fan = {}
@@ -103,8 +115,21 @@ def main():
         pass
 
     grew = [n for n, m in memory.items() if n != "loadgen"
-            and m["last_quarter_mib"] - m["first_quarter_mib"] > GROWTH_KIB / 1024
-            and (m["growth_pct"] or 0) > GROWTH_SHARE * 100]
+            and ((m["last_quarter_mib"] - m["first_quarter_mib"] > GROWTH_KIB / 1024
+                  and (m["growth_pct"] or 0) > GROWTH_SHARE * 100)
+                 or m["last_30min_slope_mib_per_h"] > FLAT_MIB_PER_H)]
+    stream_series = defaultdict(list)
+    if (out / "streams.csv").exists():
+        with open(out / "streams.csv") as f:
+            for row in csv.DictReader(f):
+                stream_series[row["stream"]].append(
+                    (int(row["elapsed_s"]), int(row["messages"]), int(row["bytes"])))
+    stream_trend = {}
+    for name, pts in sorted(stream_series.items()):
+        mid = min(pts, key=lambda p: abs(p[0] - end / 2))
+        stream_trend[name] = {"start": pts[0][1], "middle": mid[1], "end": pts[-1][1],
+                              "max": max(p[1] for p in pts), "end_bytes": pts[-1][2]}
+    step = (fan.get("steps") or [{}])[0]
     lost = fan.get("lost")
     dups = fan.get("duplicates")
     ok = (lost == 0 and dups == 0 and not grew and "error" not in fan
@@ -112,19 +137,29 @@ def main():
           and recoveries["replayed"] == recoveries["missed"])
     summary = {"secs": end, "memory": memory, "fanout": {k: fan.get(k) for k in (
         "lost", "lost_on_dropped_clients", "duplicates", "error")},
+        "sent": step.get("sent"), "acked": step.get("acked"),
+        "expected_deliveries": fan.get("expected_deliveries"),
+        "received_deliveries": fan.get("received_deliveries"),
         "recoveries": recoveries, "churn": churn_sum, "streams": streams,
-        "grew": grew, "ok": ok}
+        "stream_messages": stream_trend, "grew": grew, "ok": ok}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     lines = [f"# Soak {out.name}", "",
              f"{end} s of steady fan-out with churn and recoveries (bench/soak.sh). "
              f"Verdict: **{'pass' if ok else 'FAIL'}**.", "",
-             "| process | first quarter MiB | last quarter MiB | growth | max MiB | 2nd-half slope MiB/h |",
-             "|---|---:|---:|---:|---:|---:|"]
+             f"Flat: last-30-minute slope <= {FLAT_MIB_PER_H} MiB/h and first to last quarter "
+             f"growth <= {GROWTH_SHARE * 100:.0f} % or {GROWTH_KIB // 1024} MiB.", "",
+             "| process | first 5 min MiB | last 5 min MiB | first quarter MiB | last quarter MiB "
+             "| growth | max MiB | 2nd-half slope MiB/h | last-30-min slope MiB/h |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n, m in memory.items():
-        lines.append(f"| {n} | {m['first_quarter_mib']} | {m['last_quarter_mib']} | "
-                     f"{m['growth_pct']} % | {m['max_mib']} | {m['second_half_slope_mib_per_h']} |")
-    lines += ["", f"Fan-out: lost {lost}, lost on dropped clients "
+        lines.append(f"| {n} | {m['first_5min_mib']} | {m['last_5min_mib']} | "
+                     f"{m['first_quarter_mib']} | {m['last_quarter_mib']} | "
+                     f"{m['growth_pct']} % | {m['max_mib']} | {m['second_half_slope_mib_per_h']} | "
+                     f"{m['last_30min_slope_mib_per_h']} |")
+    lines += ["", f"Sends: {step.get('sent')} sent, {step.get('acked')} acked; deliveries "
+              f"{fan.get('received_deliveries')}/{fan.get('expected_deliveries')}.",
+              f"Fan-out: lost {lost}, lost on dropped clients "
               f"{fan.get('lost_on_dropped_clients')}, duplicates {dups}"
               + (f", error: {fan['error']}" if "error" in fan else "") + ".",
               f"Recoveries: {recoveries['recovered']}/{recoveries['runs']} recovered, "
@@ -134,6 +169,10 @@ def main():
     if streams:
         lines += ["", "Streams at the end: " + ", ".join(
             f"{s['name']} {s['messages']} msgs / {s['bytes']} B" for s in streams) + "."]
+    if stream_trend:
+        lines += ["", "Stream messages over the run (start / middle / end, max): " + ", ".join(
+            f"{n} {t['start']} / {t['middle']} / {t['end']} ({t['max']})"
+            for n, t in stream_trend.items()) + "."]
     if grew:
         lines += ["", "Grew: " + ", ".join(grew) + "."]
     (out / "summary.md").write_text("\n".join(lines) + "\n")

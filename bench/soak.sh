@@ -17,9 +17,10 @@
 #   - every second churn round: a connection-state recovery (`recover --mode
 #     replay`: a session misses 50 events, reconnects, must get all 50).
 # Every SOAK_SAMPLE_SECS (10) the RSS of every cluster process (and the
-# fan-out load generator) goes to rss.csv. At the end soak-report.py writes
-# summary.md / summary.json: memory per process (mean of the first quarter
-# vs the last quarter), lost, duplicates, recoveries.
+# fan-out load generator) goes to rss.csv, every minute the JetStream
+# streams' message counts to streams.csv. At the end soak-report.py writes
+# summary.md / summary.json: memory per process (first vs last quarter, the
+# last 30 minutes' slope: "flat"), lost, duplicates, recoveries.
 #
 # Results: bench/results/soak-<UTC time>/ (SOAK_OUT). The cluster's state
 # goes to a temporary run directory, removed at the end. Ports (away from
@@ -112,6 +113,22 @@ say "fan-out: $CLIENTS clients, rooms of $ROOM_SIZE, $RATE msg/s for $SECS s"
   >"$OUT/fanout.json" 2>>"$OUT/logs/loadgen.log" &
 FANOUT=$!
 PIDS+=("$FANOUT")
+
+# Stream sampler: every JetStream stream's messages and bytes each minute
+# (from the monitor's /jsz), to see whether the session bucket and the room
+# log level off.
+(
+  echo "elapsed_s,stream,messages,bytes"
+  start=$SECONDS
+  while kill -0 "$FANOUT" 2>/dev/null; do
+    curl -fsS "http://127.0.0.1:$NATS_MONITOR_PORT/jsz?streams=true" 2>/dev/null |
+      jq -r --arg t "$((SECONDS - start))" \
+        '.account_details[]?.stream_detail[]? | [$t, .name, .state.messages, .state.bytes] | @csv' |
+      tr -d '"' || true
+    sleep 60
+  done
+) >"$OUT/streams.csv" &
+PIDS+=("$!")
 
 # RSS sampler: every cluster process and the fan-out load generator.
 (

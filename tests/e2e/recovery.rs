@@ -414,6 +414,116 @@ async fn recovers_after_its_gateway_is_killed(backend: Backend) {
     receive_in_order(&node, "bob", &bodies(5..=5), last).await;
 }
 
+/// How many session records the store holds (on NATS: messages in the
+/// sessions stream, delete markers included).
+async fn session_records(c: &Cluster) -> u64 {
+    match c.backend {
+        Backend::Nats => {
+            let js = async_nats::jetstream::new(async_nats::connect(c.nats().url()).await.unwrap());
+            let mut stream = js.get_stream("KV_CONFAB_SESSIONS").await.unwrap();
+            stream.info().await.unwrap().state.messages
+        }
+        Backend::Redis => {
+            let client = redis::Client::open(c.redis.as_ref().unwrap().url()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg("*session:*")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            keys.len() as u64
+        }
+    }
+}
+
+async fn records_become(c: &Cluster, n: u64, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let now = session_records(c).await;
+        if now == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{now} session records, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn records_of_ended_sessions_go_with_the_window_and_live_ones_stay() {
+    records_last_as_long_as_they_serve(Backend::Nats).await;
+}
+
+#[tokio::test]
+async fn on_redis_records_of_ended_sessions_go_with_the_window_and_live_ones_stay() {
+    records_last_as_long_as_they_serve(Backend::Redis).await;
+}
+
+/// Issue #16's soak: one session record per connection ever made, kept a
+/// day, grew the store all day. A dropped session's record goes when its
+/// window has passed, a deliberately ended one's at once (on NATS leaving
+/// no delete marker); a live session's stays however long it lives, and
+/// still resumes after its gateway is SIGKILLed.
+async fn records_last_as_long_as_they_serve(backend: Backend) {
+    let window = Duration::from_secs(2);
+    let c = Cluster::start_tweaked_on(backend, 1, None, |cfg| {
+        cfg.recovery.window = window;
+        cfg.recovery.heartbeat = Duration::from_millis(200);
+    })
+    .await;
+    c.workspace_with_general(&["bob"]).await;
+    let mut env = c.gateway_env();
+    env.push(("CONFAB_RECOVERY__WINDOW", "2s".into()));
+    env.push(("CONFAB_RECOVERY__HEARTBEAT", "200ms".into()));
+    let mut doomed = GatewayProcess::start_with(&env).await;
+    let node = NodeClient::spawn().await;
+    let proxy = Proxy::start(doomed.addr).await;
+    // Bob on the doomed gateway, alice on gateway 0: two live sessions.
+    let (id, m0) = connected(&c, &node, &proxy, 0).await;
+    records_become(&c, 2, T).await;
+
+    // Churn on gateway 0: three connections end with a Socket.IO
+    // DISCONNECT, three drop (their sessions stay resumable for the window).
+    let url = format!(
+        "ws://{}/socket.io/?EIO=4&transport=websocket",
+        c.gateways[0].0
+    );
+    for i in 0..6 {
+        let mut ws = RawWs::connect(&url).await;
+        let reply = ws
+            .socket_io_connect(Some(&json!({ "token": token("carol") })))
+            .await;
+        assert!(reply.contains("\"pid\""), "{reply}");
+        if i % 2 == 0 {
+            // The Socket.IO DISCONNECT, then the connection closes (as
+            // `socket.disconnect()` does).
+            ws.send("41").await;
+        }
+    }
+    records_become(&c, 5, T).await;
+    let churned = tokio::time::Instant::now();
+
+    // Past the window (and the grace), only the live sessions' records are
+    // left, though they are older than the window.
+    tokio::time::sleep(window + Duration::from_secs(5)).await;
+    records_become(&c, 2, Duration::from_secs(5)).await;
+    assert!(churned.elapsed() < Duration::from_secs(30));
+
+    // Bob's live record, older than the window, still serves: his gateway
+    // is SIGKILLed and he resumes on gateway 0 with everything missed.
+    proxy.point_to(None);
+    doomed.kill().await;
+    node.expect("bob", is_type("disconnect"), T).await;
+    for i in 1..=3 {
+        send(&node, "alice", i).await;
+    }
+    proxy.point_to(Some(c.gateways[0].0));
+    expect_recovered(&node, "bob", &id).await;
+    receive_in_order(&node, "bob", &bodies(1..=3), m0).await;
+}
+
 #[tokio::test]
 async fn after_the_window_the_client_gets_a_fresh_session_and_is_told() {
     fresh_session_after_the_window(Backend::Nats).await;

@@ -307,7 +307,7 @@ impl App {
                         "connection-state recovery needs a session store shared by every gateway (NATS KV or Redis) on a shared bus; keeping sessions in one gateway's memory would break recovery on another gateway".into(),
                     ));
                 }
-                None => Arc::new(MemorySessions::new(r.session_max_age)),
+                None => Arc::new(MemorySessions::new(r.window, r.session_max_age)),
             };
             Some(Recovery::new(
                 r,

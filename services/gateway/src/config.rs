@@ -188,8 +188,10 @@ pub struct RecoverySettings {
     /// sessions of a gateway that died count from its last record.
     #[serde(with = "confab_config::duration")]
     pub heartbeat: Duration,
-    /// How long a session record is kept after its last write (default
-    /// 24 h). The records of live sockets are rewritten when half as old.
+    /// How long a live session's record is kept after its last write
+    /// (default 24 h); live sockets' records are rewritten when half as old.
+    /// A dropped session's record goes once the window has passed, an
+    /// ended one's at once (`features/recovery`'s `Expiry`).
     #[serde(with = "confab_config::duration")]
     pub session_max_age: Duration,
     /// Most recovery attempts of one session (`pid`) per `window` on this

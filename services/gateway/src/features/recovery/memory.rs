@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{SessionRecord, SessionStore, StoreError};
+use super::{Expiry, SessionRecord, SessionStore, StoreError};
 
 struct Entry {
     record: SessionRecord,
     revision: u64,
-    written: Instant,
+    /// When it expires ([`Expiry`]).
+    expires: Instant,
 }
 
 #[derive(Default)]
@@ -26,20 +27,24 @@ struct State {
     writes: u64,
 }
 
-/// Sessions in this process's memory, expiring after `max_age` like the
-/// NATS bucket's entries. For the all-in-one process, where every gateway
+/// Sessions in this process's memory, expiring as the NATS bucket's
+/// entries do ([`Expiry`]). For the all-in-one process, where every gateway
 /// is this process.
 pub struct MemorySessions {
     state: Mutex<State>,
-    max_age: Duration,
+    expiry: Expiry,
 }
 
 impl MemorySessions {
-    /// A store whose records expire `max_age` after they were written.
-    pub fn new(max_age: Duration) -> Self {
+    /// A store whose records expire `session_max_age` after they were
+    /// written, those of dropped sessions once `window` has passed.
+    pub fn new(window: Duration, session_max_age: Duration) -> Self {
         Self {
             state: Mutex::new(State::default()),
-            max_age,
+            expiry: Expiry {
+                window,
+                session_max_age,
+            },
         }
     }
 
@@ -52,8 +57,8 @@ impl MemorySessions {
         state.writes += 1;
         // Sweep now and then so that abandoned records do not pile up.
         if state.writes.is_multiple_of(1024) {
-            let max_age = self.max_age;
-            state.sessions.retain(|_, e| e.written.elapsed() < max_age);
+            let now = Instant::now();
+            state.sessions.retain(|_, e| e.expires > now);
         }
         let revision = state.revision;
         state.sessions.insert(
@@ -61,7 +66,7 @@ impl MemorySessions {
             Entry {
                 record: record.clone(),
                 revision,
-                written: Instant::now(),
+                expires: Instant::now() + self.expiry.of(record),
             },
         );
         revision
@@ -93,7 +98,7 @@ impl SessionStore for MemorySessions {
         Ok(state
             .sessions
             .get(pid)
-            .filter(|e| e.written.elapsed() < self.max_age)
+            .filter(|e| e.expires > Instant::now())
             .map(|e| (e.record.clone(), e.revision)))
     }
 
@@ -136,7 +141,7 @@ mod tests {
 
     #[tokio::test]
     async fn compare_and_set_and_expiry() {
-        let store = MemorySessions::new(Duration::from_millis(200));
+        let store = MemorySessions::new(Duration::from_secs(1), Duration::from_millis(200));
         let rev = store.put("p1", &record("u1")).await.unwrap();
         let (got, got_rev) = store.get("p1").await.unwrap().unwrap();
         assert_eq!((got, got_rev), (record("u1"), rev));

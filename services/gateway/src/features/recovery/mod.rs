@@ -38,7 +38,8 @@
 //!    from the stream every heartbeat; live events at or below it are not
 //!    sent to the new socket, so nothing is both skipped and replayed). On a transport drop, ping
 //!    timeout, slow-consumer close or shutdown it records
-//!    `disconnected_at_ms`; a deliberate disconnect deletes the record. Writes
+//!    `disconnected_at_ms` (that record then expires when the window has
+//!    passed, [`Expiry`]); a deliberate disconnect deletes the record. Writes
 //!    after the first are compare-and-set on the revision, so a gateway that
 //!    notices a drop late never overwrites a session already resumed
 //!    elsewhere. Records of live sockets are rewritten once they are half
@@ -226,6 +227,39 @@ pub trait SessionStore: Send + Sync + 'static {
 
 /// Most old session records rewritten per heartbeat (spreads the writes).
 const REFRESH_PER_BEAT: usize = 2_000;
+
+/// How long past the window a record whose drop was recorded is kept: it
+/// covers clock skew between the gateway that recorded the drop and the one
+/// asked to resume, and the stores' whole-second expiries (NATS's
+/// `Nats-TTL`). A client asking within it is told `expired`, after it
+/// `unknown_session`; either way it gets a fresh session.
+pub const CLOSED_GRACE: Duration = Duration::from_secs(5);
+
+/// How long the stores keep a record after a write. A session whose drop
+/// was recorded can only be resumed within the window, so its record goes
+/// then (`window + CLOSED_GRACE`) rather than after `session_max_age`: with
+/// one record per connection ever dropped kept for a day, a store under
+/// connection churn grows all day (issue #16's soak: 19,092 records after
+/// an hour). Records of live sockets (no drop recorded) are kept
+/// `session_max_age` and rewritten when half as old; a deliberate
+/// disconnect removes its record outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    /// `recovery.window`.
+    pub window: Duration,
+    /// `recovery.session_max_age`.
+    pub session_max_age: Duration,
+}
+
+impl Expiry {
+    /// How long `record`, written now, is kept.
+    pub fn of(&self, record: &SessionRecord) -> Duration {
+        match record.disconnected_at_ms {
+            Some(_) => (self.window + CLOSED_GRACE).min(self.session_max_age),
+            None => self.session_max_age,
+        }
+    }
+}
 
 /// What a reconnecting client asked to resume (from its CONNECT payload).
 #[derive(Debug, Clone, PartialEq, Eq)]

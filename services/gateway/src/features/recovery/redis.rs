@@ -2,8 +2,12 @@
 //! (`bus.kind = "redis"`): the Redis equivalent of the two NATS KV buckets.
 //!
 //! * `{prefix}:session:{pid}`: a hash `r` (revision), `v` (the record's
-//!   JSON), expiring `recovery.session_max_age` after its last write (like
-//!   the KV bucket's `max_age`).
+//!   JSON), expiring as [`Expiry`] says: a live socket's
+//!   `recovery.session_max_age` after its last write (like the KV bucket's
+//!   `max_age`), a dropped one's when the window has passed (plus
+//!   [`CLOSED_GRACE`]); a deliberate disconnect deletes it.
+//!
+//! [`CLOSED_GRACE`]: super::CLOSED_GRACE
 //! * `{prefix}:session-rev`: the counter revisions are taken from. One
 //!   counter for all records, so a record deleted and written again never
 //!   gets a revision an old writer still holds (the KV's stream sequence
@@ -24,7 +28,7 @@ use confab_bus::RedisBus;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
-use super::{SessionRecord, SessionStore, StoreError};
+use super::{Expiry, SessionRecord, SessionStore, StoreError};
 
 /// `put`: KEYS = record, counter; ARGV = JSON, ttl ms. Returns the
 /// revision.
@@ -56,7 +60,7 @@ pub struct RedisSessions {
     conn: ConnectionManager,
     put: Script,
     update: Script,
-    session_ttl_ms: u64,
+    expiry: Expiry,
     gateway_ttl_ms: u64,
 }
 
@@ -65,16 +69,19 @@ fn unavailable(e: &redis::RedisError) -> StoreError {
 }
 
 impl RedisSessions {
-    /// A store on `bus`'s connection and key prefix: records expire
-    /// `session_max_age` after their last write, liveness entries
-    /// `window + 1 min` after the last heartbeat.
+    /// A store on `bus`'s connection and key prefix: records expire as
+    /// [`Expiry`] says, liveness entries `window + 1 min` after the last
+    /// heartbeat.
     pub fn new(bus: &RedisBus, window: Duration, session_max_age: Duration) -> Self {
         Self {
             conn: bus.connection(),
             bus: bus.clone(),
             put: Script::new(PUT),
             update: Script::new(UPDATE),
-            session_ttl_ms: session_max_age.as_millis().max(1) as u64,
+            expiry: Expiry {
+                window,
+                session_max_age,
+            },
             gateway_ttl_ms: (window + Duration::from_secs(60)).as_millis() as u64,
         }
     }
@@ -90,6 +97,11 @@ impl RedisSessions {
     fn gateway_key(&self, gateway: &str) -> String {
         self.bus.key(&format!("gateway:{gateway}"))
     }
+
+    /// How long `record`, written now, is kept (ms).
+    fn ttl_ms(&self, record: &SessionRecord) -> u64 {
+        self.expiry.of(record).as_millis().max(1) as u64
+    }
 }
 
 fn encode(record: &SessionRecord) -> Vec<u8> {
@@ -103,7 +115,7 @@ impl SessionStore for RedisSessions {
             .key(self.session_key(pid))
             .key(self.counter_key())
             .arg(encode(record))
-            .arg(self.session_ttl_ms)
+            .arg(self.ttl_ms(record))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|e| unavailable(&e))
@@ -120,7 +132,7 @@ impl SessionStore for RedisSessions {
             .key(self.session_key(pid))
             .key(self.counter_key())
             .arg(encode(record))
-            .arg(self.session_ttl_ms)
+            .arg(self.ttl_ms(record))
             .arg(revision)
             .invoke_async(&mut self.conn.clone())
             .await

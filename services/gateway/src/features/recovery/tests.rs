@@ -17,7 +17,7 @@ fn item(room: &str, seq: u64, event: &str, data: Value) -> TailItem {
 #[tokio::test]
 async fn long_lived_sessions_are_rewritten_before_they_expire() {
     let max_age = Duration::from_millis(300);
-    let store = Arc::new(MemorySessions::new(max_age));
+    let store = Arc::new(MemorySessions::new(Duration::from_secs(120), max_age));
     let settings = RecoverySettings {
         session_max_age: Duration::from_millis(300),
         ..RecoverySettings::default()
