@@ -9,7 +9,10 @@
 //! consumer), and the consumer's pulls expire after [`TAIL_EXPIRES`], so a
 //! consumer that vanished without a reconnect (deleted, or its server
 //! paused in a cluster) misses its idle heartbeats within about two seconds
-//! and is recreated by the client. Messages outside
+//! and is recreated by the client; one recreated before it delivered
+//! anything starts again at the log's first message (the client's
+//! `DeliverPolicy::All`), so the feed ends at a message below the next
+//! one expected. Messages outside
 //! the room subjects or without a valid event are skipped (and counted, see
 //! [`codec`](super::codec)).
 //!
