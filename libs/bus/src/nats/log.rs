@@ -41,23 +41,12 @@ pub(super) struct LogState {
     pub(super) created_ns: i128,
 }
 
-/// Longest wait for the stream info of [`read_log_state`]. While a cluster
-/// elects a new stream leader the request goes unanswered until the
-/// client's timeout (10 s seen): the history projector, whose every retry
-/// starts with this read, then completed history 8 to 10 s after a node
-/// returned; its callers retry sooner.
-const LOG_STATE_TIMEOUT: Duration = Duration::from_secs(3);
-
 /// The room log's first and last sequences and its replicas, from one
-/// stream info request (bounded by [`LOG_STATE_TIMEOUT`]).
+/// stream info request.
 pub(super) async fn read_log_state(js: &jetstream::Context) -> Result<LogState, BusError> {
-    let stream = tokio::time::timeout(LOG_STATE_TIMEOUT, js.get_stream(ROOMS_STREAM))
+    let stream = js
+        .get_stream(ROOMS_STREAM)
         .await
-        .map_err(|_| {
-            BusError::Unavailable(format!(
-                "cannot read stream {ROOMS_STREAM}: no answer within {LOG_STATE_TIMEOUT:?}"
-            ))
-        })?
         .map_err(|e| BusError::Unavailable(format!("cannot read stream {ROOMS_STREAM}: {e}")))?;
     let info = stream.cached_info();
     Ok(LogState {
