@@ -51,12 +51,7 @@ pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, Bu
     let unavailable =
         |e: &dyn fmt::Display| BusError::Unavailable(format!("cannot tail room events: {e}"));
     let from_seq = from_seq.max(1);
-    // Bounded like the consumer's creation: while a cluster elects a new
-    // stream leader the stream info request goes unanswered until the
-    // client's timeout, longer than the caller's retry.
-    let state = tokio::time::timeout(CREATE_TIMEOUT, log::read_log_state(&inner.jetstream))
-        .await
-        .map_err(|_| unavailable(&format!("no stream info within {CREATE_TIMEOUT:?}")))??;
+    let state = log::read_log_state(&inner.jetstream).await?;
     if from_seq < state.first && from_seq <= state.last {
         return Err(BusError::Trimmed(format!(
             "the room log (stream ROOMS) starts at sequence {}; messages {from_seq} to {} were \
