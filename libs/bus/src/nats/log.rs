@@ -196,7 +196,7 @@ pub(super) async fn read_until(
         };
         if seq < next {
             if skipped == 0 {
-                tracing::debug!(
+                tracing::warn!(
                     seq,
                     next,
                     "an ordered consumer was recreated from the stream's start; skipping what was read already"
