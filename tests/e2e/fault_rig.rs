@@ -1070,6 +1070,9 @@ impl Rig {
                     lost[a.phase] += 1;
                 }
             }
+            if seen.values().any(|&c| c > 1) {
+                eprintln!("{}", duplicate_trace(&received, who, &seen));
+            }
         }
         let mut acked = vec![0usize; self.phases.len()];
         for a in &sent.acked {
@@ -1131,6 +1134,39 @@ impl Rig {
         );
         reports
     }
+}
+
+/// What a receiver that got duplicates saw: its lifecycle reports
+/// (connects, disconnects, reconnects) and the first duplicated messages
+/// with every delivery's offset and time, in arrival order: what tells a
+/// gateway delivering twice from a client counting a frame twice.
+fn duplicate_trace(received: &[Value], who: &str, seen: &HashMap<String, usize>) -> String {
+    let mut out = format!("duplicate trace of {who}:\n");
+    let mut shown = HashSet::new();
+    for m in received.iter().filter(|m| m["socket"] == who) {
+        let is_message = m["type"] == "event" && m["event"] == "message:new";
+        if !is_message {
+            let _ = writeln!(out, "  {m}");
+            continue;
+        }
+        let Some(id) = m["args"][0]["id"].as_str() else {
+            continue;
+        };
+        if seen.get(id).copied().unwrap_or(0) > 1 && (shown.len() < 12 || shown.contains(id)) {
+            shown.insert(id.to_owned());
+            let _ = writeln!(
+                out,
+                "  dup {id} body {} offset {} at {}",
+                m["args"][0]["body"],
+                m["args"]
+                    .as_array()
+                    .and_then(|a| a.last())
+                    .unwrap_or(&Value::Null),
+                m["at"]
+            );
+        }
+    }
+    out
 }
 
 /// Notes the message id and offset of a `message:new` frame a raw client

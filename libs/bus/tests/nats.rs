@@ -917,6 +917,34 @@ async fn tail_reads_every_room_in_order_then_follows_live() {
     );
 }
 
+/// A tail whose consumer is lost before it delivered anything (deleted
+/// here; in a cluster, a leader moving) is recreated by the client from the
+/// stream's first message, not from the tail's start: the tail must never
+/// yield a message below its start (it ends instead; the caller resumes
+/// from its checkpoint). Before the fix it yielded sequence 1 again.
+#[tokio::test]
+async fn a_tail_recreated_before_its_first_message_never_goes_back() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let a = room("channel:tr");
+    for i in 0..4 {
+        bus.publish(&a, numbered(i)).await.unwrap();
+    }
+    let mut tail = bus.tail(5).await.unwrap();
+    let stream = bus.jetstream().get_stream(ROOMS_STREAM).await.unwrap();
+    let names: Vec<String> = stream.consumer_names().map(Result::unwrap).collect().await;
+    assert_eq!(names.len(), 1, "the tail's consumer");
+    stream.delete_consumer(&names[0]).await.unwrap();
+    bus.publish(&a, numbered(4)).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), tail.next())
+        .await
+        .expect("the tail yields or ends")
+        .expect("an item or an error");
+    if let Ok(item) = first {
+        assert_eq!(item.msg.seq, Some(5), "the tail went back: {item:?}");
+    }
+}
+
 /// The rooms' messages from `from`, in order, as a reference: every stored
 /// message of `ROOMS` read one by one.
 async fn stored_from(bus: &NatsBus, rooms: &[RoomId], from: u64) -> Vec<u64> {

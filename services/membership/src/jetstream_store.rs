@@ -409,12 +409,24 @@ impl EventStore for JetStreamEventStore {
                     .into(),
             ))
         });
-        let events = messages.map(|m| {
+        // The next sequence the tail may yield. The client recreates an
+        // ordered consumer that delivered nothing yet (lost with its node,
+        // two missed heartbeats) from the stream's first event, not from
+        // `from_seq` (`DeliverPolicy::All`): the tail ends there instead of
+        // handing the projector and the notifier the log again.
+        let mut next = from_seq.max(1);
+        let events = messages.map(move |m| {
             let m = m.map_err(|e| unavailable("tail interrupted", e))?;
             let seq = m
                 .info()
                 .map_err(|e| unavailable("message without JetStream metadata", e))?
                 .stream_sequence;
+            if seq < next {
+                return Err(StoreError::Unavailable(format!(
+                    "the tail's consumer restarted at sequence {seq}, below {next}: resume from the checkpoint"
+                )));
+            }
+            next = seq + 1;
             let mut stored = Self::parse(seq, &m.payload)?;
             stored.traceparent = m
                 .headers

@@ -321,6 +321,42 @@ async fn tail_replays_then_follows() {
     assert_eq!(got.seq, 5);
 }
 
+/// A tail whose consumer is lost before it delivered anything (deleted
+/// here; in a cluster, lost with its node) is recreated by the client from
+/// the stream's first event: the tail must never hand out an event below
+/// its start (it ends; the projector and the notifier resume from their
+/// checkpoints). Before the fix it yielded event 1 again.
+#[tokio::test]
+async fn a_tail_recreated_before_its_first_event_never_goes_back() {
+    let (server, store) = started().await;
+    let a = aggregate("a");
+    let s1 = store.append(&a, 0, &env("e1", created("a"))).await.unwrap();
+    let s2 = store
+        .append(&a, s1, &env("e2", added("a", "x")))
+        .await
+        .unwrap();
+    let mut tail = store.tail(3).await.unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let stream = async_nats::jetstream::new(client)
+        .get_stream(MEMBERSHIP_STREAM)
+        .await
+        .unwrap();
+    let names: Vec<String> = stream.consumer_names().map(Result::unwrap).collect().await;
+    assert_eq!(names.len(), 1, "the tail's consumer");
+    stream.delete_consumer(&names[0]).await.unwrap();
+    store
+        .append(&a, s2, &env("e3", added("a", "y")))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), tail.next())
+        .await
+        .expect("the tail yields or ends")
+        .expect("an event or an error");
+    if let Ok(event) = first {
+        assert_eq!(event.seq, 3, "the tail went back: {}", event.envelope.id);
+    }
+}
+
 #[tokio::test]
 async fn events_survive_a_server_restart() {
     let mut server = NatsServer::start();

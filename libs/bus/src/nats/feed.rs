@@ -104,7 +104,7 @@ async fn fetch_stored(
         let (_, consumer) =
             log::ordered_consumer(&inner.jetstream, Filter::One(filter.to_owned()), from, max_batch)
                 .await?;
-        log::read_until(consumer, to, |seq, pending, message| {
+        log::read_until(consumer, from, to, |seq, pending, message| {
             got.push((seq, message));
             if seq < to && pending > 0 && got.len() >= MAX_REPAIR_MESSAGES {
                 return Err(format!(

@@ -155,12 +155,24 @@ pub(super) async fn ordered_consumer_expiring(
     Ok((stream, consumer))
 }
 
-/// Reads an ordered consumer in sequence order up to `last` (or until
-/// nothing is pending), handing each message with its sequence and pending
-/// count to `take`, which may stop early (`Ok(false)`) or fail. Bounded by
-/// [`REPAIR_TIMEOUT`]. Shared by gap repair and replay.
+/// Reads an ordered consumer created at `start` ([`ordered_consumer`]) in
+/// sequence order up to `last` (or until nothing is pending), handing each
+/// message with its sequence and pending count to `take`, which may stop
+/// early (`Ok(false)`) or fail. Bounded by [`REPAIR_TIMEOUT`]. Shared by gap
+/// repair and replay.
+///
+/// Messages below the next sequence expected (at first `start`) are
+/// skipped, never handed over: when the client recreates an ordered
+/// consumer that has not delivered anything yet (a pull answered "no
+/// responders" or "consumer deleted", two missed heartbeats: a cluster
+/// moving its leaders), it recreates it from the stream's first message,
+/// not from `start` (async-nats `DeliverPolicy::All` for a consumer at
+/// stream sequence 0). Handing those over made a recovery replay every
+/// event of the socket's rooms since the log began: a client got each one
+/// twice.
 pub(super) async fn read_until(
     consumer: Ordered,
+    start: u64,
     last: u64,
     mut take: impl FnMut(u64, u64, jetstream::Message) -> Result<bool, String>,
 ) -> Result<(), String> {
@@ -169,6 +181,8 @@ pub(super) async fn read_until(
     }
     let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
     let deadline = tokio::time::Instant::now() + REPAIR_TIMEOUT;
+    let mut next = start;
+    let mut skipped = 0u64;
     loop {
         let message = match tokio::time::timeout_at(deadline, messages.next()).await {
             Err(_) => return Err(format!("timed out after {REPAIR_TIMEOUT:?}")),
@@ -180,11 +194,85 @@ pub(super) async fn read_until(
             Ok(info) => (info.stream_sequence, info.pending),
             Err(e) => return Err(e.to_string()),
         };
+        if seq < next {
+            if skipped == 0 {
+                tracing::warn!(
+                    seq,
+                    next,
+                    "an ordered consumer was recreated from the stream's start; skipping what was read already"
+                );
+            }
+            skipped += 1;
+            if pending == 0 {
+                // Nothing from `next` on is stored (any more).
+                return Ok(());
+            }
+            continue;
+        }
+        next = seq + 1;
         if seq > last {
             return Ok(());
         }
         if !take(seq, pending, message)? || seq >= last || pending == 0 {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confab_test_support::NatsServer;
+
+    /// A stream `ROOMS` on a fresh server holding `in.rooms.channel.a`
+    /// messages 1..=5 and `in.rooms.channel.b` messages 6..=7.
+    async fn stream_with_history() -> (NatsServer, jetstream::Context) {
+        let server = tokio::task::spawn_blocking(NatsServer::start)
+            .await
+            .unwrap();
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let js = jetstream::new(client);
+        js.create_stream(stream::Config {
+            name: ROOMS_STREAM.to_owned(),
+            subjects: vec!["in.rooms.>".to_owned()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        for subject in ["a", "a", "a", "a", "a", "b", "b"] {
+            js.publish(format!("in.rooms.channel.{subject}"), "x".into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        (server, js)
+    }
+
+    /// The replay fallback's situation in a cluster moving its leaders: the
+    /// ordered consumer (start 4) is gone before its first pull is
+    /// answered, so the client recreates it, from the stream's first
+    /// message. Only 4..=7 may come out; before the fix 1..=7 did (a
+    /// recovered client got every event of its rooms since the log began
+    /// again).
+    #[tokio::test]
+    async fn a_consumer_recreated_before_its_first_message_reads_from_start() {
+        let (_server, js) = stream_with_history().await;
+        let filter = Filter::Many(vec![
+            "in.rooms.channel.a".to_owned(),
+            "in.rooms.channel.b".to_owned(),
+        ]);
+        let (stream, consumer) = ordered_consumer(&js, filter, 4, 10).await.unwrap();
+        // The first pull then goes to a consumer that no longer exists.
+        let name = consumer.cached_info().name.clone();
+        stream.delete_consumer(&name).await.unwrap();
+        let mut got = Vec::new();
+        read_until(consumer, 4, 7, |seq, _, _| {
+            got.push(seq);
+            Ok(true)
+        })
+        .await
+        .unwrap();
+        assert_eq!(got, vec![4, 5, 6, 7]);
     }
 }

@@ -202,7 +202,7 @@ async fn replay_with_consumer(
             .map_err(|e| unavailable(&e))?;
     let name = consumer.cached_info().name.clone();
     let mut out = Vec::new();
-    let result = log::read_until(consumer, last, |seq, _pending, message| {
+    let result = log::read_until(consumer, start, last, |seq, _pending, message| {
         out.extend(stored_item(&message, seq, &inner.counters));
         Ok(out.len() < max)
     })

@@ -9,7 +9,10 @@
 //! consumer), and the consumer's pulls expire after [`TAIL_EXPIRES`], so a
 //! consumer that vanished without a reconnect (deleted, or its server
 //! paused in a cluster) misses its idle heartbeats within about two seconds
-//! and is recreated by the client. Messages outside
+//! and is recreated by the client; one recreated before it delivered
+//! anything starts again at the log's first message (the client's
+//! `DeliverPolicy::All`), so the feed ends at a message below the next
+//! one expected. Messages outside
 //! the room subjects or without a valid event are skipped (and counted, see
 //! [`codec`](super::codec)).
 //!
@@ -80,9 +83,13 @@ pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, Bu
     .map_err(|_| unavailable(&format!("no consumer within {CREATE_TIMEOUT:?}")))?
     .map_err(|e| unavailable(&e))?;
     let js = inner.jetstream.clone();
+    // The next sequence the tail may yield: a message below it means the
+    // client recreated the consumer from the stream's start (it does so
+    // for an ordered consumer that delivered nothing yet, see
+    // `log::read_until`); the caller resumes from its checkpoint instead.
+    let mut next = from_seq;
     let feed = messages.filter_map(move |item| {
-        let inner = Arc::clone(&inner);
-        async move {
+        let item = (|| {
             let message = match item {
                 Ok(m) => m,
                 Err(e) => return Some(Err(unavailable(&e))),
@@ -91,8 +98,15 @@ pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, Bu
                 Ok(info) => info.stream_sequence,
                 Err(e) => return Some(Err(unavailable(&e))),
             };
+            if seq < next {
+                return Some(Err(unavailable(&format!(
+                    "the tail's consumer restarted at sequence {seq}, below {next}: resume from the checkpoint"
+                ))));
+            }
+            next = seq + 1;
             stored_item(&message, seq, &inner.counters).map(Ok)
-        }
+        })();
+        futures::future::ready(item)
     });
     let reconnected = futures::stream::once(async move {
         if reconnects.changed().await.is_err() {

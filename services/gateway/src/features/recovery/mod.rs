@@ -84,7 +84,11 @@
 //!    the server is older than 2.11, stream `ROOMS` has more than one replica
 //!    (a replica may answer a direct get before it holds the newest messages),
 //!    `bus.nats.direct_replay` is off, or a batch came back incomplete;
-//!    `confab_gateway_replays_total{path}` counts both kinds.
+//!    `confab_gateway_replays_total{path}` counts both kinds. A consumer the
+//!    client recreates before its first message (a cluster moving its
+//!    leaders) starts again at the log's first message: the replay skips
+//!    everything below its start (`libs/bus/src/nats/log.rs`), or the
+//!    client would get every event of its rooms since the log began again.
 //! 4. **Failure.** Unknown, foreign, malformed or expired sessions, a replay
 //!    of more than `recovery.max_replay_events`, a log trimmed past the
 //!    offset, or an unreadable store: the client gets a fresh session and
