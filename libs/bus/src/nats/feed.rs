@@ -41,6 +41,13 @@ use crate::{BusError, BusMessage, BusSubscription};
 /// oldest ones and logs how many were left out.
 pub const MAX_REPAIR_MESSAGES: usize = 10_000;
 
+/// Reads of one gap repair (the first and its retries) before its
+/// messages are given up as missing.
+const REPAIR_ATTEMPTS: u32 = 4;
+
+/// The pause before a repair's retry, times the attempt number.
+const REPAIR_BACKOFF: Duration = Duration::from_millis(500);
+
 /// How often a subscription tries to check for missed messages after a
 /// reconnect (JetStream may need a moment), and how long it waits in between.
 const CATCH_UP_ATTEMPTS: u32 = 3;
@@ -264,26 +271,51 @@ impl RoomFeed {
     async fn repair(&mut self, from: u64, to: u64, why: &'static str) {
         let counters = &self.inner.counters;
         bump(&counters.repairs, 1);
-        let (messages, error) = fetch_stored(&self.inner, &self.stored_subject, from, to).await;
-        bump(&counters.repaired_messages, messages.len() as u64);
-        for (seq, m) in &messages {
-            self.ready.extend(decode(
-                &self.room,
-                m.headers.as_ref(),
-                &m.payload,
-                Some(*seq),
-                counters,
-            ));
-        }
+        // A read that fails part-way (a JetStream cluster electing a
+        // leader answers nothing for seconds) is retried from where it
+        // stopped: giving up would lose the missing messages for every
+        // local socket of the room, while waiting only delays the room's
+        // later messages (they queue behind the repair, in order).
+        let (mut next, mut repaired, mut attempt) = (from, 0usize, 1u32);
+        let error = loop {
+            let (messages, error) = fetch_stored(&self.inner, &self.stored_subject, next, to).await;
+            repaired += messages.len();
+            bump(&counters.repaired_messages, messages.len() as u64);
+            for (seq, m) in &messages {
+                next = seq + 1;
+                self.ready.extend(decode(
+                    &self.room,
+                    m.headers.as_ref(),
+                    &m.payload,
+                    Some(*seq),
+                    counters,
+                ));
+            }
+            match error {
+                Some(error)
+                    if attempt < REPAIR_ATTEMPTS
+                        && next <= to
+                        && repaired < MAX_REPAIR_MESSAGES =>
+                {
+                    tracing::info!(
+                        room = %self.room, from = next, to, why, attempt, %error,
+                        "retrying a gap repair"
+                    );
+                    tokio::time::sleep(REPAIR_BACKOFF * attempt).await;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
         match error {
             None => tracing::debug!(
-                room = %self.room, from, to, repaired = messages.len(), why,
+                room = %self.room, from, to, repaired, why,
                 "repaired a gap in a room feed"
             ),
             Some(error) => {
                 bump(&counters.repair_failures, 1);
                 tracing::warn!(
-                    room = %self.room, from, to, repaired = messages.len(), why, %error,
+                    room = %self.room, from, to, repaired, why, %error,
                     "could not repair a gap in a room feed: messages are missing"
                 );
             }
