@@ -6,7 +6,10 @@
 Reads rss.csv (elapsed_s,process,pid,rss_kib), fanout.json (the load
 generator's fan-out line: lost, duplicates), churn.jsonl (churn and recovery
 runs) and jsz.json (JetStream at the end). Memory per process: the mean RSS
-of the first quarter of the run against the mean of the last quarter, and a
+of the first quarter of the run after its warm-up against the mean of the
+last quarter (the warm-up is the room log's retention, meta.json's
+rooms_max_age_secs, while the log fills up to its steady size, at most half
+the run; the first quarter of the whole run is reported too), and a
 least-squares slope over the second half (MiB per hour), which says whether
 memory still grows once warm, and one over the last 30 minutes. A process
 is **flat** when its last-30-minute slope is at most FLAT_MIB_PER_H (2 MiB/h,
@@ -52,11 +55,18 @@ def main():
             if rss > 0:
                 series[row["process"]].append((int(row["elapsed_s"]), rss))
     end = max((t for s in series.values() for t, _ in s), default=0)
+    try:
+        meta = json.loads((out / "meta.json").read_text())
+    except (OSError, ValueError):
+        meta = {}
+    warm = min(int(meta.get("rooms_max_age_secs", 0) or 0), end / 2)
     q = end / 4
+    wq = warm + (end - warm) / 4
 
     memory = {}
     for name, pts in sorted(series.items()):
-        first = [v for t, v in pts if t <= q]
+        first = [v for t, v in pts if warm <= t <= wq]
+        run_first = [v for t, v in pts if t <= q]
         last = [v for t, v in pts if t >= end - q]
         second_half = [(t, v) for t, v in pts if t >= end / 2]
         last_30 = [(t, v) for t, v in pts if t >= end - LAST_SECS]
@@ -66,6 +76,8 @@ def main():
         l_mean = sum(last) / len(last) if last else 0
         memory[name] = {
             "samples": len(pts),
+            "run_first_quarter_mib": round(sum(run_first) / len(run_first) / 1024, 1)
+            if run_first else None,
             "first_quarter_mib": round(f_mean / 1024, 1),
             "last_quarter_mib": round(l_mean / 1024, 1),
             "growth_pct": round((l_mean - f_mean) / f_mean * 100, 1) if f_mean else None,
@@ -129,6 +141,13 @@ def main():
         mid = min(pts, key=lambda p: abs(p[0] - end / 2))
         stream_trend[name] = {"start": pts[0][1], "middle": mid[1], "end": pts[-1][1],
                               "max": max(p[1] for p in pts), "end_bytes": pts[-1][2]}
+    api = []
+    if (out / "api.csv").exists():
+        with open(out / "api.csv") as f:
+            api = [(int(r["elapsed_s"]), int(r["api_total"]), int(r["api_errors"]))
+                   for r in csv.DictReader(f) if r["api_total"]]
+    # When the API errors happened: the sample times at which the count rose.
+    api_error_times = [t for (t, _, e), (_, _, pe) in zip(api[1:], api) if e > pe]
     step = (fan.get("steps") or [{}])[0]
     lost = fan.get("lost")
     dups = fan.get("duplicates")
@@ -141,19 +160,27 @@ def main():
         "expected_deliveries": fan.get("expected_deliveries"),
         "received_deliveries": fan.get("received_deliveries"),
         "recoveries": recoveries, "churn": churn_sum, "streams": streams,
-        "stream_messages": stream_trend, "grew": grew, "ok": ok}
+        "stream_messages": stream_trend, "grew": grew, "ok": ok,
+        "jetstream_api": {"requests": api[-1][1] if api else None,
+                          "errors": api[-1][2] if api else None,
+                          "errors_at_start": api[0][2] if api else None,
+                          "error_rose_at_secs": api_error_times}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     lines = [f"# Soak {out.name}", "",
              f"{end} s of steady fan-out with churn and recoveries (bench/soak.sh). "
              f"Verdict: **{'pass' if ok else 'FAIL'}**.", "",
              f"Flat: last-30-minute slope <= {FLAT_MIB_PER_H} MiB/h and first to last quarter "
-             f"growth <= {GROWTH_SHARE * 100:.0f} % or {GROWTH_KIB // 1024} MiB.", "",
-             "| process | first 5 min MiB | last 5 min MiB | first quarter MiB | last quarter MiB "
+             f"growth <= {GROWTH_SHARE * 100:.0f} % or {GROWTH_KIB // 1024} MiB, the quarters "
+             f"taken after a warm-up of {warm:.0f} s (the room log's retention, "
+             f"{meta.get('rooms_max_age', 'default')}: the log fills up meanwhile).", "",
+             "| process | first 5 min MiB | last 5 min MiB | run's first quarter MiB "
+             "| first quarter after warm-up MiB | last quarter MiB "
              "| growth | max MiB | 2nd-half slope MiB/h | last-30-min slope MiB/h |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for n, m in memory.items():
         lines.append(f"| {n} | {m['first_5min_mib']} | {m['last_5min_mib']} | "
+                     f"{m['run_first_quarter_mib']} | "
                      f"{m['first_quarter_mib']} | {m['last_quarter_mib']} | "
                      f"{m['growth_pct']} % | {m['max_mib']} | {m['second_half_slope_mib_per_h']} | "
                      f"{m['last_30min_slope_mib_per_h']} |")
@@ -173,6 +200,10 @@ def main():
         lines += ["", "Stream messages over the run (start / middle / end, max): " + ", ".join(
             f"{n} {t['start']} / {t['middle']} / {t['end']} ({t['max']})"
             for n, t in stream_trend.items()) + "."]
+    if api:
+        lines += ["", f"JetStream API: {api[-1][1]} requests, {api[-1][2]} errors "
+                  f"({api[0][2]} by the first sample, at {api[0][0]} s); the count rose at "
+                  + (", ".join(f"{t} s" for t in api_error_times) or "no later sample") + "."]
     if grew:
         lines += ["", "Grew: " + ", ".join(grew) + "."]
     (out / "summary.md").write_text("\n".join(lines) + "\n")

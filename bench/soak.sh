@@ -53,6 +53,17 @@ RATE="${SOAK_RATE:-40}"
 CHURN="${SOAK_CHURN:-200}"
 CHURN_SECS="${SOAK_CHURN_SECS:-30}"
 SAMPLE_SECS="${SOAK_SAMPLE_SECS:-10}"
+# How long the room log keeps events (bus.*.rooms_max_age, default 24 h).
+# An hour never reaches the steady state of a 24 h retention: the log, and
+# nats-server's memory with it, grow for a day. 10 minutes (at least the
+# 2-minute recovery window) lets the log level off early in the run; the
+# report measures growth from then on (its warm-up).
+ROOMS_MAX_AGE="${SOAK_ROOMS_MAX_AGE:-10m}"
+case "$ROOMS_MAX_AGE" in
+  *m) MAX_AGE_SECS=$((${ROOMS_MAX_AGE%m} * 60)) ;;
+  *h) MAX_AGE_SECS=$((${ROOMS_MAX_AGE%h} * 3600)) ;;
+  *) echo "SOAK_ROOMS_MAX_AGE must be minutes or hours, e.g. 10m or 24h" >&2; exit 2 ;;
+esac
 
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="${SOAK_OUT:-$BENCH/results/soak-$STAMP}"
@@ -85,6 +96,7 @@ RELEASE=(--release)
 CONFAB_NATS_PORT="$NATS_PORT" CONFAB_NATS_MONITOR_PORT="$NATS_MONITOR_PORT" \
   CONFAB_MEMBERSHIP_PORT="$MEMBERSHIP_PORT" CONFAB_GATEWAY_PORTS="$GW1 $GW2" \
   CONFAB_GATEWAY_CONFIG="$BENCH/gateway.toml" RUST_LOG="${RUST_LOG:-warn}" \
+  CONFAB_ROOMS_MAX_AGE="$ROOMS_MAX_AGE" \
   CONFAB_CLUSTER_PROFILE="$PROFILE" bash "$ROOT/deploy/local/cluster.sh" up >&2
 
 pid_of() { tr -dc '0-9' <"$RUN/$1.pid"; }
@@ -102,6 +114,7 @@ say "creating the rooms"
 {
   printf '{"stamp":"%s","secs":%s,"clients":%s,"room_size":%s,"rate":%s,' "$STAMP" "$SECS" "$CLIENTS" "$ROOM_SIZE" "$RATE"
   printf '"churn":%s,"churn_secs":%s,"sample_secs":%s,"cpus":%s,' "$CHURN" "$CHURN_SECS" "$SAMPLE_SECS" "$(nproc)"
+  printf '"rooms_max_age":"%s","rooms_max_age_secs":%s,' "$ROOMS_MAX_AGE" "$MAX_AGE_SECS"
   printf '"profile":"%s","commit":"%s","load_average_start":"%s"}\n' \
     "$PROFILE" "$(git -C "$ROOT" rev-parse --short HEAD)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 } >"$OUT/meta.json"
@@ -116,15 +129,21 @@ PIDS+=("$FANOUT")
 
 # Stream sampler: every JetStream stream's messages and bytes each minute
 # (from the monitor's /jsz), to see whether the session bucket and the room
-# log level off.
+# log level off; and the JetStream API's request and error counts (api.csv),
+# to tell when in the run API errors happen.
 (
   echo "elapsed_s,stream,messages,bytes"
+  echo "elapsed_s,api_total,api_errors" >"$OUT/api.csv"
   start=$SECONDS
   while kill -0 "$FANOUT" 2>/dev/null; do
-    curl -fsS "http://127.0.0.1:$NATS_MONITOR_PORT/jsz?streams=true" 2>/dev/null |
+    jsz="$(curl -fsS "http://127.0.0.1:$NATS_MONITOR_PORT/jsz?streams=true" 2>/dev/null || true)"
+    if [ -n "$jsz" ]; then
       jq -r --arg t "$((SECONDS - start))" \
-        '.account_details[]?.stream_detail[]? | [$t, .name, .state.messages, .state.bytes] | @csv' |
-      tr -d '"' || true
+        '.account_details[]?.stream_detail[]? | [$t, .name, .state.messages, .state.bytes] | @csv' \
+        <<<"$jsz" | tr -d '"' || true
+      jq -r --arg t "$((SECONDS - start))" '[$t, .api.total, .api.errors] | @csv' <<<"$jsz" |
+        tr -d '"' >>"$OUT/api.csv" || true
+    fi
     sleep 60
   done
 ) >"$OUT/streams.csv" &

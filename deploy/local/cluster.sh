@@ -58,6 +58,10 @@
 #   CONFAB_NATS_SYNC (JetStream's sync_interval: unset keeps the server's
 #   default, a periodic fsync every 2 min; `always` fsyncs every write before
 #   its ack; or a duration such as `10s`; see README "Durability").
+#   CONFAB_ROOMS_MAX_AGE (how long the room log keeps events, given to
+#   membership and every gateway as bus.{nats,redis}.rooms_max_age: unset
+#   keeps the default, 24h; at least the recovery window, 2m; the soak
+#   shortens it to reach the steady state within its hour).
 # Other CONFAB_* variables of your shell are NOT passed to the services (they
 # would change the cluster's settings; these knobs share the prefix, and the
 # services warn about the ones that name none of their keys).
@@ -296,6 +300,10 @@ start() { # name var=value... -- program args...
   while [ "$1" != "--" ]; do vars+=("$1"); shift; done
   shift
   [ -n "${CONFAB_LOG__FORMAT:-}" ] && vars+=("CONFAB_LOG__FORMAT=$CONFAB_LOG__FORMAT")
+  if [[ "$name" == gateway-* || "$name" == membership ]] && [ -n "${CONFAB_ROOMS_MAX_AGE:-}" ]; then
+    local bus_key; bus_key="$(printf '%s' "$BUS" | tr '[:lower:]' '[:upper:]')"
+    vars+=("CONFAB_BUS__${bus_key}__ROOMS_MAX_AGE=$CONFAB_ROOMS_MAX_AGE")
+  fi
   if [[ "$name" == gateway-* ]] && [ -n "${CONFAB_GATEWAY_CONFIG:-}" ]; then
     vars+=("CONFAB_CONFIG=$CONFAB_GATEWAY_CONFIG")
   fi

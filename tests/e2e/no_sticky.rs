@@ -576,14 +576,7 @@ async fn forwarding_gateway_killed(backend: Backend) {
     let mut doomed = GatewayProcess::start_in(&c).await;
     let lb = RoundRobin::start(vec![c.gateways[0].0, doomed.addr]).await;
     let node = NodeClient::spawn().await;
-    let bob = json!({
-        "transports": ["polling"],
-        "auth": { "token": token("bob") },
-        "forceNew": true,
-        "reconnectionDelay": 100,
-        "reconnectionDelayMax": 200,
-        "randomizationFactor": 0,
-    });
+    let bob = reconnecting_polling(&token("bob"));
     node.connect("bob", &lb.url(), bob).await;
     node.expect("bob", is_type("connect"), T).await;
     connect_as(&node, "alice", "alice", &c.gateway_url(0)).await;
@@ -632,14 +625,7 @@ async fn owner_killed_mid_session(backend: Backend) {
     // other one forwarded by gateway 0.
     let lb = RoundRobin::start(vec![doomed.addr, c.gateways[0].0]).await;
     let node = NodeClient::spawn().await;
-    let bob = json!({
-        "transports": ["polling"],
-        "auth": { "token": token("bob") },
-        "forceNew": true,
-        "reconnectionDelay": 100,
-        "reconnectionDelayMax": 200,
-        "randomizationFactor": 0,
-    });
+    let bob = reconnecting_polling(&token("bob"));
     node.connect("bob", &lb.url(), bob).await;
     node.expect("bob", is_type("connect"), T).await;
     assert_eq!(polling_sessions(&c, 0).await, 0, "not gateway 0's session");
@@ -662,4 +648,15 @@ async fn owner_killed_mid_session(backend: Backend) {
     assert_eq!(back["recovered"], true, "{back}");
     receive_in_order(&node, "bob", &bodies(3..=6), last).await;
     assert_eq!(polling_sessions(&c, 0).await, 1, "gateway 0 owns it now");
+}
+
+/// [`polling_only`] that reconnects, within 0.1-0.2 s (and recovers its
+/// session, as by default).
+fn reconnecting_polling(token: &str) -> serde_json::Value {
+    let mut options = polling_only(token);
+    options["reconnection"] = json!(true);
+    options["reconnectionDelay"] = json!(100);
+    options["reconnectionDelayMax"] = json!(200);
+    options["randomizationFactor"] = json!(0);
+    options
 }

@@ -164,15 +164,11 @@ async fn dropped_redis_connections_in_the_middle_of_traffic_lose_no_acked_messag
     bob_gets_all(&node, &acked).await;
 }
 
-/// The gateway's bus-state samples in `/metrics` (`confab_gateway_bus*`).
-async fn bus_samples(gateway: &str) -> Vec<String> {
-    let text = reqwest::get(format!("{gateway}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+/// The first gateway's bus-state samples in `/metrics` (`confab_gateway_bus*`).
+async fn bus_samples(c: &Cluster) -> Vec<String> {
+    let (_, gateway) = both_metrics(c).await;
+    gateway
+        .lines()
         .filter(|l| l.starts_with("confab_gateway_bus"))
         .map(str::to_owned)
         .collect()
@@ -190,12 +186,12 @@ async fn a_redis_gateway_shows_the_bus_state_series_a_nats_gateway_shows() {
             .map(|s| s.split([' ', '{']).next().unwrap().to_owned())
             .collect::<std::collections::BTreeSet<_>>()
     };
-    let on_nats = names(bus_samples(&nats.gateway_url(0)).await);
+    let on_nats = names(bus_samples(&nats).await);
     assert!(
         on_nats.contains("confab_gateway_bus_connected"),
         "{on_nats:?}"
     );
-    assert_eq!(names(bus_samples(&redis.gateway_url(0)).await), on_nats);
+    assert_eq!(names(bus_samples(&redis).await), on_nats);
 }
 
 /// The value of the series `name` (labels included) in a Prometheus text.

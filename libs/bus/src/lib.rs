@@ -34,7 +34,7 @@ pub use in_process::{InProcessBus, InProcessLimits};
 pub use log_store::{LoadedLog, LogRecord, LogStore};
 pub use nats::{
     MAX_DIRECT_REPLAYS, MAX_REPAIR_MESSAGES, NatsBus, NatsBusStats, NatsConfig, RECOVERY_WINDOW,
-    parse_server_version,
+    ordered, parse_server_version,
 };
 pub use redis::{RedisBus, RedisConfig, TopicSubscription};
 pub use stall::end_when_stalled;

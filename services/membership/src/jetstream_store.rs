@@ -41,6 +41,7 @@ use async_nats::header::{
 };
 use async_nats::jetstream::{self, consumer, stream};
 use async_trait::async_trait;
+use confab_bus::ordered::{self, OnRestart};
 use confab_bus::subjects::HEADER_TRACEPARENT;
 use confab_bus::{NatsBus, NatsConfig};
 use confab_events::RoomId;
@@ -240,7 +241,23 @@ impl JetStreamEventStore {
         max_expires: Duration,
     ) -> Result<(consumer::pull::Ordered, String), StoreError> {
         let consumer = self
-            .stream
+            .ordered_consumer(filter, deliver_policy, max_expires)
+            .await?;
+        let name = consumer.cached_info().name.clone();
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| unavailable("cannot read from the ordered consumer", e))?;
+        Ok((messages, name))
+    }
+
+    async fn ordered_consumer(
+        &self,
+        filter: String,
+        deliver_policy: consumer::DeliverPolicy,
+        max_expires: Duration,
+    ) -> Result<consumer::Consumer<consumer::pull::OrderedConfig>, StoreError> {
+        self.stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: filter,
                 deliver_policy,
@@ -248,13 +265,7 @@ impl JetStreamEventStore {
                 ..Default::default()
             })
             .await
-            .map_err(|e| unavailable("cannot create an ordered consumer", e))?;
-        let name = consumer.cached_info().name.clone();
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|e| unavailable("cannot read from the ordered consumer", e))?;
-        Ok((messages, name))
+            .map_err(|e| unavailable("cannot create an ordered consumer", e))
     }
 }
 
@@ -381,16 +392,25 @@ impl EventStore for JetStreamEventStore {
         // Bounded: while a cluster elects a new stream leader the request
         // goes unanswered until the client's 5 s timeout (twice: create,
         // first pull); the caller's retry comes sooner.
-        let (messages, _) = tokio::time::timeout(
-            TAIL_CREATE_TIMEOUT,
-            self.ordered(
-                MEMBERSHIP_WILDCARD.to_owned(),
-                consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: from_seq.max(1),
-                },
-                TAIL_EXPIRES,
-            ),
-        )
+        // A consumer the client recreates from the log's first event (one
+        // that delivered nothing yet, lost with its node) ends the tail
+        // (`confab_bus::ordered`): the projector and the notifier resume from
+        // their checkpoints instead of being handed the log again.
+        let from = from_seq.max(1);
+        let messages = tokio::time::timeout(TAIL_CREATE_TIMEOUT, async {
+            let consumer = self
+                .ordered_consumer(
+                    MEMBERSHIP_WILDCARD.to_owned(),
+                    consumer::DeliverPolicy::ByStartSequence {
+                        start_sequence: from,
+                    },
+                    TAIL_EXPIRES,
+                )
+                .await?;
+            ordered::from_sequence(consumer, from, OnRestart::End)
+                .await
+                .map_err(|e| unavailable("cannot read from the ordered consumer", e))
+        })
         .await
         .map_err(|_| {
             StoreError::Unavailable(format!("no tail consumer within {TAIL_CREATE_TIMEOUT:?}"))
@@ -409,24 +429,9 @@ impl EventStore for JetStreamEventStore {
                     .into(),
             ))
         });
-        // The next sequence the tail may yield. The client recreates an
-        // ordered consumer that delivered nothing yet (lost with its node,
-        // two missed heartbeats) from the stream's first event, not from
-        // `from_seq` (`DeliverPolicy::All`): the tail ends there instead of
-        // handing the projector and the notifier the log again.
-        let mut next = from_seq.max(1);
         let events = messages.map(move |m| {
             let m = m.map_err(|e| unavailable("tail interrupted", e))?;
-            let seq = m
-                .info()
-                .map_err(|e| unavailable("message without JetStream metadata", e))?
-                .stream_sequence;
-            if seq < next {
-                return Err(StoreError::Unavailable(format!(
-                    "the tail's consumer restarted at sequence {seq}, below {next}: resume from the checkpoint"
-                )));
-            }
-            next = seq + 1;
+            let (seq, m) = (m.seq, m.message);
             let mut stored = Self::parse(seq, &m.payload)?;
             stored.traceparent = m
                 .headers

@@ -271,42 +271,32 @@ impl RoomFeed {
     async fn repair(&mut self, from: u64, to: u64, why: &'static str) {
         let counters = &self.inner.counters;
         bump(&counters.repairs, 1);
-        // A read that fails part-way (a JetStream cluster electing a
-        // leader answers nothing for seconds) is retried from where it
-        // stopped: giving up would lose the missing messages for every
-        // local socket of the room, while waiting only delays the room's
-        // later messages (they queue behind the repair, in order).
-        let (mut next, mut repaired, mut attempt) = (from, 0usize, 1u32);
-        let error = loop {
-            let (messages, error) = fetch_stored(&self.inner, &self.stored_subject, next, to).await;
-            repaired += messages.len();
-            bump(&counters.repaired_messages, messages.len() as u64);
-            for (seq, m) in &messages {
-                next = seq + 1;
-                self.ready.extend(decode(
-                    &self.room,
-                    m.headers.as_ref(),
-                    &m.payload,
-                    Some(*seq),
-                    counters,
-                ));
-            }
-            match error {
-                Some(error)
-                    if attempt < REPAIR_ATTEMPTS
-                        && next <= to
-                        && repaired < MAX_REPAIR_MESSAGES =>
-                {
-                    tracing::info!(
-                        room = %self.room, from = next, to, why, attempt, %error,
-                        "retrying a gap repair"
-                    );
-                    tokio::time::sleep(REPAIR_BACKOFF * attempt).await;
-                    attempt += 1;
+        let (inner, subject) = (&self.inner, &self.stored_subject);
+        let (room, ready) = (&self.room, &mut self.ready);
+        let (repaired, error) = read_with_retries(
+            from,
+            to,
+            |next| fetch_stored(inner, subject, next, to),
+            |messages| {
+                bump(&counters.repaired_messages, messages.len() as u64);
+                for (seq, m) in messages {
+                    ready.extend(decode(
+                        room,
+                        m.headers.as_ref(),
+                        &m.payload,
+                        Some(seq),
+                        counters,
+                    ));
                 }
-                other => break other,
-            }
-        };
+            },
+            |next, attempt, error| {
+                tracing::info!(
+                    %room, from = next, to, why, attempt, %error,
+                    "retrying a gap repair"
+                );
+            },
+        )
+        .await;
         match error {
             None => tracing::debug!(
                 room = %self.room, from, to, repaired, why,
@@ -323,6 +313,49 @@ impl RoomFeed {
     }
 }
 
+/// Reads stored messages `from..=to` with `fetch` (which returns what it
+/// read, in order, and the error that stopped it, if any), handing each
+/// read's messages to `take`. A read that fails part-way (a JetStream
+/// cluster electing a leader answers nothing for seconds) is retried from
+/// the message after the last one read, after [`REPAIR_BACKOFF`] times the
+/// attempt number, at most [`REPAIR_ATTEMPTS`] reads in all: giving up
+/// would lose the missing messages for every local socket of the room,
+/// while waiting only delays the room's later messages (they queue behind
+/// the repair, in order). Returns how many messages were read and the
+/// last error when the messages could not all be read.
+async fn read_with_retries<T, Fut>(
+    from: u64,
+    to: u64,
+    mut fetch: impl FnMut(u64) -> Fut,
+    mut take: impl FnMut(Vec<(u64, T)>),
+    mut on_retry: impl FnMut(u64, u32, &str),
+) -> (usize, Option<String>)
+where
+    Fut: std::future::Future<Output = (Vec<(u64, T)>, Option<String>)>,
+{
+    let (mut next, mut read, mut attempt) = (from, 0usize, 1u32);
+    loop {
+        let (messages, error) = fetch(next).await;
+        read += messages.len();
+        if let Some((seq, _)) = messages.last() {
+            next = seq + 1;
+        }
+        take(messages);
+        match error {
+            Some(error)
+                if attempt < REPAIR_ATTEMPTS && next <= to && read < MAX_REPAIR_MESSAGES =>
+            {
+                on_retry(next, attempt, &error);
+                tokio::time::sleep(REPAIR_BACKOFF * attempt).await;
+                attempt += 1;
+            }
+            // Everything up to `to` was read before the error: done.
+            Some(_) if next > to => return (read, None),
+            error => return (read, error),
+        }
+    }
+}
+
 /// Resolves to `true` when a re-check was signalled; never resolves once the
 /// signal is gone.
 async fn recheck_signal(rx: &mut Option<watch::Receiver<u64>>) -> bool {
@@ -333,4 +366,84 @@ async fn recheck_signal(rx: &mut Option<watch::Receiver<u64>>) -> bool {
         *rx = None;
     }
     std::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scripted store: each read answers with the messages from the
+    /// asked sequence on, up to its `limit` messages, then its error.
+    async fn run(
+        script: Vec<(usize, Option<&'static str>)>,
+        from: u64,
+        to: u64,
+    ) -> (Vec<u64>, Vec<u64>, usize, Option<String>, Duration) {
+        let script = std::cell::RefCell::new(VecDeque::from(script));
+        let asked = std::cell::RefCell::new(Vec::new());
+        let mut got = Vec::new();
+        let started = tokio::time::Instant::now();
+        let (read, error) = read_with_retries(
+            from,
+            to,
+            |next| {
+                asked.borrow_mut().push(next);
+                let (limit, error) = script.borrow_mut().pop_front().expect("an unscripted read");
+                let end = (next + limit as u64).min(to + 1);
+                let messages: Vec<(u64, ())> = (next..end).map(|seq| (seq, ())).collect();
+                async move { (messages, error.map(str::to_owned)) }
+            },
+            |messages| got.extend(messages.into_iter().map(|(seq, ())| seq)),
+            |_, _, _| {},
+        )
+        .await;
+        (asked.into_inner(), got, read, error, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_failing_part_way_is_retried_from_where_it_stopped() {
+        // 10..=20: the first read stops after 3 messages (a leader
+        // election), the second gets nothing, the third the rest.
+        let (asked, got, read, error, waited) = run(
+            vec![
+                (3, Some("timed out")),
+                (0, Some("no responders")),
+                (100, None),
+            ],
+            10,
+            20,
+        )
+        .await;
+        assert_eq!(asked, vec![10, 13, 13]);
+        assert_eq!(
+            got,
+            (10..=20).collect::<Vec<_>>(),
+            "every message once, in order"
+        );
+        assert_eq!((read, error), (11, None));
+        assert_eq!(
+            waited,
+            REPAIR_BACKOFF * 3,
+            "0.5 s, then 1 s between the reads"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repair_gives_up_after_its_attempts() {
+        let script = vec![(1, Some("timed out")); REPAIR_ATTEMPTS as usize];
+        let (asked, got, read, error, _) = run(script, 1, 9).await;
+        assert_eq!(asked, (1..=REPAIR_ATTEMPTS as u64).collect::<Vec<_>>());
+        assert_eq!(got, asked, "what was read is kept");
+        assert_eq!(read, REPAIR_ATTEMPTS as usize);
+        assert_eq!(error.as_deref(), Some("timed out"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_error_after_the_last_message_is_neither_retried_nor_reported() {
+        // Everything up to `to` was read before the read failed.
+        let (asked, got, _, error, waited) = run(vec![(5, Some("consumer ended"))], 1, 5).await;
+        assert_eq!((asked, got), (vec![1], vec![1, 2, 3, 4, 5]));
+        assert_eq!(error, None, "nothing is missing");
+        assert_eq!(waited, Duration::ZERO);
+    }
 }

@@ -16,6 +16,7 @@ use confab_events::RoomId;
 use futures::StreamExt;
 
 use super::codec::decode;
+use super::ordered::{self, OnRestart};
 use super::stats::Counters;
 use crate::subjects::{ROOMS_STREAM, publish_subject};
 use crate::{BusError, BusMessage};
@@ -161,15 +162,11 @@ pub(super) async fn ordered_consumer_expiring(
 /// early (`Ok(false)`) or fail. Bounded by [`REPAIR_TIMEOUT`]. Shared by gap
 /// repair and replay.
 ///
-/// Messages below the next sequence expected (at first `start`) are
-/// skipped, never handed over: when the client recreates an ordered
-/// consumer that has not delivered anything yet (a pull answered "no
-/// responders" or "consumer deleted", two missed heartbeats: a cluster
-/// moving its leaders), it recreates it from the stream's first message,
-/// not from `start` (async-nats `DeliverPolicy::All` for a consumer at
-/// stream sequence 0). Handing those over made a recovery replay every
-/// event of the socket's rooms since the log began: a client got each one
-/// twice.
+/// Messages below `start` are never handed over ([`ordered::from_sequence`]
+/// with [`OnRestart::Skip`]): a consumer the client recreated before its
+/// first message reads from the stream's first message again, and handing
+/// those over made a recovery replay every event of the socket's rooms
+/// since the log began: a client got each one twice.
 pub(super) async fn read_until(
     consumer: Ordered,
     start: u64,
@@ -179,41 +176,23 @@ pub(super) async fn read_until(
     if consumer.cached_info().num_pending == 0 {
         return Ok(());
     }
-    let mut messages = consumer.messages().await.map_err(|e| e.to_string())?;
+    let mut messages = ordered::from_sequence(consumer, start, OnRestart::Skip)
+        .await
+        .map_err(|e| e.to_string())?;
     let deadline = tokio::time::Instant::now() + REPAIR_TIMEOUT;
-    let mut next = start;
-    let mut skipped = 0u64;
     loop {
-        let message = match tokio::time::timeout_at(deadline, messages.next()).await {
+        let m = match tokio::time::timeout_at(deadline, messages.next()).await {
             Err(_) => return Err(format!("timed out after {REPAIR_TIMEOUT:?}")),
-            Ok(None) => return Err("consumer ended".to_owned()),
+            // Skipping showed that nothing from `start` on is stored (any more).
+            Ok(None) => return Ok(()),
             Ok(Some(Err(e))) => return Err(e.to_string()),
             Ok(Some(Ok(m))) => m,
         };
-        let (seq, pending) = match message.info() {
-            Ok(info) => (info.stream_sequence, info.pending),
-            Err(e) => return Err(e.to_string()),
-        };
-        if seq < next {
-            if skipped == 0 {
-                tracing::warn!(
-                    seq,
-                    next,
-                    "an ordered consumer was recreated from the stream's start; skipping what was read already"
-                );
-            }
-            skipped += 1;
-            if pending == 0 {
-                // Nothing from `next` on is stored (any more).
-                return Ok(());
-            }
-            continue;
-        }
-        next = seq + 1;
-        if seq > last {
+        if m.seq > last {
             return Ok(());
         }
-        if !take(seq, pending, message)? || seq >= last || pending == 0 {
+        let (seq, pending) = (m.seq, m.pending);
+        if !take(seq, pending, m.message)? || seq >= last || pending == 0 {
             return Ok(());
         }
     }

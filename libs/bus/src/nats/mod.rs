@@ -36,6 +36,7 @@ mod connection;
 mod direct_get;
 mod feed;
 mod log;
+pub mod ordered;
 mod publish;
 mod replay;
 mod shared_feed;

@@ -10,9 +10,9 @@
 //! consumer that vanished without a reconnect (deleted, or its server
 //! paused in a cluster) misses its idle heartbeats within about two seconds
 //! and is recreated by the client; one recreated before it delivered
-//! anything starts again at the log's first message (the client's
-//! `DeliverPolicy::All`), so the feed ends at a message below the next
-//! one expected. Messages outside
+//! anything starts again at the log's first message, so the feed ends at a
+//! message below the next one expected ([`ordered`](super::ordered)).
+//! Messages outside
 //! the room subjects or without a valid event are skipped (and counted, see
 //! [`codec`](super::codec)).
 //!
@@ -29,6 +29,7 @@ use futures::StreamExt;
 
 use super::codec::stored_item;
 use super::log::{self, Filter};
+use super::ordered::{self, OnRestart};
 use super::state::Inner;
 use crate::subjects::ROOMS_PUBLISH_WILDCARD;
 use crate::{BusError, BusTail, TailItem};
@@ -68,6 +69,9 @@ pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, Bu
     // Bounded: while a cluster elects a new stream leader the request
     // goes unanswered until the client's 5 s timeout (twice: create, first
     // pull); the caller's retry comes sooner.
+    // A consumer the client recreates from below `from_seq` (see
+    // [`ordered`](super::ordered)) ends the tail: the caller resumes from
+    // its checkpoint instead of being handed the log again.
     let messages = tokio::time::timeout(CREATE_TIMEOUT, async {
         let (_, consumer) = log::ordered_consumer_expiring(
             &inner.jetstream,
@@ -77,35 +81,19 @@ pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, Bu
             TAIL_EXPIRES,
         )
         .await?;
-        consumer.messages().await.map_err(|e| e.to_string())
+        ordered::from_sequence(consumer, from_seq, OnRestart::End)
+            .await
+            .map_err(|e| e.to_string())
     })
     .await
     .map_err(|_| unavailable(&format!("no consumer within {CREATE_TIMEOUT:?}")))?
     .map_err(|e| unavailable(&e))?;
     let js = inner.jetstream.clone();
-    // The next sequence the tail may yield: a message below it means the
-    // client recreated the consumer from the stream's start (it does so
-    // for an ordered consumer that delivered nothing yet, see
-    // `log::read_until`); the caller resumes from its checkpoint instead.
-    let mut next = from_seq;
     let feed = messages.filter_map(move |item| {
-        let item = (|| {
-            let message = match item {
-                Ok(m) => m,
-                Err(e) => return Some(Err(unavailable(&e))),
-            };
-            let seq = match message.info() {
-                Ok(info) => info.stream_sequence,
-                Err(e) => return Some(Err(unavailable(&e))),
-            };
-            if seq < next {
-                return Some(Err(unavailable(&format!(
-                    "the tail's consumer restarted at sequence {seq}, below {next}: resume from the checkpoint"
-                ))));
-            }
-            next = seq + 1;
-            stored_item(&message, seq, &inner.counters).map(Ok)
-        })();
+        let item = match item {
+            Ok(m) => stored_item(&m.message, m.seq, &inner.counters).map(Ok),
+            Err(e) => Some(Err(unavailable(&e))),
+        };
         futures::future::ready(item)
     });
     let reconnected = futures::stream::once(async move {
