@@ -14,7 +14,9 @@
 //    `room:joined` for it;
 // 4. POST /v1/emit `app:smoke` to the channel; alice and bob must get it
 //    exactly once, carol not at all; a forged `message:new` through the
-//    same API is refused (400 `invalid`).
+//    same API is refused (400 `invalid`);
+// 5. bob (gateway 2) asks `presence:query` about alice (gateway 1): she must
+//    be online (gateway 1's heartbeats reach the tracker in membership).
 //
 // Reads the ports from .run/cluster.env and the secrets from .run/. Prints
 // PASS or FAIL; exits 0 or 1. Bounded by SMOKE_TIMEOUT_MS (default 20000).
@@ -253,6 +255,21 @@ async function main() {
   const leaked = carol.events.filter((e) => e.event === "app:smoke" || e.event === "message:new");
   if (leaked.length) throw new Error(`carol, not a member, got ${JSON.stringify(leaked)}`);
   log("alice and bob got it once each; carol (not a member) got nothing");
+
+  // Gateways report presence to the membership service every few seconds
+  // (presence.heartbeat, default 5 s) and at once on a change.
+  step = "asking for alice's presence from bob's gateway";
+  const deadline = Date.now() + STEP_MS;
+  let presence;
+  while (Date.now() < deadline) {
+    const ack = await bob.socket.timeout(STEP_MS).emitWithAck("presence:query", { users: ["alice"] });
+    presence = ack?.presence?.alice ?? JSON.stringify(ack);
+    if (presence === "online") break;
+    // Presence queries are rate limited per connection.
+    await new Promise((r) => setTimeout(r, Math.max(500, ack?.error?.retryAfterMs ?? 0)));
+  }
+  if (presence !== "online") throw new Error(`bob sees alice ${presence ?? "unknown"}, not online`);
+  log(`bob (${gw2}) sees alice (${gw1}) online`);
 }
 
 main().then(

@@ -166,6 +166,11 @@ pub struct PhaseReport {
     pub order_violations: usize,
     pub history_complete: bool,
     pub history_after_heal_ms: u128,
+    /// When JetStream first answered stream info requests for `ROOMS` and
+    /// `MEMBERSHIP` again after the heal (a fresh connection asking every 100 ms): what
+    /// the log readers wait for, and what they cannot make sooner (`u128::MAX`:
+    /// not within 60 s). `None` on Redis.
+    pub jetstream_after_heal_ms: Option<u128>,
     pub recovered: usize,
     pub fresh: usize,
     pub recovery_failed: usize,
@@ -491,6 +496,10 @@ impl Rig {
         fault(self).await;
         let healed = Instant::now();
         self.phases.push((name.to_owned(), started, healed));
+        let jetstream = match &self.nats {
+            Nats::Redis(_) => None,
+            nats => Some(tokio::spawn(jetstream_answers(nats.urls()))),
+        };
         let ready = self.wait_ready().await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let mut report = PhaseReport {
@@ -499,6 +508,15 @@ impl Rig {
             notes: std::mem::take(&mut self.notes),
             ..PhaseReport::default()
         };
+        if let Some(probe) = jetstream {
+            report.jetstream_after_heal_ms = Some(match probe.await.unwrap() {
+                Ok(t) => (t - healed).as_millis(),
+                Err(e) => {
+                    report.notes.push(format!("JetStream probe: {e}"));
+                    u128::MAX
+                }
+            });
+        }
         // History of everything acked so far, timed from the heal.
         let wanted: HashSet<String> = self
             .sent
@@ -1189,6 +1207,47 @@ fn note_event(frame: &str, ids: &mut HashSet<String>, last_offset: &mut Option<S
     }
 }
 
+/// When JetStream at `urls` first answers stream info requests for `ROOMS`
+/// and `MEMBERSHIP` (asked every 100 ms, each try bounded at 1 s, for at
+/// most 60 s), or the last error.
+async fn jetstream_answers(urls: String) -> Result<Instant, String> {
+    let deadline = Instant::now() + HISTORY_WAIT;
+    let servers = urls
+        .split(',')
+        .map(str::parse::<async_nats::ServerAddr>)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(servers)
+        .await
+        .map_err(|e| e.to_string())?;
+    let js = async_nats::jetstream::new(client);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        // Stream info is answered by the stream's leader: what the log
+        // readers and the gateways' publishes wait for. (A consumer
+        // creation is answered by the meta leader, maybe before the stream
+        // has a leader again.)
+        let created = tokio::time::timeout(Duration::from_secs(1), async {
+            for stream in ["ROOMS", "MEMBERSHIP"] {
+                js.get_stream(stream)
+                    .await
+                    .map_err(|e| format!("{stream}: {e}"))?;
+            }
+            Ok::<_, String>(())
+        })
+        .await;
+        match created {
+            Ok(Ok(_)) => return Ok(Instant::now()),
+            Ok(Err(e)) => last = e,
+            Err(_) => last = "no answer within 1 s".to_owned(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(last)
+}
+
 fn render(title: &str, reports: &[PhaseReport], sent: &SendLog) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "\n## {title}\n");
@@ -1201,9 +1260,9 @@ fn render(title: &str, reports: &[PhaseReport], sent: &SendLog) -> String {
     );
     let _ = writeln!(
         out,
-        "| fault | acked | retried sends | slowest ack | lost | dup | order | history complete after heal | recovered / fresh / failed | ready after heal | notes |"
+        "| fault | acked | retried sends | slowest ack | lost | dup | order | history complete after heal | JetStream answers after heal | recovered / fresh / failed | ready after heal | notes |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in reports {
         let history = if r.history_complete {
             format!("{} ms", r.history_after_heal_ms)
@@ -1215,9 +1274,14 @@ fn render(title: &str, reports: &[PhaseReport], sent: &SendLog) -> String {
         } else {
             format!("{} ms", r.ready_after_heal_ms)
         };
+        let jetstream = match r.jetstream_after_heal_ms {
+            Some(u128::MAX) => "never (60 s)".to_owned(),
+            Some(ms) => format!("{ms} ms"),
+            None => "-".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} ms | {} | {} | {} | {} | {} / {} / {} | {} | {} |",
+            "| {} | {} | {} | {} ms | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} |",
             r.name,
             r.acked,
             r.retries,
@@ -1226,6 +1290,7 @@ fn render(title: &str, reports: &[PhaseReport], sent: &SendLog) -> String {
             r.duplicates,
             r.order_violations,
             history,
+            jetstream,
             r.recovered,
             r.fresh,
             r.recovery_failed,

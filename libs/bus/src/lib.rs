@@ -19,6 +19,7 @@ mod nats;
 mod redis;
 mod stall;
 pub mod subjects;
+mod timeout;
 pub mod trace;
 
 use std::pin::Pin;
@@ -38,6 +39,7 @@ pub use nats::{
 };
 pub use redis::{RedisBus, RedisConfig, TopicSubscription};
 pub use stall::end_when_stalled;
+pub use timeout::AdaptiveTimeout;
 
 /// The NATS client library [`NatsBus`] is built on, for services that use
 /// [`NatsBus::client`] or [`NatsBus::jetstream`] directly.

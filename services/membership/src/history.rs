@@ -27,7 +27,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use confab_bus::{Bus, BusError, BusMessage, BusTail, LogInfo, TailItem};
+use confab_bus::{AdaptiveTimeout, Bus, BusError, BusMessage, BusTail, LogInfo, TailItem};
 use confab_events::socket::{MessageDeleted, names};
 use confab_events::{RoomId, RoomKind, UserId};
 use futures::{FutureExt, StreamExt};
@@ -63,6 +63,16 @@ const RETRY_MIN: Duration = Duration::from_millis(100);
 /// Short: a failure is often a lost consumer or a restarted server that is
 /// back a moment later, and a retry costs one query.
 const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// How long the projector waits for the bus log's bounds when it
+/// (re)starts: 1 s, growing by 1 s per consecutive expiry up to 5 s. A
+/// request sent while a JetStream cluster moves its leaders may never be
+/// answered (the client's own timeout is 5-10 s) while one sent a moment
+/// later is: asking again soon resumes the projection as soon as the
+/// cluster answers.
+fn log_info_timeout() -> AdaptiveTimeout {
+    AdaptiveTimeout::new(Duration::from_secs(1), Duration::from_secs(5))
+}
 
 /// A failure of a history call; [`code`](Self::code) is the wire code.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -211,6 +221,7 @@ pub struct HistoryProjector {
     bus: Arc<dyn Bus>,
     progress: Arc<watch::Sender<u64>>,
     health: Health,
+    log_info_timeout: Arc<AdaptiveTimeout>,
 }
 
 impl std::fmt::Debug for HistoryProjector {
@@ -229,6 +240,7 @@ impl HistoryProjector {
             bus,
             progress: Arc::new(watch::channel(0).0),
             health: Health::default(),
+            log_info_timeout: Arc::new(log_info_timeout()),
         }
     }
 
@@ -254,7 +266,17 @@ impl HistoryProjector {
     pub async fn check_log(&self) -> Result<u64, CheckError> {
         let unavailable = |e: &dyn std::fmt::Display| CheckError::Unavailable(e.to_string());
         let (checkpoint, bound) = self.table.binding().await.map_err(|e| unavailable(&e))?;
-        let log = match self.bus.log_info().await {
+        let wait = self.log_info_timeout.current();
+        let log = self
+            .log_info_timeout
+            .run(self.bus.log_info())
+            .await
+            .unwrap_or_else(|| {
+                Err(BusError::Unavailable(format!(
+                    "no answer about the bus log within {wait:?}"
+                )))
+            });
+        let log = match log {
             Ok(log) => log,
             Err(BusError::Unsupported(_)) => return Ok(checkpoint),
             Err(e) => return Err(unavailable(&e)),

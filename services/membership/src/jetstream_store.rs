@@ -33,6 +33,7 @@
 //! up stream `ROOMS` and never touch the membership log, so a gateway's
 //! settings can never change it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -43,7 +44,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use async_trait::async_trait;
 use confab_bus::ordered::{self, OnRestart};
 use confab_bus::subjects::HEADER_TRACEPARENT;
-use confab_bus::{NatsBus, NatsConfig};
+use confab_bus::{AdaptiveTimeout, NatsBus, NatsConfig};
 use confab_events::RoomId;
 use confab_events::membership::{EventEnvelope, SCHEMA_VERSION};
 use futures::StreamExt;
@@ -66,9 +67,13 @@ const TAIL_EXPIRES: Duration = Duration::from_secs(2);
 /// 1 to 2 s instead of the client library's recreation backoff).
 const STALL_CHECK: Duration = Duration::from_secs(1);
 
-/// Longest a tail waits for its consumer to be created and its first pull
-/// sent.
-const TAIL_CREATE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a tail waits for its consumer to be created and its first
+/// pull sent: 1 s, growing by 1 s per consecutive expiry up to 5 s
+/// ([`AdaptiveTimeout`]: a request lost while a cluster moves its leaders
+/// is not waited out; a busy cluster still gets time to answer).
+fn tail_setup_timeout() -> AdaptiveTimeout {
+    AdaptiveTimeout::new(Duration::from_secs(1), Duration::from_secs(5))
+}
 
 /// Longest a load may take before the store is reported unavailable.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -110,6 +115,8 @@ pub struct JetStreamEventStore {
     stream: stream::Stream,
     /// The bus's reconnect signal (see [`NatsBus::reconnects`]).
     reconnects: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The bound on setting up a tail, shared by the store's clones.
+    tail_setup: Arc<AdaptiveTimeout>,
 }
 
 impl JetStreamEventStore {
@@ -164,6 +171,7 @@ impl JetStreamEventStore {
             js,
             stream,
             reconnects: None,
+            tail_setup: Arc::new(tail_setup_timeout()),
         })
     }
 
@@ -397,24 +405,27 @@ impl EventStore for JetStreamEventStore {
         // (`confab_bus::ordered`): the projector and the notifier resume from
         // their checkpoints instead of being handed the log again.
         let from = from_seq.max(1);
-        let messages = tokio::time::timeout(TAIL_CREATE_TIMEOUT, async {
-            let consumer = self
-                .ordered_consumer(
-                    MEMBERSHIP_WILDCARD.to_owned(),
-                    consumer::DeliverPolicy::ByStartSequence {
-                        start_sequence: from,
-                    },
-                    TAIL_EXPIRES,
-                )
-                .await?;
-            ordered::from_sequence(consumer, from, OnRestart::End)
-                .await
-                .map_err(|e| unavailable("cannot read from the ordered consumer", e))
-        })
-        .await
-        .map_err(|_| {
-            StoreError::Unavailable(format!("no tail consumer within {TAIL_CREATE_TIMEOUT:?}"))
-        })??;
+        let bound = self.tail_setup.current();
+        let messages = self
+            .tail_setup
+            .run(async {
+                let consumer = self
+                    .ordered_consumer(
+                        MEMBERSHIP_WILDCARD.to_owned(),
+                        consumer::DeliverPolicy::ByStartSequence {
+                            start_sequence: from,
+                        },
+                        TAIL_EXPIRES,
+                    )
+                    .await?;
+                ordered::from_sequence(consumer, from, OnRestart::End)
+                    .await
+                    .map_err(|e| unavailable("cannot read from the ordered consumer", e))
+            })
+            .await
+            .ok_or_else(|| {
+                StoreError::Unavailable(format!("no tail consumer within {bound:?}"))
+            })??;
         let reconnected = futures::stream::once(async move {
             let changed = match reconnects {
                 Some(mut r) => r.changed().await.is_ok(),

@@ -425,7 +425,7 @@ async fn nats_permissions_keep_app_backends_out_of_the_owners_subjects() {
         "membership.events.workspace.w",
         "$JS.API.STREAM.DELETE.ROOMS",
         "confab.messages.v1.delete",
-        "confab.presence.v1.heartbeat",
+        confab_contracts::presence::HEARTBEAT_SUBJECT,
     ] {
         backend
             .publish_with_headers(subject, headers.clone(), body.into())
@@ -455,5 +455,69 @@ async fn nats_permissions_keep_app_backends_out_of_the_owners_subjects() {
     let stored = bus.replay(&[room("channel:pub")], 1, 100).await.unwrap();
     let events: Vec<&str> = stored.iter().map(|i| &*i.msg.event).collect();
     assert_eq!(events, ["app:poll"]);
+    stop.cancel();
+}
+
+/// With the deployment's NATS permissions, a gateway (`confab-gateway`)
+/// may publish presence heartbeats and the membership service
+/// (`confab-membership`) may read them: the tracker hears the gateway.
+/// Both were refused when heartbeats moved to `confab.presence.v2`, so
+/// every user of a `just up` cluster stayed offline.
+#[tokio::test]
+async fn nats_permissions_let_gateway_presence_heartbeats_reach_the_tracker() {
+    use confab_contracts::presence::{Heartbeat, Heartbeats, LocalPresence};
+    use confab_events::socket::PresenceStatus;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with_the_deployment_permissions(dir.path());
+    let config = MembershipConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: "sqlite::memory:".into(),
+        nats: Some(NatsConfig {
+            user: Some("confab-membership".into()),
+            password: Some(MEMBERSHIP_PASSWORD.into()),
+            ..NatsConfig::new(server.url())
+        }),
+        service_token: Some(TOKEN.into()),
+        ..MembershipConfig::default()
+    };
+    let app = App::build(config).await.unwrap();
+    let metrics_url = format!("http://{}/metrics", app.http_addr());
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(app.run(stop.clone().cancelled_owned()));
+
+    let (gateway, mut errors) = connect_as(&server, "confab-gateway", GATEWAY_PASSWORD).await;
+    let gw = ServiceClient::new(gateway, TOKEN, Duration::from_secs(10));
+    let http = reqwest::Client::new();
+    let online = "confab_membership_presence_users{status=\"online\"} 1";
+    let mut heard = false;
+    for seq in 1..=100 {
+        let report = LocalPresence {
+            user: u("alice"),
+            status: PresenceStatus::Online,
+        };
+        gw.publish::<Heartbeats>(&Heartbeat::changes("gw-perm", seq, vec![report]))
+            .await
+            .unwrap();
+        let text = http
+            .get(&metrics_url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.lines().any(|l| l == online) {
+            heard = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused: Vec<String> = std::iter::from_fn(|| errors.try_recv().ok())
+        .filter(|e| e.to_lowercase().contains("permissions violation"))
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
+    assert!(heard, "the tracker never heard the gateway's heartbeat");
     stop.cancel();
 }

@@ -16,6 +16,7 @@ use super::config::NatsConfig;
 use super::log::{self, LogState};
 use super::shared_feed::SharedFeed;
 use super::stats::Counters;
+use crate::AdaptiveTimeout;
 use crate::BusError;
 use crate::fresh::Fresh;
 
@@ -45,6 +46,8 @@ pub(super) struct Inner {
     pub(super) direct_replays: Semaphore,
     /// Whether the bus already warned that direct gets cannot serve replays.
     pub(super) warned_direct: AtomicBool,
+    /// The bound on setting up a tail ([`tail`](super::tail)).
+    pub(super) tail_setup: AdaptiveTimeout,
 }
 
 impl Inner {

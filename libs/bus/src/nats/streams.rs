@@ -11,6 +11,7 @@
 //! touch it.
 
 use std::fmt;
+use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 
@@ -51,9 +52,35 @@ impl NatsConfig {
     }
 }
 
-/// Creates the stream of `config`, or updates it to `config`. Safe to run
+/// How long a process at start keeps asking a JetStream that does not
+/// answer: a cluster just (re)started from its stores answers stream
+/// requests only once the stream's replicas have elected a leader, seconds
+/// after every node is up (and its `/healthz` is green).
+const START_WAIT: Duration = Duration::from_secs(30);
+
+/// The pause between two tries at start.
+const START_RETRY: Duration = Duration::from_millis(500);
+
+/// Creates the stream of `config`, or updates it to `config`, waiting up to
+/// [`START_WAIT`] for a JetStream that does not answer yet. Safe to run
 /// from several processes at once.
 pub(super) async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<(), BusError> {
+    let deadline = tokio::time::Instant::now() + START_WAIT;
+    loop {
+        match try_ensure_stream(js, config.clone()).await {
+            Err(BusError::Unavailable(why)) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(stream = %config.name, %why, "JetStream does not answer yet; retrying");
+                tokio::time::sleep(START_RETRY).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn try_ensure_stream(
     js: &jetstream::Context,
     config: stream::Config,
 ) -> Result<(), BusError> {
@@ -65,6 +92,10 @@ pub(super) async fn ensure_stream(
              cannot {what} stream {name}"
         )),
         Kind::TimedOut => BusError::Unavailable(format!("cannot {what} stream {name}: {e}")),
+        // "JetStream cluster not available" (no meta leader yet, 503).
+        Kind::JetStream(err) if err.code() == 503 => {
+            BusError::Unavailable(format!("cannot {what} stream {name}: {e}"))
+        }
         _ => BusError::Unsupported(format!("cannot {what} stream {name}: {e}")),
     };
     // Several processes may start at once: one creates, the others find it

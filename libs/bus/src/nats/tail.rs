@@ -25,14 +25,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 
 use super::codec::stored_item;
 use super::log::{self, Filter};
 use super::ordered::{self, OnRestart};
 use super::state::Inner;
 use crate::subjects::ROOMS_PUBLISH_WILDCARD;
-use crate::{BusError, BusTail, TailItem};
+use crate::{AdaptiveTimeout, BusError, BusTail, TailItem};
 
 /// How long the tail's pull requests live; idle heartbeats come at half
 /// of it (see [`log::ordered_consumer_expiring`]).
@@ -43,51 +43,31 @@ const TAIL_EXPIRES: Duration = Duration::from_secs(2);
 /// with its node is noticed within 1 to 2 s).
 const STALL_CHECK: Duration = Duration::from_secs(1);
 
-/// Longest the tail waits for its consumer to be created and its first
-/// pull sent.
-const CREATE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the tail waits for its setup (the log's bounds, its consumer
+/// created and its first pull sent): 1 s, 1 s longer after each
+/// consecutive expiry, at most 5 s ([`AdaptiveTimeout`]). While a cluster
+/// moves its leaders a request may go unanswered for the client's whole
+/// timeout (5 s, for each request) while the caller's retry a moment later
+/// is answered at once.
+pub(super) fn setup_timeout() -> AdaptiveTimeout {
+    AdaptiveTimeout::new(Duration::from_secs(1), Duration::from_secs(5))
+}
 
 /// Every stored room message from `from_seq` on, then live.
 pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, BusError> {
     let unavailable =
         |e: &dyn fmt::Display| BusError::Unavailable(format!("cannot tail room events: {e}"));
     let from_seq = from_seq.max(1);
-    let state = log::read_log_state(&inner.jetstream).await?;
-    if from_seq < state.first && from_seq <= state.last {
-        return Err(BusError::Trimmed(format!(
-            "the room log (stream ROOMS) starts at sequence {}; messages {from_seq} to {} were \
-             dropped by retention before they were read",
-            state.first,
-            state.first - 1
-        )));
-    }
-    let max_batch = log::batch_size(inner.config.subscription_capacity, usize::MAX);
     // Taken before the consumer exists: a reconnect from now on may have
     // lost it.
     let mut reconnects = inner.reconnects.clone();
     reconnects.mark_unchanged();
-    // Bounded: while a cluster elects a new stream leader the request
-    // goes unanswered until the client's 5 s timeout (twice: create, first
-    // pull); the caller's retry comes sooner.
-    // A consumer the client recreates from below `from_seq` (see
-    // [`ordered`](super::ordered)) ends the tail: the caller resumes from
-    // its checkpoint instead of being handed the log again.
-    let messages = tokio::time::timeout(CREATE_TIMEOUT, async {
-        let (_, consumer) = log::ordered_consumer_expiring(
-            &inner.jetstream,
-            Filter::One(ROOMS_PUBLISH_WILDCARD.to_owned()),
-            from_seq,
-            max_batch,
-            TAIL_EXPIRES,
-        )
-        .await?;
-        ordered::from_sequence(consumer, from_seq, OnRestart::End)
-            .await
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|_| unavailable(&format!("no consumer within {CREATE_TIMEOUT:?}")))?
-    .map_err(|e| unavailable(&e))?;
+    let bound = inner.tail_setup.current();
+    let messages = inner
+        .tail_setup
+        .run(setup(&inner, from_seq))
+        .await
+        .ok_or_else(|| unavailable(&format!("no stream info and consumer within {bound:?}")))??;
     let js = inner.jetstream.clone();
     let feed = messages.filter_map(move |item| {
         let item = match item {
@@ -135,4 +115,42 @@ pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, Bu
         futures::future::ready(out)
     });
     Ok(Box::pin(feed))
+}
+
+/// Checks that `from_seq` was not trimmed away, then creates the tail's
+/// consumer and sends its first pull. A consumer the client recreates from
+/// below `from_seq` (see [`ordered`](super::ordered)) ends the tail: the
+/// caller resumes from its checkpoint instead of being handed the log
+/// again.
+async fn setup(
+    inner: &Inner,
+    from_seq: u64,
+) -> Result<
+    impl Stream<Item = Result<ordered::Positioned, ordered::OrderedError>> + Send + Unpin + use<>,
+    BusError,
+> {
+    let unavailable =
+        |e: &dyn fmt::Display| BusError::Unavailable(format!("cannot tail room events: {e}"));
+    let state = log::read_log_state(&inner.jetstream).await?;
+    if from_seq < state.first && from_seq <= state.last {
+        return Err(BusError::Trimmed(format!(
+            "the room log (stream ROOMS) starts at sequence {}; messages {from_seq} to {} were \
+             dropped by retention before they were read",
+            state.first,
+            state.first - 1
+        )));
+    }
+    let max_batch = log::batch_size(inner.config.subscription_capacity, usize::MAX);
+    let (_, consumer) = log::ordered_consumer_expiring(
+        &inner.jetstream,
+        Filter::One(ROOMS_PUBLISH_WILDCARD.to_owned()),
+        from_seq,
+        max_batch,
+        TAIL_EXPIRES,
+    )
+    .await
+    .map_err(|e| unavailable(&e))?;
+    ordered::from_sequence(consumer, from_seq, OnRestart::End)
+        .await
+        .map_err(|e| unavailable(&e))
 }
