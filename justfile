@@ -74,8 +74,8 @@ up:
 # checker; the figures are appended to REPORT (issue #16).
 chaos REPORT="tests/faults/report.md":
     mkdir -p "$(dirname "{{REPORT}}")"
-    CONFAB_FAULTS_REPORT="$(realpath -m "{{REPORT}}")" cargo test -p confab-tests --test e2e faults -- --test-threads 1 --nocapture
-    cargo test -p confab-membership --test nats_restart -- --nocapture
+    CONFAB_FAULTS_REPORT="$(realpath -m "{{REPORT}}")" cargo test --workspace --test e2e faults -- --test-threads 1 --nocapture
+    cargo test --workspace --test nats_restart -- --nocapture
 
 # Stop the local cluster gracefully (logs and data stay in .run/).
 down:
