@@ -30,6 +30,12 @@ GROWTH_SHARE = 0.10
 GROWTH_KIB = 8 * 1024
 FLAT_MIB_PER_H = 2.0
 LAST_SECS = 1800
+# Windows whose lowest and highest RSS are compared: nats-server's Go
+# garbage collector draws a sawtooth (tens of MiB, minutes apart), and a
+# least-squares slope over 30 minutes that are not a whole number of its
+# periods follows the phase, not a trend. Its floors and peaks per window
+# do not.
+WINDOW_SECS = 600
 
 
 def slope_per_hour(points):
@@ -72,6 +78,15 @@ def main():
         last_30 = [(t, v) for t, v in pts if t >= end - LAST_SECS]
         start5 = [v for t, v in pts if t <= 300]
         end5 = [v for t, v in pts if t >= end - 300]
+        windows = defaultdict(list)
+        for t, v in pts:
+            if t >= warm:
+                windows[int((t - warm) // WINDOW_SECS)].append((t, v))
+        # Whole windows only (the last may be a few samples).
+        whole = [w for _, w in sorted(windows.items())
+                 if w[-1][0] - w[0][0] >= WINDOW_SECS * 0.8]
+        floors = [(min(w, key=lambda p: p[1])[0], min(v for _, v in w)) for w in whole]
+        peaks = [(max(w, key=lambda p: p[1])[0], max(v for _, v in w)) for w in whole]
         f_mean = sum(first) / len(first) if first else 0
         l_mean = sum(last) / len(last) if last else 0
         memory[name] = {
@@ -84,6 +99,10 @@ def main():
             "max_mib": round(max(v for _, v in pts) / 1024, 1),
             "second_half_slope_mib_per_h": round(slope_per_hour(second_half), 2),
             "last_30min_slope_mib_per_h": round(slope_per_hour(last_30), 2),
+            "window_floors_mib": [round(v / 1024, 1) for _, v in floors],
+            "window_peaks_mib": [round(v / 1024, 1) for _, v in peaks],
+            "floor_slope_mib_per_h": round(slope_per_hour(floors), 2),
+            "peak_slope_mib_per_h": round(slope_per_hour(peaks), 2),
             "first_5min_mib": round(sum(start5) / len(start5) / 1024, 1) if start5 else None,
             "last_5min_mib": round(sum(end5) / len(end5) / 1024, 1) if end5 else None,
         }
@@ -126,10 +145,21 @@ def main():
     except (OSError, ValueError):
         pass
 
+    def trending(m):
+        # The last 30 minutes' slope, unless the per-window floors and peaks
+        # (at least three windows) show no trend: then the slope followed a
+        # sawtooth's phase.
+        if m["last_30min_slope_mib_per_h"] <= FLAT_MIB_PER_H:
+            return False
+        if len(m["window_floors_mib"]) < 3:
+            return True
+        return (m["floor_slope_mib_per_h"] > FLAT_MIB_PER_H
+                or m["peak_slope_mib_per_h"] > FLAT_MIB_PER_H)
+
     grew = [n for n, m in memory.items() if n != "loadgen"
             and ((m["last_quarter_mib"] - m["first_quarter_mib"] > GROWTH_KIB / 1024
                   and (m["growth_pct"] or 0) > GROWTH_SHARE * 100)
-                 or m["last_30min_slope_mib_per_h"] > FLAT_MIB_PER_H)]
+                 or trending(m))]
     stream_series = defaultdict(list)
     if (out / "streams.csv").exists():
         with open(out / "streams.csv") as f:
@@ -170,10 +200,13 @@ def main():
     lines = [f"# Soak {out.name}", "",
              f"{end} s of steady fan-out with churn and recoveries (bench/soak.sh). "
              f"Verdict: **{'pass' if ok else 'FAIL'}**.", "",
-             f"Flat: last-30-minute slope <= {FLAT_MIB_PER_H} MiB/h and first to last quarter "
-             f"growth <= {GROWTH_SHARE * 100:.0f} % or {GROWTH_KIB // 1024} MiB, the quarters "
-             f"taken after a warm-up of {warm:.0f} s (the room log's retention, "
-             f"{meta.get('rooms_max_age', 'default')}: the log fills up meanwhile).", "",
+             f"Flat: first to last quarter growth <= {GROWTH_SHARE * 100:.0f} % or "
+             f"{GROWTH_KIB // 1024} MiB, the quarters taken after a warm-up of {warm:.0f} s "
+             f"(the room log's retention, {meta.get('rooms_max_age', 'default')}: the log fills "
+             f"up meanwhile), and a last-30-minute slope <= {FLAT_MIB_PER_H} MiB/h, or, for a "
+             f"sawtooth (a garbage collector's), the slopes of the lowest and of the highest "
+             f"RSS of each {WINDOW_SECS // 60}-minute window after the warm-up (at least three "
+             f"windows) both <= {FLAT_MIB_PER_H} MiB/h.", "",
              "| process | first 5 min MiB | last 5 min MiB | run's first quarter MiB "
              "| first quarter after warm-up MiB | last quarter MiB "
              "| growth | max MiB | 2nd-half slope MiB/h | last-30-min slope MiB/h |",
@@ -184,6 +217,12 @@ def main():
                      f"{m['first_quarter_mib']} | {m['last_quarter_mib']} | "
                      f"{m['growth_pct']} % | {m['max_mib']} | {m['second_half_slope_mib_per_h']} | "
                      f"{m['last_30min_slope_mib_per_h']} |")
+    lines += ["", f"Lowest / highest RSS per {WINDOW_SECS // 60}-minute window after the "
+              "warm-up (MiB), and their slopes:", ""]
+    for n, m in memory.items():
+        lines.append(f"- {n}: floors {m['window_floors_mib']} "
+                     f"({m['floor_slope_mib_per_h']} MiB/h), peaks {m['window_peaks_mib']} "
+                     f"({m['peak_slope_mib_per_h']} MiB/h)")
     lines += ["", f"Sends: {step.get('sent')} sent, {step.get('acked')} acked; deliveries "
               f"{fan.get('received_deliveries')}/{fan.get('expected_deliveries')}.",
               f"Fan-out: lost {lost}, lost on dropped clients "
