@@ -7,9 +7,9 @@
 //! leaders, a node lost). It recreates it just after the last stream
 //! sequence it delivered. One that has delivered nothing yet is recreated
 //! at stream sequence 0, i.e. `DeliverPolicy::All`: from the stream's
-//! first message, not from the start the reader asked for. Before this
-//! wrapper, a recovery replay on a replicated stream re-sent a socket's
-//! whole room history, and a tail could hand its projector the log again.
+//! first message, not from the start the reader asked for: unguarded, a
+//! recovery replay on a replicated stream would re-send a socket's whole
+//! room history, and a tail would hand its projector the log again.
 
 use async_nats::jetstream::{self, consumer};
 use futures::{Stream, StreamExt};
