@@ -413,3 +413,64 @@ async fn in_memory_sqlite_works() {
         assert_eq!(next(&mut tail).await.seq, seq);
     }
 }
+
+/// The pool closes a connection whose transaction was cancelled mid-way (a
+/// dropped request, a timeout) and opens another. An in-memory database
+/// lives while a connection to it is open: without the anchor that
+/// `sql::connect` keeps, the new connection found a new, empty database
+/// (no tables, nothing committed). Fails without it ("no such table").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_database_survives_cancelled_transactions() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let db = sql::connect("sqlite::memory:").await.unwrap();
+    db.execute_unprepared("CREATE TABLE t (x INTEGER)")
+        .await
+        .unwrap();
+    let (mut committed, mut cancelled) = (0u64, 0u64);
+    for i in 0..2000u64 {
+        let work = async {
+            let txn = db.begin().await?;
+            txn.execute_unprepared("INSERT INTO t VALUES (1)").await?;
+            txn.execute_unprepared(
+                "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 5000) \
+                 SELECT max(x) FROM c",
+            )
+            .await?;
+            txn.commit().await
+        };
+        // Cut at every point of the transaction in turn.
+        let cut = Duration::from_micros(10 + (i % 60) * 15);
+        match tokio::time::timeout(cut, work).await {
+            Ok(done) => {
+                done.unwrap();
+                committed += 1;
+            }
+            Err(_) => cancelled += 1,
+        }
+    }
+    assert!(cancelled > 100, "the cuts hit transactions ({cancelled})");
+    let rows = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Sqlite,
+            "SELECT count(*) AS n FROM t",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    // A commit cut after it reached the database counts too.
+    assert!(
+        rows as u64 >= committed && rows as u64 <= committed + cancelled,
+        "{rows} rows, {committed} committed, {cancelled} cancelled"
+    );
+    assert_eq!(
+        entities::events::Entity::find()
+            .all(&db)
+            .await
+            .unwrap()
+            .len(),
+        0,
+        "the migrated tables are still there"
+    );
+}

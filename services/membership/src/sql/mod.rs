@@ -89,11 +89,9 @@ pub async fn connect(database_url: &str) -> Result<DatabaseConnection, DbErr> {
     if database_url.starts_with("sqlite:") {
         let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
         if in_memory {
-            // Every connection to a shared-cache in-memory database would
-            // contend on table locks that the busy timeout does not cover;
-            // one connection serialises everything instead.
-            options.max_connections(1).min_connections(1);
-            options.map_sqlx_sqlite_opts(|o| o.foreign_keys(false));
+            let db = connect_in_memory(database_url).await?;
+            Migrator::up(&db, None).await?;
+            return Ok(db);
         } else {
             options.max_connections(SQLITE_FILE_CONNECTIONS);
             options.map_sqlx_sqlite_opts(|o| {
@@ -111,6 +109,42 @@ pub async fn connect(database_url: &str) -> Result<DatabaseConnection, DbErr> {
     let db = Database::connect(options).await?;
     Migrator::up(&db, None).await?;
     Ok(db)
+}
+
+/// An in-memory SQLite database (`sqlite::memory:`): one pooled
+/// connection, and an anchor connection that keeps the database alive.
+///
+/// Every connection to a shared-cache in-memory database would contend on
+/// table locks that the busy timeout does not cover, so one connection
+/// serialises everything. An in-memory database lives while a connection
+/// to it is open, and the pool closes a connection whose transaction was
+/// cancelled mid-way (a dropped request, a timeout) and opens another:
+/// without the anchor, that one found a new, empty database, without even
+/// its tables. The anchor runs no query (so it takes no lock) and lives as
+/// long as the process: an in-memory database is for tests and trials.
+async fn connect_in_memory(database_url: &str) -> Result<DatabaseConnection, DbErr> {
+    use sea_orm::sqlx::ConnectOptions as _;
+    use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let sqlx_err = |e: sea_orm::sqlx::Error| DbErr::Conn(sea_orm::RuntimeErr::SqlxError(e.into()));
+    // `sqlite::memory:` names the database (a shared cache,
+    // `file:sqlx-in-memory-N`, unique in the process): the pool's
+    // connections and the anchor open the same one.
+    let options = database_url
+        .parse::<SqliteConnectOptions>()
+        .map_err(sqlx_err)?
+        .foreign_keys(false)
+        .disable_statement_logging();
+    let anchor = options.connect().await.map_err(sqlx_err)?;
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(options)
+        .await
+        .map_err(sqlx_err)?;
+    std::mem::forget(anchor);
+    Ok(sea_orm::SqlxSqliteConnector::from_sqlx_sqlite_pool(pool))
 }
 
 /// Starts a transaction that will write: `BEGIN IMMEDIATE` on SQLite (the
