@@ -313,6 +313,18 @@ async fn a_lagging_history_projection_turns_readiness_red_with_its_lag() {
     };
     publish_until_acked(&bus, 0).await;
     wait(200).await;
+    // Ready does not mean caught up (`ready_max_projection_lag`): wait
+    // until the history projection applied that first message, so that
+    // what follows counts only the messages held back by the lock.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = readyz().await;
+        if body["lag"]["history"]["events"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "history never caught up: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Someone else holds the database's write lock (WAL: reads go on).
     let other = sql::connect(&url).await.unwrap();
