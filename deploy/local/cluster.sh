@@ -301,8 +301,14 @@ start() { # name var=value... -- program args...
   shift
   [ -n "${CONFAB_LOG__FORMAT:-}" ] && vars+=("CONFAB_LOG__FORMAT=$CONFAB_LOG__FORMAT")
   if [[ "$name" == gateway-* || "$name" == membership ]] && [ -n "${CONFAB_ROOMS_MAX_AGE:-}" ]; then
-    local bus_key; bus_key="$(printf '%s' "$BUS" | tr '[:lower:]' '[:upper:]')"
-    vars+=("CONFAB_BUS__${bus_key}__ROOMS_MAX_AGE=$CONFAB_ROOMS_MAX_AGE")
+    # The membership service's NATS settings are `nats.*`, everything
+    # else's bus settings `bus.nats.*` / `bus.redis.*`.
+    if [ "$name" = membership ] && [ "$BUS" = nats ]; then
+      vars+=("CONFAB_NATS__ROOMS_MAX_AGE=$CONFAB_ROOMS_MAX_AGE")
+    else
+      local bus_key; bus_key="$(printf '%s' "$BUS" | tr '[:lower:]' '[:upper:]')"
+      vars+=("CONFAB_BUS__${bus_key}__ROOMS_MAX_AGE=$CONFAB_ROOMS_MAX_AGE")
+    fi
   fi
   if [[ "$name" == gateway-* ]] && [ -n "${CONFAB_GATEWAY_CONFIG:-}" ]; then
     vars+=("CONFAB_CONFIG=$CONFAB_GATEWAY_CONFIG")
