@@ -30,6 +30,15 @@ impl AdaptiveTimeout {
         }
     }
 
+    /// The bound of a log reader's setup requests (stream info, consumer
+    /// creation) and of the services' log checks: 1 s, growing by 1 s per
+    /// consecutive expiry, at most 5 s. While a cluster moves its leaders
+    /// a request may go unanswered for the client's whole timeout (5 s)
+    /// while the retry a moment later is answered at once.
+    pub const fn log_setup() -> Self {
+        Self::new(Duration::from_secs(1), Duration::from_secs(5))
+    }
+
     /// The bound for the next request.
     pub fn current(&self) -> Duration {
         let steps = self.expired.load(Ordering::Relaxed).saturating_add(1);

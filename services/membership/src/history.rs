@@ -64,16 +64,6 @@ const RETRY_MIN: Duration = Duration::from_millis(100);
 /// back a moment later, and a retry costs one query.
 const RETRY_MAX: Duration = Duration::from_secs(1);
 
-/// How long the projector waits for the bus log's bounds when it
-/// (re)starts: 1 s, growing by 1 s per consecutive expiry up to 5 s. A
-/// request sent while a JetStream cluster moves its leaders may never be
-/// answered (the client's own timeout is 5-10 s) while one sent a moment
-/// later is: asking again soon resumes the projection as soon as the
-/// cluster answers.
-fn log_info_timeout() -> AdaptiveTimeout {
-    AdaptiveTimeout::new(Duration::from_secs(1), Duration::from_secs(5))
-}
-
 /// A failure of a history call; [`code`](Self::code) is the wire code.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum HistoryError {
@@ -240,7 +230,7 @@ impl HistoryProjector {
             bus,
             progress: Arc::new(watch::channel(0).0),
             health: Health::default(),
-            log_info_timeout: Arc::new(log_info_timeout()),
+            log_info_timeout: Arc::new(AdaptiveTimeout::log_setup()),
         }
     }
 

@@ -67,14 +67,6 @@ const TAIL_EXPIRES: Duration = Duration::from_secs(2);
 /// 1 to 2 s instead of the client library's recreation backoff).
 const STALL_CHECK: Duration = Duration::from_secs(1);
 
-/// How long a tail waits for its consumer to be created and its first
-/// pull sent: 1 s, growing by 1 s per consecutive expiry up to 5 s
-/// ([`AdaptiveTimeout`]: a request lost while a cluster moves its leaders
-/// is not waited out; a busy cluster still gets time to answer).
-fn tail_setup_timeout() -> AdaptiveTimeout {
-    AdaptiveTimeout::new(Duration::from_secs(1), Duration::from_secs(5))
-}
-
 /// Longest a load may take before the store is reported unavailable.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -171,7 +163,7 @@ impl JetStreamEventStore {
             js,
             stream,
             reconnects: None,
-            tail_setup: Arc::new(tail_setup_timeout()),
+            tail_setup: Arc::new(AdaptiveTimeout::log_setup()),
         })
     }
 

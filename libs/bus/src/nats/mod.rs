@@ -134,7 +134,7 @@ impl NatsBus {
                 replay_consumers: Semaphore::new(cfg.max_replay_consumers),
                 direct_replays: Semaphore::new(MAX_DIRECT_REPLAYS),
                 warned_direct: AtomicBool::new(false),
-                tail_setup: tail::setup_timeout(),
+                tail_setup: crate::AdaptiveTimeout::log_setup(),
                 config: cfg,
             }),
         };

@@ -32,7 +32,7 @@ use super::log::{self, Filter};
 use super::ordered::{self, OnRestart};
 use super::state::Inner;
 use crate::subjects::ROOMS_PUBLISH_WILDCARD;
-use crate::{AdaptiveTimeout, BusError, BusTail, TailItem};
+use crate::{BusError, BusTail, TailItem};
 
 /// How long the tail's pull requests live; idle heartbeats come at half
 /// of it (see [`log::ordered_consumer_expiring`]).
@@ -42,16 +42,6 @@ const TAIL_EXPIRES: Duration = Duration::from_secs(2);
 /// without it ([`crate::end_when_stalled`]: two checks, so a consumer lost
 /// with its node is noticed within 1 to 2 s).
 const STALL_CHECK: Duration = Duration::from_secs(1);
-
-/// How long the tail waits for its setup (the log's bounds, its consumer
-/// created and its first pull sent): 1 s, 1 s longer after each
-/// consecutive expiry, at most 5 s ([`AdaptiveTimeout`]). While a cluster
-/// moves its leaders a request may go unanswered for the client's whole
-/// timeout (5 s, for each request) while the caller's retry a moment later
-/// is answered at once.
-pub(super) fn setup_timeout() -> AdaptiveTimeout {
-    AdaptiveTimeout::new(Duration::from_secs(1), Duration::from_secs(5))
-}
 
 /// Every stored room message from `from_seq` on, then live.
 pub(super) async fn tail(inner: Arc<Inner>, from_seq: u64) -> Result<BusTail, BusError> {
