@@ -5,7 +5,8 @@
 
 Reads rss.csv (elapsed_s,process,pid,rss_kib), fanout.json (the load
 generator's fan-out line: lost, duplicates), churn.jsonl (churn and recovery
-runs) and jsz.json (JetStream at the end). Memory per process: the mean RSS
+runs), jsz.json (JetStream at the end) and, when the soak sampled it,
+nats-heap.csv (nats-server's Go runtime.MemStats). Memory per process: the mean RSS
 of the first quarter of the run after its warm-up against the mean of the
 last quarter (the warm-up is the room log's retention, meta.json's
 rooms_max_age_secs, while the log fills up to its steady size, at most half
@@ -52,6 +53,47 @@ def slope_per_hour(points):
     return num / den * 3600 / 1024
 
 
+def window_extremes(pts, warm):
+    """The lowest and the highest (seconds, value) of each whole
+    WINDOW_SECS window after `warm` (the last window may be a few samples:
+    left out)."""
+    windows = defaultdict(list)
+    for t, v in pts:
+        if t >= warm:
+            windows[int((t - warm) // WINDOW_SECS)].append((t, v))
+    whole = [w for _, w in sorted(windows.items())
+             if w[-1][0] - w[0][0] >= WINDOW_SECS * 0.8]
+    floors = [min(w, key=lambda p: p[1]) for w in whole]
+    peaks = [max(w, key=lambda p: p[1]) for w in whole]
+    return floors, peaks
+
+
+def go_heap(out, warm):
+    """nats-server's Go heap over the run (nats-heap.csv, sampled from its
+    runtime.MemStats): per window the lowest and highest HeapAlloc (live
+    objects plus garbage not yet collected: its floors follow the live
+    heap) and the memory the runtime holds without objects in it (HeapIdle
+    not yet released to the OS), in MiB, with the floors' slope."""
+    path = out / "nats-heap.csv"
+    if not path.exists():
+        return None
+    with open(path) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("heap_alloc")]
+    if not rows:
+        return None
+    kib = lambda r, k: int(r[k]) / 1024
+    alloc = [(int(r["elapsed_s"]), kib(r, "heap_alloc")) for r in rows]
+    held = [(int(r["elapsed_s"]), kib(r, "heap_idle") - kib(r, "heap_released")) for r in rows]
+    floors, peaks = window_extremes(alloc, warm)
+    held_floors, held_peaks = window_extremes(held, warm)
+    mib = lambda xs: [round(v / 1024, 1) for _, v in xs]
+    return {"heap_alloc_floors_mib": mib(floors), "heap_alloc_peaks_mib": mib(peaks),
+            "heap_alloc_floor_slope_mib_per_h": round(slope_per_hour(floors), 2),
+            "heap_alloc_peak_slope_mib_per_h": round(slope_per_hour(peaks), 2),
+            "held_idle_floors_mib": mib(held_floors), "held_idle_peaks_mib": mib(held_peaks),
+            "sys_end_mib": round(kib(rows[-1], "sys") / 1024, 1)}
+
+
 def main():
     out = Path(sys.argv[1])
     series = defaultdict(list)
@@ -78,15 +120,7 @@ def main():
         last_30 = [(t, v) for t, v in pts if t >= end - LAST_SECS]
         start5 = [v for t, v in pts if t <= 300]
         end5 = [v for t, v in pts if t >= end - 300]
-        windows = defaultdict(list)
-        for t, v in pts:
-            if t >= warm:
-                windows[int((t - warm) // WINDOW_SECS)].append((t, v))
-        # Whole windows only (the last may be a few samples).
-        whole = [w for _, w in sorted(windows.items())
-                 if w[-1][0] - w[0][0] >= WINDOW_SECS * 0.8]
-        floors = [(min(w, key=lambda p: p[1])[0], min(v for _, v in w)) for w in whole]
-        peaks = [(max(w, key=lambda p: p[1])[0], max(v for _, v in w)) for w in whole]
+        floors, peaks = window_extremes(pts, warm)
         f_mean = sum(first) / len(first) if first else 0
         l_mean = sum(last) / len(last) if last else 0
         memory[name] = {
@@ -178,6 +212,7 @@ def main():
                    for r in csv.DictReader(f) if r["api_total"]]
     # When the API errors happened: the sample times at which the count rose.
     api_error_times = [t for (t, _, e), (_, _, pe) in zip(api[1:], api) if e > pe]
+    nats_heap = go_heap(out, warm)
     step = (fan.get("steps") or [{}])[0]
     lost = fan.get("lost")
     dups = fan.get("duplicates")
@@ -190,6 +225,7 @@ def main():
         "expected_deliveries": fan.get("expected_deliveries"),
         "received_deliveries": fan.get("received_deliveries"),
         "recoveries": recoveries, "churn": churn_sum, "streams": streams,
+        "nats_go_heap": nats_heap,
         "stream_messages": stream_trend, "grew": grew, "ok": ok,
         "jetstream_api": {"requests": api[-1][1] if api else None,
                           "errors": api[-1][2] if api else None,
@@ -223,6 +259,14 @@ def main():
         lines.append(f"- {n}: floors {m['window_floors_mib']} "
                      f"({m['floor_slope_mib_per_h']} MiB/h), peaks {m['window_peaks_mib']} "
                      f"({m['peak_slope_mib_per_h']} MiB/h)")
+    if nats_heap:
+        h = nats_heap
+        lines += ["", f"nats-server's Go heap per window (runtime.MemStats, MiB): HeapAlloc floors "
+                  f"{h['heap_alloc_floors_mib']} ({h['heap_alloc_floor_slope_mib_per_h']} MiB/h), "
+                  f"peaks {h['heap_alloc_peaks_mib']} ({h['heap_alloc_peak_slope_mib_per_h']} MiB/h); "
+                  f"idle heap the runtime still holds (HeapIdle - HeapReleased): lowest "
+                  f"{h['held_idle_floors_mib']}, highest {h['held_idle_peaks_mib']}; Sys at the end "
+                  f"{h['sys_end_mib']}."]
     lines += ["", f"Sends: {step.get('sent')} sent, {step.get('acked')} acked; deliveries "
               f"{fan.get('received_deliveries')}/{fan.get('expected_deliveries')}.",
               f"Fan-out: lost {lost}, lost on dropped clients "

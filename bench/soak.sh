@@ -17,7 +17,8 @@
 #   - every second churn round: a connection-state recovery (`recover --mode
 #     replay`: a session misses 50 events, reconnects, must get all 50).
 # Every SOAK_SAMPLE_SECS (10) the RSS of every cluster process (and the
-# fan-out load generator) goes to rss.csv, every minute the JetStream
+# fan-out load generator) goes to rss.csv and nats-server's Go heap figures
+# (runtime.MemStats) to nats-heap.csv; every minute the JetStream
 # streams' message counts to streams.csv. At the end soak-report.py writes
 # summary.md / summary.json: memory per process (first vs last quarter, the
 # last 30 minutes' slope: "flat"), lost, duplicates, recoveries.
@@ -25,7 +26,7 @@
 # Results: bench/results/soak-<UTC time>/ (SOAK_OUT). The cluster's state
 # goes to a temporary run directory, removed at the end. Ports (away from
 # `just up`, `just bench` and the tests): NATS SOAK_NATS_PORT (4450),
-# monitor 8450, membership 3450, gateways 3451 3452. Release binaries, built
+# monitor 8450, Go profiles 6450, membership 3450, gateways 3451 3452. Release binaries, built
 # by cluster.sh into CARGO_TARGET_DIR (SOAK_PROFILE=debug: debug binaries). Everything started here is stopped on
 # exit, also on failure.
 set -euo pipefail
@@ -45,6 +46,7 @@ LOADGEN="$CARGO_TARGET_DIR/$PROFILE/confab-loadgen"
 
 NATS_PORT="${SOAK_NATS_PORT:-4450}"
 NATS_MONITOR_PORT=$((NATS_PORT + 4000))
+NATS_PROF_PORT=$((NATS_PORT + 2000))
 MEMBERSHIP_PORT="${SOAK_MEMBERSHIP_PORT:-3450}"
 GW1=$((MEMBERSHIP_PORT + 1)) GW2=$((MEMBERSHIP_PORT + 2))
 CLIENTS="${SOAK_CLIENTS:-400}"
@@ -96,7 +98,7 @@ RELEASE=(--release)
 CONFAB_NATS_PORT="$NATS_PORT" CONFAB_NATS_MONITOR_PORT="$NATS_MONITOR_PORT" \
   CONFAB_MEMBERSHIP_PORT="$MEMBERSHIP_PORT" CONFAB_GATEWAY_PORTS="$GW1 $GW2" \
   CONFAB_GATEWAY_CONFIG="$BENCH/gateway.toml" RUST_LOG="${RUST_LOG:-warn}" \
-  CONFAB_ROOMS_MAX_AGE="$ROOMS_MAX_AGE" \
+  CONFAB_ROOMS_MAX_AGE="$ROOMS_MAX_AGE" CONFAB_NATS_PROF_PORT="$NATS_PROF_PORT" \
   CONFAB_CLUSTER_PROFILE="$PROFILE" bash "$ROOT/deploy/local/cluster.sh" up >&2
 
 pid_of() { tr -dc '0-9' <"$RUN/$1.pid"; }
@@ -162,6 +164,22 @@ PIDS+=("$!")
     sleep "$SAMPLE_SECS"
   done
 ) >"$OUT/rss.csv" &
+PIDS+=("$!")
+
+# Go heap sampler: nats-server's runtime.MemStats (from its profiling
+# port) beside its RSS, to tell live heap (HeapAlloc) from memory the Go
+# runtime holds (HeapIdle not yet released) when RSS moves.
+(
+  echo "elapsed_s,heap_alloc,heap_inuse,heap_idle,heap_released,sys"
+  start=$SECONDS
+  while kill -0 "$FANOUT" 2>/dev/null; do
+    curl -fsS "http://127.0.0.1:$NATS_PROF_PORT/debug/pprof/heap?debug=1" 2>/dev/null |
+      awk -v t="$((SECONDS - start))" '
+        $1 == "#" && $3 == "=" { m[$2] = $4 }
+        END { if ("HeapAlloc" in m) printf "%s,%s,%s,%s,%s,%s\n", t, m["HeapAlloc"], m["HeapInuse"], m["HeapIdle"], m["HeapReleased"], m["Sys"] }' || true
+    sleep "$SAMPLE_SECS"
+  done
+) >"$OUT/nats-heap.csv" &
 PIDS+=("$!")
 
 # Churn and recoveries until the fan-out ends.

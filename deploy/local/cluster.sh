@@ -58,6 +58,10 @@
 #   CONFAB_NATS_SYNC (JetStream's sync_interval: unset keeps the server's
 #   default, a periodic fsync every 2 min; `always` fsyncs every write before
 #   its ack; or a duration such as `10s`; see README "Durability").
+#   CONFAB_NATS_PROF_PORT (nats-server's Go profiling port, node N on
+#   port + N - 1: /debug/pprof/heap?debug=1 ends with the runtime's
+#   MemStats; the soak samples them to tell live heap from memory the Go
+#   runtime keeps).
 #   CONFAB_ROOMS_MAX_AGE (how long the room log keeps events, given to
 #   membership and every gateway as bus.{nats,redis}.rooms_max_age: unset
 #   keeps the default, 24h; at least the recovery window, 2m; the soak
@@ -559,6 +563,8 @@ up() {
 
   local routes="" started_nats=()
   local nats_conf; nats_conf="$(nats_config)"
+  local prof="${CONFAB_NATS_PROF_PORT:-}"
+  [ -z "$prof" ] || [[ "$prof" =~ ^[0-9]+$ ]] || die "CONFAB_NATS_PROF_PORT must be a port (got '$prof')"
   if [ "$NATS_NODES" = 3 ]; then
     for node in $(nats_names); do
       routes="${routes:+$routes,}nats://127.0.0.1:$((NATS_PORT + 100 + $(nats_index "$node")))"
@@ -579,6 +585,8 @@ up() {
       cluster_args=(-n "confab-local-$((idx + 1))" --cluster_name confab-local
         --cluster "nats://127.0.0.1:$((NATS_PORT + 100 + idx))" --routes "$routes")
     fi
+    local -a prof_args=()
+    [ -z "$prof" ] || prof_args=(--profile "$((prof + idx))")
     say "starting $node (nats-server) on $((NATS_PORT + idx))${CONFAB_NATS_SYNC:+ (JetStream sync_interval: $CONFAB_NATS_SYNC)}"
     # Only the cluster's users get in, each with its permissions.
     start "$node" \
@@ -586,7 +594,7 @@ up() {
       "CONFAB_NATS_MEMBERSHIP_PASSWORD=$nats_membership" \
       "CONFAB_NATS_APP_PASSWORD=$nats_app" \
       -- "$NATS_BIN" -c "$nats_conf" -js -a 127.0.0.1 -p "$((NATS_PORT + idx))" \
-      -m "$((NATS_MONITOR_PORT + idx))" -sd "$RUN/$node" "${cluster_args[@]}"
+      -m "$((NATS_MONITOR_PORT + idx))" -sd "$RUN/$node" "${cluster_args[@]}" "${prof_args[@]}"
     started_nats+=("$node")
   done
   # /healthz answers 200 once JetStream is up (in a cluster: once it has

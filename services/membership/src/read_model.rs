@@ -49,7 +49,7 @@ pub trait ReadModel: Send + Sync + 'static {
     /// When refused, `reason` says why (`no such room`, `not a member`).
     async fn may_join(&self, user: &UserId, room: &RoomId) -> Result<JoinDecision, QueryError>;
     /// The workspaces of each of `users`, as (user, workspace) pairs, in
-    /// one query (the presence publisher's batch).
+    /// as few queries as the store allows (the presence publisher's batch).
     async fn workspaces_of(&self, users: &[UserId]) -> Result<Vec<(UserId, RoomId)>, QueryError>;
     /// How many workspaces `user` owns and how many channels they created
     /// (archived ones included): what the creation quotas count.

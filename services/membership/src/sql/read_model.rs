@@ -25,6 +25,15 @@ const POLL_UNSIGNALLED: Duration = Duration::from_millis(20);
 /// projector's progress signal.
 const POLL_SIGNALLED: Duration = Duration::from_millis(250);
 
+/// Users per workspace lookup ([`ReadModel::workspaces_of`]): every query
+/// binds exactly this many ids. The driver caches a prepared statement per
+/// distinct SQL text on each connection (sqlx: 100 per connection), and an
+/// `IN` list sized to each batch made up to 512 texts of up to 512
+/// parameters: the membership service's memory grew for as long as new
+/// batch sizes turned up (5 MiB/h in the soak), and a Postgres server's
+/// with it.
+const LOOKUP_IDS: usize = 64;
+
 /// [`ReadModel`] over the SQL projections written by
 /// [`Projector`](super::Projector).
 ///
@@ -244,16 +253,25 @@ impl ReadModel for SqlReadModel {
     }
 
     async fn workspaces_of(&self, users: &[UserId]) -> Result<Vec<(UserId, RoomId)>, QueryError> {
-        let ids: Vec<&str> = users.iter().map(UserId::as_str).collect();
-        let rows: Vec<(String, String)> = workspace_members::Entity::find()
-            .select_only()
-            .column(workspace_members::Column::UserId)
-            .column(workspace_members::Column::WorkspaceId)
-            .filter(workspace_members::Column::UserId.is_in(ids))
-            .into_tuple()
-            .all(&self.db)
-            .await
-            .map_err(unavailable)?;
+        let mut rows: Vec<(String, String)> = Vec::new();
+        for chunk in users.chunks(LOOKUP_IDS) {
+            let mut ids: Vec<&str> = chunk.iter().map(UserId::as_str).collect();
+            // A short chunk repeats its last id (`IN` ignores repeats): the
+            // statement keeps one shape, so each connection prepares and
+            // caches it once instead of once per batch size.
+            let last = ids[ids.len() - 1];
+            ids.resize(LOOKUP_IDS, last);
+            let found: Vec<(String, String)> = workspace_members::Entity::find()
+                .select_only()
+                .column(workspace_members::Column::UserId)
+                .column(workspace_members::Column::WorkspaceId)
+                .filter(workspace_members::Column::UserId.is_in(ids))
+                .into_tuple()
+                .all(&self.db)
+                .await
+                .map_err(unavailable)?;
+            rows.extend(found);
+        }
         rows.into_iter()
             .map(|(user, ws)| {
                 let user = UserId::parse(&user)
