@@ -586,3 +586,61 @@ async fn in_memory_sqlite_projects_and_rebuilds() {
         users(&["alice", "carol"])
     );
 }
+
+/// The presence publisher looks up the workspaces of batches of any size
+/// (1 to 512 users). The lookup keeps one statement shape, so a connection
+/// prepares and caches it once: an `IN` list sized to each batch cached a
+/// statement per size on every connection, and the membership service's
+/// memory (and the server's, on Postgres) grew as new sizes turned up.
+/// Postgres lists a session's prepared statements; SQLite's cache is the
+/// same code path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspace_lookups_prepare_one_statement_whatever_the_batch_size() {
+    use sea_orm::{ConnectOptions, ConnectionTrait, Database, Statement};
+    let t = TestDb::new(Backend::Postgres).await;
+    for i in 0..150 {
+        let row = entities::workspace_members::ActiveModel {
+            workspace_id: Set(format!("w{}", i % 3)),
+            user_id: Set(format!("u{i}")),
+            role: Set("member".into()),
+        };
+        entities::workspace_members::Entity::insert(row)
+            .exec(&t.db)
+            .await
+            .unwrap();
+    }
+    // One connection: the session whose statements are listed below is the
+    // one that ran the lookups.
+    let mut options = ConnectOptions::new(t.url.clone());
+    options.max_connections(1).sqlx_logging(false);
+    let db = Database::connect(options).await.unwrap();
+    let rm = SqlReadModel::new(db.clone());
+    for n in 1..=150 {
+        let batch: Vec<UserId> = (0..n).map(|i| user(&format!("u{i}"))).collect();
+        let mut found: Vec<(String, String)> = rm
+            .workspaces_of(&batch)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(u, w)| (u.to_string(), w.to_string()))
+            .collect();
+        found.sort();
+        let mut expected: Vec<(String, String)> = (0..n)
+            .map(|i| (format!("u{i}"), format!("workspace:w{}", i % 3)))
+            .collect();
+        expected.sort();
+        assert_eq!(found, expected, "a batch of {n}");
+    }
+    // The pattern is split so that this query does not list itself.
+    let listed = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT count(*) AS n FROM pg_prepared_statements \
+             WHERE statement LIKE '%' || 'workspace' || '_members%'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let n: i64 = listed.try_get("", "n").unwrap();
+    assert_eq!(n, 1, "prepared workspace lookups on one connection");
+}
