@@ -474,3 +474,31 @@ async fn an_in_memory_database_survives_cancelled_transactions() {
         "the migrated tables are still there"
     );
 }
+
+/// A consumer that stops polling its tail in the middle of a page read and
+/// then uses the database itself (the notifier's `select!` saving its
+/// checkpoint when its timer fires) must get a connection. The suspended
+/// read used to keep the in-memory database's only connection: the
+/// consumer's own query waited for the pool's 30 s acquire timeout
+/// (`http_api` failed about once in a hundred runs with "Connection pool
+/// timed out").
+#[tokio::test]
+async fn a_tail_suspended_mid_read_holds_no_connection() {
+    let db = sql::connect("sqlite::memory:").await.unwrap();
+    let store = SqlEventStore::new(db);
+    append_all(&store, scripted_history()).await;
+    for _ in 0..20 {
+        let mut events = store.tail(1).await.unwrap();
+        // Polled once: the first page read starts and is left suspended,
+        // the stream kept, as `select!` leaves it.
+        let started = futures::poll!(events.next());
+        assert!(started.is_pending(), "a read completes only after a poll");
+        let last = tokio::time::timeout(Duration::from_secs(5), store.last_seq())
+            .await
+            .expect("another query waited behind the suspended read")
+            .unwrap();
+        assert_eq!(last, scripted_history().len() as u64);
+        // The stream still delivers from where it was.
+        assert_eq!(next(&mut events).await.seq, 1);
+    }
+}

@@ -265,13 +265,7 @@ impl Tail {
             // Mark the signal seen before reading, so an append that commits
             // after the read still wakes the wait below.
             self.wake.borrow_and_update();
-            let page = events::Entity::find()
-                .filter(events::Column::Seq.gte(to_db_seq(self.next)))
-                .order_by_asc(events::Column::Seq)
-                .limit(self.page_size)
-                .all(&self.db)
-                .await;
-            match page {
+            match self.read_page().await {
                 Ok(rows) if !rows.is_empty() => self.buffer.extend(rows),
                 Ok(_) => {
                     let woken = tokio::time::timeout(self.poll_interval, self.wake.changed()).await;
@@ -282,9 +276,37 @@ impl Tail {
                 }
                 Err(e) => {
                     self.done = true;
-                    return Some((Err(unavailable(e)), self));
+                    return Some((Err(e), self));
                 }
             }
+        }
+    }
+
+    /// The next page of events from `next` on, read in a task of its own.
+    ///
+    /// A consumer may stop polling the stream in the middle of a read: a
+    /// `select!` that takes another branch keeps the stream, with the read
+    /// suspended inside it. Read in place, the suspended read kept its
+    /// pooled connection checked out, and a consumer that then used the
+    /// database itself (the notifier saving its checkpoint on a timer)
+    /// waited for a connection it held: with the in-memory database's one
+    /// connection, everything stalled for the pool's 30 s acquire timeout.
+    /// The task finishes the read and gives the connection back whether or
+    /// not the stream is polled.
+    async fn read_page(&self) -> Result<Vec<events::Model>, StoreError> {
+        let db = self.db.clone();
+        let (from, limit) = (to_db_seq(self.next), self.page_size);
+        let read = tokio::spawn(async move {
+            events::Entity::find()
+                .filter(events::Column::Seq.gte(from))
+                .order_by_asc(events::Column::Seq)
+                .limit(limit)
+                .all(&db)
+                .await
+        });
+        match read.await {
+            Ok(page) => page.map_err(unavailable),
+            Err(e) => Err(StoreError::Unavailable(format!("event log read failed: {e}"))),
         }
     }
 }
