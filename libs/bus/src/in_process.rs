@@ -1,5 +1,5 @@
-//! The in-process bus: an in-memory log of room events plus one broadcast
-//! channel per room, inside this process.
+//! The in-process bus: an in-memory log of room events plus a live queue
+//! per room subscription, inside this process.
 //!
 //! **Surviving restarts.** Built with [`InProcessBus::persistent`], every
 //! durable message is written to a [`LogStore`] before it is delivered or
@@ -17,12 +17,14 @@
 //! exchange for never acking what a restart would lose.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use confab_events::RoomId;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
+use tokio::sync::{mpsc, watch};
 
 use crate::{
     Bus, BusError, BusMessage, BusStatus, BusSubscription, BusTail, LogInfo, LogRecord, LogStore,
@@ -92,7 +94,50 @@ struct State {
     ids: HashMap<Arc<str>, (u64, Instant)>,
     /// The `ids` entries in the order they were added, for expiry.
     id_order: VecDeque<(Instant, Arc<str>)>,
-    rooms: HashMap<RoomId, broadcast::Sender<BusMessage>>,
+    /// Each room's live subscriptions.
+    rooms: HashMap<RoomId, Vec<Subscriber>>,
+    /// Id of the next subscription.
+    next_subscriber: u64,
+}
+
+/// One live subscription: a bounded queue that publishes fill under the
+/// lock. A queue allocates as it fills (in blocks of 32 messages) and
+/// frees as it drains, so an idle subscription costs a few hundred bytes.
+/// A broadcast channel per room allocated its whole capacity up front:
+/// about 450 KiB for every room with a subscriber, every connected user's
+/// `user:{id}` room among them.
+struct Subscriber {
+    id: u64,
+    tx: mpsc::Sender<Arc<BusMessage>>,
+    lag: Arc<Lag>,
+}
+
+/// Set by a publish that found a subscription's queue full. From then on
+/// publishes skip it (counting what they skip) until the subscriber, its
+/// queue drained, takes what it missed from the log.
+#[derive(Default)]
+struct Lag {
+    lagging: AtomicBool,
+    skipped: AtomicU64,
+}
+
+impl Subscriber {
+    /// Queues `msg` unless lagging; false once the subscription is gone.
+    fn offer(&self, msg: &Arc<BusMessage>) -> bool {
+        if self.lag.lagging.load(Ordering::Acquire) {
+            self.lag.skipped.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        match self.tx.try_send(Arc::clone(msg)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.lag.skipped.fetch_add(1, Ordering::Relaxed);
+                self.lag.lagging.store(true, Ordering::Release);
+                true
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
 }
 
 impl State {
@@ -104,6 +149,7 @@ impl State {
             ids: HashMap::new(),
             id_order: VecDeque::new(),
             rooms: HashMap::new(),
+            next_subscriber: 0,
         }
     }
 
@@ -208,7 +254,7 @@ impl Shared {
 }
 
 /// The in-process bus: an in-memory log of room events with the semantics
-/// of the NATS bus's stream `ROOMS`, plus one broadcast channel per room.
+/// of the NATS bus's stream `ROOMS`, plus a live queue per room subscription.
 ///
 /// * Durable messages get one sequence over all rooms (from 1, like a
 ///   JetStream stream sequence), are stored with their room and delivered
@@ -358,6 +404,11 @@ impl InProcessBus {
     pub fn stored_messages(&self) -> usize {
         self.shared.lock_trimmed().log.len()
     }
+
+    /// How many rooms have live subscriptions now.
+    pub fn subscribed_rooms(&self) -> usize {
+        self.shared.lock().rooms.len()
+    }
 }
 
 /// Now, Unix milliseconds.
@@ -459,11 +510,12 @@ impl Bus for InProcessBus {
                 self.shared.stored.send_replace(seq);
                 Some(seq)
             };
-            if let Some(tx) = state.rooms.get(room)
-                && tx.send(msg).is_err()
-            {
-                // Nobody listens any more.
-                state.rooms.remove(room);
+            if let Some(subscribers) = state.rooms.get_mut(room) {
+                let msg = Arc::new(msg);
+                subscribers.retain(|s| s.offer(&msg));
+                if subscribers.is_empty() {
+                    state.rooms.remove(room);
+                }
             }
             (seq, state.first_seq())
         };
@@ -483,22 +535,31 @@ impl Bus for InProcessBus {
     }
 
     async fn subscribe(&self, room: &RoomId) -> Result<BusSubscription, BusError> {
-        let (rx, last) = {
+        let (tx, rx) = mpsc::channel(self.shared.limits.capacity);
+        let lag = Arc::new(Lag::default());
+        let (id, last) = {
             let mut state = self.shared.lock();
-            let capacity = self.shared.limits.capacity;
-            let rx = state
+            let id = state.next_subscriber;
+            state.next_subscriber += 1;
+            state
                 .rooms
                 .entry(room.clone())
-                .or_insert_with(|| broadcast::channel(capacity).0)
-                .subscribe();
+                .or_default()
+                .push(Subscriber {
+                    id,
+                    tx,
+                    lag: Arc::clone(&lag),
+                });
             // Everything stored from here on goes to this subscriber too.
-            (rx, state.next_seq - 1)
+            (id, state.next_seq - 1)
         };
         let feed = Feed {
             shared: Arc::clone(&self.shared),
             lagged: Arc::clone(&self.lagged),
             room: room.clone(),
+            id,
             rx,
+            lag,
             last,
             repair_to: None,
             ready: VecDeque::new(),
@@ -579,7 +640,10 @@ struct Feed {
     shared: Arc<Shared>,
     lagged: Arc<dyn Fn(u64) + Send + Sync>,
     room: RoomId,
-    rx: broadcast::Receiver<BusMessage>,
+    /// Its [`Subscriber`]'s id.
+    id: u64,
+    rx: mpsc::Receiver<Arc<BusMessage>>,
+    lag: Arc<Lag>,
     /// Sequence of the last durable message delivered (or, before the first,
     /// the last one stored before subscribing).
     last: u64,
@@ -603,29 +667,43 @@ impl Feed {
                 self.repair_chunk(to);
                 continue;
             }
-            match self.rx.recv().await {
-                Ok(msg) => match msg.seq {
-                    // Already delivered by a repair.
-                    Some(seq) if seq <= self.last => {}
-                    _ => self.ready.push_back(msg),
-                },
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(
-                        room = %self.room, skipped = n,
-                        "in-process bus subscriber lagged; repairing from the log"
-                    );
-                    (self.lagged)(n);
-                    let state = self.shared.lock();
-                    // No publish in between (they send under this lock):
-                    // the log has everything up to `next_seq - 1`, the new
-                    // receiver everything after. Volatile messages still in
-                    // the old buffer are dropped with it.
-                    self.rx = self.rx.resubscribe();
-                    self.repair_to = Some(state.next_seq - 1);
+            let msg = match self.rx.try_recv() {
+                Ok(msg) => msg,
+                Err(TryRecvError::Empty) if self.lag.lagging.load(Ordering::Acquire) => {
+                    self.start_repair();
+                    continue;
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
+                Err(TryRecvError::Empty) => match self.rx.recv().await {
+                    Some(msg) => msg,
+                    None => return None,
+                },
+                Err(TryRecvError::Disconnected) => return None,
+            };
+            match msg.seq {
+                // Already delivered by a repair.
+                Some(seq) if seq <= self.last => {}
+                _ => self.ready.push_back(Arc::unwrap_or_clone(msg)),
             }
         }
+    }
+
+    /// After a lag, its queue drained: takes the durable messages it
+    /// missed from the log, then the live ones again.
+    fn start_repair(&mut self) {
+        let state = self.shared.lock();
+        // Publishes skip a lagging subscriber, and they run under this
+        // lock: the queue is still empty, the log has everything up to
+        // `next_seq - 1`, and the next publish comes live. The volatile
+        // messages skipped are lost.
+        let skipped = self.lag.skipped.swap(0, Ordering::Relaxed);
+        self.lag.lagging.store(false, Ordering::Release);
+        self.repair_to = Some(state.next_seq - 1);
+        drop(state);
+        tracing::warn!(
+            room = %self.room, skipped,
+            "in-process bus subscriber lagged; repairing from the log"
+        );
+        (self.lagged)(skipped);
     }
 
     /// Queues the next stored messages of the room after `last` up to `to`;
@@ -645,6 +723,21 @@ impl Feed {
             self.repair_to = None;
         } else {
             self.ready.extend(chunk.into_iter().map(|item| item.msg));
+        }
+    }
+}
+
+impl Drop for Feed {
+    /// Leaves the room's subscriptions, and the room once it has none: a
+    /// room nobody publishes to again (the `user:{id}` room of a user who
+    /// left) must not keep its entry.
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        if let Some(subscribers) = state.rooms.get_mut(&self.room) {
+            subscribers.retain(|s| s.id != self.id);
+            if subscribers.is_empty() {
+                state.rooms.remove(&self.room);
+            }
         }
     }
 }
