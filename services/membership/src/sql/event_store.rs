@@ -306,7 +306,9 @@ impl Tail {
         });
         match read.await {
             Ok(page) => page.map_err(unavailable),
-            Err(e) => Err(StoreError::Unavailable(format!("event log read failed: {e}"))),
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "event log read failed: {e}"
+            ))),
         }
     }
 }
