@@ -84,31 +84,36 @@ const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 /// `BEGIN IMMEDIATE` on SQLite, so concurrent writers queue instead of
 /// failing with `SQLITE_BUSY`.
 pub async fn connect(database_url: &str) -> Result<DatabaseConnection, DbErr> {
+    let in_memory = database_url.starts_with("sqlite:")
+        && (database_url.contains(":memory:") || database_url.contains("mode=memory"));
+    let db = if in_memory {
+        connect_in_memory(database_url).await?
+    } else {
+        Database::connect(pool_options(database_url)).await?
+    };
+    Migrator::up(&db, None).await?;
+    Ok(db)
+}
+
+/// The pool of a SQLite file or a Postgres database.
+fn pool_options(database_url: &str) -> ConnectOptions {
     let mut options = ConnectOptions::new(database_url.to_owned());
     options.sqlx_logging(false);
     if database_url.starts_with("sqlite:") {
-        let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
-        if in_memory {
-            let db = connect_in_memory(database_url).await?;
-            Migrator::up(&db, None).await?;
-            return Ok(db);
-        } else {
-            options.max_connections(SQLITE_FILE_CONNECTIONS);
-            options.map_sqlx_sqlite_opts(|o| {
-                o.journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                    .foreign_keys(false)
-            });
-        }
-        // An in-memory database disappears with its last connection.
+        options.max_connections(SQLITE_FILE_CONNECTIONS);
+        options.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .foreign_keys(false)
+        });
+        // A SQLite connection is a file handle with its page cache:
+        // recycling it only drops the cache.
         options.idle_timeout(None).max_lifetime(None);
     } else {
         options.acquire_timeout(PG_ACQUIRE_TIMEOUT);
     }
-    let db = Database::connect(options).await?;
-    Migrator::up(&db, None).await?;
-    Ok(db)
+    options
 }
 
 /// An in-memory SQLite database (`sqlite::memory:`): one pooled
