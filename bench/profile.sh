@@ -16,8 +16,15 @@
 #   bench/profile.sh attach OUT_DIR SECS name=pid,name=pid,...
 #
 # records running processes instead (bench/run.sh does, for each system at
-# its saturation step): `perf record -e cpu-clock -g` of each for SECS
-# seconds, then perf-NAME.txt (the symbols above 1.5 % of its samples).
+# its saturation step, and for Confab's handshakes, durable publish and mass
+# recovery): `perf record -e cpu-clock -g` of each for SECS seconds, then
+# perf-NAME.txt (the symbols above 1.5 % of its samples).
+#
+#   bench/profile.sh heap OUT_DIR CONNECTIONS NATS_PORT PORT
+#
+# is step 2 alone against a cluster that runs already (bench/run.sh's, after
+# its idle scenario): a gateway on PORT under heaptrack, on the cluster's
+# NATS, holding CONNECTIONS idle WebSocket connections; heaptrack-gateway.txt.
 set -euo pipefail
 
 # perf report of one recording into perf-NAME.txt; the raw data is removed.
@@ -46,6 +53,76 @@ have_perf() {
   fi
 }
 
+# heaptrack, installed like perf when missing.
+have_heaptrack() {
+  if ! command -v heaptrack >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "profile.sh: installing heaptrack (apt-get install heaptrack)" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq heaptrack; } >&2 || true
+  fi
+  command -v heaptrack >/dev/null 2>&1 && command -v heaptrack_print >/dev/null 2>&1 || {
+    echo "profile.sh: heaptrack is not installed (apt-get install heaptrack): no memory profile" >&2
+    return 1
+  }
+}
+
+# A gateway under heaptrack on the cluster of $RUN (NATS on nats_port),
+# holding idle connections, then heaptrack-gateway.txt: the summary
+# (peak heap, peak RSS) and the peak memory by allocation site.
+heap_profile() { # out connections nats_port port
+  local out="$1" n="$2" nats_port="$3" port="$4" f
+  (
+    for v in $(compgen -e); do [[ "$v" == CONFAB_* ]] && unset "$v"; done
+    export CONFAB_LISTEN="127.0.0.1:$port" CONFAB_BUS__KIND=nats \
+      CONFAB_BUS__NATS__URL="nats://127.0.0.1:$nats_port" CONFAB_BUS__NATS__NAME=gateway-heap \
+      CONFAB_MEMBERSHIP__KIND=nats CONFAB_SERVICE_TOKEN="$(cat "$RUN/service-token")" \
+      CONFAB_AUTH__HS256_SECRET="$(cat "$RUN/jwt-secret")" CONFAB_CONFIG="$BENCH/gateway.toml" \
+      CONFAB_AUTH__ISSUER=confab-local CONFAB_AUTH__AUDIENCE=confab-local \
+      CONFAB_BUS__NATS__USER=confab-gateway CONFAB_BUS__NATS__PASSWORD="$(cat "$RUN/nats-gateway-password")" RUST_LOG=warn
+    exec heaptrack -o "$out/heaptrack-gateway" "$CARGO_TARGET_DIR/release/confab-gateway"
+  ) >>"$out/profile.log" 2>&1 &
+  HEAP_PID=$!
+  local deadline=$((SECONDS + 60))
+  until curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || { say "the heaptrack gateway did not get ready"; return 1; }
+    sleep 0.5
+  done
+  "$LOADGEN" idle --connections "$n" --hold-secs 3 --prefix h --url "ws://127.0.0.1:$port" \
+    --secret-file "$RUN/jwt-secret" --label confab-heaptrack >"$out/profile-idle.json" 2>>"$out/profile.log"
+  # heaptrack's wrapper runs the gateway as its child: stop the gateway itself.
+  pkill -TERM -P "$HEAP_PID" 2>/dev/null || kill -TERM "$HEAP_PID"
+  wait "$HEAP_PID" 2>/dev/null || true
+  HEAP_PID=""
+  f="$(ls "$out"/heaptrack-gateway*.zst "$out"/heaptrack-gateway*.gz 2>/dev/null | head -n 1 || true)"
+  heaptrack_print -f "$f" --print-peaks 1 --print-allocators 0 --print-temporary 0 --print-leaks 0 \
+    --peak-limit 12 --sub-peak-limit 2 2>/dev/null >"$out/heaptrack-gateway.txt" || true
+  # The memory held at the peak by call site (report.py's heap_sites): the
+  # peak-cost stacks, summed by their nearest frames in named source files.
+  heaptrack_print -f "$f" --flamegraph-cost-type peak -F "$out/heaptrack-stacks.txt" >/dev/null 2>&1 &&
+    python3 "$BENCH/report.py" --heap-sites "$out/heaptrack-stacks.txt" >"$out/heaptrack-sites.txt" || true
+  rm -f "$out/heaptrack-stacks.txt"
+  [ -n "${PROFILE_KEEP_HEAP:-}" ] || rm -f "$f"
+}
+
+say() { printf '[profile %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH="$ROOT/bench"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+LOADGEN="$CARGO_TARGET_DIR/release/confab-loadgen"
+RUN="$ROOT/.run"
+HEAP_PID=""
+
+if [ "${1:-}" = heap ]; then
+  OUT="$(mkdir -p "$2" && cd "$2" && pwd)"
+  if ! have_heaptrack; then
+    echo "no memory profile: heaptrack unavailable" >"$OUT/heaptrack-unavailable.txt"
+    exit 0
+  fi
+  trap '[ -z "$HEAP_PID" ] || kill -TERM "$HEAP_PID" 2>/dev/null' EXIT
+  say "memory profile: $3 idle connections to a gateway under heaptrack"
+  heap_profile "$OUT" "$3" "$4" "$5"
+  exit 0
+fi
+
 if [ "${1:-}" = attach ]; then
   if ! have_perf; then
     mkdir -p "$2" && echo "no CPU profile: perf unavailable (see loadgen.log)" >"$2/perf-unavailable.txt"
@@ -67,16 +144,9 @@ if [ "${1:-}" = attach ]; then
 fi
 
 OUT="$(mkdir -p "$1" && cd "$1" && pwd)"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BENCH="$ROOT/bench"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 RATE="${PROFILE_RATE:-400}"
 IDLE="${PROFILE_IDLE:-5000}"
-LOADGEN="$CARGO_TARGET_DIR/release/confab-loadgen"
-RUN="$ROOT/.run"
 NATS_PORT=4350 HEAP_PORT=3357
-say() { printf '[profile %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-HEAP_PID=""
 cleanup() {
   set +e
   [ -n "$HEAP_PID" ] && kill -TERM "$HEAP_PID" 2>/dev/null
@@ -108,26 +178,5 @@ sleep 1; wait "$LG" || true
 for who in gateway membership loadgen; do perf_text "$OUT" "$who"; done
 
 say "memory profile: $IDLE idle connections to a gateway under heaptrack"
-(
-  for v in $(compgen -e); do [[ "$v" == CONFAB_* ]] && unset "$v"; done
-  export CONFAB_LISTEN="127.0.0.1:$HEAP_PORT" CONFAB_BUS__KIND=nats \
-    CONFAB_BUS__NATS__URL="nats://127.0.0.1:$NATS_PORT" CONFAB_BUS__NATS__NAME=gateway-heap \
-    CONFAB_MEMBERSHIP__KIND=nats CONFAB_SERVICE_TOKEN="$(cat "$RUN/service-token")" \
-    CONFAB_AUTH__HS256_SECRET="$(cat "$RUN/jwt-secret")" CONFAB_CONFIG="$BENCH/gateway.toml" \
-    CONFAB_AUTH__ISSUER=confab-local CONFAB_AUTH__AUDIENCE=confab-local \
-    CONFAB_BUS__NATS__USER=confab-gateway CONFAB_BUS__NATS__PASSWORD="$(cat "$RUN/nats-gateway-password")" RUST_LOG=warn
-  exec heaptrack -o "$OUT/heaptrack-gateway" "$CARGO_TARGET_DIR/release/confab-gateway"
-) >>"$OUT/profile.log" 2>&1 &
-HEAP_PID=$!
-until curl -fsS "http://127.0.0.1:$HEAP_PORT/readyz" >/dev/null 2>&1; do sleep 0.5; done
-"$LOADGEN" idle --connections "$IDLE" --hold-secs 3 --prefix h --url "ws://127.0.0.1:$HEAP_PORT" \
-  --secret-file "$RUN/jwt-secret" --label confab-heaptrack >"$OUT/profile-idle.json" 2>>"$OUT/profile.log"
-# heaptrack's wrapper runs the gateway as its child: stop the gateway itself.
-pkill -TERM -P "$HEAP_PID" 2>/dev/null || kill -TERM "$HEAP_PID"
-wait "$HEAP_PID" 2>/dev/null || true
-HEAP_PID=""
-f="$(ls "$OUT"/heaptrack-gateway*.zst "$OUT"/heaptrack-gateway*.gz 2>/dev/null | head -n 1 || true)"
-heaptrack_print -f "$f" --print-peaks 1 --print-allocators 0 --print-temporary 0 --print-leaks 0 \
-  --peak-limit 12 --sub-peak-limit 2 2>/dev/null >"$OUT/heaptrack-gateway.txt" || true
-rm -f "$f"
+have_heaptrack && heap_profile "$OUT" "$IDLE" "$NATS_PORT" "$HEAP_PORT"
 say "done: $OUT"

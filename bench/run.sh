@@ -126,15 +126,22 @@ estimate() {
   [ "$PROFILE" = 1 ] || prof=0
   for n in $IDLE_SIZES; do idle=$((idle + 10 + 2 * (n / 1000 + HOLD + 6))); done
   idle=$((idle + 20 + 2 * (IDLE_BIG / 1000 + HOLD + 6)))
+  # The profiles of handshakes, publish and recovery repeat those runs; the
+  # heaptrack gateway connects at about 500/s.
+  local first="${IDLE_SIZES%% *}" pub_prof=0 rec_prof=0
+  if [ "$PROFILE" = 1 ]; then
+    idle=$((idle + first / 1000 + 5 + first / 500 + 20))
+    pub_prof=$((PUB_SECS + 6)) rec_prof=$((2 * (10 + REC_SESSIONS / 1000 + 3 + 10 + 3 + 6 + 3)))
+  fi
   for sc in fanout pinned publish idle polling recovery; do
     want "$sc" || continue
     case "$sc" in
       fanout) t=$((6 * (fan + prof) + 2 * 10)) ;;
       pinned) t=$((6 * fan + 2 * 10)) ;;
-      publish) t=$((5 * (PUB_SECS + 6) + 2 * 15 + 4 * 10)) ;;
+      publish) t=$((5 * (PUB_SECS + 6) + 2 * 15 + 4 * 10 + pub_prof)) ;;
       idle) t=$idle ;;
       polling) t=$((10 + 2 * (POLL_IDLE / 1000 + HOLD + 6) + 2 * fan)) ;;
-      recovery) t=$((2 * (10 + REC_SESSIONS / 1000 + 3 + 10 + 3 + 6 + 3) + 20)) ;;
+      recovery) t=$((2 * (10 + REC_SESSIONS / 1000 + 3 + 10 + 3 + 6 + 3) + 20 + rec_prof)) ;;
     esac
     total=$((total + t))
     line+="${line:+, }$sc ${t}s"
@@ -289,6 +296,30 @@ profile_at_saturation() { # system url watch
   sleep 4 # the settle time and the start of the step
   kill -0 "$lgpid" 2>/dev/null &&
     bash "$BENCH/profile.sh" attach "$dir" "$PROFILE_SECS" "$watch,loadgen=$lgpid" 2>>"$dir/loadgen.log"
+  wait "$lgpid" || true
+  sleep 3
+}
+
+# A CPU profile of a system's processes during a repeat of one load
+# generator run (issue #18: where the time goes in the handshakes, the
+# durable publish and the mass recovery): <run>/profile/<name>/, with the
+# repeat's own output (run.json; perf slows what it records, so the
+# report's figures are the unprofiled run's). START is seconds after the
+# load generator starts, or exit:PID (when that process has gone: the
+# gateway the mass recovery kills).
+profile_during() { # name start secs watch loadgen-args...
+  [ "$PROFILE" = 1 ] || return 0
+  local name="$1" start="$2" secs="$3" watch="$4" dir lgpid; shift 4
+  dir="$OUT/profile/$name"; mkdir -p "$dir"
+  say "profile: $name ($*)"
+  "$LOADGEN" "$@" --secret-file "$RUN/jwt-secret" --label "$name-profile" >"$dir/run.json" 2>"$dir/loadgen.log" &
+  lgpid=$!
+  case "$start" in
+    exit:*) while kill -0 "${start#exit:}" 2>/dev/null && kill -0 "$lgpid" 2>/dev/null; do sleep 0.05; done ;;
+    *) sleep "$start" ;;
+  esac
+  kill -0 "$lgpid" 2>/dev/null &&
+    bash "$BENCH/profile.sh" attach "$dir" "$secs" "$watch" 2>>"$dir/loadgen.log"
   wait "$lgpid" || true
   sleep 3
 }
@@ -468,6 +499,7 @@ want pinned && fanout_all -pinned
 if want publish; then
 PUB=(publish --publishers "$PUB_N" --window 4 --secs "$PUB_SECS" --prefix p)
 lg confab "${PUB[@]}" --url "$(urls "${GW[0]}")" --watch "$CONFAB_WATCH"
+profile_during publish 2 "$((PUB_SECS > 6 ? PUB_SECS - 4 : 2))" "$CONFAB_WATCH" "${PUB[@]}" --url "$(urls "${GW[0]}")"
 lg baseline "${PUB[@]}" --url "$(urls "${NODE[0]}")" --watch "$NODE_WATCH"
 # Again with JetStream fsyncing every write before its ack (README
 # "Durability"): the cost of `sync_interval: always`. sync_interval is a
@@ -499,6 +531,14 @@ for n in $IDLE_SIZES; do
   lg confab "${IDLE[@]}" --url "$(urls "${GW[0]}")" --watch "$CONFAB_WATCH" --server-prefix gateway-1
   lg baseline "${IDLE[@]}" --url "$(urls "${NODE[0]}")" --watch "$NODE_WATCH" --server-prefix node-1
 done
+# Where the handshakes' time goes (gateway, membership, NATS while the
+# first size connects) and where an idle connection's memory goes (a
+# gateway under heaptrack holding the first size's connections).
+n="${IDLE_SIZES%% *}"
+profile_during handshake 0.3 "$((n / 4000 + 2))" "gateway-1=$PID_GW1,membership=$PID_MEMB,nats=$PID_NATS" \
+  idle --connections "$n" --hold-secs 2 --max-per-process "$MAX_PER_PROC" --prefix i --url "$(urls "${GW[0]}")"
+[ "$PROFILE" = 0 ] || bash "$BENCH/profile.sh" heap "$OUT/profile/idle-memory" "$n" "$NATS_PORT" "$((GW_BASE + 6))" ||
+  say "no memory profile (see profile/idle-memory/profile.log)"
 
 restart_servers
 say "starting four more gateways and four more Node processes for $IDLE_BIG connections"
@@ -541,6 +581,13 @@ if want recovery; then
   lg confab recover --mode mass --sessions "$REC_SESSIONS" --prefix r --room-size "$ROOM_SIZE" \
     --url "$(urls "${GW[0]}")" --publish-url "$(urls "${GW[1]}")" --reconnect-url "$(urls "${GW[1]}")" \
     --kill-pid "$PID_GW1" --nats-monitor "http://127.0.0.1:$NATS_MONITOR_PORT"
+  # Where the reconnects' time goes: the same again (gateway 1 restarted),
+  # recorded on the surviving gateway, membership and NATS from the kill.
+  cluster_up >/dev/null
+  profile_during recovery "exit:$PID_GW1" 12 "gateway-2=$PID_GW2,membership=$PID_MEMB,nats=$PID_NATS" \
+    recover --mode mass --sessions "$REC_SESSIONS" --prefix r --room-size "$ROOM_SIZE" \
+    --url "$(urls "${GW[0]}")" --publish-url "$(urls "${GW[1]}")" --reconnect-url "$(urls "${GW[1]}")" \
+    --kill-pid "$PID_GW1"
   # The same on Redis: no JetStream consumers to count (no --nats-monitor:
   # the consumer figures are null and the report says why).
   redis_up everysec
@@ -549,6 +596,11 @@ if want recovery; then
   lg confab-redis recover --mode replay --missed "$REC_MISSED" --prefix v --room-size 2 \
     --url "$(urls "${RGW[0]}")" --publish-url "$(urls "${RGW[1]}")"
   lg confab-redis recover --mode mass --sessions "$REC_SESSIONS" --prefix r --room-size "$ROOM_SIZE" \
+    --url "$(urls "${RGW[0]}")" --publish-url "$(urls "${RGW[1]}")" --reconnect-url "$(urls "${RGW[1]}")" \
+    --kill-pid "$PID_RGW1"
+  redis_up everysec
+  profile_during recovery-redis "exit:$PID_RGW1" 8 "gateway-2=$PID_RGW2,membership=$PID_RMEMB,redis=$PID_RREDIS" \
+    recover --mode mass --sessions "$REC_SESSIONS" --prefix r --room-size "$ROOM_SIZE" \
     --url "$(urls "${RGW[0]}")" --publish-url "$(urls "${RGW[1]}")" --reconnect-url "$(urls "${RGW[1]}")" \
     --kill-pid "$PID_RGW1"
   redis_down
