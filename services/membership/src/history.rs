@@ -5,7 +5,8 @@
 //! The projector tails the bus ([`Bus::tail`]) from its checkpoint + 1 and
 //! applies `message:new` (insert), `message:updated` (body, `updated_at`)
 //! and `message:deleted` (`deleted`, body cleared). It applies them in
-//! batches (the events the tail has ready, up to [`MAX_BATCH_ITEMS`]), each
+//! batches (the events the tail has ready, up to [`MAX_BATCH_ITEMS`]; while
+//! events keep coming, also those arriving within [`LINGER`]), each
 //! batch in one transaction together with the checkpoint row
 //! `projection_checkpoints(name = 'history')`, so a restart never applies
 //! an event twice. Other events have no effect; they only move the
@@ -58,6 +59,18 @@ pub const MAX_BATCH_ITEMS: usize = 256;
 /// [`HistoryProjector::run`] takes no more items into a batch once their
 /// arguments (JSON) add up to this many bytes.
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// While the projector is busy (its last batch was applied less than
+/// [`BUSY`] ago), a batch waits up to this long for more events before it
+/// is applied. Each transaction costs a fixed set of statements (begin,
+/// checkpoint read and write, commit) and, on SQLite, a hand-off to the
+/// driver's worker thread for each: at a few hundred messages a second,
+/// arriving one by one, that fixed cost was most of the projector's CPU
+/// (issue #18). An idle projector applies an event at once.
+pub const LINGER: Duration = Duration::from_millis(5);
+
+/// How recent the last batch must be for the next one to linger.
+const BUSY: Duration = Duration::from_millis(50);
 
 const RETRY_MIN: Duration = Duration::from_millis(100);
 /// Short: a failure is often a lost consumer or a restarted server that is
@@ -383,6 +396,7 @@ impl HistoryProjector {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut retry = RETRY_MIN;
         let mut batch = Vec::with_capacity(MAX_BATCH_ITEMS);
+        let mut last_batch: Option<tokio::time::Instant> = None;
         loop {
             let result = async {
                 let from = self.check_log().await? + 1;
@@ -399,12 +413,18 @@ impl HistoryProjector {
                         () = shutdown.as_mut() => return Ok(()),
                         item = tail.next() => item,
                     };
-                    let end = fill_batch(&mut tail, item, &mut batch);
-                    // Not raced against shutdown: a batch is applied whole.
-                    // Items received before a tail failure are applied first.
+                    let now = tokio::time::Instant::now();
+                    let linger = last_batch
+                        .is_some_and(|t| now.duration_since(t) < BUSY)
+                        .then(|| now + LINGER);
+                    // Not raced against shutdown (a batch is applied whole;
+                    // the linger is bounded). Items received before a tail
+                    // failure are applied first.
+                    let end = fill_batch(&mut tail, item, &mut batch, linger).await;
                     self.apply_batch(&batch)
                         .await
                         .map_err(|e| CheckError::Unavailable(e.to_string()))?;
+                    last_batch = Some(tokio::time::Instant::now());
                     if let Some(error) = end {
                         return Err(CheckError::Unavailable(error));
                     }
@@ -446,13 +466,15 @@ impl HistoryProjector {
 }
 
 /// Replaces `batch` with `first` and the items `tail` has ready, up to
-/// [`MAX_BATCH_ITEMS`] / [`MAX_BATCH_BYTES`]. Returns the tail's failure
-/// (or end) when it came before the batch was full; the items before it are
-/// in `batch`.
-fn fill_batch(
+/// [`MAX_BATCH_ITEMS`] / [`MAX_BATCH_BYTES`]; with `linger`, also the items
+/// that arrive before that instant. Returns the tail's failure (or end)
+/// when it came before the batch was full; the items before it are in
+/// `batch`.
+async fn fill_batch(
     tail: &mut BusTail,
     first: Option<Result<TailItem, BusError>>,
     batch: &mut Vec<TailItem>,
+    linger: Option<tokio::time::Instant>,
 ) -> Option<String> {
     batch.clear();
     let mut bytes = 0;
@@ -469,8 +491,12 @@ fn fill_batch(
         if batch.len() >= MAX_BATCH_ITEMS || bytes >= MAX_BATCH_BYTES {
             return None;
         }
-        // Ready now, or not part of this batch.
-        next = tail.next().now_or_never()?;
+        // Ready now, or by the linger's end, or not part of this batch.
+        // (`next` is cancel-safe: the run loop races it against shutdown too.)
+        next = match tail.next().now_or_never() {
+            Some(ready) => ready,
+            None => tokio::time::timeout_at(linger?, tail.next()).await.ok()?,
+        };
     }
 }
 
@@ -687,5 +713,88 @@ impl History {
             .with_msg_id(format!("del:{}", row.message.id));
         let seq = self.publish(&room, msg).await?;
         Ok(ChangeAck { ok: true, seq })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::channel::mpsc;
+
+    fn item(seq: u64) -> Result<TailItem, BusError> {
+        let mut msg = BusMessage::new("message:new", &serde_json::json!({ "seq": seq }));
+        msg.seq = Some(seq);
+        Ok(TailItem {
+            room: RoomId::parse("channel:c1").expect("room"),
+            msg,
+        })
+    }
+
+    fn tail() -> (mpsc::UnboundedSender<Result<TailItem, BusError>>, BusTail) {
+        let (tx, rx) = mpsc::unbounded();
+        (tx, Box::pin(rx))
+    }
+
+    fn seqs(batch: &[TailItem]) -> Vec<u64> {
+        batch.iter().filter_map(|i| i.msg.seq).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_without_linger_takes_only_what_is_ready() {
+        let (tx, mut tail) = tail();
+        tx.unbounded_send(item(2)).unwrap();
+        let mut batch = Vec::new();
+        assert_eq!(
+            fill_batch(&mut tail, Some(item(1)), &mut batch, None).await,
+            None
+        );
+        assert_eq!(seqs(&batch), [1, 2]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_batch_takes_what_arrives_before_its_end_and_no_more() {
+        let (tx, mut tail) = tail();
+        let start = tokio::time::Instant::now();
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(LINGER / 2).await;
+            tx.unbounded_send(item(2)).unwrap();
+            tokio::time::sleep(LINGER).await;
+            tx.unbounded_send(item(3)).unwrap();
+            tx
+        });
+        let mut batch = Vec::new();
+        let end = fill_batch(&mut tail, Some(item(1)), &mut batch, Some(start + LINGER)).await;
+        assert_eq!(end, None);
+        assert_eq!(
+            seqs(&batch),
+            [1, 2],
+            "the item after the linger's end waits"
+        );
+        assert!(start.elapsed() <= LINGER, "took {:?}", start.elapsed());
+        let _tx = sender.await.unwrap();
+        let first = tail.next().await;
+        fill_batch(&mut tail, first, &mut batch, None).await;
+        assert_eq!(seqs(&batch), [3], "the next batch starts with it");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lingering_batch_stops_at_its_size_limit_and_at_a_tail_failure() {
+        let (tx, mut tail) = tail();
+        for seq in 2..=MAX_BATCH_ITEMS as u64 + 1 {
+            tx.unbounded_send(item(seq)).unwrap();
+        }
+        let mut batch = Vec::new();
+        let until = tokio::time::Instant::now() + LINGER;
+        assert_eq!(
+            fill_batch(&mut tail, Some(item(1)), &mut batch, Some(until)).await,
+            None
+        );
+        assert_eq!(batch.len(), MAX_BATCH_ITEMS);
+        tx.unbounded_send(Err(BusError::Unavailable("gone".into())))
+            .unwrap();
+        let first = tail.next().await;
+        let end = fill_batch(&mut tail, first, &mut batch, Some(until)).await;
+        assert_eq!(seqs(&batch), [MAX_BATCH_ITEMS as u64 + 1]);
+        assert!(end.is_some_and(|e| e.contains("gone")));
     }
 }
