@@ -205,36 +205,35 @@ def headline(runs, pinned=False):
     w("| lost / duplicates / clients dropped | "
       + " | ".join(f"{f['lost']:,} / {f['duplicates']:,} / {f['disconnected']:,}" for _, f in fans) + " |")
     w("")
-    # p99 at each offered step.
-    offered = sorted({s["offered_deliveries_per_sec"] for _, f in fans for s in f["steps"]})
+    # p99 and CPU per delivery at each offered step.
+    def p99_cell(s):
+        if p99(s) is None:
+            return "–"
+        return fmt(p99(s), 2) if kept_up(s) else f"*{fmt(p99(s), 1)}*"
+
+    def cost_cell(s):
+        c = step_cost(s)
+        return "–" if c is None else (fmt(c, 2) if kept_up(s) else f"*{fmt(c, 2)}*")
+
     w("p99 end to end, ms, at each offered step (deliveries/s); *italic*: the step fell behind "
       "(< 90 % of the offer delivered); – : not run (the system's run stopped earlier):\n")
-    w("| offered/s | " + " | ".join(names) + " |")
-    w("|---:|" + "---:|" * len(names))
-    for o in offered:
-        cells = []
-        for _, f in fans:
-            s = next((s for s in f["steps"] if s["offered_deliveries_per_sec"] == o), None)
-            if s is None or p99(s) is None:
-                cells.append("–")
-            elif kept_up(s):
-                cells.append(fmt(p99(s), 2))
-            else:
-                cells.append(f"*{fmt(p99(s), 1)}*")
-        w(f"| {o:,.0f} | " + " | ".join(cells) + " |")
+    L.extend(per_step_table(fans, p99_cell))
     w("")
     w("Server CPU per delivery, µs (all server processes: CPU of the step over what it delivered), at each "
       "offered step; *italic*: the step fell behind:\n")
-    w("| offered/s | " + " | ".join(names) + " |")
-    w("|---:|" + "---:|" * len(names))
-    for o in offered:
-        cells = []
-        for _, f in fans:
-            st = next((x for x in f["steps"] if x["offered_deliveries_per_sec"] == o), None)
-            c = step_cost(st) if st else None
-            cells.append("–" if c is None else (fmt(c, 2) if kept_up(st) else f"*{fmt(c, 2)}*"))
-        w(f"| {o:,.0f} | " + " | ".join(cells) + " |")
+    L.extend(per_step_table(fans, cost_cell))
     w("")
+    return L
+
+
+def per_step_table(fans, cell):
+    """A table of one figure per offered step (rows) and system (columns):
+    `cell(step)` of each system's step at that offer, "–" where it has none."""
+    offered = sorted({s["offered_deliveries_per_sec"] for _, f in fans for s in f["steps"]})
+    L = ["| offered/s | " + " | ".join(n for n, _ in fans) + " |", "|---:|" + "---:|" * len(fans)]
+    for o in offered:
+        steps = [next((s for s in f["steps"] if s["offered_deliveries_per_sec"] == o), None) for _, f in fans]
+        L.append(f"| {o:,.0f} | " + " | ".join("–" if s is None else cell(s) for s in steps) + " |")
     return L
 
 
