@@ -522,6 +522,16 @@ def report(run):
       "3 s after the last, divided by the connections. Confab verifies the JWT and asks the membership "
       "service for the user's rooms at every handshake; the baseline verifies the JWT. A polling session "
       "holds one GET (its HTTP connection included) and no POST connection while idle.\n")
+    shared = [r for r in sorted(idle_runs, key=lambda r: r["connections"])
+              if r["label"] == "confab" and transport(r) == "websocket" and "membership" in r.get("rss_after_kib", {})]
+    if shared:
+        w("Confab's shared processes while the gateways held the connections (RSS before the first handshake → "
+          "after the last, MiB; the membership service tracks every connected user's presence):\n")
+        for r in shared:
+            cells = [f"{k} {r['rss_before_kib'][k] / 1024:,.1f} → {r['rss_after_kib'][k] / 1024:,.1f}"
+                     for k in ("membership", "nats") if k in r["rss_before_kib"] and k in r["rss_after_kib"]]
+            w(f"- {r['connections']:,} connections: " + "; ".join(cells))
+        w("")
 
     # Publish detail.
     w("## 4. Durable publish\n")
