@@ -108,11 +108,17 @@ def step_cost(s):
     return srv * 1e4 / s["delivered_per_sec"] if srv and s.get("delivered_per_sec") else None
 
 
+def baseline_best(runs, pinned=False):
+    """The baseline's highest kept-up fan-out step (of the pinned pass, when
+    pinned), or None."""
+    fb = (by(runs, "fanout", "baseline" + (PINNED if pinned else "")) or [None])[0]
+    return sustained(fb) if fb else None
+
+
 def equal_load_step(runs, pinned=False):
     """The offered rate CPU is compared at: the baseline's highest kept-up
-    step (of the pinned pass, when pinned), or None."""
-    fb = (by(runs, "fanout", "baseline" + (PINNED if pinned else "")) or [None])[0]
-    sb = sustained(fb) if fb else None
+    step, or None."""
+    sb = baseline_best(runs, pinned)
     return sb["offered_deliveries_per_sec"] if sb else None
 
 
@@ -148,8 +154,7 @@ def bounds(runs):
     """The headline's latency bounds: 10 ms and the baseline's p99 at its
     best kept-up step (when the run has a baseline)."""
     out = [(f"p99 ≤ {P99_BOUND_MS:g} ms", P99_BOUND_MS)]
-    fb = (by(runs, "fanout", "baseline") or [None])[0]
-    sb = sustained(fb) if fb else None
+    sb = baseline_best(runs)
     if sb and p99(sb) is not None:
         out.append((f"p99 ≤ {p99(sb):.1f} ms (the baseline's at its best kept-up step, "
                     f"{sb['offered_deliveries_per_sec']:,.0f}/s)", p99(sb)))
@@ -196,9 +201,8 @@ def headline(runs, pinned=False):
         cells = []
         for _, f in fans:
             s = sustained(f)
-            cpu = s and sum(v for k, v in s["cpu_percent"].items()
-                            if k not in ("loadgen", "total", "machine", "others"))
-            cells.append(f"{s['delivered_per_sec'] / (cpu / 100):,.0f}" if s and cpu else "–")
+            c = step_cost(s) if s else None
+            cells.append(f"{1e6 / c:,.0f}" if c else "–")
         w("| deliveries per server-core-second at the highest step kept up | " + " | ".join(cells) + " |")
     w("| load generator CPU per delivery, µs | "
       + " | ".join(fmt(f.get("cpu_us_per_delivery", {}).get("loadgen"), 2) for _, f in fans) + " |")
@@ -310,30 +314,32 @@ def plots(run, runs):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     out.append(os.path.basename(path))
-    # Memory against connections.
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
-    for label, color in (("confab", "tab:blue"), ("baseline", "tab:red")):
-        idle = sorted(by(runs, "idle", label), key=lambda r: r.get("connected", 0))
-        idle = [r for r in idle if r.get("connected")]
-        xs = [r["connected"] for r in idle]
-        a1.plot(xs, [r["server_rss_delta_kib"] / 1024 for r in idle], "o-", color=color, label=label)
-        a2.plot(xs, [r["server_rss_bytes_per_conn"] / 1024 for r in idle], "o-", color=color, label=label)
-    a1.set_xlabel("idle connections")
-    a1.set_ylabel("server RSS growth, MiB (all server processes)")
-    a2.set_xlabel("idle connections")
-    a2.set_ylabel("server RSS per connection, KiB")
-    a2.axhline(TARGETS["rss_per_conn_kib"], color="gray", ls=":",
-               label=f"Confab target ({TARGETS['rss_per_conn_kib']:g} KiB)")
-    for a in (a1, a2):
-        a.set_xscale("log")
-        a.grid(True, which="both", alpha=0.3)
-        a.legend()
-    fig.suptitle("Idle connections: memory against connections")
-    fig.tight_layout()
-    path = os.path.join(run, "idle_memory.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    out.append(os.path.basename(path))
+    # Memory against connections (when the run has idle runs: an empty log
+    # axis cannot be drawn).
+    if any(r.get("connected") for r in runs if r.get("scenario") == "idle"):
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5))
+        for label, color in (("confab", "tab:blue"), ("baseline", "tab:red")):
+            idle = sorted(by(runs, "idle", label), key=lambda r: r.get("connected", 0))
+            idle = [r for r in idle if r.get("connected")]
+            xs = [r["connected"] for r in idle]
+            a1.plot(xs, [r["server_rss_delta_kib"] / 1024 for r in idle], "o-", color=color, label=label)
+            a2.plot(xs, [r["server_rss_bytes_per_conn"] / 1024 for r in idle], "o-", color=color, label=label)
+        a1.set_xlabel("idle connections")
+        a1.set_ylabel("server RSS growth, MiB (all server processes)")
+        a2.set_xlabel("idle connections")
+        a2.set_ylabel("server RSS per connection, KiB")
+        a2.axhline(TARGETS["rss_per_conn_kib"], color="gray", ls=":",
+                   label=f"Confab target ({TARGETS['rss_per_conn_kib']:g} KiB)")
+        for a in (a1, a2):
+            a.set_xscale("log")
+            a.grid(True, which="both", alpha=0.3)
+            a.legend()
+        fig.suptitle("Idle connections: memory against connections")
+        fig.tight_layout()
+        path = os.path.join(run, "idle_memory.png")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        out.append(os.path.basename(path))
     return out
 
 
@@ -703,15 +709,15 @@ def targets(runs):
             rows.append((f"fan-out p99 ≤ every peer's at each step up to the baseline's saturation "
                          f"({sb['offered_deliveries_per_sec']:,.0f}/s)", sys_, f"met at {met_peers} of {n} steps",
                          "all steps", f"worst {worst_p[0]:.2f}× at {worst_p[1]:,.0f}/s" if worst_p else "–",
-                         "**met**" if met_peers == n else "**missed**", f"{n - met_peers} step(s) over", "latency"))
+                         "**met**" if met_peers == n else "**missed**", f"{n - met_peers} step(s) over", "fanout"))
             rows.append((f"fan-out p99 ≤ {T['p99_vs_ceiling']:g}× the ceiling's at each of those steps", sys_,
                          f"met at {met_ceiling} of {n} steps", "all steps",
                          f"worst {worst_c[0]:.2f}× at {worst_c[1]:,.0f}/s" if worst_c else "–",
-                         "**met**" if met_ceiling == n else "**missed**", f"{n - met_ceiling} step(s) over", "latency"))
+                         "**met**" if met_ceiling == n else "**missed**", f"{n - met_ceiling} step(s) over", "fanout"))
         # 2. Throughput at each latency bound against the ceiling's.
         for what, bound in bounds(runs):
             mine, ceil = within(f, bound), within(fan.get("ceiling") or {}, bound)
-            add("latency", f"fan-out deliveries/s at {what} ≥ the ceiling's", sys_,
+            add("fanout", f"fan-out deliveries/s at {what} ≥ the ceiling's", sys_,
                 mine["delivered_per_sec"] if mine else 0.0,
                 ceil["delivered_per_sec"] * T["throughput_vs_ceiling"] if ceil else None, True, "/s", 0)
         # 3. Nothing lost, no duplicates.
@@ -721,7 +727,7 @@ def targets(runs):
         eq = equal_load_step(runs)
         if eq:
             mine, theirs = step_at(f, eq), step_at(base, eq)
-            add("cpu", f"server CPU per delivery at equal load ({eq:,.0f}/s, the baseline's highest kept-up step) "
+            add("fanout", f"server CPU per delivery at equal load ({eq:,.0f}/s, the baseline's highest kept-up step) "
                 f"≤ {T['cpu_vs_baseline']:g}× the baseline's", sys_,
                 step_cost(mine) if mine and kept_up(mine) else None,
                 step_cost(theirs) * T["cpu_vs_baseline"] if theirs and step_cost(theirs) else None, False, " µs")
@@ -734,8 +740,8 @@ def targets(runs):
                          f"{eq:,.0f}/s", sys_, f"met at {ok} of {len(ratios)} steps", "all steps",
                          f"worst {worst[0]:.2f}× at {worst[1]:,.0f}/s" if worst else "–",
                          "**met**" if ratios and ok == len(ratios) else "**missed**",
-                         f"{len(ratios) - ok} step(s) over", "cpu"))
-        add("cpu", f"secondary: server CPU per delivery over all steps run ≤ {T['cpu_vs_baseline']:g}× the "
+                         f"{len(ratios) - ok} step(s) over", "fanout"))
+        add("fanout", f"secondary: server CPU per delivery over all steps run ≤ {T['cpu_vs_baseline']:g}× the "
             "baseline's (not like for like: falls with the highest step reached)", sys_, server_cost(f),
             server_cost(base) * T["cpu_vs_baseline"] if base and server_cost(base) else None, False, " µs")
         # 5. Pinned: deliveries per server-core-second at equal load.
@@ -745,7 +751,7 @@ def targets(runs):
             cm, cb = step_at(pm, peq), step_at(pb, peq)
             cm = step_cost(cm) if cm and kept_up(cm) else None
             cb = step_cost(cb) if cb else None
-            add("cpu", f"pinned: deliveries per server-core-second at equal load ({peq:,.0f}/s, the baseline's "
+            add("fanout", f"pinned: deliveries per server-core-second at equal load ({peq:,.0f}/s, the baseline's "
                 f"highest kept-up pinned step) ≥ {T['pinned_vs_baseline']:g}× the baseline's", sys_,
                 1e6 / cm if cm else None, 1e6 / cb * T["pinned_vs_baseline"] if cb else None, True, "", 0)
     # 6. Memory per idle WebSocket connection; idle polling sessions (reported).
@@ -811,6 +817,12 @@ PROFILE_NOTES = {
     "recovery-redis": "Confab on Redis, mass recovery from gateway-1's SIGKILL: the surviving gateway, membership, Redis",
     "idle-memory": "a gateway under heaptrack holding the idle scenario's first size of connections",
 }
+
+
+def perf_names(d):
+    """The processes profile d has a perf-<name>.txt of, sorted."""
+    return sorted(f[5:-4] for f in os.listdir(d)
+                  if f.startswith("perf-") and f.endswith(".txt") and f != "perf-unavailable.txt")
 
 
 def perf_top(d, name, top=6):
@@ -902,29 +914,30 @@ def profiles(run, top=6):
                 for size, where in heap["sites"][:10]:
                     per = f", {size / n:,.0f} B per connection" if n else ""
                     L.append(f"- {size / 2**20:,.1f} MiB at the peak{per}: `{where}`")
-            files = sorted(f[5:-4] for f in os.listdir(d) if f.startswith("perf-") and f.endswith(".txt")
-                           and f != "perf-unavailable.txt")
+            files = perf_names(d)
             for f in files:
                 L.append(f"- `{f}`: {perf_top(d, f, top)}")
             if not heap and not files:
                 L.append("no profile (see its loadgen.log or profile.log)")
             L.append("")
             continue
-        files = sorted(f for f in os.listdir(d) if f.startswith("perf-") and f.endswith(".txt"))
+        files = perf_names(d)
         rate = ""
-        try:
-            fan = json.load(open(os.path.join(d, "fanout.json")))
-            st = (fan.get("steps") or [{}])[0]
-            rate = f" at {st.get('offered_deliveries_per_sec', 0):,.0f} deliveries/s offered"
-        except (OSError, ValueError):
-            pass
+        # The profiled fan-out's output: run.json (fanout.json in older runs).
+        for out in ("run.json", "fanout.json"):
+            try:
+                st = (json.load(open(os.path.join(d, out))).get("steps") or [{}])[0]
+                rate = f" at {st.get('offered_deliveries_per_sec', 0):,.0f} deliveries/s offered"
+                break
+            except (OSError, ValueError):
+                pass
         L.append(f"**{sys_}**{rate}:\n")
         if not files:
             L.append("no profile (" + ("perf unavailable" if os.path.exists(os.path.join(d, "perf-unavailable.txt"))
                                         else "see its loadgen.log") + ")\n")
             continue
         for f in files:
-            L.append(f"- `{f[5:-4]}`: {perf_top(d, f[5:-4], top)}")
+            L.append(f"- `{f}`: {perf_top(d, f, top)}")
         L.append("")
     return L
 
@@ -933,6 +946,11 @@ def cpu_split(fan):
     """A fan-out's server CPU per delivery by process, µs, one string."""
     cost = {k: v for k, v in (fan or {}).get("cpu_us_per_delivery", {}).items() if k != "loadgen"}
     return ", ".join(f"{k} {v:.2f}" for k, v in sorted(cost.items(), key=lambda kv: -kv[1])) or "–"
+
+
+# The profiles (profile/<name>/) that cover each kind of missed target
+# besides the fan-out's and the memory's.
+PROFILES_OF = {"recovery": ["recovery", "recovery-redis"], "publish": ["publish"], "handshake": ["handshake"]}
 
 
 def where_it_goes(run, runs, missed):
@@ -951,7 +969,7 @@ def where_it_goes(run, runs, missed):
         "loss": "Lost or duplicated deliveries",
     }
     for kind, head in heads.items():
-        rows = [r for r in missed if r[7] == kind or (kind == "fanout" and r[7] in ("latency", "cpu"))]
+        rows = [r for r in missed if r[7] == kind]
         if not rows:
             continue
         w(f"### {head}\n")
@@ -982,14 +1000,12 @@ def where_it_goes(run, runs, missed):
             else:
                 w("- no heaptrack profile in this run")
         else:
-            name = {"recovery": None, "publish": "publish", "handshake": "handshake"}[kind] if kind != "loss" else None
-            dirs = [name] if name else (["recovery", "recovery-redis"] if kind == "recovery" else [])
-            for dn in dirs:
+            for dn in PROFILES_OF.get(kind, []):
                 d = os.path.join(prof, dn)
                 if not os.path.isdir(d):
                     w(f"- no `{dn}` profile in this run")
                     continue
-                for f in sorted(f[5:-4] for f in os.listdir(d) if f.startswith("perf-") and f.endswith(".txt")):
+                for f in perf_names(d):
                     w(f"- `{dn}`, `{f}`: {perf_top(d, f, 4)}")
             if kind == "publish":
                 for r in [r for r in runs if r.get("scenario") == "publish" and "error" not in r]:

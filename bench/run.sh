@@ -278,35 +278,14 @@ s = (bad or steps or [None])[0] if bad else (steps[-1] if steps else None)
 print(s["rate_msgs_per_sec"] if s else "")' "$1"
 }
 
-# A CPU profile of a system's server processes at its saturation step
-# (issue #18): the fan-out again at that one rate while bench/profile.sh
-# attach records them; <run>/profile/<system>/.
-profile_at_saturation() { # system url watch
-  [ "$PROFILE" = 1 ] || return 0
-  local sys="$1" url="$2" watch="$3" rate dir lgpid
-  rate="$(saturation_rate "$(tail -n 1 "$JSONL")")"
-  [ -n "$rate" ] || { say "no fan-out steps for $sys: no profile"; return 0; }
-  dir="$OUT/profile/$sys"; mkdir -p "$dir"
-  say "profile: $sys at its saturation step, $rate msg/s"
-  "$LOADGEN" fanout --clients "$FAN_CLIENTS" --room-size "$ROOM_SIZE" --rates "$rate" \
-    --step-secs "$((PROFILE_SECS + 4))" --settle-secs 2 --drain-secs 3 --prefix f --url "$url" \
-    --secret-file "$RUN/jwt-secret" --label "$sys-profile" >"$dir/fanout.json" 2>"$dir/loadgen.log" &
-  lgpid=$!
-  until grep -q "connected in" "$dir/loadgen.log" 2>/dev/null || ! kill -0 "$lgpid" 2>/dev/null; do sleep 0.5; done
-  sleep 4 # the settle time and the start of the step
-  kill -0 "$lgpid" 2>/dev/null &&
-    bash "$BENCH/profile.sh" attach "$dir" "$PROFILE_SECS" "$watch,loadgen=$lgpid" 2>>"$dir/loadgen.log"
-  wait "$lgpid" || true
-  sleep 3
-}
-
-# A CPU profile of a system's processes during a repeat of one load
-# generator run (issue #18: where the time goes in the handshakes, the
-# durable publish and the mass recovery): <run>/profile/<name>/, with the
+# A CPU profile of processes during a repeat of one load generator run
+# (issue #18: where the time goes): <run>/profile/<name>/, with the
 # repeat's own output (run.json; perf slows what it records, so the
-# report's figures are the unprofiled run's). START is seconds after the
-# load generator starts, or exit:PID (when that process has gone: the
-# gateway the mass recovery kills).
+# report's figures are the unprofiled run's). START says when to record:
+# SECS after the load generator starts; connected+SECS, that long after
+# its clients are connected; exit:PID, once that process has gone (the
+# gateway a mass recovery kills). A WATCH ending in ",loadgen" records the
+# load generator too.
 profile_during() { # name start secs watch loadgen-args...
   [ "$PROFILE" = 1 ] || return 0
   local name="$1" start="$2" secs="$3" watch="$4" dir lgpid; shift 4
@@ -316,12 +295,27 @@ profile_during() { # name start secs watch loadgen-args...
   lgpid=$!
   case "$start" in
     exit:*) while kill -0 "${start#exit:}" 2>/dev/null && kill -0 "$lgpid" 2>/dev/null; do sleep 0.05; done ;;
+    connected+*)
+      until grep -q "connected in" "$dir/loadgen.log" 2>/dev/null || ! kill -0 "$lgpid" 2>/dev/null; do sleep 0.5; done
+      sleep "${start#connected+}" ;;
     *) sleep "$start" ;;
   esac
   kill -0 "$lgpid" 2>/dev/null &&
-    bash "$BENCH/profile.sh" attach "$dir" "$secs" "$watch" 2>>"$dir/loadgen.log"
+    bash "$BENCH/profile.sh" attach "$dir" "$secs" "${watch/%,loadgen/,loadgen=$lgpid}" 2>>"$dir/loadgen.log"
   wait "$lgpid" || true
   sleep 3
+}
+
+# A CPU profile of a system's server processes and the load generator at
+# the system's saturation step: the fan-out again at that one rate,
+# recorded once the step runs (after the 2 s settle).
+profile_at_saturation() { # system url watch
+  local sys="$1" url="$2" watch="$3" rate
+  rate="$(saturation_rate "$(tail -n 1 "$JSONL")")"
+  [ -n "$rate" ] || { say "no fan-out steps for $sys: no profile"; return 0; }
+  profile_during "$sys" connected+4 "$PROFILE_SECS" "$watch,loadgen" fanout --clients "$FAN_CLIENTS" \
+    --room-size "$ROOM_SIZE" --rates "$rate" --step-secs "$((PROFILE_SECS + 4))" --settle-secs 2 \
+    --drain-secs 3 --prefix f --url "$url"
 }
 
 # The fan-out of every system: Confab, the baseline, the ceiling, the two
